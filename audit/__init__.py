@@ -1,0 +1,25 @@
+"""audit: batch audit and forensics for archives of AI-generated images.
+
+Importing this module is cheap; heavy dependencies load when a verb needs them.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pragma: no cover
+    from audit.api import Audit
+
+
+def open(index_dir, *, create: bool = False) -> "Audit":  # noqa: A001 - the verb users expect
+    """Open the index directory ``index_dir`` for investigation (or create it)."""
+    from audit.api import Audit
+
+    return Audit(index_dir, create=create)
+
+
+def crawl(sources, index_dir, **options):
+    """Catalog ``sources`` into ``index_dir``; returns a ``CrawlSummary``."""
+    return open(index_dir, create=True).crawl(sources, **options)

@@ -1,0 +1,78 @@
+"""The seam between where generations are stored and the crawler.
+
+A ``Source`` lists ``Entry`` objects. The crawler decides what to read: a local file is
+read by a worker process from ``path``; an archive member or remote object whose bytes
+only the source can reach arrives with ``data`` filled in by ``Source.load``. Sources
+never raise for one bad file: they yield an ``Entry`` with ``error`` set, which becomes a
+catalog row with status ``error``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Protocol, runtime_checkable
+
+# Asked by a source before it opens a container (archive, manifest): True when a file of
+# that uri, size and mtime was fully catalogued before, so the source may skip it.
+UnchangedCheck = Callable[[str, int, int], bool]
+
+
+@dataclass(frozen=True)
+class Sidecar:
+    """Text that travels with an image: ``key.txt``/``key.json``/``key.yaml`` beside it."""
+
+    name: str  # file or member name, e.g. "0001.json"
+    path: str | None = None  # local path, read by the worker
+    data: bytes | None = None  # bytes, when only the source can read them
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One stored generation as a source sees it, before anything is read."""
+
+    uri: str  # absolute path for local files; "<archive uri>!/<member path>" for members
+    source: str  # the SOURCE argument it came from, as given
+    size: int | None = None
+    mtime_ns: int | None = None
+    path: str | None = None  # local file a worker can open itself
+    data: bytes | None = None  # the bytes, when only the source can read them
+    sidecars: tuple[Sidecar, ...] = ()
+    fields: dict[str, Any] = field(default_factory=dict)  # manifest columns: prompt, seed, model, ...
+    error: str | None = None  # a problem found while listing: unreadable, symlink loop, unsafe path
+    container: str | None = None  # uri of the archive/manifest this entry was listed from
+
+
+@dataclass(frozen=True)
+class ContainerUnchanged:
+    """Yielded instead of the members of an archive that is unchanged since the last crawl:
+    the crawler marks every catalogued location under ``uri`` as seen without reading."""
+
+    uri: str
+    source: str
+
+
+@dataclass(frozen=True)
+class ContainerDone:
+    """Yielded after the last member of a container; lets the crawler remember its
+    size and mtime once (and only once) all its members are safely catalogued."""
+
+    uri: str
+    source: str
+    size: int
+    mtime_ns: int
+
+
+Listed = Entry | ContainerUnchanged | ContainerDone
+
+
+@runtime_checkable
+class Source(Protocol):
+    """Lists the generations stored at one place."""
+
+    spec: str  # the SOURCE argument as the user gave it
+    # True when ``entries`` walks everything under ``root_uri``: catalogued locations under
+    # it that were not listed have been deleted (or moved).
+    complete: bool
+    root_uri: str
+
+    def entries(self, unchanged: UnchangedCheck) -> Iterator[Listed]: ...
