@@ -1,0 +1,5 @@
+import sys
+
+from audit.cli.app import main
+
+sys.exit(main())

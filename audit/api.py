@@ -1,0 +1,122 @@
+"""The library's front door: ``audit.open(DIR)`` returns an ``Audit``.
+
+Every CLI command is one method here, so a notebook and a shell use the same verbs.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import socket
+import sys
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import polars as pl
+
+from audit import __version__
+from audit.catalog.lock import IndexLock
+from audit.catalog.schema import ITEM_COLUMNS, LOCATION_COLUMNS
+from audit.catalog.store import Catalog
+from audit.frames import frame, polars_type
+from audit.timeutil import utc_now
+
+_LOCATION_FIRST = ("uri", "source", "container", "size", "mtime_ns", "status", "error", "first_seen", "last_seen")
+_ITEM_ONLY = [n for n, _ in ITEM_COLUMNS if n not in ("item_id", "size", "status", "error", "first_seen", "last_seen")]
+
+
+class Audit:
+    """One index directory: its catalog and the stages built on it."""
+
+    def __init__(self, index_dir: str | os.PathLike, *, create: bool = False):
+        self.index_dir = Path(index_dir).expanduser().absolute()
+        self.catalog = Catalog(self.index_dir, create=create)
+
+    def __repr__(self) -> str:
+        return f"audit.open({str(self.index_dir)!r})"
+
+    def close(self) -> None:
+        self.catalog.close()
+
+    def __enter__(self) -> "Audit":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # --- stages
+    def crawl(
+        self,
+        sources: Iterable[str] | str,
+        *,
+        workers: int | None = None,
+        wait: bool = False,
+        progress=None,
+        argv: Sequence[str] | None = None,
+    ):
+        """Catalog every generation under ``sources``; returns a ``CrawlSummary``."""
+        from audit.crawl.runner import Crawler
+        from audit.ingest import open_source
+
+        if isinstance(sources, (str, os.PathLike)):
+            sources = [sources]
+        opened = [open_source(str(s)) for s in sources]  # every SOURCE checked before any work
+        with IndexLock(self.index_dir, wait=wait):
+            run_id = self._begin_run("crawl", argv)
+            status = "failed"
+            summary = None
+            try:
+                crawler = Crawler(self.catalog, run_id=run_id, workers=workers, progress=progress)
+                summary = crawler.crawl(opened)
+                status = "ok"
+                return summary
+            except KeyboardInterrupt:
+                status = "interrupted"
+                raise
+            finally:
+                self.catalog.finish_run(
+                    run_id, status=status, summary=summary.to_dict() if summary else {}, now=utc_now()
+                )
+
+    def _begin_run(self, command: str, argv: Sequence[str] | None) -> int:
+        return self.catalog.begin_run(
+            command,
+            argv=list(argv if argv is not None else sys.argv),
+            tool_version=__version__,
+            user=_user(),
+            host=socket.gethostname(),
+            now=utc_now(),
+        )
+
+    # --- investigation
+    def items(self, *, include_missing: bool = False) -> pl.DataFrame:
+        """The catalog, one row per location, with the content's facts and metadata."""
+        loc_types = dict(LOCATION_COLUMNS)
+        item_types = dict(ITEM_COLUMNS)
+        cols = ["l.item_id"] + [f"l.{c}" for c in _LOCATION_FIRST] + [f"i.{c}" for c in _ITEM_ONLY]
+        schema = {"item_id": pl.Utf8}
+        schema.update({c: polars_type(loc_types[c]) for c in _LOCATION_FIRST})
+        schema.update({c: polars_type(item_types[c]) for c in _ITEM_ONLY})
+        if include_missing:
+            cols += ["l.present", "l.missing_since"]
+            schema.update({"present": pl.Int64, "missing_since": pl.Utf8})
+        where = "" if include_missing else "WHERE l.present = 1"
+        sql = f"SELECT {', '.join(cols)} FROM locations l LEFT JOIN items i ON i.item_id = l.item_id {where} ORDER BY l.uri"
+        df = frame(self.catalog.conn, sql, (), schema)
+        if include_missing:
+            df = df.with_columns(pl.col("present").cast(pl.Boolean))
+        return df
+
+    def runs(self) -> pl.DataFrame:
+        schema = {
+            "run_id": pl.Int64, "command": pl.Utf8, "argv": pl.Utf8, "tool_version": pl.Utf8, "user": pl.Utf8,
+            "host": pl.Utf8, "started": pl.Utf8, "finished": pl.Utf8, "status": pl.Utf8, "summary": pl.Utf8,
+        }  # fmt: skip
+        return frame(self.catalog.conn, f"SELECT {', '.join(schema)} FROM runs ORDER BY run_id", (), schema)
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return str(os.getuid())

@@ -1,0 +1,72 @@
+"""Table layout of the catalog (SQLite, one file per index directory).
+
+``items`` holds one row per content (item_id = SHA-256 of the bytes); ``locations`` one
+row per place that content was found. An item that could not be read at all (the file
+vanished, permission denied) has a location row with status ``error`` and no item_id.
+"""
+
+from __future__ import annotations
+
+SCHEMA_VERSION = 1
+
+ITEM_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("item_id", "TEXT PRIMARY KEY"),
+    ("size", "INTEGER"),
+    ("status", "TEXT NOT NULL"),  # ok | error (content could not be decoded)
+    ("error", "TEXT"),
+    ("format", "TEXT"),
+    ("width", "INTEGER"),
+    ("height", "INTEGER"),
+    ("frames", "INTEGER"),
+    ("md5", "TEXT"),
+    ("pdq", "TEXT"),
+    ("pdq_quality", "INTEGER"),
+    ("generator", "TEXT"),
+    ("prompt", "TEXT"),
+    ("negative_prompt", "TEXT"),
+    ("seed", "TEXT"),
+    ("steps", "INTEGER"),
+    ("sampler", "TEXT"),
+    ("scheduler", "TEXT"),
+    ("cfg_scale", "REAL"),
+    ("model", "TEXT"),
+    ("model_hash", "TEXT"),
+    ("resources", "TEXT"),  # JSON list of {kind, name, hash, weight}
+    ("metadata_found", "TEXT"),  # JSON list of "generator@location"
+    ("metadata_errors", "TEXT"),  # JSON list of problems with the metadata
+    ("extra", "TEXT"),  # JSON object: clip_skip, samplers, sizes, ...
+    ("raw_metadata", "TEXT"),  # JSON list of {location, key, text}, verbatim
+    ("first_seen", "TEXT NOT NULL"),
+    ("last_seen", "TEXT NOT NULL"),
+)
+
+LOCATION_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("uri", "TEXT PRIMARY KEY"),
+    ("item_id", "TEXT"),
+    ("source", "TEXT NOT NULL"),
+    ("container", "TEXT"),  # archive or manifest uri the location was listed from
+    ("size", "INTEGER"),
+    ("mtime_ns", "INTEGER"),
+    ("status", "TEXT NOT NULL"),  # ok | error | missing
+    ("error", "TEXT"),
+    ("present", "INTEGER NOT NULL"),  # 0 once the file is gone
+    ("first_seen", "TEXT NOT NULL"),
+    ("last_seen", "TEXT NOT NULL"),
+    ("missing_since", "TEXT"),
+    ("seen_run", "INTEGER"),  # run that last saw it; lets one UPDATE find the missing ones
+)
+
+DDL = f"""
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
+CREATE TABLE IF NOT EXISTS items ({", ".join(f"{n} {t}" for n, t in ITEM_COLUMNS)});
+CREATE TABLE IF NOT EXISTS locations ({", ".join(f"{n} {t}" for n, t in LOCATION_COLUMNS)});
+CREATE INDEX IF NOT EXISTS locations_item ON locations(item_id);
+CREATE TABLE IF NOT EXISTS containers (
+    uri TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, last_seen TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS runs (
+    run_id INTEGER PRIMARY KEY AUTOINCREMENT,
+    command TEXT NOT NULL, argv TEXT, tool_version TEXT, user TEXT, host TEXT,
+    started TEXT NOT NULL, finished TEXT, status TEXT NOT NULL, summary TEXT
+);
+"""

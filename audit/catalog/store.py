@@ -1,0 +1,216 @@
+"""The catalog: a SQLite database in the index directory.
+
+SQLite in WAL mode with ``synchronous=FULL`` commits atomically and survives SIGKILL (and
+power loss) at any point: a transaction is either wholly in the file or not at all. Every
+write below happens inside one ``BEGIN IMMEDIATE ... COMMIT``.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Sequence
+
+from audit.catalog.schema import DDL, ITEM_COLUMNS, LOCATION_COLUMNS, SCHEMA_VERSION
+from audit.errors import InputError
+
+CATALOG_FILE = "catalog.sqlite"
+_ITEM_NAMES = [n for n, _ in ITEM_COLUMNS]
+_LOCATION_NAMES = [n for n, _ in LOCATION_COLUMNS]
+# SQLite's limit on host parameters is 32766 since 3.32; stay well below it.
+_IN_CHUNK = 2000
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, timeout=60, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("PRAGMA foreign_keys=ON")
+    conn.execute("PRAGMA busy_timeout=60000")
+    return conn
+
+
+class Catalog:
+    """Items, locations, containers and runs of one index."""
+
+    def __init__(self, index_dir: Path, *, create: bool = False):
+        self.index_dir = Path(index_dir)
+        self.path = self.index_dir / CATALOG_FILE
+        if not self.path.exists():
+            if not create:
+                raise InputError(f"no audit index at {self.index_dir} (run `audit crawl` first)")
+            self.index_dir.mkdir(parents=True, exist_ok=True)
+        self.conn = connect(self.path)
+        self.conn.executescript(DDL)
+        row = self.conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        if row is None:
+            self.conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        elif int(row[0]) > SCHEMA_VERSION:
+            raise InputError(f"index {self.index_dir} was written by a newer audit (schema {row[0]})")
+
+    def close(self) -> None:
+        self.conn.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.conn
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        else:
+            self.conn.execute("COMMIT")
+
+    # --- runs: who ran what, when; the latest run id is the catalog version reports cite
+    def begin_run(self, command: str, *, argv: Sequence[str], tool_version: str, user: str, host: str, now: str) -> int:
+        with self.transaction() as c:
+            cur = c.execute(
+                "INSERT INTO runs (command, argv, tool_version, user, host, started, status) VALUES (?,?,?,?,?,?, 'running')",
+                (command, json.dumps(list(argv)), tool_version, user, host, now),
+            )
+            return int(cur.lastrowid)
+
+    def finish_run(self, run_id: int, *, status: str, summary: dict[str, Any], now: str) -> None:
+        with self.transaction() as c:
+            c.execute(
+                "UPDATE runs SET finished=?, status=?, summary=? WHERE run_id=?",
+                (now, status, json.dumps(summary, default=str), run_id),
+            )
+
+    def version(self) -> int:
+        """Monotonic catalog version: the id of the latest run that wrote to it."""
+        row = self.conn.execute("SELECT max(run_id) FROM runs").fetchone()
+        return int(row[0] or 0)
+
+    # --- incremental crawling
+    def known_locations(self, uris: Sequence[str]) -> dict[str, tuple[int | None, int | None, str, str | None]]:
+        """uri -> (size, mtime_ns, status, item_id) for the catalogued ones among ``uris``."""
+        found: dict[str, tuple[int | None, int | None, str, str | None]] = {}
+        for chunk in _chunks(uris, _IN_CHUNK):
+            marks = ",".join("?" * len(chunk))
+            for uri, size, mtime_ns, status, item_id, present in self.conn.execute(
+                f"SELECT uri, size, mtime_ns, status, item_id, present FROM locations WHERE uri IN ({marks})", chunk
+            ):
+                found[uri] = (size, mtime_ns, status if present else "missing", item_id)
+        return found
+
+    def touch_locations(self, uris: Sequence[str], *, run_id: int, now: str) -> None:
+        """Mark unchanged locations as seen by this run."""
+        with self.transaction() as c:
+            for chunk in _chunks(uris, _IN_CHUNK):
+                marks = ",".join("?" * len(chunk))
+                c.execute(
+                    f"UPDATE locations SET last_seen=?, seen_run=? WHERE uri IN ({marks})", (now, run_id, *chunk)
+                )
+            _touch_items_of(c, uris, now)
+
+    def container_unchanged(self, uri: str, size: int, mtime_ns: int) -> bool:
+        row = self.conn.execute("SELECT size, mtime_ns FROM containers WHERE uri=?", (uri,)).fetchone()
+        return row is not None and row[0] == size and row[1] == mtime_ns
+
+    def touch_container(self, uri: str, *, run_id: int, now: str) -> int:
+        """Mark every present location listed from an unchanged container as seen."""
+        lo, hi = _prefix_range(uri + "!/")
+        with self.transaction() as c:
+            cur = c.execute(
+                "UPDATE locations SET last_seen=?, seen_run=? WHERE uri >= ? AND uri < ? AND present=1",
+                (now, run_id, lo, hi),
+            )
+            c.execute(
+                "UPDATE items SET last_seen=? WHERE item_id IN "
+                "(SELECT item_id FROM locations WHERE uri >= ? AND uri < ? AND present=1)",
+                (now, lo, hi),
+            )
+            c.execute("UPDATE containers SET last_seen=? WHERE uri=?", (now, uri))
+            return cur.rowcount
+
+    def container_done(self, uri: str, size: int, mtime_ns: int, *, now: str) -> None:
+        with self.transaction() as c:
+            c.execute(
+                "INSERT INTO containers VALUES (?,?,?,?) ON CONFLICT(uri) DO UPDATE SET "
+                "size=excluded.size, mtime_ns=excluded.mtime_ns, last_seen=excluded.last_seen",
+                (uri, size, mtime_ns, now),
+            )
+
+    def record(self, items: Iterable[dict[str, Any]], locations: Iterable[dict[str, Any]]) -> None:
+        """Upsert crawled items and their locations in one transaction.
+
+        ``first_seen`` is kept from the first time; everything else is refreshed, so a
+        newer metadata parser improves old rows on the next full re-read.
+        """
+        item_rows = [tuple(it.get(n) for n in _ITEM_NAMES) for it in items]
+        loc_rows = [tuple(loc.get(n) for n in _LOCATION_NAMES) for loc in locations]
+        with self.transaction() as c:
+            if item_rows:
+                c.executemany(_upsert_sql("items", _ITEM_NAMES, "item_id"), item_rows)
+            if loc_rows:
+                c.executemany(_upsert_sql("locations", _LOCATION_NAMES, "uri"), loc_rows)
+
+    def mark_missing(self, root_uri: str, *, run_id: int, now: str) -> list[tuple[str, str | None]]:
+        """Locations under ``root_uri`` that this run did not see: deleted or moved away."""
+        lo, hi = _prefix_range(root_uri.rstrip("/") + "/")
+        with self.transaction() as c:
+            gone = c.execute(
+                "SELECT uri, item_id FROM locations WHERE ((uri >= ? AND uri < ?) OR uri = ?) "
+                "AND present=1 AND (seen_run IS NULL OR seen_run != ?)",
+                (lo, hi, root_uri, run_id),
+            ).fetchall()
+            for chunk in _chunks([g[0] for g in gone], _IN_CHUNK):
+                marks = ",".join("?" * len(chunk))
+                c.execute(
+                    f"UPDATE locations SET present=0, status='missing', missing_since=? WHERE uri IN ({marks})",
+                    (now, *chunk),
+                )
+        return gone
+
+    def locations_first_seen_in(self, run_id: int, item_ids: Sequence[str]) -> set[str]:
+        """Those of ``item_ids`` that this run found at a new location (to recognise moves)."""
+        hits: set[str] = set()
+        for chunk in _chunks(list(item_ids), _IN_CHUNK):
+            marks = ",".join("?" * len(chunk))
+            for (item_id,) in self.conn.execute(
+                f"SELECT DISTINCT item_id FROM locations WHERE present=1 AND seen_run=? AND item_id IN ({marks})",
+                (run_id, *chunk),
+            ):
+                hits.add(item_id)
+        return hits
+
+    def existing_items(self, item_ids: Sequence[str]) -> set[str]:
+        have: set[str] = set()
+        for chunk in _chunks(list(item_ids), _IN_CHUNK):
+            marks = ",".join("?" * len(chunk))
+            have.update(r[0] for r in self.conn.execute(f"SELECT item_id FROM items WHERE item_id IN ({marks})", chunk))
+        return have
+
+    # --- reading
+    def query(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
+        return self.conn.execute(sql, params)
+
+
+def _touch_items_of(c: sqlite3.Connection, uris: Sequence[str], now: str) -> None:
+    for chunk in _chunks(uris, _IN_CHUNK):
+        marks = ",".join("?" * len(chunk))
+        c.execute(
+            f"UPDATE items SET last_seen=? WHERE item_id IN (SELECT item_id FROM locations WHERE uri IN ({marks}))",
+            (now, *chunk),
+        )
+
+
+def _upsert_sql(table: str, names: list[str], key: str) -> str:
+    cols = ", ".join(names)
+    marks = ", ".join("?" * len(names))
+    updates = ", ".join(f"{n}=excluded.{n}" for n in names if n not in (key, "first_seen"))
+    return f"INSERT INTO {table} ({cols}) VALUES ({marks}) ON CONFLICT({key}) DO UPDATE SET {updates}"
+
+
+def _prefix_range(prefix: str) -> tuple[str, str]:
+    """[lo, hi) covering every string that starts with ``prefix`` (an index range scan)."""
+    return prefix, prefix[:-1] + chr(ord(prefix[-1]) + 1)
+
+
+def _chunks(seq: Sequence[Any], n: int) -> Iterator[Sequence[Any]]:
+    for i in range(0, len(seq), n):
+        yield seq[i : i + n]

@@ -1,0 +1,93 @@
+"""The ``audit`` command: a thin layer over ``audit.api``; the only place that prints.
+
+Human messages and progress go to stderr, ``--json`` summaries to stdout. Errors are one
+line (``audit: error: ...``) with the exit code of ``audit.errors.ExitCode``; pass
+``--traceback`` to see where an error came from.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+from typing import Optional
+
+import typer
+
+from audit.errors import AuditError, ExitCode
+
+app = typer.Typer(
+    name="audit",
+    help="Audit archives of AI-generated images: catalog, embed, index, flag and report.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+INTERNAL_ERROR = 70  # sysexits EX_SOFTWARE: a bug in audit, not in the input
+_state = {"traceback": False}
+
+
+def _version(value: bool) -> None:
+    if value:
+        from audit import __version__
+
+        typer.echo(f"audit {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    traceback: bool = typer.Option(False, "--traceback", help="Show the full traceback of an error."),
+    version: Optional[bool] = typer.Option(None, "--version", callback=_version, is_eager=True, help="Show the version."),
+) -> None:
+    _state["traceback"] = traceback
+
+
+def _register_commands() -> None:
+    from audit.cli import crawl_cmd  # noqa: F401 - registers on import
+
+
+def _raise_interrupt(signum, frame):  # SIGTERM from cron/systemd: stop like Ctrl-C
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point; returns (and exits with) the process exit code."""
+    _register_commands()
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    args = sys.argv[1:] if argv is None else argv
+    _state["traceback"] = "--traceback" in args
+    try:
+        app(args=args, prog_name="audit", standalone_mode=False)
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 0
+    except AuditError as exc:
+        code = _fail(exc, f"audit: error: {exc}", int(exc.exit_code))
+    except KeyboardInterrupt:
+        code = _fail(None, "audit: interrupted; work committed so far is kept, rerun to finish", int(ExitCode.INTERRUPTED))
+    except Exception as exc:  # noqa: BLE001 - last line of defence: one line, not a traceback
+        import click
+
+        if isinstance(exc, click.exceptions.Abort):
+            code = _fail(None, "audit: interrupted", int(ExitCode.INTERRUPTED))
+        elif isinstance(exc, click.ClickException):
+            exc.show()
+            code = exc.exit_code
+        else:
+            code = _fail(exc, f"audit: internal error: {type(exc).__name__}: {exc} (rerun with --traceback)", INTERNAL_ERROR)
+    return int(code)
+
+
+def _fail(exc: BaseException | None, message: str, code: int) -> int:
+    if _state["traceback"] and exc is not None:
+        import traceback
+
+        traceback.print_exception(exc, file=sys.stderr)
+    print(message.splitlines()[0] if message else "audit: error", file=sys.stderr)
+    return code
+
+
+def run() -> None:  # pragma: no cover - console script wrapper
+    sys.exit(main())

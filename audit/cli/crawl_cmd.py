@@ -1,0 +1,46 @@
+"""``audit crawl SOURCE... --index DIR``"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from audit.cli.app import app
+from audit.cli.output import emit_json, progress_bar, stderr
+
+INDEX_HELP = "Index directory (created if missing)."
+
+
+@app.command()
+def crawl(
+    sources: List[str] = typer.Argument(..., help="Folders, files, manifests (.jsonl/.csv/.parquet), archives (.tar/.zip, webdataset shards) or fsspec URLs."),
+    index: Path = typer.Option(..., "--index", "-i", help=INDEX_HELP),
+    workers: Optional[int] = typer.Option(None, "--workers", min=0, help="Worker processes for decoding and hashing (default: one per core; 0 = in-process)."),
+    wait: bool = typer.Option(False, "--wait", help="Wait for another run holding the index instead of exiting with code 3."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
+    json_out: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
+) -> None:
+    """Catalog generations: hashes (SHA-256, MD5, PDQ), image facts, generation metadata, errors.
+
+    Incremental: files whose path, size and mtime are unchanged are not read again;
+    new, changed, moved and deleted files are recognised. Unreadable files become rows
+    with status=error and a reason; the crawl goes on.
+    """
+    import audit
+
+    with progress_bar("crawl", quiet=quiet) as progress:
+        summary = audit.open(index, create=True).crawl(sources, workers=workers, wait=wait, progress=progress)
+    data = summary.to_dict()
+    if json_out:
+        emit_json({"command": "crawl", "index": str(index), **data})
+    if not quiet:
+        stderr.print(
+            f"[bold]{data['listed']:,}[/] listed · {data['read']:,} read · {data['unchanged']:,} unchanged · "
+            f"{data['new_items']:,} new items · {data['changed']:,} changed · {data['moved']:,} moved · "
+            f"{data['missing']:,} missing · [{'red' if data['errors'] else 'green'}]{data['errors']:,} errors[/] "
+            f"in {data['duration_s']:.1f}s"
+        )
+        for reason, n in list(data["error_reasons"].items())[:8]:
+            stderr.print(f"  {n:>6,} × {reason}")

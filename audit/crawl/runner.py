@@ -1,0 +1,227 @@
+"""Drives a crawl: lists sources, skips what is unchanged, reads the rest in worker
+processes, and commits results to the catalog in small transactions.
+
+Crash safety comes from the order of writes: a location is committed together with its
+item, and a container (archive) is remembered as done only after all of its members are
+committed. Whatever a SIGKILL interrupts is simply read again by the next crawl.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import time
+from collections import Counter
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Iterable
+
+from audit.catalog.store import Catalog
+from audit.crawl.worker import ReadResult, read_entries
+from audit.ingest.base import ContainerDone, ContainerUnchanged, Entry, Source
+from audit.timeutil import utc_now
+
+# Entries per task sent to a worker: enough to amortise inter-process overhead, small
+# enough that both cores stay busy on small archives.
+TASK_ENTRIES = 16
+TASK_BYTES = 32 << 20
+# Entries looked up in the catalog at once to decide what changed.
+LISTING_CHUNK = 2048
+COMMIT_EVERY = 256
+COMMIT_SECONDS = 2.0
+
+
+@dataclass
+class CrawlSummary:
+    listed: int = 0
+    read: int = 0
+    unchanged: int = 0
+    new_items: int = 0
+    new_locations: int = 0
+    changed: int = 0
+    moved: int = 0
+    missing: int = 0
+    errors: int = 0
+    containers_skipped: int = 0
+    bytes_read: int = 0
+    duration_s: float = 0.0
+    error_reasons: Counter = field(default_factory=Counter)
+    error_examples: list[dict[str, str]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["error_reasons"] = dict(self.error_reasons.most_common())
+        return out
+
+
+ProgressFn = Callable[[str, int], None]  # (event, count): "listed", "done", "total"
+
+
+class Crawler:
+    def __init__(self, catalog: Catalog, *, run_id: int, workers: int | None = None, progress: ProgressFn | None = None):
+        self.catalog = catalog
+        self.run_id = run_id
+        self.workers = (os.cpu_count() or 1) if workers is None else workers
+        self.progress = progress or (lambda event, n: None)
+        self.summary = CrawlSummary()
+        self._pending_items: list[dict[str, Any]] = []
+        self._pending_locations: list[dict[str, Any]] = []
+        self._last_commit = time.monotonic()
+        self._pool: ProcessPoolExecutor | None = None
+        self._inflight: set[Future] = set()
+
+    # --- public
+    def crawl(self, sources: Iterable[Source]) -> CrawlSummary:
+        started = time.monotonic()
+        try:
+            if self.workers > 1:
+                ctx = multiprocessing.get_context("forkserver")
+                ctx.set_forkserver_preload(["audit.crawl.worker", "audit.meta", "PIL.Image", "numpy"])
+                self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx)
+            for source in sources:
+                self._crawl_source(source)
+        finally:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True, cancel_futures=True)
+            self.summary.duration_s = round(time.monotonic() - started, 3)
+        return self.summary
+
+    # --- listing
+    def _crawl_source(self, source: Source) -> None:
+        chunk: list[Entry] = []
+        for listed in source.entries(self.catalog.container_unchanged):
+            if isinstance(listed, Entry):
+                chunk.append(listed)
+                if len(chunk) >= LISTING_CHUNK:
+                    self._dispatch(chunk)
+                    chunk = []
+            elif isinstance(listed, ContainerUnchanged):
+                self._dispatch(chunk)
+                chunk = []
+                n = self.catalog.touch_container(listed.uri, run_id=self.run_id, now=utc_now())
+                self.summary.containers_skipped += 1
+                self.summary.unchanged += n
+                self.summary.listed += n
+                self.progress("listed", n)
+                self.progress("done", n)
+            elif isinstance(listed, ContainerDone):
+                self._dispatch(chunk)
+                chunk = []
+                self._drain()  # every member committed before the container counts as done
+                self.catalog.container_done(listed.uri, listed.size, listed.mtime_ns, now=utc_now())
+        self._dispatch(chunk)
+        self._drain()
+        if source.complete:
+            self._record_missing(source.root_uri)
+
+    def _dispatch(self, entries: list[Entry]) -> None:
+        if not entries:
+            return
+        self.summary.listed += len(entries)
+        self.progress("listed", len(entries))
+        known = self.catalog.known_locations([e.uri for e in entries])
+        unchanged, todo = [], []
+        for e in entries:
+            k = known.get(e.uri)
+            if (
+                k is not None
+                and e.error is None
+                and k[2] != "missing"
+                and k[3] is not None  # an item was read: errors without bytes are retried
+                and e.size is not None
+                and e.mtime_ns
+                and (k[0], k[1]) == (e.size, e.mtime_ns)
+            ):
+                unchanged.append(e.uri)
+            else:
+                todo.append(e)
+        if unchanged:
+            self.catalog.touch_locations(unchanged, run_id=self.run_id, now=utc_now())
+            self.summary.unchanged += len(unchanged)
+            self.progress("done", len(unchanged))
+        for task in _tasks(todo):
+            self._submit(task, {e.uri: known.get(e.uri) for e in task})
+
+    # --- reading
+    def _submit(self, task: list[Entry], known: dict[str, Any]) -> None:
+        if self._pool is None:
+            self._absorb(read_entries(task), known)
+            return
+        while len(self._inflight) >= self.workers * 3:
+            self._collect(block=True)
+        fut = self._pool.submit(read_entries, task)
+        fut.known = known  # type: ignore[attr-defined]
+        self._inflight.add(fut)
+        self._collect(block=False)
+
+    def _collect(self, *, block: bool) -> None:
+        if not self._inflight:
+            return
+        done, _ = wait(self._inflight, timeout=None if block else 0, return_when=FIRST_COMPLETED)
+        for fut in done:
+            self._inflight.discard(fut)
+            self._absorb(fut.result(), fut.known)  # type: ignore[attr-defined]
+
+    def _drain(self) -> None:
+        while self._inflight:
+            self._collect(block=True)
+        self._commit()
+
+    def _absorb(self, results: list[ReadResult], known: dict[str, Any]) -> None:
+        now = utc_now()
+        s = self.summary
+        for r in results:
+            prev = known.get(r.uri)
+            loc = r.location
+            loc.update(present=1, first_seen=now, last_seen=now, missing_since=None, seen_run=self.run_id)
+            self._pending_locations.append(loc)
+            if r.item is not None:
+                r.item.update(first_seen=now, last_seen=now)
+                self._pending_items.append(r.item)
+                s.read += 1
+                s.bytes_read += r.bytes_read
+            if prev is None:
+                s.new_locations += 1
+            elif prev[3] is not None and prev[3] != loc["item_id"]:
+                s.changed += 1
+            if loc["status"] == "error":
+                s.errors += 1
+                reason = (loc["error"] or "error").split(":")[0]
+                s.error_reasons[reason] += 1
+                if len(s.error_examples) < 20:
+                    s.error_examples.append({"uri": r.uri, "error": loc["error"] or ""})
+        self.progress("done", len(results))
+        if len(self._pending_locations) >= COMMIT_EVERY or time.monotonic() - self._last_commit > COMMIT_SECONDS:
+            self._commit()
+
+    def _commit(self) -> None:
+        if not self._pending_locations and not self._pending_items:
+            return
+        new_ids = {it["item_id"] for it in self._pending_items}
+        already = self.catalog.existing_items(list(new_ids))
+        self.summary.new_items += len(new_ids - already)
+        self.catalog.record(self._pending_items, self._pending_locations)
+        self._pending_items, self._pending_locations = [], []
+        self._last_commit = time.monotonic()
+
+    def _record_missing(self, root_uri: str) -> None:
+        gone = self.catalog.mark_missing(root_uri, run_id=self.run_id, now=utc_now())
+        if not gone:
+            return
+        still_present = self.catalog.locations_first_seen_in(self.run_id, [g[1] for g in gone if g[1]])
+        moved = sum(1 for _, item_id in gone if item_id in still_present)
+        self.summary.moved += moved
+        self.summary.missing += len(gone) - moved
+
+
+def _tasks(entries: list[Entry]) -> Iterable[list[Entry]]:
+    task: list[Entry] = []
+    size = 0
+    for e in entries:
+        task.append(e)
+        size += len(e.data) if e.data is not None else 0
+        if len(task) >= TASK_ENTRIES or size >= TASK_BYTES:
+            yield task
+            task, size = [], 0
+    if task:
+        yield task

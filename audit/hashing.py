@@ -1,0 +1,38 @@
+"""Content hashes: SHA-256 (the item id), MD5 (what hash-sharing lists still use) and PDQ.
+
+PDQ comes from Meta's reference C++ through the ``pdqhash`` bindings, computed on the
+full-resolution RGB pixels as the reference hasher does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+
+PDQ_BITS = 256
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def md5_hex(data: bytes) -> str:
+    return hashlib.md5(data, usedforsecurity=False).hexdigest()
+
+
+def pdq(rgb: np.ndarray) -> tuple[str, int]:
+    """PDQ hash (64 hex digits, Meta's bit order) and quality (0-100) of an HxWx3 uint8 array."""
+    import pdqhash
+
+    bits, quality = pdqhash.compute(np.ascontiguousarray(rgb, dtype=np.uint8))
+    return np.packbits(bits.astype(np.uint8)).tobytes().hex(), int(quality)
+
+
+def pdq_distance(a: str, b: str) -> int:
+    """Hamming distance between two PDQ hex strings."""
+    return (int(a, 16) ^ int(b, 16)).bit_count()
+
+
+def pdq_to_bytes(hex_hash: str) -> bytes:
+    return bytes.fromhex(hex_hash)
