@@ -1,0 +1,175 @@
+"""Small helpers shared by the readers: file kinds, safe uris, bounded prefetch."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import re
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, Callable, Iterator
+
+IMAGE_EXTS = frozenset({"png", "jpg", "jpeg", "webp", "gif", "bmp", "tif", "tiff", "avif", "heic", "jxl"})
+SIDECAR_EXTS = frozenset({"txt", "json", "yaml", "yml"})
+MANIFEST_SUFFIXES = (".jsonl", ".csv", ".parquet")
+# tarfile's "r|*" detects gzip, bzip2 and xz; anything ending like this is read as an archive.
+TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tbz", ".tar.xz", ".txz")
+ZIP_SUFFIXES = (".zip",)
+ARCHIVE_SUFFIXES = TAR_SUFFIXES + ZIP_SUFFIXES
+
+DEFAULT_MAX_MEMBER_BYTES = 512 * 1024 * 1024  # archive members / remote objects above this are not read
+SIDECAR_MAX_BYTES = 16 * 1024 * 1024  # a sidecar bigger than this is not attached (recorded in fields)
+
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
+
+
+def ext_of(name: str) -> str:
+    """Lower-case extension without the dot ("" when none)."""
+    dot = name.rfind(".")
+    return name[dot + 1 :].lower() if dot > 0 else ""
+
+
+def is_image_name(name: str) -> bool:
+    return ext_of(name) in IMAGE_EXTS
+
+
+def archive_kind(name: str) -> str | None:
+    """"tar" or "zip" when ``name`` looks like an archive, else None."""
+    low = name.lower()
+    if low.endswith(ZIP_SUFFIXES):
+        return "zip"
+    if low.endswith(TAR_SUFFIXES):
+        return "tar"
+    return None
+
+
+def is_manifest_name(name: str) -> bool:
+    return name.lower().endswith(MANIFEST_SUFFIXES)
+
+
+def is_url(spec: str) -> bool:
+    return bool(_SCHEME.match(spec))
+
+
+def stem_of(name: str) -> str:
+    """Name without its last extension ("0001.png" -> "0001")."""
+    dot = name.rfind(".")
+    return name[:dot] if dot > 0 else name
+
+
+def safe_uri(text: str) -> str:
+    """Make ``text`` storable as UTF-8 (SQLite, JSON, Parquet) without losing information.
+
+    On Linux a file name is bytes; ``os.fsdecode`` turns bytes that are not UTF-8 into lone
+    surrogates (U+DC80..U+DCFF, "surrogateescape"), which every UTF-8 encoder rejects. This
+    replaces each such surrogate by the percent-escape of the original byte (``b"\\xff"`` ->
+    ``"%FF"``), and any other lone surrogate by the percent-escapes of its UTF-8
+    ("surrogatepass") bytes. Valid text is returned unchanged, so ordinary uris stay equal to
+    their paths. The real path (with its surrogates) stays in ``Entry.path`` for reading.
+    A name that literally contains "%FF" could look like an escaped one; that is the one
+    ambiguity, and ``Entry.path`` is always exact.
+    """
+    if text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        pass
+    out = []
+    for ch in text:
+        code = ord(ch)
+        if 0xDC80 <= code <= 0xDCFF:
+            out.append("%%%02X" % (code - 0xDC00))
+        elif 0xD800 <= code <= 0xDFFF:
+            out.append("".join("%%%02X" % b for b in ch.encode("utf-8", "surrogatepass")))
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def to_mtime_ns(value: Any) -> int | None:
+    """An mtime as fsspec backends report it (float seconds, datetime, ISO text) in ns."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return int(value * 1_000_000_000)
+    if isinstance(value, _dt.datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=_dt.timezone.utc)
+        return int(value.timestamp() * 1_000_000) * 1000
+    if isinstance(value, str):
+        try:
+            return to_mtime_ns(_dt.datetime.fromisoformat(value.replace("Z", "+00:00")))
+        except ValueError:
+            return None
+    return None
+
+
+class FetchWindow:
+    """Runs I/O-bound fetches (remote reads) on a small thread pool, at most ``window``
+    ahead of the consumer, and hands results back in submission order. Memory is bounded
+    by ``window`` results. ``fetch`` functions must not raise: they return an error Entry."""
+
+    def __init__(self, workers: int = 4, window: int = 16) -> None:
+        self.window = window
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="audit-fetch")
+        self._pending: deque[Future[Any]] = deque()
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Iterator[Any]:
+        """Queue one fetch; yields the oldest results while the window is full."""
+        self._pending.append(self._pool.submit(fn, *args))
+        while len(self._pending) >= self.window:
+            yield self._pending.popleft().result()
+
+    def ready(self) -> Iterator[Any]:
+        """Results already finished, oldest first (never blocks)."""
+        while self._pending and self._pending[0].done():
+            yield self._pending.popleft().result()
+
+    def drain(self) -> Iterator[Any]:
+        while self._pending:
+            yield self._pending.popleft().result()
+
+    def close(self) -> None:
+        for fut in self._pending:
+            fut.cancel()
+        self._pending.clear()
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def __enter__(self) -> "FetchWindow":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+_MTIME_KEYS = ("mtime", "LastModified", "last_modified", "updated", "modified", "timeCreated", "created")
+_ETAG_KEYS = ("ETag", "etag", "md5Hash", "md5", "checksum", "crc32c")
+
+
+def info_mtime_ns(info: dict[str, Any]) -> int | None:
+    """Modification time of an fsspec ``info()`` dict in ns, None when the backend has none."""
+    for key in _MTIME_KEYS:
+        if key in info:
+            ns = to_mtime_ns(info[key])
+            if ns is not None:
+                return ns
+    return None
+
+
+def info_etag(info: dict[str, Any]) -> str | None:
+    for key in _ETAG_KEYS:
+        value = info.get(key)
+        if isinstance(value, (str, int)) and value != "":
+            return str(value).strip('"')
+    return None
+
+
+def describe(exc: BaseException) -> str:
+    """One line for an OS error: "Permission denied" rather than "[Errno 13] ...: '/x'"."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__

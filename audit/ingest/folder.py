@@ -1,0 +1,283 @@
+"""Local directories (walked recursively) and single local files.
+
+This is the hot path of a rescan: per image file exactly one ``DirEntry.stat()`` call (an
+``lstat``, or a ``stat`` for a symlink), no ``Path`` objects, no existence checks for
+sidecars (they are found in the same ``scandir`` listing). Other files cost nothing beyond
+the directory listing itself.
+
+- uri = the absolute path (``os.path.abspath``: symlinks are not resolved), passed through
+  ``safe_uri`` so that names which are not UTF-8 stay storable; ``Entry.path`` keeps the real
+  path for the worker that reads the file.
+- Images: png, jpg, jpeg, webp, gif, bmp, tif, tiff, avif, heic, jxl (any case). Other files
+  are not entries, except sidecars: ``stem.txt``/``.json``/``.yaml``/``.yml`` (or
+  ``name.png.txt`` and so on) in the same directory are attached as ``Sidecar(path=...)``.
+- Archives found in the walk (.tar, .tar.gz, .tgz, .tar.bz2, .tar.xz, .zip) are read as
+  containers by ``archive.iter_archive``: ``unchanged()`` is asked first, members get uris
+  ``"<archive path>!/<member>"``, which lie under the walked root, so deletions inside them
+  are seen too. ``FolderSource(open_archives=False)`` ignores them instead.
+- Symlinks are followed (files and directories); every directory's ``(st_dev, st_ino)`` is
+  remembered, so a symlink loop or a second route into a directory already walked becomes
+  one error Entry ("directory already walked ...") instead of an endless walk.
+- Bad input becomes an Entry with ``error``: unreadable directory, broken symlink, symlink
+  loop (ELOOP), an image name that is a fifo/socket/device (never opened: a fifo would block
+  a worker forever). An unreadable *file* is found by the worker that opens it (checking
+  here would cost a syscall per file).
+- Memory: per directory the listing is held up to 65,536 image entries; a larger directory
+  is listed a second time for the rest, so memory stays bounded however many files it holds
+  (sidecar names of that directory are kept as a set).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat as _stat
+from typing import Iterator
+
+from audit.ingest._common import (
+    ARCHIVE_SUFFIXES,
+    DEFAULT_MAX_MEMBER_BYTES,
+    IMAGE_EXTS,
+    SIDECAR_EXTS,
+    archive_kind,
+    describe,
+    safe_uri,
+)
+from audit.ingest.archive import iter_archive
+from audit.ingest.base import Entry, Listed, Sidecar, UnchangedCheck
+
+CHUNK = 65536
+_NO_SIDECARS: tuple[Sidecar, ...] = ()
+_SIDECAR_ORDER = ("txt", "json", "yaml", "yml")
+
+
+class FolderSource:
+    """A local directory, walked recursively, or one local file."""
+
+    complete = True
+
+    def __init__(
+        self,
+        spec: str,
+        path: str | None = None,
+        *,
+        open_archives: bool = True,
+        max_member_bytes: int = DEFAULT_MAX_MEMBER_BYTES,
+    ) -> None:
+        self.spec = spec
+        self.root = os.path.abspath(spec if path is None else path)
+        self.root_uri = safe_uri(self.root)
+        self.open_archives = open_archives
+        self.max_member_bytes = max_member_bytes
+
+    def entries(self, unchanged: UnchangedCheck) -> Iterator[Listed]:
+        try:
+            st = os.stat(self.root)
+        except OSError as exc:
+            yield Entry(uri=self.root_uri, source=self.spec, path=self.root, error=_stat_problem(exc, self.root))
+            return
+        if not _stat.S_ISDIR(st.st_mode):
+            yield from self._single(st, unchanged)
+            return
+        # The walk: depth first; the stack holds directory paths still to list.
+        visited: dict[tuple[int, int], str] = {(st.st_dev, st.st_ino): self.root}
+        stack = [self.root]
+        while stack:
+            yield from self._directory(stack.pop(), stack, visited, unchanged)
+
+    # --- one file
+    def _single(self, st: os.stat_result, unchanged: UnchangedCheck) -> Iterator[Listed]:
+        path = self.root
+        kind = archive_kind(path)
+        if kind and self.open_archives and _stat.S_ISREG(st.st_mode):
+            yield from self._archive(path, st, kind, unchanged)
+            return
+        if not _stat.S_ISREG(st.st_mode):
+            yield Entry(uri=self.root_uri, source=self.spec, path=path, error=_not_regular(st.st_mode))
+            return
+        directory, name = os.path.split(path)
+        sidecars = []
+        for stem in dict.fromkeys((_stem(name), name)):
+            for ext in _SIDECAR_ORDER:
+                candidate = os.path.join(directory, f"{stem}.{ext}")
+                if candidate != path and os.path.isfile(candidate):
+                    sidecars.append(Sidecar(name=f"{stem}.{ext}", path=candidate))
+        yield Entry(
+            uri=self.root_uri,
+            source=self.spec,
+            size=st.st_size,
+            mtime_ns=st.st_mtime_ns,
+            path=path,
+            sidecars=tuple(sidecars),
+        )
+
+    # --- a tree
+    def _directory(
+        self, dirpath: str, stack: list[str], visited: dict[tuple[int, int], str], unchanged: UnchangedCheck
+    ) -> Iterator[Listed]:
+        spec = self.spec
+        prefix = dirpath if dirpath.endswith(os.sep) else dirpath + os.sep
+        images: list[os.DirEntry[str]] = []
+        sidecars: dict[str, list[str]] = {}
+        subdirs: list[os.DirEntry[str]] = []
+        others: list[os.DirEntry[str]] = []  # archives, and symlinks that may be broken
+        overflow = False
+        try:
+            with os.scandir(dirpath) as it:
+                for de in it:
+                    name = de.name
+                    dot = name.rfind(".")
+                    ext = name[dot + 1 :].lower() if dot > 0 else ""
+                    if ext in IMAGE_EXTS:
+                        if len(images) < CHUNK:
+                            images.append(de)
+                        else:
+                            overflow = True
+                    elif ext in SIDECAR_EXTS:
+                        stem = name[:dot]
+                        if stem in sidecars:
+                            sidecars[stem].append(name)
+                        else:
+                            sidecars[stem] = [name]
+                    elif _is_dir(de):
+                        subdirs.append(de)
+                    elif (ext and name.lower().endswith(ARCHIVE_SUFFIXES)) or (not ext and de.is_symlink()):
+                        others.append(de)
+        except OSError as exc:
+            yield Entry(uri=safe_uri(dirpath), source=spec, error=f"unreadable directory: {describe(exc)}")
+            return
+
+        found_dirs: list[str] = []
+        image = self._image
+        for de in images:
+            entry = image(de, prefix, sidecars, found_dirs)
+            if entry is not None:
+                yield entry
+        if overflow:
+            seen = {de.name for de in images}
+            images.clear()
+            try:
+                with os.scandir(dirpath) as it:
+                    for de in it:
+                        name = de.name
+                        dot = name.rfind(".")
+                        if dot > 0 and name[dot + 1 :].lower() in IMAGE_EXTS and name not in seen:
+                            entry = image(de, prefix, sidecars, found_dirs)
+                            if entry is not None:
+                                yield entry
+            except OSError as exc:
+                yield Entry(uri=safe_uri(dirpath), source=spec, error=f"unreadable directory: {describe(exc)}")
+        for de in others:
+            path = prefix + de.name
+            try:
+                st = de.stat()
+            except OSError as exc:
+                yield Entry(uri=safe_uri(path), source=spec, path=path, error=_stat_problem(exc, path))
+                continue
+            if _stat.S_ISDIR(st.st_mode):
+                found_dirs.append(path)  # e.g. a directory named x.tar: walk it
+                continue
+            kind = archive_kind(de.name)
+            if kind and self.open_archives and _stat.S_ISREG(st.st_mode):
+                yield from self._archive(path, st, kind, unchanged)
+        for de in subdirs:
+            found_dirs.append(prefix + de.name)
+        # Depth first, in name order: deterministic, and the stack holds one level's names.
+        for path in sorted(found_dirs, reverse=True):
+            try:
+                st = os.stat(path)
+            except OSError as exc:
+                yield Entry(uri=safe_uri(path), source=spec, error=_stat_problem(exc, path))
+                continue
+            key = (st.st_dev, st.st_ino)
+            first = visited.get(key)
+            if first is not None:
+                yield Entry(
+                    uri=safe_uri(path),
+                    source=spec,
+                    error=f"directory already walked (symlink loop or second route to {safe_uri(first)}): skipped",
+                )
+                continue
+            visited[key] = path
+            stack.append(path)
+
+    def _image(
+        self, de: os.DirEntry[str], prefix: str, sidecars: dict[str, list[str]], found_dirs: list[str]
+    ) -> Entry | None:
+        """The Entry of one image-named directory entry (a plain function, not a generator:
+        this runs once per file on every rescan)."""
+        name = de.name
+        path = prefix + name
+        try:
+            st = de.stat()
+        except OSError as exc:
+            return Entry(uri=safe_uri(path), source=self.spec, path=path, error=_stat_problem(exc, path))
+        if not _stat.S_ISREG(st.st_mode):
+            if _stat.S_ISDIR(st.st_mode):
+                found_dirs.append(path)
+                return None
+            return Entry(uri=safe_uri(path), source=self.spec, path=path, error=_not_regular(st.st_mode))
+        found = _NO_SIDECARS
+        if sidecars:
+            by_stem = sidecars.get(name[: name.rfind(".")])
+            by_name = sidecars.get(name)  # "a.png.txt" beside "a.png"
+            if by_stem or by_name:
+                found = tuple(Sidecar(name=n, path=prefix + n) for n in (by_stem or []) + (by_name or []))
+        return Entry(
+            uri=safe_uri(path),
+            source=self.spec,
+            size=st.st_size,
+            mtime_ns=st.st_mtime_ns,
+            path=path,
+            sidecars=found,
+        )
+
+    def _archive(self, path: str, st: os.stat_result, kind: str, unchanged: UnchangedCheck) -> Iterator[Listed]:
+        yield from iter_archive(
+            self.spec,
+            safe_uri(path),
+            lambda: open(path, "rb"),
+            unchanged,
+            size=st.st_size,
+            mtime_ns=st.st_mtime_ns,
+            kind=kind,
+            max_member_bytes=self.max_member_bytes,
+        )
+
+
+def _is_dir(de: os.DirEntry[str]) -> bool:
+    try:
+        return de.is_dir()
+    except OSError:
+        return False
+
+
+def _stem(name: str) -> str:
+    dot = name.rfind(".")
+    return name[:dot] if dot > 0 else name
+
+
+def _stat_problem(exc: OSError, path: str) -> str:
+    if exc.errno == errno.ELOOP:
+        return "symlink loop"
+    if exc.errno == errno.ENOENT and os.path.islink(path):
+        try:
+            target = safe_uri(os.readlink(path))
+        except OSError:
+            target = "?"
+        return f"broken symlink (target {target!r} does not exist)"
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return f"unreadable: {describe(exc)}"
+    return describe(exc)
+
+
+def _not_regular(mode: int) -> str:
+    if _stat.S_ISFIFO(mode):
+        what = "fifo"
+    elif _stat.S_ISSOCK(mode):
+        what = "socket"
+    elif _stat.S_ISCHR(mode) or _stat.S_ISBLK(mode):
+        what = "device file"
+    else:
+        what = "special file"
+    return f"not a regular file ({what}): not read"
