@@ -1,0 +1,177 @@
+"""Generation metadata: what every generator wrote about how an image was made.
+
+``extract()`` is the one entry point the crawler calls for every file. It reads the
+container (PNG chunks, EXIF, XMP, JPEG comments, pixel "stealth" data), sidecar files and
+manifest columns into ``MetadataText`` pieces, runs every registered parser over each
+group of pieces, and keeps the best result. It never raises.
+
+Choosing between results when a file holds several formats: results at least 75% as rich
+as the richest are candidates, and among those the writer's own record outranks a
+summary (``RANK``): e.g. a ComfyUI graph beats the infotext a save node wrote beside it,
+Stability Matrix's parameters-json beats both. Everything recognised is listed in
+``found`` as "generator@location".
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+from audit.meta.a1111 import A1111Parser
+from audit.meta.base import GenerationMetadata, MetadataParser, MetadataText, Resource
+from audit.meta.civitai import CivitaiParser
+from audit.meta.comfyui import ComfyUIParser
+from audit.meta.containers import ContainerReport, read_container
+from audit.meta.flat import FlatJSONParser
+from audit.meta.fooocus import FooocusParser
+from audit.meta.invokeai import InvokeAIParser
+from audit.meta.midjourney import MidjourneyParser
+from audit.meta.novelai import NovelAIParser
+from audit.meta.pieces import expand
+from audit.meta.sidecar import SidecarTextParser, manifest_piece, sidecar_pieces
+from audit.meta.stability_matrix import StabilityMatrixParser
+from audit.meta.swarmui import SwarmUIParser
+from audit.meta.tensorart import TensorArtParser
+
+__all__ = ["Extraction", "GenerationMetadata", "MetadataText", "Resource", "PARSERS", "extract"]
+
+PARSERS: tuple[MetadataParser, ...] = (
+    StabilityMatrixParser(),
+    CivitaiParser(),
+    NovelAIParser(),
+    InvokeAIParser(),
+    FooocusParser(),
+    SwarmUIParser(),
+    TensorArtParser(),
+    ComfyUIParser(),
+    A1111Parser(),
+    MidjourneyParser(),
+    SidecarTextParser(),
+    FlatJSONParser(),
+)
+# How much a parser's result is the writer's own, complete record (higher wins among
+# results of similar richness).
+RANK = {
+    "stability-matrix": 6, "civitai": 5, "novelai": 5, "invokeai": 5, "fooocus": 5, "swarmui": 5,
+    "tensorart": 5, "comfyui": 4, "a1111": 3, "midjourney": 2, "sidecar-text": 1, "json": 1,
+}
+_SIMILAR_RICHNESS = 0.75
+
+
+@dataclass
+class Extraction:
+    best: GenerationMetadata = field(default_factory=GenerationMetadata)
+    found: list[str] = field(default_factory=list)
+    raw: list[MetadataText] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    has_generation_metadata: bool = False
+    results: list[GenerationMetadata] = field(default_factory=list)  # every parser's result, best first
+
+
+def extract(
+    data: bytes,
+    image: Any = None,
+    *,
+    sidecars: Sequence[tuple[str, bytes]] = (),
+    fields: Mapping[str, Any] | None = None,
+) -> Extraction:
+    """Read all generation metadata of one file. Never raises."""
+    extraction = Extraction()
+    try:
+        _extract(extraction, data or b"", image, sidecars, fields)
+    except Exception as exc:  # noqa: BLE001 - the crawl must go on; the reason is recorded
+        extraction.errors.append(f"metadata extraction failed: {type(exc).__name__}: {exc}")
+    return extraction
+
+
+def _extract(extraction: Extraction, data: bytes, image: Any, sidecars, fields) -> None:
+    report = _read_file(data, image)
+    extraction.errors.extend(report.errors)
+    groups: list[tuple[int, list[MetadataText]]] = []  # (group rank bonus, pieces)
+    embedded = [p for p in report.pieces if ":stealth:" not in p.location]
+    stealth = [p for p in report.pieces if ":stealth:" in p.location]
+    extraction.raw.extend(report.pieces)
+    if embedded:
+        groups.append((0, embedded))
+    if stealth:
+        groups.append((0, stealth))
+    for pieces, raw in sidecar_pieces(sidecars, extraction.errors):
+        extraction.raw.append(raw)
+        groups.append((-1, pieces))
+    manifest = manifest_piece(fields)
+    if manifest is not None:
+        extraction.raw.append(manifest)
+        groups.append((-1, [manifest]))
+
+    candidates: list[tuple[int, GenerationMetadata]] = []
+    for bonus, pieces in groups:
+        pieces = expand(pieces)
+        for parser in PARSERS:
+            try:
+                result = parser.parse(pieces)
+            except Exception as exc:  # noqa: BLE001 - contract says parsers never raise; be safe anyway
+                extraction.errors.append(f"{parser.name} parser failed: {type(exc).__name__}: {exc}")
+                continue
+            if result is None:
+                continue
+            extraction.errors.extend(result.extra.get("errors", []))
+            if result.richness() == 0:
+                continue
+            location = result.source or pieces[0].location
+            label = f"{result.generator or parser.name}@{location}"
+            if parser.name == "json" and any(f.endswith("@" + location) for f in extraction.found):
+                continue  # the catch-all re-reading a record a specific parser already understood
+            if label not in extraction.found:
+                extraction.found.append(label)
+            candidates.append((RANK.get(parser.name, 0) + bonus * 10, result))
+    if not candidates:
+        return
+    richest = max(result.richness() for _, result in candidates)
+    similar = [(rank, r) for rank, r in candidates if r.richness() >= richest * _SIMILAR_RICHNESS]
+    similar.sort(key=lambda item: (item[0], item[1].richness()), reverse=True)
+    extraction.best = similar[0][1]
+    extraction.results = [r for _, r in similar] + [r for _, r in candidates if all(r is not s for _, s in similar)]
+    extraction.has_generation_metadata = True
+
+
+def _read_file(data: bytes, image: Any) -> ContainerReport:
+    report = read_container(data) if data else ContainerReport()
+    if report.format is None and image is not None:
+        _from_pil_info(image, report)
+    if report.has_alpha or (image is not None and report.lossless):
+        from audit.meta import stealth
+
+        opened = image
+        if opened is None:
+            try:
+                from PIL import Image
+
+                opened = Image.open(io.BytesIO(data))
+            except Exception as exc:  # noqa: BLE001
+                report.errors.append(f"pixels unreadable for stealth check: {type(exc).__name__}")
+                return report
+        piece = stealth.read(
+            opened,
+            try_alpha=report.has_alpha,
+            try_rgb=image is not None and report.lossless,
+            location_prefix=(report.format or "image").lower(),
+            errors=report.errors,
+        )
+        if piece is not None:
+            report.pieces.append(piece)
+    return report
+
+
+def _from_pil_info(image: Any, report: ContainerReport) -> None:
+    """Formats without a hand-written walker (TIFF, GIF, AVIF...): PIL's info and EXIF."""
+    from audit.meta.containers import exif
+
+    info = getattr(image, "info", {}) or {}
+    report.format = getattr(image, "format", None)
+    for key, value in info.items():
+        if isinstance(value, str) and key not in ("icc_profile",):
+            report.pieces.append(MetadataText(f"{(report.format or 'image').lower()}:info:{key}", str(key), value))
+        elif key == "exif" and isinstance(value, (bytes, bytearray)):
+            report.pieces.extend(exif.read_tiff(bytes(value), "exif", report.errors))
+    report.has_alpha = "A" in getattr(image, "mode", "")

@@ -1,0 +1,132 @@
+"""A small TIFF/EXIF IFD walker that survives wrong types, bad offsets and loops.
+
+Only text-bearing tags are read. The Exif sub-IFD is followed from IFD0, and UserComment
+is accepted in IFD0 too, where some ComfyUI save nodes misplace it.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from audit.meta.base import MetadataText
+from audit.meta.textcodec import decode_bytes, decode_utf16, repair_mojibake
+
+# tag -> name of the text tags worth keeping
+TEXT_TAGS = {
+    0x010D: "DocumentName",
+    0x010E: "ImageDescription",
+    0x010F: "Make",
+    0x0110: "Model",
+    0x0131: "Software",
+    0x013B: "Artist",
+    0x8298: "Copyright",
+    0x9286: "UserComment",
+    0x9C9B: "XPTitle",
+    0x9C9C: "XPComment",
+    0x9C9D: "XPAuthor",
+    0x9C9E: "XPKeywords",
+    0x9C9F: "XPSubject",
+}
+_EXIF_IFD_POINTER = 0x8769
+_TYPE_SIZES = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4, 12: 8, 13: 4}
+_MAX_ENTRIES = 1000
+_MAX_IFDS = 8
+
+
+def read_tiff(tiff: bytes, prefix: str, errors: list[str]) -> list[MetadataText]:
+    """Text pieces from a TIFF structure (the payload of an EXIF block)."""
+    if tiff.startswith(b"Exif\x00\x00"):
+        tiff = tiff[6:]
+    if len(tiff) < 8 or tiff[:2] not in (b"II", b"MM"):
+        errors.append(f"{prefix}: not a TIFF/EXIF block")
+        return []
+    endian = "<" if tiff[:2] == b"II" else ">"
+    pieces: list[MetadataText] = []
+    try:
+        first = struct.unpack(endian + "I", tiff[4:8])[0]
+    except struct.error:
+        return []
+    queue = [(first, "IFD0")]
+    seen: set[int] = set()
+    while queue and len(seen) < _MAX_IFDS:
+        offset, ifd_name = queue.pop(0)
+        if offset in seen or offset <= 0 or offset + 2 > len(tiff):
+            if offset and offset not in seen:
+                errors.append(f"{prefix}: {ifd_name} offset {offset} outside the block")
+            continue
+        seen.add(offset)
+        for tag, typ, count, value in _entries(tiff, offset, endian, errors, prefix):
+            if tag == _EXIF_IFD_POINTER:
+                pointer = _as_int(value, typ, endian)
+                if pointer is not None:
+                    queue.append((pointer, "ExifIFD"))
+                continue
+            name = TEXT_TAGS.get(tag)
+            if name is None or value is None:
+                continue
+            text = _decode_tag(tag, typ, value, endian)
+            if text:
+                pieces.append(MetadataText(location=f"{prefix}:{name}", key=name, text=text))
+    return pieces
+
+
+def _entries(tiff: bytes, offset: int, endian: str, errors: list[str], prefix: str):
+    (count,) = struct.unpack(endian + "H", tiff[offset : offset + 2])
+    if count > _MAX_ENTRIES:
+        errors.append(f"{prefix}: IFD claims {count} entries")
+        count = _MAX_ENTRIES
+    for index in range(count):
+        at = offset + 2 + index * 12
+        if at + 12 > len(tiff):
+            errors.append(f"{prefix}: IFD truncated")
+            return
+        tag, typ, n = struct.unpack(endian + "HHI", tiff[at : at + 8])
+        size = _TYPE_SIZES.get(typ, 1) * n
+        if size <= 4:
+            value = tiff[at + 8 : at + 8 + size]
+        else:
+            (pointer,) = struct.unpack(endian + "I", tiff[at + 8 : at + 12])
+            if pointer + size > len(tiff):
+                errors.append(f"{prefix}: tag 0x{tag:04x} points outside the block")
+                value = tiff[pointer:] if pointer < len(tiff) else None
+            else:
+                value = tiff[pointer : pointer + size]
+        yield tag, typ, n, value
+
+
+def _as_int(value: bytes | None, typ: int, endian: str) -> int | None:
+    if not value:
+        return None
+    if typ == 3 and len(value) >= 2:
+        return struct.unpack(endian + "H", value[:2])[0]
+    if len(value) >= 4:
+        return struct.unpack(endian + "I", value[:4])[0]
+    return None
+
+
+def _decode_tag(tag: int, typ: int, value: bytes, endian: str) -> str:
+    if tag == 0x9286:
+        return decode_user_comment(value, big_endian_container=endian == ">")
+    if 0x9C9B <= tag <= 0x9C9F:  # Windows XP tags: UTF-16LE stored as BYTE
+        return decode_utf16(value, default_big_endian=False).strip("\x00")
+    # ASCII-typed tags often carry UTF-8 (and NovelAI pads ImageDescription with NULs)
+    return repair_mojibake(decode_bytes(value))
+
+
+def decode_user_comment(value: bytes, big_endian_container: bool = False) -> str:
+    """Decode an EXIF UserComment whatever its 8-byte character-code prefix says."""
+    code, payload = value[:8], value[8:]
+    if code == b"UNICODE\x00":
+        return decode_utf16(payload, default_big_endian=big_endian_container)
+    if code == b"ASCII\x00\x00\x00":
+        return decode_bytes(payload)
+    if code == b"JIS\x00\x00\x00\x00\x00":
+        for codec in ("iso2022_jp", "shift_jis", "euc_jp"):
+            try:
+                return payload.rstrip(b"\x00").decode(codec)
+            except UnicodeDecodeError:
+                continue
+        return decode_bytes(payload)
+    if code == b"\x00" * 8:
+        return decode_bytes(payload)
+    return decode_bytes(value)  # no prefix at all: plain UTF-8 or raw UTF-16

@@ -1,0 +1,111 @@
+"""Flat key/value generation records: the shape most JSON writers and manifests share.
+
+Used by sidecar .json/.yaml files, manifest columns, TensorArt's generation_data, Civitai's
+extraMetadata and any JSON piece whose keys name a prompt. Key names differ by writer, so
+each field has a list of aliases.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from audit.meta.base import GenerationMetadata, MetadataText, Resource
+from audit.meta.normalize import first, seed_text, to_float, to_int, to_text
+from audit.meta.textcodec import load_json, looks_like_json_object
+
+PROMPT_KEYS = ("prompt", "positive_prompt", "positivePrompt", "PositivePrompt", "Prompt", "caption", "text", "positive")
+NEGATIVE_KEYS = ("negative_prompt", "negativePrompt", "NegativePrompt", "negative", "Negative", "uc", "negativeprompt")
+SEED_KEYS = ("seed", "Seed", "noise_seed")
+STEPS_KEYS = ("steps", "Steps", "num_inference_steps", "sampling_steps")
+SAMPLER_KEYS = ("sampler", "sampler_name", "samplerName", "Sampler", "scheduler_name")
+SCHEDULER_KEYS = ("scheduler", "schedule_type", "Schedule type", "noise_schedule")
+CFG_KEYS = ("cfg_scale", "cfgScale", "CfgScale", "cfg", "guidance_scale", "guidanceScale", "scale", "cfgscale")
+MODEL_KEYS = ("model", "Model", "model_name", "modelName", "ModelName", "base_model", "base_model_name", "checkpoint", "sd_model_name", "ckpt")
+MODEL_HASH_KEYS = ("model_hash", "modelHash", "ModelHash", "Model hash", "base_model_hash", "sd_model_hash")
+
+
+def from_mapping(record: Mapping[str, Any], generator: str) -> GenerationMetadata | None:
+    """A GenerationMetadata from a flat record, or None when it names no prompt and no seed."""
+    if not isinstance(record, Mapping):
+        return None
+    prompt = first(record, PROMPT_KEYS)
+    if isinstance(prompt, list):  # Fooocus-style lists, InvokeAI [{prompt, weight}]
+        prompt = ", ".join(str(p.get("prompt", "")) if isinstance(p, dict) else str(p) for p in prompt)
+    meta = GenerationMetadata(generator=generator)
+    meta.prompt = to_text(prompt) if isinstance(prompt, str) else None
+    negative = first(record, NEGATIVE_KEYS)
+    meta.negative_prompt = negative if isinstance(negative, str) else None
+    meta.seed = seed_text(first(record, SEED_KEYS))
+    meta.steps = to_int(first(record, STEPS_KEYS))
+    meta.sampler = to_text(first(record, SAMPLER_KEYS))
+    meta.scheduler = to_text(first(record, SCHEDULER_KEYS))
+    meta.cfg_scale = to_float(first(record, CFG_KEYS))
+    model = first(record, MODEL_KEYS)
+    if isinstance(model, Mapping):  # {"name"/"model_name", "hash"}
+        meta.model_hash = to_text(first(model, ("hash", "model_hash", "sha256")))
+        model = first(model, ("name", "model_name", "modelFileName", "title"))
+    meta.model = to_text(model)
+    meta.model_hash = meta.model_hash or to_text(first(record, MODEL_HASH_KEYS))
+    if meta.model or meta.model_hash:
+        meta.resources.append(Resource("checkpoint", meta.model or meta.model_hash, meta.model_hash))
+    loras = first(record, ("loras", "lora", "resources", "Loras"))
+    if isinstance(loras, list):
+        for entry in loras:
+            resource = _lora(entry)
+            if resource is not None:
+                meta.resources.append(resource)
+    for key in ("width", "height", "clip_skip", "clipSkip", "denoise", "denoising_strength"):
+        if key in record and not isinstance(record[key], (dict, list)):
+            meta.extra[key] = record[key]
+    if meta.prompt is None and meta.seed is None:
+        return None
+    return meta
+
+
+def _lora(entry: Any) -> Resource | None:
+    if isinstance(entry, Mapping):
+        name = first(entry, ("name", "lora", "lora_name", "modelName", "model_name", "modelVersionId"))
+        if name is None:
+            return None
+        kind = str(entry.get("type", "lora")).lower()
+        return Resource(kind, str(name), to_text(first(entry, ("hash", "sha256", "AutoV2"))), to_float(first(entry, ("weight", "strength", "multiplier"))))
+    if isinstance(entry, (list, tuple)) and entry and isinstance(entry[0], str):
+        if entry[0].lower() == "none":
+            return None
+        weight = to_float(entry[1]) if len(entry) > 1 else None
+        digest = str(entry[2]) if len(entry) > 2 and entry[2] else None
+        return Resource("lora", entry[0], digest, weight)
+    if isinstance(entry, str) and ":" in entry:  # "name : weight"
+        name, _, weight = entry.rpartition(":")
+        return Resource("lora", name.strip(), None, to_float(weight))
+    return None
+
+
+class FlatJSONParser:
+    """Any JSON object piece whose keys name a prompt (lowest-trust catch-all)."""
+
+    name = "json"
+
+    def parse(self, pieces: list[MetadataText]) -> GenerationMetadata | None:
+        best = None
+        for piece in pieces:
+            if not looks_like_json_object(piece.text):
+                continue
+            value, problem = load_json(piece.text)
+            if problem is not None or not isinstance(value, dict):
+                continue
+            if "class_type" in str(next(iter(value.values()), "")):  # a ComfyUI graph, not a record
+                continue
+            meta = from_mapping(value, _generator_for(piece))
+            if meta is not None and (best is None or meta.richness() > best.richness()):
+                meta.source = piece.location
+                best = meta
+        return best
+
+
+def _generator_for(piece: MetadataText) -> str:
+    if piece.location.startswith("sidecar"):
+        return "sidecar"
+    if piece.location.startswith("manifest"):
+        return "manifest"
+    return "json"

@@ -1,0 +1,68 @@
+"""NovelAI: ``Description`` (prompt), ``Software``="NovelAI", ``Source`` ("<model> <hash>") and a
+``Comment`` JSON (``uc`` negative, ``scale`` CFG, V4 ``v4_prompt``/``v4_negative_prompt`` with
+per-character captions). The same dict is duplicated as gzip "stealth" data in the alpha
+channel and, in WebP, inside an EXIF UserComment JSON ``{"Comment": ...}``."""
+
+from __future__ import annotations
+
+from audit.meta.base import GenerationMetadata, MetadataText, Resource
+from audit.meta.normalize import seed_text, to_float, to_int, to_text
+from audit.meta.pieces import by_key, json_of
+
+
+class NovelAIParser:
+    name = "novelai"
+
+    def parse(self, pieces: list[MetadataText]) -> GenerationMetadata | None:
+        software = " ".join(p.text for p in by_key(pieces, "Software", "Source", "Make"))
+        for piece in by_key(pieces, "Comment"):
+            comment, problem = json_of(piece)
+            if problem is not None or not isinstance(comment, dict):
+                continue
+            novelai_shaped = "uc" in comment or "v4_prompt" in comment or "noise_schedule" in comment
+            if not (novelai_shaped or "NovelAI" in software):
+                continue
+            return _from_comment(comment, pieces, piece.location)
+        return None
+
+
+def _caption(block) -> tuple[str | None, list[dict]]:
+    if not isinstance(block, dict) or not isinstance(block.get("caption"), dict):
+        return None, []
+    caption = block["caption"]
+    characters = [c for c in caption.get("char_captions") or [] if isinstance(c, dict)]
+    return to_text(caption.get("base_caption")), characters
+
+
+def _from_comment(comment: dict, pieces: list[MetadataText], location: str) -> GenerationMetadata:
+    meta = GenerationMetadata(generator="novelai", source=location)
+    v4_prompt, characters = _caption(comment.get("v4_prompt"))
+    v4_negative, negative_characters = _caption(comment.get("v4_negative_prompt"))
+    description = next((p.text for p in by_key(pieces, "Description", "ImageDescription") if p.text.strip()), None)
+    meta.prompt = to_text(comment.get("prompt")) or v4_prompt or description
+    meta.negative_prompt = comment.get("uc") if isinstance(comment.get("uc"), str) else v4_negative
+    meta.seed = seed_text(comment.get("seed"))
+    meta.steps = to_int(comment.get("steps"))
+    meta.cfg_scale = to_float(comment.get("scale"))
+    meta.sampler = to_text(comment.get("sampler"))
+    meta.scheduler = to_text(comment.get("noise_schedule"))
+    source = next((p.text.strip() for p in by_key(pieces, "Source") if p.text.strip()), None)
+    if source:  # "Stable Diffusion 1D44365E", "NovelAI Diffusion V4.5 C02D4F98"
+        name, _, digest = source.rpartition(" ")
+        if name and len(digest) == 8 and all(c in "0123456789abcdefABCDEF" for c in digest):
+            meta.model, meta.model_hash = name, digest
+        else:
+            meta.model = source
+        meta.resources.append(Resource("checkpoint", meta.model, meta.model_hash))
+    if characters:
+        meta.extra["character_prompts"] = [
+            {"caption": c.get("char_caption"), "centers": c.get("centers")} for c in characters
+        ]
+    if negative_characters:
+        meta.extra["character_negative_prompts"] = [
+            {"caption": c.get("char_caption"), "centers": c.get("centers")} for c in negative_characters
+        ]
+    for key in ("strength", "noise", "width", "height", "uncond_scale", "cfg_rescale"):
+        if key in comment:
+            meta.extra[key] = comment[key]
+    return meta

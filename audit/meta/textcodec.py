@@ -1,0 +1,85 @@
+"""Turning stored bytes into text the way generators actually wrote it.
+
+Writers disagree with the specs: PNG tEXt is Latin-1 by spec, yet most generators put
+UTF-8 there; EXIF "UNICODE" comments are UTF-16 of either endianness whatever the TIFF
+byte order says. These helpers recover the intended text and never raise.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+_MAX_JSON_CHARS = 32 * 1024 * 1024  # a metadata JSON larger than this is not worth parsing
+
+
+def repair_mojibake(text: str) -> str:
+    """Undo UTF-8 bytes that were decoded as Latin-1 (tEXt chunks, EXIF ASCII tags)."""
+    if text.isascii():
+        return text
+    try:
+        return text.encode("latin-1").decode("utf-8")
+    except (UnicodeEncodeError, UnicodeDecodeError):
+        return text
+
+
+def decode_bytes(raw: bytes) -> str:
+    """Best-effort decode of bytes whose encoding nobody recorded."""
+    raw = raw.strip(b"\x00")
+    if not raw:
+        return ""
+    if _looks_utf16(raw):
+        return decode_utf16(raw)
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")
+
+
+def _looks_utf16(raw: bytes) -> bool:
+    if raw[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        return True
+    if len(raw) < 4:
+        return False
+    sample = raw[:2048]
+    zeros = sample.count(0)
+    return zeros * 3 >= len(sample)  # ASCII-heavy UTF-16 is about half zero bytes
+
+
+def decode_utf16(raw: bytes, default_big_endian: bool = False) -> str:
+    """Decode UTF-16 choosing endianness from the content, not from the container.
+
+    A BOM wins; otherwise the side of each byte pair that holds the zeros of ASCII
+    characters tells the order (Civitai writes big-endian text inside little-endian TIFF).
+    """
+    if raw[:2] == b"\xfe\xff":
+        return raw[2:].decode("utf-16-be", errors="replace").rstrip("\x00")
+    if raw[:2] == b"\xff\xfe":
+        return raw[2:].decode("utf-16-le", errors="replace").rstrip("\x00")
+    sample = raw[:4096]
+    even_zeros = sample[0::2].count(0)
+    odd_zeros = sample[1::2].count(0)
+    if even_zeros > odd_zeros:
+        big_endian = True
+    elif odd_zeros > even_zeros:
+        big_endian = False
+    else:
+        big_endian = default_big_endian
+    if len(raw) % 2:
+        raw = raw[:-1]
+    return raw.decode("utf-16-be" if big_endian else "utf-16-le", errors="replace").rstrip("\x00")
+
+
+def load_json(text: str) -> tuple[Any, str | None]:
+    """``(value, None)`` or ``(None, reason)``; never raises."""
+    if len(text) > _MAX_JSON_CHARS:
+        return None, "too large"
+    try:
+        return json.loads(text), None
+    except (ValueError, RecursionError) as exc:
+        return None, str(exc).split(":")[0]
+
+
+def looks_like_json_object(text: str) -> bool:
+    stripped = text.lstrip()
+    return stripped.startswith("{")
