@@ -21,5 +21,12 @@ def open(index_dir, *, create: bool = False) -> "Audit":  # noqa: A001 - the ver
 
 
 def crawl(sources, index_dir, **options):
-    """Catalog ``sources`` into ``index_dir``; returns a ``CrawlSummary``."""
-    return open(index_dir, create=True).crawl(sources, **options)
+    """Catalog ``sources`` into ``index_dir``; returns a ``CrawlSummary``.
+
+    Every SOURCE is checked before the index is created or anything is read."""
+    from audit.ingest import open_source
+
+    if isinstance(sources, (str, bytes)) or hasattr(sources, "__fspath__"):
+        sources = [sources]
+    opened = [open_source(str(s)) for s in sources]
+    return open(index_dir, create=True).crawl(opened, **options)

@@ -47,7 +47,7 @@ class Audit:
     # --- stages
     def crawl(
         self,
-        sources: Iterable[str] | str,
+        sources: "Iterable[str | Source] | str",
         *,
         workers: int | None = None,
         wait: bool = False,
@@ -55,12 +55,13 @@ class Audit:
         argv: Sequence[str] | None = None,
     ):
         """Catalog every generation under ``sources``; returns a ``CrawlSummary``."""
-        from audit.crawl.runner import Crawler
+        from audit.crawler.runner import Crawler
         from audit.ingest import open_source
+        from audit.ingest.base import Source
 
         if isinstance(sources, (str, os.PathLike)):
             sources = [sources]
-        opened = [open_source(str(s)) for s in sources]  # every SOURCE checked before any work
+        opened = [s if isinstance(s, Source) else open_source(str(s)) for s in sources]
         with IndexLock(self.index_dir, wait=wait):
             run_id = self._begin_run("crawl", argv)
             status = "failed"

@@ -24,6 +24,7 @@ def test_sigkill_midway_then_rerun_completes_without_duplicates(tmp_path):
         write_generation(src / f"d{i % 7}" / f"img_{i:05d}.png", ["red", "green", "blue", "yellow"][i % 4], "circle", seed=i, size=96, offset=i % 9)
     idx = tmp_path / "idx"
     db = idx / "catalog.sqlite"
+    counts_after_kill = []
     for attempt in range(3):  # kill at a few different moments
         proc = subprocess.Popen(
             [sys.executable, "-m", "audit", "crawl", str(src), "--index", str(idx), "--quiet", "--workers", "2"],
@@ -50,6 +51,8 @@ def test_sigkill_midway_then_rerun_completes_without_duplicates(tmp_path):
                 "SELECT count(*) FROM locations l LEFT JOIN items i USING(item_id) WHERE i.item_id IS NULL"
             ).fetchone()[0]
         assert 0 < locs <= n and orphans == 0
+        counts_after_kill.append(locs)
+    assert counts_after_kill[0] < n, "the first kill came too late to interrupt anything"
     summary = audit.crawl([str(src)], idx, workers=2)
     assert summary.errors == 0
     items = audit.open(idx).items()

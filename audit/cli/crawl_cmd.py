@@ -29,9 +29,11 @@ def crawl(
     with status=error and a reason; the crawl goes on.
     """
     import audit
+    from audit.ingest import open_source
 
+    opened = [open_source(s) for s in sources]  # a bad SOURCE fails before any work
     with progress_bar("crawl", quiet=quiet) as progress:
-        summary = audit.open(index, create=True).crawl(sources, workers=workers, wait=wait, progress=progress)
+        summary = audit.open(index, create=True).crawl(opened, workers=workers, wait=wait, progress=progress)
     data = summary.to_dict()
     if json_out:
         emit_json({"command": "crawl", "index": str(index), **data})

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Iterable
 
 from audit.catalog.store import Catalog
-from audit.crawl.worker import ReadResult, read_entries
+from audit.crawler.worker import ReadResult, read_entries
 from audit.ingest.base import ContainerDone, ContainerUnchanged, Entry, Source
 from audit.timeutil import utc_now
 
@@ -76,7 +76,7 @@ class Crawler:
         try:
             if self.workers > 1:
                 ctx = multiprocessing.get_context("forkserver")
-                ctx.set_forkserver_preload(["audit.crawl.worker", "audit.meta", "PIL.Image", "numpy"])
+                ctx.set_forkserver_preload(["audit.crawler.worker", "audit.meta", "PIL.Image", "numpy"])
                 self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx)
             for source in sources:
                 self._crawl_source(source)

@@ -150,7 +150,7 @@ def _decode(data: bytes, item: dict[str, Any]):
     except UnidentifiedImageError:
         raise _ReadFailure("not a recognised image format") from None
     except Image.DecompressionBombError as exc:
-        raise _ReadFailure(f"decompression bomb: {exc}") from None
+        raise _ReadFailure(f"image too large to decode (decompression bomb guard): {_one_line(exc)}") from None
     except (OSError, ValueError, SyntaxError, EOFError, IndexError, TypeError, struct.error) as exc:
         raise _ReadFailure(f"corrupt or truncated image: {_one_line(exc)}") from None
     except MemoryError:
