@@ -327,8 +327,8 @@ class _ZipReader(_Reader):
             name = _clean(info.filename)
             mtime_ns = _zip_mtime_ns(info)
             bad = unsafe_reason(info.filename)
-            mode = info.external_attr >> 16
-            if bad is None and mode and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+            mode = info.external_attr >> 16 if info.create_system == 3 else 0  # Unix mode bits
+            if bad is None and stat.S_IFMT(mode) and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
                 bad = "unsafe member path: " + ("symbolic link" if stat.S_ISLNK(mode) else "special file") + " (not followed)"
             if bad:
                 yield self.error(name, bad, info.file_size, mtime_ns)
