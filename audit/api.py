@@ -115,6 +115,77 @@ class Audit:
         }  # fmt: skip
         return frame(self.catalog.conn, f"SELECT {', '.join(schema)} FROM runs ORDER BY run_id", (), schema)
 
+    # --- FAISS indexes and search (audit/index)
+    def index(self, *, model: str | None = None, memory_budget: str | int | None = None, index_type: str | None = None,
+              rebuild: bool = False, verify: bool = False, wait: bool = False, progress=None,
+              argv: Sequence[str] | None = None, **options):  # fmt: skip
+        """Build or update the image and prompt FAISS indexes of every model (or ``model``);
+        returns an ``IndexSummary``. ``memory_budget``/``index_type`` default to what each
+        index was built with (else 4 GiB, automatic). ``options`` go to ``IndexBuilder``."""
+        from audit.index.build import IndexBuilder, build_all
+        from audit.index.prompts import PromptRefs
+        from audit.index.search import resolve_model
+
+        vs = self._vectors()
+        models = [resolve_model(vs, model)] if model else vs.models()
+        with IndexLock(self.index_dir, wait=wait):
+            run_id = self._begin_run("index", argv)
+            status, summary = "failed", None
+            try:
+                PromptRefs(self.catalog.conn).refresh()
+                builder = IndexBuilder(self.index_dir, vs, memory_budget=memory_budget, index_type=index_type,
+                                       rebuild=rebuild, verify=verify, progress=progress, **options)  # fmt: skip
+                summary = build_all(builder, models)
+                status = "ok"
+                return summary
+            except KeyboardInterrupt:
+                status = "interrupted"
+                raise
+            finally:
+                self.catalog.finish_run(run_id, status=status, summary=summary.to_dict() if summary else {}, now=utc_now())
+
+    def search(self, text: str | None = None, image=None, item: str | None = None, *, k: int = 10,
+               model: str | None = None, space: str = "image", checkpoint: str | None = None,
+               device: str = "cpu") -> pl.DataFrame:  # fmt: skip
+        """Nearest items to a text, an image (path or PIL image) or an item id: rank, item_id,
+        score (cosine), uri (a present location), present, prompt_excerpt, match."""
+        from audit.errors import UsageError
+        from audit.index.search import resolve_model
+
+        given = [name for name, v in (("text", text), ("image", image), ("item", item)) if v is not None]
+        if len(given) != 1:
+            raise UsageError("give exactly one of --text, --image, --item")
+        s = self._searcher()
+        identity = resolve_model(s.vs, model, self.index_dir)
+        if text is not None:
+            q = s.text_vector(identity, text, checkpoint=checkpoint, device=device)
+        elif image is not None:
+            q = s.image_vector(identity, image, checkpoint=checkpoint, device=device)
+        else:
+            q = s.item_vector(identity["key"], s.resolve_item(item), space)
+        return s.search(identity["key"], space, q, k)
+
+    def neighbors(self, item_id: str, k: int = 10, *, model: str | None = None, space: str = "image") -> pl.DataFrame:
+        """The ``k`` items nearest to a catalogued item, the item itself left out."""
+        from audit.index.search import resolve_model
+
+        s = self._searcher()
+        identity = resolve_model(s.vs, model, self.index_dir)
+        item = s.resolve_item(item_id)
+        return s.search(identity["key"], space, s.item_vector(identity["key"], item, space), k, exclude=item)
+
+    def _vectors(self):
+        from audit.catalog.vectors import VectorStore
+
+        return VectorStore(self.catalog.conn)
+
+    def _searcher(self):
+        from audit.index.search import Searcher
+
+        if getattr(self, "_search_cache", None) is None:
+            self._search_cache = Searcher(self.index_dir, self.catalog.conn)
+        return self._search_cache
+
 
 def _user() -> str:
     try:
