@@ -152,6 +152,29 @@ def test_unreadable_directory(tmp_path: Path) -> None:
     assert found == {str(locked): "unreadable directory: Permission denied"}
 
 
+def test_unreadable_directory_simulated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests run as root, whom permissions do not stop: make scandir fail as it would."""
+    import audit.ingest.folder as folder
+
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    (locked / "a.png").write_bytes(png())
+    (tmp_path / "b.png").write_bytes(png())
+    real = os.scandir
+
+    def scandir(path):  # type: ignore[no-untyped-def]
+        if str(path) == str(locked):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path)
+
+    monkeypatch.setattr(folder.os, "scandir", scandir)
+    got = entries(str(tmp_path))
+    assert {e.uri: e.error for e in got} == {
+        str(tmp_path / "b.png"): None,
+        str(locked): "unreadable directory: Permission denied",
+    }
+
+
 def test_directory_symlink_loop_is_finite(tmp_path: Path) -> None:
     (tmp_path / "a" / "b").mkdir(parents=True)
     (tmp_path / "a" / "b" / "x.png").write_bytes(png())
@@ -277,6 +300,16 @@ def test_truncated_tar_gz_and_garbage(tmp_path: Path) -> None:
         got = listed(str(tmp_path / name))
         assert not any(isinstance(x, ContainerDone) for x in got), name
         assert isinstance(got[-1], Entry) and got[-1].uri == str(tmp_path / name) and got[-1].error, name
+
+
+def test_empty_but_valid_archives(tmp_path: Path) -> None:
+    with tarfile.open(tmp_path / "empty.tar", "w"):
+        pass
+    with zipfile.ZipFile(tmp_path / "empty.zip", "w"):
+        pass
+    for name in ("empty.tar", "empty.zip"):
+        got = listed(str(tmp_path / name))
+        assert len(got) == 1 and isinstance(got[0], ContainerDone), (name, got)
 
 
 def test_truncated_zip(tmp_path: Path) -> None:

@@ -363,10 +363,6 @@ def test_single_object_at_url() -> None:
 # --- streaming ----------------------------------------------------------------------------
 
 
-class CountingFile(io.BufferedReader):
-    pass
-
-
 def _noise(seed: int, n: int = 24_000) -> bytes:
     # incompressible payload so the archive is much bigger than one member
     return hashlib.shake_256(str(seed).encode()).digest(n)

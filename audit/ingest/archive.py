@@ -207,7 +207,6 @@ class _TarReader(_Reader):
     def members(self, fh: IO[bytes]) -> Iterator[Listed]:
         """Yields entries; returns a problem text when the archive turned out damaged."""
         tf = tarfile.open(fileobj=fh, mode="r|*", tarinfo=_WatchedTarInfo)
-        tf._audit_end = None  # type: ignore[attr-defined]
         key: str | None = None
         group: list[tuple[tarfile.TarInfo, str, bytes | None, str | None]] = []
         try:
@@ -249,7 +248,7 @@ class _TarReader(_Reader):
             yield from self._flush(group)
             return f"corrupt or truncated archive: {describe(exc)}"
         yield from self._flush(group)
-        end = tf._audit_end  # type: ignore[attr-defined]
+        end = getattr(tf, "_audit_end", None)  # set by _WatchedTarInfo when a header read failed
         if end and end != "EOFHeaderError":
             return f"truncated or corrupt archive: no end-of-archive marker ({end} at offset {tf.offset})"
         return None
