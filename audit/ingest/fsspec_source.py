@@ -231,6 +231,10 @@ class FsspecSource:
                 elif self.open_archives and (kind := archive_kind(name)):
                     archives.append((path, info, kind))
             del listing
+            try:  # s3fs & co. cache every listing: drop it, or memory grows with the bucket
+                fs.invalidate_cache(dirpath)
+            except Exception:  # noqa: BLE001 - a cache is an optimisation, never a failure
+                pass
             prefix = dirpath.rstrip("/") + "/"
             images.sort()
             for name, path, info in images:
