@@ -104,6 +104,25 @@ class VectorStore:
         with self._txn() as c:
             c.executemany("INSERT OR REPLACE INTO vectors VALUES (?,?,?,?)", rows)
 
+    def put_batch(
+        self, model_key: str, space: str, keys: Sequence[str], vectors: np.ndarray,
+        *, skips: Sequence[tuple[str, str]] = (),
+    ) -> None:  # fmt: skip
+        """Vectors and skips (item_id, reason) of one embed shard in one transaction:
+        a crash leaves either all of the shard or none of it."""
+        assert space in SPACES, space
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        rows = [(model_key, space, k, vectors[i].tobytes()) for i, k in enumerate(keys)]
+        now = utc_now()
+        with self._txn() as c:
+            if rows:
+                c.executemany("INSERT OR REPLACE INTO vectors VALUES (?,?,?,?)", rows)
+            if skips:
+                c.executemany(
+                    "INSERT OR REPLACE INTO embed_skips VALUES (?,?,?,?)",
+                    [(model_key, item_id, reason, now) for item_id, reason in skips],
+                )
+
     def skip(self, model_key: str, item_id: str, reason: str) -> None:
         with self._txn() as c:
             c.execute("INSERT OR REPLACE INTO embed_skips VALUES (?,?,?,?)", (model_key, item_id, reason, utc_now()))

@@ -1,0 +1,61 @@
+"""``audit embed --index DIR [--model NAME] [--pretrained TAG] [--checkpoint PATH] [--device cpu|cuda] [--batch-size N]``"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from audit.cli.app import app
+from audit.cli.output import emit_json, progress_bar, stderr
+
+
+@app.command("embed")
+def embed_command(
+    index: Path = typer.Option(..., "--index", "-i", help="Index directory (made by `audit crawl`)."),
+    model: str = typer.Option("ViT-B-32", "--model", "-m", help="open_clip model name, or toy-shapes (the shipped toy-world CLIP)."),
+    pretrained: str = typer.Option("laion2b_s34b_b79k", "--pretrained", help="open_clip pretrained tag (downloaded once into the Hugging Face cache; HF_HUB_OFFLINE and HF_HOME are honoured); 'none' for random weights (benchmarks only)."),
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Local weights: .safetensors, or a weights-only .pt/.bin (never unpickled). Identity: its SHA-256."),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda[:N]."),
+    precision: str = typer.Option("auto", "--precision", help="auto (bf16 on CPUs with native bf16 after a check against fp32, else fp32; fp16 autocast on CUDA), fp32, bf16, fp16."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b", min=1, help="Images per batch and per commit (default 32 on CPU, 256 on CUDA)."),
+    workers: Optional[int] = typer.Option(None, "--workers", min=0, help="Worker processes, each with its own model (default: one per core on CPU, 0 on CUDA; 0 = in this process)."),
+    no_images: bool = typer.Option(False, "--no-images", help="Embed prompts only."),
+    no_prompts: bool = typer.Option(False, "--no-prompts", help="Embed images only."),
+    retry_skipped: bool = typer.Option(False, "--retry-skipped", help="Try again the images recorded as skipped for this model."),
+    wait: bool = typer.Option(False, "--wait", help="Wait for another run holding the index instead of exiting with code 3."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
+    json_out: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
+) -> None:
+    """Embed images and prompts (positive and negative) of catalogued items with CLIP.
+
+    Incremental: only items without a vector for this model identity (name + pretrained
+    tag, or checkpoint SHA-256); another model embeds into its own space. Commits every
+    batch, so a killed run loses at most the batches in flight. Images that cannot be read
+    or decoded are recorded as skipped with the reason. Identical prompts are embedded once.
+    Exit code 3 when the model weights are not available.
+    """
+    import audit
+
+    tag = None if pretrained.strip().lower() in ("", "none", "random") else pretrained
+    with progress_bar("embed", quiet=quiet) as progress:
+        summary = audit.open(index).embed(
+            model=model, pretrained=tag, checkpoint=str(checkpoint) if checkpoint else None, device=device,
+            precision=precision, batch_size=batch_size, workers=workers, images=not no_images,
+            prompts=not no_prompts, retry_skipped=retry_skipped, wait=wait, progress=progress,
+        )  # fmt: skip
+    data = summary.to_dict()
+    if json_out:
+        emit_json({"command": "embed", "index": str(index), **data})
+    if not quiet:
+        p = data["precision"]
+        check = f" (vs fp32: cosine ≥ {min(p['min_cosine_image'], p['min_cosine_text']):.4f})" if "min_cosine_image" in p else ""
+        stderr.print(
+            f"[bold]{data['model_key']}[/] {p.get('precision', '?')}{check} on {data['device']} · "
+            f"{data['images_embedded']:,} images · {data['prompts_embedded']:,} new prompts · "
+            f"[{'yellow' if data['images_skipped'] else 'green'}]{data['images_skipped']:,} skipped[/] "
+            f"in {data['duration_s']:.1f}s ({data['images_per_s']:.1f} images/s)"
+        )
+        for reason, n in list(data["skip_reasons"].items())[:8]:
+            stderr.print(f"  {n:>6,} × {reason}")

@@ -1,0 +1,83 @@
+"""``Audit.embed``: load the model, hold the index lock, run the ``EmbedRunner``."""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Sequence
+
+from audit.catalog.lock import IndexLock
+from audit.errors import UsageError
+from audit.timeutil import utc_now
+
+if TYPE_CHECKING:  # pragma: no cover
+    from audit.api import Audit
+    from audit.embed.runner import EmbedSummary
+
+
+def run_embed(
+    audit: "Audit",
+    *,
+    model: str = "ViT-B-32",
+    pretrained: str | None = "laion2b_s34b_b79k",
+    checkpoint: str | os.PathLike | None = None,
+    device: str = "cpu",
+    precision: str = "auto",
+    batch_size: int | None = None,
+    workers: int | None = None,
+    images: bool = True,
+    prompts: bool = True,
+    retry_skipped: bool = False,
+    wait: bool = False,
+    progress=None,
+    argv: Sequence[str] | None = None,
+    embedder=None,
+) -> "EmbedSummary":
+    from dataclasses import replace
+
+    from audit.embed.executor import InlineExecutor, LocalExecutor
+    from audit.embed.openclip import load_embedder, remember
+    from audit.embed.runner import EmbedRunner, default_workers
+
+    if batch_size is not None and batch_size < 1:
+        raise UsageError("--batch-size must be at least 1")
+    if workers is not None and workers < 0:
+        raise UsageError("--workers must be 0 or more")
+    # weights are resolved (and may fail with exit 3) before the index is touched
+    emb = embedder or load_embedder(model, pretrained, checkpoint=checkpoint, device=device, precision=precision)
+    if getattr(emb, "spec", None) is None:
+        raise UsageError("embedder has no spec (build it with audit.embed.openclip.load_embedder)")
+    device = emb.spec.device
+    is_cuda = device.startswith("cuda")
+    n_workers = default_workers(device) if workers is None else workers
+    bs = batch_size or (256 if is_cuda else 32)
+    cores = os.cpu_count() or 1
+    with IndexLock(audit.index_dir, wait=wait):
+        run_id = audit._begin_run("embed", argv)
+        status, summary, executor = "failed", None, None
+        try:
+            if retry_skipped:
+                with audit.catalog.transaction() as c:
+                    c.execute("DELETE FROM embed_skips WHERE model_key=?", (emb.identity.key,))
+            if n_workers == 0:
+                remember(emb)  # shards run here, on the embedder just loaded
+                executor = InlineExecutor()
+                spec = emb.spec
+                decode_threads = cores if is_cuda else 1
+            else:
+                threads = max(1, cores // n_workers)
+                spec = replace(emb.spec, threads=threads)
+                executor = LocalExecutor(n_workers, threads=threads)
+                decode_threads = 1
+            runner = EmbedRunner(audit.catalog, spec, executor, dim=emb.dim, batch_size=bs,
+                                 decode_threads=decode_threads, progress=progress)  # fmt: skip
+            runner.summary.precision = dict(getattr(emb, "precision_report", {}) or {})
+            summary = runner.run(images=images, prompts=prompts)
+            status = "ok"
+            return summary
+        except KeyboardInterrupt:
+            status = "interrupted"
+            raise
+        finally:
+            if executor is not None:
+                executor.close()
+            audit.catalog.finish_run(run_id, status=status, summary=summary.to_dict() if summary else {}, now=utc_now())

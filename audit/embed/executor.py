@@ -1,0 +1,208 @@
+"""Where shard work runs: the per-shard seam (as clip-retrieval's distributor).
+
+A *shard* is a ``ShardTask``: a list of item ids (with the uris to read them from) or of
+prompt keys (with their texts), plus the ``EmbedderSpec`` that says which model embeds
+them. ``run_shard(task) -> ShardResult`` needs nothing else: no catalog, no lock, no
+shared state, so the same function can run in this process (``InlineExecutor``), in a
+local process pool (``LocalExecutor``), or on a cluster engine (Ray/Dask/Spark map over
+tasks, results shipped back and committed by the driver). The driver alone writes to
+the catalog, one transaction per shard, so a shard is also the unit of resumption.
+
+Inside a shard, images are read and decoded on ``decode_threads`` threads one
+sub-batch ahead of inference (Pillow releases the GIL while decoding and resizing), so
+decoding overlaps the model also when one process holds it (``--device cuda``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import multiprocessing
+import os
+import time
+from collections import deque
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Iterator, Protocol, TypeVar
+
+import numpy as np
+
+from audit.embed.base import ImageSpec
+from audit.embed.openclip import EmbedderSpec, embedder_for
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class ShardTask:
+    spec: EmbedderSpec
+    kind: str  # "image" | "prompt"
+    keys: tuple[str, ...]  # item ids (image) or prompt keys (prompt)
+    payloads: tuple[str, ...]  # uris (image) or prompt texts (prompt)
+    shard_id: int = 0
+    batch_size: int = 32
+    decode_threads: int = 1
+    verify_sha256: bool = True  # image bytes must still hash to their item_id
+
+
+@dataclass
+class ShardResult:
+    shard_id: int
+    kind: str
+    keys: list[str]
+    vectors: np.ndarray  # (len(keys), dim) float32, L2-normalised
+    skips: list[tuple[str, str]] = field(default_factory=list)  # (item_id, reason)
+    timings: dict[str, float] = field(default_factory=dict)  # read_decode_s, encode_s, wall_s
+    pid: int = 0
+
+
+def run_shard(task: ShardTask) -> ShardResult:
+    """Embed one shard; never raises for one bad image (it becomes a skip)."""
+    t0 = time.perf_counter()
+    emb = embedder_for(task.spec)
+    if task.kind == "prompt":
+        t1 = time.perf_counter()
+        vecs = emb.embed_texts(list(task.payloads))
+        return ShardResult(task.shard_id, "prompt", list(task.keys), vecs,
+                           timings={"encode_s": time.perf_counter() - t1, "wall_s": time.perf_counter() - t0},
+                           pid=os.getpid())  # fmt: skip
+    if task.kind != "image":
+        raise ValueError(f"unknown shard kind {task.kind!r}")
+    spec = emb.preprocess
+    keys: list[str] = []
+    skips: list[tuple[str, str]] = []
+    parts: list[np.ndarray] = []
+    decode_s = encode_s = 0.0
+    n = len(task.keys)
+    bs = max(1, task.batch_size)
+    chunks = [range(i, min(i + bs, n)) for i in range(0, n, bs)]
+    with ThreadPoolExecutor(max_workers=max(1, task.decode_threads), thread_name_prefix="audit-decode") as pool:
+
+        def submit(chunk: range) -> list[Future]:
+            return [pool.submit(_timed_decode, task.payloads[i], task.keys[i], spec, task.verify_sha256) for i in chunk]
+
+        ahead: deque[tuple[range, list[Future]]] = deque()
+        if chunks:
+            ahead.append((chunks[0], submit(chunks[0])))
+        for ci in range(len(chunks)):
+            chunk, futs = ahead.popleft()
+            if ci + 1 < len(chunks):  # decode the next sub-batch while this one is encoded
+                ahead.append((chunks[ci + 1], submit(chunks[ci + 1])))
+            good_keys, pixels = [], []
+            for i, fut in zip(chunk, futs):
+                out, dt = fut.result()
+                decode_s += dt
+                if isinstance(out, str):
+                    skips.append((task.keys[i], out))
+                else:
+                    good_keys.append(task.keys[i])
+                    pixels.append(out)
+            if pixels:
+                t1 = time.perf_counter()
+                parts.append(emb.embed_pixels(np.stack(pixels)))
+                encode_s += time.perf_counter() - t1
+                keys += good_keys
+    vecs = np.concatenate(parts) if parts else np.zeros((0, emb.dim), np.float32)
+    return ShardResult(task.shard_id, "image", keys, vecs, skips,
+                       {"read_decode_s": decode_s, "encode_s": encode_s, "wall_s": time.perf_counter() - t0},
+                       os.getpid())  # fmt: skip
+
+
+def _timed_decode(uri: str, item_id: str, spec: ImageSpec, verify: bool) -> tuple[np.ndarray | str, float]:
+    t = time.perf_counter()
+    out = decode_item(uri, item_id, spec, verify=verify)
+    return out, time.perf_counter() - t
+
+
+def decode_item(uri: str, item_id: str | None, spec: ImageSpec, *, verify: bool = True) -> np.ndarray | str:
+    """Model-ready uint8 pixels of the image at ``uri``, or a one-line reason it cannot be used."""
+    import io
+    import warnings
+
+    from PIL import Image
+
+    from audit.embed.reader import ReadError, read_uri
+
+    try:
+        data = read_uri(uri)
+    except ReadError as exc:
+        return str(exc)
+    if verify and item_id and hashlib.sha256(data).hexdigest() != item_id:
+        return "content changed since the crawl (SHA-256 differs); crawl again"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as img:
+                img.load()
+                return spec.pixels(img)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        return f"image too large to decode safely: {str(exc).splitlines()[0][:120]}"
+    except Exception as exc:  # noqa: BLE001 - Pillow raises many types for bad files
+        msg = str(exc).splitlines()[0][:160] if str(exc) else ""
+        return f"undecodable image: {type(exc).__name__}{': ' + msg if msg else ''}"
+
+
+# --- executors
+
+
+class Executor(Protocol):
+    workers: int
+
+    def map_unordered(self, fn: Callable[[T], R], tasks: Iterable[T]) -> Iterator[R]: ...
+
+    def close(self) -> None: ...
+
+
+class InlineExecutor:
+    """Runs shards one after another in this process (tests, debugging, one GPU)."""
+
+    workers = 0
+
+    def map_unordered(self, fn: Callable[[T], R], tasks: Iterable[T]) -> Iterator[R]:
+        for t in tasks:
+            yield fn(t)
+
+    def close(self) -> None:
+        pass
+
+
+def _worker_init(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(max(1, threads))
+    try:
+        torch.set_num_interop_threads(1)
+    except RuntimeError:
+        pass
+
+
+class LocalExecutor:
+    """A local process pool; each worker builds the model once (``embedder_for``) and runs
+    whole shards with ``threads`` torch threads. At most ``window`` shards are in flight,
+    so memory stays bounded however many items there are."""
+
+    def __init__(self, workers: int, *, threads: int = 1, window: int | None = None):
+        self.workers = max(1, workers)
+        self.window = window or self.workers * 2
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(["torch", "open_clip", "audit.embed.executor"])
+        self.pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx, initializer=_worker_init, initargs=(threads,))
+
+    def map_unordered(self, fn: Callable[[T], R], tasks: Iterable[T]) -> Iterator[R]:
+        inflight: set[Future] = set()
+        it = iter(tasks)
+        exhausted = False
+        while True:
+            while not exhausted and len(inflight) < self.window:
+                try:
+                    inflight.add(self.pool.submit(fn, next(it)))
+                except StopIteration:
+                    exhausted = True
+            if not inflight:
+                return
+            done, inflight = wait(inflight, return_when=FIRST_COMPLETED)
+            for fut in done:
+                yield fut.result()
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
