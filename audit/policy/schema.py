@@ -1,0 +1,188 @@
+"""The policy's data model: plain frozen dataclasses, no behaviour beyond small lookups.
+
+A policy names *signals* (things a detector can observe about an item) and *flags* (how signals
+combine into a category). Signal names are ``kind:id``:
+
+=====================  ==========================================================================
+``concept:X``          concept X fired on the image or on the prompt embedding
+``concept:X/image``    concept X fired on the image embedding
+``concept:X/prompt``   concept X fired on the prompt embedding
+``rule:X``             prompt rule X matched (prompt and/or negative prompt, as the rule says)
+``names:X``            a name from name list X occurs in the prompt
+``hash:X``             the item matched hash list X (PDQ within distance, or exact md5/sha256)
+``prompt:overlong``    the prompt is longer than 20,000 characters (an evasion path)
+``prompt:rule-error``  a rule could not be evaluated on this prompt (regular expression timeout)
+``kind:*``             any signal of that kind (``hash:*``, ``concept:*``, ``rule:*``, ``names:*``)
+=====================  ==========================================================================
+
+An entry of a flag's ``all`` list may hold alternatives separated by ``|``
+(``"concept:minor|rule:minor-age"``): it holds when any alternative fired.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pragma: no cover
+    from audit.policy.hashlists import HashBank
+
+SEVERITIES = ("critical", "high", "medium", "low")
+SEVERITY_RANK = {name: rank for rank, name in enumerate(reversed(SEVERITIES))}  # low=0 … critical=3
+PROMPT_FIELDS = ("prompt", "negative_prompt")
+DEFAULT_TEMPLATES = ("{}", "a photo of {}", "an image of {}")
+SIGNAL_KINDS = ("concept", "rule", "names", "hash", "prompt")
+BUILTIN_PROMPT_SIGNALS = ("prompt:overlong", "prompt:rule-error")
+MAX_PROMPT_CHARS = 20_000
+
+
+@dataclass(frozen=True)
+class Category:
+    id: str
+    severity: str
+    no_view: bool
+    description: str = ""
+    line: int = 0
+
+    @property
+    def rank(self) -> int:
+        return SEVERITY_RANK[self.severity]
+
+
+@dataclass(frozen=True)
+class Concept:
+    id: str
+    texts: tuple[str, ...]
+    templates: tuple[str, ...] = DEFAULT_TEMPLATES
+    exemplars: tuple[str, ...] = ()  # globs as written, relative to the policy file
+    exemplar_paths: tuple[Path, ...] = ()  # the files they resolved to at load time
+    image_threshold: float | None = None  # None: calibrated for the model in use
+    prompt_threshold: float | None = None
+    special_care: bool = False
+    contrast: tuple[str, ...] = ()  # near-miss texts that must not fire (calibration references)
+    description: str = ""
+    line: int = 0
+
+    def prompts(self) -> list[str]:
+        """Every text under every template: the prompts whose embeddings are ensembled."""
+        return [template.format(text) for text in self.texts for template in self.templates]
+
+
+@dataclass(frozen=True)
+class Rule:
+    id: str
+    patterns: tuple[str, ...] = ()  # regular expressions over normalised text, case-insensitive
+    words: tuple[str, ...] = ()  # whole words / phrases, compiled to patterns
+    ages_below: int | None = None  # adds age patterns for ages under this number
+    fields: tuple[str, ...] = ("prompt",)
+    allow: tuple[str, ...] = ()  # phrases removed (in normalised space) before matching
+    description: str = ""
+    line: int = 0
+
+    @property
+    def signal(self) -> str:
+        return f"rule:{self.id}"
+
+
+@dataclass(frozen=True)
+class NameList:
+    id: str
+    names: tuple[str, ...] = ()  # inline names plus those read from ``path``
+    path: Path | None = None
+    fields: tuple[str, ...] = ("prompt",)
+    description: str = ""
+    line: int = 0
+
+    @property
+    def signal(self) -> str:
+        return f"names:{self.id}"
+
+
+@dataclass(frozen=True)
+class Flag:
+    id: str
+    category: str
+    all: tuple[str, ...] = ()  # every entry must hold; an entry may be "a|b" alternatives
+    any: tuple[str, ...] = ()  # at least ``min_any`` of these must hold (when non-empty)
+    none: tuple[str, ...] = ()  # none of these may hold
+    min_any: int = 1
+    description: str = ""
+    implicit: bool = False  # synthesised from a hash list's ``category``
+    line: int = 0
+
+
+@dataclass(frozen=True)
+class HashList:
+    id: str
+    path: Path
+    category: str | None  # None for negative banks
+    pdq_max_distance: int = 31
+    pdq_min_quality: int = 50
+    negative: bool = False
+    suppresses: tuple[str, ...] = ()  # negative banks: categories suppressed (empty: all)
+    description: str = ""
+    line: int = 0
+    bank: "HashBank | None" = field(default=None, repr=False, compare=False)
+
+    @property
+    def signal(self) -> str:
+        return f"hash:{self.id}"
+
+
+@dataclass(frozen=True)
+class NegativeConcept:
+    id: str
+    texts: tuple[str, ...]
+    threshold: float | None = None  # None: calibrated like a concept's
+    suppresses: tuple[str, ...] = ()  # concept ids whose signals this one cancels
+    templates: tuple[str, ...] = DEFAULT_TEMPLATES
+    description: str = ""
+    line: int = 0
+
+    def prompts(self) -> list[str]:
+        return [template.format(text) for text in self.texts for template in self.templates]
+
+
+@dataclass(frozen=True)
+class Policy:
+    name: str
+    version: str
+    categories: tuple[Category, ...]
+    concepts: tuple[Concept, ...]
+    rules: tuple[Rule, ...]
+    name_lists: tuple[NameList, ...]
+    flags: tuple[Flag, ...]
+    hashlists: tuple[HashList, ...]  # positive lists (negative=false)
+    negative_banks: tuple[HashList, ...]  # negative=true, from [[negative_bank]] or [[hashlist]]
+    negative_concepts: tuple[NegativeConcept, ...]
+    content_hash: str  # sha256 over the canonical policy text and every file it references
+    text_hash: str  # sha256 of the canonical policy text alone
+    path: Path | None
+    description: str = ""
+    special_care_adjustment: float = 0.01
+    regex_timeout_s: float = 0.25
+    max_prompt_chars: int = MAX_PROMPT_CHARS
+
+    def category(self, category_id: str) -> Category:
+        for category in self.categories:
+            if category.id == category_id:
+                return category
+        raise KeyError(category_id)
+
+    def concept(self, concept_id: str) -> Concept:
+        for concept in self.concepts:
+            if concept.id == concept_id:
+                return concept
+        raise KeyError(concept_id)
+
+    def signal_names(self) -> frozenset[str]:
+        """Every concrete signal name this policy can produce."""
+        names: set[str] = set(BUILTIN_PROMPT_SIGNALS)
+        for concept in self.concepts:
+            names |= {f"concept:{concept.id}", f"concept:{concept.id}/image",
+                      f"concept:{concept.id}/prompt"}
+        names |= {rule.signal for rule in self.rules}
+        names |= {names_list.signal for names_list in self.name_lists}
+        names |= {hashlist.signal for hashlist in self.hashlists}
+        return frozenset(names)
