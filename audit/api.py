@@ -94,7 +94,11 @@ class Audit:
         """The catalog, one row per location, with the content's facts and metadata."""
         loc_types = dict(LOCATION_COLUMNS)
         item_types = dict(ITEM_COLUMNS)
-        cols = ["l.item_id"] + [f"l.{c}" for c in _LOCATION_FIRST] + [f"i.{c}" for c in _ITEM_ONLY]
+        # Unchanged locations of a completely scanned root are not rewritten by a rescan:
+        # their last_seen is the time of that root's latest complete scan.
+        last_seen = "CASE WHEN l.present = 1 AND s.at > l.last_seen THEN s.at ELSE l.last_seen END AS last_seen"
+        cols = ["l.item_id"] + [last_seen if c == "last_seen" else f"l.{c}" for c in _LOCATION_FIRST]
+        cols += [f"i.{c}" for c in _ITEM_ONLY]
         schema = {"item_id": pl.Utf8}
         schema.update({c: polars_type(loc_types[c]) for c in _LOCATION_FIRST})
         schema.update({c: polars_type(item_types[c]) for c in _ITEM_ONLY})
@@ -102,7 +106,10 @@ class Audit:
             cols += ["l.present", "l.missing_since"]
             schema.update({"present": pl.Int64, "missing_since": pl.Utf8})
         where = "" if include_missing else "WHERE l.present = 1"
-        sql = f"SELECT {', '.join(cols)} FROM locations l LEFT JOIN items i ON i.item_id = l.item_id {where} ORDER BY l.uri"
+        sql = (
+            f"SELECT {', '.join(cols)} FROM locations l LEFT JOIN items i ON i.item_id = l.item_id "
+            f"LEFT JOIN scans s ON s.root_uri = l.root {where} ORDER BY l.uri"
+        )
         df = frame(self.catalog.conn, sql, (), schema)
         if include_missing:
             df = df.with_columns(pl.col("present").cast(pl.Boolean))

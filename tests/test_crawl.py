@@ -68,8 +68,12 @@ def test_parallel_workers_give_the_same_catalog(tmp_path, archive):
 def test_rescan_reads_only_new_changed_moved(tmp_path, archive):
     idx = tmp_path / "idx"
     crawl(idx, archive)
+    before = audit.open(idx).items()["last_seen"].max()
     again = crawl(idx, archive)
     assert (again.read, again.unchanged, again.new_items) == (0, 12, 0)
+    after = audit.open(idx).items()
+    assert after["last_seen"].min() > before  # unchanged files were seen again
+    assert (after["first_seen"] <= before).all()
 
     # change one, add one, delete one, move one
     changed = archive / "sub1" / "gen_0001.png"

@@ -53,7 +53,10 @@ LOCATION_COLUMNS: tuple[tuple[str, str], ...] = (
     ("first_seen", "TEXT NOT NULL"),
     ("last_seen", "TEXT NOT NULL"),
     ("missing_since", "TEXT"),
-    ("seen_run", "INTEGER"),  # run that last saw it; lets one UPDATE find the missing ones
+    ("seen_run", "INTEGER"),  # run that last wrote it
+    # root_uri of the complete source (folder, archive) that owns it; such locations are not
+    # rewritten when unchanged: their last_seen is that of the root's latest complete scan.
+    ("root", "TEXT"),
 )
 
 DDL = f"""
@@ -63,6 +66,9 @@ CREATE TABLE IF NOT EXISTS locations ({", ".join(f"{n} {t}" for n, t in LOCATION
 CREATE INDEX IF NOT EXISTS locations_item ON locations(item_id);
 CREATE TABLE IF NOT EXISTS containers (
     uri TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, last_seen TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS scans (
+    root_uri TEXT PRIMARY KEY, run_id INTEGER NOT NULL, at TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS runs (
     run_id INTEGER PRIMARY KEY AUTOINCREMENT,

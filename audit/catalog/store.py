@@ -86,16 +86,26 @@ class Catalog:
         return int(row[0] or 0)
 
     # --- incremental crawling
-    def known_locations(self, uris: Sequence[str]) -> dict[str, tuple[int | None, int | None, str, str | None]]:
-        """uri -> (size, mtime_ns, status, item_id) for the catalogued ones among ``uris``."""
-        found: dict[str, tuple[int | None, int | None, str, str | None]] = {}
+    def known_locations(self, uris: Sequence[str]) -> dict[str, tuple[int | None, int | None, str, str | None, int]]:
+        """uri -> (size, mtime_ns, status, item_id, rowid) for the catalogued ones among ``uris``."""
+        found: dict[str, tuple[int | None, int | None, str, str | None, int]] = {}
         for chunk in _chunks(uris, _IN_CHUNK):
             marks = ",".join("?" * len(chunk))
-            for uri, size, mtime_ns, status, item_id, present in self.conn.execute(
-                f"SELECT uri, size, mtime_ns, status, item_id, present FROM locations WHERE uri IN ({marks})", chunk
+            for uri, size, mtime_ns, status, item_id, present, rowid in self.conn.execute(
+                f"SELECT uri, size, mtime_ns, status, item_id, present, rowid FROM locations WHERE uri IN ({marks})",
+                chunk,
             ):
-                found[uri] = (size, mtime_ns, status if present else "missing", item_id)
+                found[uri] = (size, mtime_ns, status if present else "missing", item_id, rowid)
         return found
+
+    def max_location_rowid(self) -> int:
+        return int(self.conn.execute("SELECT coalesce(max(rowid), 0) FROM locations").fetchone()[0])
+
+    def rowids_under(self, prefix: str) -> list[int]:
+        lo, hi = _prefix_range(prefix)
+        return [r[0] for r in self.conn.execute(
+            "SELECT rowid FROM locations WHERE uri >= ? AND uri < ? AND present=1", (lo, hi)
+        )]  # fmt: skip
 
     def touch_locations(self, uris: Sequence[str], *, run_id: int, now: str) -> None:
         """Mark unchanged locations as seen by this run."""
@@ -149,22 +159,45 @@ class Catalog:
             if loc_rows:
                 c.executemany(_upsert_sql("locations", _LOCATION_NAMES, "uri"), loc_rows)
 
-    def mark_missing(self, root_uri: str, *, run_id: int, now: str) -> list[tuple[str, str | None]]:
-        """Locations under ``root_uri`` that this run did not see: deleted or moved away."""
-        lo, hi = _prefix_range(root_uri.rstrip("/") + "/")
+    def mark_missing(
+        self, root_uri: str, *, run_id: int, now: str, seen: bytearray | None = None, seen_count: int = 0
+    ) -> list[tuple[str, str | None]]:
+        """Locations owned by ``root_uri`` that this run did not see: deleted or moved away.
+
+        A location counts as seen when this run wrote it (``seen_run``) or, for unchanged
+        ones that were not rewritten, when its rowid is set in ``seen``.
+        """
+        seen = seen or bytearray()
+        limit = len(seen)
+        ranges = _owned_ranges(root_uri)
+        where = " OR ".join("(uri >= ? AND uri < ?)" for _ in ranges) + " OR uri = ?"
+        params = [x for lo, hi in ranges for x in (lo, hi)] + [root_uri]
         with self.transaction() as c:
-            gone = c.execute(
-                "SELECT uri, item_id FROM locations WHERE ((uri >= ? AND uri < ?) OR uri = ?) "
-                "AND present=1 AND (seen_run IS NULL OR seen_run != ?)",
-                (lo, hi, root_uri, run_id),
-            ).fetchall()
+            # Fast path: counting in SQL costs nanoseconds per row; when every present row was
+            # seen there is nothing to look for row by row.
+            present = c.execute(f"SELECT count(*) FROM locations WHERE ({where}) AND present=1", params).fetchone()[0]
+            written = c.execute(
+                f"SELECT count(*) FROM locations WHERE ({where}) AND present=1 AND seen_run=?", (*params, run_id)
+            ).fetchone()[0]
+            gone = []
+            if present != written + seen_count:
+                rows = c.execute(
+                    f"SELECT rowid, uri, item_id FROM locations WHERE ({where}) AND present=1 "
+                    "AND (seen_run IS NULL OR seen_run != ?)",
+                    (*params, run_id),
+                )
+                gone = [(rowid, uri, item_id) for rowid, uri, item_id in rows if not (rowid < limit and seen[rowid])]
             for chunk in _chunks([g[0] for g in gone], _IN_CHUNK):
                 marks = ",".join("?" * len(chunk))
                 c.execute(
-                    f"UPDATE locations SET present=0, status='missing', missing_since=? WHERE uri IN ({marks})",
+                    f"UPDATE locations SET present=0, status='missing', missing_since=? WHERE rowid IN ({marks})",
                     (now, *chunk),
                 )
-        return gone
+            c.execute(
+                "INSERT INTO scans VALUES (?,?,?) ON CONFLICT(root_uri) DO UPDATE SET run_id=excluded.run_id, at=excluded.at",
+                (root_uri, run_id, now),
+            )
+        return [(uri, item_id) for _, uri, item_id in gone]
 
     def locations_first_seen_in(self, run_id: int, item_ids: Sequence[str]) -> set[str]:
         """Those of ``item_ids`` that this run found at a new location (to recognise moves)."""
@@ -204,6 +237,12 @@ def _upsert_sql(table: str, names: list[str], key: str) -> str:
     marks = ", ".join("?" * len(names))
     updates = ", ".join(f"{n}=excluded.{n}" for n in names if n not in (key, "first_seen"))
     return f"INSERT INTO {table} ({cols}) VALUES ({marks}) ON CONFLICT({key}) DO UPDATE SET {updates}"
+
+
+def _owned_ranges(root_uri: str) -> list[tuple[str, str]]:
+    """The uri ranges a complete source owns: its subtree and, for an archive, its members."""
+    root = root_uri.rstrip("/") or "/"
+    return [_prefix_range(root + sep if not root.endswith("/") else root + sep.lstrip("/")) for sep in ("/", "!/")]
 
 
 def _prefix_range(prefix: str) -> tuple[str, str]:

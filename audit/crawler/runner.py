@@ -88,6 +88,13 @@ class Crawler:
 
     # --- listing
     def _crawl_source(self, source: Source) -> None:
+        # Unchanged locations of a complete source are not rewritten (a rescan of a large,
+        # unchanged tree then writes almost nothing); their rowids are marked here instead,
+        # and whatever is left unmarked afterwards has gone missing.
+        self._source = source
+        self._root = source.root_uri if source.complete else None
+        self._seen = bytearray(self.catalog.max_location_rowid() + 1) if source.complete else bytearray()
+        self._seen_count = 0
         chunk: list[Entry] = []
         for listed in source.entries(self.catalog.container_unchanged):
             if isinstance(listed, Entry):
@@ -98,12 +105,7 @@ class Crawler:
             elif isinstance(listed, ContainerUnchanged):
                 self._dispatch(chunk)
                 chunk = []
-                n = self.catalog.touch_container(listed.uri, run_id=self.run_id, now=utc_now())
-                self.summary.containers_skipped += 1
-                self.summary.unchanged += n
-                self.summary.listed += n
-                self.progress("listed", n)
-                self.progress("done", n)
+                self._container_unchanged(listed.uri)
             elif isinstance(listed, ContainerDone):
                 self._dispatch(chunk)
                 chunk = []
@@ -114,13 +116,34 @@ class Crawler:
         if source.complete:
             self._record_missing(source.root_uri)
 
+    def _mark_seen(self, rowids: Iterable[int]) -> None:
+        seen = self._seen
+        for rowid in rowids:
+            if rowid < len(seen) and not seen[rowid]:
+                seen[rowid] = 1
+                self._seen_count += 1
+
+    def _container_unchanged(self, uri: str) -> None:
+        if self._root is not None:
+            rowids = self.catalog.rowids_under(uri + "!/")
+            self._mark_seen(rowids)
+            n = len(rowids)
+        else:
+            n = self.catalog.touch_container(uri, run_id=self.run_id, now=utc_now())
+        self.summary.containers_skipped += 1
+        self.summary.unchanged += n
+        self.summary.listed += n
+        self.progress("listed", n)
+        self.progress("done", n)
+
     def _dispatch(self, entries: list[Entry]) -> None:
         if not entries:
             return
         self.summary.listed += len(entries)
         self.progress("listed", len(entries))
         known = self.catalog.known_locations([e.uri for e in entries])
-        unchanged, todo = [], []
+        unchanged: list[Any] = []
+        todo = []
         for e in entries:
             k = known.get(e.uri)
             if (
@@ -128,15 +151,18 @@ class Crawler:
                 and e.error is None
                 and k[2] != "missing"
                 and k[3] is not None  # an item was read: errors without bytes are retried
-                and e.size is not None
                 and e.mtime_ns
-                and (k[0], k[1]) == (e.size, e.mtime_ns)
+                and k[0] == e.size
+                and k[1] == e.mtime_ns
             ):
-                unchanged.append(e.uri)
+                unchanged.append(k[4] if self._root is not None else e.uri)
             else:
                 todo.append(e)
         if unchanged:
-            self.catalog.touch_locations(unchanged, run_id=self.run_id, now=utc_now())
+            if self._root is not None:
+                self._mark_seen(unchanged)
+            else:
+                self.catalog.touch_locations(unchanged, run_id=self.run_id, now=utc_now())
             self.summary.unchanged += len(unchanged)
             self.progress("done", len(unchanged))
         for task in _tasks(todo):
@@ -173,7 +199,9 @@ class Crawler:
         for r in results:
             prev = known.get(r.uri)
             loc = r.location
-            loc.update(present=1, first_seen=now, last_seen=now, missing_since=None, seen_run=self.run_id)
+            loc.update(
+                present=1, first_seen=now, last_seen=now, missing_since=None, seen_run=self.run_id, root=self._root
+            )
             self._pending_locations.append(loc)
             if r.item is not None:
                 r.item.update(first_seen=now, last_seen=now)
@@ -205,7 +233,9 @@ class Crawler:
         self._last_commit = time.monotonic()
 
     def _record_missing(self, root_uri: str) -> None:
-        gone = self.catalog.mark_missing(root_uri, run_id=self.run_id, now=utc_now())
+        gone = self.catalog.mark_missing(
+            root_uri, run_id=self.run_id, now=utc_now(), seen=self._seen, seen_count=self._seen_count
+        )
         if not gone:
             return
         still_present = self.catalog.locations_first_seen_in(self.run_id, [g[1] for g in gone if g[1]])

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from io import BytesIO
 from typing import Any
 
-from audit.hashing import md5_hex, pdq, sha256_hex
+from audit.hashing import md5_hex, pdq_of_image, sha256_hex
 from audit.ingest.base import Entry
 
 # Above this many pixels an image is refused before decoding (decompression bombs,
@@ -155,9 +155,7 @@ def _decode(data: bytes, item: dict[str, Any]):
         raise _ReadFailure(f"corrupt or truncated image: {_one_line(exc)}") from None
     except MemoryError:
         raise _ReadFailure("image too large to decode (out of memory)") from None
-    import numpy as np
-
-    item["pdq"], item["pdq_quality"] = pdq(np.asarray(rgb))
+    item["pdq"], item["pdq_quality"] = pdq_of_image(rgb)
     return img
 
 
