@@ -170,3 +170,20 @@ def test_library_open_missing_index_is_an_input_error(tmp_path):
         audit.open(tmp_path / "none")
     res = run_cli("crawl", "--help")
     assert res.returncode == 0 and "--index" in res.stdout
+
+
+def test_unchanged_remote_objects_are_not_downloaded_again(tmp_path, archive, monkeypatch):
+    import fsspec
+
+    fs = fsspec.filesystem("memory")
+    for p in sorted(archive.rglob("*.png"))[:4]:
+        fs.pipe(f"/remote-test/{p.name}", p.read_bytes())
+    idx = tmp_path / "idx"
+    assert crawl(idx, "memory://remote-test").read == 4
+    opened = []
+    real_open = fs.open
+    monkeypatch.setattr(fs, "open", lambda path, *a, **k: opened.append(path) or real_open(path, *a, **k))
+    again = crawl(idx, "memory://remote-test")
+    assert (again.read, again.unchanged, again.errors) == (0, 4, 0)
+    assert opened == []
+    fs.rm("/remote-test", recursive=True)

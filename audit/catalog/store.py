@@ -121,6 +121,12 @@ class Catalog:
         row = self.conn.execute("SELECT size, mtime_ns FROM containers WHERE uri=?", (uri,)).fetchone()
         return row is not None and row[0] == size and row[1] == mtime_ns
 
+    def location_unchanged(self, uri: str, size: int, mtime_ns: int) -> bool:
+        row = self.conn.execute(
+            "SELECT size, mtime_ns FROM locations WHERE uri=? AND present=1 AND item_id IS NOT NULL", (uri,)
+        ).fetchone()
+        return row is not None and row[0] == size and row[1] == mtime_ns
+
     def touch_container(self, uri: str, *, run_id: int, now: str) -> int:
         """Mark every present location listed from an unchanged container as seen."""
         lo, hi = _prefix_range(uri + "!/")

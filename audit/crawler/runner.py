@@ -96,7 +96,7 @@ class Crawler:
         self._seen = bytearray(self.catalog.max_location_rowid() + 1) if source.complete else bytearray()
         self._seen_count = 0
         chunk: list[Entry] = []
-        for listed in source.entries(self.catalog.container_unchanged):
+        for listed in source.entries(self._unchanged):
             if isinstance(listed, Entry):
                 chunk.append(listed)
                 if len(chunk) >= LISTING_CHUNK:
@@ -115,6 +115,11 @@ class Crawler:
         self._drain()
         if source.complete:
             self._record_missing(source.root_uri)
+
+    def _unchanged(self, uri: str, size: int, mtime_ns: int) -> bool:
+        return self.catalog.container_unchanged(uri, size, mtime_ns) or self.catalog.location_unchanged(
+            uri, size, mtime_ns
+        )
 
     def _mark_seen(self, rowids: Iterable[int]) -> None:
         seen = self._seen

@@ -12,8 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Protocol, runtime_checkable
 
-# Asked by a source before it opens a container (archive, manifest): True when a file of
-# that uri, size and mtime was fully catalogued before, so the source may skip it.
+# Asked by a source before it opens a container (archive) or downloads a remote object:
+# True when a container or location of that uri, size and mtime was fully catalogued
+# before, so the source may skip reading it (and list the object without bytes).
 UnchangedCheck = Callable[[str, int, int], bool]
 
 

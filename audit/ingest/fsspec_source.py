@@ -189,6 +189,10 @@ class FsspecSource:
                         sidecars.append((f"{stem}.{ext}", candidate))
                 except Exception:  # noqa: BLE001 - a sidecar probe failing is no reason to stop
                     pass
+        known = self._listed_if_unchanged(self.path, self.info, unchanged)
+        if known is not None:
+            yield known
+            return
         yield from window.submit(self._fetch, self.path, self.info, tuple(sidecars))
         yield from window.drain()
 
@@ -238,6 +242,10 @@ class FsspecSource:
             prefix = dirpath.rstrip("/") + "/"
             images.sort()
             for name, path, info in images:
+                known = self._listed_if_unchanged(path, info, unchanged)
+                if known is not None:
+                    yield known
+                    continue
                 found = tuple((n, prefix + n) for n in sidecars.get(stem_of(name), []) + sidecars.get(name, []))
                 yield from window.submit(self._fetch, path, info, found)
                 yield from window.ready()
@@ -246,6 +254,16 @@ class FsspecSource:
                 yield from self._archive(path, info, kind, unchanged)
             stack.extend(sorted(subdirs, reverse=True))
         yield from window.drain()
+
+    def _listed_if_unchanged(self, path: str, info: dict[str, Any], unchanged: UnchangedCheck) -> Entry | None:
+        """An Entry without bytes for an object the catalog already holds at this size and
+        mtime: the crawler skips it, and the object is not downloaded again."""
+        size = info.get("size")
+        mtime_ns = info_mtime_ns(info) or 0
+        uri = object_uri(self.fs, path)
+        if isinstance(size, int) and mtime_ns and unchanged(uri, size, mtime_ns):
+            return Entry(uri=uri, source=self.spec, size=size, mtime_ns=mtime_ns)
+        return None
 
     def _fetch(self, path: str, info: dict[str, Any], sidecars: tuple[tuple[str, str], ...]) -> Entry:
         return fetch_object(
