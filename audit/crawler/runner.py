@@ -74,10 +74,6 @@ class Crawler:
     def crawl(self, sources: Iterable[Source]) -> CrawlSummary:
         started = time.monotonic()
         try:
-            if self.workers > 1:
-                ctx = multiprocessing.get_context("forkserver")
-                ctx.set_forkserver_preload(["audit.crawler.worker", "audit.meta", "PIL.Image", "numpy"])
-                self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx)
             for source in sources:
                 self._crawl_source(source)
         finally:
@@ -174,8 +170,16 @@ class Crawler:
             self._submit(task, {e.uri: known.get(e.uri) for e in task})
 
     # --- reading
+    def _start_pool(self) -> ProcessPoolExecutor | None:
+        # Started on the first file that must be read: a rescan with nothing new pays nothing.
+        if self._pool is None and self.workers > 1:
+            ctx = multiprocessing.get_context("forkserver")
+            ctx.set_forkserver_preload(["audit.crawler.worker", "audit.meta", "PIL.Image", "numpy"])
+            self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx)
+        return self._pool
+
     def _submit(self, task: list[Entry], known: dict[str, Any]) -> None:
-        if self._pool is None:
+        if self._start_pool() is None:
             self._absorb(read_entries(task), known)
             return
         while len(self._inflight) >= self.workers * 3:
