@@ -171,8 +171,12 @@ def _drop(chars, starts, ends, drop: set[int]):
     return [chars[k] for k in keep], [starts[k] for k in keep], [ends[k] for k in keep]
 
 
-def _join_separated_letters(chars, starts, ends):
-    """Drop joiner runs between letters and spaces inside runs of single spaced letters."""
+def _join_separated_letters(chars, starts, ends, keep_article: bool = True):
+    """Drop joiner runs between letters and spaces inside runs of single spaced letters.
+
+    With ``keep_article``, a run that starts with the one-letter words "a" or "i" keeps them
+    apart ("a t r i a n g l e" → "a triangle"); the caller also builds the fully joined form.
+    """
     n = len(chars)
     drop: set[int] = set()
     # 1. "tri-angle", "t.r.i.a.n.g.l.e": joiners between two letters
@@ -216,8 +220,11 @@ def _join_separated_letters(chars, starts, ends):
         while u + 1 < len(tokens) and single(tokens[u + 1]) \
                 and gap_ok(tokens[u][1], tokens[u + 1][0]):
             u += 1
-        if u - t + 1 >= 3:
-            for v in range(t, u):
+        first = t
+        if keep_article and u - t + 1 >= 4 and chars[tokens[t][0]] in "ai":
+            first = t + 1
+        if u - first + 1 >= 3:
+            for v in range(first, u):
                 drop.update(range(tokens[v][1], tokens[v + 1][0]))
         t = u + 1
     chars, starts, ends = _drop(chars, starts, ends, drop)
@@ -261,11 +268,12 @@ def normalize_variants(text: str, *, offset: int = 0) -> list[NormalizedText]:
     for name, table in tables:
         work = list(skel)
         _apply_leet(work, table)
-        out = _join_separated_letters(work, list(s_starts), list(s_ends))
-        variant = _make(*out, name, offset)
-        if variant.text not in seen:
-            seen.add(variant.text)
-            variants.append(variant)
+        for suffix, keep in (("", True), ("-joined", False)):
+            out = _join_separated_letters(list(work), list(s_starts), list(s_ends), keep)
+            variant = _make(*out, name + suffix, offset)
+            if variant.text not in seen:
+                seen.add(variant.text)
+                variants.append(variant)
     return variants
 
 
