@@ -7,7 +7,7 @@ of a few hundred tuning queries is kept, so the search parameter (``nprobe`` for
 ``efSearch`` for HNSW) is then tuned against true exact results: the smallest value that
 reaches ``recall_target`` recall@10.
 
-Tuning queries are stored vectors with noise added (half near them, half looser) plus, when the
+Tuning queries are stored vectors with noise added (near, looser and far) plus, when the
 model has them, vectors of the *other* space (prompt vectors for the image index and the
 other way round), which stand in for text queries: CLIP's text and image vectors lie in
 different regions of the sphere, and IVF needs more probes for queries from afar.
@@ -272,8 +272,9 @@ class IndexBuilder:
         if len(sample):
             m = min(len(sample), self.tune_queries)
             base = sample[rng.choice(len(sample), m, replace=False)]
-            # half close to a stored vector (noise norm 0.5), half looser (norm 1.2, cosine ~0.65)
-            scale = np.where(np.arange(m) % 2 == 0, 0.5, 1.2)[:, None] / np.sqrt(dim)
+            # a third close to a stored vector (noise norm 0.5), a third looser (1.2: cosine ~0.65),
+            # a third far (2.5: cosine ~0.4, where text queries of a CLIP land)
+            scale = np.array([0.5, 1.2, 2.5])[np.arange(m) % 3][:, None] / np.sqrt(dim)
             parts.append(_normalise(base + scale * rng.normal(size=base.shape)))
         other = "prompt" if space == "image" else "image"
         for _, vecs in self.vs.iter_all(model_key, other, batch=max(self.tune_queries // 2, 1)):
