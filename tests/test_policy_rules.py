@@ -250,3 +250,20 @@ def test_default_clinical_terms(default):
     assert "rule:minor-terms" in match_rules(default, "a child").signals
     # evasion terms count only in the negative prompt
     assert "rule:negative-age-evasion" not in match_rules(default, "adult").signals
+
+
+def test_without_re2_the_regex_engine_gives_the_same_hits(toy, default):
+    for policy, prompt, negative in [(toy, "a love triangle, a tr1angle, J4ne Placeholder", "red"),
+                                     (default, "aged 12, a ch1ld, nsfw", "mature")]:
+        fast = match_prompt(compile_rules(policy), prompt, negative)
+        slow = match_prompt(compile_rules(policy, engine="regex"), prompt, negative)
+        assert [(h.rule_id, h.span) for h in fast.rule_hits] == \
+            [(h.rule_id, h.span) for h in slow.rule_hits]
+        assert [(h.name, h.span) for h in fast.name_hits] == \
+            [(h.name, h.span) for h in slow.name_hits]
+
+
+def test_word_hits_report_the_word(default):
+    (hit,) = [h for h in match_rules(default, "a Ch1ld") if h.rule_id == "minor-terms"]
+    assert hit.pattern == "word: child" and hit.matched_text == "Ch1ld"
+    assert hit.variant.startswith("skeleton")

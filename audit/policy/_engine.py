@@ -48,6 +48,12 @@ class SafePattern:
     engine: str  # "re2" or "regex"
     compiled: Any = field(repr=False)
 
+    def found(self, text: str, timeout: float) -> bool:
+        """Whether the pattern matches anywhere in ``text``."""
+        if self.engine == "re2":
+            return self.compiled.search(text) is not None
+        return bool(self.spans(text, timeout))
+
     def spans(self, text: str, timeout: float) -> list[tuple[int, int]]:
         """Non-empty match spans in ``text`` (at most ``MAX_MATCHES_PER_SEARCH``)."""
         out: list[tuple[int, int]] = []

@@ -6,15 +6,25 @@ Evasions seen on generation platforms and what undoes them:
   folding, NFKD with combining marks dropped;
 * zero-width and control characters (``tri\u200dangle``) → removed;
 * confusable letters from other scripts (Cyrillic ``а`` in ``triаngle``, Greek ``ο``) → Latin;
-* leetspeak (``tr1angle``, ``tr!@ngle``): ``0→o 1→i|l 3→e 4→a 5→s 7→t @→a $→s`` inside
+* leetspeak (``tr1angle``, ``tri@ngle``): ``0→o 1→i|l 3→e 4→a 5→s 7→t @→a $→s`` inside
   tokens that contain a letter (so ``aged 12`` keeps its digits);
-* spacing tricks: ``t r i a n g l e``, ``t.r.i.a.n.g.l.e``, ``tri-angle``, ``triiiangle``.
+* spacing tricks: ``t r i a n g l e``, ``t.r.i.a.n.g.l.e``, ``tri-angle``, ``tri_angle``,
+  ``triiiangle``; ``red_triangle`` (tag style) reads as two words.
 
-``normalize_variants`` returns several normalised texts (``base``: case, accents, widths and
-invisible characters only; ``skeleton``: plus confusables, leetspeak and spacing; and
-``skeleton-l`` reading ``1`` as ``l`` when the text has a ``1``). Rules run over every variant
-and hits are deduplicated by their span in the original text, so the aggressive variant adds
-recall without losing what the plain one finds (``aged 12`` keeps its digits in ``base``).
+``normalize_variants`` returns the distinct normalised texts among:
+
+* ``base``: case, accents, widths, invisible characters, ``_`` as a space;
+* ``skeleton``: plus confusables, leetspeak (``1`` as ``i``), spaced single letters joined
+  (keeping a leading "a"/"i" apart: "a t r i a n g l e" → "a triangle"), stretched letters;
+* ``skeleton-joined``: plus joiners between letters removed ("tri-angle" → "triangle") and
+  every spaced run joined;
+* ``skeleton-l`` / ``skeleton-l-joined``: the same reading ``1`` as ``l`` (only when the text
+  has a ``1``).
+
+Rules run over every variant and hits are deduplicated by their span in the original text, so
+the aggressive variants add recall without losing what the plain one finds (``aged 12`` keeps
+its digits in ``base``; ``red-triangle`` is found in ``base`` while ``tri-angle`` is found in
+``skeleton-joined``). Plain ASCII prompts take a fast path (no per-character loop).
 
 Every variant carries ``starts``/``ends``: for each normalised character, the span of original
 characters it came from, so a hit reports the exact span of the *original* prompt.
@@ -23,8 +33,10 @@ characters it came from, so a hit reports the exact span of the *original* promp
 from __future__ import annotations
 
 import functools
+import re
 import unicodedata
 from dataclasses import dataclass
+from typing import Sequence
 
 __all__ = [
     "NormalizedText",
@@ -57,9 +69,7 @@ _CONFUSABLES = {
     "ł": "l", "đ": "d", "ħ": "h",
 }
 _LEET = {"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "@": "a", "$": "s"}
-_LEET_L = dict(_LEET, **{"1": "l"})
-# Characters dropped between two letters ("tri-angle", "tri.angle", "tri_angle").
-_JOINERS = frozenset("-_.·•'’`*~+|/\\:,")
+_LEET_L = dict(_LEET, **{"1": "l"})  # (replaced by its translate table below)
 _SPACE_CONTROLS = frozenset("\t\n\r\x0b\x0c\x1c\x1d\x1e\x1f\x85")
 
 
@@ -68,8 +78,8 @@ class NormalizedText:
     """A normalised text and, per character, the original span ``[starts[i], ends[i])``."""
 
     text: str
-    starts: tuple[int, ...]
-    ends: tuple[int, ...]
+    starts: Sequence[int]
+    ends: Sequence[int]
     variant: str = "base"
     offset: int = 0  # added to every original position (windows of over-long prompts)
 
@@ -85,6 +95,8 @@ class NormalizedText:
 
 @functools.lru_cache(maxsize=8192)
 def _base_char(ch: str) -> str:
+    if ch == "_":  # tag_style_words: "_" separates words
+        return " "
     category = unicodedata.category(ch)
     if category == "Cf":  # zero-width joiners/spaces, bidi marks, soft hyphen, BOM
         return ""
@@ -102,21 +114,39 @@ def _base_char(ch: str) -> str:
 
 @functools.lru_cache(maxsize=8192)
 def _skeleton_char(ch: str) -> str:
+    if ch == "_":  # kept for the joined variant ("tri_angle"); a space in the others
+        return "_"
     direct = _CONFUSABLES.get(ch)
     if direct is not None:
         return direct
     return "".join(_CONFUSABLES.get(c, c) for c in _base_char(ch))
 
 
-def _map_chars(text: str, char_fn) -> tuple[list[str], list[int], list[int]]:
+_L = r"[^\W\d_]"  # a letter
+_SEP_CHARS = "-_.·•'’`*~+|/\\"
+_SEP = "[" + re.escape(_SEP_CHARS) + "]"
+_JOINER_RUN = re.compile(rf"(?<={_L}){_SEP}+(?={_L})")
+_SINGLE_RUN = re.compile(rf"(?<![^\W_]){_L}(?:[ {re.escape(_SEP_CHARS)}]{{1,3}}{_L}(?![^\W_])){{2,}}")
+_TRIPLE = re.compile(rf"({_L})\1{{2,}}")
+_LEET_TOKEN = re.compile(r"[\w@$]+")
+_HAS_LEET = re.compile(r"[0134579@$]")
+_HAS_LETTER = re.compile(_L)
+_ASCII_SLOW = {
+    "base": re.compile(r"[\x00-\x1f\x7f_]|\s\s|^\s|\s$"),
+    "skeleton": re.compile(r"[\x00-\x1f\x7f]|\s\s|^\s|\s$"),
+}
+
+
+def _map_chars(text: str, char_fn, kind: str):
+    """Per-character mapping with whitespace runs collapsed: (text, starts, ends)."""
+    if text.isascii() and not _ASCII_SLOW[kind].search(text):
+        n = len(text)
+        return text.lower(), range(n), range(1, n + 1)
     chars: list[str] = []
     starts: list[int] = []
     ends: list[int] = []
     for i, ch in enumerate(text):
-        if ch.isascii() and ch.isalnum():
-            out = ch.lower()
-        else:
-            out = char_fn(ch)
+        out = ch.lower() if ch.isascii() and ch.isalnum() else char_fn(ch)
         for c in out:
             if c == " " and (not chars or chars[-1] == " "):
                 continue  # collapse whitespace runs; drop leading spaces
@@ -127,153 +157,101 @@ def _map_chars(text: str, char_fn) -> tuple[list[str], list[int], list[int]]:
         chars.pop()
         starts.pop()
         ends.pop()
-    return chars, starts, ends
+    return "".join(chars), starts, ends
 
 
-def _is_tokenchar(c: str, leet: dict[str, str]) -> bool:
-    return c.isalnum() or c in leet
-
-
-def _apply_leet(chars: list[str], leet: dict[str, str]) -> None:
-    """Map leet characters inside tokens that contain a letter, in place."""
-    n = len(chars)
-    tokens: list[tuple[int, int]] = []
-    i = 0
-    while i < n:
-        if _is_tokenchar(chars[i], leet):
-            j = i
-            while j < n and _is_tokenchar(chars[j], leet):
-                j += 1
-            tokens.append((i, j))
-            i = j
-        else:
-            i += 1
-    for t, (a, b) in enumerate(tokens):
-        has_letter = any(chars[k].isalpha() for k in range(a, b))
-        if not has_letter and b - a == 1 and chars[a] in leet:
-            # a lone leet character among spaced single letters ("t r 1 a n g l e")
-            prev_single = t > 0 and tokens[t - 1][1] - tokens[t - 1][0] == 1 \
-                and chars[tokens[t - 1][0]].isalpha()
-            next_single = t + 1 < len(tokens) and tokens[t + 1][1] - tokens[t + 1][0] == 1 \
-                and chars[tokens[t + 1][0]].isalpha()
-            has_letter = prev_single or next_single
-        if has_letter:
-            for k in range(a, b):
-                mapped = leet.get(chars[k])
-                if mapped is not None:
-                    chars[k] = mapped
-
-
-def _drop(chars, starts, ends, drop: set[int]):
-    if not drop:
-        return chars, starts, ends
-    keep = [k for k in range(len(chars)) if k not in drop]
-    return [chars[k] for k in keep], [starts[k] for k in keep], [ends[k] for k in keep]
-
-
-def _join_separated_letters(chars, starts, ends, keep_article: bool = True):
-    """Drop joiner runs between letters and spaces inside runs of single spaced letters.
-
-    With ``keep_article``, a run that starts with the one-letter words "a" or "i" keeps them
-    apart ("a t r i a n g l e" → "a triangle"); the caller also builds the fully joined form.
-    """
-    n = len(chars)
-    drop: set[int] = set()
-    # 1. "tri-angle", "t.r.i.a.n.g.l.e": joiners between two letters
-    i = 0
-    while i < n:
-        if chars[i] in _JOINERS and i > 0 and chars[i - 1].isalpha():
-            j = i
-            while j < n and chars[j] in _JOINERS:
-                j += 1
-            if j < n and chars[j].isalpha():
-                drop.update(range(i, j))
-            i = j
-        else:
-            i += 1
-    # 2. "t r i a n g l e", "t. r. i": single letters separated by spaces/joiners (3 or more)
-    tokens: list[tuple[int, int]] = []
-    i = 0
-    while i < n:
-        if chars[i].isalnum() and i not in drop:
-            j = i
-            while j < n and (chars[j].isalnum() or j in drop):
-                j += 1
-            tokens.append((i, j))
-            i = j
-        else:
-            i += 1
-
-    def single(tok):
-        a, b = tok
-        return b - a == 1 and chars[a].isalpha()
-
-    def gap_ok(a, b):
-        return 0 < b - a <= 3 and all(chars[k] == " " or chars[k] in _JOINERS for k in range(a, b))
-
-    t = 0
-    while t < len(tokens):
-        if not single(tokens[t]):
-            t += 1
+def _apply_leet(text: str, table: dict[int, str]) -> str:
+    """Leet characters read as letters inside tokens that contain a letter (same length)."""
+    if not _HAS_LEET.search(text):
+        return text
+    tokens = list(_LEET_TOKEN.finditer(text))
+    pieces: list[str] = []
+    last = 0
+    for t, m in enumerate(tokens):
+        token = m.group()
+        if not _HAS_LEET.search(token):
             continue
-        u = t
-        while u + 1 < len(tokens) and single(tokens[u + 1]) \
-                and gap_ok(tokens[u][1], tokens[u + 1][0]):
-            u += 1
-        first = t
-        if keep_article and u - t + 1 >= 4 and chars[tokens[t][0]] in "ai":
-            first = t + 1
-        if u - first + 1 >= 3:
-            for v in range(first, u):
-                drop.update(range(tokens[v][1], tokens[v + 1][0]))
-        t = u + 1
-    chars, starts, ends = _drop(chars, starts, ends, drop)
-    # 3. "triiiangle": three or more of the same letter become one (spanning the whole run)
-    out_c: list[str] = []
-    out_s: list[int] = []
-    out_e: list[int] = []
-    k = 0
-    while k < len(chars):
-        j = k + 1
-        while j < len(chars) and chars[j] == chars[k]:
-            j += 1
-        if j - k >= 3 and chars[k].isalpha():
-            out_c.append(chars[k])
-            out_s.append(starts[k])
-            out_e.append(ends[j - 1])
-        else:
-            out_c.extend(chars[k:j])
-            out_s.extend(starts[k:j])
-            out_e.extend(ends[k:j])
-        k = j
-    chars, starts, ends = out_c, out_s, out_e
-    return chars, starts, ends
+        convert = bool(_HAS_LETTER.search(token))
+        if not convert and len(token) == 1:
+            # a lone leet character among spaced single letters ("t r 1 a n g l e")
+            def single(k):
+                return 0 <= k < len(tokens) and len(tokens[k].group()) == 1 \
+                    and tokens[k].group().isalpha()
+            convert = single(t - 1) or single(t + 1)
+        if convert:
+            pieces.append(text[last:m.start()])
+            pieces.append(token.translate(table))
+            last = m.end()
+    if not pieces:
+        return text
+    pieces.append(text[last:])
+    return "".join(pieces)
 
 
-def _make(chars, starts, ends, variant, offset) -> NormalizedText:
-    return NormalizedText("".join(chars), tuple(starts), tuple(ends), variant, offset)
+def _respace(text: str, join: bool, starts, ends):
+    """Undo spacing tricks; ``join`` also removes joiners between letters ("tri-angle").
+
+    Without ``join``, "_" reads as a space and a spaced run that starts with the one-letter
+    words "a"/"i" keeps them apart ("a t r i a n g l e" → "a triangle").
+    """
+    if not join:
+        text = text.replace("_", " ")
+    n = len(text)
+    drop = bytearray(n)
+    changed = False
+    if join:
+        for m in _JOINER_RUN.finditer(text):
+            drop[m.start():m.end()] = b"\x01" * (m.end() - m.start())
+            changed = True
+    for m in _SINGLE_RUN.finditer(text):
+        a, b = m.span()
+        letters = [k for k in range(a, b) if text[k].isalpha()]
+        first = letters[0]
+        if not join and len(letters) >= 4 and text[first] in "ai":
+            first = letters[1]
+        if len([k for k in letters if k >= first]) < 3:
+            continue
+        for k in range(first, b):
+            if not text[k].isalpha():
+                drop[k] = 1
+                changed = True
+    new_ends = None
+    for m in _TRIPLE.finditer(text):
+        a, b = m.span()
+        if new_ends is None:
+            new_ends = list(ends)
+        new_ends[a] = ends[b - 1]
+        drop[a + 1:b] = b"\x01" * (b - a - 1)
+        changed = True
+    if not changed:
+        return text, starts, ends
+    ends = new_ends if new_ends is not None else ends
+    keep = [k for k in range(n) if not drop[k]]
+    return "".join(text[k] for k in keep), [starts[k] for k in keep], [ends[k] for k in keep]
+
+
+_LEET_I = str.maketrans(_LEET)
+_LEET_L = str.maketrans(_LEET_L)
 
 
 def normalize_variants(text: str, *, offset: int = 0) -> list[NormalizedText]:
     """The normalised variants of ``text`` (distinct texts only, ``base`` first)."""
     if not text:
         return [NormalizedText("", (), (), "base", offset)]
-    chars, starts, ends = _map_chars(text, _base_char)
-    variants = [_make(chars, starts, ends, "base", offset)]
-    skel, s_starts, s_ends = _map_chars(text, _skeleton_char)
-    tables = [("skeleton", _LEET)]
+    base, b_starts, b_ends = _map_chars(text, _base_char, "base")
+    variants = [NormalizedText(base, b_starts, b_ends, "base", offset)]
+    seen = {base}
+    skel, s_starts, s_ends = _map_chars(text, _skeleton_char, "skeleton")
+    tables = [("skeleton", _LEET_I)]
     if "1" in text:
         tables.append(("skeleton-l", _LEET_L))
-    seen = {variants[0].text}
     for name, table in tables:
-        work = list(skel)
-        _apply_leet(work, table)
-        for suffix, keep in (("", True), ("-joined", False)):
-            out = _join_separated_letters(list(work), list(s_starts), list(s_ends), keep)
-            variant = _make(*out, name + suffix, offset)
-            if variant.text not in seen:
-                seen.add(variant.text)
-                variants.append(variant)
+        leet = _apply_leet(skel, table)
+        for suffix, join in (("", False), ("-joined", True)):
+            out, starts, ends = _respace(leet, join, s_starts, s_ends)
+            if out not in seen:
+                seen.add(out)
+                variants.append(NormalizedText(out, starts, ends, name + suffix, offset))
     return variants
 
 

@@ -24,7 +24,13 @@ from audit.policy._engine import (
     SafePattern,
     compile_pattern,
 )
-from audit.policy.normalize import NormalizedText, blank_spans, normalize_variants, term_pattern
+from audit.policy.normalize import (
+    NormalizedText,
+    blank_spans,
+    normalize_term,
+    normalize_variants,
+    term_pattern,
+)
 from audit.policy.schema import PROMPT_FIELDS, Policy, Rule
 
 __all__ = [
@@ -122,8 +128,17 @@ class RuleHits(list):
 @dataclass
 class CompiledRule:
     rule: Rule
-    patterns: list[SafePattern]
+    patterns: list[SafePattern]  # the rule's patterns, its word list as one alternation, ages
     allow: list[SafePattern]
+    words: dict[str, str] = field(default_factory=dict)  # squashed normalised word -> word
+    words_pattern: SafePattern | None = None
+
+    def describe(self, pattern: SafePattern, normalised_match: str) -> str:
+        """The pattern to report for a hit (for a word list: the word that matched)."""
+        if pattern is self.words_pattern:
+            word = self.words.get(_squash(normalised_match))
+            return f"word: {word}" if word else "words"
+        return pattern.source
 
 
 @dataclass
@@ -133,17 +148,43 @@ class CompiledRules:
     names: list = field(default_factory=list)  # names.CompiledNameList, filled by compile_rules
     timeout: float = 0.25
     max_chars: int = 20_000
+    screens: dict = field(default_factory=dict)  # field -> SafePattern | None
+
+
+def _squash(text: str) -> str:
+    return "".join(ch for ch in normalize_term(text) if ch.isalnum())
 
 
 def compile_rule(rule: Rule, engine: str = "auto") -> CompiledRule:
-    sources = list(rule.patterns) + [term_pattern(word) for word in rule.words]
+    patterns = [compile_pattern(source, engine) for source in rule.patterns]
+    words_pattern = None
+    if rule.words:
+        alternation = sorted({term_pattern(word) for word in rule.words}, key=len, reverse=True)
+        words_pattern = compile_pattern("(?:" + "|".join(alternation) + ")", engine)
+        patterns.append(words_pattern)
     if rule.ages_below is not None:
-        sources += age_patterns(rule.ages_below)
+        patterns += [compile_pattern(source, engine) for source in age_patterns(rule.ages_below)]
     return CompiledRule(
         rule,
-        [compile_pattern(source, engine) for source in sources],
+        patterns,
         [compile_pattern(term_pattern(phrase), engine) for phrase in rule.allow],
+        {_squash(word): word for word in rule.words},
+        words_pattern,
     )
+
+
+def _screen(rules: list[CompiledRule], field_name: str, engine: str) -> SafePattern | None:
+    """One RE2 alternation of every RE2 pattern of the field's rules: a text it does not match
+    cannot hit those patterns, so most prompts cost one search per variant."""
+    sources = [p.source for r in rules if field_name in r.rule.fields
+               for p in r.patterns if p.engine == "re2"]
+    if not sources or engine == "regex":
+        return None
+    try:
+        screen = compile_pattern("|".join(f"(?:{s})" for s in sources), "re2")
+    except Exception:  # e.g. a group name used twice
+        return None
+    return screen
 
 
 _cache_lock = threading.Lock()
@@ -159,12 +200,14 @@ def compile_rules(policy: Policy, engine: str = "auto") -> CompiledRules:
             return cached[1]
     from audit.policy.names import compile_name_list
 
+    rules = [compile_rule(rule, engine) for rule in policy.rules]
     compiled = CompiledRules(
         policy,
-        [compile_rule(rule, engine) for rule in policy.rules],
+        rules,
         [compile_name_list(names, engine) for names in policy.name_lists],
         policy.regex_timeout_s,
         policy.max_prompt_chars,
+        {name: _screen(rules, name, engine) for name in PROMPT_FIELDS},
     )
     with _cache_lock:
         if len(_cache) > 16:
@@ -195,10 +238,15 @@ def _cut(text: str) -> str:
 def _match_rules_on(compiled: CompiledRules, field_name: str, text: str,
                     variants: list[NormalizedText], hits: RuleHits, timeout: float) -> None:
     seen: set[tuple[str, tuple[int, int]]] = set()
+    screen = compiled.screens.get(field_name)
+    screened = {id(v): screen is not None and not screen.found(v.text, timeout)
+                for v in variants}
     for crule in compiled.rules:
         if field_name not in crule.rule.fields:
             continue
         for variant in variants:
+            if screened[id(variant)] and all(p.engine == "re2" for p in crule.patterns):
+                continue  # nothing in this variant can match an RE2 pattern
             work = variant
             try:
                 if crule.allow:
@@ -219,7 +267,8 @@ def _match_rules_on(compiled: CompiledRules, field_name: str, text: str,
                             continue
                         seen.add((crule.rule.id, span))
                         hits.append(RuleHit(crule.rule.id, field_name, span,
-                                            _cut(text[span[0]:span[1]]), pattern.source,
+                                            _cut(text[span[0]:span[1]]),
+                                            crule.describe(pattern, work.text[start:end]),
                                             variant.variant))
             except PatternTimeout as exc:  # an allow phrase pattern (never expected on RE2)
                 hits.errors.append(RuleError(crule.rule.id, field_name, "allow", str(exc)))
