@@ -1,0 +1,220 @@
+"""Findings, clusters and decisions tables in the catalog database.
+
+A *finding* is one item in one category under one policy (``policy_hash``), with every
+signal that put it there. Findings are keyed so that re-flagging the same item for the
+same category under the same policy updates the row instead of adding one. *Decisions*
+are an append-only log; the latest decision on a target wins.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from typing import Any, Iterable, Iterator, Sequence
+
+import polars as pl
+
+from audit.frames import frame
+from audit.timeutil import utc_now
+
+SEVERITIES = ("critical", "high", "medium", "low")
+STATUSES = ("new", "known", "dismissed", "confirmed", "escalated")
+DECISIONS = ("confirm", "dismiss", "escalate")
+SIGNAL_KINDS = ("concept", "prompt_rule", "name", "hash_match", "cluster", "seed_neighbor", "combination", "negative")
+
+DDL = """
+CREATE TABLE IF NOT EXISTS findings (
+    finding_id TEXT PRIMARY KEY,
+    policy_hash TEXT NOT NULL,
+    item_id TEXT NOT NULL,
+    category TEXT NOT NULL,
+    severity TEXT NOT NULL,
+    status TEXT NOT NULL,
+    cluster_id TEXT,
+    signals TEXT NOT NULL,           -- JSON list of Signal dicts
+    first_flagged TEXT NOT NULL,
+    last_flagged TEXT NOT NULL,
+    run_id INTEGER,
+    active INTEGER NOT NULL DEFAULT 1 -- 0 once the item no longer meets the policy
+);
+CREATE INDEX IF NOT EXISTS findings_item ON findings(item_id);
+CREATE INDEX IF NOT EXISTS findings_policy ON findings(policy_hash, category);
+CREATE TABLE IF NOT EXISTS clusters (
+    cluster_id TEXT PRIMARY KEY,     -- "<policy hash[:12]>:<kind>:<n>"
+    policy_hash TEXT NOT NULL,
+    kind TEXT NOT NULL,              -- "semantic" | "near_duplicate"
+    size INTEGER NOT NULL,
+    members TEXT NOT NULL,           -- JSON list of item_ids
+    medoids TEXT,                    -- JSON list of item_ids closest to the centroid
+    top_terms TEXT,                  -- JSON list of [term, count]
+    concept_scores TEXT,             -- JSON {concept_id: {score, threshold, margin}}
+    flagged_share REAL,
+    flagged INTEGER NOT NULL DEFAULT 0,
+    categories TEXT,                 -- JSON list of category ids the cluster was flagged for
+    run_id INTEGER
+);
+CREATE TABLE IF NOT EXISTS decisions (
+    decision_id INTEGER PRIMARY KEY AUTOINCREMENT,
+    target_kind TEXT NOT NULL,       -- "item" | "cluster" | "finding"
+    target_id TEXT NOT NULL,
+    decision TEXT NOT NULL,          -- confirm | dismiss | escalate
+    note TEXT,
+    category TEXT,
+    decided_by TEXT NOT NULL,
+    decided_at TEXT NOT NULL,
+    source TEXT                      -- "cli", "import:<file sha256>", "notebook"
+);
+CREATE INDEX IF NOT EXISTS decisions_target ON decisions(target_kind, target_id);
+CREATE TABLE IF NOT EXISTS flag_runs (
+    run_id INTEGER PRIMARY KEY,
+    policy_hash TEXT NOT NULL,
+    policy_name TEXT, policy_version TEXT, policy_path TEXT,
+    model_key TEXT,
+    thresholds TEXT,                 -- JSON {concept_id: {image: t, prompt: t, calibrated: bool, how: str}}
+    at TEXT NOT NULL
+);
+"""
+
+
+@dataclass
+class Signal:
+    """One reason an item was flagged, with everything a reviewer needs to judge it."""
+
+    kind: str  # one of SIGNAL_KINDS
+    name: str  # "kind:id" as policies name signals, e.g. "concept:red-triangle"
+    score: float | None = None  # cosine, hamming distance, 1.0 for a rule hit
+    threshold: float | None = None
+    margin: float | None = None  # score - threshold (for distances: threshold - distance)
+    detail: dict[str, Any] = field(default_factory=dict)  # span, matched text, bank label, space, ...
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Finding:
+    item_id: str
+    category: str
+    severity: str
+    policy_hash: str
+    signals: list[Signal]
+    cluster_id: str | None = None
+    status: str = "new"
+
+    @property
+    def finding_id(self) -> str:
+        return finding_id(self.policy_hash, self.item_id, self.category)
+
+
+def finding_id(policy_hash: str, item_id: str, category: str) -> str:
+    return hashlib.sha256(f"{policy_hash}\0{item_id}\0{category}".encode()).hexdigest()[:24]
+
+
+class FindingsStore:
+    def __init__(self, conn: sqlite3.Connection):
+        self.conn = conn
+        conn.executescript(DDL)
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.conn
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        else:
+            self.conn.execute("COMMIT")
+
+    # --- writing (the flag stage)
+    def upsert_findings(self, findings: Iterable[Finding], *, run_id: int | None, now: str | None = None) -> int:
+        now = now or utc_now()
+        rows = [
+            (f.finding_id, f.policy_hash, f.item_id, f.category, f.severity, f.status, f.cluster_id,
+             json.dumps([s.to_dict() for s in f.signals], default=float, ensure_ascii=False), now, now, run_id)
+            for f in findings
+        ]  # fmt: skip
+        with self.transaction() as c:
+            c.executemany(
+                "INSERT INTO findings (finding_id, policy_hash, item_id, category, severity, status, cluster_id, "
+                "signals, first_flagged, last_flagged, run_id, active) VALUES (?,?,?,?,?,?,?,?,?,?,?,1) "
+                "ON CONFLICT(finding_id) DO UPDATE SET severity=excluded.severity, cluster_id=excluded.cluster_id, "
+                "signals=excluded.signals, last_flagged=excluded.last_flagged, run_id=excluded.run_id, active=1, "
+                "status=CASE WHEN findings.status='new' AND findings.run_id IS NOT excluded.run_id THEN 'known' "
+                "ELSE findings.status END",
+                rows,
+            )
+        return len(rows)
+
+    def record_decision(
+        self, *, target_kind: str, target_id: str, decision: str, decided_by: str, note: str | None = None,
+        category: str | None = None, source: str = "cli", at: str | None = None,
+    ) -> int:  # fmt: skip
+        if decision not in DECISIONS:
+            raise ValueError(f"decision must be one of {', '.join(DECISIONS)}")
+        with self.transaction() as c:
+            cur = c.execute(
+                "INSERT INTO decisions (target_kind, target_id, decision, note, category, decided_by, decided_at, source) "
+                "VALUES (?,?,?,?,?,?,?,?)",
+                (target_kind, target_id, decision, note, category, decided_by, at or utc_now(), source),
+            )
+            return int(cur.lastrowid)
+
+    # --- reading (reports, notebooks, CLI)
+    def findings(self, *, policy_hash: str | None = None, active_only: bool = True) -> pl.DataFrame:
+        """Findings joined with one present location per item (uri) and the latest decision."""
+        where = ["1=1"]
+        params: list[Any] = []
+        if policy_hash:
+            where.append("f.policy_hash = ?")
+            params.append(policy_hash)
+        if active_only:
+            where.append("f.active = 1")
+        sql = f"""
+            SELECT f.finding_id, f.item_id,
+                   (SELECT min(uri) FROM locations l WHERE l.item_id = f.item_id AND l.present = 1) AS uri,
+                   f.category, f.severity, f.status, f.cluster_id, f.signals, f.policy_hash,
+                   f.first_flagged, f.last_flagged, f.run_id
+            FROM findings f WHERE {' AND '.join(where)}
+            ORDER BY CASE f.severity WHEN 'critical' THEN 0 WHEN 'high' THEN 1 WHEN 'medium' THEN 2 ELSE 3 END,
+                     f.category, f.item_id
+        """
+        schema = {
+            "finding_id": pl.Utf8, "item_id": pl.Utf8, "uri": pl.Utf8, "category": pl.Utf8, "severity": pl.Utf8,
+            "status": pl.Utf8, "cluster_id": pl.Utf8, "signals": pl.Utf8, "policy_hash": pl.Utf8,
+            "first_flagged": pl.Utf8, "last_flagged": pl.Utf8, "run_id": pl.Int64,
+        }  # fmt: skip
+        return frame(self.conn, sql, params, schema)
+
+    def clusters(self, *, policy_hash: str | None = None) -> pl.DataFrame:
+        schema = {
+            "cluster_id": pl.Utf8, "policy_hash": pl.Utf8, "kind": pl.Utf8, "size": pl.Int64, "members": pl.Utf8,
+            "medoids": pl.Utf8, "top_terms": pl.Utf8, "concept_scores": pl.Utf8, "flagged_share": pl.Float64,
+            "flagged": pl.Int64, "categories": pl.Utf8, "run_id": pl.Int64,
+        }  # fmt: skip
+        where, params = ("WHERE policy_hash = ?", [policy_hash]) if policy_hash else ("", [])
+        return frame(self.conn, f"SELECT {', '.join(schema)} FROM clusters {where} ORDER BY size DESC", params, schema)
+
+    def decisions(self) -> pl.DataFrame:
+        schema = {
+            "decision_id": pl.Int64, "target_kind": pl.Utf8, "target_id": pl.Utf8, "decision": pl.Utf8,
+            "note": pl.Utf8, "category": pl.Utf8, "decided_by": pl.Utf8, "decided_at": pl.Utf8, "source": pl.Utf8,
+        }  # fmt: skip
+        return frame(self.conn, f"SELECT {', '.join(schema)} FROM decisions ORDER BY decision_id", (), schema)
+
+    def latest_decisions(self, target_kind: str = "item") -> dict[str, str]:
+        """target_id -> its latest decision."""
+        rows = self.conn.execute(
+            "SELECT target_id, decision FROM decisions d WHERE target_kind = ? AND decision_id = "
+            "(SELECT max(decision_id) FROM decisions d2 WHERE d2.target_kind = d.target_kind AND d2.target_id = d.target_id)",
+            (target_kind,),
+        )
+        return dict(rows.fetchall())
+
+
+def signals_of(row_signals: str | Sequence[dict]) -> list[Signal]:
+    data = json.loads(row_signals) if isinstance(row_signals, str) else row_signals
+    return [Signal(**s) for s in data]
