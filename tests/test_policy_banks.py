@@ -131,3 +131,15 @@ def test_toy_bank_matches():
                                 hashlist.pdq_min_quality, [80])
     assert rows.tolist() == [0] and idx.tolist() == [1] and dist.tolist() == [20]
     assert hashlist.bank.pdq_labels[1] == "toy-known-2"
+
+
+def test_faiss_and_numpy_paths_agree():
+    bank = np.random.default_rng(1).integers(0, 256, (400, 32), dtype=np.uint8)
+    queries = bank.copy()
+    queries[::2, :4] ^= 0xFF  # 32 bits away: just outside the default distance
+    queries[1::4, 0] ^= 0x0F  # 4 bits away
+    a = match_pdq(bank, queries, use_faiss=True)
+    b = match_pdq(bank, queries, use_faiss=False)
+    for x, y in zip(a, b):
+        assert x.tolist() == y.tolist()
+    assert len(a.rows) == 200 and set(a.distance.tolist()) == {0, 4}

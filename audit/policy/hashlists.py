@@ -6,10 +6,11 @@ A list is a CSV with columns ``hash_type`` (``pdq``, ``md5`` or ``sha256``), ``h
 A bad row is an ``InputError`` naming file and line.
 
 PDQ matching follows Meta's HMA: a query hash matches a bank entry within ``max_distance``
-bits (31 by default) when the query's PDQ quality is at least ``min_quality`` (50). It is
-vectorised: hashes are 4 x uint64 words, XOR then popcount, in chunks that bound memory
-(O(queries x bank) word operations; a 100k x 100k comparison is ~4·10^10 bit operations, a few
-seconds). md5 and sha256 entries are exact-match sets.
+bits (31 by default) when the query's PDQ quality is at least ``min_quality`` (50). It is an
+exhaustive O(queries x bank) comparison, vectorised: faiss ``IndexBinaryFlat.range_search``
+(SIMD popcount, ~2·10^8 pairs in 0.3 s on one core) for larger inputs, else numpy (hashes as
+4 x uint64 words, XOR then popcount, in chunks that bound memory). md5 and sha256 entries are
+exact-match sets.
 
 A negative bank is the same file format; a match against it means "known false positive:
 suppress findings of this item" (``match_negative``).
@@ -170,14 +171,31 @@ else:  # pragma: no cover - numpy < 2.0
 def _distances(queries: np.ndarray, bank: np.ndarray) -> np.ndarray:
     q = np.ascontiguousarray(queries).view(np.uint64)  # (m, 4)
     b = np.ascontiguousarray(bank).view(np.uint64)  # (n, 4)
-    x = q[:, None, :] ^ b[None, :, :]
-    return _popcount64(x).sum(-1, dtype=np.uint16)
+    dist = _popcount64(q[:, 0:1] ^ b[None, :, 0]).astype(np.uint16)
+    for word in range(1, 4):
+        dist += _popcount64(q[:, word:word + 1] ^ b[None, :, word])
+    return dist
+
+
+def _faiss_range(queries: np.ndarray, bank: np.ndarray, max_distance: int):
+    """faiss IndexBinaryFlat range search (SIMD popcount), or None without faiss."""
+    try:
+        import faiss
+    except ImportError:  # pragma: no cover - faiss is a dependency
+        return None
+    index = faiss.IndexBinaryFlat(256)
+    index.add(np.ascontiguousarray(bank, dtype=np.uint8))
+    # faiss returns distances strictly below the radius
+    lims, dist, ids = index.range_search(np.ascontiguousarray(queries, dtype=np.uint8),
+                                         int(max_distance) + 1)
+    rows = np.repeat(np.arange(len(queries)), np.diff(lims).astype(np.int64))
+    return rows, ids.astype(np.int64), dist.astype(np.int64)
 
 
 def match_pdq(bank: HashBank | np.ndarray, pdq: Sequence[str | None] | np.ndarray,
               max_distance: int = 31, min_quality: int = 50,
               qualities: Sequence[int | None] | np.ndarray | None = None,
-              *, chunk_cells: int = 4_000_000) -> PdqMatches:
+              *, chunk_cells: int = 1_000_000, use_faiss: bool = True) -> PdqMatches:
     """Every (query row, bank entry) pair within ``max_distance`` bits.
 
     ``pdq``: PDQ hex strings (``None`` or malformed: no hash, never matches) or an (m, 32)
@@ -199,18 +217,25 @@ def match_pdq(bank: HashBank | np.ndarray, pdq: Sequence[str | None] | np.ndarra
     if len(bank_array) == 0 or not valid.any():
         return empty
     rows_valid = np.flatnonzero(valid)
-    step = max(1, chunk_cells // max(1, len(bank_array)))
-    out_r, out_b, out_d = [], [], []
-    for i in range(0, len(rows_valid), step):
-        rows = rows_valid[i:i + step]
-        dist = _distances(queries[rows], bank_array)
-        r, b = np.nonzero(dist <= max_distance)
-        out_r.append(rows[r])
-        out_b.append(b)
-        out_d.append(dist[r, b].astype(np.int64))
-    rows = np.concatenate(out_r).astype(np.int64)
-    bidx = np.concatenate(out_b).astype(np.int64)
-    dist = np.concatenate(out_d)
+    found = None
+    if use_faiss and len(rows_valid) * len(bank_array) > 100_000:
+        found = _faiss_range(queries[rows_valid], bank_array, max_distance)
+    if found is not None:
+        r, bidx, dist = found
+        rows = rows_valid[r].astype(np.int64)
+    else:
+        step = max(1, chunk_cells // max(1, len(bank_array)))
+        out_r, out_b, out_d = [], [], []
+        for i in range(0, len(rows_valid), step):
+            chunk = rows_valid[i:i + step]
+            d = _distances(queries[chunk], bank_array)
+            r, b = np.nonzero(d <= max_distance)
+            out_r.append(chunk[r])
+            out_b.append(b)
+            out_d.append(d[r, b].astype(np.int64))
+        rows = np.concatenate(out_r).astype(np.int64)
+        bidx = np.concatenate(out_b).astype(np.int64)
+        dist = np.concatenate(out_d)
     order = np.lexsort((bidx, dist, rows))
     return PdqMatches(rows[order], bidx[order], dist[order])
 
