@@ -30,3 +30,10 @@ def crawl(sources, index_dir, **options):
         sources = [sources]
     opened = [open_source(str(s)) for s in sources]
     return open(index_dir, create=True).crawl(opened, **options)
+
+
+def load_policy(path=None):
+    """Load and validate a policy file (``None``: the packaged default policy)."""
+    from audit.policy import load_policy as _load
+
+    return _load(path)
