@@ -153,6 +153,14 @@ def _toy_checkpoint() -> str:
     return str(path)
 
 
+def _is_tag(model: str, pretrained: str | None) -> bool:
+    if not pretrained:
+        return False
+    from open_clip import pretrained as ocp
+
+    return bool(ocp.get_pretrained_cfg(model, pretrained))
+
+
 def _check_checkpoint(path: str) -> str:
     p = Path(path).expanduser()
     if not p.is_file():
@@ -300,8 +308,8 @@ def load_embedder(
 
     overlay: dict = {}
     seed: int | None = None
-    if checkpoint is None and model == TOY_MODEL:
-        checkpoint = _toy_checkpoint()
+    if checkpoint is None and model == TOY_MODEL and not _is_tag(model, pretrained):
+        checkpoint = _toy_checkpoint()  # the shipped weights (the ViT default tag does not apply)
     if checkpoint is not None:
         path = _check_checkpoint(str(checkpoint))
         ident = identity or ModelIdentity(model, None, sha256_file(path))
