@@ -70,12 +70,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         code = _fail(None, "audit: interrupted; work committed so far is kept, rerun to finish", int(ExitCode.INTERRUPTED))
     except Exception as exc:  # noqa: BLE001 - last line of defence: one line, not a traceback
-        import click
-
-        if isinstance(exc, click.exceptions.Abort):
+        # typer ships its own copy of click, so recognise click's exceptions by shape.
+        if type(exc).__name__ == "Abort":
             code = _fail(None, "audit: interrupted", int(ExitCode.INTERRUPTED))
-        elif isinstance(exc, click.ClickException):
-            exc.show()
+        elif callable(getattr(exc, "show", None)) and isinstance(getattr(exc, "exit_code", None), int):
+            exc.show()  # usage errors: click's own message, exit code 2
             code = exc.exit_code
         else:
             code = _fail(exc, f"audit: internal error: {type(exc).__name__}: {exc} (rerun with --traceback)", INTERNAL_ERROR)
