@@ -67,6 +67,9 @@ CREATE INDEX IF NOT EXISTS locations_item ON locations(item_id);
 CREATE TABLE IF NOT EXISTS containers (
     uri TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, last_seen TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS dir_listings (
+    dir TEXT PRIMARY KEY, listing BLOB NOT NULL
+);
 CREATE TABLE IF NOT EXISTS scans (
     root_uri TEXT PRIMARY KEY, run_id INTEGER NOT NULL, at TEXT NOT NULL
 );

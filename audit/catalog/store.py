@@ -8,6 +8,7 @@ write below happens inside one ``BEGIN IMMEDIATE ... COMMIT``.
 from __future__ import annotations
 
 import json
+import marshal
 import sqlite3
 from contextlib import contextmanager
 from pathlib import Path
@@ -98,6 +99,33 @@ class Catalog:
                 found[uri] = (size, mtime_ns, status if present else "missing", item_id, rowid)
         return found
 
+    # --- per-directory listings: a rescan's shortcut past one lookup per file
+    def dir_listing(self, directory: str) -> dict[str, tuple[int, int, int]] | None:
+        """name -> (size, mtime_ns, rowid) of the readable files catalogued directly in
+        ``directory``, or None when no listing is cached for it."""
+        row = self.conn.execute("SELECT listing FROM dir_listings WHERE dir = ?", (directory,)).fetchone()
+        return marshal.loads(row[0]) if row else None
+
+    def build_dir_listings(self, directories: Iterable[str]) -> None:
+        """Cache each directory's listing from its location rows (the truth)."""
+        rows = []
+        for directory in directories:
+            lo, hi = _prefix_range(directory + "/")
+            listing = {}
+            for uri, size, mtime_ns, rowid in self.conn.execute(
+                "SELECT uri, size, mtime_ns, rowid FROM locations "
+                "WHERE uri >= ? AND uri < ? AND present=1 AND item_id IS NOT NULL AND status != 'missing'",
+                (lo, hi),
+            ):
+                name = uri[len(directory) + 1 :]
+                if "/" not in name and "!/" not in name and size is not None and mtime_ns:
+                    listing[name] = (size, mtime_ns, rowid)
+            rows.append((directory, marshal.dumps(listing)))
+        with self.transaction() as c:
+            c.executemany(
+                "INSERT INTO dir_listings VALUES (?, ?) ON CONFLICT(dir) DO UPDATE SET listing=excluded.listing", rows
+            )
+
     def max_location_rowid(self) -> int:
         return int(self.conn.execute("SELECT coalesce(max(rowid), 0) FROM locations").fetchone()[0])
 
@@ -159,11 +187,14 @@ class Catalog:
         """
         item_rows = [tuple(it.get(n) for n in _ITEM_NAMES) for it in items]
         loc_rows = [tuple(loc.get(n) for n in _LOCATION_NAMES) for loc in locations]
+        dirs = {(parent_dir(loc["uri"]),) for loc in locations}
         with self.transaction() as c:
             if item_rows:
                 c.executemany(_upsert_sql("items", _ITEM_NAMES, "item_id"), item_rows)
             if loc_rows:
                 c.executemany(_upsert_sql("locations", _LOCATION_NAMES, "uri"), loc_rows)
+            # A directory's cached listing is only valid while nothing under it was written.
+            c.executemany("DELETE FROM dir_listings WHERE dir = ?", dirs)
 
     def mark_missing(
         self, root_uri: str, *, run_id: int, now: str, seen: bytearray | None = None, seen_count: int = 0
@@ -199,6 +230,7 @@ class Catalog:
                     f"UPDATE locations SET present=0, status='missing', missing_since=? WHERE rowid IN ({marks})",
                     (now, *chunk),
                 )
+            c.executemany("DELETE FROM dir_listings WHERE dir = ?", {(parent_dir(g[1]),) for g in gone})
             c.execute(
                 "INSERT INTO scans VALUES (?,?,?) ON CONFLICT(root_uri) DO UPDATE SET run_id=excluded.run_id, at=excluded.at",
                 (root_uri, run_id, now),
@@ -243,6 +275,11 @@ def _upsert_sql(table: str, names: list[str], key: str) -> str:
     marks = ", ".join("?" * len(names))
     updates = ", ".join(f"{n}=excluded.{n}" for n in names if n not in (key, "first_seen"))
     return f"INSERT INTO {table} ({cols}) VALUES ({marks}) ON CONFLICT({key}) DO UPDATE SET {updates}"
+
+
+def parent_dir(uri: str) -> str:
+    """The directory (or archive) a location uri sits in."""
+    return uri.rpartition("/")[0]
 
 
 def _owned_ranges(root_uri: str) -> list[tuple[str, str]]:

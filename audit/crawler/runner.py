@@ -21,6 +21,7 @@ from audit.crawler.worker import ReadResult, read_entries
 from audit.ingest.base import ContainerDone, ContainerUnchanged, Entry, Source
 from audit.timeutil import utc_now
 
+_UNLOADED = object()
 # Entries per task sent to a worker: enough to amortise inter-process overhead, small
 # enough that both cores stay busy on small archives.
 TASK_ENTRIES = 16
@@ -91,6 +92,8 @@ class Crawler:
         self._root = source.root_uri if source.complete else None
         self._seen = bytearray(self.catalog.max_location_rowid() + 1) if source.complete else bytearray()
         self._seen_count = 0
+        self._listings: dict[str, Any] = {}
+        self._rebuild: set[str] = set()
         chunk: list[Entry] = []
         for listed in source.entries(self._unchanged):
             if isinstance(listed, Entry):
@@ -111,6 +114,8 @@ class Crawler:
         self._drain()
         if source.complete:
             self._record_missing(source.root_uri)
+            # Listings are rebuilt from the committed location rows, after the last write.
+            self.catalog.build_dir_listings(sorted(self._rebuild))
 
     def _unchanged(self, uri: str, size: int, mtime_ns: int) -> bool:
         return self.catalog.container_unchanged(uri, size, mtime_ns) or self.catalog.location_unchanged(
@@ -137,11 +142,41 @@ class Crawler:
         self.progress("listed", n)
         self.progress("done", n)
 
+    def _unchanged_by_listing(self, entries: list[Entry]) -> list[Entry]:
+        """Settle the unchanged files of cached directory listings without a lookup per
+        file; returns the entries still to be looked up."""
+        listings = self._listings
+        if len(listings) > 256:
+            listings.clear()
+        rest: list[Entry] = []
+        rowids: list[int] = []
+        for e in entries:
+            directory, _, name = e.uri.rpartition("/")
+            listing = listings.get(directory, _UNLOADED)
+            if listing is _UNLOADED:
+                listing = listings[directory] = self.catalog.dir_listing(directory)
+                if listing is None:
+                    self._rebuild.add(directory)
+            known = listing.get(name) if listing else None
+            if known is not None and e.error is None and known[0] == e.size and known[1] == e.mtime_ns and e.mtime_ns:
+                rowids.append(known[2])
+            else:
+                rest.append(e)
+        if rowids:
+            self._mark_seen(rowids)
+            self.summary.unchanged += len(rowids)
+            self.progress("done", len(rowids))
+        return rest
+
     def _dispatch(self, entries: list[Entry]) -> None:
         if not entries:
             return
         self.summary.listed += len(entries)
         self.progress("listed", len(entries))
+        if self._root is not None:
+            entries = self._unchanged_by_listing(entries)
+            if not entries:
+                return
         known = self.catalog.known_locations([e.uri for e in entries])
         unchanged: list[Any] = []
         todo = []
@@ -211,6 +246,8 @@ class Crawler:
             loc.update(
                 present=1, first_seen=now, last_seen=now, missing_since=None, seen_run=self.run_id, root=self._root
             )
+            if self._root is not None:
+                self._rebuild.add(r.uri.rpartition("/")[0])
             self._pending_locations.append(loc)
             if r.item is not None:
                 r.item.update(first_seen=now, last_seen=now)
@@ -249,6 +286,7 @@ class Crawler:
             return
         still_present = self.catalog.locations_first_seen_in(self.run_id, [g[1] for g in gone if g[1]])
         moved = sum(1 for _, item_id in gone if item_id in still_present)
+        self._rebuild.update(uri.rpartition("/")[0] for uri, _ in gone)
         self.summary.moved += moved
         self.summary.missing += len(gone) - moved
 
