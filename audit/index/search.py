@@ -243,7 +243,8 @@ def load_embedder(name: str, *, pretrained: str | None = None, checkpoint: str |
         from audit.embed.openclip import load_embedder as load
     except ImportError as exc:
         raise DependencyMissing(f"text and image queries need the open_clip embedder: {exc}") from None
-    return load(name, pretrained=pretrained, checkpoint=checkpoint, device=device)
+    # one query at a time: fp32 is cheap and skips the bf16 calibration at load
+    return load(name, pretrained=pretrained, checkpoint=checkpoint, device=device, precision="fp32")
 
 
 def excerpt(text: str | None, n: int = EXCERPT_CHARS) -> str | None:
