@@ -236,3 +236,11 @@ def test_cli_index_json(tmp_path, capsys):
     assert code == 2
     runs = a.runs()
     assert "index" in runs["command"].to_list()
+
+
+def test_cli_notes_vectors_not_indexed_yet(images_index, capsys):
+    a, ids, _, _ = images_index
+    rng = random.Random(9)
+    add_items(a, 500, TinyEmbedder().embed_images([draw(rng, "red") for _ in range(4)]).astype(np.float32))
+    code, out, err = cli(capsys, "search", "--index", str(a.index_dir), "--item", ids[0], "-k", "1")
+    assert code == 0 and "4 image vectors are not in the index yet" in err

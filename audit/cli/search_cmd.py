@@ -46,12 +46,25 @@ def search_command(
     with audit.open(index) as a:
         df = a.search(text=text, image=image, item=item, k=k, model=model, space=space,
                       checkpoint=str(checkpoint) if checkpoint else None, device=device)  # fmt: skip
+        pending = _not_indexed(a, model, space)
+    if pending:
+        stderr.print(f"note: {pending:,} {space} vectors are not in the index yet; run `audit index` to include them")
     query = {"text": text, "image": str(image) if image else None, "item": item}
     if json_out:
         emit_json({"command": "search", "index": str(index), "query": {q: v for q, v in query.items() if v is not None},
                    "space": space, "k": k, "results": df.to_dicts()})  # fmt: skip
         return
     _print_table(df)
+
+
+def _not_indexed(a, model: str | None, space: str) -> int:
+    from audit.index.files import read_manifest
+    from audit.index.search import resolve_model
+
+    s = a._searcher()
+    key = resolve_model(s.vs, model, a.index_dir)["key"]
+    m = read_manifest(a.index_dir, key, space)
+    return max(0, s.vs.count(key, space) - (m.n if m else 0))
 
 
 def _print_table(df) -> None:
