@@ -226,3 +226,24 @@ def test_empty_store_builds_nothing(tmp_path):
     s = a.index()
     assert [r.action for r in s.results] == ["empty", "empty"]
     assert not (a.index_dir / "faiss").exists() or not any((a.index_dir / "faiss").rglob("*.faiss"))
+
+
+def test_reader_retries_when_a_writer_switches_generations(tmp_path, monkeypatch):
+    import audit.index.files as files
+
+    a = new_audit(tmp_path)
+    x, _, _ = clustered(100, seed=11)
+    add_items(a, 0, x[:60])
+    a.index()
+    real, calls = files._load_files, []
+
+    def racing(index_dir, manifest, **kw):  # a writer commits a new generation mid-read
+        if not calls:
+            calls.append(manifest.generation)
+            add_items(a, 60, x[60:])
+            a.index()
+        return real(index_dir, manifest, **kw)
+
+    monkeypatch.setattr(files, "_load_files", racing)
+    manifest, index, keys = load_index(a.index_dir, MODEL.key, "image")
+    assert manifest.generation == calls[0] + 1 and index.ntotal == len(keys) == 100
