@@ -68,6 +68,11 @@ def run_embed(
                 spec = replace(emb.spec, threads=threads)
                 executor = LocalExecutor(n_workers, threads=threads)
                 decode_threads = 1
+                if embedder is None:  # the workers build their own; free this copy's memory
+                    emb.model = None
+                    import gc
+
+                    gc.collect()
             runner = EmbedRunner(audit.catalog, spec, executor, dim=emb.dim, batch_size=bs,
                                  decode_threads=decode_threads, progress=progress)  # fmt: skip
             runner.summary.precision = dict(getattr(emb, "precision_report", {}) or {})
