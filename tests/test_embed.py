@@ -138,6 +138,7 @@ def test_archive_members_are_read_back(tmp_path, ckpt):
     assert (s.images_embedded, s.images_skipped) == (6, 0), s.skip_examples
 
 
+@pytest.mark.slow
 def test_worker_processes_give_the_same_vectors(tmp_path, ckpt):
     a, _, _ = _crawled(tmp_path, 12)
     inline = _embed(a, ckpt, precision="fp32", workers=0)
@@ -151,6 +152,7 @@ def test_worker_processes_give_the_same_vectors(tmp_path, ckpt):
     np.testing.assert_allclose(v0, v1, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_sigkill_midway_then_rerun_embeds_only_the_missing(tmp_path, ckpt):
     n = 400
     _crawled(tmp_path, n, prompts_per=1)
