@@ -1,0 +1,334 @@
+"""Everything a report shows, gathered once from the catalog and the policy.
+
+Writers never touch the catalog: they get a ``ReportData``. Text columns are read as bytes
+and decoded leniently, so a catalog holding non-UTF-8 text (an odd generator, a mangled
+file name) still reports, with U+FFFD where bytes were not text.
+
+Reviewer safety is decided here, once: ``Item.no_view`` is true when any finding of the
+item is in a ``no_view`` category, when its category is unknown to the policy, or when the
+policy file cannot be loaded at all (fail closed). Writers must not render an image of a
+``no_view`` item, and ``thumbs.attach_thumbnails`` never decodes one.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from audit.report.files import clean_text
+
+SEVERITY_ORDER = {"critical": 0, "high": 1, "medium": 2, "low": 3}
+DECISION_STATUS = {"confirm": "confirmed", "dismiss": "dismissed", "escalate": "escalated"}
+
+_ITEM_TEXT = ("md5", "pdq", "format", "generator", "prompt", "negative_prompt", "seed", "sampler", "scheduler",
+              "model", "model_hash", "resources", "status", "error")  # fmt: skip
+_ITEM_NUM = ("size", "width", "height", "frames", "pdq_quality", "steps", "cfg_scale")
+
+
+@dataclass
+class Thumb:
+    cover: bytes  # heavily blurred pixels: what the page shows until a click
+    reveal: bytes  # what a click shows: lightly blurred, or clear with --no-blur
+    mime: str = "image/jpeg"
+    width: int = 0
+    height: int = 0
+
+
+@dataclass
+class Item:
+    item_id: str  # SHA-256 of the bytes
+    facts: dict[str, Any]  # md5, pdq, size, format, width, height, generator, prompt, ...
+    resources: list[Any]
+    locations: list[dict[str, Any]]  # uri, source, container, size, mtime_ns, present, missing_since
+    categories: list[str] = field(default_factory=list)
+    no_view: bool = True
+    # filled at report time by thumbs.check_and_thumbnail
+    checked: bool = False
+    present: bool | None = None  # a location could be read now
+    verified: bool | None = None  # the bytes read now hash to item_id
+    read_uri: str | None = None
+    read_error: str | None = None
+    thumb: Thumb | None = None
+
+    @property
+    def missing(self) -> bool:
+        return self.checked and not self.present
+
+
+@dataclass
+class FindingRow:
+    finding_id: str
+    item_id: str
+    uri: str | None
+    category: str
+    severity: str
+    status: str
+    cluster_id: str | None
+    signals: list[dict[str, Any]]
+    policy_hash: str
+    first_flagged: str
+    last_flagged: str
+    new_since_last_report: bool
+    decision: dict[str, Any] | None = None
+
+
+@dataclass
+class ReportData:
+    index_name: str
+    index_dir: str
+    findings: list[FindingRow]
+    items: dict[str, Item]
+    clusters: list[dict[str, Any]]
+    categories: dict[str, dict[str, Any]]  # id -> severity, no_view, description, in_policy
+    policy: dict[str, Any]
+    model: dict[str, Any] | None
+    flag_run: dict[str, Any] | None
+    catalog_version: int
+    previous_report: dict[str, Any] | None
+    notes: list[str] = field(default_factory=list)  # things the reader must know (policy unavailable, ...)
+    other_policies: list[str] = field(default_factory=list)
+
+    def counts(self) -> dict[str, Any]:
+        by_cat: dict[str, int] = {}
+        by_sev: dict[str, int] = {s: 0 for s in SEVERITY_ORDER}
+        by_status: dict[str, int] = {}
+        for f in self.findings:
+            by_cat[f.category] = by_cat.get(f.category, 0) + 1
+            by_sev[f.severity] = by_sev.get(f.severity, 0) + 1
+            by_status[f.status] = by_status.get(f.status, 0) + 1
+        ids = {f.item_id for f in self.findings}
+        return {
+            "findings": len(self.findings),
+            "items": len(ids),
+            "new_since_last_report": sum(f.new_since_last_report for f in self.findings),
+            "by_category": by_cat,
+            "by_severity": by_sev,
+            "by_status": by_status,
+            "no_view_items": sum(1 for i in ids if self.items[i].no_view),
+            "missing_items": sum(1 for i in ids if self.items[i].missing),
+            "changed_items": sum(1 for i in ids if self.items[i].verified is False),
+            "clusters": len(self.clusters),
+        }
+
+
+def _table_exists(conn: sqlite3.Connection, name: str) -> bool:
+    return conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (name,)).fetchone() is not None
+
+
+def _text(v) -> str | None:
+    return clean_text(v)
+
+
+def _json(v, default):
+    if v is None:
+        return default
+    try:
+        return json.loads(v)
+    except (TypeError, ValueError):
+        return default
+
+
+def _chunks(seq: list, n: int = 500):
+    for i in range(0, len(seq), n):
+        yield seq[i : i + n]
+
+
+def latest_flag_run(conn: sqlite3.Connection, policy_hash: str | None = None) -> dict[str, Any] | None:
+    if not _table_exists(conn, "flag_runs"):
+        return None
+    sql = ("SELECT run_id, policy_hash, policy_name, policy_version, policy_path, model_key, thresholds, at "
+           "FROM flag_runs {} ORDER BY run_id DESC LIMIT 1")  # fmt: skip
+    row = conn.execute(sql.format("WHERE policy_hash = ?" if policy_hash else ""), (policy_hash,) if policy_hash else ()).fetchone()
+    if row is None:
+        return None
+    keys = ("run_id", "policy_hash", "policy_name", "policy_version", "policy_path", "model_key", "thresholds", "at")
+    out = dict(zip(keys, row))
+    out["thresholds"] = _json(out["thresholds"], {})
+    return out
+
+
+def model_identity(conn: sqlite3.Connection, model_key: str | None) -> dict[str, Any] | None:
+    if not model_key:
+        return None
+    ident: dict[str, Any] = {"model_key": model_key}
+    if _table_exists(conn, "models"):
+        row = conn.execute(
+            "SELECT name, pretrained, checkpoint_sha256, dim, identity FROM models WHERE model_key = ?", (model_key,)
+        ).fetchone()
+        if row:
+            ident.update({"name": row[0], "pretrained": row[1], "checkpoint_sha256": row[2], "dim": row[3]})
+            extra = _json(row[4], {})
+            if isinstance(extra, dict):
+                for k, v in extra.items():
+                    ident.setdefault(k, v)
+    return ident
+
+
+def previous_report(conn: sqlite3.Connection) -> dict[str, Any] | None:
+    if not _table_exists(conn, "runs"):
+        return None
+    row = conn.execute(
+        "SELECT run_id, started, finished, summary FROM runs WHERE command = 'report' AND status = 'ok' "
+        "ORDER BY run_id DESC LIMIT 1"
+    ).fetchone()
+    if row is None:
+        return None
+    summary = _json(row[3], {})
+    return {"run_id": row[0], "started": row[1], "finished": row[2], "out": summary.get("out") if isinstance(summary, dict) else None}
+
+
+def resolve_policy(conn: sqlite3.Connection, policy_path: str | Path | None) -> tuple[Any, str | None, dict | None, list[str]]:
+    """(Policy or None, policy_hash of the findings to report, flag run, notes)."""
+    from audit.errors import InputError
+    from audit.policy import load_policy
+
+    notes: list[str] = []
+    if policy_path is not None:
+        policy = load_policy(policy_path)  # errors here are the user's: exit 2
+        return policy, policy.content_hash, latest_flag_run(conn, policy.content_hash), notes
+    run = latest_flag_run(conn)
+    policy_hash = run["policy_hash"] if run else None
+    if policy_hash is None and _table_exists(conn, "findings"):
+        row = conn.execute("SELECT policy_hash FROM findings ORDER BY last_flagged DESC LIMIT 1").fetchone()
+        policy_hash = row[0] if row else None
+    policy = None
+    if run and run.get("policy_path"):
+        try:
+            policy = load_policy(run["policy_path"])
+        except (InputError, OSError, ValueError) as exc:
+            notes.append(f"the policy file of the flag run ({run['policy_path']}) could not be loaded ({exc}); "
+                         "images are withheld for every category")  # fmt: skip
+        else:
+            if policy.content_hash != policy_hash:
+                notes.append(f"the policy file {run['policy_path']} changed since the flag run; categories and "
+                             "no_view settings are taken from its current content")  # fmt: skip
+    elif policy_hash is not None:
+        notes.append("no policy file is recorded for these findings; images are withheld for every category "
+                     "(pass --policy FILE to use its no_view settings)")  # fmt: skip
+    return policy, policy_hash, run, notes
+
+
+def gather(audit, *, policy_path: str | Path | None = None) -> ReportData:
+    """Read findings, their items and clusters, the policy and model identity from ``audit``."""
+    from audit.findings.store import FindingsStore
+
+    conn: sqlite3.Connection = audit.catalog.conn
+    catalog_version = audit.catalog.version()
+    store = FindingsStore(conn)  # creates the (empty) tables when the flag stage never ran
+    policy, policy_hash, run, notes = resolve_policy(conn, policy_path)
+    prev = previous_report(conn)
+
+    categories: dict[str, dict[str, Any]] = {}
+    if policy is not None:
+        for c in policy.categories:
+            categories[c.id] = {"severity": c.severity, "no_view": bool(c.no_view), "description": c.description,
+                                "in_policy": True}  # fmt: skip
+
+    rows = []
+    other: list[str] = []
+    if policy_hash is not None:
+        rows = conn.execute(
+            "SELECT finding_id, item_id, category, severity, status, cluster_id, CAST(signals AS BLOB), policy_hash, "
+            "first_flagged, last_flagged FROM findings WHERE policy_hash = ? AND active = 1",
+            (policy_hash,),
+        ).fetchall()
+        other = [r[0] for r in conn.execute(
+            "SELECT DISTINCT policy_hash FROM findings WHERE policy_hash != ? AND active = 1", (policy_hash,))]  # fmt: skip
+    if other:
+        notes.append(f"{len(other)} other polic{'y has' if len(other) == 1 else 'ies have'} active findings in this "
+                     "index; this report covers only the policy named above")  # fmt: skip
+
+    decisions = _latest_decisions(conn)
+    findings: list[FindingRow] = []
+    for fid, item_id, category, severity, status, cluster_id, signals, phash, first, last in rows:
+        category = _text(category) or ""
+        if category not in categories:
+            categories[category] = {"severity": severity, "no_view": True, "description": "", "in_policy": False}
+        decision = decisions.get(("finding", fid)) or decisions.get(("item", item_id, category)) or decisions.get(("item", item_id, None))
+        sigs = _json(_text(signals), [])
+        findings.append(FindingRow(
+            finding_id=fid, item_id=item_id, uri=None, category=category, severity=severity,
+            status=DECISION_STATUS.get(decision["decision"], status) if decision else status,
+            cluster_id=cluster_id, signals=sigs if isinstance(sigs, list) else [], policy_hash=phash,
+            first_flagged=first, last_flagged=last,
+            new_since_last_report=prev is None or (first or "") > (prev["started"] or ""), decision=decision,
+        ))  # fmt: skip
+    if policy is None:
+        for c in categories.values():
+            c["no_view"] = True
+    findings.sort(key=lambda f: (SEVERITY_ORDER.get(f.severity, 9), f.category, f.cluster_id or "~", f.item_id))
+
+    items = _items(conn, sorted({f.item_id for f in findings}))
+    for f in findings:
+        item = items[f.item_id]
+        item.categories.append(f.category)
+        present = [loc["uri"] for loc in item.locations if loc["present"]]
+        f.uri = present[0] if present else (item.locations[0]["uri"] if item.locations else None)
+    for item in items.values():
+        # an item in any no_view category (or an unknown one) is no_view everywhere
+        item.no_view = any(categories.get(c, {}).get("no_view", True) for c in item.categories)
+
+    clusters = []
+    wanted = {f.cluster_id for f in findings if f.cluster_id}
+    if policy_hash is not None:
+        for c in store.clusters(policy_hash=policy_hash).to_dicts():
+            if c["cluster_id"] in wanted or c["flagged"]:
+                for key, default in (("members", []), ("medoids", []), ("top_terms", []), ("concept_scores", {}), ("categories", [])):
+                    c[key] = _json(c[key], default)
+                clusters.append(c)
+
+    policy_info: dict[str, Any] = {"policy_hash": policy_hash, "loaded": policy is not None}
+    if policy is not None:
+        policy_info.update(name=policy.name, version=policy.version, content_hash=policy.content_hash,
+                           path=str(policy.path) if policy.path else None)  # fmt: skip
+    elif run:
+        policy_info.update(name=run["policy_name"], version=run["policy_version"], content_hash=policy_hash,
+                           path=run["policy_path"])  # fmt: skip
+    return ReportData(
+        index_name=audit.index_dir.name, index_dir=str(audit.index_dir), findings=findings, items=items,
+        clusters=clusters, categories=categories, policy=policy_info,
+        model=model_identity(conn, run["model_key"] if run else None), flag_run=run,
+        catalog_version=catalog_version, previous_report=prev, notes=notes, other_policies=other,
+    )  # fmt: skip
+
+
+def _latest_decisions(conn: sqlite3.Connection) -> dict[tuple, dict[str, Any]]:
+    if not _table_exists(conn, "decisions"):
+        return {}
+    out: dict[tuple, dict[str, Any]] = {}
+    for kind, target, decision, note, category, by, at in conn.execute(
+        "SELECT target_kind, target_id, decision, CAST(note AS BLOB), category, decided_by, decided_at "
+        "FROM decisions ORDER BY decision_id"
+    ):
+        d = {"decision": decision, "note": _text(note), "by": _text(by), "at": at}
+        out[(kind, target) if kind != "item" else (kind, target, category)] = d
+    return out
+
+
+def _items(conn: sqlite3.Connection, ids: list[str]) -> dict[str, Item]:
+    items: dict[str, Item] = {}
+    cols = ", ".join([f"CAST({c} AS BLOB)" for c in _ITEM_TEXT] + list(_ITEM_NUM))
+    for chunk in _chunks(ids):
+        marks = ",".join("?" * len(chunk))
+        for row in conn.execute(f"SELECT item_id, {cols} FROM items WHERE item_id IN ({marks})", chunk):
+            facts: dict[str, Any] = {c: _text(v) for c, v in zip(_ITEM_TEXT, row[1 : 1 + len(_ITEM_TEXT)])}
+            facts.update(zip(_ITEM_NUM, row[1 + len(_ITEM_TEXT) :]))
+            resources = _json(facts.pop("resources"), [])
+            items[row[0]] = Item(item_id=row[0], facts=facts, resources=resources if isinstance(resources, list) else [resources], locations=[])
+        for item_id, uri, source, container, size, mtime_ns, present, missing_since, last_seen in conn.execute(
+            "SELECT item_id, CAST(uri AS BLOB), CAST(source AS BLOB), CAST(container AS BLOB), size, mtime_ns, present, "
+            f"missing_since, last_seen FROM locations WHERE item_id IN ({marks}) ORDER BY present DESC, uri",
+            chunk,
+        ):
+            item = items.get(item_id)
+            if item is None:  # a finding for an item the catalog no longer has: report what is known
+                item = items[item_id] = Item(item_id=item_id, facts={}, resources=[], locations=[])
+            item.locations.append({"uri": _text(uri), "source": _text(source), "container": _text(container),
+                                   "size": size, "mtime_ns": mtime_ns, "present": bool(present),
+                                   "missing_since": missing_since, "last_seen": last_seen})  # fmt: skip
+    for item_id in ids:
+        items.setdefault(item_id, Item(item_id=item_id, facts={}, resources=[], locations=[]))
+    return items

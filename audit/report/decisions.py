@@ -1,0 +1,39 @@
+"""The decisions file a report page downloads (see decisions_format.md beside this file)."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Any
+
+DECISION_KEYS = ("finding_id", "item_id", "decision", "note", "by", "at")
+DECISION_VALUES = ("confirm", "dismiss", "escalate")
+_HEX = re.compile(r"^[0-9a-f]+$")
+
+
+def validate_decisions(data: Any) -> list[dict[str, str]]:
+    """``data`` (parsed JSON) if it is a valid decisions file, else ``ValueError`` naming the entry."""
+    if not isinstance(data, list):
+        raise ValueError(f"a decisions file is a JSON list, not {type(data).__name__}")
+    for i, entry in enumerate(data):
+        where = f"entry {i}"
+        if not isinstance(entry, dict):
+            raise ValueError(f"{where}: expected an object")
+        if set(entry) != set(DECISION_KEYS):
+            raise ValueError(f"{where}: keys must be exactly {', '.join(DECISION_KEYS)}; got {', '.join(sorted(entry))}")
+        for k in DECISION_KEYS:
+            if not isinstance(entry[k], str):
+                raise ValueError(f"{where}: {k!r} must be a string")
+        if not _HEX.match(entry["finding_id"]) or not _HEX.match(entry["item_id"]) or len(entry["item_id"]) != 64:
+            raise ValueError(f"{where}: finding_id/item_id must be lowercase hex (item_id a SHA-256)")
+        if entry["decision"] not in DECISION_VALUES:
+            raise ValueError(f"{where}: decision must be one of {', '.join(DECISION_VALUES)}")
+        if not entry["by"].strip():
+            raise ValueError(f"{where}: 'by' is empty")
+        try:
+            datetime.fromisoformat(entry["at"].replace("Z", "+00:00"))
+        except ValueError:
+            raise ValueError(f"{where}: 'at' is not an ISO 8601 timestamp") from None
+        if not entry["at"].endswith("Z"):
+            raise ValueError(f"{where}: 'at' must be UTC with a Z suffix")
+    return data

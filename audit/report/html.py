@@ -1,0 +1,436 @@
+"""index.html: one self-contained page a reviewer can work through all day.
+
+Safety properties (tested in a real browser by tests/test_report_browser.py):
+
+- Self-contained: CSS and JS inline, thumbnails as ``data:`` URIs, no URL of any kind that
+  the page would fetch. The Content-Security-Policy meta tag forbids every fetch but
+  ``data:`` images, and runs only the style and script carrying this page's nonce
+  (``style-src``/``script-src 'nonce-…'``): no inline event handler or style attribute
+  from anywhere would run even if escaping failed.
+- Everything from the archive (prompts, names, metadata, uris) goes through ``esc``.
+- Thumbnails: see ``thumbs.py``. The ``<img>`` shows the heavily blurred cover; the reveal
+  version sits in a ``data-reveal`` attribute that nothing renders until a click (or ``v``)
+  swaps it in; revealing one covers the one revealed before; ``Esc`` covers all.
+- A ``no_view`` item gets no ``<img>``, no ``data-reveal`` and no CSS image at all: the page
+  has no ``url(`` in its stylesheet, and such cards carry hashes and metadata only.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import re
+import secrets
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from audit.report.assets import CSS, JS
+from audit.report.data import SEVERITY_ORDER, FindingRow, Item, ReportData
+from audit.report.files import write_private
+
+DISPLAY_PROMPT_CHARS = 2_000
+DISPLAY_VALUE_CHARS = 300
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def esc(value: Any) -> str:
+    """Text for HTML content or a quoted attribute: escaped, control characters visible."""
+    if value is None:
+        return ""
+    text = value if isinstance(value, str) else str(value)
+    return html.escape(_CONTROL.sub("\ufffd", text), quote=True)
+
+
+def _short(text: str | None, n: int = DISPLAY_VALUE_CHARS) -> str:
+    if text is None:
+        return ""
+    return text if len(text) <= n else text[:n] + "…"
+
+
+def _num(v: Any, digits: int = 3) -> str:
+    if isinstance(v, bool) or v is None:
+        return "" if v is None else str(v)
+    if isinstance(v, float):
+        return f"{v:.{digits}f}"
+    return str(v)
+
+
+def _size(n: Any) -> str:
+    if not isinstance(n, int):
+        return ""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:,} B" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def _mtime(ns: Any) -> str:
+    if not isinstance(ns, int):
+        return ""
+    try:
+        return datetime.fromtimestamp(ns / 1e9, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    except (OverflowError, OSError, ValueError):
+        return str(ns)
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9_-]+", "-", text.lower()).strip("-") or "x"
+
+
+def _data_uri(mime: str, raw: bytes) -> str:
+    return f"data:{mime};base64,{base64.b64encode(raw).decode('ascii')}"
+
+
+class HtmlWriter:
+    name = "html"
+
+    def __init__(self, *, blur: bool = True, grayscale: bool = False):
+        self.blur = blur
+        self.grayscale = grayscale
+
+    def write(self, data: ReportData, out_dir: Path, *, meta: dict[str, Any] | None = None) -> list[Path]:
+        return [write_private(out_dir / "index.html", render(data, meta or {}, blur=self.blur, grayscale=self.grayscale))]
+
+
+# ----------------------------------------------------------------------------- page
+
+
+def render(data: ReportData, meta: dict[str, Any], *, blur: bool = True, grayscale: bool = False) -> str:
+    nonce = secrets.token_urlsafe(18)
+    csp = (f"default-src 'none'; img-src data:; style-src 'nonce-{nonce}'; script-src 'nonce-{nonce}'; "
+           "base-uri 'none'; form-action 'none'; object-src 'none'")  # fmt: skip
+    generated = meta.get("generated_at", "")
+    report_id = meta.get("report_id", "")
+    title = f"Audit report · {data.index_name} · {generated[:16].replace('T', ' ')}"
+    parts = [
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">",
+        f'<meta http-equiv="Content-Security-Policy" content="{esc(csp)}">',
+        '<meta name="referrer" content="no-referrer"><meta name="robots" content="noindex,nofollow">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>{esc(title)}</title><style nonce=\"{nonce}\">{CSS}</style></head>",
+        f'<body data-report-id="{esc(report_id)}" data-index="{esc(data.index_name)}" '
+        f'data-blur="{int(blur)}" data-grayscale="{int(grayscale)}">',
+        _header(data),
+        '<main id="main">',
+        _summary(data, meta, blur=blur, grayscale=grayscale),
+        _findings(data),
+        "</main>",
+        _help(),
+        f'<script nonce="{nonce}">{JS}</script>',
+        "</body></html>\n",
+    ]
+    return "".join(parts)
+
+
+def _header(data: ReportData) -> str:
+    sev_buttons = "".join(
+        f'<button type="button" class="chip sev-{s}" data-sev="{s}" aria-pressed="true" title="Show {s} findings">'
+        f'{s} <b>{sum(1 for f in data.findings if f.severity == s)}</b></button>'
+        for s in SEVERITY_ORDER
+    )  # fmt: skip
+    cats = sorted({f.category for f in data.findings}, key=lambda c: (SEVERITY_ORDER.get(data.categories[c]["severity"], 9), c))
+    cat_opts = "".join(f'<option value="{esc(c)}">{esc(c)}</option>' for c in cats)
+    return (
+        '<header class="bar"><div class="brand"><span class="logo">audit</span>'
+        f'<span class="idx" title="{esc(data.index_dir)}">{esc(data.index_name)}</span></div>'
+        '<div class="filters" role="search">'
+        '<input type="search" id="q" placeholder="Filter findings  ( / )" aria-label="Filter findings" autocomplete="off">'
+        f'<div class="chips" role="group" aria-label="Severity">{sev_buttons}</div>'
+        f'<select id="cat" aria-label="Category"><option value="">All categories</option>{cat_opts}</select>'
+        '<select id="st" aria-label="Status"><option value="">Any status</option>'
+        '<option value="undecided">Undecided here</option><option value="decided">Decided here</option>'
+        '<option value="new">New since last report</option><option value="confirmed">Confirmed</option>'
+        '<option value="dismissed">Dismissed</option><option value="escalated">Escalated</option></select>'
+        '<span id="shown" class="muted" aria-live="polite"></span></div>'
+        '<div class="actions"><input id="reviewer" placeholder="Reviewer" aria-label="Reviewer name" autocomplete="off">'
+        '<button type="button" id="download" class="primary" title="Download decisions as JSON for audit review --import">'
+        'Download decisions <b id="ndec">0</b></button>'
+        '<button type="button" id="helpbtn" class="ghost" title="Keyboard shortcuts (?)" aria-label="Keyboard shortcuts">?</button>'
+        "</div></header>"
+    )  # fmt: skip
+
+
+def _tile(label: str, value: Any, cls: str = "", sub: str = "") -> str:
+    return f'<div class="tile {cls}"><div class="v">{esc(value)}</div><div class="l">{esc(label)}</div>{sub}</div>'
+
+
+def _summary(data: ReportData, meta: dict[str, Any], *, blur: bool, grayscale: bool) -> str:
+    c = data.counts()
+    notes = "".join(f'<div class="notice warn" role="note">{esc(n)}</div>' for n in data.notes)
+    prev = data.previous_report
+    new_sub = (f'<div class="s">since {esc((prev.get("started") or "")[:16].replace("T", " "))} UTC</div>' if prev
+               else '<div class="s">first report of this index</div>')  # fmt: skip
+    tiles = "".join([
+        _tile("findings", c["findings"]),
+        _tile("items", c["items"]),
+        _tile("new since last report", c["new_since_last_report"], "new" if c["new_since_last_report"] else "", new_sub),
+        *(_tile(s, c["by_severity"].get(s, 0), f"sev-{s}" if c["by_severity"].get(s) else "zero") for s in SEVERITY_ORDER),
+        _tile("no-view items", c["no_view_items"], "", '<div class="s">hashes and metadata only</div>'),
+        _tile("missing originals", c["missing_items"], "warn" if c["missing_items"] else "zero"),
+    ])  # fmt: skip
+    if c["changed_items"]:
+        tiles += _tile("changed since crawl", c["changed_items"], "warn")
+
+    rows = []
+    for cat, info in sorted(data.categories.items(), key=lambda kv: (SEVERITY_ORDER.get(kv[1]["severity"], 9), kv[0])):
+        fs = [f for f in data.findings if f.category == cat]
+        if not fs and not info.get("in_policy"):
+            continue
+        st = {s: sum(1 for f in fs if f.status == s) for s in ("confirmed", "dismissed", "escalated")}
+        rows.append(
+            f'<tr class="{"" if fs else "zero"}"><td><a href="#cat-{_slug(cat)}">{esc(cat)}</a>'
+            f'<div class="muted">{esc(info.get("description") or "")}</div></td>'
+            f'<td><span class="sev sev-{esc(info["severity"])}">{esc(info["severity"])}</span></td>'
+            f'<td>{"<span class=nv>no view</span>" if info["no_view"] else ""}</td>'
+            f'<td class="n">{len(fs)}</td><td class="n">{sum(f.new_since_last_report for f in fs)}</td>'
+            f'<td class="n">{st["confirmed"]}</td><td class="n">{st["dismissed"]}</td><td class="n">{st["escalated"]}</td></tr>'
+        )  # fmt: skip
+    table = (
+        '<table class="cats"><thead><tr><th>Category</th><th>Severity</th><th>View</th><th class="n">Findings</th>'
+        '<th class="n">New</th><th class="n">Confirmed</th><th class="n">Dismissed</th><th class="n">Escalated</th>'
+        f'</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+    )  # fmt: skip
+
+    pol = data.policy
+    model = data.model or {}
+    model_txt = model.get("name") or model.get("model_key") or "—"
+    if model.get("pretrained"):
+        model_txt += f" · {model['pretrained']}"
+    if model.get("checkpoint_sha256"):
+        model_txt += f" · checkpoint sha256 {model['checkpoint_sha256']}"
+    prov = [
+        ("Policy", f'{pol.get("name") or "—"} v{pol.get("version") or "?"}'),
+        ("Policy hash", pol.get("content_hash") or pol.get("policy_hash") or "—"),
+        ("Model", model_txt),
+        ("Flag run", f'#{data.flag_run["run_id"]} at {data.flag_run["at"]}' if data.flag_run else "—"),
+        ("Catalog version", str(data.catalog_version)),
+        ("Generated", f'{meta.get("generated_at", "")} by {meta.get("user", "")}@{meta.get("host", "")}'),
+        ("Thumbnails", ("blurred; a click reveals a lightly blurred version" if blur else
+                        "blurred; a click reveals the clear thumbnail") + (", grayscale" if grayscale else "")),
+        ("Report id", meta.get("report_id", "")),
+    ]  # fmt: skip
+    dl = "".join(f"<dt>{esc(k)}</dt><dd>{esc(v)}</dd>" for k, v in prov)
+    if not data.findings:
+        if data.policy.get("policy_hash") is None:
+            empty = "No findings: `audit flag` has not run on this index yet."
+        else:
+            empty = f"No findings: policy {pol.get('name') or pol.get('policy_hash')} flagged nothing in this index."
+        body = f'<div class="empty" id="empty">{esc(empty)}</div>'
+    else:
+        body = ""
+    return (
+        f'<section id="summary" aria-label="Summary"><h1>Findings report <span class="muted">{esc(data.index_name)}</span></h1>'
+        f'{notes}<div class="tiles">{tiles}</div>{body}<div class="sumgrid"><div>{table}</div>'
+        f'<dl class="prov">{dl}</dl></div></section>'
+    )  # fmt: skip
+
+
+def _findings(data: ReportData) -> str:
+    if not data.findings:
+        return ""
+    clusters = {c["cluster_id"]: c for c in data.clusters}
+    out = []
+    by_cat: dict[str, list[FindingRow]] = {}
+    for f in data.findings:
+        by_cat.setdefault(f.category, []).append(f)
+    for cat, fs in sorted(by_cat.items(), key=lambda kv: (SEVERITY_ORDER.get(data.categories[kv[0]]["severity"], 9), kv[0])):
+        info = data.categories[cat]
+        nv = '<span class="nv" title="Images in this category are never rendered">no view</span>' if info["no_view"] else ""
+        out.append(
+            f'<section class="category" id="cat-{_slug(cat)}" data-cat="{esc(cat)}">'
+            f'<h2><span class="sev sev-{esc(info["severity"])}">{esc(info["severity"])}</span> {esc(cat)} '
+            f'<span class="count">{len(fs)}</span> {nv} <span class="muted desc">{esc(info.get("description") or "")}</span></h2>'
+        )  # fmt: skip
+        groups: dict[str | None, list[FindingRow]] = {}
+        for f in fs:
+            groups.setdefault(f.cluster_id, []).append(f)
+        order = sorted(groups, key=lambda k: (k is None, -len(groups[k]), k or ""))
+        for cid in order:
+            out.append(_cluster_head(cid, clusters.get(cid), len(groups[cid])))
+            out.extend(_card(data, f) for f in groups[cid])
+            out.append("</div>")
+        out.append("</section>")
+    return "".join(out)
+
+
+def _cluster_head(cid: str | None, c: dict | None, n: int) -> str:
+    if cid is None:
+        return f'<div class="group"><h3 class="gh">Not in a cluster <span class="count">{n}</span></h3>'
+    bits = []
+    if c:
+        bits.append(f'{esc(c.get("kind"))} · {esc(c.get("size"))} items')
+        if c.get("flagged_share") is not None:
+            bits.append(f'{float(c["flagged_share"]) * 100:.0f}% flagged')
+        terms = c.get("top_terms") or []
+        if terms:
+            bits.append("terms: " + ", ".join(esc(t[0] if isinstance(t, (list, tuple)) else t) for t in terms[:8]))
+    return (f'<div class="group" data-cluster="{esc(cid)}"><h3 class="gh">Cluster <code>{esc(cid)}</code> '
+            f'<span class="count">{n}</span> <span class="muted">{" · ".join(bits)}</span></h3>')  # fmt: skip
+
+
+def _spans(signals: list[dict], field: str, text: str) -> list[tuple[int, int]]:
+    out = []
+    for s in signals:
+        d = s.get("detail") if isinstance(s, dict) else None
+        if not isinstance(d, dict) or d.get("field", "prompt") != field:
+            continue
+        span = d.get("span")
+        if isinstance(span, (list, tuple)) and len(span) == 2 and all(isinstance(x, int) for x in span):
+            a, b = span
+            if 0 <= a < b <= len(text):
+                out.append((a, b))
+    out.sort()
+    merged: list[tuple[int, int]] = []
+    for a, b in out:
+        if merged and a <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(b, merged[-1][1]))
+        else:
+            merged.append((a, b))
+    return merged
+
+
+def _prompt(text: str | None, signals: list[dict], field: str) -> str:
+    if not text:
+        return '<span class="muted">—</span>'
+    shown = text[:DISPLAY_PROMPT_CHARS]
+    out, pos = [], 0
+    for a, b in _spans(signals, field, text):
+        if a >= len(shown):
+            break
+        b = min(b, len(shown))
+        out.append(esc(shown[pos:a]) + f"<mark>{esc(shown[a:b])}</mark>")
+        pos = b
+    out.append(esc(shown[pos:]))
+    more = len(text) - len(shown)
+    if more > 0:
+        out.append(f'<span class="trunc">… {more:,} more characters (full text in findings.jsonl)</span>')
+    return "".join(out)
+
+
+def _detail(d: Any) -> str:
+    if not isinstance(d, dict):
+        return esc(_short(json.dumps(d, default=str, ensure_ascii=False))) if d not in (None, "") else ""
+    bits = []
+    for k, v in d.items():
+        if k == "span":
+            continue
+        val = v if isinstance(v, str) else json.dumps(v, default=str, ensure_ascii=False)
+        bits.append(f'<span class="kv"><i>{esc(k)}</i> {esc(_short(val, 160))}</span>')
+    return "".join(bits)
+
+
+def _signals(signals: list[dict]) -> str:
+    if not signals:
+        return '<div class="muted">no signals recorded</div>'
+    rows = []
+    for s in signals:
+        if not isinstance(s, dict):
+            continue
+        margin = s.get("margin")
+        mcls = "pos" if isinstance(margin, (int, float)) and margin >= 0 else "neg" if isinstance(margin, (int, float)) else ""
+        rows.append(
+            f'<tr><td><span class="kind">{esc(s.get("kind"))}</span></td><td class="mono">{esc(_short(str(s.get("name") or ""), 80))}</td>'
+            f'<td class="n">{esc(_num(s.get("score")))}</td><td class="n">{esc(_num(s.get("threshold")))}</td>'
+            f'<td class="n {mcls}">{esc(_num(s.get("margin")))}</td><td class="det">{_detail(s.get("detail"))}</td></tr>'
+        )  # fmt: skip
+    return ('<table class="sig"><thead><tr><th>Signal</th><th>Name</th><th class="n">Score</th><th class="n">Threshold</th>'
+            f'<th class="n">Margin</th><th>Detail</th></tr></thead><tbody>{"".join(rows)}</tbody></table>')  # fmt: skip
+
+
+def _thumb(item: Item) -> str:
+    if item.no_view:
+        return '<div class="noimg nvbox" title="This category is never rendered"><b>no view</b><span>image withheld</span></div>'
+    if item.missing:
+        return '<div class="noimg missbox"><b>missing</b><span>original not found</span></div>'
+    if item.thumb is None:
+        why = "content changed" if item.verified is False else "no thumbnail"
+        return f'<div class="noimg"><b>{esc(why)}</b></div>'
+    t = item.thumb
+    return (
+        f'<button type="button" class="reveal" aria-pressed="false" title="Reveal this image (v); Esc covers it again" '
+        f'data-reveal="{_data_uri(t.mime, t.reveal)}"><img class="covered" alt="blurred thumbnail" '
+        f'width="{t.width}" height="{t.height}" src="{_data_uri(t.mime, t.cover)}"><span class="eye">reveal</span></button>'
+    )  # fmt: skip
+
+
+def _card(data: ReportData, f: FindingRow) -> str:
+    item = data.items[f.item_id]
+    facts = item.facts
+    prompt, neg = facts.get("prompt"), facts.get("negative_prompt")
+    search = " ".join(str(x) for x in (f.finding_id, f.item_id, f.category, f.cluster_id or "", f.uri or "",
+                                       (prompt or "")[:500], facts.get("generator") or "", facts.get("model") or "") if x)  # fmt: skip
+    flags = []
+    if f.new_since_last_report:
+        flags.append('<span class="tag new" title="new since the last report">new</span>')
+    if item.missing:
+        flags.append('<span class="tag miss">missing</span>')
+    elif item.verified is False:
+        flags.append('<span class="tag miss">changed</span>')
+    elif item.verified:
+        flags.append('<span class="tag ok" title="The original was read at report time and its SHA-256 matches">verified</span>')
+    if item.no_view:
+        flags.append('<span class="nv">no view</span>')
+    res = []
+    for r in item.resources:
+        if isinstance(r, dict):
+            label = " ".join(str(r[k]) for k in ("kind", "name") if r.get(k))
+            extra = " ".join(f"{k}={r[k]}" for k in ("weight", "hash") if r.get(k) is not None)
+            res.append(f'<span class="res">{esc(_short(label, 120))} <span class="muted">{esc(_short(extra, 120))}</span></span>')
+        else:
+            res.append(f'<span class="res">{esc(_short(str(r), 160))}</span>')
+    locs = "".join(
+        f'<li class="{"gone" if not loc["present"] else ""}"><span class="mono uri">{esc(loc["uri"])}</span> '
+        f'<span class="muted">{esc(_size(loc["size"]))} · mtime {esc(_mtime(loc["mtime_ns"]))}'
+        f'{" · gone since " + esc(loc["missing_since"]) if loc.get("missing_since") else ""}</span></li>'
+        for loc in item.locations[:20]
+    ) + (f'<li class="muted">… {len(item.locations) - 20} more in manifest.json</li>' if len(item.locations) > 20 else "")  # fmt: skip
+    dims = f'{facts.get("format") or "?"} · {facts.get("width") or "?"}×{facts.get("height") or "?"} · {_size(facts.get("size"))}'
+    gen = " · ".join(x for x in (facts.get("generator"), facts.get("model") and f'model {facts["model"]}',
+                                 facts.get("model_hash") and f'hash {facts["model_hash"]}', facts.get("seed") and f'seed {facts["seed"]}') if x)  # fmt: skip
+    prior = ""
+    if f.decision:
+        prior = (f'<div class="prior">recorded: <b>{esc(f.decision["decision"])}</b> by {esc(f.decision.get("by"))} '
+                 f'{esc((f.decision.get("at") or "")[:16])}{(" — " + esc(_short(f.decision.get("note") or "", 200))) if f.decision.get("note") else ""}</div>')  # fmt: skip
+    status = "" if (f.status == "new" and f.new_since_last_report) else f'<span class="status st-{esc(f.status)}">{esc(f.status)}</span>'
+    err = f'<div class="muted small">{esc(_short(item.read_error, 300))}</div>' if item.read_error else ""
+    return (
+        f'<article class="finding sevb-{esc(f.severity)}" tabindex="0" id="f-{esc(f.finding_id)}" '
+        f'data-finding-id="{esc(f.finding_id)}" data-item-id="{esc(f.item_id)}" data-sev="{esc(f.severity)}" '
+        f'data-cat="{esc(f.category)}" data-status="{esc(f.status)}" data-new="{int(f.new_since_last_report)}" '
+        f'data-search="{esc(search.lower())}">'
+        f'<div class="thumb">{_thumb(item)}</div>'
+        '<div class="body">'
+        f'<div class="line1"><span class="sev sev-{esc(f.severity)}">{esc(f.severity)}</span>'
+        f'<span class="cat">{esc(f.category)}</span>{status}'
+        f'{"".join(flags)}<span class="fid mono" title="finding id">{esc(f.finding_id)}</span></div>'
+        f'<div class="uri1 mono" title="{esc(f.uri)}">{esc(f.uri or "(no location)")}</div>'
+        f'{_signals(f.signals)}'
+        '<dl class="meta">'
+        f'<dt>Prompt</dt><dd class="prompt">{_prompt(prompt, f.signals, "prompt")}</dd>'
+        f'<dt>Negative</dt><dd class="prompt neg">{_prompt(neg, f.signals, "negative_prompt")}</dd>'
+        f'<dt>Generator</dt><dd>{esc(gen) or "<span class=muted>—</span>"}</dd>'
+        + (f'<dt>Resources</dt><dd>{"".join(res)}</dd>' if res else "")
+        + f'<dt>File</dt><dd>{esc(dims)}</dd>'
+        f'<dt>SHA-256</dt><dd class="mono sel">{esc(f.item_id)}</dd>'
+        f'<dt>MD5</dt><dd class="mono sel">{esc(facts.get("md5") or "—")}</dd>'
+        f'<dt>PDQ</dt><dd class="mono sel">{esc(facts.get("pdq") or "—")}</dd>'
+        f'<dt>Locations</dt><dd><ul class="locs">{locs or "<li class=muted>none recorded</li>"}</ul>{err}</dd>'
+        "</dl></div>"
+        '<div class="decide" role="group" aria-label="Decision">'
+        '<button type="button" data-decision="confirm" title="Confirm (c)">Confirm</button>'
+        '<button type="button" data-decision="dismiss" title="Dismiss (d)">Dismiss</button>'
+        '<button type="button" data-decision="escalate" title="Escalate (e)">Escalate</button>'
+        '<textarea class="note" rows="3" placeholder="Note (n)" aria-label="Note"></textarea>'
+        f"{prior}</div></article>"
+    )
+
+
+def _help() -> str:
+    keys = [("j / k", "next / previous finding"), ("c / d / e", "confirm / dismiss / escalate"),
+            ("n", "write a note"), ("v or Enter on the image", "reveal / cover the image"),
+            ("Esc", "cover every image, leave a field"), ("/", "filter"), ("?", "this help")]  # fmt: skip
+    rows = "".join(f"<tr><td><kbd>{esc(k)}</kbd></td><td>{esc(v)}</td></tr>" for k, v in keys)
+    return f'<div id="help" class="help" hidden role="dialog" aria-label="Keyboard shortcuts"><h3>Keyboard</h3><table>{rows}</table></div>'

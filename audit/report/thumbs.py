@@ -1,0 +1,103 @@
+"""Report-time checks of the original files, and the thumbnails of viewable items.
+
+For every item in a finding the original bytes are read again (first present location
+first): a read that works and hashes to ``item_id`` marks the item verified; one that
+hashes to something else marks it changed (and shows no thumbnail: those pixels are not
+the evidence); when no location can be read the item is missing.
+
+Thumbnails (viewable items only; a ``no_view`` item is hashed, never decoded) are at most
+``THUMB_PX`` on their long side and exist in two versions, both blurred server-side so the
+pixels themselves, not a CSS filter, protect the reviewer:
+
+- ``cover``: heavily blurred (radius ≈ a sixth of the thumbnail), what the page shows;
+- ``reveal``: what one deliberate click shows: lightly blurred by default (shapes, colours
+  and layout are judgeable, fine detail is not), the plain thumbnail with ``blur=False``.
+
+``grayscale=True`` makes both grey. Originals are never copied into a report.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import warnings
+from typing import Callable
+
+from audit.report.data import Item, ReportData, Thumb
+
+THUMB_PX = 96
+COVER_RADIUS = THUMB_PX / 6
+REVEAL_RADIUS = 1.6
+MAX_PIXELS = 64_000_000
+
+
+def check_and_thumbnail(data: ReportData, *, blur: bool = True, grayscale: bool = False, thumbnails: bool = True,
+                        reader: Callable[[str], bytes] | None = None, progress=None) -> None:  # fmt: skip
+    if reader is None:
+        from audit.embed.reader import read_uri as reader
+    for item in data.items.values():
+        _check(item, reader, blur=blur, grayscale=grayscale, thumbnails=thumbnails)
+        if progress:
+            progress("done", 1)
+
+
+def _check(item: Item, reader, *, blur: bool, grayscale: bool, thumbnails: bool = True) -> None:
+    item.checked = True
+    item.present = False
+    errors = []
+    for loc in sorted(item.locations, key=lambda l: not l["present"]):
+        uri = loc["uri"]
+        if not uri:
+            continue
+        try:
+            raw = reader(uri)
+        except Exception as exc:  # noqa: BLE001 - ReadError and anything a reader raises
+            errors.append(f"{uri}: {str(exc) or type(exc).__name__}")
+            continue
+        item.present = True
+        item.read_uri = uri
+        item.verified = hashlib.sha256(raw).hexdigest() == item.item_id
+        if not item.verified:
+            item.read_error = f"{uri}: content differs from the catalogued SHA-256 (changed since the crawl)"
+            continue  # maybe another location still holds the original
+        item.read_error = None
+        if thumbnails and not item.no_view:
+            try:
+                item.thumb = make_thumb(raw, blur=blur, grayscale=grayscale)
+            except Exception as exc:  # noqa: BLE001 - undecodable image: report it, no thumbnail
+                item.read_error = f"thumbnail: {type(exc).__name__}: {str(exc)[:160]}"
+        return
+    if not item.present:
+        item.read_error = "; ".join(errors)[:500] or "no location recorded"
+
+
+def make_thumb(raw: bytes, *, blur: bool = True, grayscale: bool = False, px: int = THUMB_PX) -> Thumb:
+    from PIL import Image, ImageFilter, ImageOps
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        img = Image.open(io.BytesIO(raw))
+        if img.width * img.height > MAX_PIXELS:
+            raise ValueError(f"image too large to thumbnail ({img.width}x{img.height})")
+        img.draft("RGB", (px * 2, px * 2))
+        img.seek(0)
+        img = ImageOps.exif_transpose(img)
+        img = img.convert("RGBA") if img.mode in ("P", "LA", "RGBA", "PA") else img.convert("RGB")
+        if img.mode == "RGBA":  # flatten on grey: transparent pixels must not hide content from the blur
+            bg = Image.new("RGB", img.size, (128, 128, 128))
+            bg.paste(img, mask=img.split()[-1])
+            img = bg
+        img.thumbnail((px, px), Image.LANCZOS)
+    if grayscale:
+        img = ImageOps.grayscale(img).convert("RGB")
+    radius = max(COVER_RADIUS * max(img.size) / px, 4)
+    cover = img.resize((max(1, img.width // 8), max(1, img.height // 8)), Image.BILINEAR).resize(img.size, Image.BILINEAR)
+    cover = cover.filter(ImageFilter.GaussianBlur(radius))
+    reveal = img.filter(ImageFilter.GaussianBlur(REVEAL_RADIUS)) if blur else img
+    return Thumb(cover=_jpeg(cover), reveal=_jpeg(reveal), width=img.width, height=img.height)
+
+
+def _jpeg(img) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=80, optimize=True)
+    return buf.getvalue()
