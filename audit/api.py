@@ -223,6 +223,70 @@ class Audit:
             self._search_cache = Searcher(self.index_dir, self.catalog.conn)
         return self._search_cache
 
+    # --- flag and review (audit/flag, audit/cluster.py, audit/review.py)
+    def flag(self, policy: "str | os.PathLike | None" = None, *, model: str | None = None,
+             checkpoint: str | os.PathLike | None = None, device: str = "cpu", full: bool = False,
+             embedder=None, wait: bool = False, progress=None, argv: Sequence[str] | None = None,
+             **options):  # fmt: skip
+        """Signals, clusters and findings under ``policy`` (a file, a loaded ``Policy``, or
+        ``None`` for the packaged default); returns a ``FlagSummary``. Incremental: only items
+        not yet evaluated under this policy hash, unless the policy changed or ``full``.
+        ``options``: fields of ``audit.flag.runner.FlagOptions`` (n_clusters, cluster_share,
+        cluster_min_size, dup_pdq_distance, dup_min_cosine, seed_k, seed_min_cosine)."""
+        from audit.flag.runner import FlagOptions, run_flag
+
+        return run_flag(self, policy, model=model, checkpoint=checkpoint, device=device, embedder=embedder,
+                        options=FlagOptions(full=full, **options), wait=wait, progress=progress, argv=argv)
+
+    def _findings_store(self):
+        from audit.findings.store import FindingsStore
+
+        return FindingsStore(self.catalog.conn)
+
+    def _current_policy_hash(self) -> str | None:
+        self._findings_store()
+        row = self.catalog.conn.execute("SELECT policy_hash FROM flag_runs ORDER BY run_id DESC LIMIT 1").fetchone()
+        return row[0] if row else None
+
+    def findings(self, *, policy_hash: str | None = None, all_policies: bool = False,
+                 active_only: bool = True) -> pl.DataFrame:
+        """Findings (design.md fields; ``signals`` as JSON text) of the latest flag run's policy
+        (or ``policy_hash``, or every policy with ``all_policies``)."""
+        store = self._findings_store()
+        ph = None if all_policies else (policy_hash or self._current_policy_hash())
+        return store.findings(policy_hash=ph, active_only=active_only)
+
+    def clusters(self, *, policy_hash: str | None = None, kind: str | None = None) -> pl.DataFrame:
+        """Semantic clusters and near-duplicate groups of the latest flag run's policy."""
+        df = self._findings_store().clusters(policy_hash=policy_hash or self._current_policy_hash())
+        return df.filter(pl.col("kind") == kind) if kind else df
+
+    def decisions(self) -> pl.DataFrame:
+        """The review log, oldest first (append-only; the latest decision on a target wins)."""
+        return self._findings_store().decisions()
+
+    def review(self, item: str | None = None, *, cluster: str | None = None, finding: str | None = None,
+               decision: str, note: str | None = None, by: str | None = None,
+               category: str | None = None) -> int:
+        """Record a decision (confirm, dismiss, escalate) on an item, a cluster or a finding;
+        returns the decision id. Applied by the next ``flag`` run."""
+        from audit.review import record
+
+        return record(self.catalog.conn, item=item, cluster=cluster, finding=finding, decision=decision,
+                      note=note, by=by, category=category)
+
+    def import_decisions(self, path: str | os.PathLike, *, by: str | None = None) -> list[int]:
+        """Append the decisions of a JSON file (all or nothing); returns their ids."""
+        from audit.review import import_decisions
+
+        return import_decisions(self.catalog.conn, path, by=by)
+
+    def export_bank(self, path: str | os.PathLike) -> int:
+        """Write confirmed items as a hash list CSV (hash_type,hash,label); returns rows written."""
+        from audit.review import export_bank
+
+        return export_bank(self.catalog.conn, path)
+
 
 def _user() -> str:
     try:

@@ -48,6 +48,7 @@ def _register_commands() -> None:
     from audit.cli import crawl_cmd  # noqa: F401 - registers on import
     from audit.cli import index_cmd, search_cmd  # noqa: F401
     from audit.cli import embed_cmd  # noqa: F401
+    from audit.cli import flag_cmd, review_cmd  # noqa: F401
     from audit.cli import report_cmd  # noqa: F401
 
 

@@ -131,23 +131,57 @@ class FindingsStore:
 
     # --- writing (the flag stage)
     def upsert_findings(self, findings: Iterable[Finding], *, run_id: int | None, now: str | None = None) -> int:
+        with self.transaction() as c:
+            return self.upsert_findings_in(c, findings, run_id=run_id, now=now)
+
+    def upsert_findings_in(self, c: sqlite3.Connection, findings: Iterable[Finding], *, run_id: int | None,
+                           now: str | None = None) -> int:
+        """``upsert_findings`` inside a transaction the caller holds (the flag stage writes
+        findings, clusters and its run record in one transaction)."""
         now = now or utc_now()
         rows = [
             (f.finding_id, f.policy_hash, f.item_id, f.category, f.severity, f.status, f.cluster_id,
              json.dumps([s.to_dict() for s in f.signals], default=float, ensure_ascii=False), now, now, run_id)
             for f in findings
         ]  # fmt: skip
-        with self.transaction() as c:
-            c.executemany(
-                "INSERT INTO findings (finding_id, policy_hash, item_id, category, severity, status, cluster_id, "
-                "signals, first_flagged, last_flagged, run_id, active) VALUES (?,?,?,?,?,?,?,?,?,?,?,1) "
-                "ON CONFLICT(finding_id) DO UPDATE SET severity=excluded.severity, cluster_id=excluded.cluster_id, "
-                "signals=excluded.signals, last_flagged=excluded.last_flagged, run_id=excluded.run_id, active=1, "
-                "status=CASE WHEN findings.status='new' AND findings.run_id IS NOT excluded.run_id THEN 'known' "
-                "ELSE findings.status END",
-                rows,
-            )
+        c.executemany(
+            "INSERT INTO findings (finding_id, policy_hash, item_id, category, severity, status, cluster_id, "
+            "signals, first_flagged, last_flagged, run_id, active) VALUES (?,?,?,?,?,?,?,?,?,?,?,1) "
+            "ON CONFLICT(finding_id) DO UPDATE SET severity=excluded.severity, cluster_id=excluded.cluster_id, "
+            "signals=excluded.signals, last_flagged=excluded.last_flagged, run_id=excluded.run_id, active=1, "
+            "status=CASE WHEN findings.status='new' AND findings.run_id IS NOT excluded.run_id THEN 'known' "
+            "ELSE findings.status END",
+            rows,
+        )
         return len(rows)
+
+    def set_statuses_in(self, c: sqlite3.Connection, statuses: dict[str, str]) -> None:
+        """finding_id -> status (from review decisions), inside the caller's transaction."""
+        c.executemany("UPDATE findings SET status = ? WHERE finding_id = ?",
+                      [(status, fid) for fid, status in statuses.items()])
+
+    def deactivate_others_in(self, c: sqlite3.Connection, policy_hash: str, keep: Iterable[str]) -> int:
+        """Mark findings of ``policy_hash`` not in ``keep`` inactive (the item no longer meets the policy)."""
+        c.execute("CREATE TEMP TABLE IF NOT EXISTS _keep_findings (finding_id TEXT PRIMARY KEY)")
+        c.execute("DELETE FROM _keep_findings")
+        c.executemany("INSERT OR IGNORE INTO _keep_findings VALUES (?)", [(k,) for k in keep])
+        cur = c.execute(
+            "UPDATE findings SET active = 0 WHERE policy_hash = ? AND active = 1 "
+            "AND finding_id NOT IN (SELECT finding_id FROM _keep_findings)", (policy_hash,))
+        c.execute("DELETE FROM _keep_findings")
+        return cur.rowcount
+
+    def replace_clusters_in(self, c: sqlite3.Connection, policy_hash: str, rows: Iterable[dict]) -> int:
+        """Replace the clusters of ``policy_hash`` (each run recomputes them) with ``rows``
+        (dicts of the clusters columns; JSON columns as Python objects)."""
+        c.execute("DELETE FROM clusters WHERE policy_hash = ?", (policy_hash,))
+        cols = ("cluster_id", "policy_hash", "kind", "size", "members", "medoids", "top_terms",
+                "concept_scores", "flagged_share", "flagged", "categories", "run_id")
+        json_cols = {"members", "medoids", "top_terms", "concept_scores", "categories"}
+        data = [tuple(json.dumps(r.get(k), default=float, ensure_ascii=False) if k in json_cols else r.get(k)
+                      for k in cols) for r in rows]
+        c.executemany(f"INSERT INTO clusters ({', '.join(cols)}) VALUES ({','.join('?' * len(cols))})", data)
+        return len(data)
 
     def record_decision(
         self, *, target_kind: str, target_id: str, decision: str, decided_by: str, note: str | None = None,

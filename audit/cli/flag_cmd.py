@@ -1,0 +1,59 @@
+"""``audit flag --index DIR [--policy FILE] [--model KEY] [--full] [--json] [--quiet]``"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from audit.cli.app import app
+from audit.cli.output import emit_json, stderr
+
+
+@app.command("flag")
+def flag_command(
+    index: Path = typer.Option(..., "--index", "-i", help="Index directory (crawled, embedded and indexed)."),
+    policy: Optional[Path] = typer.Option(None, "--policy", "-p", help="Policy file (TOML). Default: the policy shipped with audit."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model key or name whose vectors to use (needed when several are embedded)."),
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Local weights of the model, when the index was embedded from a checkpoint file."),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda, for embedding the policy's concept texts."),
+    full: bool = typer.Option(False, "--full", help="Evaluate every item, not only those new since the last run of this policy."),
+    clusters: Optional[int] = typer.Option(None, "--clusters", min=1, help="Number of semantic clusters (default: about sqrt(items/2))."),
+    cluster_share: float = typer.Option(0.5, "--cluster-share", min=0.01, max=1.0, help="Flag a cluster when this share of its members is flagged."),
+    wait: bool = typer.Option(False, "--wait", help="Wait for another run holding the index instead of exiting with code 3."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
+    json_out: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
+) -> None:
+    """Signals, clusters and findings: match every item against a policy.
+
+    Concepts (CLIP, image and prompt; thresholds calibrated for the model when the policy
+    omits them), prompt rules and name lists, hash lists and negative banks, combination
+    flags, semantic clusters and near-duplicate groups, neighbours of items reviewers
+    confirmed. Incremental: only new items, unless the policy changed or --full.
+    """
+    import audit
+
+    if not quiet:
+        stderr.print(f"flagging {index} with {policy or 'the default policy'} …")
+    summary = audit.open(index).flag(
+        str(policy) if policy else None, model=model, checkpoint=str(checkpoint) if checkpoint else None,
+        device=device, full=full, wait=wait, n_clusters=clusters, cluster_share=cluster_share,
+    )  # fmt: skip
+    data = summary.to_dict()
+    if json_out:
+        emit_json({"command": "flag", "index": str(index), **data})
+    if not quiet:
+        p = data["policy"]
+        stderr.print(f"policy {p['name']} v{p['version']} ({p['hash'][:12]}) · model {data['model_key']} · "
+                     f"{data['mode']}: {data['evaluated']:,} of {data['items']:,} items evaluated")
+        for name, info in data["thresholds"].items():
+            if "image" in info:
+                stderr.print(f"  {name}: image ≥ {info['image']['value']:.4f} ({info['image']['source']}), "
+                             f"prompt ≥ {info['prompt']['value']:.4f} ({info['prompt']['source']})")
+        stderr.print(f"[bold]{data['findings']:,} findings[/] ({data['new_findings']:,} new) · "
+                     f"{data['flagged_clusters']} of {data['clusters']} clusters flagged · "
+                     f"{data['near_duplicate_groups']} near-duplicate groups · {data['seeds']} seeds · "
+                     f"{data['suppressed']} suppressed · {data['duration_s']:.1f}s")
+        for cat, n in sorted(data["by_category"].items(), key=lambda kv: -kv[1]):
+            stderr.print(f"  {cat}: {n:,}")

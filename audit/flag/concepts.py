@@ -1,0 +1,208 @@
+"""Concept detector: CLIP concepts on the image and on the prompt embedding.
+
+For each concept of the policy:
+
+* the text vector is the ensemble (normalised mean of normalised embeddings) of every text
+  under every template (``Concept.prompts()``), embedded by the model whose vectors are stored;
+* the image-space vector is the text vector, or, when the concept has exemplar images, the
+  normalised sum of the text vector and the normalised mean of the exemplars' image
+  embeddings (exemplars pull the concept toward what it looks like in this model's image space);
+* scores are cosines: image vector · concept image-space vector, prompt vector · text vector;
+* thresholds: the policy's, else those a previous run of the same policy and model used, else
+  calibrated (``audit.policy.calibrate_threshold``): image thresholds by the ``samples`` method
+  over the archive's image vectors, prompt thresholds by the ``reference`` method; references
+  are ``NEUTRAL_CAPTIONS``, the other concepts and the concept's own ``contrast`` texts.
+  Value, source and explanation are recorded in ``flag_runs.thresholds``;
+* "special care" (as in the Stable Diffusion safety checker): when a ``special_care`` concept
+  fires for an item, every other concept's thresholds for that item drop by the policy's
+  ``special_care_adjustment``;
+* negative concepts: when one fires (image or prompt), the signals of the concepts it
+  ``suppresses`` (every concept when the list is empty) are cancelled for that item.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from audit.findings.store import Signal
+from audit.flag.base import Detections, FlagContext, margin
+
+MAX_CALIBRATION_SAMPLES = 20_000
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    n = np.linalg.norm(x, axis=-1, keepdims=True)
+    return x / np.where(n > 0, n, 1.0)
+
+
+@dataclass
+class ConceptVectors:
+    text: dict[str, np.ndarray] = field(default_factory=dict)  # concept id -> (d,) text-space vector
+    image: dict[str, np.ndarray] = field(default_factory=dict)  # concept id -> (d,) image-space vector
+    negative: dict[str, np.ndarray] = field(default_factory=dict)
+    thresholds: dict[str, dict] = field(default_factory=dict)  # concept id -> {image, prompt, ...}
+
+
+def _embed_texts(embedder, texts: list[str]) -> np.ndarray:
+    return _unit(np.asarray(embedder.embed_texts(list(texts)), dtype=np.float32))
+
+
+def _exemplar_vector(embedder, paths: tuple[Path, ...]) -> np.ndarray | None:
+    if not paths:
+        return None
+    from PIL import Image
+
+    images = []
+    for p in paths:
+        with Image.open(p) as im:
+            images.append(im.convert("RGB"))
+    embs = _unit(np.asarray(embedder.embed_images(images), dtype=np.float32))
+    return _unit(embs.mean(axis=0))
+
+
+def _sample(vectors: np.ndarray | None, n: int = MAX_CALIBRATION_SAMPLES) -> np.ndarray | None:
+    if vectors is None or len(vectors) == 0:
+        return None
+    if len(vectors) <= n:
+        return vectors
+    idx = np.random.default_rng(0).choice(len(vectors), n, replace=False)
+    return vectors[np.sort(idx)]
+
+
+class ConceptDetector:
+    name = "concepts"
+
+    def __init__(self) -> None:
+        self.vectors: ConceptVectors | None = None
+
+    # --- vectors and thresholds (also used for cluster centroids)
+    def prepare(self, ctx: FlagContext) -> ConceptVectors:
+        if self.vectors is not None:
+            return self.vectors
+        from audit.policy import NEUTRAL_CAPTIONS, calibrate_threshold
+        from audit.policy.calibrate import ensemble
+
+        policy = ctx.policy
+        cv = ConceptVectors()
+        if not policy.concepts and not policy.negative_concepts:
+            self.vectors = cv
+            return cv
+        emb = ctx.embedder
+        for concept in policy.concepts:
+            text = _unit(ensemble(_embed_texts(emb, concept.prompts())))
+            cv.text[concept.id] = text
+            ex = _exemplar_vector(emb, concept.exemplar_paths)
+            cv.image[concept.id] = text if ex is None else _unit(text + ex)
+        for neg in policy.negative_concepts:
+            cv.negative[neg.id] = _unit(ensemble(_embed_texts(emb, neg.prompts())))
+        neutral = _embed_texts(emb, list(NEUTRAL_CAPTIONS))
+        samples = _sample(ctx.sample_vectors if ctx.sample_vectors is not None else
+                          ctx.image_vectors[ctx.has_image])
+        previous = ctx.previous_thresholds or {}
+
+        def others_for(cid: str, contrast: tuple[str, ...]) -> np.ndarray:
+            rows = [v for other, v in cv.text.items() if other != cid]
+            if contrast:
+                rows.extend(_embed_texts(emb, list(contrast)))
+            return np.stack(rows) if rows else np.zeros((0, neutral.shape[1]), np.float32)
+
+        def resolve(key: str, space: str, explicit: float | None, vec_text, vec_space, others) -> dict:
+            if explicit is not None:
+                return {"value": float(explicit), "source": "policy", "how": "set in the policy"}
+            prev = (previous.get(key) or {}).get(space)
+            if isinstance(prev, dict) and prev.get("source", "").startswith("calibrated"):
+                return {**prev, "source": prev["source"], "reused": True}
+            if space == "image":
+                value, how = calibrate_threshold(vec_space, neutral, others, samples, method="auto")
+            else:
+                value, how = calibrate_threshold(vec_text, neutral, others, None, method="reference")
+            method = how.split(":", 1)[0].split(" ", 1)[0]
+            return {"value": float(value), "source": f"calibrated:{method}", "how": how}
+
+        for concept in policy.concepts:
+            others = others_for(concept.id, concept.contrast)
+            cv.thresholds[concept.id] = {
+                "image": resolve(concept.id, "image", concept.image_threshold, cv.text[concept.id],
+                                 cv.image[concept.id], others),
+                "prompt": resolve(concept.id, "prompt", concept.prompt_threshold, cv.text[concept.id],
+                                  cv.text[concept.id], others),
+                "special_care": concept.special_care,
+                "exemplars": len(concept.exemplar_paths),
+            }
+        for neg in policy.negative_concepts:
+            key = f"negative:{neg.id}"
+            others = np.stack(list(cv.text.values())) if cv.text else None
+            cv.thresholds[key] = {
+                "image": resolve(key, "image", neg.threshold, cv.negative[neg.id], cv.negative[neg.id], others),
+                "prompt": resolve(key, "prompt", neg.threshold, cv.negative[neg.id], cv.negative[neg.id], others),
+                "suppresses": list(neg.suppresses),
+            }
+        self.vectors = cv
+        return cv
+
+    def threshold(self, concept_id: str, space: str) -> float:
+        assert self.vectors is not None
+        return float(self.vectors.thresholds[concept_id][space]["value"])
+
+    def scores(self, ctx: FlagContext, space: str) -> dict[str, np.ndarray]:
+        """concept id -> (n,) cosine of every row (NaN where the row has no vector)."""
+        cv = self.prepare(ctx)
+        vecs, has = (ctx.image_vectors, ctx.has_image) if space == "image" else (ctx.prompt_vectors, ctx.has_prompt)
+        table = cv.image if space == "image" else cv.text
+        out = {}
+        for cid, c in table.items():
+            s = (vecs @ c).astype(np.float64) if len(vecs) else np.zeros(0)
+            s[~has] = np.nan
+            out[cid] = s
+        return out
+
+    # --- the detector
+    def detect(self, ctx: FlagContext) -> Detections:
+        det = Detections()
+        policy = ctx.policy
+        if len(ctx) == 0 or (not policy.concepts and not policy.negative_concepts):
+            return det
+        cv = self.prepare(ctx)
+        det.thresholds = cv.thresholds
+        scores = {space: self.scores(ctx, space) for space in ("image", "prompt")}
+        n = len(ctx)
+        # special care: rows where a special-care concept fires on image or prompt
+        special = np.zeros(n, dtype=bool)
+        special_ids = [c.id for c in policy.concepts if c.special_care]
+        for cid in special_ids:
+            for space in ("image", "prompt"):
+                special |= np.nan_to_num(scores[space][cid], nan=-2.0) >= self.threshold(cid, space)
+        adjust = float(policy.special_care_adjustment)
+        for concept in policy.concepts:
+            for space in ("image", "prompt"):
+                t = self.threshold(concept.id, space)
+                s = np.nan_to_num(scores[space][concept.id], nan=-2.0)
+                tt = np.full(n, t)
+                if not concept.special_care:
+                    tt[special] -= adjust
+                for row in np.flatnonzero(s >= tt):
+                    info = cv.thresholds[concept.id][space]
+                    detail = {"space": space, "threshold_source": info["source"]}
+                    if tt[row] != t:
+                        detail["special_care"] = f"threshold lowered by {adjust:g} (a special-care concept fired)"
+                    det.add(row, Signal("concept", f"concept:{concept.id}/{space}", round(float(s[row]), 6),
+                                        round(float(tt[row]), 6), round(margin(s[row], tt[row]), 6), detail))
+        for neg in policy.negative_concepts:
+            targets = set(neg.suppresses) or {c.id for c in policy.concepts}
+            key = f"negative:{neg.id}"
+            for space in ("image", "prompt"):
+                vecs, has = (ctx.image_vectors, ctx.has_image) if space == "image" else (ctx.prompt_vectors, ctx.has_prompt)
+                s = (vecs @ cv.negative[neg.id]).astype(np.float64)
+                s[~has] = -2.0
+                t = self.threshold(key, space)
+                for row in np.flatnonzero(s >= t):
+                    det.suppress(row, Signal("negative", f"negative_concept:{neg.id}/{space}", round(float(s[row]), 6),
+                                             round(t, 6), round(margin(s[row], t), 6),
+                                             {"space": space, "suppresses": sorted(targets)}),
+                                 concepts=targets)
+        det.stats = {"special_care_rows": int(special.sum())}
+        return det

@@ -1,0 +1,578 @@
+"""``Audit.flag``: signals → categories → findings, clusters and seed neighbours, in one run.
+
+Steps (times in ``FlagSummary.timings``):
+
+1. load the policy (``None``: the packaged default) and the model whose vectors are stored;
+2. choose the rows: items never evaluated under this policy hash and model (incremental), or
+   every item when the policy changed (its content hash is new) or ``full=True``. Items that
+   had no image vector yet are evaluated again once they have one;
+3. detectors (``concepts``, ``prompts``, ``hashes``) over those rows; negative concepts cancel
+   concept signals, negative banks suppress categories; the policy's flags combine the fired
+   signals into categories (``audit.policy.evaluate_flags``): one finding per item and
+   category, carrying every contributing signal (plus a ``combination`` signal naming the
+   flag when it combines several conditions);
+4. archive-wide structure over every item with an image vector: semantic clusters (FAISS
+   k-means, k ≈ √(n/2)) with size, centroid concept scores, exemplars, top prompt terms and
+   flagged share; near-duplicate groups (PDQ within ``dup_pdq_distance`` bits, CLIP cosine
+   ≥ ``dup_min_cosine``; connected components). A cluster is flagged for a category when its
+   centroid alone fires the category's flags, or when at least ``cluster_share`` of its
+   members (and ``cluster_min_size`` members) hold an item-level finding of that category;
+   its other members get findings with a ``cluster`` signal ("via cluster");
+5. seeds: items whose latest review decision is ``confirm`` (never automatic flags); their
+   ``seed_k`` nearest image neighbours with cosine ≥ ``seed_min_cosine`` get findings with a
+   ``seed_neighbor`` signal, in the seed's categories;
+6. statuses from review decisions (dismissed / confirmed / escalated; else new, then known),
+   and one transaction writes findings, clusters, the evaluated items and the run record
+   (policy hash, model, every threshold with how it was obtained).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+
+import numpy as np
+
+from audit.findings.store import Finding, FindingsStore, Signal
+from audit.flag.base import Detections, FlagContext, margin
+
+if TYPE_CHECKING:  # pragma: no cover
+    from audit.api import Audit
+    from audit.policy import Policy
+
+SEED_CATEGORY = "seed-neighbor"  # category of seed neighbours when the seed has none
+SEED_SEVERITY = "high"
+DERIVED_KINDS = ("cluster", "seed_neighbor")
+
+DDL = """
+CREATE TABLE IF NOT EXISTS flag_items (
+    policy_hash TEXT NOT NULL, model_key TEXT NOT NULL, item_id TEXT NOT NULL,
+    run_id INTEGER, complete INTEGER NOT NULL,  -- 0: evaluated without an image vector
+    PRIMARY KEY (policy_hash, model_key, item_id)
+) WITHOUT ROWID;
+"""
+
+
+@dataclass
+class FlagOptions:
+    full: bool = False
+    n_clusters: int | None = None  # None: choose_k(n)
+    cluster_share: float = 0.5
+    cluster_min_size: int = 3
+    dup_pdq_distance: int = 15
+    dup_min_cosine: float | None = 0.98
+    seed_k: int = 10
+    seed_min_cosine: float = 0.9
+    kmeans_seed: int = 1234
+
+
+@dataclass
+class FlagSummary:
+    run_id: int
+    policy: dict
+    model_key: str
+    mode: str  # full | incremental
+    items: int = 0
+    evaluated: int = 0
+    findings: int = 0
+    new_findings: int = 0
+    by_category: dict = field(default_factory=dict)
+    by_severity: dict = field(default_factory=dict)
+    by_status: dict = field(default_factory=dict)
+    by_signal_kind: dict = field(default_factory=dict)
+    suppressed: int = 0
+    clusters: int = 0
+    flagged_clusters: int = 0
+    near_duplicate_groups: int = 0
+    seeds: int = 0
+    deactivated: int = 0
+    thresholds: dict = field(default_factory=dict)
+    detectors: dict = field(default_factory=dict)
+    timings: dict = field(default_factory=dict)
+    duration_s: float = 0.0
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["duration_s"] = round(self.duration_s, 3)
+        d["timings"] = {k: round(v, 3) for k, v in self.timings.items()}
+        return d
+
+
+# ------------------------------------------------------------------------------ loading
+
+
+def _load_items(conn) -> dict[str, list]:
+    cols = ("item_id", "prompt", "negative_prompt", "md5", "pdq", "pdq_quality")
+    cur = conn.execute(
+        f"SELECT {', '.join('i.' + c for c in cols)} FROM items i WHERE i.status = 'ok' AND EXISTS "
+        "(SELECT 1 FROM locations l WHERE l.item_id = i.item_id AND l.present = 1) ORDER BY i.item_id")
+    out: dict[str, list] = {c: [] for c in cols}
+    while rows := cur.fetchmany(50_000):
+        for c, values in zip(cols, zip(*rows)):
+            out[c].extend(values)
+    return out
+
+
+def _image_matrix(vs, model_key: str, item_ids: list[str], dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """(n, d) image vectors aligned to sorted ``item_ids`` (zero rows where missing) and the mask."""
+    n = len(item_ids)
+    mat = np.zeros((n, dim), dtype=np.float32)
+    has = np.zeros(n, dtype=bool)
+    if n == 0:
+        return mat, has
+    ids = np.asarray(item_ids)
+    for keys, vecs in vs.iter_all(model_key, "image"):
+        pos = np.searchsorted(ids, np.asarray(keys))
+        pos = np.clip(pos, 0, n - 1)
+        ok = ids[pos] == np.asarray(keys)
+        mat[pos[ok]] = vecs[ok]
+        has[pos[ok]] = True
+    return mat, has
+
+
+def _prompt_matrix(vs, model_key: str, prompts: Sequence[str | None], dim: int) -> tuple[np.ndarray, np.ndarray]:
+    from audit.catalog.vectors import prompt_key
+
+    n = len(prompts)
+    mat = np.zeros((n, dim), dtype=np.float32)
+    has = np.zeros(n, dtype=bool)
+    keys = [prompt_key(p) if p else None for p in prompts]
+    wanted = sorted({k for k in keys if k})
+    if not wanted:
+        return mat, has
+    got, vecs = vs.get(model_key, "prompt", wanted)
+    lookup = {k: i for i, k in enumerate(got)}
+    for row, k in enumerate(keys):
+        j = lookup.get(k) if k else None
+        if j is not None:
+            mat[row] = vecs[j]
+            has[row] = True
+    return mat, has
+
+
+def _negative_bank_suppressions(pol, items: dict[str, list]) -> dict[str, set[str]]:
+    from audit.policy.hashlists import load_hash_bank, match_negative
+
+    out: dict[str, set[str]] = {}
+    for hl in pol.negative_banks:
+        bank = hl.bank if hl.bank is not None else load_hash_bank(hl.path)
+        mask = match_negative(bank, items["pdq"], hl.pdq_max_distance, md5=items["md5"], sha256=items["item_id"])
+        for r in np.flatnonzero(mask):
+            out.setdefault(items["item_id"][r], set()).update(set(hl.suppresses) or {"*"})
+    return out
+
+
+def _signals_from_json(text: str) -> list[Signal]:
+    return [Signal(**s) for s in json.loads(text)]
+
+
+# ------------------------------------------------------------------------------ combining
+
+
+def _combine(policy, row_signals: list[Signal], suppressed_concepts: set[str], suppressed_categories: set[str]
+             ) -> tuple[list[tuple[Any, list[Signal]]], int]:
+    """CategoryHits for one item with their contributing signals; and how many were suppressed."""
+    from audit.policy import evaluate_flags
+
+    signals = [s for s in row_signals
+               if not (s.kind == "concept" and s.name[len("concept:"):].split("/", 1)[0] in suppressed_concepts)]
+    fired = {s.name for s in signals}
+    fired |= {s.name.split("/", 1)[0] for s in signals if s.kind == "concept"}
+    out = []
+    suppressed = 0
+    flags_by_id = {f.id: f for f in policy.flags}
+    for hit in evaluate_flags(policy, fired):
+        if "*" in suppressed_categories or hit.category in suppressed_categories:
+            suppressed += 1
+            continue
+        contributing = set(hit.signals)
+        chosen = [s for s in signals if s.name in contributing or s.name.split("/", 1)[0] in contributing]
+        combo = [fid for fid in hit.flags
+                 if (f := flags_by_id.get(fid)) is not None and len(f.all) + bool(f.any) + bool(f.none) >= 2]
+        if combo:
+            chosen.append(Signal("combination", f"flag:{combo[0]}", 1.0, 1.0, 0.0,
+                                 {"flags": list(hit.flags), "signals": list(hit.signals)}))
+        out.append((hit, chosen))
+    return out, suppressed
+
+
+def _merge(detections: list[Detections]) -> tuple[dict[int, list[Signal]], dict[int, set[str]], dict[int, set[str]]]:
+    signals: dict[int, list[Signal]] = {}
+    sup_cat: dict[int, set[str]] = {}
+    sup_con: dict[int, set[str]] = {}
+    for det in detections:
+        for row, sigs in det.signals.items():
+            signals.setdefault(row, []).extend(sigs)
+        for row, cats in det.suppress_categories.items():
+            sup_cat.setdefault(row, set()).update(cats)
+        for row, cons in det.suppress_concepts.items():
+            sup_con.setdefault(row, set()).update(cons)
+    return signals, sup_cat, sup_con
+
+
+# ------------------------------------------------------------------------------ the run
+
+
+def default_detectors():
+    from audit.flag.concepts import ConceptDetector
+    from audit.flag.hashes import HashDetector
+    from audit.flag.prompts import PromptDetector
+
+    return [ConceptDetector(), PromptDetector(), HashDetector()]
+
+
+def run_flag(audit: "Audit", policy: "str | os.PathLike | Policy | None" = None, *, model: str | None = None,
+             checkpoint: str | os.PathLike | None = None, device: str = "cpu", embedder=None,
+             options: FlagOptions | None = None, wait: bool = False, progress=None,
+             argv: Sequence[str] | None = None) -> FlagSummary:
+    from audit.catalog.lock import IndexLock
+    from audit.catalog.vectors import VectorStore
+    from audit.index.search import resolve_model
+    from audit.policy import Policy, load_policy
+    from audit.timeutil import utc_now
+
+    opts = options or FlagOptions()
+    if not 0 < opts.cluster_share <= 1:
+        from audit.errors import UsageError
+
+        raise UsageError("cluster_share must be in (0, 1]")
+    pol = policy if isinstance(policy, Policy) else load_policy(policy)
+    conn = audit.catalog.conn
+    vs = VectorStore(conn)
+    identity = resolve_model(vs, model, audit.index_dir)
+    model_key = identity["key"]
+    dim = int(identity["dim"])
+
+    def factory():
+        if embedder is not None:
+            return embedder
+        from audit.index.search import Searcher
+
+        return Searcher(audit.index_dir, conn).embedder(identity, checkpoint=str(checkpoint) if checkpoint else None,
+                                                        device=device)
+
+    t0 = time.perf_counter()
+    timings: dict[str, float] = {}
+
+    def lap(name: str, since: float) -> float:
+        now = time.perf_counter()
+        timings[name] = timings.get(name, 0.0) + now - since
+        return now
+
+    with IndexLock(audit.index_dir, wait=wait):
+        run_id = audit._begin_run("flag", argv)
+        status, summary = "failed", None
+        try:
+            summary = _run(audit, conn, pol, vs, model_key, dim, factory, opts, run_id, timings, lap)
+            summary.duration_s = time.perf_counter() - t0
+            status = "ok"
+            return summary
+        except KeyboardInterrupt:
+            status = "interrupted"
+            raise
+        finally:
+            audit.catalog.finish_run(run_id, status=status, summary=summary.to_dict() if summary else {}, now=utc_now())
+
+
+def _run(audit, conn, pol, vs, model_key, dim, factory, opts: FlagOptions, run_id, timings, lap) -> FlagSummary:
+    from audit.cluster import choose_k, group_members, kmeans, near_duplicate_groups, nearest_to_centroid, top_terms
+    from audit.policy.hashlists import pdq_hex_to_array
+    from audit.review import confirmed_items, latest_by_target
+    from audit.timeutil import utc_now
+
+    t = time.perf_counter()
+    store = FindingsStore(conn)
+    conn.executescript(DDL)
+    ph = pol.content_hash
+    summary = FlagSummary(run_id, {"name": pol.name, "version": pol.version, "hash": ph,
+                                   "path": str(pol.path) if pol.path else None}, model_key, "full")
+    items = _load_items(conn)
+    ids: list[str] = items["item_id"]
+    n = len(ids)
+    summary.items = n
+    image_all, has_all = _image_matrix(vs, model_key, ids, dim)
+    t = lap("load", t)
+
+    # --- which rows to evaluate
+    done = dict(conn.execute("SELECT item_id, complete FROM flag_items WHERE policy_hash=? AND model_key=?",
+                             (ph, model_key)).fetchall())
+    prev_run = conn.execute("SELECT thresholds FROM flag_runs WHERE policy_hash=? AND model_key=? "
+                            "ORDER BY run_id DESC LIMIT 1", (ph, model_key)).fetchone()
+    incremental = bool(done) and not opts.full
+    summary.mode = "incremental" if incremental else "full"
+    if incremental:
+        rows = np.array([r for r, item_id in enumerate(ids) if done.get(item_id) != 1
+                         and not (done.get(item_id) == 0 and not has_all[r])], dtype=np.int64)
+    else:
+        rows = np.arange(n, dtype=np.int64)
+    summary.evaluated = int(len(rows))
+    sel = rows.tolist()
+    prompt_vecs, has_prompt = _prompt_matrix(vs, model_key, [items["prompt"][r] for r in sel], dim)
+    ctx = FlagContext(
+        policy=pol, item_ids=[ids[r] for r in sel], prompts=[items["prompt"][r] for r in sel],
+        negative_prompts=[items["negative_prompt"][r] for r in sel], md5=[items["md5"][r] for r in sel],
+        pdq=[items["pdq"][r] for r in sel], pdq_quality=[items["pdq_quality"][r] for r in sel],
+        image_vectors=image_all[rows] if len(rows) else np.zeros((0, dim), np.float32),
+        has_image=has_all[rows], prompt_vectors=prompt_vecs, has_prompt=has_prompt, model_key=model_key,
+        embedder_factory=factory, sample_vectors=image_all[has_all],
+        previous_thresholds=json.loads(prev_run[0]) if prev_run and prev_run[0] else {},
+    )
+    t = lap("prepare", t)
+
+    # --- detectors
+    detectors = default_detectors()
+    concept_det = detectors[0]
+    results = []
+    for det in detectors:
+        ts = time.perf_counter()
+        res = det.detect(ctx)
+        results.append(res)
+        summary.detectors[det.name] = {**res.stats, "rows": len(res.signals),
+                                       "suppressed_rows": len(res.suppressions), "seconds": round(time.perf_counter() - ts, 3)}
+    if pol.concepts or pol.negative_concepts:
+        concept_det.prepare(ctx)  # also when no row is new: cluster centroids are scored
+    thresholds = concept_det.vectors.thresholds if concept_det.vectors else {}
+    summary.thresholds = thresholds
+    signals, sup_cat, sup_con = _merge(results)
+    t = lap("detect", t)
+
+    # --- item-level findings: new rows now, old rows from the store (incremental)
+    findings: dict[tuple[str, str], Finding] = {}
+    suppressed_total = 0
+    row_suppressed_cats: dict[str, set[str]] = {}
+    for local, sigs in signals.items():
+        item_id = ctx.item_ids[local]
+        hits, sup = _combine(pol, sigs, sup_con.get(local, set()), sup_cat.get(local, set()))
+        suppressed_total += sup
+        for hit, chosen in hits:
+            findings[(item_id, hit.category)] = Finding(item_id, hit.category, hit.severity, ph, chosen)
+    for local, cats in sup_cat.items():
+        row_suppressed_cats[ctx.item_ids[local]] = cats
+    if incremental and (pol.negative_banks):  # known false positives among items evaluated earlier
+        for item_id, cats in _negative_bank_suppressions(pol, items).items():
+            row_suppressed_cats.setdefault(item_id, set()).update(cats)
+    if incremental:
+        evaluated = set(ctx.item_ids)
+        for item_id, category, severity, sig_json in conn.execute(
+                "SELECT item_id, category, severity, signals FROM findings WHERE policy_hash=? AND active=1", (ph,)):
+            if item_id in evaluated:
+                continue
+            kept = [s for s in _signals_from_json(sig_json) if s.kind not in DERIVED_KINDS]
+            if kept:
+                findings[(item_id, category)] = Finding(item_id, category, severity, ph, kept)
+    summary.suppressed = suppressed_total
+    item_level = {key for key in findings}
+    t = lap("combine", t)
+
+    # --- clusters (semantic) over every item with an image vector
+    vec_rows = np.flatnonzero(has_all)
+    vecs = image_all[vec_rows]
+    row_of = {ids[r]: r for r in range(n)}
+    cluster_rows: list[dict] = []
+    cluster_of: dict[str, str] = {}
+    flagged_by_cat: dict[str, set[str]] = {}
+    for (item_id, cat) in item_level:
+        flagged_by_cat.setdefault(cat, set()).add(item_id)
+    categories = {c.id: c for c in pol.categories}
+    if len(vec_rows):
+        km = kmeans(vecs, opts.n_clusters or choose_k(len(vec_rows)), seed=opts.kmeans_seed, normalized=True)
+        t = lap("kmeans", t)
+        prompts = items["prompt"]
+        for c in range(km.k):
+            members_local = np.flatnonzero(km.assign == c)
+            if len(members_local) == 0:
+                continue
+            cid = f"{ph[:12]}:semantic:{c}"
+            member_ids = [ids[vec_rows[m]] for m in members_local]
+            for m in member_ids:
+                cluster_of[m] = cid
+            centroid = km.centroids[c]
+            cscores, fired = {}, set()
+            if concept_det.vectors is not None:
+                for concept_id, cvec in concept_det.vectors.image.items():
+                    s = float(centroid @ cvec)
+                    thr = concept_det.threshold(concept_id, "image")
+                    cscores[concept_id] = {"score": round(s, 6), "threshold": round(thr, 6), "margin": round(s - thr, 6)}
+                    if s >= thr:
+                        fired |= {f"concept:{concept_id}", f"concept:{concept_id}/image"}
+            flagged_cats: dict[str, dict] = {}
+            if fired:
+                from audit.policy import evaluate_flags
+
+                for hit in evaluate_flags(pol, fired):
+                    flagged_cats[hit.category] = {"reason": "centroid", "signals": list(hit.signals)}
+            shares = {}
+            for cat, flagged_items in flagged_by_cat.items():
+                k_flag = sum(1 for m in member_ids if m in flagged_items)
+                if k_flag:
+                    shares[cat] = k_flag / len(member_ids)
+                    if (shares[cat] >= opts.cluster_share and len(member_ids) >= opts.cluster_min_size
+                            and cat not in flagged_cats):
+                        flagged_cats[cat] = {"reason": "share", "share": round(shares[cat], 4)}
+            any_flagged = set().union(*(flagged_by_cat.get(cat, set()) for cat in flagged_by_cat)) if flagged_by_cat else set()
+            share_all = sum(1 for m in member_ids if m in any_flagged) / len(member_ids)
+            medoids = [ids[vec_rows[m]] for m in nearest_to_centroid(vecs, members_local, centroid, 3)]
+            cluster_rows.append({
+                "cluster_id": cid, "policy_hash": ph, "kind": "semantic", "size": len(member_ids),
+                "members": member_ids, "medoids": medoids,
+                "top_terms": top_terms(prompts[row_of[m]] for m in member_ids),
+                "concept_scores": cscores, "flagged_share": round(share_all, 6), "flagged": int(bool(flagged_cats)),
+                "categories": sorted(flagged_cats), "run_id": run_id,
+                "_reasons": flagged_cats, "_shares": shares, "_local": members_local,
+            })
+        t = lap("clusters", t)
+        # --- cluster flags: unflagged members become findings "via cluster"
+        item_scores, negated = {}, {}
+        if concept_det.vectors is not None:
+            item_scores = {cid: vecs @ v for cid, v in concept_det.vectors.image.items()}
+            for neg in pol.negative_concepts:  # members a negative concept cancels are not pulled in
+                fires = (vecs @ concept_det.vectors.negative[neg.id]) >= concept_det.threshold(f"negative:{neg.id}", "image")
+                for cid in (neg.suppresses or [c.id for c in pol.concepts]):
+                    negated[cid] = negated.get(cid, np.zeros(len(vecs), bool)) | fires
+        for cl in cluster_rows:
+            for cat, why in cl["_reasons"].items():
+                if cat not in categories:
+                    continue
+                for m_local in cl["_local"]:
+                    item_id = ids[vec_rows[m_local]]
+                    if (item_id, cat) in item_level:
+                        continue
+                    sup = row_suppressed_cats.get(item_id, set())
+                    if "*" in sup or cat in sup:
+                        continue
+                    if why["reason"] == "centroid":
+                        concept_ids = sorted({s.split(":", 1)[1].split("/", 1)[0] for s in why["signals"]
+                                              if s.startswith("concept:")})
+                        cs = cl["concept_scores"][concept_ids[0]] if concept_ids else {}
+                        detail = {"cluster_id": cl["cluster_id"], "reason": "centroid", "concept": concept_ids[0] if concept_ids else None,
+                                  "cluster_size": cl["size"]}
+                        if concept_ids and all(cid in negated and negated[cid][m_local] for cid in concept_ids):
+                            continue
+                        if concept_ids and concept_ids[0] in item_scores:
+                            detail["member_score"] = round(float(item_scores[concept_ids[0]][m_local]), 6)
+                        sig = Signal("cluster", f"cluster:{cl['cluster_id']}", cs.get("score"), cs.get("threshold"),
+                                     cs.get("margin"), detail)
+                    else:
+                        share = cl["_shares"][cat]
+                        sig = Signal("cluster", f"cluster:{cl['cluster_id']}", round(share, 6), opts.cluster_share,
+                                     round(share - opts.cluster_share, 6),
+                                     {"cluster_id": cl["cluster_id"], "reason": "share", "cluster_size": cl["size"],
+                                      "flagged_members": int(round(share * cl["size"]))})
+                    f = findings.get((item_id, cat))
+                    if f is None:
+                        findings[(item_id, cat)] = Finding(item_id, cat, categories[cat].severity, ph, [sig])
+                    else:
+                        f.signals.append(sig)
+        t = lap("cluster_flags", t)
+
+        # --- near-duplicate groups
+        quality = np.array([q if q is not None else -1 for q in items["pdq_quality"]], dtype=np.int64)[vec_rows]
+        pdq_arr = pdq_hex_to_array([items["pdq"][r] for r in vec_rows])
+        valid = (quality >= 50) & pdq_arr.any(axis=1)
+        labels, _stats = near_duplicate_groups(len(vec_rows), pdq=pdq_arr, pdq_valid=valid,
+                                               pdq_max_distance=opts.dup_pdq_distance, vectors=vecs,
+                                               min_cosine=opts.dup_min_cosine, centroids=km.centroids)
+        all_flagged = set(k[0] for k in item_level)
+        for g, members_local in enumerate(group_members(labels)):
+            member_ids = [ids[vec_rows[m]] for m in members_local]
+            share = sum(1 for m in member_ids if m in all_flagged) / len(member_ids)
+            cluster_rows.append({
+                "cluster_id": f"{ph[:12]}:near_duplicate:{g}", "policy_hash": ph, "kind": "near_duplicate",
+                "size": len(member_ids), "members": member_ids, "medoids": member_ids[:3], "top_terms": None,
+                "concept_scores": None, "flagged_share": round(share, 6), "flagged": 0, "categories": [],
+                "run_id": run_id,
+            })
+        summary.near_duplicate_groups = sum(1 for c in cluster_rows if c["kind"] == "near_duplicate")
+        t = lap("near_duplicates", t)
+
+    # --- seeds: human-confirmed items only
+    confirmed = confirmed_items(conn)
+    seeds = [s for s in confirmed if s in row_of and has_all[row_of[s]]]
+    summary.seeds = len(seeds)
+    if seeds and len(vec_rows) > 1:
+        import faiss
+
+        local_of = {ids[r]: i for i, r in enumerate(vec_rows)}
+        index = faiss.IndexFlatIP(vecs.shape[1])
+        index.add(vecs)
+        q = vecs[[local_of[s] for s in seeds]]
+        scores, nbrs = index.search(q, min(opts.seed_k + 1, len(vec_rows)))
+        existing = {}
+        for item_id, cat in conn.execute("SELECT item_id, category FROM findings WHERE policy_hash=? AND active=1", (ph,)):
+            existing.setdefault(item_id, set()).add(cat)
+        for si, seed in enumerate(seeds):
+            decisions = confirmed[seed]
+            cats = {d.category for d in decisions if d.category and d.category in categories}
+            if not cats:
+                cats = {cat for (iid, cat) in findings if iid == seed} | (existing.get(seed, set()) & set(categories))
+            if not cats:
+                cats = {SEED_CATEGORY}
+            rank = 0
+            for s, nb in zip(scores[si], nbrs[si]):
+                if nb < 0:
+                    continue
+                item_id = ids[vec_rows[nb]]
+                if item_id == seed:
+                    continue
+                rank += 1
+                if s < opts.seed_min_cosine or rank > opts.seed_k:
+                    continue
+                sup = row_suppressed_cats.get(item_id, set())
+                for cat in sorted(cats):
+                    if "*" in sup or cat in sup:
+                        continue
+                    sig = Signal("seed_neighbor", f"seed:{seed[:16]}", round(float(s), 6), opts.seed_min_cosine,
+                                 round(margin(s, opts.seed_min_cosine), 6),
+                                 {"seed_item_id": seed, "rank": rank, "space": "image",
+                                  "decision_id": decisions[-1].decision_id, "decided_by": decisions[-1].decided_by})
+                    f = findings.get((item_id, cat))
+                    if f is None:
+                        sev = categories[cat].severity if cat in categories else SEED_SEVERITY
+                        findings[(item_id, cat)] = Finding(item_id, cat, sev, ph, [sig])
+                    else:
+                        f.signals.append(sig)
+    t = lap("seeds", t)
+
+    # --- statuses from decisions
+    item_dec, finding_dec = latest_by_target(conn)
+    statuses: dict[str, str] = {}
+    for (item_id, cat), f in findings.items():
+        f.cluster_id = cluster_of.get(item_id)
+        cands = [d for d in (item_dec.get(item_id), finding_dec.get(f.finding_id)) if d is not None]
+        if cands:
+            f.status = max(cands, key=lambda d: d.decision_id).status
+            statuses[f.finding_id] = f.status
+    prior = dict(conn.execute("SELECT finding_id, status FROM findings WHERE policy_hash=?", (ph,)).fetchall())
+
+    # --- write: one transaction
+    now = utc_now()
+    with store.transaction() as c:
+        store.upsert_findings_in(c, findings.values(), run_id=run_id, now=now)
+        store.set_statuses_in(c, statuses)
+        summary.deactivated = store.deactivate_others_in(c, ph, [f.finding_id for f in findings.values()])
+        store.replace_clusters_in(c, ph, [{k: v for k, v in r.items() if not k.startswith("_")} for r in cluster_rows])
+        c.executemany("INSERT OR REPLACE INTO flag_items VALUES (?,?,?,?,?)",
+                      [(ph, model_key, ctx.item_ids[i], run_id, int(bool(ctx.has_image[i]) or not pol.concepts))
+                       for i in range(len(ctx))])
+        c.execute("INSERT INTO flag_runs (run_id, policy_hash, policy_name, policy_version, policy_path, model_key, "
+                  "thresholds, at) VALUES (?,?,?,?,?,?,?,?)",
+                  (run_id, ph, pol.name, pol.version, str(pol.path) if pol.path else None, model_key,
+                   json.dumps(thresholds, default=float), now))
+    t = lap("write", t)
+
+    final = dict(conn.execute("SELECT finding_id, status FROM findings WHERE policy_hash=? AND active=1", (ph,)).fetchall())
+    summary.findings = len(findings)
+    summary.new_findings = sum(1 for f in findings.values() if f.finding_id not in prior and final.get(f.finding_id) == "new")
+    summary.by_category = dict(Counter(f.category for f in findings.values()))
+    summary.by_severity = dict(Counter(f.severity for f in findings.values()))
+    summary.by_status = dict(Counter(final.get(f.finding_id, f.status) for f in findings.values()))
+    summary.by_signal_kind = dict(Counter(s.kind for f in findings.values() for s in f.signals))
+    summary.clusters = sum(1 for c in cluster_rows if c["kind"] == "semantic")
+    summary.flagged_clusters = sum(1 for c in cluster_rows if c["flagged"])
+    summary.timings = timings
+    return summary
