@@ -244,7 +244,10 @@ def run_flag(audit: "Audit", policy: "str | os.PathLike | Policy | None" = None,
     pol = policy if isinstance(policy, Policy) else load_policy(policy)
     conn = audit.catalog.conn
     vs = VectorStore(conn)
-    identity = resolve_model(vs, model, audit.index_dir)
+    if not vs.models() and not model and not (pol.concepts or pol.negative_concepts):
+        identity = {"key": "", "dim": 0}  # a rules/hash-lists-only policy runs without embeddings
+    else:
+        identity = resolve_model(vs, model, audit.index_dir)
     model_key = identity["key"]
     dim = int(identity["dim"])
 
