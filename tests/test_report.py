@@ -382,3 +382,17 @@ def test_cli_json_and_usage(fx, tmp_path):
     assert run_cli("report", "--index", str(tmp_path / "nowhere")).returncode == 2
     h = run_cli("report", "--help")
     assert h.returncode == 0 and "--verify" in h.stdout and "--no-blur" in h.stdout
+
+
+def test_report_of_a_real_flag_run(tmp_path):
+    """The flag stage's own output (prompt rules only: no embeddings needed) reports as expected."""
+    f = build_fixture(tmp_path / "real", with_findings=False, remove_missing=False)
+    with audit.open(f.index) as a:
+        a.flag(f.policy_path, argv=["audit", "flag"])
+        s = a.report(tmp_path / "r", argv=["audit", "report"])
+    rows = _jsonl(Path(s.out_dir) / "findings.jsonl")
+    assert {r["category"] for r in rows} == {"triangles"} and len(rows) == 4
+    html = (Path(s.out_dir) / "index.html").read_text("utf-8")
+    assert html.count("<mark>triangle</mark>") == 4  # matched spans highlighted
+    m = json.loads((Path(s.out_dir) / "manifest.json").read_text("utf-8"))
+    assert m["flag_run"]["policy_name"] == "toy-report" and m["policy"]["content_hash"] == f.policy_hash

@@ -68,5 +68,5 @@ def report_command(
             f"the last report; {c['missing_items']} originals missing",
             markup=False,
         )
-        stderr.print(f"report: {summary.out_dir}/index.html", markup=False)
-        stderr.print(f"manifest sha256: {summary.manifest_sha256}", markup=False)
+        stderr.print(f"report: {summary.out_dir}/index.html", markup=False, soft_wrap=True)
+        stderr.print(f"manifest sha256: {summary.manifest_sha256}", markup=False, soft_wrap=True)

@@ -15,13 +15,13 @@ a{color:var(--accent);text-decoration:none}a:hover{text-decoration:underline}
 .bar{position:sticky;top:0;z-index:10;display:flex;gap:14px;align-items:center;padding:8px 18px;background:#111827;color:#e5e7eb;box-shadow:0 1px 0 #0003}
 .brand{display:flex;gap:8px;align-items:baseline;white-space:nowrap}.logo{font-weight:700;letter-spacing:.04em;text-transform:uppercase;font-size:12px;color:#fff}
 .idx{color:#9ca3af;max-width:200px;overflow:hidden;text-overflow:ellipsis}
-.filters{display:flex;gap:8px;align-items:center;flex:1;flex-wrap:wrap}
+.filters{display:flex;gap:8px;align-items:center;flex:1;flex-wrap:nowrap;min-width:0}
 .bar input,.bar select{background:#1f2937;color:#f3f4f6;border:1px solid #374151;border-radius:6px;padding:5px 8px;font:inherit}
 .bar input:focus,.bar select:focus{outline:2px solid #6b8cff;outline-offset:0}
-#q{width:200px}#shown{white-space:nowrap;font-size:12px;color:#9ca3af}.bar select{max-width:170px}
-.chips{display:flex;gap:4px}
+#q{width:200px;flex:0 1 200px;min-width:90px}#shown{white-space:nowrap;font-size:12px;color:#9ca3af}.bar select{max-width:170px}
+.chips{display:flex;gap:4px;flex-shrink:0}
 .chip{border:1px solid #374151;background:#1f2937;color:#9ca3af;border-radius:999px;padding:3px 10px;font:inherit;font-size:12px;cursor:pointer}
-.chip b{font-weight:600;margin-left:3px;color:#e5e7eb}
+.chip.zero{opacity:.45}.chip b{font-weight:600;margin-left:3px;color:#e5e7eb}
 .chip[aria-pressed=true].sev-critical{background:var(--crit);border-color:var(--crit);color:#fff}
 .chip[aria-pressed=true].sev-high{background:var(--high);border-color:var(--high);color:#fff}
 .chip[aria-pressed=true].sev-medium{background:var(--med);border-color:var(--med);color:#fff}
@@ -57,7 +57,7 @@ td{padding:4px 8px;border-bottom:1px solid #f0f2f5;vertical-align:top}
 .sev{display:inline-block;border-radius:4px;padding:0 6px;font-size:11px;font-weight:650;text-transform:uppercase;letter-spacing:.03em;line-height:18px}
 .sev-critical{color:var(--crit);background:var(--crit-bg)}.sev-high{color:var(--high);background:var(--high-bg)}
 .sev-medium{color:var(--med);background:var(--med-bg)}.sev-low{color:var(--low);background:var(--low-bg)}
-.nv{display:inline-block;border:1px solid #98a2b3;color:#344054;border-radius:4px;padding:0 5px;font-size:10.5px;font-weight:600;text-transform:uppercase;letter-spacing:.03em;line-height:16px}
+.nv{display:inline-block;white-space:nowrap;border:1px solid #98a2b3;color:#344054;border-radius:4px;padding:0 5px;font-size:10.5px;font-weight:600;text-transform:uppercase;letter-spacing:.03em;line-height:16px}
 .category{margin:0 0 22px}
 .category>h2{position:sticky;top:46px;z-index:5;background:var(--bg);margin:0;padding:8px 2px;font-size:15px;font-weight:650;display:flex;gap:8px;align-items:center;border-bottom:1px solid var(--line)}
 .category>h2 .desc{font-weight:400;font-size:12px;overflow:hidden;text-overflow:ellipsis;white-space:nowrap}

@@ -127,9 +127,9 @@ def render(data: ReportData, meta: dict[str, Any], *, blur: bool = True, graysca
 
 def _header(data: ReportData) -> str:
     sev_buttons = "".join(
-        f'<button type="button" class="chip sev-{s}" data-sev="{s}" aria-pressed="true" title="Show {s} findings">'
-        f'{s} <b>{sum(1 for f in data.findings if f.severity == s)}</b></button>'
-        for s in SEVERITY_ORDER
+        f'<button type="button" class="chip sev-{s}{"" if n else " zero"}" data-sev="{s}" aria-pressed="true" '
+        f'title="Show {s} findings">{s} <b>{n}</b></button>'
+        for s, n in ((s, sum(1 for f in data.findings if f.severity == s)) for s in SEVERITY_ORDER)
     )  # fmt: skip
     cats = sorted({f.category for f in data.findings}, key=lambda c: (SEVERITY_ORDER.get(data.categories[c]["severity"], 9), c))
     cat_opts = "".join(f'<option value="{esc(c)}">{esc(c)}</option>' for c in cats)
@@ -275,13 +275,18 @@ def _spans(signals: list[dict], field: str, text: str) -> list[tuple[int, int]]:
     out = []
     for s in signals:
         d = s.get("detail") if isinstance(s, dict) else None
-        if not isinstance(d, dict) or d.get("field", "prompt") != field:
+        if not isinstance(d, dict):
             continue
-        span = d.get("span")
-        if isinstance(span, (list, tuple)) and len(span) == 2 and all(isinstance(x, int) for x in span):
-            a, b = span
-            if 0 <= a < b <= len(text):
-                out.append((a, b))
+        # the flag stage writes {"matches": [{"field", "span", "text"}, ...]}; a bare span is accepted too
+        matches = d.get("matches") if isinstance(d.get("matches"), list) else [d]
+        for m in matches:
+            if not isinstance(m, dict) or m.get("field", "prompt") != field:
+                continue
+            span = m.get("span")
+            if isinstance(span, (list, tuple)) and len(span) == 2 and all(isinstance(x, int) for x in span):
+                a, b = span
+                if 0 <= a < b <= len(text):
+                    out.append((a, b))
     out.sort()
     merged: list[tuple[int, int]] = []
     for a, b in out:
@@ -317,6 +322,19 @@ def _detail(d: Any) -> str:
     for k, v in d.items():
         if k == "span":
             continue
+        if k == "matches" and isinstance(v, list):
+            for m in v[:5]:
+                if isinstance(m, dict):
+                    where = m.get("field", "")
+                    if isinstance(m.get("span"), (list, tuple)) and len(m["span"]) == 2:
+                        where += f" {m['span'][0]}–{m['span'][1]}"
+                    bits.append(f'<span class="kv"><i>match</i> “{esc(_short(str(m.get("text", "")), 120))}” '
+                                f'<span class="muted">{esc(where)}</span></span>')
+            if len(v) > 5:
+                bits.append(f'<span class="kv muted">+{len(v) - 5} more</span>')
+            continue
+        if k == "text" and isinstance(d.get("matches"), list):
+            continue  # the first match's text, already shown
         val = v if isinstance(v, str) else json.dumps(v, default=str, ensure_ascii=False)
         bits.append(f'<span class="kv"><i>{esc(k)}</i> {esc(_short(val, 160))}</span>')
     return "".join(bits)

@@ -139,8 +139,8 @@ def build_fixture(root: Path, *, with_findings: bool = True, remove_missing: boo
 
             def rule(prompt: str) -> Signal:
                 i = prompt.find("triangle")
-                return Signal("prompt_rule", "rule:triangle-words", 1.0, 1.0, 0.0,
-                              {"field": "prompt", "span": [i, i + 8], "matched_text": "triangle"})  # fmt: skip
+                match = {"field": "prompt", "span": [i, i + 8], "text": "triangle", "pattern": "triangle"}
+                return Signal("prompt_rule", "rule:triangle-words", 1.0, 1.0, 0.0, {"matches": [match], "text": "triangle"})
 
             def concept(score: float) -> Signal:
                 return Signal("concept", "concept:red", score, 0.24, round(score - 0.24, 4), {"space": "image"})
