@@ -34,8 +34,6 @@ def flag_command(
     """
     import audit
 
-    if not quiet:
-        stderr.print(f"flagging {index} with {policy or 'the default policy'} …")
     summary = audit.open(index).flag(
         str(policy) if policy else None, model=model, checkpoint=str(checkpoint) if checkpoint else None,
         device=device, full=full, wait=wait, n_clusters=clusters, cluster_share=cluster_share,
