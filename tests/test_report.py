@@ -396,3 +396,13 @@ def test_report_of_a_real_flag_run(tmp_path):
     assert html.count("<mark>triangle</mark>") == 4  # matched spans highlighted
     m = json.loads((Path(s.out_dir) / "manifest.json").read_text("utf-8"))
     assert m["flag_run"]["policy_name"] == "toy-report" and m["policy"]["content_hash"] == f.policy_hash
+
+
+def test_html_limit_keeps_every_finding_in_the_data_files(fx, tmp_path):
+    s = _report(fx, tmp_path / "r", html_limit=3)
+    html = (Path(s.out_dir) / "index.html").read_text("utf-8")
+    assert html.count("<article ") == 3 and "first 3 of 9 findings" in html
+    assert len(_jsonl(Path(s.out_dir) / "findings.jsonl")) == 9
+    shown = set(re.findall(r'<article [^>]*data-item-id="([0-9a-f]+)"', html))
+    m = json.loads((Path(s.out_dir) / "manifest.json").read_text())
+    assert len(m["items"]) == 8 and html.count("<img") <= len(shown)

@@ -20,6 +20,7 @@ def report_command(
     policy: Optional[Path] = typer.Option(None, "--policy", "-p", help="Report the findings of this policy file (default: the policy of the latest `audit flag`)."),
     blur: bool = typer.Option(True, "--blur/--no-blur", help="--no-blur: a click reveals the clear thumbnail instead of a lightly blurred one. Thumbnails always start heavily blurred."),
     grayscale: bool = typer.Option(False, "--grayscale", help="Grayscale thumbnails."),
+    html_limit: Optional[int] = typer.Option(None, "--html-limit", min=0, help="Findings shown on the page, most severe first (default 5000); the data files always hold all."),
     force: bool = typer.Option(False, "--force", help="Replace an earlier report in an existing --out folder."),
     verify: Optional[Path] = typer.Option(None, "--verify", help="Check the report folder DIR against its manifest.json and exit: 0 intact, 1 changed, 2 not a report."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
@@ -54,7 +55,7 @@ def report_command(
 
     with progress_bar("report", quiet=quiet) as progress:
         summary = audit.open(index).report(out, formats, policy=policy, blur=blur, grayscale=grayscale, force=force,
-                                           progress=progress)  # fmt: skip
+                                           html_limit=html_limit, progress=progress)  # fmt: skip
     data = summary.to_dict()
     if json_out:
         emit_json({"command": "report", "index": str(index), **data})

@@ -122,13 +122,14 @@ def resolve_out(out: str | os.PathLike | None, index_name: str, *, force: bool, 
 
 def build_report(audit, out: str | os.PathLike | None = None, formats: str | Sequence[str] | None = None, *,
                  policy: str | os.PathLike | None = None, blur: bool = True, grayscale: bool = False,
-                 force: bool = False, argv: Sequence[str] | None = None, progress=None) -> ReportSummary:  # fmt: skip
+                 force: bool = False, html_limit: int | None = None, argv: Sequence[str] | None = None,
+                 progress=None) -> ReportSummary:  # fmt: skip
     from audit import __version__
     from audit.api import _user
     from audit.report.base import writers
     from audit.report.data import gather
     from audit.report.files import make_private_dir
-    from audit.report.html import HtmlWriter
+    from audit.report.html import MAX_HTML_FINDINGS, HtmlWriter
     from audit.report.manifest import write_manifest
     from audit.report.thumbs import check_and_thumbnail
     from audit.timeutil import utc_now
@@ -141,7 +142,10 @@ def build_report(audit, out: str | os.PathLike | None = None, formats: str | Seq
     data = gather(audit, policy_path=policy)
     if progress:
         progress("total", len(data.items))
-    check_and_thumbnail(data, blur=blur, grayscale=grayscale, thumbnails="html" in fmts, progress=progress)
+    limit = MAX_HTML_FINDINGS if html_limit is None else max(0, int(html_limit))
+    shown = {f.item_id for f in data.findings[:limit]}
+    check_and_thumbnail(data, blur=blur, grayscale=grayscale, thumbnails="html" in fmts, thumb_items=shown,
+                        progress=progress)  # fmt: skip
 
     run_id = _begin(audit, argv)
     status = "failed"
@@ -153,7 +157,7 @@ def build_report(audit, out: str | os.PathLike | None = None, formats: str | Seq
             "command_line": list(argv if argv is not None else sys.argv),
             "started": started, "generated_at": started, "user": _user(), "host": socket.gethostname(),
             "cwd": os.getcwd(),
-            "options": {"formats": list(fmts), "blur": blur, "grayscale": grayscale,
+            "options": {"formats": list(fmts), "blur": blur, "grayscale": grayscale, "html_limit": limit,
                         "policy": str(policy) if policy is not None else None, "force": force},
         }  # fmt: skip
         make_private_dir(target.parent)
@@ -163,7 +167,7 @@ def build_report(audit, out: str | os.PathLike | None = None, formats: str | Seq
             files: list[Path] = []
             registry = writers()
             for name in fmts:
-                writer = HtmlWriter(blur=blur, grayscale=grayscale) if name == "html" else registry[name]
+                writer = HtmlWriter(blur=blur, grayscale=grayscale, limit=limit) if name == "html" else registry[name]
                 if name == "html":
                     files += writer.write(data, staging, meta=meta)
                 else:

@@ -216,8 +216,19 @@ def gather(audit, *, policy_path: str | Path | None = None) -> ReportData:
     from audit.findings.store import FindingsStore
 
     conn: sqlite3.Connection = audit.catalog.conn
-    catalog_version = audit.catalog.version()
     store = FindingsStore(conn)  # creates the (empty) tables when the flag stage never ran
+    own = not conn.in_transaction
+    if own:  # one read snapshot (WAL): a flag run committing meanwhile is seen whole or not at all
+        conn.execute("BEGIN")
+    try:
+        return _gather(audit, conn, store, policy_path)
+    finally:
+        if own:
+            conn.execute("COMMIT")
+
+
+def _gather(audit, conn: sqlite3.Connection, store, policy_path) -> ReportData:
+    catalog_version = audit.catalog.version()
     policy, policy_hash, run, notes = resolve_policy(conn, policy_path)
     prev = previous_report(conn)
 

@@ -31,6 +31,7 @@ from audit.report.data import SEVERITY_ORDER, FindingRow, Item, ReportData
 from audit.report.files import write_private
 
 DISPLAY_PROMPT_CHARS = 2_000
+MAX_HTML_FINDINGS = 5_000  # a page a browser opens quickly; every finding is in findings.jsonl
 DISPLAY_VALUE_CHARS = 300
 _CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
@@ -87,18 +88,21 @@ def _data_uri(mime: str, raw: bytes) -> str:
 class HtmlWriter:
     name = "html"
 
-    def __init__(self, *, blur: bool = True, grayscale: bool = False):
+    def __init__(self, *, blur: bool = True, grayscale: bool = False, limit: int = MAX_HTML_FINDINGS):
         self.blur = blur
         self.grayscale = grayscale
+        self.limit = limit
 
     def write(self, data: ReportData, out_dir: Path, *, meta: dict[str, Any] | None = None) -> list[Path]:
-        return [write_private(out_dir / "index.html", render(data, meta or {}, blur=self.blur, grayscale=self.grayscale))]
+        page = render(data, meta or {}, blur=self.blur, grayscale=self.grayscale, limit=self.limit)
+        return [write_private(out_dir / "index.html", page)]
 
 
 # ----------------------------------------------------------------------------- page
 
 
-def render(data: ReportData, meta: dict[str, Any], *, blur: bool = True, grayscale: bool = False) -> str:
+def render(data: ReportData, meta: dict[str, Any], *, blur: bool = True, grayscale: bool = False,
+           limit: int = MAX_HTML_FINDINGS) -> str:
     nonce = secrets.token_urlsafe(18)
     csp = (f"default-src 'none'; img-src data:; style-src 'nonce-{nonce}'; script-src 'nonce-{nonce}'; "
            "base-uri 'none'; form-action 'none'; object-src 'none'")  # fmt: skip
@@ -116,7 +120,7 @@ def render(data: ReportData, meta: dict[str, Any], *, blur: bool = True, graysca
         _header(data),
         '<main id="main">',
         _summary(data, meta, blur=blur, grayscale=grayscale),
-        _findings(data),
+        _findings(data, limit),
         "</main>",
         _help(),
         f'<script nonce="{nonce}">{JS}</script>',
@@ -228,13 +232,17 @@ def _summary(data: ReportData, meta: dict[str, Any], *, blur: bool, grayscale: b
     )  # fmt: skip
 
 
-def _findings(data: ReportData) -> str:
+def _findings(data: ReportData, limit: int = MAX_HTML_FINDINGS) -> str:
     if not data.findings:
         return ""
     clusters = {c["cluster_id"]: c for c in data.clusters}
     out = []
+    if len(data.findings) > limit:
+        out.append(f'<div class="notice warn" role="note">This page shows the first {limit:,} of {len(data.findings):,} '
+                   "findings, most severe first; every finding is in findings.jsonl, .parquet and .csv "
+                   "(audit report --html-limit N shows more).</div>")  # fmt: skip
     by_cat: dict[str, list[FindingRow]] = {}
-    for f in data.findings:
+    for f in data.findings[:limit]:
         by_cat.setdefault(f.category, []).append(f)
     for cat, fs in sorted(by_cat.items(), key=lambda kv: (SEVERITY_ORDER.get(data.categories[kv[0]]["severity"], 9), kv[0])):
         info = data.categories[cat]
@@ -433,8 +441,8 @@ def _card(data: ReportData, f: FindingRow) -> str:
         + (f'<dt>Resources</dt><dd>{"".join(res)}</dd>' if res else "")
         + f'<dt>File</dt><dd>{esc(dims)}</dd>'
         f'<dt>SHA-256</dt><dd class="mono sel">{esc(f.item_id)}</dd>'
-        f'<dt>MD5</dt><dd class="mono sel">{esc(facts.get("md5") or "—")}</dd>'
-        f'<dt>PDQ</dt><dd class="mono sel">{esc(facts.get("pdq") or "—")}</dd>'
+        f'<dt>MD5 · PDQ</dt><dd class="mono"><span class="sel">{esc(facts.get("md5") or "—")}</span>'
+        f' <span class="muted">·</span> <span class="sel">{esc(facts.get("pdq") or "—")}</span></dd>'
         f'<dt>Locations</dt><dd><ul class="locs">{locs or "<li class=muted>none recorded</li>"}</ul>{err}</dd>'
         "</dl></div>"
         '<div class="decide" role="group" aria-label="Decision">'

@@ -32,11 +32,14 @@ MAX_PIXELS = 64_000_000
 
 
 def check_and_thumbnail(data: ReportData, *, blur: bool = True, grayscale: bool = False, thumbnails: bool = True,
-                        reader: Callable[[str], bytes] | None = None, progress=None) -> None:  # fmt: skip
+                        thumb_items: set[str] | None = None, reader: Callable[[str], bytes] | None = None,
+                        progress=None) -> None:  # fmt: skip
+    """Check every item's original; thumbnail the viewable ones (only ``thumb_items`` if given)."""
     if reader is None:
         from audit.embed.reader import read_uri as reader
     for item in data.items.values():
-        _check(item, reader, blur=blur, grayscale=grayscale, thumbnails=thumbnails)
+        want = thumbnails and (thumb_items is None or item.item_id in thumb_items)
+        _check(item, reader, blur=blur, grayscale=grayscale, thumbnails=want)
         if progress:
             progress("done", 1)
 
