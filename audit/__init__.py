@@ -37,3 +37,8 @@ def load_policy(path=None):
     from audit.policy import load_policy as _load
 
     return _load(path)
+
+
+def scan(sources, index_dir, **options):
+    """Run every stage on ``sources`` into ``index_dir``; returns a ``ScanSummary``."""
+    return open(index_dir, create=True).scan(sources, **options)

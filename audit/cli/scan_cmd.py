@@ -1,0 +1,68 @@
+"""``audit scan SOURCE... --index DIR [--policy FILE] [--report] [--fail-on SEVERITY] [--json]``"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from audit.cli.app import app
+from audit.cli.output import emit_json, progress_bar, stderr
+
+
+@app.command("scan")
+def scan_command(
+    sources: List[str] = typer.Argument(..., help="What to crawl: folders, files, manifests, archives or fsspec URLs (as for `audit crawl`)."),
+    index: Path = typer.Option(..., "--index", "-i", help="Index directory (created if missing)."),
+    policy: Optional[Path] = typer.Option(None, "--policy", "-p", help="Policy file (TOML); default: the packaged default policy."),
+    model: str = typer.Option("ViT-B-32", "--model", "-m", help="open_clip model name, or toy-shapes (the shipped toy-world CLIP)."),
+    pretrained: str = typer.Option("laion2b_s34b_b79k", "--pretrained", help="open_clip pretrained tag; 'none' for random weights (benchmarks only)."),
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Local weights (.safetensors, or weights-only .pt/.bin) for air-gapped sites."),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda[:N]."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b", min=1, help="Images per embedding batch."),
+    workers: Optional[int] = typer.Option(None, "--workers", min=0, help="Worker processes for crawling and embedding (default: one per core)."),
+    report: bool = typer.Option(False, "--report", help="Write an evidence report after flagging."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Report folder (default: reports/<index name>/<UTC timestamp>/ under the current directory)."),
+    fail_on: Optional[str] = typer.Option(None, "--fail-on", help="Exit 1 when a NEW finding is at or above this severity: critical, high, medium or low."),
+    wait: bool = typer.Option(False, "--wait", help="Wait for another run holding the index instead of exiting with code 3."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output (problems are still reported on stderr)."),
+    json_out: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout: counts per stage, new findings, errors, durations, report path."),
+) -> None:
+    """Run every stage in order: crawl, embed, index, flag, and report with --report.
+
+    Made for cron and systemd timers: incremental (a scan with nothing new does almost no
+    work), one run per index at a time (a second exits with code 3, or waits with --wait),
+    exit code 1 when new findings reach --fail-on, 130 when interrupted (SIGINT/SIGTERM;
+    what was committed is kept and the next scan finishes the work).
+    """
+    import audit
+    from audit.errors import ExitCode
+
+    tag = None if pretrained.strip().lower() in ("", "none", "random") else pretrained
+    summary = audit.open(index, create=True).scan(
+        sources, policy=policy, model=model, pretrained=tag, checkpoint=str(checkpoint) if checkpoint else None,
+        device=device, batch_size=batch_size, workers=workers, report=report, out=out, fail_on=fail_on, wait=wait,
+        progress=lambda stage: progress_bar(stage, quiet=quiet),
+    )  # fmt: skip
+    data = summary.to_dict()
+    if json_out:
+        emit_json(data)
+    crawl, embed, flag = data["stages"]["crawl"], data["stages"]["embed"], data["stages"]["flag"]
+    if not quiet:
+        stderr.print(
+            f"crawl: {crawl['read']:,} read, {crawl['unchanged']:,} unchanged, {crawl['errors']:,} errors · "
+            f"embed: {embed.get('images_embedded', 0):,} images, {embed.get('prompts_embedded', 0):,} prompts · "
+            f"flag: {flag.get('findings', 0):,} findings, [bold]{len(summary.new_findings):,} new[/]"
+        )
+        for (cat, n) in sorted(summary.new_by_category.items()):
+            stderr.print(f"  new: {n:>5,} × {cat}")
+        if summary.report:
+            stderr.print(f"report: {summary.report}")
+    # Skips are reported even with --quiet: a cron mail should say what was not audited.
+    for stage_name, errs in data["errors"].items():
+        for reason, n in list(errs["reasons"].items())[:10]:
+            print(f"audit: {stage_name}: skipped {n} × {reason}", file=sys.stderr)
+    if summary.exit_code == ExitCode.FINDINGS:
+        raise typer.Exit(int(ExitCode.FINDINGS))
