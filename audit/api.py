@@ -79,6 +79,19 @@ class Audit:
                     run_id, status=status, summary=summary.to_dict() if summary else {}, now=utc_now()
                 )
 
+    def scan(self, sources, *, policy=None, model: str = "ViT-B-32", pretrained: str | None = "laion2b_s34b_b79k",
+             checkpoint=None, device: str = "cpu", batch_size: int | None = None, workers: int | None = None,
+             report: bool = False, out=None, fail_on: str | None = None, wait: bool = False, progress=None,
+             argv: Sequence[str] | None = None):  # fmt: skip
+        """crawl -> embed -> index -> flag (-> report) under one hold of the index lock;
+        returns a ``ScanSummary`` whose ``exit_code`` is 1 when a new finding is at or above
+        ``fail_on``. ``progress``: a function stage -> context manager yielding a callback."""
+        from audit.scan import run_scan
+
+        return run_scan(self, sources, policy=policy, model=model, pretrained=pretrained, checkpoint=checkpoint,
+                        device=device, batch_size=batch_size, workers=workers, report=report, out=out,
+                        fail_on=fail_on, wait=wait, progress=progress, argv=argv)  # fmt: skip
+
     def _begin_run(self, command: str, argv: Sequence[str] | None) -> int:
         return self.catalog.begin_run(
             command,
