@@ -28,14 +28,11 @@ def report_command(
 ) -> None:
     """Write an evidence report of the current findings.
 
-    index.html is one self-contained page (no network, strict Content-Security-Policy):
-    summary, findings by category and cluster with their signals, prompts, hashes and
-    locations; small thumbnails blurred server-side and revealed one at a time by a click;
-    no image at all for no_view categories; decisions downloadable for `audit review
-    --import`. findings.jsonl/.parquet/.csv and clusters.jsonl hold the same records;
-    manifest.json is the chain of custody (hashes of every item and of every report file).
-    An existing non-empty --out folder is refused (exit 2) unless --force and it holds an
-    earlier report.
+    index.html: one self-contained page (no network, strict Content-Security-Policy) with the summary, then findings by category and cluster: signals, prompts, hashes, locations. Thumbnails are small, blurred in their pixels and revealed one at a time by a click; no_view categories get no image at all. Decisions made on the page download as JSON for `audit review --import`.
+
+    findings.jsonl / .parquet / .csv and clusters.jsonl hold the same records; manifest.json is the chain of custody (hashes of every item and of every report file; check it with --verify).
+
+    An existing non-empty --out folder is refused (exit 2) unless --force and it holds an earlier report.
     """
     from audit.errors import UsageError
 

@@ -4,6 +4,8 @@ The three hold the same records (``base.finding_record``): design.md's fields, t
 evidence fields. Parquet keeps ``signals`` as a list of structs whose ``detail`` is a JSON
 string (details differ by signal kind); CSV holds every nested field as a JSON string.
 Prompts are complete here (HTML truncates them for display). None holds image bytes.
+CSV cells that a spreadsheet would run as a formula (leading = + - @) get a leading ``'``;
+findings.jsonl is the verbatim record.
 """
 
 from __future__ import annotations
