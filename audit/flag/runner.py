@@ -579,3 +579,45 @@ def _run(audit, conn, pol, vs, model_key, dim, factory, opts: FlagOptions, run_i
     summary.flagged_clusters = sum(1 for c in cluster_rows if c["flagged"])
     summary.timings = timings
     return summary
+
+
+def concept_scores(audit: "Audit", policy: "str | os.PathLike | Policy | None" = None, *, model: str | None = None,
+                   checkpoint: str | os.PathLike | None = None, device: str = "cpu", embedder=None):
+    """Every item's cosine to every concept of ``policy``, image and prompt, with the
+    thresholds a flag run would use now: a polars frame (item_id, concept, image_score,
+    prompt_score, image_threshold, prompt_threshold). For notebooks and threshold tuning."""
+    import polars as pl
+
+    from audit.catalog.vectors import VectorStore
+    from audit.flag.concepts import ConceptDetector
+    from audit.index.search import Searcher, resolve_model
+    from audit.policy import Policy, load_policy
+
+    pol = policy if isinstance(policy, Policy) else load_policy(policy)
+    conn = audit.catalog.conn
+    vs = VectorStore(conn)
+    identity = resolve_model(vs, model, audit.index_dir)
+    FindingsStore(conn)
+    items = _load_items(conn)
+    ids = items["item_id"]
+    dim = int(identity["dim"])
+    image, has = _image_matrix(vs, identity["key"], ids, dim)
+    prompts, has_prompt = _prompt_matrix(vs, identity["key"], items["prompt"], dim)
+    prev = conn.execute("SELECT thresholds FROM flag_runs WHERE policy_hash=? AND model_key=? ORDER BY run_id DESC "
+                        "LIMIT 1", (pol.content_hash, identity["key"])).fetchone()
+    ctx = FlagContext(
+        policy=pol, item_ids=ids, prompts=items["prompt"], negative_prompts=items["negative_prompt"], md5=items["md5"],
+        pdq=items["pdq"], pdq_quality=items["pdq_quality"], image_vectors=image, has_image=has,
+        prompt_vectors=prompts, has_prompt=has_prompt, model_key=identity["key"],
+        embedder_factory=lambda: embedder or Searcher(audit.index_dir, conn).embedder(
+            identity, checkpoint=str(checkpoint) if checkpoint else None, device=device),
+        previous_thresholds=json.loads(prev[0]) if prev and prev[0] else {},
+    )
+    det = ConceptDetector()
+    img, txt = det.scores(ctx, "image"), det.scores(ctx, "prompt")
+    frames = [pl.DataFrame({"item_id": ids, "concept": [c.id] * len(ids), "image_score": img[c.id],
+                            "prompt_score": txt[c.id],
+                            "image_threshold": [det.threshold(c.id, "image")] * len(ids),
+                            "prompt_threshold": [det.threshold(c.id, "prompt")] * len(ids)})
+              for c in pol.concepts]
+    return pl.concat(frames) if frames else pl.DataFrame()
