@@ -16,8 +16,10 @@ For each concept of the policy:
 * "special care" (as in the Stable Diffusion safety checker): when a ``special_care`` concept
   fires for an item, every other concept's thresholds for that item drop by the policy's
   ``special_care_adjustment``;
-* negative concepts: when one fires (image or prompt), the signals of the concepts it
-  ``suppresses`` (every concept when the list is empty) are cancelled for that item.
+* negative concepts: when one fires (image or prompt) and the item resembles it more than a
+  concept it ``suppresses`` (every concept when the list is empty), that concept's signals
+  are cancelled for the item (an orange triangle is not a red triangle; a red triangle that
+  also looks a little orange stays one).
 """
 
 from __future__ import annotations
@@ -200,9 +202,14 @@ class ConceptDetector:
                 s[~has] = -2.0
                 t = self.threshold(key, space)
                 for row in np.flatnonzero(s >= t):
+                    # it cancels the concepts the item resembles less than it resembles the negative one
+                    beaten = sorted(cid for cid in targets if cid in scores[space]
+                                    and not np.nan_to_num(scores[space][cid][row], nan=-2.0) > s[row])
+                    if not beaten:
+                        continue
                     det.suppress(row, Signal("negative", f"negative_concept:{neg.id}/{space}", round(float(s[row]), 6),
                                              round(t, 6), round(margin(s[row], t), 6),
-                                             {"space": space, "suppresses": sorted(targets)}),
-                                 concepts=targets)
+                                             {"space": space, "suppresses": beaten}),
+                                 concepts=set(beaten))
         det.stats = {"special_care_rows": int(special.sum())}
         return det

@@ -386,8 +386,10 @@ def _run(audit, conn, pol, vs, model_key, dim, factory, opts: FlagOptions, run_i
         km = kmeans(vecs, opts.n_clusters or choose_k(len(vec_rows)), seed=opts.kmeans_seed, normalized=True)
         t = lap("kmeans", t)
         prompts = items["prompt"]
+        order = np.argsort(km.assign, kind="stable")  # members of every cluster in one pass, O(n log n)
+        bounds = np.searchsorted(km.assign[order], np.arange(km.k + 1))
         for c in range(km.k):
-            members_local = np.flatnonzero(km.assign == c)
+            members_local = np.sort(order[bounds[c]:bounds[c + 1]])
             if len(members_local) == 0:
                 continue
             cid = f"{ph[:12]}:semantic:{c}"
@@ -434,9 +436,11 @@ def _run(audit, conn, pol, vs, model_key, dim, factory, opts: FlagOptions, run_i
         if concept_det.vectors is not None:
             item_scores = {cid: vecs @ v for cid, v in concept_det.vectors.image.items()}
             for neg in pol.negative_concepts:  # members a negative concept cancels are not pulled in
-                fires = (vecs @ concept_det.vectors.negative[neg.id]) >= concept_det.threshold(f"negative:{neg.id}", "image")
+                neg_score = vecs @ concept_det.vectors.negative[neg.id]
+                fires = neg_score >= concept_det.threshold(f"negative:{neg.id}", "image")
                 for cid in (neg.suppresses or [c.id for c in pol.concepts]):
-                    negated[cid] = negated.get(cid, np.zeros(len(vecs), bool)) | fires
+                    if cid in item_scores:
+                        negated[cid] = negated.get(cid, np.zeros(len(vecs), bool)) | (fires & (item_scores[cid] <= neg_score))
         for cl in cluster_rows:
             for cat, why in cl["_reasons"].items():
                 if cat not in categories:
