@@ -88,7 +88,7 @@ td{padding:4px 8px;border-bottom:1px solid #f0f2f5;vertical-align:top}
 .det .kv{display:inline-block;margin-right:10px;overflow-wrap:anywhere}.det i{color:var(--muted);font-style:normal}
 .meta{display:grid;grid-template-columns:78px minmax(0,1fr);gap:2px 10px;margin:0;font-size:12.5px}
 .meta dt{color:var(--muted);font-size:11.5px;padding-top:1px}.meta dd{margin:0;overflow-wrap:anywhere}
-.prompt{white-space:pre-wrap;background:#f8f9fb;border-radius:4px;padding:2px 6px}.prompt.neg{color:#475467}
+.prompt{white-space:pre-wrap;background:#f8f9fb;border-radius:4px;padding:2px 6px;max-height:10em;overflow:auto}.prompt.neg{color:#475467}
 mark{background:#ffe08a;color:inherit;border-radius:2px;padding:0 1px}
 .trunc{display:block;color:var(--muted);font-style:italic;margin-top:2px}
 .res{display:inline-block;background:#f2f4f7;border-radius:4px;padding:0 6px;margin:0 4px 2px 0}
