@@ -64,8 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     _state["traceback"] = "--traceback" in args
     try:
-        app(args=args, prog_name="audit", standalone_mode=False)
-        code = 0
+        # Outside standalone mode click returns the code of a `typer.Exit(code)`.
+        returned = app(args=args, prog_name="audit", standalone_mode=False)
+        code = returned if isinstance(returned, int) else 0
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 0
     except AuditError as exc:
