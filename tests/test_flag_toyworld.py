@@ -203,8 +203,11 @@ def test_combination_fires_only_when_image_concept_and_prompt_rule_hold(toy, fla
     image_hit = {f["item_id"] for f in _findings(a, "red-triangles")
                  if any(s["name"] == "concept:red-triangle/image" for s in f["signals"])}
     says_triangle = {i for i, p in prompts.items() if "triangle" in p.lower()}
-    combined = {f["item_id"]: f for f in _findings(a, "red-triangle-prompted")}
+    found = _findings(a, "red-triangle-prompted")
+    combined = {f["item_id"]: f for f in found if "combination" in _kinds(f)}
     assert set(combined) == image_hit & says_triangle
+    # the rest of the category are review candidates pulled in by their cluster, marked so
+    assert all(_kinds(f) == {"cluster"} for f in found if f["item_id"] not in combined)
     assert image_hit - says_triangle and says_triangle - image_hit  # both "only one holds" cases exist
     for f in combined.values():
         names = {s["name"] for s in f["signals"]}
