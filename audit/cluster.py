@@ -12,11 +12,12 @@ Nothing here is O(n²) in Python; the costs, with n items, d dimensions, k clust
   O(n log n), plus O(n²/2¹⁷) candidate pairs for uniform hashes; each candidate is verified
   by XOR + popcount. Larger radii use FAISS ``IndexBinaryFlat.range_search``: exhaustive,
   O(n²) popcounts in SIMD C++ — fine for tens of thousands of hashes, not millions.
-* ``cosine_pairs``: FAISS range search on inner product. Exact (``IndexFlatIP``, O(n² · d) in
-  BLAS) below ``exact_below`` vectors; above, an IVF index whose coarse quantizer is the given
-  (k-means) centroids, searched with ``nprobe`` cells: O(n · k · d) to assign plus
-  O(n · nprobe · (n/k) · d) to search. Near duplicates land in the same cell almost always;
-  the approximate mode can miss a pair that straddles cells.
+* ``cosine_pairs``: exact FAISS range search (``IndexFlatIP``, O(n² · d)) below ``exact_below``
+  vectors; above, the cells of the (k-means) centroids: each vector is assigned to its
+  ``nprobe`` nearest centroids, O(n · k · d), and each cell compares its home vectors with every
+  vector assigned to it as blocked BLAS matrix products, O(n · nprobe · (n/k) · d). A
+  near-duplicate pair is missed only when neither vector's home cell is among the other's
+  ``nprobe`` nearest cells (rare: near duplicates sit next to each other).
 * ``connected_components``: scipy.sparse.csgraph over the verified pairs: O(n + pairs).
 """
 
@@ -174,44 +175,74 @@ def pdq_pairs(hashes: np.ndarray, max_distance: int = 15, valid: np.ndarray | No
 
 
 def cosine_pairs(vectors: np.ndarray, min_cosine: float, *, exact_below: int = 20_000,
-                 centroids: np.ndarray | None = None, nprobe: int = 4, normalized: bool = False
-                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                 centroids: np.ndarray | None = None, nprobe: int = 2, normalized: bool = False,
+                 block: int = 2048) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Pairs (i < j) with cosine ≥ ``min_cosine``, and their cosines.
 
-    Exact below ``exact_below`` vectors; above, IVF over ``centroids`` (k-means centroids;
-    computed when not given) probing ``nprobe`` cells.
+    Exact (FAISS ``IndexFlatIP`` range search) below ``exact_below`` vectors. Above, cells of
+    the given (k-means) ``centroids`` (computed when not given): every vector is assigned to
+    its ``nprobe`` nearest centroids (the first is its home cell), and each cell compares its
+    home vectors with every vector assigned to it, as blocked matrix products (BLAS), so a
+    near-duplicate pair is found when one lies in the other's home cell or among its
+    ``nprobe`` nearest cells. Cost O(n·k·d) + O(n·nprobe·(n/k)·d) for balanced cells.
     """
     import faiss
 
     x = np.ascontiguousarray(vectors, dtype=np.float32) if normalized else _unit(vectors)
     n, d = x.shape if x.ndim == 2 else (0, 0)
+    empty = (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32))
     if n < 2:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32)
+        return empty
+    out_i, out_j, out_s = [], [], []
     if n < exact_below:
         index = faiss.IndexFlatIP(d)
         index.add(x)
-    else:
-        if centroids is None:
-            centroids = kmeans(x, choose_k(n), niter=10, normalized=True).centroids
-        quantizer = faiss.IndexFlatIP(d)
-        quantizer.add(np.ascontiguousarray(centroids, dtype=np.float32))
-        index = faiss.IndexIVFFlat(quantizer, d, len(centroids), faiss.METRIC_INNER_PRODUCT)
-        index.is_trained = True
-        index.add(x)
-        index.nprobe = int(max(1, min(nprobe, len(centroids))))
-    out_i, out_j, out_s = [], [], []
-    radius = float(np.nextafter(np.float32(min_cosine), np.float32(-2)))  # faiss IP range: score > radius
-    step = 65536
-    for start in range(0, n, step):
-        q = x[start:start + step]
-        lims, scores, ids = index.range_search(q, radius)
-        rows = np.repeat(np.arange(start, start + len(q)), np.diff(lims).astype(np.int64))
-        ids = ids.astype(np.int64)
-        keep = (rows < ids) & (scores >= min_cosine)
-        out_i.append(rows[keep])
-        out_j.append(ids[keep])
-        out_s.append(scores[keep])
-    return np.concatenate(out_i), np.concatenate(out_j), np.concatenate(out_s)
+        radius = float(np.nextafter(np.float32(min_cosine), np.float32(-2)))  # faiss IP range: score > radius
+        for start in range(0, n, 65536):
+            q = x[start:start + 65536]
+            lims, scores, ids = index.range_search(q, radius)
+            rows = np.repeat(np.arange(start, start + len(q)), np.diff(lims).astype(np.int64))
+            ids = ids.astype(np.int64)
+            keep = (rows < ids) & (scores >= min_cosine)
+            out_i.append(rows[keep])
+            out_j.append(ids[keep])
+            out_s.append(scores[keep])
+        return np.concatenate(out_i), np.concatenate(out_j), np.concatenate(out_s)
+    if centroids is None:
+        centroids = kmeans(x, choose_k(n), niter=10, normalized=True).centroids
+    centroids = np.ascontiguousarray(centroids, dtype=np.float32)
+    k = len(centroids)
+    probe = int(max(1, min(nprobe, k)))
+    quantizer = faiss.IndexFlatIP(d)
+    quantizer.add(centroids)
+    _, cells = quantizer.search(x, probe)  # (n, probe), home cell first
+    home = cells[:, 0]
+    h_order = np.argsort(home, kind="stable")
+    h_bounds = np.searchsorted(home[h_order], np.arange(k + 1))
+    flat_cells = cells.reshape(-1)
+    flat_rows = np.repeat(np.arange(n), probe)
+    a_order = np.argsort(flat_cells, kind="stable")
+    a_bounds = np.searchsorted(flat_cells[a_order], np.arange(k + 1))
+    for c in range(k):
+        home_rows = h_order[h_bounds[c]:h_bounds[c + 1]]
+        if len(home_rows) == 0:
+            continue
+        cand = np.unique(flat_rows[a_order[a_bounds[c]:a_bounds[c + 1]]])  # every vector probing c (home ones too)
+        xc = x[cand]
+        for b in range(0, len(home_rows), block):
+            rows = home_rows[b:b + block]
+            sim = x[rows] @ xc.T
+            r, col = np.nonzero(sim >= min_cosine)
+            i, j = rows[r], cand[col]
+            keep = i != j
+            out_i.append(np.minimum(i[keep], j[keep]))
+            out_j.append(np.maximum(i[keep], j[keep]))
+            out_s.append(sim[r[keep], col[keep]])
+    if not out_i:
+        return empty
+    i, j, sc = np.concatenate(out_i), np.concatenate(out_j), np.concatenate(out_s)
+    key, first = np.unique(i * n + j, return_index=True)
+    return key // n, key % n, sc[first]
 
 
 def connected_components(n: int, i: np.ndarray, j: np.ndarray) -> np.ndarray:
