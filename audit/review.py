@@ -204,8 +204,12 @@ def import_decisions(conn: sqlite3.Connection, path: str | os.PathLike, *, by: s
         if unknown:
             raise InputError(f"{where}: unknown key {unknown[0]!r} (keys: {', '.join(sorted(IMPORT_KEYS))})")
         targets = [k for k in TARGET_KEYS if entry.get(k) not in (None, "")]
+        check_item = None
+        if set(targets) == {"finding_id", "item_id"}:  # the report page's format: item_id is a check
+            targets, check_item = ["finding_id"], entry["item_id"]
         if len(targets) != 1:
-            raise InputError(f"{where}: give exactly one of item_id, finding_id, cluster_id")
+            raise InputError(f"{where}: give exactly one of item_id, finding_id, cluster_id "
+                             "(or finding_id with its item_id)")
         for key in (*TARGET_KEYS, "note", "by", "category"):
             if entry.get(key) is not None and not isinstance(entry[key], str):
                 raise InputError(f"{where}: {key!r} must be a string")
@@ -214,7 +218,12 @@ def import_decisions(conn: sqlite3.Connection, path: str | os.PathLike, *, by: s
             raise InputError(f"{where}: 'decision' must be one of {', '.join(DECISIONS)}, got {decision!r}")
         at = _timestamp(entry["at"], where) if entry.get("at") is not None else None
         try:
-            planned.append(_plan(conn, item=entry.get("item_id"), finding=entry.get("finding_id"),
+            if check_item is not None:
+                owner, _ = finding_row(conn, entry["finding_id"])
+                if owner != str(check_item).strip().lower():
+                    raise InputError(f"item_id {str(check_item)[:16]}… is not the item of finding "
+                                     f"{entry['finding_id']} ({owner[:16]}…)")
+            planned.append(_plan(conn, item=None if check_item else entry.get("item_id"), finding=entry.get("finding_id"),
                                  cluster=entry.get("cluster_id"), decision=decision, note=entry.get("note"),
                                  by=entry.get("by") or by, at=at, category=entry.get("category"), source=source))
         except (InputError, UsageError) as exc:

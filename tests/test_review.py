@@ -72,7 +72,8 @@ def test_import_validates_every_entry_and_writes_nothing_on_error(idx):
             {"cluster_id": "c1", "decision": "dismiss"}]
     cases = [
         ({"decision": "confirm"}, "entry 2: give exactly one of item_id"),
-        ({"item_id": ids[1], "finding_id": "f", "decision": "confirm"}, "entry 2: give exactly one"),
+        ({"item_id": ids[1], "cluster_id": "c1", "decision": "confirm"}, "entry 2: give exactly one"),
+        ({"item_id": ids[1], "finding_id": "f", "decision": "confirm"}, "entry 2: no finding 'f'"),
         ({"item_id": ids[1], "decision": "approve"}, "entry 2: 'decision' must be one of"),
         ({"item_id": "0" * 64, "decision": "confirm"}, "entry 2: no item"),
         ({"item_id": ids[1], "decision": "confirm", "at": "yesterday"}, "entry 2: 'at' is not an ISO 8601"),
@@ -132,3 +133,25 @@ def test_cli_review_item_and_usage_errors(idx):
     with audit.open(tmp / "idx") as b:
         log = b.decisions().to_dicts()
     assert [(d["target_id"], d["decision"], d["decided_by"], d["note"]) for d in log] == [(ids[4], "dismiss", "carol", "benign")]
+
+
+def test_import_accepts_the_report_page_format(idx):
+    """audit/report/decisions_format.md: finding_id with its item_id as a check."""
+    from audit.findings.store import Finding, Signal
+    from audit.review import confirmed_items
+
+    a, ids, tmp = idx
+    store = FindingsStore(a.catalog.conn)
+    f = Finding(ids[0], "red-triangles", "critical", "p" * 64, [Signal("prompt_rule", "rule:x", 1.0, 1.0, 0.0, {})])
+    store.upsert_findings([f], run_id=1)
+    entry = {"finding_id": f.finding_id, "item_id": ids[0], "decision": "confirm", "note": "", "by": "j.doe",
+             "at": "2026-11-25T03:52:10.123Z"}
+    (tmp / "page.json").write_text(json.dumps([entry]))
+    assert len(a.import_decisions(tmp / "page.json")) == 1
+    log = a.decisions().to_dicts()
+    assert (log[0]["target_kind"], log[0]["target_id"], log[0]["category"]) == ("finding", f.finding_id, "red-triangles")
+    assert list(confirmed_items(a.catalog.conn)) == [ids[0]]
+    (tmp / "page.json").write_text(json.dumps([{**entry, "item_id": ids[1]}]))
+    with pytest.raises(InputError, match="entry 0: item_id .* is not the item of finding"):
+        a.import_decisions(tmp / "page.json")
+    assert len(a.decisions()) == 1
