@@ -92,6 +92,31 @@ class Audit:
                         device=device, batch_size=batch_size, workers=workers, report=report, out=out,
                         fail_on=fail_on, wait=wait, progress=progress, argv=argv)  # fmt: skip
 
+    # --- notebook helpers (audit/notebook.py)
+    def show(self, ids, *, limit: int = 24, blur: bool = True, grayscale: bool = False):
+        """A grid of small blurred thumbnails of ``ids`` (item ids or a DataFrame with
+        ``item_id``) with prompts and scores; never an image for a ``no_view`` category."""
+        from audit.notebook import show
+
+        return show(self, ids, limit=limit, blur=blur, grayscale=grayscale)
+
+    def cluster(self, cluster_id: str) -> pl.DataFrame:
+        """The members of one cluster with their prompts, models, resources and findings."""
+        import json as _json
+
+        clusters = self.clusters()
+        row = clusters.filter(pl.col("cluster_id") == cluster_id)
+        if row.is_empty():
+            from audit.errors import InputError
+
+            raise InputError(f"no cluster {cluster_id!r} in this index")
+        members = _json.loads(row["members"][0])
+        items = self.items().filter(pl.col("item_id").is_in(members)).unique("item_id", keep="first")
+        found = self.findings().filter(pl.col("item_id").is_in(members))
+        per_item = found.group_by("item_id").agg(pl.col("category").unique().sort().alias("categories"))
+        cols = ["item_id", "uri", "prompt", "negative_prompt", "model", "resources", "generator"]
+        return items.select(cols).join(per_item, on="item_id", how="left").sort("item_id")
+
     def _begin_run(self, command: str, argv: Sequence[str] | None) -> int:
         return self.catalog.begin_run(
             command,
