@@ -235,3 +235,28 @@ def test_hash_banks_distance_quality_exact_and_negative():
     assert exact.detail["hash_type"] == "md5" and exact.detail["label"] == "toy-known-3"
     assert det.suppress_categories[4] == {"*"}  # negative bank: known false positive
     assert det.suppressions[4][0].detail["label"] == "toy-false-positive"
+
+
+def test_exemplar_images_are_averaged_into_the_image_concept(tmp_path):
+    from dataclasses import replace
+
+    from PIL import Image
+
+    class WithImages(BagOfWords):
+        def embed_images(self, images):
+            assert all(im.mode == "RGB" for im in images)
+            return self.embed_texts(["red triangle"] * len(images))
+
+    path = tmp_path / "exemplar.png"
+    Image.new("RGB", (8, 8), (200, 30, 30)).save(path)
+    ctx = make_context()
+    concept = replace(ctx.policy.concepts[0], exemplars=("exemplar.png",), exemplar_paths=(path,))
+    ctx.policy = replace(ctx.policy, concepts=(concept,))
+    emb = WithImages()
+    ctx.embedder_factory = lambda: emb
+    d = ConceptDetector()
+    det = d.detect(ctx)
+    cv = d.vectors
+    assert not np.allclose(cv.image["red-triangle"], cv.text["red-triangle"])
+    assert det.thresholds["red-triangle"]["exemplars"] == 1
+    assert "concept:red-triangle/image" in _names(det, 0)
