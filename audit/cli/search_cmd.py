@@ -89,4 +89,7 @@ def _print_table(df) -> None:
         if r["match"] == "negative_prompt":
             prompt = "[matched negative prompt] " + prompt
         table.add_row(str(r["rank"]), f"{r['score']:.4f}", r["item_id"][:12], Text(uri), Text(prompt))
-    Console(highlight=False, soft_wrap=False).print(table)
+    import sys
+
+    # piped into a file or grep: wide lines rather than uris folded at 80 columns
+    Console(highlight=False, soft_wrap=False, width=None if sys.stdout.isatty() else 240).print(table)
