@@ -17,7 +17,8 @@ Steps (times in ``FlagSummary.timings``):
    ≥ ``dup_min_cosine``; connected components). A cluster is flagged for a category when its
    centroid alone fires the category's flags, or when at least ``cluster_share`` of its
    members (and ``cluster_min_size`` members) hold an item-level finding of that category;
-   its other members get findings with a ``cluster`` signal ("via cluster");
+   its other members get findings with a ``cluster`` signal ("via cluster"), except members
+   already flagged directly at an equal or higher severity (no duplicate review work);
 5. seeds: items whose latest review decision is ``confirm`` (never automatic flags); their
    ``seed_k`` nearest image neighbours with cosine ≥ ``seed_min_cosine`` get findings with a
    ``seed_neighbor`` signal, in the seed's categories;
@@ -432,6 +433,10 @@ def _run(audit, conn, pol, vs, model_key, dim, factory, opts: FlagOptions, run_i
             })
         t = lap("clusters", t)
         # --- cluster flags: unflagged members become findings "via cluster"
+        top_rank: dict[str, int] = {}
+        for (item_id, cat) in item_level:
+            if cat in categories:
+                top_rank[item_id] = max(top_rank.get(item_id, -1), categories[cat].rank)
         item_scores, negated = {}, {}
         if concept_det.vectors is not None:
             item_scores = {cid: vecs @ v for cid, v in concept_det.vectors.image.items()}
@@ -447,8 +452,8 @@ def _run(audit, conn, pol, vs, model_key, dim, factory, opts: FlagOptions, run_i
                     continue
                 for m_local in cl["_local"]:
                     item_id = ids[vec_rows[m_local]]
-                    if (item_id, cat) in item_level:
-                        continue
+                    if (item_id, cat) in item_level or top_rank.get(item_id, -1) >= categories[cat].rank:
+                        continue  # already flagged directly, here or at an equal or higher severity
                     sup = row_suppressed_cats.get(item_id, set())
                     if "*" in sup or cat in sup:
                         continue
