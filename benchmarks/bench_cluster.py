@@ -107,7 +107,7 @@ def main() -> None:
            sizes={"min": int(np.bincount(km.assign, minlength=k).min()),
                   "max": int(np.bincount(km.assign, minlength=k).max())})
     with PeakRSS() as m:
-        medoids = [cluster.nearest_to_centroid(x, np.flatnonzero(km.assign == c), km.centroids[c], 3)
+        _ = [cluster.nearest_to_centroid(x, np.flatnonzero(km.assign == c), km.centroids[c], 3)
                    for c in range(min(k, 50))]
     record("exemplars (50 clusters)", m, "O(cluster size·d) per cluster (+ O(n) member scan)")
 

@@ -4,9 +4,7 @@ acceptance tests live in test_flag_toyworld.py.)"""
 
 from __future__ import annotations
 
-import hashlib
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -69,13 +67,13 @@ def _items(a) -> dict[str, dict]:
 @pytest.fixture()
 def flagged(tmp_path):
     """12 toy files (4 colours x 3 shapes), crawled; a policy whose hash list knows one blue
-    circle by md5 and whose negative bank clears one green triangle by sha256."""
+    square by md5 and whose negative bank clears one green triangle by sha256."""
     archive = tmp_path / "archive"
     make_archive_dir(archive)
     a = audit.open(tmp_path / "idx", create=True)
     a.crawl([archive], workers=0)
     items = _items(a)
-    known = next(r for n, r in items.items() if "gen_0010" in n)  # a blue... see make_archive_dir
+    known = next(r for n, r in items.items() if "gen_0010" in n)  # a blue square
     fp = next(r for r in items.values() if r["prompt"] == "a photo of a green triangle")
     (tmp_path / "known.csv").write_text(f"hash_type,hash,label\nmd5,{known['md5']},known-one\n")
     (tmp_path / "fp.csv").write_text(f"hash_type,hash,label\nsha256,{fp['item_id']},cleared\n")

@@ -16,7 +16,6 @@ import random
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
 from PIL import Image, PngImagePlugin
 
@@ -88,7 +87,6 @@ def _copies(img: Image.Image) -> dict | None:
 @pytest.fixture(scope="module")
 def toy(tmp_path_factory):
     from audit.embed import toyworld as tw
-    from audit.hashing import pdq_of_image
 
     root = tmp_path_factory.mktemp("flagworld")
     archive, index = root / "archive", root / "index"

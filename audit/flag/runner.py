@@ -34,20 +34,19 @@ import os
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
 from audit.findings.store import Finding, FindingsStore, Signal
-from audit.flag.base import Detections, FlagContext, margin
+from audit.flag.base import FlagContext
+from audit.flag.combine import combine as _combine, merge as _merge
+from audit.flag.seeds import SEED_SEVERITY, seed_neighbor_signals
 
 if TYPE_CHECKING:  # pragma: no cover
     from audit.api import Audit
     from audit.policy import Policy
 
-SEED_CATEGORY = "seed-neighbor"  # category of seed neighbours when the seed has none
-SEED_SEVERITY = "high"
 DERIVED_KINDS = ("cluster", "seed_neighbor")
 
 DDL = """
@@ -170,50 +169,6 @@ def _negative_bank_suppressions(pol, items: dict[str, list]) -> dict[str, set[st
 
 def _signals_from_json(text: str) -> list[Signal]:
     return [Signal(**s) for s in json.loads(text)]
-
-
-# ------------------------------------------------------------------------------ combining
-
-
-def _combine(policy, row_signals: list[Signal], suppressed_concepts: set[str], suppressed_categories: set[str]
-             ) -> tuple[list[tuple[Any, list[Signal]]], int]:
-    """CategoryHits for one item with their contributing signals; and how many were suppressed."""
-    from audit.policy import evaluate_flags
-
-    signals = [s for s in row_signals
-               if not (s.kind == "concept" and s.name[len("concept:"):].split("/", 1)[0] in suppressed_concepts)]
-    fired = {s.name for s in signals}
-    fired |= {s.name.split("/", 1)[0] for s in signals if s.kind == "concept"}
-    out = []
-    suppressed = 0
-    flags_by_id = {f.id: f for f in policy.flags}
-    for hit in evaluate_flags(policy, fired):
-        if "*" in suppressed_categories or hit.category in suppressed_categories:
-            suppressed += 1
-            continue
-        contributing = set(hit.signals)
-        chosen = [s for s in signals if s.name in contributing or s.name.split("/", 1)[0] in contributing]
-        combo = [fid for fid in hit.flags
-                 if (f := flags_by_id.get(fid)) is not None and len(f.all) + bool(f.any) + bool(f.none) >= 2]
-        if combo:
-            chosen.append(Signal("combination", f"flag:{combo[0]}", 1.0, 1.0, 0.0,
-                                 {"flags": list(hit.flags), "signals": list(hit.signals)}))
-        out.append((hit, chosen))
-    return out, suppressed
-
-
-def _merge(detections: list[Detections]) -> tuple[dict[int, list[Signal]], dict[int, set[str]], dict[int, set[str]]]:
-    signals: dict[int, list[Signal]] = {}
-    sup_cat: dict[int, set[str]] = {}
-    sup_con: dict[int, set[str]] = {}
-    for det in detections:
-        for row, sigs in det.signals.items():
-            signals.setdefault(row, []).extend(sigs)
-        for row, cats in det.suppress_categories.items():
-            sup_cat.setdefault(row, set()).update(cats)
-        for row, cons in det.suppress_concepts.items():
-            sup_con.setdefault(row, set()).update(cons)
-    return signals, sup_cat, sup_con
 
 
 # ------------------------------------------------------------------------------ the run
@@ -502,52 +457,24 @@ def _run(audit, conn, pol, vs, model_key, dim, factory, opts: FlagOptions, run_i
         summary.near_duplicate_groups = sum(1 for c in cluster_rows if c["kind"] == "near_duplicate")
         t = lap("near_duplicates", t)
 
-    # --- seeds: human-confirmed items only
+    # --- seeds: human-confirmed items only (audit/flag/seeds.py)
     confirmed = confirmed_items(conn)
-    seeds = [s for s in confirmed if s in row_of and has_all[row_of[s]]]
-    summary.seeds = len(seeds)
-    if seeds and len(vec_rows) > 1:
-        import faiss
-
-        local_of = {ids[r]: i for i, r in enumerate(vec_rows)}
-        index = faiss.IndexFlatIP(vecs.shape[1])
-        index.add(vecs)
-        q = vecs[[local_of[s] for s in seeds]]
-        scores, nbrs = index.search(q, min(opts.seed_k + 1, len(vec_rows)))
-        existing = {}
+    summary.seeds = sum(1 for s in confirmed if s in row_of and has_all[row_of[s]])
+    if summary.seeds:
+        flagged_now: dict[str, set[str]] = {}
+        for (item_id, cat) in findings:
+            flagged_now.setdefault(item_id, set()).add(cat)
         for item_id, cat in conn.execute("SELECT item_id, category FROM findings WHERE policy_hash=? AND active=1", (ph,)):
-            existing.setdefault(item_id, set()).add(cat)
-        for si, seed in enumerate(seeds):
-            decisions = confirmed[seed]
-            cats = {d.category for d in decisions if d.category and d.category in categories}
-            if not cats:
-                cats = {cat for (iid, cat) in findings if iid == seed} | (existing.get(seed, set()) & set(categories))
-            if not cats:
-                cats = {SEED_CATEGORY}
-            rank = 0
-            for s, nb in zip(scores[si], nbrs[si]):
-                if nb < 0:
-                    continue
-                item_id = ids[vec_rows[nb]]
-                if item_id == seed:
-                    continue
-                rank += 1
-                if s < opts.seed_min_cosine or rank > opts.seed_k:
-                    continue
-                sup = row_suppressed_cats.get(item_id, set())
-                for cat in sorted(cats):
-                    if "*" in sup or cat in sup:
-                        continue
-                    sig = Signal("seed_neighbor", f"seed:{seed[:16]}", round(float(s), 6), opts.seed_min_cosine,
-                                 round(margin(s, opts.seed_min_cosine), 6),
-                                 {"seed_item_id": seed, "rank": rank, "space": "image",
-                                  "decision_id": decisions[-1].decision_id, "decided_by": decisions[-1].decided_by})
-                    f = findings.get((item_id, cat))
-                    if f is None:
-                        sev = categories[cat].severity if cat in categories else SEED_SEVERITY
-                        findings[(item_id, cat)] = Finding(item_id, cat, sev, ph, [sig])
-                    else:
-                        f.signals.append(sig)
+            flagged_now.setdefault(item_id, set()).add(cat)
+        for item_id, cat, sig in seed_neighbor_signals(
+                confirmed, [ids[r] for r in vec_rows], vecs, flagged_now, set(categories), k=opts.seed_k,
+                min_cosine=opts.seed_min_cosine, suppressed=row_suppressed_cats):
+            f = findings.get((item_id, cat))
+            if f is None:
+                sev = categories[cat].severity if cat in categories else SEED_SEVERITY
+                findings[(item_id, cat)] = Finding(item_id, cat, sev, ph, [sig])
+            else:
+                f.signals.append(sig)
     t = lap("seeds", t)
 
     # --- statuses from decisions
