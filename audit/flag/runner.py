@@ -239,8 +239,7 @@ def run_flag(audit: "Audit", policy: "str | os.PathLike | Policy | None" = None,
 
 
 def _run(audit, conn, pol, vs, model_key, dim, factory, opts: FlagOptions, run_id, timings, lap) -> FlagSummary:
-    from audit.cluster import choose_k, group_members, kmeans, near_duplicate_groups, nearest_to_centroid, top_terms
-    from audit.policy.hashlists import pdq_hex_to_array
+    from audit.flag.clusters import cluster_stage
     from audit.review import confirmed_items, latest_by_target
     from audit.timeutil import utc_now
 
@@ -328,134 +327,25 @@ def _run(audit, conn, pol, vs, model_key, dim, factory, opts: FlagOptions, run_i
     item_level = {key for key in findings}
     t = lap("combine", t)
 
-    # --- clusters (semantic) over every item with an image vector
+    # --- clusters, cluster flags, near-duplicate groups over every item with an image vector
     vec_rows = np.flatnonzero(has_all)
     vecs = image_all[vec_rows]
     row_of = {ids[r]: r for r in range(n)}
-    cluster_rows: list[dict] = []
-    cluster_of: dict[str, str] = {}
-    flagged_by_cat: dict[str, set[str]] = {}
-    for (item_id, cat) in item_level:
-        flagged_by_cat.setdefault(cat, set()).add(item_id)
     categories = {c.id: c for c in pol.categories}
-    if len(vec_rows):
-        km = kmeans(vecs, opts.n_clusters or choose_k(len(vec_rows)), seed=opts.kmeans_seed, normalized=True)
-        t = lap("kmeans", t)
-        prompts = items["prompt"]
-        order = np.argsort(km.assign, kind="stable")  # members of every cluster in one pass, O(n log n)
-        bounds = np.searchsorted(km.assign[order], np.arange(km.k + 1))
-        for c in range(km.k):
-            members_local = np.sort(order[bounds[c]:bounds[c + 1]])
-            if len(members_local) == 0:
-                continue
-            cid = f"{ph[:12]}:semantic:{c}"
-            member_ids = [ids[vec_rows[m]] for m in members_local]
-            for m in member_ids:
-                cluster_of[m] = cid
-            centroid = km.centroids[c]
-            cscores, fired = {}, set()
-            if concept_det.vectors is not None:
-                for concept_id, cvec in concept_det.vectors.image.items():
-                    s = float(centroid @ cvec)
-                    thr = concept_det.threshold(concept_id, "image")
-                    cscores[concept_id] = {"score": round(s, 6), "threshold": round(thr, 6), "margin": round(s - thr, 6)}
-                    if s >= thr:
-                        fired |= {f"concept:{concept_id}", f"concept:{concept_id}/image"}
-            flagged_cats: dict[str, dict] = {}
-            if fired:
-                from audit.policy import evaluate_flags
-
-                for hit in evaluate_flags(pol, fired):
-                    flagged_cats[hit.category] = {"reason": "centroid", "signals": list(hit.signals)}
-            shares = {}
-            for cat, flagged_items in flagged_by_cat.items():
-                k_flag = sum(1 for m in member_ids if m in flagged_items)
-                if k_flag:
-                    shares[cat] = k_flag / len(member_ids)
-                    if (shares[cat] >= opts.cluster_share and len(member_ids) >= opts.cluster_min_size
-                            and cat not in flagged_cats):
-                        flagged_cats[cat] = {"reason": "share", "share": round(shares[cat], 4)}
-            any_flagged = set().union(*(flagged_by_cat.get(cat, set()) for cat in flagged_by_cat)) if flagged_by_cat else set()
-            share_all = sum(1 for m in member_ids if m in any_flagged) / len(member_ids)
-            medoids = [ids[vec_rows[m]] for m in nearest_to_centroid(vecs, members_local, centroid, 3)]
-            cluster_rows.append({
-                "cluster_id": cid, "policy_hash": ph, "kind": "semantic", "size": len(member_ids),
-                "members": member_ids, "medoids": medoids,
-                "top_terms": top_terms(prompts[row_of[m]] for m in member_ids),
-                "concept_scores": cscores, "flagged_share": round(share_all, 6), "flagged": int(bool(flagged_cats)),
-                "categories": sorted(flagged_cats), "run_id": run_id,
-                "_reasons": flagged_cats, "_shares": shares, "_local": members_local,
-            })
-        t = lap("clusters", t)
-        # --- cluster flags: unflagged members become findings "via cluster"
-        top_rank: dict[str, int] = {}
-        for (item_id, cat) in item_level:
-            if cat in categories:
-                top_rank[item_id] = max(top_rank.get(item_id, -1), categories[cat].rank)
-        item_scores, negated = {}, {}
-        if concept_det.vectors is not None:
-            item_scores = {cid: vecs @ v for cid, v in concept_det.vectors.image.items()}
-            for neg in pol.negative_concepts:  # members a negative concept cancels are not pulled in
-                neg_score = vecs @ concept_det.vectors.negative[neg.id]
-                fires = neg_score >= concept_det.threshold(f"negative:{neg.id}", "image")
-                for cid in (neg.suppresses or [c.id for c in pol.concepts]):
-                    if cid in item_scores:
-                        negated[cid] = negated.get(cid, np.zeros(len(vecs), bool)) | (fires & (item_scores[cid] <= neg_score))
-        for cl in cluster_rows:
-            for cat, why in cl["_reasons"].items():
-                if cat not in categories:
-                    continue
-                for m_local in cl["_local"]:
-                    item_id = ids[vec_rows[m_local]]
-                    if (item_id, cat) in item_level or top_rank.get(item_id, -1) >= categories[cat].rank:
-                        continue  # already flagged directly, here or at an equal or higher severity
-                    sup = row_suppressed_cats.get(item_id, set())
-                    if "*" in sup or cat in sup:
-                        continue
-                    if why["reason"] == "centroid":
-                        concept_ids = sorted({s.split(":", 1)[1].split("/", 1)[0] for s in why["signals"]
-                                              if s.startswith("concept:")})
-                        cs = cl["concept_scores"][concept_ids[0]] if concept_ids else {}
-                        detail = {"cluster_id": cl["cluster_id"], "reason": "centroid", "concept": concept_ids[0] if concept_ids else None,
-                                  "cluster_size": cl["size"]}
-                        if concept_ids and all(cid in negated and negated[cid][m_local] for cid in concept_ids):
-                            continue
-                        if concept_ids and concept_ids[0] in item_scores:
-                            detail["member_score"] = round(float(item_scores[concept_ids[0]][m_local]), 6)
-                        sig = Signal("cluster", f"cluster:{cl['cluster_id']}", cs.get("score"), cs.get("threshold"),
-                                     cs.get("margin"), detail)
-                    else:
-                        share = cl["_shares"][cat]
-                        sig = Signal("cluster", f"cluster:{cl['cluster_id']}", round(share, 6), opts.cluster_share,
-                                     round(share - opts.cluster_share, 6),
-                                     {"cluster_id": cl["cluster_id"], "reason": "share", "cluster_size": cl["size"],
-                                      "flagged_members": int(round(share * cl["size"]))})
-                    f = findings.get((item_id, cat))
-                    if f is None:
-                        findings[(item_id, cat)] = Finding(item_id, cat, categories[cat].severity, ph, [sig])
-                    else:
-                        f.signals.append(sig)
-        t = lap("cluster_flags", t)
-
-        # --- near-duplicate groups
-        quality = np.array([q if q is not None else -1 for q in items["pdq_quality"]], dtype=np.int64)[vec_rows]
-        pdq_arr = pdq_hex_to_array([items["pdq"][r] for r in vec_rows])
-        valid = (quality >= 50) & pdq_arr.any(axis=1)
-        labels, _stats = near_duplicate_groups(len(vec_rows), pdq=pdq_arr, pdq_valid=valid,
-                                               pdq_max_distance=opts.dup_pdq_distance, vectors=vecs,
-                                               min_cosine=opts.dup_min_cosine, centroids=km.centroids)
-        all_flagged = set(k[0] for k in item_level)
-        for g, members_local in enumerate(group_members(labels)):
-            member_ids = [ids[vec_rows[m]] for m in members_local]
-            share = sum(1 for m in member_ids if m in all_flagged) / len(member_ids)
-            cluster_rows.append({
-                "cluster_id": f"{ph[:12]}:near_duplicate:{g}", "policy_hash": ph, "kind": "near_duplicate",
-                "size": len(member_ids), "members": member_ids, "medoids": member_ids[:3], "top_terms": None,
-                "concept_scores": None, "flagged_share": round(share, 6), "flagged": 0, "categories": [],
-                "run_id": run_id,
-            })
-        summary.near_duplicate_groups = sum(1 for c in cluster_rows if c["kind"] == "near_duplicate")
-        t = lap("near_duplicates", t)
+    cl = cluster_stage(pol, ph, run_id, [ids[r] for r in vec_rows], vecs, [items["prompt"][r] for r in vec_rows],
+                       [items["pdq"][r] for r in vec_rows], [items["pdq_quality"][r] for r in vec_rows],
+                       concept_det, item_level, row_suppressed_cats, opts)
+    for name, seconds in cl.timings.items():
+        timings[name] = timings.get(name, 0.0) + seconds
+    t = time.perf_counter()
+    cluster_rows, cluster_of = cl.rows, cl.cluster_of
+    for item_id, cat, sig in cl.candidates:
+        f = findings.get((item_id, cat))
+        if f is None:
+            findings[(item_id, cat)] = Finding(item_id, cat, categories[cat].severity, ph, [sig])
+        else:
+            f.signals.append(sig)
+    summary.near_duplicate_groups = sum(1 for c in cluster_rows if c["kind"] == "near_duplicate")
 
     # --- seeds: human-confirmed items only (audit/flag/seeds.py)
     confirmed = confirmed_items(conn)
