@@ -167,6 +167,16 @@ def _negative_bank_suppressions(pol, items: dict[str, list]) -> dict[str, set[st
     return out
 
 
+def _calibration_sample(image_all: np.ndarray, has: np.ndarray) -> np.ndarray:
+    """The archive's image vectors threshold calibration samples (at most 20,000, fixed seed)."""
+    from audit.flag.concepts import MAX_CALIBRATION_SAMPLES
+
+    rows = np.flatnonzero(has)
+    if len(rows) > MAX_CALIBRATION_SAMPLES:
+        rows = np.sort(np.random.default_rng(0).choice(rows, MAX_CALIBRATION_SAMPLES, replace=False))
+    return image_all[rows]
+
+
 def _signals_from_json(text: str) -> list[Signal]:
     return [Signal(**s) for s in json.loads(text)]
 
@@ -277,7 +287,7 @@ def _run(audit, conn, pol, vs, model_key, dim, factory, opts: FlagOptions, run_i
         pdq=[items["pdq"][r] for r in sel], pdq_quality=[items["pdq_quality"][r] for r in sel],
         image_vectors=image_all[rows] if len(rows) else np.zeros((0, dim), np.float32),
         has_image=has_all[rows], prompt_vectors=prompt_vecs, has_prompt=has_prompt, model_key=model_key,
-        embedder_factory=factory, sample_vectors=image_all[has_all],
+        embedder_factory=factory, sample_vectors=_calibration_sample(image_all, has_all),
         previous_thresholds=json.loads(prev_run[0]) if prev_run and prev_run[0] else {},
     )
     t = lap("prepare", t)
@@ -329,7 +339,7 @@ def _run(audit, conn, pol, vs, model_key, dim, factory, opts: FlagOptions, run_i
 
     # --- clusters, cluster flags, near-duplicate groups over every item with an image vector
     vec_rows = np.flatnonzero(has_all)
-    vecs = image_all[vec_rows]
+    vecs = image_all if len(vec_rows) == n else image_all[vec_rows]  # no copy when every item has a vector
     row_of = {ids[r]: r for r in range(n)}
     categories = {c.id: c for c in pol.categories}
     cl = cluster_stage(pol, ph, run_id, [ids[r] for r in vec_rows], vecs, [items["prompt"][r] for r in vec_rows],
