@@ -43,6 +43,17 @@ def run_embed(
     if workers is not None and workers < 0:
         raise UsageError("--workers must be 0 or more")
     # weights are resolved (and may fail with exit 3) before the index is touched
+    if embedder is None and not retry_skipped:
+        # A scan with nothing new must not pay for loading a model.
+        from audit.embed.openclip import resolve_identity
+
+        identity = resolve_identity(model, pretrained, checkpoint)
+        with IndexLock(audit.index_dir, wait=wait):
+            idle = _nothing_pending(audit, identity, images, prompts)
+            if idle is not None:
+                run_id = audit._begin_run("embed", argv)
+                audit.catalog.finish_run(run_id, status="ok", summary=idle.to_dict(), now=utc_now())
+                return idle
     emb = embedder or load_embedder(model, pretrained, checkpoint=checkpoint, device=device, precision=precision)
     if getattr(emb, "spec", None) is None:
         raise UsageError("embedder has no spec (build it with audit.embed.openclip.load_embedder)")
@@ -86,3 +97,40 @@ def run_embed(
             if executor is not None:
                 executor.close()
             audit.catalog.finish_run(run_id, status=status, summary=summary.to_dict() if summary else {}, now=utc_now())
+
+
+def _nothing_pending(audit: "Audit", identity, images: bool, prompts: bool) -> "EmbedSummary | None":
+    """An empty summary when no image and no prompt lacks a vector of ``identity``;
+    None when there is work (or the model was never used on this index)."""
+    from audit.catalog.vectors import VectorStore, prompt_key
+    from audit.embed.runner import EmbedSummary
+
+    store = VectorStore(audit.catalog.conn)
+    known = {m["key"]: m for m in store.models()}
+    if identity.key not in known:
+        return None
+    conn, key = audit.catalog.conn, identity.key
+    if images and conn.execute(
+        "SELECT 1 FROM items i WHERE i.status='ok' "
+        "AND EXISTS (SELECT 1 FROM locations l WHERE l.item_id=i.item_id AND l.present=1) "
+        "AND NOT EXISTS (SELECT 1 FROM vectors v WHERE v.model_key=? AND v.space='image' AND v.key=i.item_id) "
+        "AND NOT EXISTS (SELECT 1 FROM embed_skips s WHERE s.model_key=? AND s.item_id=i.item_id) LIMIT 1",
+        (key, key),
+    ).fetchone():
+        return None
+    if prompts:
+        texts: dict[str, None] = {}
+        for prompt, negative in conn.execute("SELECT prompt, negative_prompt FROM items WHERE status='ok'"):
+            for text in (prompt, negative):
+                if text and text.strip():
+                    texts[prompt_key(text)] = None
+            if len(texts) >= 20_000:
+                if len(store.has(key, "prompt", list(texts))) < len(texts):
+                    return None
+                texts.clear()
+        if texts and len(store.has(key, "prompt", list(texts))) < len(texts):
+            return None
+    summary = EmbedSummary(model_key=key, identity=identity.to_dict(), dim=int(known[key]["dim"]))
+    summary.image_vectors_total = store.count(key, "image")
+    summary.prompt_vectors_total = store.count(key, "prompt")
+    return summary

@@ -142,15 +142,23 @@ def _register_local_models(model: str) -> None:
 
 
 def _toy_checkpoint() -> str:
-    from audit.embed import toy_model
+    from audit.embed.toy_files import TOY_CHECKPOINT
 
-    path = Path(toy_model.TOY_CHECKPOINT)
+    path = Path(TOY_CHECKPOINT)
     if not path.is_file():
         raise WeightsUnavailable(
             f"the toy-shapes checkpoint is missing from the package ({path}); "
             "reinstall audit or pass --checkpoint PATH"
         )
     return str(path)
+
+
+def _toy_tag(pretrained: str | None) -> bool:
+    """Whether a pretrained tag was registered for toy-shapes. The CLI's default tag (the
+    ViT default) never is, and asking open_clip would cost a torch import."""
+    if not pretrained or pretrained == DEFAULT_PRETRAINED:
+        return False
+    return _is_tag(TOY_MODEL, pretrained)
 
 
 def _is_tag(model: str, pretrained: str | None) -> bool:
@@ -280,6 +288,41 @@ def _image_spec(model) -> ImageSpec:
 # --- the embedder
 
 
+def resolve_identity(
+    model: str = DEFAULT_MODEL, pretrained: str | None = DEFAULT_PRETRAINED, checkpoint: str | os.PathLike | None = None
+) -> ModelIdentity:
+    """The identity ``load_embedder`` would give these arguments, without building the
+    model (a checkpoint is hashed; weights are located but not loaded)."""
+    if checkpoint is None and (model != TOY_MODEL or _toy_tag(pretrained)):
+        _import_open_clip()  # tags resolve through open_clip's registry; a file needs none
+    return _resolve(model, pretrained, checkpoint, None)[3]
+
+
+def _resolve(model, pretrained, checkpoint, identity):
+    """(weights path or None, config overlay, random seed or None, identity)."""
+    overlay: dict = {}
+    seed: int | None = None
+    if checkpoint is None and model == TOY_MODEL and not _toy_tag(pretrained):
+        checkpoint = _toy_checkpoint()  # the shipped weights (the ViT default tag does not apply)
+    if checkpoint is not None:
+        path = _check_checkpoint(str(checkpoint))
+        ident = identity or ModelIdentity(model, None, sha256_file(path))
+    elif pretrained:
+        if Path(pretrained).is_file():  # open_clip also accepts a file as "pretrained"
+            path = _check_checkpoint(pretrained)
+            ident = identity or ModelIdentity(model, None, sha256_file(path))
+        else:
+            _register_local_models(model)
+            path, overlay = resolve_pretrained(model, pretrained)
+            ident = identity or ModelIdentity(model, pretrained, None)
+    else:
+        path = None
+        seed = RANDOM_SEED
+        ident = identity or ModelIdentity(model, None, None)
+
+    return path, overlay, seed, ident
+
+
 def load_embedder(
     model: str = DEFAULT_MODEL,
     pretrained: str | None = DEFAULT_PRETRAINED,
@@ -306,25 +349,7 @@ def load_embedder(
     auto = precision == "auto"
     resolved = resolve_precision(device, precision)
 
-    overlay: dict = {}
-    seed: int | None = None
-    if checkpoint is None and model == TOY_MODEL and not _is_tag(model, pretrained):
-        checkpoint = _toy_checkpoint()  # the shipped weights (the ViT default tag does not apply)
-    if checkpoint is not None:
-        path = _check_checkpoint(str(checkpoint))
-        ident = identity or ModelIdentity(model, None, sha256_file(path))
-    elif pretrained:
-        if Path(pretrained).is_file():  # open_clip also accepts a file as "pretrained"
-            path = _check_checkpoint(pretrained)
-            ident = identity or ModelIdentity(model, None, sha256_file(path))
-        else:
-            _register_local_models(model)
-            path, overlay = resolve_pretrained(model, pretrained)
-            ident = identity or ModelIdentity(model, pretrained, None)
-    else:
-        path = None
-        seed = RANDOM_SEED
-        ident = identity or ModelIdentity(model, None, None)
+    path, overlay, seed, ident = _resolve(model, pretrained, checkpoint, identity)
 
     def build():
         m = _create(model, overlay, seed)

@@ -29,12 +29,8 @@ The checkpoint is trained by ``scripts/train_toy_clip.py`` (``audit.embed.train_
 
 from __future__ import annotations
 
-from pathlib import Path
+from audit.embed.toy_files import MODEL_NAME, TOY_CHECKPOINT, TOY_CONFIG
 
-MODEL_NAME = "toy-shapes"
-_HERE = Path(__file__).resolve().parent
-TOY_CONFIG = _HERE / "model_configs" / f"{MODEL_NAME}.json"
-TOY_CHECKPOINT = _HERE / "weights" / f"{MODEL_NAME}.safetensors"
 IMAGE_SIZE = 64
 # open_clip's defaults (OPENAI_DATASET_MEAN/STD), which create_model_and_transforms
 # uses for a registered config loaded with pretrained=None
