@@ -112,3 +112,19 @@ def test_interrupted_scan_exits_130_and_the_next_scan_finishes(tmp_path, sig):
     items = audit.open(idx).items()
     assert items.height == sum(1 for p in archive.rglob("*") if p.suffix in (".png", ".jpg"))
     assert summary["errors"]["crawl"]["count"] == 0
+
+
+def test_a_scan_with_nothing_new_skips_model_loading_and_reflagging(tmp_path):
+    import audit
+
+    a = audit.open(tmp_path / "idx", create=True)
+    first = a.scan([SAMPLE], model="toy-shapes", policy=TOY_POLICY, workers=0)
+    again = a.scan([SAMPLE], model="toy-shapes", policy=TOY_POLICY, workers=0)
+    assert again.stages["flag"]["mode"] == "unchanged" and again.stages["embed"]["images_embedded"] == 0
+    assert again.stages["flag"]["findings"] == first.stages["flag"]["findings"]
+    assert sum(again.durations.values()) < 5
+    # a new decision is new information: the next flag run applies it
+    item = a.findings()["item_id"][0]
+    a.review(item=item, decision="dismiss", note="toy check")
+    third = a.scan([SAMPLE], model="toy-shapes", policy=TOY_POLICY, workers=0)
+    assert third.stages["flag"]["mode"] == "incremental"

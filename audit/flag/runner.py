@@ -95,6 +95,7 @@ class FlagSummary:
     detectors: dict = field(default_factory=dict)
     timings: dict = field(default_factory=dict)
     duration_s: float = 0.0
+    decisions_seen: int = 0  # the newest decision id this run took into account
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -248,6 +249,38 @@ def run_flag(audit: "Audit", policy: "str | os.PathLike | Policy | None" = None,
             audit.catalog.finish_run(run_id, status=status, summary=summary.to_dict() if summary else {}, now=utc_now())
 
 
+def _unchanged_since_last_run(conn, policy_hash: str, model_key: str, n_items: int) -> bool:
+    last = conn.execute(
+        "SELECT f.run_id, f.at, r.summary, r.status FROM flag_runs f JOIN runs r ON r.run_id = f.run_id "
+        "WHERE f.policy_hash=? AND f.model_key=? ORDER BY f.run_id DESC LIMIT 1",
+        (policy_hash, model_key),
+    ).fetchone()
+    if last is None or last[3] != "ok":
+        return False
+    try:
+        previous = json.loads(last[2] or "{}")
+    except ValueError:
+        return False
+    previous_items = previous.get("items")
+    # decision ids, not timestamps: an imported decision may carry an older `at`
+    newest_decision = conn.execute("SELECT coalesce(max(decision_id), 0) FROM decisions").fetchone()[0]
+    return previous_items == n_items and previous.get("decisions_seen", -1) == newest_decision
+
+
+def _unchanged_summary(store, summary: FlagSummary, policy_hash: str, timings, lap, t) -> FlagSummary:
+    summary.mode = "unchanged"
+    active = store.findings(policy_hash=policy_hash)
+    summary.findings = active.height
+    summary.by_category = dict(active.group_by("category").len().iter_rows())
+    summary.by_severity = dict(active.group_by("severity").len().iter_rows())
+    summary.by_status = dict(active.group_by("status").len().iter_rows())
+    clusters = store.clusters(policy_hash=policy_hash)
+    summary.clusters = int((clusters["kind"] == "semantic").sum())
+    summary.flagged_clusters = int(clusters["flagged"].sum() or 0)
+    lap("prepare", t)
+    return summary
+
+
 def _run(audit, conn, pol, vs, model_key, dim, factory, opts: FlagOptions, run_id, timings, lap) -> FlagSummary:
     from audit.flag.clusters import cluster_stage
     from audit.review import confirmed_items, latest_by_target
@@ -279,6 +312,11 @@ def _run(audit, conn, pol, vs, model_key, dim, factory, opts: FlagOptions, run_i
     else:
         rows = np.arange(n, dtype=np.int64)
     summary.evaluated = int(len(rows))
+    summary.decisions_seen = conn.execute("SELECT coalesce(max(decision_id), 0) FROM decisions").fetchone()[0]
+    if incremental and not len(rows) and _unchanged_since_last_run(conn, ph, model_key, n):
+        # Nothing new to judge, no new decision, the same items: the stored findings and
+        # clusters stand as they are. (A scan with nothing new must cost next to nothing.)
+        return _unchanged_summary(store, summary, ph, timings, lap, t)
     sel = rows.tolist()
     prompt_vecs, has_prompt = _prompt_matrix(vs, model_key, [items["prompt"][r] for r in sel], dim)
     ctx = FlagContext(
