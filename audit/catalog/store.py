@@ -24,6 +24,20 @@ _LOCATION_NAMES = [n for n, _ in LOCATION_COLUMNS]
 _IN_CHUNK = 2000
 
 
+@contextmanager
+def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """One write transaction on an autocommit connection: taken at once (IMMEDIATE, so two
+    writers never deadlock half-way), committed whole or rolled back whole."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    else:
+        conn.execute("COMMIT")
+
+
 def connect(path: Path) -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None, timeout=60, check_same_thread=False)
     conn.execute("PRAGMA journal_mode=WAL")
@@ -54,16 +68,8 @@ class Catalog:
     def close(self) -> None:
         self.conn.close()
 
-    @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        self.conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield self.conn
-        except BaseException:
-            self.conn.execute("ROLLBACK")
-            raise
-        else:
-            self.conn.execute("COMMIT")
+    def transaction(self):
+        return transaction(self.conn)
 
     # --- runs: who ran what, when; the latest run id is the catalog version reports cite
     def begin_run(self, command: str, *, argv: Sequence[str], tool_version: str, user: str, host: str, now: str) -> int:

@@ -68,20 +68,9 @@ class VectorStore:
         conn.executescript(DDL)
 
     def _txn(self):
-        from contextlib import contextmanager
+        from audit.catalog.store import transaction
 
-        @contextmanager
-        def txn():
-            self.conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield self.conn
-            except BaseException:
-                self.conn.execute("ROLLBACK")
-                raise
-            else:
-                self.conn.execute("COMMIT")
-
-        return txn()
+        return transaction(self.conn)
 
     def register_model(self, identity: ModelIdentity, dim: int) -> str:
         with self._txn() as c:

@@ -11,9 +11,8 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Iterable, Sequence
 
 import polars as pl
 
@@ -118,16 +117,10 @@ class FindingsStore:
         self.conn = conn
         conn.executescript(DDL)
 
-    @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        self.conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield self.conn
-        except BaseException:
-            self.conn.execute("ROLLBACK")
-            raise
-        else:
-            self.conn.execute("COMMIT")
+    def transaction(self):
+        from audit.catalog.store import transaction
+
+        return transaction(self.conn)
 
     # --- writing (the flag stage)
     def upsert_findings(self, findings: Iterable[Finding], *, run_id: int | None, now: str | None = None) -> int:

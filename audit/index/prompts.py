@@ -37,9 +37,10 @@ class PromptRefs:
 
     def refresh(self) -> int:
         """Bring the map up to date with the items table; returns rows added."""
+        from audit.catalog.store import transaction
+
         added = 0
-        self.conn.execute("BEGIN IMMEDIATE")
-        try:
+        with transaction(self.conn):
             for f in FIELDS:
                 # prompts that changed or vanished since they were mapped
                 self.conn.execute(
@@ -54,10 +55,7 @@ class PromptRefs:
                     (f, f),
                 )
                 added += max(cur.rowcount, 0)
-        except BaseException:
-            self.conn.execute("ROLLBACK")
-            raise
-        self.conn.execute("COMMIT")
+
         return added
 
     def items_for(self, keys: Sequence[str]) -> dict[str, list[tuple[str, str]]]:
