@@ -9,8 +9,10 @@ import getpass
 import os
 import socket
 import sys
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import polars as pl
 
@@ -62,22 +64,10 @@ class Audit:
         if isinstance(sources, (str, os.PathLike)):
             sources = [sources]
         opened = [s if isinstance(s, Source) else open_source(str(s)) for s in sources]
-        with IndexLock(self.index_dir, wait=wait):
-            run_id = self._begin_run("crawl", argv)
-            status = "failed"
-            summary = None
-            try:
-                crawler = Crawler(self.catalog, run_id=run_id, workers=workers, progress=progress)
-                summary = crawler.crawl(opened)
-                status = "ok"
-                return summary
-            except KeyboardInterrupt:
-                status = "interrupted"
-                raise
-            finally:
-                self.catalog.finish_run(
-                    run_id, status=status, summary=summary.to_dict() if summary else {}, now=utc_now()
-                )
+        with IndexLock(self.index_dir, wait=wait), self.recorded_run("crawl", argv) as run:
+            crawler = Crawler(self.catalog, run_id=run.run_id, workers=workers, progress=progress)
+            run.summary = crawler.summary  # recorded as far as it got, also when interrupted
+            return crawler.crawl(opened)
 
     def scan(self, sources, *, policy=None, model: str = "ViT-B-32", pretrained: str | None = "laion2b_s34b_b79k",
              checkpoint=None, device: str = "cpu", batch_size: int | None = None, workers: int | None = None,
@@ -116,6 +106,23 @@ class Audit:
         per_item = found.group_by("item_id").agg(pl.col("category").unique().sort().alias("categories"))
         cols = ["item_id", "uri", "prompt", "negative_prompt", "model", "resources", "generator"]
         return items.select(cols).join(per_item, on="item_id", how="left").sort("item_id")
+
+    @contextmanager
+    def recorded_run(self, command: str, argv: Sequence[str] | None = None) -> Iterator["RunRecord"]:
+        """Record one run of ``command`` in the catalog (who, when, command line, outcome).
+
+        The caller sets ``run.summary`` (anything with ``to_dict()``); the run ends as
+        ``ok``, ``interrupted`` (Ctrl-C, SIGTERM) or ``failed``, with that summary."""
+        run = RunRecord(self._begin_run(command, argv))
+        try:
+            yield run
+            run.status = "ok"
+        except KeyboardInterrupt:
+            run.status = "interrupted"
+            raise
+        finally:
+            summary = run.summary.to_dict() if run.summary is not None else {}
+            self.catalog.finish_run(run.run_id, status=run.status, summary=summary, now=utc_now())
 
     def _begin_run(self, command: str, argv: Sequence[str] | None) -> int:
         return self.catalog.begin_run(
@@ -324,6 +331,13 @@ class Audit:
         from audit.review import export_bank
 
         return export_bank(self.catalog.conn, path)
+
+
+@dataclass
+class RunRecord:
+    run_id: int
+    status: str = "failed"
+    summary: Any = None
 
 
 def _user() -> str:

@@ -7,7 +7,6 @@ from typing import TYPE_CHECKING, Sequence
 
 from audit.catalog.lock import IndexLock
 from audit.errors import UsageError
-from audit.timeutil import utc_now
 
 if TYPE_CHECKING:  # pragma: no cover
     from audit.api import Audit
@@ -51,8 +50,8 @@ def run_embed(
         with IndexLock(audit.index_dir, wait=wait):
             idle = _nothing_pending(audit, identity, images, prompts)
             if idle is not None:
-                run_id = audit._begin_run("embed", argv)
-                audit.catalog.finish_run(run_id, status="ok", summary=idle.to_dict(), now=utc_now())
+                with audit.recorded_run("embed", argv) as run:
+                    run.summary = idle
                 return idle
     emb = embedder or load_embedder(model, pretrained, checkpoint=checkpoint, device=device, precision=precision)
     if getattr(emb, "spec", None) is None:
@@ -62,9 +61,8 @@ def run_embed(
     n_workers = default_workers(device) if workers is None else workers
     bs = batch_size or (256 if is_cuda else 32)
     cores = os.cpu_count() or 1
-    with IndexLock(audit.index_dir, wait=wait):
-        run_id = audit._begin_run("embed", argv)
-        status, summary, executor = "failed", None, None
+    with IndexLock(audit.index_dir, wait=wait), audit.recorded_run("embed", argv) as run:
+        executor = None
         try:
             if retry_skipped:
                 with audit.catalog.transaction() as c:
@@ -87,16 +85,11 @@ def run_embed(
             runner = EmbedRunner(audit.catalog, spec, executor, dim=emb.dim, batch_size=bs,
                                  decode_threads=decode_threads, progress=progress)  # fmt: skip
             runner.summary.precision = dict(getattr(emb, "precision_report", {}) or {})
-            summary = runner.run(images=images, prompts=prompts)
-            status = "ok"
-            return summary
-        except KeyboardInterrupt:
-            status = "interrupted"
-            raise
+            run.summary = runner.summary  # recorded as far as it got, also when interrupted
+            return runner.run(images=images, prompts=prompts)
         finally:
             if executor is not None:
                 executor.close()
-            audit.catalog.finish_run(run_id, status=status, summary=summary.to_dict() if summary else {}, now=utc_now())
 
 
 def _nothing_pending(audit: "Audit", identity, images: bool, prompts: bool) -> "EmbedSummary | None":

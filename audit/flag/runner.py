@@ -234,19 +234,11 @@ def run_flag(audit: "Audit", policy: "str | os.PathLike | Policy | None" = None,
         timings[name] = timings.get(name, 0.0) + now - since
         return now
 
-    with IndexLock(audit.index_dir, wait=wait):
-        run_id = audit._begin_run("flag", argv)
-        status, summary = "failed", None
-        try:
-            summary = _run(audit, conn, pol, vs, model_key, dim, factory, opts, run_id, timings, lap)
-            summary.duration_s = time.perf_counter() - t0
-            status = "ok"
-            return summary
-        except KeyboardInterrupt:
-            status = "interrupted"
-            raise
-        finally:
-            audit.catalog.finish_run(run_id, status=status, summary=summary.to_dict() if summary else {}, now=utc_now())
+    with IndexLock(audit.index_dir, wait=wait), audit.recorded_run("flag", argv) as run:
+        summary = _run(audit, conn, pol, vs, model_key, dim, factory, opts, run.run_id, timings, lap)
+        summary.duration_s = time.perf_counter() - t0
+        run.summary = summary
+        return summary
 
 
 def _unchanged_since_last_run(conn, policy_hash: str, model_key: str, n_items: int) -> bool:
