@@ -201,7 +201,6 @@ def run_flag(audit: "Audit", policy: "str | os.PathLike | Policy | None" = None,
     from audit.catalog.vectors import VectorStore
     from audit.index.search import resolve_model
     from audit.policy import Policy, load_policy
-    from audit.timeutil import utc_now
 
     opts = options or FlagOptions()
     if not 0 < opts.cluster_share <= 1:
