@@ -99,7 +99,7 @@ def show(audit_index, ids: Any, *, limit: int = 24, blur: bool = True, grayscale
             wanted,
         ):
             facts[item_id] = (prompt, uri)
-    from audit.embed.reader import read_uri
+    from audit.ingest.reader import read_uri
 
     cells = []
     for item_id in wanted:

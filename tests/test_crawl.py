@@ -187,3 +187,15 @@ def test_unchanged_remote_objects_are_not_downloaded_again(tmp_path, archive, mo
     assert (again.read, again.unchanged, again.errors) == (0, 4, 0)
     assert opened == []
     fs.rm("/remote-test", recursive=True)
+
+
+def test_non_utf8_file_names_are_catalogued_and_read_back(tmp_path, archive):
+    from audit.ingest.reader import read_uri
+
+    src = (archive / "sub0" / "gen_0000.png").read_bytes()
+    odd = os.fsencode(str(archive)) + b"/caf\xe9_\xff.png"
+    with open(odd, "wb") as fh:
+        fh.write(src)
+    crawl(tmp_path / "idx", archive)
+    row = audit.open(tmp_path / "idx").items().filter(pl.col("uri").str.contains("caf%E9_%FF")).row(0, named=True)
+    assert row["status"] == "ok" and read_uri(row["uri"]) == src

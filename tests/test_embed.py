@@ -236,7 +236,7 @@ def test_weights_only_torch_checkpoint_loads_and_pickles_are_refused(tmp_path, c
 
 
 def test_split_member():
-    from audit.embed.reader import split_member
+    from audit.ingest.reader import split_member
 
     assert split_member("/a/b.tar!/x/y.png") == ("/a/b.tar", "x/y.png")
     assert split_member("/a/odd!/dir/b.zip!/m!/n.png") == ("/a/odd!/dir/b.zip", "m!/n.png")

@@ -24,7 +24,7 @@ from audit.flag.hashes import HashDetector
 from audit.flag.prompts import PromptDetector
 from audit.policy import load_policy
 
-TOY = Path(__file__).parent / "data" / "policies" / "toy.toml"
+TOY = Path(__file__).resolve().parents[1] / "samples" / "policy" / "toy.toml"
 DIM = 64
 KNOWN_PDQ = "ffffffffffffffff0000000000000000a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5"  # toy-known-1
 FALSE_POSITIVE_PDQ = "c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3"

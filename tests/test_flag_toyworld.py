@@ -30,7 +30,7 @@ pytestmark = [
     pytest.mark.skipif(not Path(TOY_CHECKPOINT).is_file(), reason="toy-shapes checkpoint not in the package yet"),
 ]
 
-TOY = Path(__file__).parent / "data" / "policies" / "toy.toml"
+TOY = Path(__file__).resolve().parents[1] / "samples" / "policy" / "toy.toml"
 RED_TRIANGLES = 80
 NEAR_MISSES = 80
 OTHERS = 240

@@ -17,7 +17,7 @@ from audit.policy.hashlists import (
     parse_hash_bank,
 )
 
-TOY = Path(__file__).parent / "data" / "policies" / "toy.toml"
+TOY = Path(__file__).resolve().parents[1] / "samples" / "policy" / "toy.toml"
 RNG = np.random.default_rng(7)
 
 

@@ -17,7 +17,7 @@ from audit.policy.combine import (
 )
 from audit.policy.schema import Flag
 
-TOY = Path(__file__).parent / "data" / "policies" / "toy.toml"
+TOY = Path(__file__).resolve().parents[1] / "samples" / "policy" / "toy.toml"
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from audit.errors import ExitCode, InputError
 from audit.policy import load_policy, parse_policy
 from audit.policy.loader import default_policy_path
 
-DATA = Path(__file__).parent / "data" / "policies"
+DATA = Path(__file__).resolve().parents[1] / "samples" / "policy"
 TOY = DATA / "toy.toml"
 
 BASE = """\

@@ -13,7 +13,7 @@ from audit.policy._engine import PatternTimeout, compile_pattern, re2_available
 from audit.policy.normalize import normalize_variants, term_pattern
 from audit.policy.rules import age_patterns, compile_rules
 
-TOY = Path(__file__).parent / "data" / "policies" / "toy.toml"
+TOY = Path(__file__).resolve().parents[1] / "samples" / "policy" / "toy.toml"
 
 
 @pytest.fixture(scope="module")

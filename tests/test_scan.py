@@ -18,7 +18,7 @@ from tests.conftest import REPO, run_cli
 
 SAMPLE = REPO / "samples" / "archive"
 LATER = REPO / "samples" / "archive-later"
-TOY_POLICY = REPO / "tests" / "data" / "policies" / "toy.toml"
+TOY_POLICY = REPO / "samples" / "policy" / "toy.toml"
 
 
 def scan(archive: Path, idx: Path, *extra: str):

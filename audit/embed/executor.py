@@ -121,7 +121,7 @@ def decode_item(uri: str, item_id: str | None, spec: ImageSpec, *, verify: bool 
 
     from PIL import Image
 
-    from audit.embed.reader import ReadError, read_uri
+    from audit.ingest.reader import ReadError, read_uri
 
     try:
         data = read_uri(uri)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import os
 import re
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -85,6 +86,18 @@ def safe_uri(text: str) -> str:
         else:
             out.append(ch)
     return "".join(out)
+
+
+_ESCAPED_HIGH_BYTE = re.compile(r"%([89A-F][0-9A-F])")
+
+
+def path_of_safe_uri(uri: str) -> str:
+    """The file system path a ``safe_uri`` stands for: percent-escaped bytes >= 0x80 turned
+    back into the raw bytes of a name that is not UTF-8 (as ``os.fsdecode`` gives them)."""
+    if "%" not in uri:
+        return uri
+    raw = _ESCAPED_HIGH_BYTE.sub(lambda m: chr(0xDC00 + int(m.group(1), 16)), uri)
+    return os.fsdecode(raw.encode("utf-8", "surrogateescape"))
 
 
 def to_mtime_ns(value: Any) -> int | None:

@@ -36,7 +36,7 @@ def check_and_thumbnail(data: ReportData, *, blur: bool = True, grayscale: bool 
                         progress=None) -> None:  # fmt: skip
     """Check every item's original; thumbnail the viewable ones (only ``thumb_items`` if given)."""
     if reader is None:
-        from audit.embed.reader import read_uri as reader
+        from audit.ingest.reader import read_uri as reader
     for item in data.items.values():
         want = thumbnails and (thumb_items is None or item.item_id in thumb_items)
         _check(item, reader, blur=blur, grayscale=grayscale, thumbnails=want)

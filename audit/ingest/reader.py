@@ -1,7 +1,7 @@
 """Read an item's bytes again from the uri the crawl recorded.
 
-``audit.ingest`` has no ``read_uri`` (yet); this is the embed stage's own reader for the
-uri forms the crawl writes (see ``audit.ingest``):
+Every stage after the crawl (embed, report thumbnails, notebook grids) reads originals
+through this one reader, for every uri form the crawl writes (see ``audit.ingest``):
 
 - a local path (absolute, as catalogued), or ``file://`` URL;
 - an archive member ``"<archive uri>!/<member path>"`` (tar, tar.gz/bz2/xz, zip), the
@@ -25,7 +25,7 @@ import zipfile
 from collections import OrderedDict
 from typing import IO, Any
 
-from audit.ingest._common import archive_kind, is_url, safe_uri
+from audit.ingest._common import archive_kind, is_url, path_of_safe_uri, safe_uri
 
 MAX_OPEN_ARCHIVES = 4
 MAX_BYTES = 512 * 1024 * 1024
@@ -44,6 +44,8 @@ def read_uri(uri: str, *, max_bytes: int = MAX_BYTES) -> bytes:
         if is_url(uri) and not uri.startswith("file://"):
             return _read_url(uri, max_bytes)
         path = uri[len("file://") :] if uri.startswith("file://") else uri
+        if not os.path.lexists(path):
+            path = path_of_safe_uri(path)  # a name that is not UTF-8, stored percent-escaped
         with open(path, "rb") as fh:
             data = fh.read(max_bytes + 1)
     except ReadError:
