@@ -197,20 +197,12 @@ class Audit:
         vs = self._vectors()
         models = [resolve_model(vs, model)] if model else vs.models()
         with IndexLock(self.index_dir, wait=wait):
-            run_id = self._begin_run("index", argv)
-            status, summary = "failed", None
-            try:
+            with self.recorded_run("index", argv) as run:
                 PromptRefs(self.catalog.conn).refresh()
                 builder = IndexBuilder(self.index_dir, vs, memory_budget=memory_budget, index_type=index_type,
                                        rebuild=rebuild, verify=verify, progress=progress, **options)  # fmt: skip
-                summary = build_all(builder, models)
-                status = "ok"
-                return summary
-            except KeyboardInterrupt:
-                status = "interrupted"
-                raise
-            finally:
-                self.catalog.finish_run(run_id, status=status, summary=summary.to_dict() if summary else {}, now=utc_now())
+                run.summary = build_all(builder, models)
+                return run.summary
 
     def search(self, text: str | None = None, image=None, item: str | None = None, *, k: int = 10,
                model: str | None = None, space: str = "image", checkpoint: str | None = None,

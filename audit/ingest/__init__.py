@@ -90,14 +90,7 @@ def _open_local(spec: str, max_member_bytes: int) -> Source:
     if manifest_format(path):
         return ManifestSource(spec, path=path, max_member_bytes=max_member_bytes)
     if archive_kind(path):
-        return ArchiveSource(
-            spec,
-            safe_uri(os.path.abspath(path)),
-            lambda: open(path, "rb"),
-            size=st.st_size,
-            mtime_ns=st.st_mtime_ns,
-            max_member_bytes=max_member_bytes,
-        )
+        return ArchiveSource.local(spec, path, max_member_bytes=max_member_bytes)
     return FolderSource(spec, path, max_member_bytes=max_member_bytes)
 
 
