@@ -307,6 +307,7 @@ def _run(audit, conn, pol, vs, model_key, dim, factory, opts: FlagOptions, run_i
     if incremental and not len(rows) and _unchanged_since_last_run(conn, ph, model_key, n):
         # Nothing new to judge, no new decision, the same items: the stored findings and
         # clusters stand as they are. (A scan with nothing new must cost next to nothing.)
+        summary.thresholds = json.loads(prev_run[0]) if prev_run and prev_run[0] else {}
         return _unchanged_summary(store, summary, ph, timings, lap, t)
     sel = rows.tolist()
     prompt_vecs, has_prompt = _prompt_matrix(vs, model_key, [items["prompt"][r] for r in sel], dim)
