@@ -12,9 +12,12 @@ import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
 
 import polars as pl
+
+if TYPE_CHECKING:  # pragma: no cover
+    from audit.ingest.base import Source
 
 from audit import __version__
 from audit.catalog.lock import IndexLock

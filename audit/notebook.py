@@ -13,7 +13,7 @@ import base64
 import html
 import json
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 import polars as pl
 

@@ -337,7 +337,7 @@ def _table(r: dict) -> None:
          f"(fp32 peak {r['peak_gflops']['fp32']:.0f})"),
         (f"  peak RSS, {s['images']} vs {f['images']} images", f"{s['peak_rss_mb']:.0f} vs {f['peak_rss_mb']:.0f} MB",
          f"{r['rss_growth']:.2f}x"),
-        (f"prompts: full 77-token fp32, each prompt", f"{p['baseline_prompts_per_s']:.0f} prompts/s", "1.0x"),
+        ("prompts: full 77-token fp32, each prompt", f"{p['baseline_prompts_per_s']:.0f} prompts/s", "1.0x"),
         (f"prompts: embed_texts ({p['unique']}/{p['prompts']} unique, trimmed, {p['ours_precision']})",
          f"{p['ours_prompts_per_s']:.0f} prompts/s", f"{p['speedup']:.1f}x"),
     ]  # fmt: skip

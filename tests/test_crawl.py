@@ -15,7 +15,7 @@ import pytest
 
 import audit
 from audit.catalog.lock import IndexLock
-from tests.conftest import make_archive_dir, run_cli, write_generation
+from tests.conftest import run_cli, write_generation
 
 DESIGN_COLUMNS = (
     "uri source size mtime_ns status error format width height frames md5 pdq pdq_quality generator prompt "

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -14,7 +13,7 @@ import numpy as np
 import pytest
 
 from audit.catalog.vectors import VectorStore
-from audit.index.build import IndexBuilder, recall_at
+from audit.index.build import recall_at
 from audit.index.files import IndexCorrupt, load_index, manifest_path, model_dir, safe_name
 from index_fixtures import MODEL, add_items, clustered, item_id, new_audit
 

@@ -129,7 +129,7 @@ CATASTROPHIC = r"(a|aa)+$"
 
 
 def test_catastrophic_pattern_times_out_as_error_not_hang():
-    policy = parse_policy(f"""
+    policy = parse_policy("""
 [[category]]
 id = "c"
 severity = "low"

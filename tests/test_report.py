@@ -17,7 +17,7 @@ import pytest
 
 import audit
 from audit.errors import UsageError
-from audit.report import build_report, parse_formats, verify_report
+from audit.report import parse_formats, verify_report
 from audit.report.base import FINDING_FIELDS, SIGNAL_FIELDS, writers
 from audit.report.data import gather
 from audit.report.testing import HUGE_PROMPT, XSS_NAME, XSS_PROMPT, build_fixture, check_writer

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import io
 import json
 import random
-from pathlib import Path
 
 import numpy as np
 import pytest
