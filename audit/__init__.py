@@ -28,7 +28,7 @@ def crawl(sources, index_dir, **options):
 
     if isinstance(sources, (str, bytes)) or hasattr(sources, "__fspath__"):
         sources = [sources]
-    opened = [open_source(str(s)) for s in sources]
+    opened = [open_source(str(s), trust_dir_mtime=options.get("trust_dir_mtime", False)) for s in sources]
     return open(index_dir, create=True).crawl(opened, **options)
 
 

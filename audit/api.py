@@ -58,15 +58,20 @@ class Audit:
         wait: bool = False,
         progress=None,
         argv: Sequence[str] | None = None,
+        trust_dir_mtime: bool = False,
     ):
-        """Catalog every generation under ``sources``; returns a ``CrawlSummary``."""
+        """Catalog every generation under ``sources``; returns a ``CrawlSummary``.
+
+        ``trust_dir_mtime``: in local folders, skip the files of a directory whose mtime is
+        unchanged since its last full listing (much faster rescans of huge trees; a file
+        rewritten in place without a rename is then not noticed until a normal crawl)."""
         from audit.crawler.runner import Crawler
         from audit.ingest import open_source
         from audit.ingest.base import Source
 
         if isinstance(sources, (str, os.PathLike)):
             sources = [sources]
-        opened = [s if isinstance(s, Source) else open_source(str(s)) for s in sources]
+        opened = [s if isinstance(s, Source) else open_source(str(s), trust_dir_mtime=trust_dir_mtime) for s in sources]
         with IndexLock(self.index_dir, wait=wait), self.recorded_run("crawl", argv) as run:
             crawler = Crawler(self.catalog, run_id=run.run_id, workers=workers, progress=progress)
             run.summary = crawler.summary  # recorded as far as it got, also when interrupted
@@ -75,7 +80,7 @@ class Audit:
     def scan(self, sources, *, policy=None, model: str = "ViT-B-32", pretrained: str | None = "laion2b_s34b_b79k",
              checkpoint=None, device: str = "cpu", batch_size: int | None = None, workers: int | None = None,
              report: bool = False, out=None, fail_on: str | None = None, wait: bool = False, progress=None,
-             argv: Sequence[str] | None = None):  # fmt: skip
+             argv: Sequence[str] | None = None, trust_dir_mtime: bool = False):  # fmt: skip
         """crawl -> embed -> index -> flag (-> report) under one hold of the index lock;
         returns a ``ScanSummary`` whose ``exit_code`` is 1 when a new finding is at or above
         ``fail_on``. ``progress``: a function stage -> context manager yielding a callback."""
@@ -83,7 +88,8 @@ class Audit:
 
         return run_scan(self, sources, policy=policy, model=model, pretrained=pretrained, checkpoint=checkpoint,
                         device=device, batch_size=batch_size, workers=workers, report=report, out=out,
-                        fail_on=fail_on, wait=wait, progress=progress, argv=argv)  # fmt: skip
+                        fail_on=fail_on, wait=wait, progress=progress, argv=argv,
+                        trust_dir_mtime=trust_dir_mtime)  # fmt: skip
 
     # --- notebook helpers (audit/notebook.py)
     def show(self, ids, *, limit: int = 24, blur: bool = True, grayscale: bool = False):

@@ -72,13 +72,14 @@ def run_scan(
     wait: bool = False,
     progress: ProgressFactory | None = None,
     argv: Sequence[str] | None = None,
+    trust_dir_mtime: bool = False,
 ) -> ScanSummary:
     """Run crawl, embed, index, flag and (optionally) report on ``audit_index``."""
     from audit.ingest import open_source
     from audit.policy import load_policy
 
     failing = severity_at_or_above(fail_on) if fail_on else ()
-    opened = [s if hasattr(s, "entries") else open_source(str(s)) for s in sources]
+    opened = [s if hasattr(s, "entries") else open_source(str(s), trust_dir_mtime=trust_dir_mtime) for s in sources]
     loaded_policy = policy if hasattr(policy, "content_hash") else load_policy(policy)  # bad policy: exit 2 before work
     bars = progress or _nullcontext_progress
     summary = ScanSummary(index=str(audit_index.index_dir), fail_on=fail_on)

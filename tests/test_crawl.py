@@ -199,3 +199,24 @@ def test_non_utf8_file_names_are_catalogued_and_read_back(tmp_path, archive):
     crawl(tmp_path / "idx", archive)
     row = audit.open(tmp_path / "idx").items().filter(pl.col("uri").str.contains("caf%E9_%FF")).row(0, named=True)
     assert row["status"] == "ok" and read_uri(row["uri"]) == src
+
+
+def test_trust_dir_mtime_skips_unchanged_directories_but_sees_adds_and_deletes(tmp_path, archive):
+    idx = tmp_path / "idx"
+    fast = lambda: audit.crawl([str(archive)], idx, workers=0, trust_dir_mtime=True)  # noqa: E731
+    assert fast().read == 12
+    again = fast()
+    assert (again.read, again.unchanged, again.missing) == (0, 12, 0)
+    write_generation(archive / "sub0" / "added.png", "green", "circle", seed=77)
+    (archive / "sub1" / "gen_0001.png").unlink()
+    s = fast()
+    assert (s.read, s.missing, s.unchanged) == (1, 1, 11)
+    # a file rewritten in place leaves its directory's mtime alone: the fast mode misses it,
+    # an ordinary crawl (one stat per file) does not
+    target = archive / "sub2" / "gen_0002.png"
+    dir_mtime = (archive / "sub2").stat().st_mtime_ns
+    write_generation(target, "blue", "square", seed=5, offset=3)
+    os.utime(archive / "sub2", ns=(dir_mtime, dir_mtime))
+    assert fast().read == 0
+    assert audit.crawl([str(archive)], idx, workers=0).read == 1
+    assert fast().read == 0 and audit.open(idx).items().height == 12

@@ -64,11 +64,14 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
 CREATE TABLE IF NOT EXISTS items ({", ".join(f"{n} {t}" for n, t in ITEM_COLUMNS)});
 CREATE TABLE IF NOT EXISTS locations ({", ".join(f"{n} {t}" for n, t in LOCATION_COLUMNS)});
 CREATE INDEX IF NOT EXISTS locations_item ON locations(item_id);
+-- covers a rescan's "were all present locations under this root seen?" count
+CREATE INDEX IF NOT EXISTS locations_presence ON locations(uri, present, seen_run);
 CREATE TABLE IF NOT EXISTS containers (
     uri TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, last_seen TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS dir_listings (
-    dir TEXT PRIMARY KEY, listing BLOB NOT NULL
+    dir TEXT PRIMARY KEY, listing BLOB NOT NULL,
+    dir_mtime_ns INTEGER  -- the directory's mtime read just before the listing (trust_dir_mtime)
 );
 CREATE TABLE IF NOT EXISTS scans (
     root_uri TEXT PRIMARY KEY, run_id INTEGER NOT NULL, at TEXT NOT NULL

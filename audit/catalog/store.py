@@ -59,6 +59,7 @@ class Catalog:
             self.index_dir.mkdir(parents=True, exist_ok=True)
         self.conn = connect(self.path)
         self.conn.executescript(DDL)
+        _add_missing_columns(self.conn, "dir_listings", {"dir_mtime_ns": "INTEGER"})
         row = self.conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
         if row is None:
             self.conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
@@ -112,8 +113,18 @@ class Catalog:
         row = self.conn.execute("SELECT listing FROM dir_listings WHERE dir = ?", (directory,)).fetchone()
         return marshal.loads(row[0]) if row else None
 
-    def build_dir_listings(self, directories: Iterable[str]) -> None:
-        """Cache each directory's listing from its location rows (the truth)."""
+    def dir_listing_if_unchanged(self, directory: str, mtime_ns: int) -> dict[str, tuple[int, int, int]] | None:
+        """The cached listing of ``directory`` when it was listed in full at this mtime and
+        nothing under it was written since (a write drops its cached listing); else None."""
+        row = self.conn.execute(
+            "SELECT listing FROM dir_listings WHERE dir = ? AND dir_mtime_ns = ?", (directory, mtime_ns)
+        ).fetchone()
+        return marshal.loads(row[0]) if row else None
+
+    def build_dir_listings(self, directories: Iterable[str], mtimes: dict[str, int] | None = None) -> None:
+        """Cache each directory's listing from its location rows (the truth), with the
+        directory mtime read before it was listed, where known."""
+        mtimes = mtimes or {}
         rows = []
         for directory in directories:
             lo, hi = _prefix_range(directory + "/")
@@ -126,10 +137,12 @@ class Catalog:
                 name = uri[len(directory) + 1 :]
                 if "/" not in name and "!/" not in name and size is not None and mtime_ns:
                     listing[name] = (size, mtime_ns, rowid)
-            rows.append((directory, marshal.dumps(listing)))
+            rows.append((directory, marshal.dumps(listing), mtimes.get(directory)))
         with self.transaction() as c:
             c.executemany(
-                "INSERT INTO dir_listings VALUES (?, ?) ON CONFLICT(dir) DO UPDATE SET listing=excluded.listing", rows
+                "INSERT INTO dir_listings (dir, listing, dir_mtime_ns) VALUES (?, ?, ?) ON CONFLICT(dir) "
+                "DO UPDATE SET listing=excluded.listing, dir_mtime_ns=excluded.dir_mtime_ns",
+                rows,
             )
 
     def max_location_rowid(self) -> int:
@@ -203,14 +216,14 @@ class Catalog:
             c.executemany("DELETE FROM dir_listings WHERE dir = ?", dirs)
 
     def mark_missing(
-        self, root_uri: str, *, run_id: int, now: str, seen: bytearray | None = None, seen_count: int = 0
+        self, root_uri: str, *, run_id: int, now: str, seen: "Sequence[int] | None" = None, seen_count: int = 0
     ) -> list[tuple[str, str | None]]:
         """Locations owned by ``root_uri`` that this run did not see: deleted or moved away.
 
         A location counts as seen when this run wrote it (``seen_run``) or, for unchanged
         ones that were not rewritten, when its rowid is set in ``seen``.
         """
-        seen = seen or bytearray()
+        seen = bytearray() if seen is None else seen
         limit = len(seen)
         ranges = _owned_ranges(root_uri)
         where = " OR ".join("(uri >= ? AND uri < ?)" for _ in ranges) + " OR uri = ?"
@@ -218,10 +231,10 @@ class Catalog:
         with self.transaction() as c:
             # Fast path: counting in SQL costs nanoseconds per row; when every present row was
             # seen there is nothing to look for row by row.
-            present = c.execute(f"SELECT count(*) FROM locations WHERE ({where}) AND present=1", params).fetchone()[0]
-            written = c.execute(
-                f"SELECT count(*) FROM locations WHERE ({where}) AND present=1 AND seen_run=?", (*params, run_id)
-            ).fetchone()[0]
+            present, written = c.execute(
+                f"SELECT count(*), coalesce(sum(seen_run = ?), 0) FROM locations WHERE ({where}) AND present=1",
+                (run_id, *params),
+            ).fetchone()
             gone = []
             if present != written + seen_count:
                 rows = c.execute(
@@ -281,6 +294,14 @@ def _upsert_sql(table: str, names: list[str], key: str) -> str:
     marks = ", ".join("?" * len(names))
     updates = ", ".join(f"{n}=excluded.{n}" for n in names if n not in (key, "first_seen"))
     return f"INSERT INTO {table} ({cols}) VALUES ({marks}) ON CONFLICT({key}) DO UPDATE SET {updates}"
+
+
+def _add_missing_columns(conn: sqlite3.Connection, table: str, columns: dict[str, str]) -> None:
+    """Bring a table made by an earlier version up to date (SQLite adds columns in place)."""
+    have = {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
+    for name, sql_type in columns.items():
+        if name not in have:
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {name} {sql_type}")
 
 
 def parent_dir(uri: str) -> str:

@@ -19,6 +19,7 @@ def crawl(
     index: Path = typer.Option(..., "--index", "-i", help=INDEX_HELP),
     workers: Optional[int] = typer.Option(None, "--workers", min=0, help="Worker processes for decoding and hashing (default: one per core; 0 = in-process)."),
     wait: bool = typer.Option(False, "--wait", help="Wait for another run holding the index instead of exiting with code 3."),
+    trust_dir_mtime: bool = typer.Option(False, "--trust-dir-mtime", help="Skip the files of local directories whose mtime is unchanged since their last full listing: one stat per directory instead of per file (a file rewritten in place without a rename is then missed until a normal crawl)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
     json_out: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
 ) -> None:
@@ -31,7 +32,7 @@ def crawl(
     import audit
     from audit.ingest import open_source
 
-    opened = [open_source(s) for s in sources]  # a bad SOURCE fails before any work
+    opened = [open_source(s, trust_dir_mtime=trust_dir_mtime) for s in sources]  # a bad SOURCE fails before any work
     with progress_bar("crawl", quiet=quiet) as progress:
         summary = audit.open(index, create=True).crawl(opened, workers=workers, wait=wait, progress=progress)
     data = summary.to_dict()

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+
+import numpy as np
 import time
 from collections import Counter
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -18,7 +20,7 @@ from typing import Any, Callable, Iterable
 
 from audit.catalog.store import Catalog
 from audit.crawler.worker import ReadResult, read_entries
-from audit.ingest.base import ContainerDone, ContainerUnchanged, Entry, Source
+from audit.ingest.base import ContainerDone, ContainerUnchanged, DirectoryListed, DirectoryUnchanged, Entry, Source
 from audit.timeutil import utc_now
 
 _UNLOADED = object()
@@ -90,10 +92,11 @@ class Crawler:
         # and whatever is left unmarked afterwards has gone missing.
         self._source = source
         self._root = source.root_uri if source.complete else None
-        self._seen = bytearray(self.catalog.max_location_rowid() + 1) if source.complete else bytearray()
+        self._seen = np.zeros(self.catalog.max_location_rowid() + 1 if source.complete else 0, dtype=np.uint8)
         self._seen_count = 0
         self._listings: dict[str, Any] = {}
         self._rebuild: set[str] = set()
+        self._dir_mtimes: dict[str, int] = {}
         chunk: list[Entry] = []
         for listed in source.entries(self._unchanged):
             if isinstance(listed, Entry):
@@ -105,6 +108,11 @@ class Crawler:
                 self._dispatch(chunk)
                 chunk = []
                 self._container_unchanged(listed.uri)
+            elif isinstance(listed, DirectoryListed):
+                self._dir_mtimes[listed.uri] = listed.mtime_ns
+                self._rebuild.add(listed.uri)
+            elif isinstance(listed, DirectoryUnchanged):
+                self._directory_unchanged(listed.uri)
             elif isinstance(listed, ContainerDone):
                 self._dispatch(chunk)
                 chunk = []
@@ -115,19 +123,36 @@ class Crawler:
         if source.complete:
             self._record_missing(source.root_uri)
             # Listings are rebuilt from the committed location rows, after the last write.
-            self.catalog.build_dir_listings(sorted(self._rebuild))
+            self.catalog.build_dir_listings(sorted(self._rebuild), self._dir_mtimes)
 
     def _unchanged(self, uri: str, size: int, mtime_ns: int) -> bool:
+        if uri.endswith("/"):  # a directory (trust_dir_mtime): keep its listing for what follows
+            if self._root is None:
+                return False
+            self._unchanged_dir = (uri[:-1], self.catalog.dir_listing_if_unchanged(uri[:-1], mtime_ns))
+            return self._unchanged_dir[1] is not None
         return self.catalog.container_unchanged(uri, size, mtime_ns) or self.catalog.location_unchanged(
             uri, size, mtime_ns
         )
 
+    def _directory_unchanged(self, directory: str) -> None:
+        kept = getattr(self, "_unchanged_dir", None)
+        listing = kept[1] if kept and kept[0] == directory else self.catalog.dir_listing(directory)
+        listing = listing or {}
+        self._mark_seen(k[2] for k in listing.values())
+        self.summary.listed += len(listing)
+        self.summary.unchanged += len(listing)
+        self.progress("listed", len(listing))
+        self.progress("done", len(listing))
+
     def _mark_seen(self, rowids: Iterable[int]) -> None:
-        seen = self._seen
-        for rowid in rowids:
-            if rowid < len(seen) and not seen[rowid]:
-                seen[rowid] = 1
-                self._seen_count += 1
+        ids = np.fromiter(rowids, dtype=np.int64)
+        if not len(ids):
+            return
+        ids = np.unique(ids[ids < len(self._seen)])
+        fresh = ids[self._seen[ids] == 0]
+        self._seen[fresh] = 1
+        self._seen_count += int(len(fresh))
 
     def _container_unchanged(self, uri: str) -> None:
         if self._root is not None:

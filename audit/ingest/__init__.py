@@ -57,19 +57,21 @@ __all__ = [
 ]
 
 
-def open_source(spec: str, *, max_member_bytes: int = DEFAULT_MAX_MEMBER_BYTES) -> Source:
+def open_source(spec: str, *, max_member_bytes: int = DEFAULT_MAX_MEMBER_BYTES, trust_dir_mtime: bool = False) -> Source:
     """The reader for one SOURCE argument (see the module docstring).
 
-    ``max_member_bytes`` caps archive members and remote objects read into memory.
+    ``max_member_bytes`` caps archive members and remote objects read into memory;
+    ``trust_dir_mtime`` lets a local folder skip the files of directories whose mtime is
+    unchanged since they were last listed (see ``DirectoryUnchanged``).
     """
     if not isinstance(spec, str) or not spec.strip():
         raise InputError("empty SOURCE: give a directory, file, manifest, archive or URL")
     if is_url(spec):
         return _open_url(spec, max_member_bytes)
-    return _open_local(spec, max_member_bytes)
+    return _open_local(spec, max_member_bytes, trust_dir_mtime)
 
 
-def _open_local(spec: str, max_member_bytes: int) -> Source:
+def _open_local(spec: str, max_member_bytes: int, trust_dir_mtime: bool = False) -> Source:
     path = os.path.expanduser(spec)
     try:
         st = os.stat(path)
@@ -84,7 +86,7 @@ def _open_local(spec: str, max_member_bytes: int) -> Source:
             os.scandir(path).close()
         except OSError as exc:
             raise InputError(f"cannot read directory {spec}: {describe(exc)}") from None
-        return FolderSource(spec, path, max_member_bytes=max_member_bytes)
+        return FolderSource(spec, path, max_member_bytes=max_member_bytes, trust_dir_mtime=trust_dir_mtime)
     if not _stat.S_ISREG(st.st_mode):
         raise InputError(f"source is neither a directory nor a regular file: {spec}")
     if manifest_format(path):

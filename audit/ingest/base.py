@@ -66,7 +66,28 @@ class ContainerDone:
     mtime_ns: int
 
 
-Listed = Entry | ContainerUnchanged | ContainerDone
+@dataclass(frozen=True)
+class DirectoryListed:
+    """Yielded before the files of a directory whose mtime the source read first (only
+    with ``trust_dir_mtime``): the crawler remembers that mtime with the directory."""
+
+    uri: str
+    source: str
+    mtime_ns: int
+
+
+@dataclass(frozen=True)
+class DirectoryUnchanged:
+    """Yielded instead of the files of a directory whose mtime is what it was when it was
+    last listed in full (only with ``trust_dir_mtime``): no file was added, removed or
+    renamed in it, so the crawler counts its catalogued files as seen without a stat each.
+    A file rewritten in place is not noticed this way."""
+
+    uri: str
+    source: str
+
+
+Listed = Entry | ContainerUnchanged | ContainerDone | DirectoryListed | DirectoryUnchanged
 
 
 @runtime_checkable

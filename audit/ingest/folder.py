@@ -44,9 +44,11 @@ from audit.ingest._common import (
     safe_uri,
 )
 from audit.ingest.archive import iter_archive
-from audit.ingest.base import Entry, Listed, Sidecar, UnchangedCheck
+from audit.ingest.base import DirectoryListed, DirectoryUnchanged, Entry, Listed, Sidecar, UnchangedCheck
 
 CHUNK = 65536
+# Last characters of the archive suffixes: most names (images) are ruled out by one look.
+_ARCHIVE_LAST_CHARS = frozenset("".join(x[-1] + x[-1].upper() for x in ARCHIVE_SUFFIXES))
 _NO_SIDECARS: tuple[Sidecar, ...] = ()
 _SIDECAR_ORDER = ("txt", "json", "yaml", "yml")
 
@@ -63,8 +65,10 @@ class FolderSource:
         *,
         open_archives: bool = True,
         max_member_bytes: int = DEFAULT_MAX_MEMBER_BYTES,
+        trust_dir_mtime: bool = False,
     ) -> None:
         self.spec = spec
+        self.trust_dir_mtime = trust_dir_mtime
         self.root = os.path.abspath(spec if path is None else path)
         self.root_uri = safe_uri(self.root)
         self.open_archives = open_archives
@@ -117,6 +121,21 @@ class FolderSource:
     ) -> Iterator[Listed]:
         spec = self.spec
         prefix = dirpath if dirpath.endswith(os.sep) else dirpath + os.sep
+        files_unchanged = False
+        if self.trust_dir_mtime:
+            # One stat per directory instead of one per file: an unchanged directory mtime
+            # means no file was added, removed or renamed in it since it was listed.
+            try:
+                dir_mtime = os.stat(dirpath).st_mtime_ns
+            except OSError:
+                dir_mtime = None
+            if dir_mtime is not None:
+                dir_uri = safe_uri(prefix[:-1] or os.sep)
+                if unchanged(dir_uri + "/", 0, dir_mtime):
+                    files_unchanged = True
+                    yield DirectoryUnchanged(dir_uri, spec)
+                else:
+                    yield DirectoryListed(dir_uri, spec, dir_mtime)
         images: list[os.DirEntry[str]] = []
         sidecars: dict[str, list[str]] = {}
         subdirs: list[os.DirEntry[str]] = []
@@ -124,6 +143,16 @@ class FolderSource:
         overflow = False
         try:
             with os.scandir(dirpath) as it:
+                if files_unchanged:  # only what may hold more: subdirectories and archives
+                    for de in it:
+                        try:
+                            is_dir = de.is_dir()
+                        except OSError:
+                            is_dir = False
+                        if is_dir:
+                            subdirs.append(de)
+                        elif de.name[-1:] in _ARCHIVE_LAST_CHARS and de.name.lower().endswith(ARCHIVE_SUFFIXES):
+                            others.append(de)
                 for de in it:
                     name = de.name
                     dot = name.rfind(".")
