@@ -256,8 +256,9 @@ class Catalog:
             )
         return [(uri, item_id) for _, uri, item_id in gone]
 
-    def locations_first_seen_in(self, run_id: int, item_ids: Sequence[str]) -> set[str]:
-        """Those of ``item_ids`` that this run found at a new location (to recognise moves)."""
+    def items_written_in(self, run_id: int, item_ids: Sequence[str]) -> set[str]:
+        """Those of ``item_ids`` that this run wrote a present location of, e.g. the new path
+        of a moved file (to tell a move from a deletion)."""
         hits: set[str] = set()
         for chunk in _chunks(list(item_ids), _IN_CHUNK):
             marks = ",".join("?" * len(chunk))

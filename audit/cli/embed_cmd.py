@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from audit.cli.app import app
-from audit.cli.output import emit_json, progress_bar, stderr
+from audit.cli.output import emit_json, pretrained_tag, progress_bar, stderr
 
 
 @app.command("embed")
@@ -38,7 +38,7 @@ def embed_command(
     """
     import audit
 
-    tag = None if pretrained.strip().lower() in ("", "none", "random") else pretrained
+    tag = pretrained_tag(pretrained)
     with progress_bar("embed", quiet=quiet) as progress:
         summary = audit.open(index).embed(
             model=model, pretrained=tag, checkpoint=str(checkpoint) if checkpoint else None, device=device,

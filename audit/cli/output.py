@@ -59,3 +59,8 @@ def progress_bar(description: str, *, quiet: bool) -> Iterator[Any]:
                 bar.update(task, total=n)
 
         yield update
+
+
+def pretrained_tag(value: str) -> str | None:
+    """``--pretrained`` as given, or None for random weights ('none', 'random' or empty)."""
+    return None if value.strip().lower() in ("", "none", "random") else value

@@ -9,7 +9,7 @@ from typing import List, Optional
 import typer
 
 from audit.cli.app import app
-from audit.cli.output import emit_json, progress_bar, stderr
+from audit.cli.output import emit_json, pretrained_tag, progress_bar, stderr
 
 
 @app.command("scan")
@@ -41,7 +41,7 @@ def scan_command(
     import audit
     from audit.errors import ExitCode
 
-    tag = None if pretrained.strip().lower() in ("", "none", "random") else pretrained
+    tag = pretrained_tag(pretrained)
     summary = audit.open(index, create=True).scan(
         sources, policy=policy, model=model, pretrained=tag, checkpoint=str(checkpoint) if checkpoint else None,
         device=device, batch_size=batch_size, workers=workers, report=report, out=out, fail_on=fail_on, wait=wait,

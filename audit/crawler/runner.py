@@ -90,13 +90,13 @@ class Crawler:
         # Unchanged locations of a complete source are not rewritten (a rescan of a large,
         # unchanged tree then writes almost nothing); their rowids are marked here instead,
         # and whatever is left unmarked afterwards has gone missing.
-        self._source = source
         self._root = source.root_uri if source.complete else None
         self._seen = np.zeros(self.catalog.max_location_rowid() + 1 if source.complete else 0, dtype=np.uint8)
         self._seen_count = 0
         self._listings: dict[str, Any] = {}
         self._rebuild: set[str] = set()
         self._dir_mtimes: dict[str, int] = {}
+        self._unchanged_dir: tuple[str, Any] | None = None  # (directory, listing) of the last check
         chunk: list[Entry] = []
         for listed in source.entries(self._unchanged):
             if isinstance(listed, Entry):
@@ -136,14 +136,11 @@ class Crawler:
         )
 
     def _directory_unchanged(self, directory: str) -> None:
-        kept = getattr(self, "_unchanged_dir", None)
+        kept = self._unchanged_dir
         listing = kept[1] if kept and kept[0] == directory else self.catalog.dir_listing(directory)
         listing = listing or {}
         self._mark_seen(k[2] for k in listing.values())
-        self.summary.listed += len(listing)
-        self.summary.unchanged += len(listing)
-        self.progress("listed", len(listing))
-        self.progress("done", len(listing))
+        self._count_unlisted_unchanged(len(listing))
 
     def _mark_seen(self, rowids: Iterable[int]) -> None:
         ids = np.fromiter(rowids, dtype=np.int64)
@@ -162,8 +159,12 @@ class Crawler:
         else:
             n = self.catalog.touch_container(uri, run_id=self.run_id, now=utc_now())
         self.summary.containers_skipped += 1
-        self.summary.unchanged += n
+        self._count_unlisted_unchanged(n)
+
+    def _count_unlisted_unchanged(self, n: int) -> None:
+        """Count catalogued locations settled without the source listing them one by one."""
         self.summary.listed += n
+        self.summary.unchanged += n
         self.progress("listed", n)
         self.progress("done", n)
 
@@ -309,7 +310,7 @@ class Crawler:
         )
         if not gone:
             return
-        still_present = self.catalog.locations_first_seen_in(self.run_id, [g[1] for g in gone if g[1]])
+        still_present = self.catalog.items_written_in(self.run_id, [g[1] for g in gone if g[1]])
         moved = sum(1 for _, item_id in gone if item_id in still_present)
         self._rebuild.update(uri.rpartition("/")[0] for uri, _ in gone)
         self.summary.moved += moved
