@@ -1,5 +1,3 @@
-import sys
+from audit.cli.app import exit_with, main
 
-from audit.cli.app import main
-
-sys.exit(main())
+exit_with(main())

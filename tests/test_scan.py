@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -27,6 +30,26 @@ def scan(archive: Path, idx: Path, *extra: str):
     )  # fmt: skip
     assert res.returncode in (0, 1), res.stderr
     return res.returncode, json.loads(res.stdout)
+
+
+def _wait_for_first_image_vector(catalog: Path, proc: subprocess.Popen, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "the scan ended before it could be interrupted"
+        if catalog.exists():
+            try:
+                with closing(sqlite3.connect(f"file:{catalog}?mode=ro", uri=True, timeout=1)) as conn:
+                    if conn.execute("SELECT 1 FROM vectors WHERE space = 'image' LIMIT 1").fetchone():
+                        return
+            except sqlite3.OperationalError:  # table not created yet
+                pass
+        time.sleep(0.02)
+    raise AssertionError("no image vector was stored in time")
+
+
+def _last_run_status(catalog: Path) -> str:
+    with closing(sqlite3.connect(catalog)) as conn:
+        return conn.execute("SELECT status FROM runs ORDER BY run_id DESC LIMIT 1").fetchone()[0]
 
 
 @pytest.mark.slow
@@ -97,17 +120,18 @@ def test_interrupted_scan_exits_130_and_the_next_scan_finishes(tmp_path, sig):
     cmd = [sys.executable, "-m", "audit", "scan", str(archive), "--index", str(idx), "--model", "toy-shapes",
            "--policy", str(TOY_POLICY), "--quiet", "--workers", "0"]  # fmt: skip
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not (idx / "catalog.sqlite").exists():
-        time.sleep(0.05)
-    time.sleep(1.0)
+    # Signal once the first image vectors are committed: mid-embed, with the flag stage
+    # still to come, however fast or slow the machine is.
+    _wait_for_first_image_vector(idx / "catalog.sqlite", proc)
     proc.send_signal(sig)
     out, err = proc.communicate(timeout=120)
     if sig == signal.SIGKILL:
         assert proc.returncode == -signal.SIGKILL
     else:
         assert proc.returncode == 130, err
+        assert err.strip().splitlines()[-1].startswith("audit: interrupted"), err
         assert "Traceback" not in err
+        assert _last_run_status(idx / "catalog.sqlite") == "interrupted"
     code, summary = scan(archive, idx)
     import audit
 
@@ -132,3 +156,21 @@ def test_a_scan_with_nothing_new_skips_model_loading_and_reflagging(tmp_path):
     a.review(item=item, decision="dismiss", note="toy check")
     third = a.scan([SAMPLE], model="toy-shapes", policy=TOY_POLICY, workers=0)
     assert third.stages["flag"]["mode"] == "incremental"
+
+
+def test_a_signal_after_the_outcome_is_decided_does_not_change_the_exit_code(tmp_path):
+    # Python restores default signal actions before tearing modules down; a SIGINT landing
+    # then (here: from a destructor run during teardown) must not replace the real exit code.
+    script = tmp_path / "late_signal.py"
+    script.write_text(
+        "import os, signal\n"
+        "from audit.cli.app import exit_with\n"
+        "class Late:\n"
+        "    def __del__(self):\n"
+        "        os.kill(os.getpid(), signal.SIGINT)\n"
+        "late = Late()\n"
+        "exit_with(3)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    res = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=60)
+    assert res.returncode == 3, res.stderr

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import signal
 import sys
-from typing import Optional
+from typing import NoReturn, Optional
 
 import typer
 
@@ -24,6 +24,7 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
+_INTERRUPTED = "audit: interrupted; work committed so far is kept, rerun to finish"
 INTERNAL_ERROR = 70  # sysexits EX_SOFTWARE: a bug in audit, not in the input
 _state = {"traceback": False}
 
@@ -58,25 +59,28 @@ def _raise_interrupt(signum, frame):  # SIGTERM from cron/systemd: stop like Ctr
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Console entry point; returns (and exits with) the process exit code."""
-    _register_commands()
+    """Console entry point; returns the process exit code."""
     signal.signal(signal.SIGTERM, _raise_interrupt)
     args = sys.argv[1:] if argv is None else argv
     _state["traceback"] = "--traceback" in args
     try:
-        # Outside standalone mode click returns the code of a `typer.Exit(code)`.
+        _register_commands()
+        # Outside standalone mode click returns the code of a `typer.Exit(code)`; typer turns
+        # a KeyboardInterrupt inside a command into Exit(130) on its own, without a word.
         returned = app(args=args, prog_name="audit", standalone_mode=False)
         code = returned if isinstance(returned, int) else 0
+        if code == ExitCode.INTERRUPTED:
+            code = _fail(None, _INTERRUPTED, code)
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 0
     except AuditError as exc:
         code = _fail(exc, f"audit: error: {exc}", int(exc.exit_code))
     except KeyboardInterrupt:
-        code = _fail(None, "audit: interrupted; work committed so far is kept, rerun to finish", int(ExitCode.INTERRUPTED))
+        code = _fail(None, _INTERRUPTED, int(ExitCode.INTERRUPTED))
     except Exception as exc:  # noqa: BLE001 - last line of defence: one line, not a traceback
         # typer ships its own copy of click, so recognise click's exceptions by shape.
         if type(exc).__name__ == "Abort":
-            code = _fail(None, "audit: interrupted", int(ExitCode.INTERRUPTED))
+            code = _fail(None, _INTERRUPTED, int(ExitCode.INTERRUPTED))
         elif callable(getattr(exc, "show", None)) and isinstance(getattr(exc, "exit_code", None), int):
             exc.show()  # usage errors: click's own message, exit code 2
             code = exc.exit_code
@@ -94,5 +98,24 @@ def _fail(exc: BaseException | None, message: str, code: int) -> int:
     return code
 
 
+def exit_with(code: int) -> NoReturn:
+    """Leave the process with ``code``, which a late SIGINT/SIGTERM can no longer change.
+
+    Once the work is done and its outcome decided, Python restores the default actions of
+    SIGINT and SIGTERM before it tears down its modules (torch, polars, faiss: about a
+    second). A signal landing then would kill the process and a cron job would read
+    "killed by SIGINT" instead of the real result, so both are ignored for the last stretch.
+    Ignored, not handled: Python keeps SIG_IGN through finalisation, but no handler of its own.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe on the other end: nothing more to say
+            pass
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    sys.exit(code)
+
+
 def run() -> None:  # pragma: no cover - console script wrapper
-    sys.exit(main())
+    exit_with(main())
