@@ -133,9 +133,14 @@ def test_incremental_policy_change_and_dismissal(flagged, tmp_path):
     assert {k for k, v in status.items() if v == "new"} == {(i, "triangles") for i in new_items}
     assert all(v in ("known", "dismissed") for (i, c), v in status.items() if i not in new_items)
     assert len(df) == len(first) + 3
-    # unchanged policy, nothing new: nothing evaluated, nothing lost
-    s = a.flag(policy)
-    assert s.evaluated == 0 and len(a.findings()) == len(df)
+    # unchanged policy, nothing new: nothing evaluated, nothing lost, the same summary
+    before = s
+    events: list[tuple[str, int]] = []
+    s = a.flag(policy, progress=lambda event, n: events.append((event, n)))
+    assert s.mode == "unchanged" and s.evaluated == 0 and len(a.findings()) == len(df)
+    for field in ("findings", "clusters", "flagged_clusters", "near_duplicate_groups", "by_category"):
+        assert getattr(s, field) == getattr(before, field), field
+    assert events[0] == ("total", 7) and sum(n for e, n in events if e == "done") == 7
     # a changed policy: every item again, under the new hash; the dismissal still holds
     policy.write_text(POLICY.format(version="2"))
     s = a.flag(policy)

@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from audit.cli.app import app
-from audit.cli.output import emit_json, stderr
+from audit.cli.output import emit_json, progress_bar, stderr
 
 
 @app.command("flag")
@@ -34,10 +34,11 @@ def flag_command(
     """
     import audit
 
-    summary = audit.open(index).flag(
-        str(policy) if policy else None, model=model, checkpoint=str(checkpoint) if checkpoint else None,
-        device=device, full=full, wait=wait, n_clusters=clusters, cluster_share=cluster_share,
-    )  # fmt: skip
+    with progress_bar("flag", quiet=quiet) as bar:
+        summary = audit.open(index).flag(
+            str(policy) if policy else None, model=model, checkpoint=str(checkpoint) if checkpoint else None,
+            device=device, full=full, wait=wait, n_clusters=clusters, cluster_share=cluster_share, progress=bar,
+        )  # fmt: skip
     data = summary.to_dict()
     if json_out:
         emit_json({"command": "flag", "index": str(index), **data})

@@ -31,7 +31,10 @@ class _RateColumn(TextColumn):
 
 @contextmanager
 def progress_bar(description: str, *, quiet: bool) -> Iterator[Any]:
-    """A callback ``(event, n)`` feeding a rich bar; the total grows as sources are listed."""
+    """A callback ``(event, n)`` feeding a rich bar; the total grows as sources are listed.
+
+    The bar appears with the first event, so a command that fails before doing any work
+    (no index, a bad policy) prints its one-line error and nothing else."""
     if quiet:
         yield lambda event, n: None
         return
@@ -47,18 +50,25 @@ def progress_bar(description: str, *, quiet: bool) -> Iterator[Any]:
         console=stderr,
         transient=False,
     )
-    with bar:
-        task = bar.add_task(description, total=0)
+    tasks: list[Any] = []
 
-        def update(event: str, n: int) -> None:
-            if event == "listed":
-                bar.update(task, total=(bar.tasks[0].total or 0) + n)
-            elif event == "done":
-                bar.advance(task, n)
-            elif event == "total":
-                bar.update(task, total=n)
+    def update(event: str, n: int) -> None:
+        if not tasks:
+            bar.start()
+            tasks.append(bar.add_task(description, total=0))
+        task = tasks[0]
+        if event == "listed":
+            bar.update(task, total=(bar.tasks[0].total or 0) + n)
+        elif event == "done":
+            bar.advance(task, n)
+        elif event == "total":
+            bar.update(task, total=n)
 
+    try:
         yield update
+    finally:
+        if tasks:
+            bar.stop()
 
 
 def pretrained_tag(value: str) -> str | None:

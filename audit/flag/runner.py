@@ -48,6 +48,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from audit.policy import Policy
 
 DERIVED_KINDS = ("cluster", "seed_neighbor")
+# The steps of a flag run, in order, as a progress bar counts them.
+FLAG_PHASES = ("load", "prepare", "detect", "combine", "clusters", "seeds", "write")
 
 DDL = """
 CREATE TABLE IF NOT EXISTS flag_items (
@@ -227,15 +229,22 @@ def run_flag(audit: "Audit", policy: "str | os.PathLike | Policy | None" = None,
 
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
+    report = progress or (lambda event, n: None)
+    report("total", len(FLAG_PHASES))
+    phases_done: set[str] = set()
 
     def lap(name: str, since: float) -> float:
         now = time.perf_counter()
         timings[name] = timings.get(name, 0.0) + now - since
+        if name in FLAG_PHASES and name not in phases_done:
+            phases_done.add(name)
+            report("done", 1)
         return now
 
     with IndexLock(audit.index_dir, wait=wait), audit.recorded_run("flag", argv) as run:
         summary = _run(audit, conn, pol, vs, model_key, dim, factory, opts, run.run_id, timings, lap)
         summary.duration_s = time.perf_counter() - t0
+        report("done", len(FLAG_PHASES) - len(phases_done))  # phases an unchanged run skips
         run.summary = summary
         return summary
 
@@ -267,6 +276,7 @@ def _unchanged_summary(store, summary: FlagSummary, policy_hash: str, timings, l
     summary.by_status = dict(active.group_by("status").len().iter_rows())
     clusters = store.clusters(policy_hash=policy_hash)
     summary.clusters = int((clusters["kind"] == "semantic").sum())
+    summary.near_duplicate_groups = int((clusters["kind"] == "near_duplicate").sum())
     summary.flagged_clusters = int(clusters["flagged"].sum() or 0)
     lap("prepare", t)
     return summary
@@ -377,7 +387,7 @@ def _run(audit, conn, pol, vs, model_key, dim, factory, opts: FlagOptions, run_i
                        concept_det, item_level, row_suppressed_cats, opts)
     for name, seconds in cl.timings.items():
         timings[name] = timings.get(name, 0.0) + seconds
-    t = time.perf_counter()
+    t = lap("clusters", time.perf_counter())  # timed above, per step; counted here as one phase
     cluster_rows, cluster_of = cl.rows, cl.cluster_of
     for item_id, cat, sig in cl.candidates:
         f = findings.get((item_id, cat))
