@@ -15,6 +15,7 @@ from io import BytesIO
 from typing import Any
 
 from audit.hashing import md5_hex, pdq_of_image, sha256_hex
+from audit.imaging import to_rgb
 from audit.ingest.base import Entry
 
 # Above this many pixels an image is refused before decoding (decompression bombs,
@@ -144,7 +145,7 @@ def _decode(data: bytes, item: dict[str, Any]):
             if width * height > MAX_PIXELS:
                 raise _ReadFailure(f"image too large to decode: {width}x{height} exceeds the {MAX_PIXELS} pixel limit")
             img.load()
-            rgb = _as_rgb(img)
+            rgb = to_rgb(img)  # transparency on white: hidden colours must not steer the hash
     except _ReadFailure:
         raise
     except UnidentifiedImageError:
@@ -157,19 +158,6 @@ def _decode(data: bytes, item: dict[str, Any]):
         raise _ReadFailure("image too large to decode (out of memory)") from None
     item["pdq"], item["pdq_quality"] = pdq_of_image(rgb)
     return img
-
-
-def _as_rgb(img):
-    if img.mode == "RGB":
-        return img
-    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
-        # Composite on white: transparent pixels' hidden colour must not steer the hash.
-        from PIL import Image
-
-        rgba = img.convert("RGBA")
-        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(white, rgba).convert("RGB")
-    return img.convert("RGB")
 
 
 def _add_metadata(item, data, image, sidecars, fields) -> None:

@@ -43,8 +43,9 @@ class ImageSpec:
         does for PIL input), centre crop; converted to RGB first (palette/alpha/CMYK/16-bit)."""
         from PIL import Image
 
-        if img.mode != "RGB":
-            img = img.convert("RGB")
+        from audit.imaging import to_rgb
+
+        img = to_rgb(img)
         s = self.image_size
         resample = _RESAMPLE.get(self.interpolation, Image.Resampling.BICUBIC)
         w, h = img.size

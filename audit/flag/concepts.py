@@ -58,10 +58,13 @@ def _exemplar_vector(embedder, paths: tuple[Path, ...]) -> np.ndarray | None:
         return None
     from PIL import Image
 
+    from audit.imaging import to_rgb
+
     images = []
     for p in paths:
         with Image.open(p) as im:
-            images.append(im.convert("RGB"))
+            im.load()  # to_rgb may hand back `im` itself, which closes with the file
+            images.append(to_rgb(im))
     embs = _unit(np.asarray(embedder.embed_images(images), dtype=np.float32))
     return _unit(embs.mean(axis=0))
 

@@ -18,6 +18,7 @@ import polars as pl
 
 from audit.catalog.vectors import SPACES, VectorStore, prompt_key
 from audit.errors import DependencyMissing, IndexMissing, InputError, UsageError, WeightsUnavailable
+from audit.imaging import to_rgb
 from audit.index.files import Manifest, load_index
 from audit.index.prompts import PromptRefs
 
@@ -130,13 +131,13 @@ class Searcher:
             try:
                 with Image.open(path) as im:
                     im.seek(0)
-                    img = im.convert("RGB")
+                    im.load()  # to_rgb may hand back `im` itself, which closes with the file
+                    img = to_rgb(im)
             except FileNotFoundError:
                 raise InputError(f"no such image: {path}") from None
             except (UnidentifiedImageError, OSError, ValueError) as exc:
                 raise InputError(f"cannot read image {path}: {exc}") from None
-        if img.mode != "RGB":
-            img = img.convert("RGB")
+        img = to_rgb(img)
         return _row(self.embedder(identity, **kw).embed_images([img]))
 
     def resolve_item(self, item: str) -> str:

@@ -23,6 +23,7 @@ import io
 import warnings
 from typing import Callable
 
+from audit.imaging import to_rgb
 from audit.report.data import Item, ReportData, Thumb
 
 THUMB_PX = 96
@@ -85,11 +86,7 @@ def make_thumb(raw: bytes, *, blur: bool = True, grayscale: bool = False, px: in
         img.draft("RGB", (px * 2, px * 2))
         img.seek(0)
         img = ImageOps.exif_transpose(img)
-        img = img.convert("RGBA") if img.mode in ("P", "LA", "RGBA", "PA") else img.convert("RGB")
-        if img.mode == "RGBA":  # flatten on grey: transparent pixels must not hide content from the blur
-            bg = Image.new("RGB", img.size, (128, 128, 128))
-            bg.paste(img, mask=img.split()[-1])
-            img = bg
+        img = to_rgb(img, background=(128, 128, 128))  # grey: transparency must not hide content from the blur
         img.thumbnail((px, px), Image.LANCZOS)
     if grayscale:
         img = ImageOps.grayscale(img).convert("RGB")
