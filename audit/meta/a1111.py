@@ -6,6 +6,11 @@ its a1111 scheme and ComfyUI save nodes::
     prompt (may span lines)
     Negative prompt: negative (may span lines)
     Steps: 20, Sampler: DPM++ 2M, Schedule type: Karras, Lora hashes: "a: 1f2e, b: 3c4d", ...
+    Template: {red|blue} prompt before wildcards (sd-dynamic-prompts; may span lines)
+    Negative Template: ...
+
+The parameter line is always one line (A1111 quotes values with ``json.dumps``, so
+newlines inside values are escaped); sd-dynamic-prompts appends its template lines after it.
 
 The parameter line is tokenised by hand rather than by one regular expression because
 values may be quoted (with commas inside) or bare JSON (``Hashes: {...}``, ``Civitai
@@ -25,6 +30,12 @@ _KEY = re.compile(r"\s*([A-Za-z][\w \-/().]*?):\s*")
 _NEGATIVE = "Negative prompt:"
 _EXTRA_NETWORK = re.compile(r"<(lora|lyco|hypernet):([^:>]+)(?::([^:>]*))?[^>]*>", re.I)
 _KIND = {"lora": "lora", "lyco": "lycoris", "hypernet": "hypernetwork"}
+# A1111 >= 1.5 loads <lyco:> through the Lora extension, so "Lora hashes" names both
+_LORA_FAMILY = {"lora", "lycoris"}
+_TEMPLATE_LABELS = (("Template:", "template"), ("Negative Template:", "negative_template"))
+# resource types as Civitai and the civitai extension's "Hashes" keys spell them
+_RESOURCE_KIND = {"lyco": "lycoris", "locon": "lycoris", "embed": "embedding", "textualinversion": "embedding",
+                  "hypernet": "hypernetwork", "model": "checkpoint"}
 _PARAM_MIN_KEYS = 3
 
 
@@ -46,37 +57,63 @@ def parse_infotext(text: str) -> GenerationMetadata | None:
     """Parse one infotext; None when the text is not one."""
     if not isinstance(text, str) or ("Steps:" not in text and _NEGATIVE not in text):
         return None
-    lines = text.split("\n")
+    # Windows tools and editors re-save with CRLF (or bare CR); the writers use "\n"
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").strip().split("\n")
     param_index = _find_parameter_line(lines)
     if param_index is None and _NEGATIVE not in text:
         return None
     head = lines if param_index is None else lines[:param_index]
     params: dict[str, Any] = {}
+    tail: dict[str, str] = {}
     if param_index is not None:
-        params = parse_parameter_line(" ".join(lines[param_index:]).strip())
+        params = parse_parameter_line(lines[param_index].strip())
+        tail = _trailing_lines(lines[param_index + 1 :])
     prompt_lines, negative_lines, in_negative = [], [], False
     for line in head:
-        if not in_negative and line.startswith(_NEGATIVE):
+        if not in_negative and line.lstrip().startswith(_NEGATIVE):
             in_negative = True
-            line = line[len(_NEGATIVE) :]
+            line = line.lstrip()[len(_NEGATIVE) :]
         (negative_lines if in_negative else prompt_lines).append(line)
     meta = GenerationMetadata(generator=_identify(params))
     meta.prompt = "\n".join(prompt_lines).strip()
     meta.negative_prompt = "\n".join(negative_lines).strip() if in_negative else None
-    _apply_parameters(meta, params)
     if meta.prompt:
-        _extra_networks_from_prompt(meta)
+        _extra_networks_from_prompt(meta)  # first, so hashes below attach to these by name
+    _apply_parameters(meta, params)
+    meta.extra.update(tail)
     return meta
 
 
 def _find_parameter_line(lines: list[str]) -> int | None:
+    # sd-dynamic-prompts appends "Template:" right after the parameter line; its template may
+    # span lines that look like parameters, so an anchored template decides first
+    for index in range(1, len(lines)):
+        if lines[index].startswith(tuple(label for label, _ in _TEMPLATE_LABELS)) and _is_parameter_line(lines[index - 1]):
+            return index - 1
     for index in range(len(lines) - 1, -1, -1):
-        line = lines[index].strip()
-        if line.startswith("Steps:") or (
-            len(parse_parameter_line(line)) >= _PARAM_MIN_KEYS and not line.startswith(_NEGATIVE)
-        ):
+        if _is_parameter_line(lines[index]):
             return index
     return None
+
+
+def _is_parameter_line(line: str) -> bool:
+    line = line.strip()
+    if line.startswith(_NEGATIVE) or line.startswith(tuple(label for label, _ in _TEMPLATE_LABELS)):
+        return False
+    return line.startswith("Steps:") or len(parse_parameter_line(line)) >= _PARAM_MIN_KEYS
+
+
+def _trailing_lines(lines: list[str]) -> dict[str, str]:
+    """Lines after the parameter line: dynamic-prompts templates, else kept as trailing text."""
+    found: dict[str, list[str]] = {}
+    current = "trailing_text"
+    for line in lines:
+        for label, name in _TEMPLATE_LABELS:
+            if line.startswith(label):
+                current, line = name, line[len(label) :].lstrip()
+                break
+        found.setdefault(current, []).append(line)
+    return {name: "\n".join(values).strip() for name, values in found.items() if "\n".join(values).strip()}
 
 
 def parse_parameter_line(line: str) -> dict[str, Any]:
@@ -182,28 +219,31 @@ def _apply_parameters(meta: GenerationMetadata, params: dict[str, Any]) -> None:
     meta.seed = seed_text(lookup.get("seed"))
     meta.model = _text(lookup.get("model"))
     meta.model_hash = _text(lookup.get("model hash"))
-    if meta.model or meta.model_hash:
-        meta.resources.append(Resource("checkpoint", meta.model or meta.model_hash, meta.model_hash))
-    if lookup.get("vae"):
-        meta.resources.append(Resource("vae", str(lookup["vae"]), _text(lookup.get("vae hash"))))
+    vae_hash = _text(lookup.get("vae hash"))
     _hash_list(meta, lookup.get("lora hashes"), "lora")
     _hash_list(meta, lookup.get("ti hashes"), "embedding")
-    hashes = lookup.get("hashes")
+    if lookup.get("hypernet"):  # A1111 before extra networks: "Hypernet: name, Hypernet hash: ..."
+        _add_resource(meta, "hypernetwork", str(lookup["hypernet"]), _text(lookup.get("hypernet hash")),
+                      to_float(lookup.get("hypernet strength")))
+    hashes = lookup.get("hashes")  # civitai extension: {"model": h, "vae": h, "lora:name": h, "embed:name": h}
     if isinstance(hashes, dict):
         for name, value in hashes.items():
             kind, _, short = str(name).partition(":")
             if kind == "model":
                 meta.model_hash = meta.model_hash or _text(value)
+            elif kind == "vae":
+                vae_hash = vae_hash or _text(value)
             elif short:
-                _add_resource(meta, {"lora": "lora", "lyco": "lycoris", "embed": "embedding", "hypernet": "hypernetwork"}.get(kind, kind), short, str(value))
+                _add_resource(meta, _RESOURCE_KIND.get(kind, kind), short, _text(value))
+    if meta.model or meta.model_hash:
+        meta.resources.insert(0, Resource("checkpoint", meta.model or meta.model_hash, meta.model_hash))
+    if lookup.get("vae") or vae_hash:
+        meta.resources.append(Resource("vae", str(lookup.get("vae") or vae_hash), vae_hash))
     civitai = lookup.get("civitai resources")
     if isinstance(civitai, list):
         for entry in civitai:
             if isinstance(entry, dict):
-                name = entry.get("modelName") or entry.get("name") or str(entry.get("modelVersionId", ""))
-                if entry.get("modelVersionName"):
-                    name = f"{name} {entry['modelVersionName']}"
-                _add_resource(meta, str(entry.get("type", "resource")).lower(), name, entry.get("hash"), to_float(entry.get("weight")))
+                _civitai_resource(meta, entry)
     size = lookup.get("size")
     if isinstance(size, str) and "x" in size:
         width, _, height = size.partition("x")
@@ -212,6 +252,20 @@ def _apply_parameters(meta: GenerationMetadata, params: dict[str, Any]) -> None:
         if lookup.get(key) is not None:
             meta.extra[name] = lookup[key]
     meta.extra["parameters"] = params
+
+
+def _civitai_resource(meta: GenerationMetadata, entry: dict[str, Any]) -> None:
+    """One entry of Civitai's ``Civitai resources``: type, modelName, modelVersionName,
+    modelVersionId, weight, and on newer images an AIR URN instead of names."""
+    kind = str(entry.get("type") or "resource").lower()
+    name = entry.get("modelName") or entry.get("name") or entry.get("air")
+    if not name:
+        name = f"civitai:{entry['modelVersionId']}" if entry.get("modelVersionId") is not None else "unknown"
+    if entry.get("modelVersionName"):
+        name = f"{name} {entry['modelVersionName']}"
+    # a file hash when Civitai gives one, else the AIR that pins the exact model version
+    digest = entry.get("hash") or entry.get("air")
+    _add_resource(meta, _RESOURCE_KIND.get(kind, kind), str(name), digest, to_float(entry.get("weight")))
 
 
 def _hash_list(meta: GenerationMetadata, value: Any, kind: str) -> None:
@@ -224,8 +278,9 @@ def _hash_list(meta: GenerationMetadata, value: Any, kind: str) -> None:
 
 
 def _add_resource(meta: GenerationMetadata, kind: str, name: str, digest: Any = None, weight: float | None = None) -> None:
+    family = _LORA_FAMILY if kind in _LORA_FAMILY else {kind}
     for resource in meta.resources:
-        if resource.kind == kind and resource.name == name:
+        if resource.kind in family and resource.name == name:
             resource.hash = resource.hash or (str(digest) if digest else None)
             resource.weight = resource.weight if resource.weight is not None else weight
             return

@@ -33,4 +33,10 @@ def read_container(data: bytes) -> ContainerReport:
         return jpeg.read(data)
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         return webp.read(data)
+    if data[:4] in (b"II*\x00", b"MM\x00*"):  # a TIFF file is itself the IFD structure EXIF borrows
+        from audit.meta.containers import exif
+
+        report = ContainerReport(format="TIFF")
+        report.pieces.extend(exif.read_tiff(data, "tiff", report.errors))
+        return report
     return ContainerReport()

@@ -116,17 +116,29 @@ def _decode_tag(tag: int, typ: int, value: bytes, endian: str) -> str:
 def decode_user_comment(value: bytes, big_endian_container: bool = False) -> str:
     """Decode an EXIF UserComment whatever its 8-byte character-code prefix says."""
     code, payload = value[:8], value[8:]
-    if code == b"UNICODE\x00":
+    # writers disagree on case and padding ("Unicode\0", "ASCII\0\0\0", "UNICODE ")
+    name = code.rstrip(b"\x00 ").upper()
+    if name == b"UNICODE":
+        if b"\x00" not in payload and _is_utf8(payload):  # labelled UNICODE, written as UTF-8
+            return decode_bytes(payload)
         return decode_utf16(payload, default_big_endian=big_endian_container)
-    if code == b"ASCII\x00\x00\x00":
+    if name == b"ASCII" or code == b"\x00" * 8:  # eight NULs: "undefined" code
         return decode_bytes(payload)
-    if code == b"JIS\x00\x00\x00\x00\x00":
+    if name == b"JIS":
         for codec in ("iso2022_jp", "shift_jis", "euc_jp"):
             try:
                 return payload.rstrip(b"\x00").decode(codec)
             except UnicodeDecodeError:
                 continue
         return decode_bytes(payload)
-    if code == b"\x00" * 8:
-        return decode_bytes(payload)
+    if len(code) == 8 and any(byte < 0x20 and byte not in b"\t\n\r" for byte in code):
+        return decode_bytes(payload)  # an unknown or garbage code field (text has no control bytes)
     return decode_bytes(value)  # no prefix at all: plain UTF-8 or raw UTF-16
+
+
+def _is_utf8(raw: bytes) -> bool:
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
