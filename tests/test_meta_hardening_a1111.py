@@ -300,3 +300,43 @@ def test_stealth_length_beyond_the_image_is_an_error_not_an_exception():
     result = extract(buffer.getvalue())
     assert not result.has_generation_metadata
     assert any("stealth" in e for e in result.errors)
+
+
+def _box(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", 8 + len(body)) + kind + body
+
+
+def heif_with_exif(tiff_bytes: bytes, brand: bytes = b"heic") -> bytes:
+    """ftyp, meta (iinf with one infe v2 "Exif" item, iloc v0 pointing into mdat), mdat."""
+    payload = struct.pack(">I", 6) + b"Exif\x00\x00" + tiff_bytes  # offset to the TIFF header first
+    infe = _box(b"infe", bytes([2, 0, 0, 0]) + struct.pack(">HH", 1, 0) + b"Exif" + b"\x00")
+    iinf = _box(b"iinf", bytes(4) + struct.pack(">H", 1) + infe)
+    ftyp = _box(b"ftyp", brand + bytes(4) + brand + b"mif1")
+
+    def build(offset: int) -> bytes:
+        iloc = _box(b"iloc", bytes(4) + bytes([0x44, 0x00]) + struct.pack(">HHHHII", 1, 1, 0, 1, offset, len(payload)))
+        return _box(b"meta", bytes(4) + _box(b"hdlr", bytes(8) + b"pict" + bytes(13)) + iinf + iloc)
+
+    head = ftyp + build(0)
+    return ftyp + build(len(head) + 8) + _box(b"mdat", payload)
+
+
+@pytest.mark.parametrize("brand", [b"heic", b"avif"])
+def test_heif_and_avif_exif_item_without_a_pil_plugin(brand):
+    comment = b"UNICODE\x00" + INFOTEXT.encode("utf-16-be")  # what A1111 writes into AVIF via piexif
+    data = heif_with_exif(tiff([], big_endian=True, exif_entries=[(0x9286, 7, comment)]), brand)
+    result = extract(data)
+    assert result.best.prompt == PROMPT and result.found == ["a1111@exif:UserComment"] and result.errors == []
+    for cut in range(0, len(data), 5):
+        assert isinstance(extract(data[:cut]).errors, list)  # truncated boxes: errors at most
+
+
+def test_avif_written_by_pil_with_exif_and_xmp():
+    buffer = io.BytesIO()
+    try:
+        Image.new("RGB", (8, 8)).save(buffer, "AVIF", exif=b"Exif\x00\x00" + tiff(
+            [], big_endian=True, exif_entries=[(0x9286, 7, b"UNICODE\x00" + INFOTEXT.encode("utf-16-be"))]))
+    except (KeyError, OSError, ValueError):
+        pytest.skip("this PIL cannot write AVIF")
+    result = extract(buffer.getvalue())
+    assert result.best.seed == "1234" and result.found == ["a1111@exif:UserComment"]

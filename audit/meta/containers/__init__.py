@@ -25,7 +25,7 @@ class ContainerReport:
 
 def read_container(data: bytes) -> ContainerReport:
     """Dispatch on the file's magic bytes."""
-    from audit.meta.containers import jpeg, png, webp
+    from audit.meta.containers import isobmff, jpeg, png, webp
 
     if data.startswith(png.SIGNATURE):
         return png.read(data)
@@ -33,6 +33,8 @@ def read_container(data: bytes) -> ContainerReport:
         return jpeg.read(data)
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         return webp.read(data)
+    if isobmff.is_isobmff_image(data):
+        return isobmff.read(data)
     if data[:4] in (b"II*\x00", b"MM\x00*"):  # a TIFF file is itself the IFD structure EXIF borrows
         from audit.meta.containers import exif
 
