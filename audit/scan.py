@@ -16,6 +16,7 @@ from typing import Any, Callable, Sequence
 from audit.catalog.lock import IndexLock
 from audit.errors import ExitCode, UsageError
 from audit.findings.store import SEVERITIES
+from audit.flag.runner import rests_on_derived_signals
 
 # Opens a progress context for a stage: ``with bars("embed") as progress: ...``
 ProgressFactory = Callable[[str], Any]
@@ -29,6 +30,8 @@ class ScanSummary:
     new_findings: list[dict] = field(default_factory=list)
     new_by_category: dict[str, int] = field(default_factory=dict)
     new_by_severity: dict[str, int] = field(default_factory=dict)
+    # of new_by_category: findings resting only on their cluster or a confirmed neighbour
+    new_candidates_by_category: dict[str, int] = field(default_factory=dict)
     errors: dict[str, Any] = field(default_factory=dict)
     report: str | None = None
     fail_on: str | None = None
@@ -38,7 +41,8 @@ class ScanSummary:
         return {
             "command": "scan", "index": self.index, "exit_code": self.exit_code, "fail_on": self.fail_on,
             "new_findings": len(self.new_findings), "new_by_category": self.new_by_category,
-            "new_by_severity": self.new_by_severity, "errors": self.errors, "report": self.report,
+            "new_by_severity": self.new_by_severity, "new_candidates_by_category": self.new_candidates_by_category,
+            "errors": self.errors, "report": self.report,
             "durations": {k: round(v, 3) for k, v in self.durations.items()}, "stages": self.stages,
         }  # fmt: skip
 
@@ -110,9 +114,12 @@ def run_scan(
 
         findings = audit_index.findings()
         new = findings.filter((pl.col("run_id") == flagged.run_id) & (pl.col("status") == "new"))
-        summary.new_findings = new.select("finding_id", "item_id", "uri", "category", "severity").to_dicts()
+        new = new.with_columns(
+            pl.col("signals").map_elements(rests_on_derived_signals, return_dtype=pl.Boolean).alias("candidate"))
+        summary.new_findings = new.select("finding_id", "item_id", "uri", "category", "severity", "candidate").to_dicts()
         summary.new_by_category = dict(new.group_by("category").len().iter_rows())
         summary.new_by_severity = dict(new.group_by("severity").len().iter_rows())
+        summary.new_candidates_by_category = dict(new.filter("candidate").group_by("category").len().iter_rows())
         if report:
             rep = stage("report", lambda bar: audit_index.report(out, policy=loaded_policy.path, argv=argv, progress=bar))
             summary.report = rep.out_dir

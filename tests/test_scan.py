@@ -10,6 +10,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections import Counter
 from contextlib import closing
 from pathlib import Path
 
@@ -63,6 +64,8 @@ def test_scan_twice_then_new_files(tmp_path):
     assert code == 1 and first["exit_code"] == 1  # planted red triangles are critical
     assert first["stages"]["crawl"]["read"] == n_first
     assert first["new_by_severity"].get("critical", 0) >= 10
+    # members of the flagged red cluster that are not red triangles themselves: candidates
+    assert 0 < first["new_candidates_by_category"]["red-triangles"] < first["new_by_category"]["red-triangles"]
     assert Path(first["report"]).is_dir() and (Path(first["report"]) / "manifest.json").exists()
 
     code, second = scan(archive, idx)
@@ -82,6 +85,9 @@ def test_scan_twice_then_new_files(tmp_path):
     # archive may also put older items in a flagged cluster ("via cluster").
     direct = [f for f in new if any(s["kind"] != "cluster" for s in json.loads(f["signals"]))]
     assert direct and all(Path(f["uri"]).name in later_names for f in direct)
+    # the summary tells those review candidates apart, per category
+    candidates = Counter(f["category"] for f in new if f not in direct)
+    assert third["new_candidates_by_category"] == dict(candidates)
     truth = json.loads((SAMPLE / "truth.json").read_text())
     planted_later = {Path(t["path"]).name for t in truth if t["batch"] == "later" and t["planted"]}
     assert planted_later <= {Path(f["uri"]).name for f in direct if f["category"] == "red-triangles"}

@@ -58,7 +58,9 @@ def scan_command(
             f"flag: {flag.get('findings', 0):,} findings, [bold]{len(summary.new_findings):,} new[/]"
         )
         for (cat, n) in sorted(summary.new_by_category.items()):
-            stderr.print(f"  new: {n:>5,} × {cat}")
+            candidates = summary.new_candidates_by_category.get(cat, 0)
+            note = f" ({candidates:,} via cluster or neighbour only)" if candidates else ""
+            stderr.print(f"  new: {n:>5,} × {cat}{note}")
         if summary.report:
             stderr.print(f"report: {summary.report}")
     # Skips are reported even with --quiet: a cron mail should say what was not audited.
