@@ -18,6 +18,7 @@ never an exception or an endless walk: every walk carries a visited set and a de
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from audit.meta.base import GenerationMetadata, MetadataText, Resource
@@ -26,16 +27,24 @@ from audit.meta.normalize import seed_text, to_float, to_int
 from audit.meta.textcodec import load_json, looks_like_json_object
 
 _MAX_DEPTH = 64
+_MAX_WALK = 2_000_000  # node visits per graph over all conditioning walks
+_MAX_TEXT = 65536  # concatenation ladders could otherwise double a string at every level
 _NOT_CONDITIONING = {
     "clip", "model", "vae", "clip_vision", "clip_vision_output", "image", "images", "pixels", "mask",
     "control_net", "upscale_model", "samples", "latent", "latent_image", "style_model", "sigmas", "sampler",
-    "noise", "ipadapter", "guider", "unet", "vae_name",
+    "noise", "ipadapter", "guider", "unet", "vae_name", "optional_vae", "script", "lora_stack", "cnet_stack",
 }
-_TEXT_KEYS = ("text", "text_g", "text_l", "prompt", "positive_prompt", "string", "wildcard_text",
-              "populated_text", "text_positive", "Text", "value")
+# Inputs that hold prompt text, across encoders: SD/SDXL, Flux and SD3 (clip_l/clip_g/t5xxl),
+# HunyuanDiT (bert/mt5xl), HiDream (llama), Lumina 2 (user_prompt), string and primitive nodes.
+_TEXT_KEYS = ("text", "text_g", "text_l", "clip_l", "clip_g", "t5xxl", "bert", "mt5xl", "llama", "user_prompt", "prompt",
+              "positive_prompt", "string", "wildcard_text", "populated_text", "text_positive", "Text", "value")
+_ENCODER_TEXT_KEYS = tuple(k for k in _TEXT_KEYS if k != "value")
+# Inputs joined by concatenate/append nodes: text_a (WAS, pysssss), text1 (Comfyroll), string_a (core), string1 (KJNodes)
+_PART = re.compile(r"^(text|string|str|prompt)[ _]?([a-z]|\d+)$", re.IGNORECASE)
 _SEED_KEYS = ("seed", "noise_seed", "value", "int", "number", "Number", "seed_value")
 _CHECKPOINT_KEYS = ("ckpt_name", "unet_name", "base_ckpt_name", "gguf_name", "model_path", "checkpoint")
-
+_NO_FILE = {"none", "baked vae", ""}
+_ROLES = ("positive", "negative")
 
 def _is_link(value: Any) -> bool:
     return isinstance(value, list) and len(value) == 2 and isinstance(value[0], (str, int)) and isinstance(value[1], int)
@@ -95,6 +104,10 @@ class _Graph:
         self.nodes = {str(k): v for k, v in api.items() if isinstance(v, dict)}
         self.errors = errors
         self._reported: set[str] = set()
+        self._texts: dict[tuple[str, int], str | None] = {}  # (node, output slot) -> text; keeps walks linear
+        self._busy: set[tuple[str, int]] = set()
+        self._prompts: dict[Any, tuple[list[dict], dict]] = {}
+        self._budget = _MAX_WALK
 
     def inputs(self, node_id: str) -> dict:
         node = self.nodes.get(node_id) or {}
@@ -136,69 +149,139 @@ class _Graph:
             return self.scalar(links[0], keys, depth + 1)
         return None
 
-    def text(self, value: Any, depth: int = 0, seen: frozenset = frozenset()) -> str | None:
+    def text(self, value: Any, depth: int = 0) -> str | None:
         """A string, following links into string/primitive/concatenate nodes."""
         if isinstance(value, str):
             return value
         if not _is_link(value) or depth > _MAX_DEPTH:
             return None
         node_id = self.target(value)
-        if node_id is None or node_id in seen:
-            if node_id in seen:
-                self.errors.append(f"comfyui graph has a cycle through node {node_id}")
+        if node_id is None:
             return None
-        seen = seen | {node_id}
+        key = (node_id, value[1])
+        if key in self._texts:
+            return self._texts[key]
+        if key in self._busy:
+            self.errors.append(f"comfyui graph has a cycle through node {node_id}")
+            return None
+        self._busy.add(key)
+        found = self._text_of(node_id, value[1], depth)
+        self._busy.discard(key)
+        if found is not None and len(found) > _MAX_TEXT:
+            found = found[:_MAX_TEXT]
+        self._texts[key] = found
+        return found
+
+    def _text_of(self, node_id: str, slot: int, depth: int) -> str | None:
         inputs = self.inputs(node_id)
         class_type = self.class_type(node_id).lower()
-        if any(word in class_type for word in ("concat", "join", "combine", "append")):
-            delimiter = inputs.get("delimiter", inputs.get("separator", ""))
+        # prompt stylers and the like: output 0 is the positive text, output 1 the negative
+        pair = _role_pair(inputs)
+        if pair is not None:
+            return self.text(inputs[pair[1] if slot == 1 else pair[0]], depth + 1)
+        parts_keys = [k for k in inputs if _PART.match(k) and k not in _TEXT_KEYS[:1]]
+        action = inputs.get("action")
+        if action == "replace" and isinstance(inputs.get("text_b"), str):  # pysssss StringFunction
+            base, old = self.text(inputs.get("text_a"), depth + 1), inputs["text_b"]
+            new = self.text(inputs.get("text_c"), depth + 1) or ""
+            return base.replace(old, new) if base is not None and old else base
+        joining = action == "append" or any(w in class_type for w in ("concat", "join", "combine", "append", "merge"))
+        if joining or len(parts_keys) >= 2:
+            delimiter = inputs.get("delimiter", inputs.get("separator", ", " if inputs.get("tidy_tags") == "yes" else ""))
             delimiter = delimiter if isinstance(delimiter, str) else ""
-            parts = [self.text(v, depth + 1, seen) for k, v in inputs.items() if k not in ("delimiter", "separator", "clean_whitespace")]
-            parts = [p for p in parts if p]
+            keys = parts_keys or [k for k in inputs if k not in ("delimiter", "separator", "clean_whitespace")]
+            parts = [self.text(inputs[k], depth + 1) for k in keys]
+            parts = [p.strip() if inputs.get("clean_whitespace") == "true" else p for p in parts if p]
             return delimiter.join(parts) if parts else None
         for key in _TEXT_KEYS:
             if key in inputs:
-                found = self.text(inputs[key], depth + 1, seen)
+                found = self.text(inputs[key], depth + 1)
                 if found is not None:
                     return found
         strings = [v for v in inputs.values() if isinstance(v, str)]
         return strings[0] if len(strings) == 1 else None
 
     # --- conditioning --------------------------------------------------------------
-    def prompts(self, link: Any) -> list[dict]:
-        """Text-encoder prompts that feed a conditioning link, in walk order."""
-        found: list[dict] = []
-        self._collect(link, found, set(), {}, 0)
-        return found
+    def prompts(self, link: Any, role: str, notes: dict) -> list[dict]:
+        """Text-encoder prompts that feed a conditioning link, in walk order.
 
-    def _collect(self, link: Any, found: list[dict], seen: set, area: dict, depth: int) -> None:
-        node_id = self.target(link)
-        if node_id is None:
-            return
-        if node_id in seen or depth > _MAX_DEPTH:
-            return
-        seen.add(node_id)
-        inputs = self.inputs(node_id)
-        class_type = self.class_type(node_id)
-        if class_type == "ConditioningZeroOut":
-            return  # an empty conditioning: nothing that upstream says applies
-        if class_type.startswith("ConditioningSetArea"):
-            area = {"id": node_id, **{k: v for k, v in inputs.items() if not _is_link(v)}}
-        texts = []
-        for key in _TEXT_KEYS:
-            if key in inputs and key != "value":
-                value = self.text(inputs[key])
-                if value is not None and value not in texts:
-                    texts.append(value)
-        if texts and ("clip" in inputs or "encode" in class_type.lower() or "prompt" in class_type.lower()):
-            record = {"node_id": node_id, "text": "\n".join(t for t in texts if t.strip()) or texts[0]}
-            if area:
-                record[area_name(self, area)] = area
-            found.append(record)
-        for key, value in inputs.items():
-            if key in _NOT_CONDITIONING or key in _TEXT_KEYS or not _is_link(value):
+        ``role`` ("positive"/"negative") picks the branch at nodes that carry both, such as
+        ControlNetApplyAdvanced, InpaintModelConditioning, efficiency-nodes loaders and
+        samplers, pipe nodes. The walk is an explicit depth-first stack with one visited set:
+        linear in the graph's size, whatever its depth or shape.
+        """
+        cache_key = (str(link[0]), link[1], role) if _is_link(link) else None
+        if cache_key in self._prompts:  # samplers of one graph often share their conditioning
+            found, cached_notes = self._prompts[cache_key]
+            for key, value in cached_notes.items():
+                notes.setdefault(key, value)
+            return list(found)
+        found = []
+        own_notes: dict = {}
+        self._collect(link, role, found, own_notes)
+        self._prompts[cache_key] = (found, own_notes)
+        for key, value in own_notes.items():
+            notes.setdefault(key, value)
+        return list(found)
+
+    def _collect(self, link: Any, role: str, found: list[dict], notes: dict) -> None:
+        seen: set[str] = set()
+        stack: list[tuple[Any, dict]] = [(link, {})]
+        while stack:
+            current, area = stack.pop()
+            node_id = self.target(current)
+            if node_id is None or node_id in seen:
                 continue
-            self._collect(value, found, seen, area, depth + 1)
+            seen.add(node_id)
+            self._budget -= 1
+            if self._budget < 0:  # many samplers over one huge graph: bounded time, said so
+                if self._budget == -1:
+                    self.errors.append("comfyui graph too large: conditioning walks stopped early")
+                return
+            inputs = self.inputs(node_id)
+            class_type = self.class_type(node_id)
+            if class_type == "ConditioningZeroOut":
+                continue  # an empty conditioning: nothing that upstream says applies
+            if class_type.startswith("ConditioningSetArea"):
+                area = {"id": node_id, **{k: v for k, v in inputs.items() if not _is_link(v)}}
+            guidance = inputs.get("guidance")
+            if isinstance(guidance, (int, float)) and not isinstance(guidance, bool):
+                notes.setdefault("guidance", guidance)  # the node nearest the sampler is the one that applied
+            if role in inputs and all(r in inputs for r in _ROLES):
+                record = self._role_text(node_id, inputs[role])
+                if record is not None:
+                    found.append(record)
+                elif _is_link(inputs[role]):
+                    stack.append((inputs[role], area))
+                continue
+            texts: list[str] = []
+            for key in inputs:
+                if key in _ENCODER_TEXT_KEYS:
+                    value = self.text(inputs[key])
+                    if value is not None and value not in texts:
+                        texts.append(value)
+            if texts and ("clip" in inputs or "encode" in class_type.lower() or "prompt" in class_type.lower()):
+                record = {"node_id": node_id, "text": "\n".join(t for t in texts if t.strip()) or texts[0]}
+                if area:
+                    record[area_name(self, area)] = area
+                found.append(record)
+            follow = [v for k, v in inputs.items() if k not in _NOT_CONDITIONING and k not in _TEXT_KEYS and _is_link(v)]
+            stack.extend((value, area) for value in reversed(follow))
+
+    def _role_text(self, node_id: str, value: Any) -> dict | None:
+        """The text of a positive/negative input that is a string (efficiency-nodes loaders), or a
+        link to a string node; ``None`` when it is conditioning to walk on."""
+        if isinstance(value, str):
+            return {"node_id": node_id, "text": value}
+        source = self.target(value)
+        if source is None:
+            return None
+        source_inputs = self.inputs(source)
+        # a node that itself carries both roles (a loader or sampler of efficiency-nodes, a
+        # pipe) is walked on with the role; its output slots do not follow the text convention
+        is_conditioning = "clip" in source_inputs or "conditioning" in source_inputs or any(r in source_inputs for r in _ROLES)
+        text = None if is_conditioning else self.text(value)
+        return {"node_id": source, "text": text} if text is not None else None
 
     # --- model chain ---------------------------------------------------------------
     def model_of(self, link: Any) -> tuple[str | None, str | None]:
@@ -230,6 +313,15 @@ class _Graph:
         return None, None
 
 
+def _role_pair(inputs: dict) -> tuple[str, str] | None:
+    """(positive key, negative key) of a node that outputs a positive and a negative text."""
+    for positive, negative in (("text_positive", "text_negative"), ("positive_prompt", "negative_prompt"),
+                               ("positive", "negative")):
+        if positive in inputs and negative in inputs:
+            return positive, negative
+    return None
+
+
 def area_name(_graph: _Graph, _area: dict) -> str:
     return "ConditioningSetArea"
 
@@ -238,22 +330,28 @@ def _samplers(graph: _Graph) -> list[str]:
     found = []
     for node_id in graph.nodes:
         inputs = graph.inputs(node_id)
-        latent = "latent_image" in inputs or "latent" in inputs
-        if latent and ("positive" in inputs or "guider" in inputs):
+        # the latent input may be missing from a broken or UI-converted graph; sampling widgets tell too
+        latent = any(k in inputs for k in ("latent_image", "latent", "seed", "noise_seed", "sampler_name", "steps"))
+        if latent and ("positive" in inputs or "guider" in inputs or "sdxl_tuple" in inputs):
             found.append(node_id)
     return found
 
 
-def _upstream(graph: _Graph, node_id: str) -> set[str]:
-    seen: set[str] = set()
-    stack = [node_id]
-    while stack and len(seen) < 100_000:
-        current = stack.pop()
-        for value in graph.inputs(current).values():
-            if _is_link(value) and str(value[0]) in graph.nodes and str(value[0]) not in seen:
-                seen.add(str(value[0]))
-                stack.append(str(value[0]))
-    return seen
+def _downstream_of_samplers(graph: _Graph, samplers: list[str]) -> set[str]:
+    """Every node with a sampler upstream (hires, refiner, second passes): one pass over the graph."""
+    consumers: dict[str, list[str]] = {}
+    for node_id in graph.nodes:
+        for value in graph.inputs(node_id).values():
+            if _is_link(value):
+                consumers.setdefault(str(value[0]), []).append(node_id)
+    reached: set[str] = set()
+    stack = list(samplers)
+    while stack:
+        for consumer in consumers.get(stack.pop(), ()):
+            if consumer not in reached:
+                reached.add(consumer)
+                stack.append(consumer)
+    return reached
 
 
 def _follow(graph: _Graph, link: Any, wanted: tuple[str, ...]) -> str | None:
@@ -274,6 +372,15 @@ def _follow(graph: _Graph, link: Any, wanted: tuple[str, ...]) -> str | None:
     return None
 
 
+def _snake(class_type: str, suffix: str) -> str | None:
+    """"KarrasScheduler" -> "karras", "SamplerEulerAncestral" -> "euler_ancestral"."""
+    name = class_type.replace(suffix, "")
+    if "_" not in name:
+        name = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name)
+    name = name.strip("_").lower()
+    return {"beta_sampling": "beta"}.get(name, name) or None
+
+
 def _describe_sampler(graph: _Graph, node_id: str) -> dict:
     inputs = graph.inputs(node_id)
     info: dict[str, Any] = {"node_id": node_id, "class_type": graph.class_type(node_id)}
@@ -281,7 +388,7 @@ def _describe_sampler(graph: _Graph, node_id: str) -> dict:
     if sampler is None and _is_link(inputs.get("sampler")):
         select = graph.target(inputs["sampler"])
         if select is not None:
-            sampler = graph.scalar(graph.inputs(select).get("sampler_name"), ("sampler_name",)) or graph.class_type(select)
+            sampler = graph.scalar(graph.inputs(select).get("sampler_name"), ("sampler_name",)) or _snake(graph.class_type(select), "Sampler")
     info["sampler"] = sampler
     seed = graph.scalar(inputs.get("seed", inputs.get("noise_seed")), _SEED_KEYS)
     if seed is None and _is_link(inputs.get("noise")):
@@ -298,28 +405,38 @@ def _describe_sampler(graph: _Graph, node_id: str) -> dict:
             scheduler = scheduler if scheduler is not None else sig_inputs.get("scheduler")
             denoise = denoise if denoise is not None else sig_inputs.get("denoise")
             if scheduler is None:
-                scheduler = graph.class_type(sigmas).replace("Scheduler", "").lower() or None
+                scheduler = _snake(graph.class_type(sigmas), "Scheduler")
     info["steps"] = graph.scalar(steps, ("steps", "value", "int"))
     info["scheduler"] = graph.scalar(scheduler, ("scheduler",))
     info["denoise"] = graph.scalar(denoise, ("denoise", "value", "float"))
+    for key in ("start_at_step", "end_at_step", "refine_at_step"):
+        if key in inputs:
+            info[key] = graph.scalar(inputs[key], (key, "value", "int"))
     cfg = inputs.get("cfg")
     positive, negative, model = inputs.get("positive"), inputs.get("negative"), inputs.get("model")
     positive_links = [positive] if positive is not None else []
+    if "sdxl_tuple" in inputs:  # efficiency-nodes SDXL sampler: model and both prompts travel in one tuple
+        positive_links = positive_links or [inputs["sdxl_tuple"]]
+        negative = negative if negative is not None else inputs["sdxl_tuple"]
+        model = model if model is not None else inputs["sdxl_tuple"]
     if _is_link(inputs.get("guider")):
-        guider = _follow(graph, inputs["guider"], ("positive", "conditioning", "cond1", "cfg"))
+        guider = _follow(graph, inputs["guider"], ("positive", "conditioning", "cond1", "cfg", "cfg_conds"))
         if guider is not None:
             g = graph.inputs(guider)
-            cfg = cfg if cfg is not None else g.get("cfg")
+            cfg = cfg if cfg is not None else g.get("cfg", g.get("cfg_conds"))
             model = model if model is not None else g.get("model")
             negative = negative if negative is not None else g.get("negative")
             positive_links = [g[k] for k in ("positive", "conditioning", "cond1", "cond2") if k in g]
     info["cfg_scale"] = graph.scalar(cfg, ("cfg", "value", "float"))
     info["model"], info["model_node_id"] = graph.model_of(model)
+    notes: dict[str, Any] = {}
     prompts: list[dict] = []
     for link in positive_links:
-        prompts.extend(graph.prompts(link))
+        prompts.extend(graph.prompts(link, "positive", notes))
     info["prompts_verbatim"] = prompts
-    info["negative_verbatim"] = graph.prompts(negative) if negative is not None else []
+    info["negative_verbatim"] = graph.prompts(negative, "negative", {}) if negative is not None else []
+    if "guidance" in notes:
+        info["guidance"] = notes["guidance"]
     return info
 
 
@@ -333,10 +450,11 @@ def analyse(api: dict, errors: list[str]) -> GenerationMetadata:
             described.append(_describe_sampler(graph, node_id))
         except (TypeError, AttributeError, ValueError, RecursionError) as exc:
             errors.append(f"comfyui sampler {node_id} unreadable: {type(exc).__name__}")
-    sampler_set = set(sampler_ids)
-    first_pass = [d for d in described if not (_upstream(graph, d["node_id"]) & sampler_set)]
+    later = _downstream_of_samplers(graph, sampler_ids)
+    first_pass = [d for d in described if d["node_id"] not in later]
     primary = next((d for d in first_pass if d["prompts_verbatim"]), None) or (first_pass or described or [None])[0]
-    meta.extra["samplers"] = [_public(d) for d in described]
+    ordered = ([primary] if primary is not None else []) + [d for d in described if d is not primary]
+    meta.extra["samplers"] = [_public(d) for d in ordered]
     if primary is not None:
         meta.prompt = "\n".join(p["text"] for p in primary["prompts_verbatim"]) or None
         if primary["negative_verbatim"]:
@@ -349,6 +467,8 @@ def analyse(api: dict, errors: list[str]) -> GenerationMetadata:
         meta.model = primary["model"]
         if primary["denoise"] is not None:
             meta.extra["denoise"] = primary["denoise"]
+        if primary.get("guidance") is not None:
+            meta.extra["guidance"] = primary["guidance"]
         meta.extra["primary_sampler"] = primary["node_id"]
     meta.resources = _resources(graph)
     return meta
@@ -361,31 +481,52 @@ def _public(info: dict) -> dict:
     return public
 
 
+_EMBEDDING = re.compile(r"embedding:\s*([^\s,()\[\]{}:|]+)", re.IGNORECASE)
+_STACKED_LORA = re.compile(r"^lora_name_(\d+)$")
+
+
 def _resources(graph: _Graph) -> list[Resource]:
     resources: list[Resource] = []
     seen = set()
 
     def add(kind: str, name: Any, weight: Any = None) -> None:
-        if isinstance(name, str) and name and name.lower() != "none" and (kind, name) not in seen:
+        if isinstance(name, str) and name.strip().lower() not in _NO_FILE and (kind, name) not in seen:
             seen.add((kind, name))
             resources.append(Resource(kind, name, None, to_float(weight)))
 
     for node_id in graph.nodes:
         inputs = graph.inputs(node_id)
         class_type = graph.class_type(node_id).lower()
-        for key in _CHECKPOINT_KEYS:
+        for key in _CHECKPOINT_KEYS + ("refiner_ckpt_name",):
             add("checkpoint", inputs.get(key))
         if "lora_name" in inputs:
-            add("lora", inputs["lora_name"], inputs.get("strength_model", inputs.get("strength")))
+            add("lora", inputs["lora_name"], _first(inputs, "strength_model", "lora_model_strength", "strength", "lora_strength"))
+        count = to_int(inputs.get("lora_count"))
+        for key in inputs:  # LoRA stacks: efficiency-nodes "LoRA Stacker", Comfyroll "CR LoRA Stack"
+            match = _STACKED_LORA.match(key)
+            if not match or (count is not None and int(match.group(1)) > count):
+                continue
+            i = match.group(1)
+            if str(inputs.get(f"switch_{i}", "On")).lower() == "off":
+                continue
+            simple = inputs.get("input_mode") == "simple"
+            add("lora", inputs[key], _first(inputs, *((f"lora_wt_{i}",) if simple else ()), f"model_str_{i}",
+                                            f"model_weight_{i}", f"lora_wt_{i}", f"strength_{i}"))
         for value in inputs.values():  # rgthree Power Lora Loader: {"on": true, "lora": name, "strength": w}
-            if isinstance(value, dict) and "lora" in value and value.get("on", True):
+            if isinstance(value, dict) and "lora" in value and value.get("on", True) is not False:
                 add("lora", value.get("lora"), value.get("strength"))
         add("vae", inputs.get("vae_name"))
         add("controlnet", inputs.get("control_net_name"))
+        for key in ("clip_name", "clip_name1", "clip_name2", "clip_name3", "clip_name4"):
+            add("clip_vision" if "vision" in class_type else "text_encoder", inputs.get(key))
         if "upscale" in class_type:
             add("upscaler", inputs.get("model_name"))
         for value in inputs.values():
-            if isinstance(value, str) and "embedding:" in value:
-                for part in value.split("embedding:")[1:]:
-                    add("embedding", part.split(",")[0].split(")")[0].split(":")[0].strip())
+            if isinstance(value, str) and "embedding:" in value.lower():
+                for name in _EMBEDDING.findall(value):
+                    add("embedding", name)
     return resources
+
+
+def _first(inputs: dict, *keys: str) -> Any:
+    return next((inputs[k] for k in keys if k in inputs and not _is_link(inputs[k])), None)
