@@ -648,3 +648,44 @@ def test_huge_graphs_are_walked_in_linear_time():
     meta = best(workflow=_workflow(nodes, links))
     assert time.perf_counter() - start < 10
     assert meta.seed == "1"
+
+
+def test_comfyui_core_animated_webp_exif_layout():
+    # SaveAnimatedWEBP: Model (0x0110) = "prompt:{...}", then one tag per extra_pnginfo key from Make (0x010F) down
+    graph = json.dumps(basic_graph())
+    data = _exif_pieces_file("webp", model="prompt:" + graph, make="workflow:" + json.dumps(_standard_workflow()))
+    result = extract(data)
+    assert result.best.generator == "comfyui" and result.best.seed == "42" and result.best.extra["has_workflow"]
+
+
+def test_broken_prompt_chunk_falls_back_to_the_workflow():
+    result = extract(png('{"3": {"class_type": "KSampler", "inputs": {', _standard_workflow()))
+    assert result.best.seed == "1234" and result.best.prompt == "a red triangle on a grey background"
+    assert any("not valid JSON" in e for e in result.errors)
+
+
+def test_impact_wildcard_encode_uses_the_populated_text_and_detailer_is_a_later_pass():
+    graph = basic_graph(**{
+        "6": n("ImpactWildcardEncode", wildcard_text="a __colour__ triangle", populated_text="a red triangle", mode="populate",
+               **{"Select to add LoRA": "Select the LoRA to add to the text", "Select to add Wildcard": "Select the Wildcard to add to the text"},
+               seed=5, model=["4", 0], clip=["4", 1]),
+        "3": ksampler(seed=["20", 0], positive=["6", 2]),
+        "20": n("Seed (rgthree)", seed=424242),
+        "21": n("FaceDetailer", guide_size=512, seed=7, steps=10, cfg=5.0, sampler_name="euler", scheduler="normal", denoise=0.4,
+                image=["8", 0], model=["4", 0], clip=["4", 1], vae=["4", 2], positive=["6", 2], negative=["7", 0], bbox_detector=["22", 0]),
+    })
+    graph["30"] = n("Save Image w/Metadata", filename="%time_%seed", steps=20, cfg=8.0, modelname="toy", sampler_name="euler",
+                    scheduler="simple", positive="unknown", negative="unknown", seed_value=0, images=["8", 0])
+    meta = best(graph)
+    assert (meta.prompt, meta.seed, meta.extra["primary_sampler"]) == ("a red triangle", "424242", "3")
+    assert [s["node_id"] for s in meta.extra["samplers"]] == ["3", "21"]
+
+
+def test_parser_never_raises_on_odd_top_level_shapes():
+    parser = ComfyUIParser()
+    for text in ("{}", "[]", '{"nodes": 5}', '{"nodes": [], "links": true, "definitions": {"subgraphs": 3}}',
+                 '{"nodes": [{"id": 1, "type": "workflow>g"}], "extra": {"groupNodes": {"g": {"nodes": 7, "links": [[0]]}}}}',
+                 '{"1": {"class_type": "KSampler", "inputs": {"positive": [1, 0], "latent_image": [1, 0], "seed": [1, 0]}}}',
+                 '{"a": {"class_type": "X", "inputs": {"text": "' + "y" * 10 + '"}}}'):
+        for key in ("prompt", "workflow"):
+            parser.parse([MetadataText(f"png:tEXt:{key}", key, text)])

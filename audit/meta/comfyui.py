@@ -37,7 +37,7 @@ _NOT_CONDITIONING = {
 # Inputs that hold prompt text, across encoders: SD/SDXL, Flux and SD3 (clip_l/clip_g/t5xxl),
 # HunyuanDiT (bert/mt5xl), HiDream (llama), Lumina 2 (user_prompt), string and primitive nodes.
 _TEXT_KEYS = ("text", "text_g", "text_l", "clip_l", "clip_g", "t5xxl", "bert", "mt5xl", "llama", "user_prompt", "prompt",
-              "positive_prompt", "string", "wildcard_text", "populated_text", "text_positive", "Text", "value")
+              "positive_prompt", "string", "populated_text", "wildcard_text", "text_positive", "Text", "value")
 _ENCODER_TEXT_KEYS = tuple(k for k in _TEXT_KEYS if k != "value")
 # Inputs joined by concatenate/append nodes: text_a (WAS, pysssss), text1 (Comfyroll), string_a (core), string1 (KJNodes)
 _PART = re.compile(r"^(text|string|str|prompt)[ _]?([a-z]|\d+)$", re.IGNORECASE)
@@ -83,19 +83,25 @@ class ComfyUIParser:
                 api, api_source = value, piece.location
             elif workflow is None and is_workflow_graph(value):
                 workflow, workflow_source = value, piece.location
-        if api is None and workflow is not None:
-            api, api_source = workflow_to_api(workflow, errors), workflow_source
-        if api is None:
+        meta = None
+        try:
+            if api is None and workflow is not None:
+                api, api_source = workflow_to_api(workflow, errors), workflow_source
+            if api is not None:
+                meta = analyse(api, errors)
+        except Exception as exc:  # noqa: BLE001 - a graph shape nobody foresaw: keep what is known, say why
+            errors.append(f"comfyui graph unreadable: {type(exc).__name__}: {exc}")
+            meta = GenerationMetadata(generator="comfyui") if api is not None else None
+        if meta is None:
             if errors:
-                meta = GenerationMetadata(generator="comfyui", source=errors and pieces[0].location)
+                meta = GenerationMetadata(generator="comfyui", source=pieces[0].location)
                 meta.extra["errors"] = errors
                 return meta
             return None
-        meta = analyse(api, errors)
         meta.source = api_source
         meta.extra["has_workflow"] = workflow is not None
         if errors:
-            meta.extra["errors"] = errors
+            meta.extra["errors"] = list(dict.fromkeys(errors))  # a broken graph repeats itself
         return meta
 
 
@@ -179,7 +185,7 @@ class _Graph:
         pair = _role_pair(inputs)
         if pair is not None:
             return self.text(inputs[pair[1] if slot == 1 else pair[0]], depth + 1)
-        parts_keys = [k for k in inputs if _PART.match(k) and k not in _TEXT_KEYS[:1]]
+        parts_keys = [k for k in inputs if _PART.match(k) and k not in _TEXT_KEYS]  # not text_g/text_l
         action = inputs.get("action")
         if action == "replace" and isinstance(inputs.get("text_b"), str):  # pysssss StringFunction
             base, old = self.text(inputs.get("text_a"), depth + 1), inputs["text_b"]
@@ -256,6 +262,8 @@ class _Graph:
                 continue
             texts: list[str] = []
             for key in inputs:
+                if key == "wildcard_text" and inputs.get("populated_text"):
+                    continue  # Impact Pack: the populated text is what was encoded, the other its template
                 if key in _ENCODER_TEXT_KEYS:
                     value = self.text(inputs[key])
                     if value is not None and value not in texts:
@@ -330,9 +338,14 @@ def _samplers(graph: _Graph) -> list[str]:
     found = []
     for node_id in graph.nodes:
         inputs = graph.inputs(node_id)
-        # the latent input may be missing from a broken or UI-converted graph; sampling widgets tell too
-        latent = any(k in inputs for k in ("latent_image", "latent", "seed", "noise_seed", "sampler_name", "steps"))
-        if latent and ("positive" in inputs or "guider" in inputs or "sdxl_tuple" in inputs):
+        # A sampler takes conditioning (or a guider/tuple carrying it) and a latent. The latent may
+        # be unlinked in a UI graph, and detailers/upscalers sample from an image: then its name
+        # or a model plus a seed tell. Not guiders (model, no seed), nor save nodes that record
+        # "positive"/"steps" as text (no model).
+        conditioned = any(k in inputs for k in ("positive", "guider", "sdxl_tuple"))
+        latent = any(k in inputs for k in ("latent_image", "latent", "guider", "sdxl_tuple"))
+        seeded_model = "model" in inputs and any(k in inputs for k in ("seed", "noise_seed", "noise"))
+        if conditioned and (latent or seeded_model or "sampler" in graph.class_type(node_id).lower()):
             found.append(node_id)
     return found
 
