@@ -475,6 +475,8 @@ def test_workflow_efficiency_nodes_with_null_seed_control():
     links = [(1, 1, 0, 2, 0, "MODEL"), (2, 1, 1, 2, 1, "CONDITIONING"), (3, 1, 2, 2, 2, "CONDITIONING"), (4, 1, 3, 2, 3, "LATENT")]
     meta = best(workflow=_workflow(nodes, links))
     assert fields(meta) == ("a blue triangle", "a red square", "4242", 18, 7.5, "euler", "normal", "toyShapes_v1.safetensors")
+    nodes[1]["widgets_values"] = ["Sample", 4242, "fixed", 18, 7.5, "euler", "normal", 1.0, "auto", "true"]  # older release
+    assert best(workflow=_workflow(nodes, links)).seed == "4242"
 
 
 def test_workflow_new_frontend_lists_every_widget_as_an_input():

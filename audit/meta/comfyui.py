@@ -1,19 +1,26 @@
 """ComfyUI graphs: find what each sampler was actually fed.
 
 The API "prompt" graph (``{node_id: {"class_type", "inputs"}}``) is what executed; inputs
-are literals or links ``[node_id, output_slot]``. We find sampler nodes, then walk links
-upstream: conditioning inputs lead to text encoders (through combine/concat/area/ControlNet
-nodes, guiders, reroutes, string and primitive nodes), the model input leads through LoRA
-and patch nodes to a checkpoint or UNET loader.
+are literals or links ``[node_id, output_slot]``. We find sampler nodes (KSampler and
+friends, SamplerCustom(Advanced) through their noise/guider/sampler/sigmas nodes,
+efficiency-nodes samplers, detailers), then walk links upstream: conditioning inputs lead
+to text encoders (through combine/concat/area/ControlNet nodes, guiders, reroutes, string
+and primitive nodes), the model input leads through LoRA and patch nodes to a checkpoint or
+UNET loader. Nodes that carry both a positive and a negative branch (ControlNetApplyAdvanced,
+InpaintModelConditioning, efficiency-nodes loaders, pipes) are followed along the branch the
+sampler asked for; string nodes with a positive and a negative output (prompt stylers) by
+output slot.
 
 Primary sampler rule (top-level prompt/seed/steps/...): among samplers that have no other
 sampler upstream (first passes, not hires/refiner passes), the first in graph order whose
 positive prompt resolved; else the first first-pass sampler. Every sampler is reported in
-``extra["samplers"]`` with prompt texts stripped of surrounding whitespace; the top-level
-prompt keeps the text verbatim.
+``extra["samplers"]``, the primary first, with prompt texts stripped of surrounding
+whitespace; the top-level prompt keeps the text verbatim.
 
 Broken graphs (dangling links, cycles, wrong types) give a partial result and errors,
-never an exception or an endless walk: every walk carries a visited set and a depth cap.
+never an exception or an endless walk. Walks are linear in the graph's size: texts are
+memoised per output, conditioning walks keep one visited set, and a visit budget bounds
+graphs with very many samplers.
 """
 
 from __future__ import annotations

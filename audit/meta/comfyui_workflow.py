@@ -2,10 +2,12 @@
 
 Files usually carry both graphs; the UI graph alone turns up when a tool strips the API
 graph or re-saves through the browser. The UI graph stores widget *values* without their
-names, so names come from each node's ``inputs[].widget`` entries (newer frontends) or from
-a table of core nodes. Reroutes and PrimitiveNodes are resolved away; subgraphs
-(``definitions.subgraphs``) are flattened with node ids ``"<instance>:<inner>"``.
-Muted (mode 2) and bypassed (mode 4) nodes are left out: they did not run.
+names, so names come from a table of core and popular custom nodes or from each node's
+``inputs[].widget`` entries (newer frontends list every widget there). Reroutes and
+PrimitiveNodes are resolved away; subgraphs (``definitions.subgraphs``) and legacy group
+nodes (``extra.groupNodes``) are flattened with node ids ``"<instance>:<inner>"``.
+Muted (mode 2) and bypassed (mode 4) nodes are left out: they did not run; a bypassed
+node passes each input on to the output of the same type, as ComfyUI does.
 """
 
 from __future__ import annotations
@@ -153,6 +155,8 @@ def _widget_values(node: dict):
     if not isinstance(values, list):
         return
     names = KNOWN_WIDGETS.get(node.get("type"))
+    if names and "Eff" in str(node.get("type")) and values and values[0] in ("Sample", "Hold", "Script"):
+        names = ["sampler_state", *names]  # older efficiency-nodes samplers lead with this widget
     if names is None:
         names = []
         for slot in _list(node.get("inputs")):
