@@ -691,3 +691,37 @@ def test_parser_never_raises_on_odd_top_level_shapes():
                  '{"a": {"class_type": "X", "inputs": {"text": "' + "y" * 10 + '"}}}'):
         for key in ("prompt", "workflow"):
             parser.parse([MetadataText(f"png:tEXt:{key}", key, text)])
+
+
+def test_rgthree_context_with_one_branch_and_comfyroll_lora_stack():
+    graph = basic_graph(**{
+        "40": n("Context (rgthree)", model=["4", 0], clip=["4", 1], positive=["6", 0]),
+        "41": n("Context (rgthree)", base_ctx=["40", 0], negative=["7", 0]),
+        "42": n("CR LoRA Stack", switch_1="On", lora_name_1="shapes.safetensors", model_weight_1=0.9, clip_weight_1=1.0,
+                switch_2="Off", lora_name_2="colours.safetensors", model_weight_2=1.0, clip_weight_2=1.0,
+                switch_3="On", lora_name_3="None", model_weight_3=1.0, clip_weight_3=1.0),
+        "43": n("CR Apply LoRA Stack", model=["4", 0], clip=["4", 1], lora_stack=["42", 0]),
+        "3": ksampler(positive=["41", 4], negative=["41", 5], model=["43", 0]),
+    })
+    meta = best(graph)
+    assert (meta.prompt, meta.negative_prompt, meta.model) == ("a red triangle on a grey background", "a blue circle",
+                                                               "toyShapes_v1.safetensors")
+    assert {(r.name, r.weight) for r in meta.resources if r.kind == "lora"} == {("shapes.safetensors", 0.9)}
+
+
+def test_workflow_ksampler_advanced_and_string_nodes_by_widget():
+    nodes = [
+        _wnode(1, "CheckpointLoaderSimple", ["toyShapes_v1.safetensors"], outputs=3),
+        _wnode(2, "String Literal", ["a white star"]),
+        _wnode(3, "Text Multiline", ["on a black background"]),
+        _wnode(4, "StringFunction|pysssss", ["append", "yes", "", "", ""], inputs=[("text_a", 1, "text_a"), ("text_b", 2, "text_b")]),
+        _wnode(5, "CLIPTextEncode", [""], inputs=[("clip", 3), ("text", 4, "text")]),
+        _wnode(6, "KSamplerAdvanced", ["enable", 31337, "fixed", 30, 6.0, "euler", "karras", 0, 24, "enable"],
+               inputs=[("model", 5), ("positive", 6), ("latent_image", 7)]),
+        _wnode(7, "EmptyLatentImage", [64, 64, 1]),
+    ]
+    links = [(1, 2, 0, 4, 2, "STRING"), (2, 3, 0, 4, 3, "STRING"), (3, 1, 1, 5, 0, "CLIP"), (4, 4, 0, 5, 1, "STRING"),
+             (5, 1, 0, 6, 0, "MODEL"), (6, 5, 0, 6, 1, "CONDITIONING"), (7, 7, 0, 6, 2, "LATENT")]
+    meta = best(workflow=_workflow(nodes, links))
+    assert fields(meta) == ("a white star, on a black background", None, "31337", 30, 6.0, "euler", "karras", "toyShapes_v1.safetensors")
+    assert meta.extra["samplers"][0]["end_at_step"] == 24

@@ -280,7 +280,11 @@ class _Graph:
                 if area:
                     record[area_name(self, area)] = area
                 found.append(record)
-            follow = [v for k, v in inputs.items() if k not in _NOT_CONDITIONING and k not in _TEXT_KEYS and _is_link(v)]
+            # a node with only one of the two branches linked (rgthree contexts, pipes) still
+            # must not lead the positive walk into the negative branch or back
+            opposite = _ROLES[1] if role == _ROLES[0] else _ROLES[0]
+            follow = [v for k, v in inputs.items()
+                      if k not in _NOT_CONDITIONING and k not in _TEXT_KEYS and k != opposite and _is_link(v)]
             stack.extend((value, area) for value in reversed(follow))
 
     def _role_text(self, node_id: str, value: Any) -> dict | None:
