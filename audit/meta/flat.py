@@ -7,7 +7,8 @@ each field has a list of aliases.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from audit.meta.base import GenerationMetadata, MetadataText, Resource
 from audit.meta.normalize import first, seed_text, to_float, to_int, to_text
@@ -24,7 +25,15 @@ MODEL_KEYS = ("model", "Model", "model_name", "modelName", "ModelName", "base_mo
 MODEL_HASH_KEYS = ("model_hash", "modelHash", "ModelHash", "Model hash", "base_model_hash", "sd_model_hash")
 
 
-def from_mapping(record: Mapping[str, Any], generator: str) -> GenerationMetadata | None:
+# where records nest the generation under another key (Civitai image API "meta", exports' "metadata")
+NESTED_KEYS = ("meta", "metadata", "generation", "generation_data", "generationData", "params", "parameters",
+               "generation_params")
+RESOURCE_KEYS = ("loras", "lora", "Loras", "resources", "civitaiResources", "additionalResources")
+_KINDS = {"model": "checkpoint", "checkpoint": "checkpoint", "locon": "lycoris", "embed": "embedding",
+          "textualinversion": "embedding"}
+
+
+def from_mapping(record: Mapping[str, Any], generator: str, _depth: int = 0) -> GenerationMetadata | None:
     """A GenerationMetadata from a flat record, or None when it names no prompt and no seed."""
     if not isinstance(record, Mapping):
         return None
@@ -46,29 +55,55 @@ def from_mapping(record: Mapping[str, Any], generator: str) -> GenerationMetadat
         model = first(model, ("name", "model_name", "modelFileName", "title"))
     meta.model = to_text(model)
     meta.model_hash = meta.model_hash or to_text(first(record, MODEL_HASH_KEYS))
+    hashes = record.get("hashes")
+    if not meta.model_hash and isinstance(hashes, Mapping):  # Civitai meta: {"model": h, "lora:name": h}
+        meta.model_hash = to_text(hashes.get("model"))
     if meta.model or meta.model_hash:
         meta.resources.append(Resource("checkpoint", meta.model or meta.model_hash, meta.model_hash))
-    loras = first(record, ("loras", "lora", "resources", "Loras"))
-    if isinstance(loras, list):
-        for entry in loras:
+    for key in RESOURCE_KEYS:
+        entries = record.get(key)
+        for entry in entries if isinstance(entries, list) else []:
             resource = _lora(entry)
-            if resource is not None:
+            if resource is None:
+                continue
+            same = next((r for r in meta.resources if r.kind == resource.kind and r.name == resource.name), None)
+            if same is None:
                 meta.resources.append(resource)
-    for key in ("width", "height", "clip_skip", "clipSkip", "denoise", "denoising_strength"):
+            else:  # the same file listed twice (Civitai meta: resources and civitaiResources)
+                same.hash, same.weight = same.hash or resource.hash, same.weight if same.weight is not None else resource.weight
+    for key in ("width", "height", "clip_skip", "clipSkip", "denoise", "denoising_strength", "url", "key"):
         if key in record and not isinstance(record[key], (dict, list)):
             meta.extra[key] = record[key]
     if meta.prompt is None and meta.seed is None:
-        return None
+        return _nested(record, generator, _depth)
     return meta
+
+
+def _nested(record: Mapping[str, Any], generator: str, depth: int) -> GenerationMetadata | None:
+    if depth >= 2:
+        return None
+    for key in NESTED_KEYS:
+        value = record.get(key)
+        if isinstance(value, str) and looks_like_json_object(value):
+            value, problem = load_json(value)
+            value = value if problem is None else None
+        if isinstance(value, Mapping):
+            meta = from_mapping(value, generator, depth + 1)
+            if meta is not None:
+                return meta
+    return None
 
 
 def _lora(entry: Any) -> Resource | None:
     if isinstance(entry, Mapping):
-        name = first(entry, ("name", "lora", "lora_name", "modelName", "model_name", "modelVersionId"))
-        if name is None:
+        name = first(entry, ("name", "lora", "lora_name", "modelName", "model_name"))
+        if name is None and first(entry, ("modelVersionId",)) is not None:
+            name = f"civitai:{first(entry, ('modelVersionId',))}"  # Civitai names resources by version id only
+        if name is None or isinstance(name, (dict, list)):
             return None
-        kind = str(entry.get("type", "lora")).lower()
-        return Resource(kind, str(name), to_text(first(entry, ("hash", "sha256", "AutoV2"))), to_float(first(entry, ("weight", "strength", "multiplier"))))
+        kind = str(entry.get("type") or "lora").lower()
+        return Resource(_KINDS.get(kind, kind), str(name), to_text(first(entry, ("hash", "sha256", "AutoV2"))),
+                        to_float(first(entry, ("weight", "strength", "multiplier"))))
     if isinstance(entry, (list, tuple)) and entry and isinstance(entry[0], str):
         if entry[0].lower() == "none":
             return None

@@ -23,6 +23,12 @@ class NovelAIParser:
             if not (novelai_shaped or "NovelAI" in software):
                 continue
             return _from_comment(comment, pieces, piece.location)
+        if software.strip().startswith("NovelAI"):  # Comment stripped or unreadable: the prompt survives
+            for piece in by_key(pieces, "Description", "ImageDescription"):
+                if piece.text.strip():
+                    meta = GenerationMetadata(generator="novelai", prompt=piece.text, source=piece.location)
+                    _model(meta, pieces)
+                    return meta
         return None
 
 
@@ -34,26 +40,47 @@ def _caption(block) -> tuple[str | None, list[dict]]:
     return to_text(caption.get("base_caption")), characters
 
 
+def _with_characters(base: str | None, characters: list[dict]) -> str | None:
+    """V4 character prompts are prompt text too (the policy must see them): appended, one a line."""
+    extra = [c["char_caption"] for c in characters
+             if isinstance(c.get("char_caption"), str) and c["char_caption"].strip()
+             and c["char_caption"] not in (base or "")]
+    if not extra:
+        return base
+    return "\n".join(([base] if base else []) + extra)
+
+
+def _model(meta: GenerationMetadata, pieces: list[MetadataText]) -> None:
+    # PNG: Source="NovelAI Diffusion V4.5 C02D4F98"; WebP/JPEG EXIF: Software holds that same text
+    source = next((p.text.strip() for p in by_key(pieces, "Source") if p.text.strip()), None)
+    if source is None:
+        source = next((p.text.strip() for p in by_key(pieces, "Software")
+                       if p.text.strip() and p.text.strip() != "NovelAI"), None)
+    if not source:
+        return
+    name, _, digest = source.rpartition(" ")
+    if name and len(digest) == 8 and all(c in "0123456789abcdefABCDEF" for c in digest):
+        meta.model, meta.model_hash = name, digest
+    else:
+        meta.model = source
+    meta.resources.append(Resource("checkpoint", meta.model, meta.model_hash))
+
+
 def _from_comment(comment: dict, pieces: list[MetadataText], location: str) -> GenerationMetadata:
     meta = GenerationMetadata(generator="novelai", source=location)
     v4_prompt, characters = _caption(comment.get("v4_prompt"))
     v4_negative, negative_characters = _caption(comment.get("v4_negative_prompt"))
     description = next((p.text for p in by_key(pieces, "Description", "ImageDescription") if p.text.strip()), None)
-    meta.prompt = to_text(comment.get("prompt")) or v4_prompt or description
-    meta.negative_prompt = comment.get("uc") if isinstance(comment.get("uc"), str) else v4_negative
+    prompt = comment.get("prompt") if isinstance(comment.get("prompt"), str) and comment["prompt"].strip() else None
+    meta.prompt = _with_characters(prompt or v4_prompt or description, characters)
+    negative = comment.get("uc") if isinstance(comment.get("uc"), str) else v4_negative
+    meta.negative_prompt = _with_characters(negative, negative_characters)
     meta.seed = seed_text(comment.get("seed"))
     meta.steps = to_int(comment.get("steps"))
     meta.cfg_scale = to_float(comment.get("scale"))
     meta.sampler = to_text(comment.get("sampler"))
     meta.scheduler = to_text(comment.get("noise_schedule"))
-    source = next((p.text.strip() for p in by_key(pieces, "Source") if p.text.strip()), None)
-    if source:  # "Stable Diffusion 1D44365E", "NovelAI Diffusion V4.5 C02D4F98"
-        name, _, digest = source.rpartition(" ")
-        if name and len(digest) == 8 and all(c in "0123456789abcdefABCDEF" for c in digest):
-            meta.model, meta.model_hash = name, digest
-        else:
-            meta.model = source
-        meta.resources.append(Resource("checkpoint", meta.model, meta.model_hash))
+    _model(meta, pieces)
     if characters:
         meta.extra["character_prompts"] = [
             {"caption": c.get("char_caption"), "centers": c.get("centers")} for c in characters
@@ -62,7 +89,7 @@ def _from_comment(comment: dict, pieces: list[MetadataText], location: str) -> G
         meta.extra["character_negative_prompts"] = [
             {"caption": c.get("char_caption"), "centers": c.get("centers")} for c in negative_characters
         ]
-    for key in ("strength", "noise", "width", "height", "uncond_scale", "cfg_rescale"):
+    for key in ("strength", "noise", "width", "height", "uncond_scale", "cfg_rescale", "request_type", "n_samples"):
         if key in comment:
             meta.extra[key] = comment[key]
     return meta
