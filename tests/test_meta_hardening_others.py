@@ -413,3 +413,30 @@ def test_manifest_columns_with_odd_types():
     for odd in ({"prompt": b"a byte prompt"}, {"prompt": ["a red", "a blue"]}, {"seed": object(), "prompt": 5}, {None: None}):
         extract(b"", fields=odd)  # never raises
     assert extract(b"", fields={"prompt": b"a byte prompt"}).best.prompt == "a byte prompt"
+
+
+def test_tensorart_generation_data_utf8_in_text_chunk():
+    # TensorArt writes UTF-8 bytes into a tEXt chunk, NUL-terminated; seed as a string
+    record = {"models": [{"modelFileId": "1", "modelFileName": "shape lora", "weight": 0.7, "type": "LORA", "hash": "AB12"}],
+              "prompt": "a red triangle, «grey» background", "negativePrompt": "blurry", "width": 512, "height": 768,
+              "samplerName": "Euler a", "sdVae": "Automatic", "steps": 25, "cfgScale": 7, "seed": "1234567890123", "clipSkip": 2,
+              "baseModel": {"modelId": "9", "modelFileName": "Toy Shapes XL", "hash": "CD34"}}
+    data = png_with_chunks([_chunk(b"tEXt", b"generation_data\x00" + json.dumps(record, ensure_ascii=False).encode() + b"\x00")])
+    best = extract(data).best
+    assert (best.generator, best.prompt, best.seed, best.sampler, best.model, best.model_hash) == (
+        "tensorart", "a red triangle, «grey» background", "1234567890123", "Euler a", "Toy Shapes XL", "CD34")
+    assert _resources(best, "lora") == [("shape lora", "AB12", 0.7)]
+
+
+def test_manifest_column_holding_an_infotext():
+    infotext = "a red circle\nNegative prompt: grey\nSteps: 12, Sampler: Euler a, CFG scale: 6.5, Seed: 42, Model: toy"
+    best = extract(b"", fields={"file": "a.png", "parameters": infotext}).best
+    assert (best.prompt, best.negative_prompt, best.seed) == ("a red circle", "grey", "42")
+
+
+def test_unreadable_own_records_are_reported_not_raised():
+    for key in ("invokeai_metadata", "sd-metadata", "parameters-json", "generation_data"):
+        result = extract(png_with_chunks([_chunk(b"tEXt", key.encode() + b'\x00{"positive_prompt": "a red')]))
+        assert any(key in error for error in result.errors), key
+    result = extract(_png(("Software", "NovelAI"), ("Description", "a red triangle"), ("Comment", '{"uc": "grey')))
+    assert result.best.prompt == "a red triangle" and any("Comment" in e for e in result.errors)

@@ -12,6 +12,7 @@ from typing import Any
 
 from audit.meta.base import GenerationMetadata, MetadataText, Resource
 from audit.meta.normalize import first, seed_text, to_float, to_int, to_text
+from audit.meta.pieces import by_key, json_of
 from audit.meta.textcodec import load_json, looks_like_json_object
 
 PROMPT_KEYS = ("prompt", "positive_prompt", "positivePrompt", "PositivePrompt", "Prompt", "caption", "text", "positive")
@@ -114,6 +115,16 @@ def _lora(entry: Any) -> Resource | None:
         name, _, weight = entry.rpartition(":")
         return Resource("lora", name.strip(), None, to_float(weight))
     return None
+
+
+def unreadable(pieces: list[MetadataText], generator: str, keys: tuple[str, ...]) -> GenerationMetadata | None:
+    """The writer's own chunk is there but unreadable: say so rather than report nothing."""
+    errors = []
+    for piece in by_key(pieces, *keys):
+        _, problem = json_of(piece)
+        if problem is not None:
+            errors.append(f"{generator}: {piece.location} is not readable JSON ({problem})")
+    return GenerationMetadata(generator=generator, extra={"errors": errors}) if errors else None
 
 
 class FlatJSONParser:

@@ -14,6 +14,7 @@ import shlex
 from typing import Any
 
 from audit.meta.base import GenerationMetadata, MetadataText, Resource
+from audit.meta.flat import unreadable
 from audit.meta.normalize import seed_text, to_float, to_int, to_text
 from audit.meta.pieces import by_key, json_of
 
@@ -48,7 +49,8 @@ class InvokeAIParser:
             meta = _from_dream(piece.text, piece.location)
             if meta is not None:
                 return meta
-        return None
+        return unreadable(pieces, "invokeai", ("invokeai_metadata", "invokeai_graph", "invokeai_workflow", "sd-metadata"))
+
 
 
 def _first_json(pieces: list[MetadataText], key: str) -> tuple[dict, str] | None:

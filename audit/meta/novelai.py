@@ -6,6 +6,7 @@ channel and, in WebP, inside an EXIF UserComment JSON ``{"Comment": ...}``."""
 from __future__ import annotations
 
 from audit.meta.base import GenerationMetadata, MetadataText, Resource
+from audit.meta.flat import unreadable
 from audit.meta.normalize import seed_text, to_float, to_int, to_text
 from audit.meta.pieces import by_key, json_of
 
@@ -28,6 +29,9 @@ class NovelAIParser:
                 if piece.text.strip():
                     meta = GenerationMetadata(generator="novelai", prompt=piece.text, source=piece.location)
                     _model(meta, pieces)
+                    broken = unreadable(pieces, "novelai", ("Comment",))
+                    if broken is not None:
+                        meta.extra["errors"] = broken.extra["errors"]
                     return meta
         return None
 

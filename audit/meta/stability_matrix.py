@@ -6,7 +6,7 @@ The JSON is the writer's own record and keeps the prompt verbatim."""
 from __future__ import annotations
 
 from audit.meta.base import GenerationMetadata, MetadataText, Resource
-from audit.meta.flat import from_mapping
+from audit.meta.flat import from_mapping, unreadable
 from audit.meta.normalize import seed_text, to_float, to_int, to_text
 from audit.meta.pieces import by_key, json_of
 
@@ -34,7 +34,7 @@ class StabilityMatrixParser:
             meta = GenerationMetadata(generator="stability-matrix", source=project[1])
             _apply_project(meta, project[0])
             return meta if meta.prompt is not None or meta.seed is not None else None
-        return None
+        return unreadable(pieces, "stability-matrix", ("parameters-json", "smproj"))
 
 
 def _project(pieces: list[MetadataText]) -> tuple[dict, str] | None:

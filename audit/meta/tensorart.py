@@ -4,7 +4,7 @@ samplerName, baseModel {modelFileName, hash}, models [...]) next to a ComfyUI gr
 from __future__ import annotations
 
 from audit.meta.base import GenerationMetadata, MetadataText, Resource
-from audit.meta.flat import from_mapping
+from audit.meta.flat import from_mapping, unreadable
 from audit.meta.normalize import to_float, to_text
 from audit.meta.pieces import by_key, json_of
 
@@ -33,4 +33,5 @@ class TensorArtParser:
                     kind = str(model.get("type", "lora")).lower()
                     meta.resources.append(Resource(kind, str(model.get("modelFileName") or model.get("modelName")), to_text(model.get("hash")), to_float(model.get("weight"))))
             return meta
-        return None
+        return unreadable([MetadataText(p.location, p.key, p.text.rstrip("\x00")) for p in by_key(pieces, "generation_data")],
+                       "tensorart", ("generation_data",))
