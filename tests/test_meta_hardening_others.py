@@ -408,6 +408,8 @@ def test_manifest_columns_with_odd_types():
     assert (best.prompt, best.negative_prompt, best.seed, best.steps, best.cfg_scale) == ("a blue square", None, "7", 20, 6.5)
     assert (best.sampler, best.scheduler, best.model) == (None, None, None)
     assert _resources(best, "lora") == [("shapes", None, 0.5)]
+    table = extract(b"", fields={"Prompt": "a red cube", "Negative prompt": "grey", "CFG scale": "7", "Seed": "3"}).best
+    assert (table.negative_prompt, table.cfg_scale, table.seed) == ("grey", 7.0, "3")
     nested = extract(b"", fields={"url": "x", "meta": json.dumps({"prompt": "a white ring", "seed": 1})}).best
     assert nested.prompt == "a white ring"
     for odd in ({"prompt": b"a byte prompt"}, {"prompt": ["a red", "a blue"]}, {"seed": object(), "prompt": 5}, {None: None}):
@@ -440,3 +442,9 @@ def test_unreadable_own_records_are_reported_not_raised():
         assert any(key in error for error in result.errors), key
     result = extract(_png(("Software", "NovelAI"), ("Description", "a red triangle"), ("Comment", '{"uc": "grey')))
     assert result.best.prompt == "a red triangle" and any("Comment" in e for e in result.errors)
+
+
+def test_diffusers_style_parameters_json_is_not_taken_for_fooocus():
+    record = {"prompt": "a red triangle", "negative_prompt": "grey", "guidance_scale": 7.5, "num_inference_steps": 30, "seed": 5}
+    best = extract(_png(("parameters", json.dumps(record)))).best
+    assert best.generator != "fooocus" and (best.prompt, best.steps, best.cfg_scale) == ("a red triangle", 30, 7.5)

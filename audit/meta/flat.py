@@ -16,12 +16,13 @@ from audit.meta.pieces import by_key, json_of
 from audit.meta.textcodec import load_json, looks_like_json_object
 
 PROMPT_KEYS = ("prompt", "positive_prompt", "positivePrompt", "PositivePrompt", "Prompt", "caption", "text", "positive")
-NEGATIVE_KEYS = ("negative_prompt", "negativePrompt", "NegativePrompt", "negative", "Negative", "uc", "negativeprompt")
+NEGATIVE_KEYS = ("negative_prompt", "negativePrompt", "NegativePrompt", "negative", "Negative", "uc", "negativeprompt",
+                 "Negative prompt")  # the last as infotext-derived tables name their columns
 SEED_KEYS = ("seed", "Seed", "noise_seed")
 STEPS_KEYS = ("steps", "Steps", "num_inference_steps", "sampling_steps")
 SAMPLER_KEYS = ("sampler", "sampler_name", "samplerName", "Sampler", "scheduler_name")
 SCHEDULER_KEYS = ("scheduler", "schedule_type", "Schedule type", "noise_schedule")
-CFG_KEYS = ("cfg_scale", "cfgScale", "CfgScale", "cfg", "guidance_scale", "guidanceScale", "scale", "cfgscale")
+CFG_KEYS = ("cfg_scale", "cfgScale", "CfgScale", "cfg", "guidance_scale", "guidanceScale", "scale", "cfgscale", "CFG scale")
 MODEL_KEYS = ("model", "Model", "model_name", "modelName", "ModelName", "base_model", "base_model_name", "checkpoint", "sd_model_name", "ckpt")
 MODEL_HASH_KEYS = ("model_hash", "modelHash", "ModelHash", "Model hash", "base_model_hash", "sd_model_hash")
 

@@ -30,7 +30,8 @@ from audit.meta.pieces import by_key, json_of
 
 # Fooocus's Performance enum -> its Steps enum (label-keyed copies may omit steps)
 _PERFORMANCE_STEPS = {"quality": 60, "speed": 30, "extreme speed": 8, "lightning": 4, "hyper-sd": 4}
-_LABEL_HINTS = ("guidance_scale", "fooocus_v2_expansion", "adm_guidance", "full_prompt", "metadata_scheme")
+# keys only Fooocus writes (a bare "guidance_scale" is every diffusers app's)
+_LABEL_HINTS = ("fooocus_v2_expansion", "adm_guidance", "full_prompt", "full_negative_prompt")
 _UNSET = ("", "None", None)
 
 
