@@ -448,3 +448,12 @@ def test_diffusers_style_parameters_json_is_not_taken_for_fooocus():
     record = {"prompt": "a red triangle", "negative_prompt": "grey", "guidance_scale": 7.5, "num_inference_steps": 30, "seed": 5}
     best = extract(_png(("parameters", json.dumps(record)))).best
     assert best.generator != "fooocus" and (best.prompt, best.steps, best.cfg_scale) == ("a red triangle", 30, 7.5)
+
+
+def test_civitai_generator_params_with_air_resources():
+    record = {"params": {"prompt": "a red cube", "negativePrompt": "grey", "cfgScale": 7, "sampler": "Euler a", "seed": 5, "steps": 25},
+              "resources": [{"id": 1, "strength": 1, "air": "urn:air:sdxl:checkpoint:civitai:101055@128078"},
+                            {"id": 2, "strength": 0.6, "air": "urn:air:sdxl:lora:civitai:5@6"}]}
+    best = extract(b"", sidecars=[("a.json", json.dumps(record).encode())]).best
+    assert (best.prompt, best.seed, best.model) == ("a red cube", "5", "urn:air:sdxl:checkpoint:civitai:101055@128078")
+    assert _resources(best, "lora") == [("urn:air:sdxl:lora:civitai:5@6", None, 0.6)]

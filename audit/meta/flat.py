@@ -62,6 +62,16 @@ def from_mapping(record: Mapping[str, Any], generator: str, _depth: int = 0) -> 
         meta.model_hash = to_text(hashes.get("model"))
     if meta.model or meta.model_hash:
         meta.resources.append(Resource("checkpoint", meta.model or meta.model_hash, meta.model_hash))
+    _add_resources(meta, record)
+    for key in ("width", "height", "clip_skip", "clipSkip", "denoise", "denoising_strength", "url", "key"):
+        if key in record and not isinstance(record[key], (dict, list)):
+            meta.extra[key] = record[key]
+    if meta.prompt is None and meta.seed is None:
+        return _nested(record, generator, _depth)
+    return meta
+
+
+def _add_resources(meta: GenerationMetadata, record: Mapping[str, Any]) -> None:
     for key in RESOURCE_KEYS:
         entries = record.get(key)
         for entry in entries if isinstance(entries, list) else []:
@@ -73,12 +83,9 @@ def from_mapping(record: Mapping[str, Any], generator: str, _depth: int = 0) -> 
                 meta.resources.append(resource)
             else:  # the same file listed twice (Civitai meta: resources and civitaiResources)
                 same.hash, same.weight = same.hash or resource.hash, same.weight if same.weight is not None else resource.weight
-    for key in ("width", "height", "clip_skip", "clipSkip", "denoise", "denoising_strength", "url", "key"):
-        if key in record and not isinstance(record[key], (dict, list)):
-            meta.extra[key] = record[key]
-    if meta.prompt is None and meta.seed is None:
-        return _nested(record, generator, _depth)
-    return meta
+    checkpoint = next((r for r in meta.resources if r.kind == "checkpoint"), None)
+    if meta.model is None and checkpoint is not None:  # named only in the resource list
+        meta.model, meta.model_hash = checkpoint.name, meta.model_hash or checkpoint.hash
 
 
 def _nested(record: Mapping[str, Any], generator: str, depth: int) -> GenerationMetadata | None:
@@ -92,6 +99,7 @@ def _nested(record: Mapping[str, Any], generator: str, depth: int) -> Generation
         if isinstance(value, Mapping):
             meta = from_mapping(value, generator, depth + 1)
             if meta is not None:
+                _add_resources(meta, record)  # Civitai's generator: {"params": {...}, "resources": [...]}
                 return meta
     return None
 
@@ -99,6 +107,12 @@ def _nested(record: Mapping[str, Any], generator: str, depth: int) -> Generation
 def _lora(entry: Any) -> Resource | None:
     if isinstance(entry, Mapping):
         name = first(entry, ("name", "lora", "lora_name", "modelName", "model_name"))
+        air = entry.get("air")
+        if name is None and isinstance(air, str) and air.startswith("urn:air:"):
+            # AIR: urn:air:{ecosystem}:{type}:{source}:{id}@{version}
+            parts = air.split(":")
+            kind = parts[3].lower() if len(parts) > 3 else "lora"
+            return Resource(_KINDS.get(kind, kind), air, None, to_float(first(entry, ("weight", "strength"))))
         if name is None and first(entry, ("modelVersionId",)) is not None:
             name = f"civitai:{first(entry, ('modelVersionId',))}"  # Civitai names resources by version id only
         if name is None or isinstance(name, (dict, list)):
