@@ -15,8 +15,7 @@ from typing import Any, Callable, Sequence
 
 from audit.catalog.lock import IndexLock
 from audit.errors import ExitCode, UsageError
-from audit.findings.store import SEVERITIES
-from audit.flag.runner import rests_on_derived_signals
+from audit.findings.store import SEVERITIES, is_review_candidate_json
 
 # Opens a progress context for a stage: ``with bars("embed") as progress: ...``
 ProgressFactory = Callable[[str], Any]
@@ -115,7 +114,7 @@ def run_scan(
         findings = audit_index.findings()
         new = findings.filter((pl.col("run_id") == flagged.run_id) & (pl.col("status") == "new"))
         new = new.with_columns(
-            pl.col("signals").map_elements(rests_on_derived_signals, return_dtype=pl.Boolean).alias("candidate"))
+            pl.col("signals").map_elements(is_review_candidate_json, return_dtype=pl.Boolean).alias("candidate"))
         summary.new_findings = new.select("finding_id", "item_id", "uri", "category", "severity", "candidate").to_dicts()
         summary.new_by_category = dict(new.group_by("category").len().iter_rows())
         summary.new_by_severity = dict(new.group_by("severity").len().iter_rows())

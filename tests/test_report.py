@@ -406,3 +406,24 @@ def test_html_limit_keeps_every_finding_in_the_data_files(fx, tmp_path):
     shown = set(re.findall(r'<article [^>]*data-item-id="([0-9a-f]+)"', html))
     m = json.loads((Path(s.out_dir) / "manifest.json").read_text())
     assert len(m["items"]) == 8 and html.count("<img") <= len(shown)
+
+
+def test_review_candidates_are_marked_in_every_output(fx, tmp_path):
+    from audit.findings.store import Finding, FindingsStore, Signal, is_review_candidate
+
+    cid = f"{fx.policy_hash[:12]}:semantic:0"
+    via_cluster = Signal("cluster", f"cluster:{cid}", 0.3, 0.24, 0.06, {"cluster_id": cid, "reason": "centroid"})
+    with audit.open(fx.index) as a:
+        FindingsStore(a.catalog.conn).upsert_findings(
+            [Finding(fx.items["yellow_triangle"], "red-shapes", "critical", fx.policy_hash, [via_cluster], cluster_id=cid)],
+            run_id=fx.run_id)
+    out = Path(_report(fx, tmp_path / "r").out_dir)
+    rows = _jsonl(out / "findings.jsonl")
+    marked = [r for r in rows if r["review_candidate"]]
+    assert [(r["item_id"], r["category"]) for r in marked] == [(fx.items["yellow_triangle"], "red-shapes")]
+    assert all(r["review_candidate"] == is_review_candidate(r["signals"]) for r in rows)
+    html = (out / "index.html").read_text("utf-8")
+    cards = _card(html, fx.items["yellow_triangle"])
+    assert sum("candidate · via cluster" in c for c in cards) == 1 and len(cards) == 2
+    assert html.count("candidate · via") == 1
+    assert re.search(r'<div class="v">1</div><div class="l">review candidates</div>', html)

@@ -23,6 +23,24 @@ SEVERITIES = ("critical", "high", "medium", "low")
 STATUSES = ("new", "known", "dismissed", "confirmed", "escalated")
 DECISIONS = ("confirm", "dismiss", "escalate")
 SIGNAL_KINDS = ("concept", "prompt_rule", "name", "hash_match", "cluster", "seed_neighbor", "combination", "negative")
+# Signals derived from other findings or decisions, not from the item itself.
+DERIVED_KINDS = ("cluster", "seed_neighbor")
+
+
+def is_review_candidate(signals: Iterable[Any]) -> bool:
+    """A finding whose every signal is derived (its flagged cluster, a confirmed
+    neighbour): a candidate for review, with no evidence of its own."""
+    kinds = {s.get("kind") if isinstance(s, dict) else getattr(s, "kind", None) for s in signals}
+    return bool(kinds) and kinds <= set(DERIVED_KINDS)
+
+
+def is_review_candidate_json(signals_json: str | None) -> bool:
+    """``is_review_candidate`` of a finding's stored ``signals`` column (JSON text)."""
+    try:
+        signals = json.loads(signals_json or "[]")
+    except ValueError:
+        return False
+    return isinstance(signals, list) and is_review_candidate(signals)
 
 DDL = """
 CREATE TABLE IF NOT EXISTS findings (

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from audit.findings.store import Finding, FindingsStore, Signal
+from audit.findings.store import DERIVED_KINDS, Finding, FindingsStore, Signal
 from audit.flag.base import FlagContext
 from audit.flag.combine import combine as _combine, merge as _merge
 from audit.flag.seeds import SEED_SEVERITY, seed_neighbor_signals
@@ -47,17 +47,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from audit.api import Audit
     from audit.policy import Policy
 
-DERIVED_KINDS = ("cluster", "seed_neighbor")
-
-
-def rests_on_derived_signals(signals_json: str) -> bool:
-    """True for a review candidate: a finding whose every signal is derived from other
-    findings or decisions (its cluster, a confirmed neighbour), none from the item itself."""
-    try:
-        kinds = {s.get("kind") for s in json.loads(signals_json or "[]") if isinstance(s, dict)}
-    except ValueError:
-        return False
-    return bool(kinds) and kinds <= set(DERIVED_KINDS)
 # The steps of a flag run, in order, as a progress bar counts them.
 FLAG_PHASES = ("load", "prepare", "detect", "combine", "clusters", "seeds", "write")
 

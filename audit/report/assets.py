@@ -81,7 +81,7 @@ td{padding:4px 8px;border-bottom:1px solid #f0f2f5;vertical-align:top}
 .status{font-size:11px;border-radius:4px;padding:0 6px;background:#eef0f3;color:#344054;line-height:18px}
 .st-confirmed{background:var(--crit-bg);color:var(--crit)}.st-dismissed{background:#f2f4f7;color:#98a2b3}.st-escalated{background:#f4ebff;color:#6941c6}.st-new{background:#eaf0ff;color:var(--accent)}
 .tag{font-size:10.5px;font-weight:650;text-transform:uppercase;letter-spacing:.04em;border-radius:4px;padding:0 5px;line-height:16px}
-.tag.new{background:var(--accent);color:#fff}.tag.miss{background:var(--high-bg);color:var(--high);border:1px solid #f7c3a3}.tag.ok{background:var(--ok-bg);color:var(--ok)}
+.tag.new{background:var(--accent);color:#fff}.tag.miss{background:var(--high-bg);color:var(--high);border:1px solid #f7c3a3}.tag.ok{background:var(--ok-bg);color:var(--ok)}.tag.cand{background:#eef0f6;color:#3d4a6b;border:1px dashed #9aa5c4}
 .uri1{color:#475467;margin:3px 0 6px;white-space:nowrap;overflow:hidden;text-overflow:ellipsis}
 .sig{margin:0 0 6px;font-size:12px}.sig td,.sig th{padding:2px 6px}.sig .pos{color:var(--crit);font-weight:600}.sig .neg{color:var(--muted)}
 .kind{font-size:11px;background:#eef0f3;border-radius:3px;padding:0 4px;color:#344054}

@@ -18,7 +18,7 @@ from audit.report.data import FindingRow, ReportData
 # design.md's findings fields first, then the evidence a reader needs without the catalog
 FINDING_FIELDS = ("finding_id", "item_id", "uri", "category", "severity", "status", "cluster_id", "signals")
 EVIDENCE_FIELDS = (
-    "policy_hash", "first_flagged", "last_flagged", "new_since_last_report", "no_view", "missing",
+    "policy_hash", "first_flagged", "last_flagged", "new_since_last_report", "review_candidate", "no_view", "missing",
     "verified_at_report", "sha256", "md5", "pdq", "size", "format", "width", "height", "generator", "model",
     "model_hash", "resources", "prompt", "negative_prompt", "seed", "locations", "decision",
 )  # fmt: skip
@@ -48,7 +48,7 @@ def finding_record(data: ReportData, f: FindingRow) -> dict[str, Any]:
         "severity": f.severity, "status": f.status, "cluster_id": f.cluster_id,
         "signals": [signal_record(s) for s in f.signals if isinstance(s, dict)],
         "policy_hash": f.policy_hash, "first_flagged": f.first_flagged, "last_flagged": f.last_flagged,
-        "new_since_last_report": f.new_since_last_report, "no_view": item.no_view, "missing": item.missing,
+        "new_since_last_report": f.new_since_last_report, "review_candidate": f.review_candidate, "no_view": item.no_view, "missing": item.missing,
         "verified_at_report": item.verified, "sha256": f.item_id, "md5": facts.get("md5"), "pdq": facts.get("pdq"),
         "size": facts.get("size"), "format": facts.get("format"), "width": facts.get("width"),
         "height": facts.get("height"), "generator": facts.get("generator"), "model": facts.get("model"),

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from audit.findings.store import is_review_candidate
 from audit.report.files import clean_text
 
 SEVERITY_ORDER = {"critical": 0, "high": 1, "medium": 2, "low": 3}
@@ -74,6 +75,11 @@ class FindingRow:
     new_since_last_report: bool
     decision: dict[str, Any] | None = None
 
+    @property
+    def review_candidate(self) -> bool:
+        """No signal of its own: flagged through its cluster or a confirmed neighbour."""
+        return is_review_candidate(self.signals)
+
 
 @dataclass
 class ReportData:
@@ -104,6 +110,7 @@ class ReportData:
             "findings": len(self.findings),
             "items": len(ids),
             "new_since_last_report": sum(f.new_since_last_report for f in self.findings),
+            "review_candidates": sum(f.review_candidate for f in self.findings),
             "by_category": by_cat,
             "by_severity": by_sev,
             "by_status": by_status,

@@ -172,6 +172,8 @@ def _summary(data: ReportData, meta: dict[str, Any], *, blur: bool, grayscale: b
         _tile("items", c["items"]),
         _tile("new since last report", c["new_since_last_report"], "new" if c["new_since_last_report"] else "", new_sub),
         *(_tile(s, c["by_severity"].get(s, 0), f"sev-{s}" if c["by_severity"].get(s) else "zero") for s in SEVERITY_ORDER),
+        _tile("review candidates", c["review_candidates"], "" if c["review_candidates"] else "zero",
+              '<div class="s">via cluster or neighbour only</div>'),
         _tile("no-view items", c["no_view_items"], "", '<div class="s">hashes and metadata only</div>'),
         _tile("missing originals", c["missing_items"], "warn" if c["missing_items"] else "zero"),
     ])  # fmt: skip
@@ -391,6 +393,10 @@ def _card(data: ReportData, f: FindingRow) -> str:
     flags = []
     if f.new_since_last_report:
         flags.append('<span class="tag new" title="new since the last report">new</span>')
+    if f.review_candidate:
+        via = "cluster" if any(s.get("kind") == "cluster" for s in f.signals if isinstance(s, dict)) else "neighbour"
+        flags.append(f'<span class="tag cand" title="No signal of its own: flagged through its {via}. '
+                     f'Review as a candidate.">candidate · via {via}</span>')
     if item.missing:
         flags.append('<span class="tag miss">missing</span>')
     elif item.verified is False:

@@ -91,7 +91,7 @@ class ParquetWriter:
                            ("present", pa.bool_()), ("missing_since", pa.string())])  # fmt: skip
         types = {
             "signals": pa.list_(signal_t), "locations": pa.list_(loc_t), "resources": pa.string(),
-            "decision": pa.string(), "new_since_last_report": pa.bool_(), "no_view": pa.bool_(), "missing": pa.bool_(),
+            "decision": pa.string(), "new_since_last_report": pa.bool_(), "review_candidate": pa.bool_(), "no_view": pa.bool_(), "missing": pa.bool_(),
             "verified_at_report": pa.bool_(), "size": pa.int64(), "width": pa.int64(), "height": pa.int64(),
         }  # fmt: skip
         fields = FINDING_FIELDS + EVIDENCE_FIELDS
