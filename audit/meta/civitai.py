@@ -10,17 +10,14 @@ from __future__ import annotations
 from audit.meta.base import GenerationMetadata, MetadataText, Resource
 from audit.meta.flat import from_mapping
 from audit.meta.normalize import to_float
-from audit.meta.pieces import by_key, json_of
+from audit.meta.pieces import json_objects
 
 
 class CivitaiParser:
     name = "civitai"
 
     def parse(self, pieces: list[MetadataText]) -> GenerationMetadata | None:
-        for piece in by_key(pieces, "extraMetadata"):
-            data, problem = json_of(piece)
-            if problem is not None or not isinstance(data, dict):
-                continue
+        for data, piece in json_objects(pieces, "extraMetadata"):
             meta = from_mapping({k: v for k, v in data.items() if k != "resources"}, "civitai")
             if meta is None:
                 continue

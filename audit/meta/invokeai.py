@@ -16,7 +16,7 @@ from typing import Any
 from audit.meta.base import GenerationMetadata, MetadataText, Resource
 from audit.meta.flat import unreadable
 from audit.meta.normalize import seed_text, to_float, to_int, to_text
-from audit.meta.pieces import by_key, json_of
+from audit.meta.pieces import by_key, json_objects
 
 _CORE_TYPES = ("core_metadata", "metadata_accumulator")
 _MAX_DEPTH = 8
@@ -28,23 +28,19 @@ class InvokeAIParser:
     def parse(self, pieces: list[MetadataText]) -> GenerationMetadata | None:
         graph = _first_json(pieces, "invokeai_graph")
         workflow = _first_json(pieces, "invokeai_workflow")
-        for piece in by_key(pieces, "invokeai_metadata"):
-            data, problem = json_of(piece)
-            if problem is None and isinstance(data, dict):
-                meta = _from_v3(data, piece.location)
-                # the metadata node is filled by the UI; a hand-built workflow may leave gaps the graph answers
-                if graph is not None:
-                    _fill_missing(meta, _from_graph(_graph_nodes(graph[0]), graph[1]))
-                return meta
+        for data, piece in json_objects(pieces, "invokeai_metadata"):
+            meta = _from_v3(data, piece.location)
+            # the metadata node is filled by the UI; a hand-built workflow may leave gaps the graph answers
+            if graph is not None:
+                _fill_missing(meta, _from_graph(_graph_nodes(graph[0]), graph[1]))
+            return meta
         for found, convert in ((graph, _graph_nodes), (workflow, _workflow_nodes)):
             if found is not None:
                 meta = _from_graph(convert(found[0]), found[1])
                 if meta is not None:
                     return meta
-        for piece in by_key(pieces, "sd-metadata"):
-            data, problem = json_of(piece)
-            if problem is None and isinstance(data, dict):
-                return _from_v2(data, piece.location)
+        for data, piece in json_objects(pieces, "sd-metadata"):
+            return _from_v2(data, piece.location)
         for piece in by_key(pieces, "Dream"):
             meta = _from_dream(piece.text, piece.location)
             if meta is not None:
@@ -54,11 +50,7 @@ class InvokeAIParser:
 
 
 def _first_json(pieces: list[MetadataText], key: str) -> tuple[dict, str] | None:
-    for piece in by_key(pieces, key):
-        data, problem = json_of(piece)
-        if problem is None and isinstance(data, dict):
-            return data, piece.location
-    return None
+    return next(((data, piece.location) for data, piece in json_objects(pieces, key)), None)
 
 
 def _ref(value: Any) -> tuple[str | None, str | None]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from audit.meta.base import GenerationMetadata, MetadataText, Resource
 from audit.meta.flat import unreadable
 from audit.meta.normalize import seed_text, to_float, to_int, to_text
-from audit.meta.pieces import by_key, json_of
+from audit.meta.pieces import by_key, json_objects
 
 
 class NovelAIParser:
@@ -16,10 +16,7 @@ class NovelAIParser:
 
     def parse(self, pieces: list[MetadataText]) -> GenerationMetadata | None:
         software = " ".join(p.text for p in by_key(pieces, "Software", "Source", "Make"))
-        for piece in by_key(pieces, "Comment"):
-            comment, problem = json_of(piece)
-            if problem is not None or not isinstance(comment, dict):
-                continue
+        for comment, piece in json_objects(pieces, "Comment"):
             novelai_shaped = "uc" in comment or "v4_prompt" in comment or "noise_schedule" in comment
             if not (novelai_shaped or "NovelAI" in software):
                 continue

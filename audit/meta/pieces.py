@@ -8,7 +8,7 @@ sub-pieces keyed like PNG chunks, so each parser looks for one shape only.
 from __future__ import annotations
 
 import json
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 from audit.meta.base import MetadataText
 from audit.meta.textcodec import load_json, looks_like_json_object
@@ -66,3 +66,12 @@ def json_of(piece: MetadataText) -> tuple[Any, str | None]:
     if not looks_like_json_object(piece.text):
         return None, "not a JSON object"
     return load_json(piece.text)
+
+
+def json_objects(pieces: list[MetadataText], *keys: str) -> Iterator[tuple[dict, MetadataText]]:
+    """Each piece stored under one of ``keys`` whose text is a JSON object: (object, piece).
+    Pieces that are not are skipped; ``flat.unreadable`` reports them where that matters."""
+    for piece in by_key(pieces, *keys):
+        data, problem = json_of(piece)
+        if problem is None and isinstance(data, dict):
+            yield data, piece

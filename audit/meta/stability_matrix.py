@@ -8,7 +8,7 @@ from __future__ import annotations
 from audit.meta.base import GenerationMetadata, MetadataText, Resource
 from audit.meta.flat import from_mapping, unreadable
 from audit.meta.normalize import seed_text, to_float, to_int, to_text
-from audit.meta.pieces import by_key, json_of
+from audit.meta.pieces import json_objects
 
 
 class StabilityMatrixParser:
@@ -16,10 +16,7 @@ class StabilityMatrixParser:
 
     def parse(self, pieces: list[MetadataText]) -> GenerationMetadata | None:
         project = _project(pieces)
-        for piece in by_key(pieces, "parameters-json"):
-            data, problem = json_of(piece)
-            if problem is not None or not isinstance(data, dict):
-                continue
+        for data, piece in json_objects(pieces, "parameters-json"):
             meta = from_mapping(data, "stability-matrix")
             if meta is None:
                 continue
@@ -38,9 +35,8 @@ class StabilityMatrixParser:
 
 
 def _project(pieces: list[MetadataText]) -> tuple[dict, str] | None:
-    for piece in by_key(pieces, "smproj"):
-        project, problem = json_of(piece)
-        if problem is None and isinstance(project, dict) and isinstance(project.get("State"), dict):
+    for project, piece in json_objects(pieces, "smproj"):
+        if isinstance(project.get("State"), dict):
             return project["State"], piece.location
     return None
 
