@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol, Sequence, runtime_checkable
 import numpy as np
 
 from audit.catalog.vectors import ModelIdentity
+from audit.imaging import to_rgb
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -42,8 +43,6 @@ class ImageSpec:
         """HxWx3 uint8: shortest side resized to ``image_size`` (PIL, antialiased as torchvision
         does for PIL input), centre crop; converted to RGB first (palette/alpha/CMYK/16-bit)."""
         from PIL import Image
-
-        from audit.imaging import to_rgb
 
         img = to_rgb(img)
         s = self.image_size

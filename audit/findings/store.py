@@ -28,9 +28,9 @@ DERIVED_KINDS = ("cluster", "seed_neighbor")
 
 
 def is_review_candidate(signals: Iterable[Any]) -> bool:
-    """A finding whose every signal is derived (its flagged cluster, a confirmed
-    neighbour): a candidate for review, with no evidence of its own."""
-    kinds = {s.get("kind") if isinstance(s, dict) else getattr(s, "kind", None) for s in signals}
+    """A finding whose every signal (as stored: dicts) is derived (its flagged cluster, a
+    confirmed neighbour): a candidate for review, with no evidence of its own."""
+    kinds = {s.get("kind") if isinstance(s, dict) else None for s in signals}
     return bool(kinds) and kinds <= set(DERIVED_KINDS)
 
 

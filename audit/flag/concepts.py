@@ -31,6 +31,7 @@ import numpy as np
 
 from audit.findings.store import Signal
 from audit.flag.base import Detections, FlagContext, margin
+from audit.imaging import to_rgb
 
 MAX_CALIBRATION_SAMPLES = 20_000
 
@@ -57,8 +58,6 @@ def _exemplar_vector(embedder, paths: tuple[Path, ...]) -> np.ndarray | None:
     if not paths:
         return None
     from PIL import Image
-
-    from audit.imaging import to_rgb
 
     images = []
     for p in paths:

@@ -131,8 +131,8 @@ class Searcher:
             try:
                 with Image.open(path) as im:
                     im.seek(0)
-                    im.load()  # to_rgb may hand back `im` itself, which closes with the file
-                    img = to_rgb(im)
+                    im.load()  # the pixels outlive the file, which closes here
+                    img = im
             except FileNotFoundError:
                 raise InputError(f"no such image: {path}") from None
             except (UnidentifiedImageError, OSError, ValueError) as exc:
