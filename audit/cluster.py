@@ -31,6 +31,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from audit.embed.base import l2_normalize
+
 __all__ = [
     "choose_k", "kmeans", "pdq_pairs", "cosine_pairs", "connected_components",
     "near_duplicate_groups", "nearest_to_centroid", "top_terms", "KMeansResult",
@@ -58,12 +60,6 @@ class KMeansResult:
     seconds: dict = field(default_factory=dict)
 
 
-def _unit(x: np.ndarray) -> np.ndarray:
-    x = np.ascontiguousarray(x, dtype=np.float32)
-    norm = np.linalg.norm(x, axis=-1, keepdims=True)
-    return x / np.where(norm > 0, norm, 1.0)
-
-
 def kmeans(vectors: np.ndarray, k: int | None = None, *, niter: int = 20, seed: int = 1234,
            max_points_per_centroid: int = 256, normalized: bool = False) -> KMeansResult:
     """Spherical FAISS k-means on (unit) vectors; deterministic for a given seed and input order."""
@@ -71,7 +67,7 @@ def kmeans(vectors: np.ndarray, k: int | None = None, *, niter: int = 20, seed: 
 
     import faiss
 
-    x = np.ascontiguousarray(vectors, dtype=np.float32) if normalized else _unit(vectors)
+    x = np.ascontiguousarray(vectors, dtype=np.float32) if normalized else l2_normalize(vectors)
     n, d = x.shape
     k = choose_k(n) if k is None else int(max(1, min(k, n)))
     times = {}
@@ -79,12 +75,12 @@ def kmeans(vectors: np.ndarray, k: int | None = None, *, niter: int = 20, seed: 
         return KMeansResult(np.zeros((0, d), np.float32), np.zeros(0, np.int64), np.zeros(0, np.float32), 0, 0)
     t = time.perf_counter()
     if k == 1:
-        centroids = _unit(x.mean(axis=0, keepdims=True))
+        centroids = l2_normalize(x.mean(axis=0, keepdims=True))
     else:
         km = faiss.Kmeans(d, k, niter=niter, seed=seed, spherical=True, verbose=False,
                           max_points_per_centroid=max_points_per_centroid, min_points_per_centroid=1)
         km.train(x)
-        centroids = _unit(km.centroids)
+        centroids = l2_normalize(km.centroids)
     times["train_s"] = time.perf_counter() - t
     t = time.perf_counter()
     index = faiss.IndexFlatIP(d)
@@ -188,7 +184,7 @@ def cosine_pairs(vectors: np.ndarray, min_cosine: float, *, exact_below: int = 2
     """
     import faiss
 
-    x = np.ascontiguousarray(vectors, dtype=np.float32) if normalized else _unit(vectors)
+    x = np.ascontiguousarray(vectors, dtype=np.float32) if normalized else l2_normalize(vectors)
     n, d = x.shape if x.ndim == 2 else (0, 0)
     empty = (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32))
     if n < 2:

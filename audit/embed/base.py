@@ -99,6 +99,8 @@ class Embedder(Protocol):
 
 
 def l2_normalize(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float32)
-    n = np.linalg.norm(x, axis=1, keepdims=True)
-    return x / np.maximum(n, 1e-12)
+    """Rows (or one vector) scaled to unit length: float32, C-contiguous (as FAISS wants);
+    zero rows stay zero."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    n = np.linalg.norm(x, axis=-1, keepdims=True)
+    return x / np.where(n > 0, n, 1.0)

@@ -29,17 +29,12 @@ from pathlib import Path
 
 import numpy as np
 
+from audit.embed.base import l2_normalize
 from audit.findings.store import Signal
 from audit.flag.base import Detections, FlagContext, margin
 from audit.imaging import to_rgb
 
 MAX_CALIBRATION_SAMPLES = 20_000
-
-
-def _unit(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float32)
-    n = np.linalg.norm(x, axis=-1, keepdims=True)
-    return x / np.where(n > 0, n, 1.0)
 
 
 @dataclass
@@ -51,7 +46,7 @@ class ConceptVectors:
 
 
 def _embed_texts(embedder, texts: list[str]) -> np.ndarray:
-    return _unit(np.asarray(embedder.embed_texts(list(texts)), dtype=np.float32))
+    return l2_normalize(np.asarray(embedder.embed_texts(list(texts)), dtype=np.float32))
 
 
 def _exemplar_vector(embedder, paths: tuple[Path, ...]) -> np.ndarray | None:
@@ -64,8 +59,8 @@ def _exemplar_vector(embedder, paths: tuple[Path, ...]) -> np.ndarray | None:
         with Image.open(p) as im:
             im.load()  # to_rgb may hand back `im` itself, which closes with the file
             images.append(to_rgb(im))
-    embs = _unit(np.asarray(embedder.embed_images(images), dtype=np.float32))
-    return _unit(embs.mean(axis=0))
+    embs = l2_normalize(np.asarray(embedder.embed_images(images), dtype=np.float32))
+    return l2_normalize(embs.mean(axis=0))
 
 
 def _sample(vectors: np.ndarray | None, n: int = MAX_CALIBRATION_SAMPLES) -> np.ndarray | None:
@@ -97,12 +92,12 @@ class ConceptDetector:
             return cv
         emb = ctx.embedder
         for concept in policy.concepts:
-            text = _unit(ensemble(_embed_texts(emb, concept.prompts())))
+            text = l2_normalize(ensemble(_embed_texts(emb, concept.prompts())))
             cv.text[concept.id] = text
             ex = _exemplar_vector(emb, concept.exemplar_paths)
-            cv.image[concept.id] = text if ex is None else _unit(text + ex)
+            cv.image[concept.id] = text if ex is None else l2_normalize(text + ex)
         for neg in policy.negative_concepts:
-            cv.negative[neg.id] = _unit(ensemble(_embed_texts(emb, neg.prompts())))
+            cv.negative[neg.id] = l2_normalize(ensemble(_embed_texts(emb, neg.prompts())))
         neutral = _embed_texts(emb, list(NEUTRAL_CAPTIONS))
         samples = _sample(ctx.sample_vectors if ctx.sample_vectors is not None else
                           ctx.image_vectors[ctx.has_image])

@@ -32,6 +32,7 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 
 from audit.catalog.vectors import SPACES, VectorStore
+from audit.embed.base import l2_normalize
 from audit.index.choice import DEFAULT_MEMORY_BUDGET, FLAT_BELOW, IndexSpec, choose_index, parse_size
 from audit.index.files import IndexCorrupt, Manifest, encode_keys, load_index, read_manifest, save_index
 from audit.timeutil import utc_now
@@ -275,11 +276,11 @@ class IndexBuilder:
             # a third close to a stored vector (noise norm 0.5), a third looser (1.2: cosine ~0.65),
             # a third far (2.5: cosine ~0.4, where text queries of a CLIP land)
             scale = np.array([0.5, 1.2, 2.5])[np.arange(m) % 3][:, None] / np.sqrt(dim)
-            parts.append(_normalise(base + scale * rng.normal(size=base.shape)))
+            parts.append(l2_normalize(base + scale * rng.normal(size=base.shape)))
         other = "prompt" if space == "image" else "image"
         for _, vecs in self.vs.iter_all(model_key, other, batch=max(self.tune_queries // 2, 1)):
             if vecs.shape[1] == dim:
-                parts.append(_normalise(vecs))
+                parts.append(l2_normalize(vecs))
             break
         return np.ascontiguousarray(np.concatenate(parts)) if parts else np.zeros((0, dim), np.float32)
 
@@ -356,12 +357,6 @@ def _powers(lo: int, hi: int) -> list[int]:
         out.append(v)
         v *= 2
     return out
-
-
-def _normalise(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float32)
-    n = np.linalg.norm(x, axis=1, keepdims=True)
-    return x / np.maximum(n, 1e-12)
 
 
 def _as_matrix(vecs: np.ndarray, dim: int) -> np.ndarray:
