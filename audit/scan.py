@@ -10,6 +10,7 @@ committed; the next scan finishes the rest.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -26,15 +27,24 @@ class ScanSummary:
     index: str
     stages: dict[str, dict] = field(default_factory=dict)
     durations: dict[str, float] = field(default_factory=dict)
-    new_findings: list[dict] = field(default_factory=list)
-    new_by_category: dict[str, int] = field(default_factory=dict)
-    new_by_severity: dict[str, int] = field(default_factory=dict)
-    # of new_by_category: findings resting only on their cluster or a confirmed neighbour
-    new_candidates_by_category: dict[str, int] = field(default_factory=dict)
+    new_findings: list[dict] = field(default_factory=list)  # finding_id, item_id, uri, category, severity, candidate
     errors: dict[str, Any] = field(default_factory=dict)
     report: str | None = None
     fail_on: str | None = None
     exit_code: int = 0
+
+    @property
+    def new_by_category(self) -> dict[str, int]:
+        return dict(Counter(f["category"] for f in self.new_findings))
+
+    @property
+    def new_by_severity(self) -> dict[str, int]:
+        return dict(Counter(f["severity"] for f in self.new_findings))
+
+    @property
+    def new_candidates_by_category(self) -> dict[str, int]:
+        """Of ``new_by_category``: findings resting only on their cluster or a confirmed neighbour."""
+        return dict(Counter(f["category"] for f in self.new_findings if f["candidate"]))
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -116,9 +126,6 @@ def run_scan(
         new = new.with_columns(
             pl.col("signals").map_elements(is_review_candidate_json, return_dtype=pl.Boolean).alias("candidate"))
         summary.new_findings = new.select("finding_id", "item_id", "uri", "category", "severity", "candidate").to_dicts()
-        summary.new_by_category = dict(new.group_by("category").len().iter_rows())
-        summary.new_by_severity = dict(new.group_by("severity").len().iter_rows())
-        summary.new_candidates_by_category = dict(new.filter("candidate").group_by("category").len().iter_rows())
         if report:
             rep = stage("report", lambda bar: audit_index.report(out, policy=loaded_policy.path, argv=argv, progress=bar))
             summary.report = rep.out_dir
