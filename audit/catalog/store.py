@@ -60,6 +60,9 @@ class Catalog:
         self.conn = connect(self.path)
         self.conn.executescript(DDL)
         _add_missing_columns(self.conn, "dir_listings", {"dir_mtime_ns": "INTEGER"})
+        # Columns appended to the item and location layouts by later versions (nullable).
+        _add_missing_columns(self.conn, "items", dict(ITEM_COLUMNS))
+        _add_missing_columns(self.conn, "locations", dict(LOCATION_COLUMNS))
         row = self.conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
         if row is None:
             self.conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
