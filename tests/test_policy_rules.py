@@ -141,6 +141,7 @@ category = "c"
 any = ["rule:evil", "prompt:rule-error"]
 [policy]
 regex_timeout_ms = 100
+timeout_is_finding = true
 """, "evil.toml")
     started = time.monotonic()
     hits = match_rules(policy, "a" * 60 + "!")

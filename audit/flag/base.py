@@ -68,6 +68,9 @@ class Detections:
     suppressions: dict[int, list[Signal]] = field(default_factory=dict)
     thresholds: dict[str, Any] = field(default_factory=dict)  # recorded in flag_runs.thresholds
     stats: dict[str, Any] = field(default_factory=dict)
+    # problems of the run, not of an item (a policy rule disabled after timeouts): dicts with
+    # at least "kind" and a one-line "message"; the run records them and the CLI warns
+    errors: list[dict[str, Any]] = field(default_factory=list)
 
     def add(self, row: int, signal: Signal) -> None:
         self.signals.setdefault(int(row), []).append(signal)

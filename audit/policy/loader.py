@@ -31,6 +31,7 @@ from audit.policy.schema import (
     DEFAULT_TEMPLATES,
     MAX_PROMPT_CHARS,
     PROMPT_FIELDS,
+    RULE_ERROR_SIGNAL,
     SEVERITIES,
     SIGNAL_KINDS,
     Category,
@@ -49,7 +50,7 @@ _ARRAYS = ("category", "concept", "rule", "names", "flag", "hashlist", "negative
            "negative_concept")
 _KEYS: dict[str, tuple[str, ...]] = {
     "policy": ("name", "version", "description", "special_care_adjustment", "regex_timeout_ms",
-               "max_prompt_chars"),
+               "max_prompt_chars", "timeout_is_finding"),
     "category": ("id", "severity", "no_view", "description"),
     "concept": ("id", "texts", "templates", "exemplars", "image_threshold", "prompt_threshold",
                 "special_care", "contrast", "description"),
@@ -478,6 +479,10 @@ def _check_signal(table: _Table, key: str, entry: str, known: frozenset[str]) ->
                                   + ", ".join(SIGNAL_KINDS) + ")", item=entry)
         if rest == "*":
             continue
+        if name == RULE_ERROR_SIGNAL and name not in known:
+            raise table.fail(key, f'{key}: "{name}" fires only with [policy] timeout_is_finding = '
+                                  "true (a regular-expression timeout is an engine failure, not "
+                                  "a finding, unless the policy says so)", item=entry)
         if name not in known:
             what = {"concept": "concept", "rule": "rule", "names": "name list",
                     "hash": "hash list", "prompt": "built-in prompt signal"}[kind]
@@ -569,6 +574,7 @@ def parse_policy(text: str, source_name: str = "policy.toml", *,
     adjustment = meta.number("special_care_adjustment", 0, 0.5)
     timeout_ms = meta.integer("regex_timeout_ms", 1, 10_000, 250)
     max_chars = meta.integer("max_prompt_chars", 1_000, 10_000_000, MAX_PROMPT_CHARS)
+    timeout_is_finding = meta.boolean("timeout_is_finding", False)
 
     categories = _categories(ctx, doc)
     category_ids = {c.id for c in categories}
@@ -579,6 +585,8 @@ def parse_policy(text: str, source_name: str = "policy.toml", *,
     negative_concepts = _negative_concepts(ctx, doc, {c.id for c in concepts})
 
     known: set[str] = set(BUILTIN_PROMPT_SIGNALS)
+    if not timeout_is_finding:
+        known.discard(RULE_ERROR_SIGNAL)
     for concept in concepts:
         known |= {f"concept:{concept.id}", f"concept:{concept.id}/image",
                   f"concept:{concept.id}/prompt"}
@@ -603,6 +611,7 @@ def parse_policy(text: str, source_name: str = "policy.toml", *,
         text_hash=text_hash, path=path, description=meta.string("description", ""),
         special_care_adjustment=0.01 if adjustment is None else adjustment,
         regex_timeout_s=(timeout_ms or 250) / 1000.0, max_prompt_chars=max_chars or MAX_PROMPT_CHARS,
+        timeout_is_finding=timeout_is_finding,
     )
     return policy
 

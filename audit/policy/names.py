@@ -15,6 +15,7 @@ from pathlib import Path
 
 from audit.errors import InputError
 from audit.policy._engine import PatternTimeout, SafePattern, compile_pattern
+from audit.policy.breaker import PatternBreaker, clock
 from audit.policy.normalize import NormalizedText, normalize_term, term_pattern
 from audit.policy.schema import NameList, Policy
 
@@ -79,25 +80,43 @@ def compile_name_list(names: NameList, engine: str = "auto") -> CompiledNameList
 
 
 def _match_names_on(compiled: list[CompiledNameList], field_name: str, text: str,
-                    variants: list[NormalizedText], out: list, timeout: float) -> None:
+                    variants: list[NormalizedText], out: list, timeout: float,
+                    breaker: PatternBreaker | None = None, errors: list | None = None) -> None:
+    breaker = breaker if breaker is not None else PatternBreaker(timeout_s=timeout)
     for clist in compiled:
-        if field_name not in clist.names.fields:
+        if field_name not in clist.names.fields or not breaker.allows(clist.names.signal):
             continue
-        seen: set[tuple[int, int]] = set()
-        for variant in variants:
-            for pattern in clist.patterns:
-                try:
-                    spans = pattern.spans(variant.text, timeout)
-                except PatternTimeout:  # literal alternations: not expected
+        started = clock()
+        try:
+            _match_list(clist, field_name, text, variants, out, timeout, breaker, errors)
+        finally:
+            breaker.spent(clist.names.signal, clock() - started)
+
+
+def _match_list(clist: CompiledNameList, field_name: str, text: str, variants: list[NormalizedText],
+                out: list, timeout: float, breaker: PatternBreaker, errors: list | None) -> None:
+    from audit.policy.rules import RuleError
+
+    owner = clist.names.signal
+    seen: set[tuple[int, int]] = set()
+    for variant in variants:
+        for pattern in clist.patterns:
+            if breaker.is_disabled(owner):
+                return
+            try:
+                spans = pattern.spans(variant.text, timeout)
+            except PatternTimeout as exc:  # literal alternations: not expected, but counted
+                breaker.timed_out(owner)
+                if errors is not None:
+                    errors.append(RuleError(clist.names.id, field_name, "names", str(exc), "names"))
+                continue
+            for start, end in spans:
+                span = variant.original_span(start, end)
+                if span in seen:
                     continue
-                for start, end in spans:
-                    span = variant.original_span(start, end)
-                    if span in seen:
-                        continue
-                    seen.add(span)
-                    name = clist.by_key.get(_key(variant.text[start:end]), variant.text[start:end])
-                    out.append(NameHit(clist.names.id, field_name, span,
-                                       text[span[0]:span[1]], name))
+                seen.add(span)
+                name = clist.by_key.get(_key(variant.text[start:end]), variant.text[start:end])
+                out.append(NameHit(clist.names.id, field_name, span, text[span[0]:span[1]], name))
 
 
 def match_names(policy: Policy, prompt: str | None, negative_prompt: str | None = None,

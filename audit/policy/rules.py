@@ -11,7 +11,10 @@ Matching, per field (``prompt``, ``negative_prompt``):
    searched; hits are mapped back to spans of the original text and deduplicated.
 
 Regular expressions run on RE2 when possible, else with a time bound (``_engine``); a search
-that times out is recorded in ``RuleHits.errors`` (signal ``prompt:rule-error``), never a hang.
+that times out is recorded in ``RuleHits.errors``, never a hang, and a rule or name list that
+keeps timing out or is slow is disabled for the rest of the run (``breaker``). Engine failures
+are not evidence: the signal ``prompt:rule-error`` fires only with ``[policy]
+timeout_is_finding = true``.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from audit.policy._engine import (
     SafePattern,
     compile_pattern,
 )
+from audit.policy.breaker import PatternBreaker, clock
 from audit.policy.normalize import (
     NormalizedText,
     blank_spans,
@@ -31,7 +35,7 @@ from audit.policy.normalize import (
     normalize_variants,
     term_pattern,
 )
-from audit.policy.schema import PROMPT_FIELDS, Policy, Rule
+from audit.policy.schema import PROMPT_FIELDS, RULE_ERROR_SIGNAL, Policy, Rule
 
 __all__ = [
     "RuleHit",
@@ -49,7 +53,6 @@ __all__ = [
 ]
 
 OVERLONG_RULE = "prompt:overlong"
-RULE_ERROR_SIGNAL = "prompt:rule-error"
 MAX_MATCHED_TEXT = 500
 
 _NUMBER_WORDS = {
@@ -104,23 +107,33 @@ class RuleHit:
 
 @dataclass(frozen=True)
 class RuleError:
-    rule_id: str
+    rule_id: str  # the rule's id, or the name list's id when kind is "names"
     field: str
     pattern: str
     message: str
+    kind: str = "rule"  # "rule" | "names"
+
+    @property
+    def owner(self) -> str:
+        """``rule:ID`` or ``names:ID``: what the circuit breaker counts it against."""
+        return f"{self.kind}:{self.rule_id}"
 
 
 class RuleHits(list):
-    """A list of ``RuleHit`` with the errors met while matching in ``errors``."""
+    """A list of ``RuleHit`` with the errors met while matching in ``errors``.
 
-    def __init__(self, hits=(), errors=()):
+    An error (a timeout) is an engine failure, not evidence about the prompt: it becomes the
+    signal ``prompt:rule-error`` only when the policy opts in (``timeout_is_finding``)."""
+
+    def __init__(self, hits=(), errors=(), *, errors_fire: bool = False):
         super().__init__(hits)
         self.errors: list[RuleError] = list(errors)
+        self.errors_fire = errors_fire
 
     @property
     def signals(self) -> set[str]:
         names = {hit.signal for hit in self}
-        if self.errors:
+        if self.errors and self.errors_fire:
             names.add(RULE_ERROR_SIGNAL)
         return names
 
@@ -236,7 +249,8 @@ def _cut(text: str) -> str:
 
 
 def _match_rules_on(compiled: CompiledRules, field_name: str, text: str,
-                    variants: list[NormalizedText], hits: RuleHits, timeout: float) -> None:
+                    variants: list[NormalizedText], hits: RuleHits, timeout: float,
+                    breaker: PatternBreaker) -> None:
     seen: set[tuple[str, tuple[int, int]]] = set()
     screen = compiled.screens.get(field_name)
     screened = {id(v): screen is not None and not screen.found(v.text, timeout)
@@ -244,34 +258,51 @@ def _match_rules_on(compiled: CompiledRules, field_name: str, text: str,
     for crule in compiled.rules:
         if field_name not in crule.rule.fields:
             continue
-        for variant in variants:
-            if screened[id(variant)] and all(p.engine == "re2" for p in crule.patterns):
-                continue  # nothing in this variant can match an RE2 pattern
-            work = variant
-            try:
-                if crule.allow:
-                    spans = []
-                    for allow in crule.allow:
-                        spans.extend(allow.spans(variant.text, timeout))
-                    work = blank_spans(variant, spans)
-                for pattern in crule.patterns:
-                    try:
-                        spans = pattern.spans(work.text, timeout)
-                    except PatternTimeout as exc:
-                        hits.errors.append(RuleError(crule.rule.id, field_name, pattern.source,
-                                                     str(exc)))
-                        continue
-                    for start, end in spans:
-                        span = work.original_span(start, end)
-                        if (crule.rule.id, span) in seen:
-                            continue
-                        seen.add((crule.rule.id, span))
-                        hits.append(RuleHit(crule.rule.id, field_name, span,
-                                            _cut(text[span[0]:span[1]]),
-                                            crule.describe(pattern, work.text[start:end]),
-                                            variant.variant))
-            except PatternTimeout as exc:  # an allow phrase pattern (never expected on RE2)
-                hits.errors.append(RuleError(crule.rule.id, field_name, "allow", str(exc)))
+        owner = crule.rule.signal
+        todo = [v for v in variants
+                if not (screened[id(v)] and all(p.engine == "re2" for p in crule.patterns))]
+        if not todo or not breaker.allows(owner):
+            continue  # nothing in these variants can match an RE2 pattern / disabled for the run
+        started = clock()
+        try:
+            for variant in todo:
+                _match_rule_variant(crule, field_name, text, variant, hits, seen, timeout, breaker)
+                if breaker.is_disabled(owner):
+                    break
+        finally:
+            breaker.spent(owner, clock() - started)
+
+
+def _match_rule_variant(crule: CompiledRule, field_name: str, text: str, variant: NormalizedText,
+                        hits: RuleHits, seen: set, timeout: float, breaker: PatternBreaker) -> None:
+    owner = crule.rule.signal
+    work = variant
+    if crule.allow:
+        spans: list[tuple[int, int]] = []
+        try:
+            for allow in crule.allow:
+                spans.extend(allow.spans(variant.text, timeout))
+        except PatternTimeout as exc:  # an allow phrase pattern (never expected on RE2)
+            hits.errors.append(RuleError(crule.rule.id, field_name, "allow", str(exc)))
+            breaker.timed_out(owner)
+            return
+        work = blank_spans(variant, spans)
+    for pattern in crule.patterns:
+        if breaker.is_disabled(owner):
+            return
+        try:
+            spans = pattern.spans(work.text, timeout)
+        except PatternTimeout as exc:
+            hits.errors.append(RuleError(crule.rule.id, field_name, pattern.source, str(exc)))
+            breaker.timed_out(owner)
+            continue
+        for start, end in spans:
+            span = work.original_span(start, end)
+            if (crule.rule.id, span) in seen:
+                continue
+            seen.add((crule.rule.id, span))
+            hits.append(RuleHit(crule.rule.id, field_name, span, _cut(text[span[0]:span[1]]),
+                                crule.describe(pattern, work.text[start:end]), variant.variant))
 
 
 def _tidy(hits: RuleHits) -> RuleHits:
@@ -285,7 +316,7 @@ def _tidy(hits: RuleHits) -> RuleHits:
             continue
         kept.append(hit)
     kept.sort(key=lambda h: (h.field != "prompt", h.span, h.rule_id))
-    return RuleHits(kept, hits.errors)
+    return RuleHits(kept, hits.errors, errors_fire=hits.errors_fire)
 
 
 def _fields(prompt: str | None, negative_prompt: str | None) -> list[tuple[str, str]]:
@@ -293,18 +324,29 @@ def _fields(prompt: str | None, negative_prompt: str | None) -> list[tuple[str, 
             if value]
 
 
+def _breaker(compiled: CompiledRules, breaker: PatternBreaker | None, timeout: float) -> PatternBreaker:
+    # Without a run-wide breaker a single call still gets one: a bad rule costs at most
+    # MAX_TIMEOUTS time limits per call, whatever the number of normalised variants.
+    return breaker if breaker is not None else PatternBreaker(timeout_s=timeout)
+
+
 def match_rules(policy: Policy | CompiledRules, prompt: str | None,
-                negative_prompt: str | None = None, *, timeout: float | None = None) -> RuleHits:
-    """Rule hits (spans in the original texts) for one item's prompt and negative prompt."""
+                negative_prompt: str | None = None, *, timeout: float | None = None,
+                breaker: PatternBreaker | None = None) -> RuleHits:
+    """Rule hits (spans in the original texts) for one item's prompt and negative prompt.
+
+    ``breaker``: the run's ``PatternBreaker`` (rules it disabled are skipped, and this call's
+    timeouts and costs count towards disabling); default: a fresh one for this call."""
     compiled = policy if isinstance(policy, CompiledRules) else compile_rules(policy)
     timeout = compiled.timeout if timeout is None else timeout
-    hits = RuleHits()
+    breaker = _breaker(compiled, breaker, timeout)
+    hits = RuleHits(errors_fire=compiled.policy.timeout_is_finding)
     for field_name, text in _fields(prompt, negative_prompt):
         if len(text) > compiled.max_chars:
             hits.append(RuleHit(OVERLONG_RULE, field_name, (0, len(text)), "",
                                 f"length {len(text)} > {compiled.max_chars}"))
         _match_rules_on(compiled, field_name, text, _variants(text, compiled.max_chars), hits,
-                        timeout)
+                        timeout, breaker)
     return _tidy(hits)
 
 
@@ -326,21 +368,24 @@ class PromptMatch:
 
 def match_prompt(policy: Policy | CompiledRules, prompt: str | None,
                  negative_prompt: str | None = None, *,
-                 timeout: float | None = None) -> PromptMatch:
-    """Rules and name lists over one item's prompts, normalising each text once."""
+                 timeout: float | None = None, breaker: PatternBreaker | None = None) -> PromptMatch:
+    """Rules and name lists over one item's prompts, normalising each text once
+    (``breaker`` as for ``match_rules``; a flag run passes one for the whole run)."""
     from audit.policy.names import _match_names_on
 
     compiled = policy if isinstance(policy, CompiledRules) else compile_rules(policy)
     timeout = compiled.timeout if timeout is None else timeout
-    hits = RuleHits()
+    breaker = _breaker(compiled, breaker, timeout)
+    hits = RuleHits(errors_fire=compiled.policy.timeout_is_finding)
     names: list = []
     for field_name, text in _fields(prompt, negative_prompt):
         if len(text) > compiled.max_chars:
             hits.append(RuleHit(OVERLONG_RULE, field_name, (0, len(text)), "",
                                 f"length {len(text)} > {compiled.max_chars}"))
         variants = _variants(text, compiled.max_chars)
-        _match_rules_on(compiled, field_name, text, variants, hits, timeout)
-        _match_names_on(compiled.names, field_name, text, variants, names, timeout)
+        _match_rules_on(compiled, field_name, text, variants, hits, timeout, breaker)
+        _match_names_on(compiled.names, field_name, text, variants, names, timeout, breaker,
+                        hits.errors)
     hits = _tidy(hits)
     names.sort(key=lambda h: (h.field != "prompt", h.span, h.list_id))
     return PromptMatch(hits, names)

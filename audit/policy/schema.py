@@ -11,7 +11,8 @@ combine into a category). Signal names are ``kind:id``:
 ``names:X``            a name from name list X occurs in the prompt
 ``hash:X``             the item matched hash list X (PDQ within distance, or exact md5/sha256)
 ``prompt:overlong``    the prompt is longer than 20,000 characters (an evasion path)
-``prompt:rule-error``  a rule could not be evaluated on this prompt (regular expression timeout)
+``prompt:rule-error``  a rule could not be evaluated on this prompt (regular expression timeout);
+                       only with ``[policy] timeout_is_finding = true``
 ``kind:*``             any signal of that kind (``hash:*``, ``concept:*``, ``rule:*``, ``names:*``)
 =====================  ==========================================================================
 
@@ -33,7 +34,8 @@ SEVERITY_RANK = {name: rank for rank, name in enumerate(reversed(SEVERITIES))}  
 PROMPT_FIELDS = ("prompt", "negative_prompt")
 DEFAULT_TEMPLATES = ("{}", "a photo of {}", "an image of {}")
 SIGNAL_KINDS = ("concept", "rule", "names", "hash", "prompt")
-BUILTIN_PROMPT_SIGNALS = ("prompt:overlong", "prompt:rule-error")
+RULE_ERROR_SIGNAL = "prompt:rule-error"
+BUILTIN_PROMPT_SIGNALS = ("prompt:overlong", RULE_ERROR_SIGNAL)
 MAX_PROMPT_CHARS = 20_000
 
 
@@ -163,6 +165,7 @@ class Policy:
     special_care_adjustment: float = 0.01
     regex_timeout_s: float = 0.25
     max_prompt_chars: int = MAX_PROMPT_CHARS
+    timeout_is_finding: bool = False  # a regex timeout fires prompt:rule-error (default: not a finding)
 
     def category(self, category_id: str) -> Category:
         for category in self.categories:
@@ -179,6 +182,8 @@ class Policy:
     def signal_names(self) -> frozenset[str]:
         """Every concrete signal name this policy can produce."""
         names: set[str] = set(BUILTIN_PROMPT_SIGNALS)
+        if not self.timeout_is_finding:
+            names.discard(RULE_ERROR_SIGNAL)
         for concept in self.concepts:
             names |= {f"concept:{concept.id}", f"concept:{concept.id}/image",
                       f"concept:{concept.id}/prompt"}
