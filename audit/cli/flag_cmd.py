@@ -8,7 +8,8 @@ from typing import Optional
 import typer
 
 from audit.cli.app import app
-from audit.cli.output import emit_json, progress_bar, stderr
+from audit.cli import options
+from audit.cli.output import emit_json, progress_bar, stderr, warn_run_problems
 
 
 @app.command("flag")
@@ -17,12 +18,12 @@ def flag_command(
     policy: Optional[Path] = typer.Option(None, "--policy", "-p", help="Policy file (TOML). Default: the policy shipped with audit."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Model key or name whose vectors to use (needed when several are embedded)."),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Local weights of the model, when the index was embedded from a checkpoint file."),
-    device: str = typer.Option("cpu", "--device", help="cpu or cuda, for embedding the policy's concept texts."),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N, for embedding the policy's concept texts."),
     full: bool = typer.Option(False, "--full", help="Evaluate every item, not only those new since the last run of this policy."),
     clusters: Optional[int] = typer.Option(None, "--clusters", min=1, help="Number of semantic clusters (default: about sqrt(items/2))."),
     cluster_share: float = typer.Option(0.5, "--cluster-share", min=0.01, max=1.0, help="Flag a cluster when this share of its members is flagged."),
     wait: bool = typer.Option(False, "--wait", help="Wait for another run holding the index instead of exiting with code 3."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output (problems are still reported on stderr)."),
     json_out: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
 ) -> None:
     """Signals, clusters and findings: match every item against a policy.
@@ -34,6 +35,7 @@ def flag_command(
     """
     import audit
 
+    device = options.device(device)
     with progress_bar("flag", quiet=quiet) as bar:
         summary = audit.open(index).flag(
             str(policy) if policy else None, model=model, checkpoint=str(checkpoint) if checkpoint else None,
@@ -56,3 +58,4 @@ def flag_command(
                      f"{data['suppressed']} suppressed · {data['duration_s']:.1f}s")
         for cat, n in sorted(data["by_category"].items(), key=lambda kv: -kv[1]):
             stderr.print(f"  {cat}: {n:,}")
+    warn_run_problems("flag", data["errors"])

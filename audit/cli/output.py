@@ -71,6 +71,14 @@ def progress_bar(description: str, *, quiet: bool) -> Iterator[Any]:
             bar.stop()
 
 
+def warn_run_problems(stage: str, problems: list[dict[str, Any]]) -> None:
+    """Problems of a run (a policy rule disabled after timeouts): one line each on stderr,
+    also with --quiet, since they are not progress but something a person must fix."""
+    for problem in problems:
+        message = str(problem.get("message") or problem).splitlines()[0]
+        print(f"audit: warning: {stage}: {message}", file=sys.stderr, flush=True)
+
+
 def pretrained_tag(value: str) -> str | None:
     """``--pretrained`` as given, or None for random weights ('none', 'random' or empty)."""
     return None if value.strip().lower() in ("", "none", "random") else value

@@ -97,6 +97,9 @@ class FlagSummary:
     timings: dict = field(default_factory=dict)
     duration_s: float = 0.0
     decisions_seen: int = 0  # the newest decision id this run took into account
+    # problems of the run itself (a policy rule disabled after timeouts), one dict each with
+    # "detector", "kind", "message"; recorded with the run, printed by the CLI as warnings
+    errors: list = field(default_factory=list)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -203,11 +206,14 @@ def run_flag(audit: "Audit", policy: "str | os.PathLike | Policy | None" = None,
     from audit.index.search import resolve_model
     from audit.policy import Policy, load_policy
 
+    from audit.embed.device import check_device
+
     opts = options or FlagOptions()
     if not 0 < opts.cluster_share <= 1:
         from audit.errors import UsageError
 
         raise UsageError("cluster_share must be in (0, 1]")
+    device = check_device(device)
     pol = policy if isinstance(policy, Policy) else load_policy(policy)
     conn = audit.catalog.conn
     vs = VectorStore(conn)
@@ -341,6 +347,7 @@ def _run(audit, conn, pol, vs, model_key, dim, factory, opts: FlagOptions, run_i
         results.append(res)
         summary.detectors[det.name] = {**res.stats, "rows": len(res.signals),
                                        "suppressed_rows": len(res.suppressions), "seconds": round(time.perf_counter() - ts, 3)}
+        summary.errors.extend({"detector": det.name, **error} for error in getattr(res, "errors", ()))
     if pol.concepts or pol.negative_concepts:
         concept_det.prepare(ctx)  # also when no row is new: cluster centroids are scored
     thresholds = concept_det.vectors.thresholds if concept_det.vectors else {}
@@ -465,9 +472,11 @@ def concept_scores(audit: "Audit", policy: "str | os.PathLike | Policy | None" =
 
     from audit.catalog.vectors import VectorStore
     from audit.flag.concepts import ConceptDetector
+    from audit.embed.device import check_device
     from audit.index.search import Searcher, resolve_model
     from audit.policy import Policy, load_policy
 
+    device = check_device(device)
     pol = policy if isinstance(policy, Policy) else load_policy(policy)
     conn = audit.catalog.conn
     vs = VectorStore(conn)

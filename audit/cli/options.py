@@ -1,0 +1,59 @@
+"""Options with a fixed vocabulary, checked before a command does any work.
+
+An empty or unknown value is a usage error (exit 2) in one line naming the option, the
+accepted values and what was given: ``--fail-on ''`` must never mean "no threshold", and a
+typo must not surface only after a crawl of a million files.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from audit.errors import UsageError
+
+
+def one_of(flag: str, value: str | None, allowed: Sequence[str]) -> str | None:
+    """``value`` when it is one of ``allowed`` (None passes: the option was not given)."""
+    if value is None:
+        return None
+    if value not in allowed:
+        raise UsageError(f"{flag} must be one of {', '.join(allowed)}, not {value!r}")
+    return value
+
+
+def fail_on(value: str | None) -> str | None:
+    from audit.findings.store import SEVERITIES
+
+    return one_of("--fail-on", value, SEVERITIES)
+
+
+def device(value: str) -> str:
+    """``--device``: malformed is a usage error (2), CUDA not usable here an environment error (3)."""
+    from audit.embed.device import check_device
+
+    return check_device(value)
+
+
+def precision(value: str) -> str:
+    from audit.embed.openclip import PRECISIONS
+
+    return one_of("--precision", value, PRECISIONS)  # type: ignore[return-value]
+
+
+def decision(value: str | None) -> str | None:
+    from audit.findings.store import DECISIONS
+
+    return one_of("--decision", value, DECISIONS)
+
+
+def space(value: str) -> str:
+    return one_of("--space", value, ("image", "prompt"))  # type: ignore[return-value]
+
+
+def report_formats(value: str) -> tuple[str, ...]:
+    """``--format``: comma-separated report formats; empty or unknown words are errors."""
+    from audit.report import FORMATS, parse_formats
+
+    if not value.strip():
+        raise UsageError(f"--format must name one or more of {', '.join(FORMATS)}, not {value!r}")
+    return parse_formats(value)

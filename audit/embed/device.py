@@ -1,0 +1,55 @@
+"""``check_device``: the ``--device`` of every command, checked before any work.
+
+``cpu``, ``cuda`` and ``cuda:N`` are accepted (case-insensitive, returned lower-case). A
+malformed value is a usage error (exit 2); CUDA that this machine cannot give (torch built
+without CUDA, no driver, ``CUDA_VISIBLE_DEVICES`` hiding every GPU, ``N`` out of range) is an
+environment error (exit 3) naming what was asked and what is there. torch is imported only
+for a CUDA device, so ``cpu`` costs nothing (a scan with nothing to embed stays fast).
+Apple ``mps`` is not supported: the embedder's precision choice knows CPU and CUDA only.
+"""
+
+from __future__ import annotations
+
+import re
+
+from audit.errors import EnvironmentProblem, UsageError
+
+__all__ = ["check_device", "DEVICE_HELP"]
+
+DEVICE_HELP = "cpu, cuda or cuda:N"
+_DEVICE = re.compile(r"(cpu|cuda)(?::(\d{1,3}))?")
+
+
+def check_device(device: object, flag: str = "--device") -> str:
+    """``device`` normalised (``"cpu"``, ``"cuda"``, ``"cuda:1"``), or a one-line error."""
+    if not isinstance(device, str):
+        raise UsageError(f"{flag} must be {DEVICE_HELP}, not {device!r}")
+    value = device.strip().lower()
+    match = _DEVICE.fullmatch(value)
+    if match is None or (match.group(1) == "cpu" and match.group(2) is not None):
+        raise UsageError(f"{flag} must be {DEVICE_HELP}, not {device!r}")
+    if value == "cpu":
+        return value
+    _check_cuda(value, None if match.group(2) is None else int(match.group(2)), flag)
+    return value
+
+
+def _check_cuda(value: str, ordinal: int | None, flag: str) -> None:
+    try:
+        import torch
+    except ImportError:
+        raise EnvironmentProblem(f"{flag} {value}: torch is not installed") from None
+    built = getattr(torch.version, "cuda", None)
+    try:
+        available = bool(torch.cuda.is_available())
+        count = int(torch.cuda.device_count()) if available else 0
+    except Exception as exc:  # noqa: BLE001 - a broken driver raises from inside torch
+        raise EnvironmentProblem(f"{flag} {value}: CUDA cannot be initialised ({exc})".splitlines()[0]) from None
+    if not available or count == 0:
+        why = (f"this torch {torch.__version__} was built without CUDA" if not built
+               else f"torch {torch.__version__} (CUDA {built}) sees no CUDA device")
+        raise EnvironmentProblem(f"{flag} {value} was asked for, but {why}; use --device cpu")
+    if ordinal is not None and ordinal >= count:
+        shown = "cuda:0" if count == 1 else f"cuda:0 to cuda:{count - 1}"
+        raise EnvironmentProblem(f"{flag} {value} was asked for, but this machine has {count} CUDA "
+                                 f"device{'s' if count != 1 else ''} ({shown})")
