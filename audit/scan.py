@@ -5,6 +5,12 @@ second scan on the same index exits with code 3 at once (or waits with ``wait=Tr
 Each stage only does the work that is new since the last run, so a scan with nothing new
 costs little more than a rescan of the sources. Interrupted, every stage keeps what it
 committed; the next scan finishes the rest.
+
+"New findings" are those no completed scan has reported yet (``findings.reported_run`` is
+NULL), whichever run made them: a plain ``audit flag``, or a scan killed before it could say
+so. They are marked reported only after the summary was delivered (``mark_reported``: by
+``run_scan`` itself when it returns, or by the CLI after printing), so a crash means "reported
+twice", never "never reported". Findings a reviewer decided on are not new.
 """
 
 from __future__ import annotations
@@ -32,6 +38,8 @@ class ScanSummary:
     report: str | None = None
     fail_on: str | None = None
     exit_code: int = 0
+    flag_run_id: int | None = None  # the flag run whose findings this summary reports
+    reported: bool = False  # whether new_findings were marked reported (mark_reported)
 
     @property
     def new_by_category(self) -> dict[str, int]:
@@ -68,6 +76,19 @@ def severity_at_or_above(severity: str) -> tuple[str, ...]:
     return SEVERITIES[: SEVERITIES.index(severity) + 1]
 
 
+def mark_reported(audit_index, summary: ScanSummary) -> int:
+    """Record that ``summary``'s new findings were delivered (one transaction); the next scan
+    does not report them again. Call it only once the summary reached its reader."""
+    from audit.findings.store import FindingsStore
+
+    if summary.reported or summary.flag_run_id is None:
+        return 0
+    marked = FindingsStore(audit_index.catalog.conn).mark_reported(
+        [f["finding_id"] for f in summary.new_findings], summary.flag_run_id)
+    summary.reported = True
+    return marked
+
+
 def run_scan(
     audit_index,
     sources: Sequence[Any],
@@ -86,12 +107,19 @@ def run_scan(
     progress: ProgressFactory | None = None,
     argv: Sequence[str] | None = None,
     trust_dir_mtime: bool = False,
+    mark: bool = True,
 ) -> ScanSummary:
-    """Run crawl, embed, index, flag and (optionally) report on ``audit_index``."""
+    """Run crawl, embed, index, flag and (optionally) report on ``audit_index``.
+
+    ``mark``: mark the new findings reported before returning (the library's contract: the
+    caller has the summary). The CLI passes False and calls ``mark_reported`` after printing."""
+    from audit.embed.device import check_device
+    from audit.findings.store import FindingsStore
     from audit.ingest import open_source
     from audit.policy import load_policy
 
-    failing = severity_at_or_above(fail_on) if fail_on else ()
+    failing = severity_at_or_above(fail_on) if fail_on is not None else ()
+    device = check_device(device)
     opened = [s if hasattr(s, "entries") else open_source(str(s), trust_dir_mtime=trust_dir_mtime) for s in sources]
     loaded_policy = policy if hasattr(policy, "content_hash") else load_policy(policy)  # bad policy: exit 2 before work
     bars = progress or _nullcontext_progress
@@ -121,8 +149,8 @@ def run_scan(
         )  # fmt: skip
         import polars as pl
 
-        findings = audit_index.findings()
-        new = findings.filter((pl.col("run_id") == flagged.run_id) & (pl.col("status") == "new"))
+        new = FindingsStore(audit_index.catalog.conn).unreported(flagged.policy["hash"])
+        summary.flag_run_id = flagged.run_id
         new = new.with_columns(
             pl.col("signals").map_elements(is_review_candidate_json, return_dtype=pl.Boolean).alias("candidate"))
         summary.new_findings = new.select("finding_id", "item_id", "uri", "category", "severity", "candidate").to_dicts()
@@ -132,7 +160,13 @@ def run_scan(
     summary.errors = {
         "crawl": {"count": crawl.errors, "reasons": dict(crawl.error_reasons)},
         "embed": {"count": embedded.images_skipped, "reasons": dict(embedded.skip_reasons)},
+        # problems of the flag run itself (a policy rule disabled after timeouts): message ->
+        # prompt fields it could not check
+        "flag": {"count": len(flagged.errors),
+                 "reasons": {e["message"]: e.get("not_checked", 0) + e.get("timeouts", 0) for e in flagged.errors}},
     }
     if failing and any(f["severity"] in failing for f in summary.new_findings):
         summary.exit_code = int(ExitCode.FINDINGS)
+    if mark:
+        mark_reported(audit_index, summary)
     return summary

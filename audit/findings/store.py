@@ -55,7 +55,8 @@ CREATE TABLE IF NOT EXISTS findings (
     first_flagged TEXT NOT NULL,
     last_flagged TEXT NOT NULL,
     run_id INTEGER,
-    active INTEGER NOT NULL DEFAULT 1 -- 0 once the item no longer meets the policy
+    active INTEGER NOT NULL DEFAULT 1, -- 0 once the item no longer meets the policy
+    reported_run INTEGER             -- flag run of the completed `audit scan` that reported it; NULL: not yet
 );
 CREATE INDEX IF NOT EXISTS findings_item ON findings(item_id);
 CREATE INDEX IF NOT EXISTS findings_policy ON findings(policy_hash, category);
@@ -130,10 +131,31 @@ def finding_id(policy_hash: str, item_id: str, category: str) -> str:
     return hashlib.sha256(f"{policy_hash}\0{item_id}\0{category}".encode()).hexdigest()[:24]
 
 
+# Columns added after the first release: an index made earlier gains them in place.
+_LATER_COLUMNS = {"reported_run": "INTEGER"}
+# Findings a reviewer has decided on are no news to anyone.
+DECIDED_STATUSES = ("dismissed", "confirmed", "escalated")
+
+
+def _add_later_columns(conn: sqlite3.Connection) -> None:
+    have = {row[1] for row in conn.execute("PRAGMA table_info(findings)")}
+    for name, sql_type in _LATER_COLUMNS.items():
+        if name in have:
+            continue
+        try:
+            conn.execute(f"ALTER TABLE findings ADD COLUMN {name} {sql_type}")
+        except sqlite3.OperationalError as exc:
+            # another process added it first, or a read-only connection: readers never
+            # need the column, and the next writer adds it
+            if "duplicate column" not in str(exc) and "readonly" not in str(exc).replace("-", ""):
+                raise
+
+
 class FindingsStore:
     def __init__(self, conn: sqlite3.Connection):
         self.conn = conn
         conn.executescript(DDL)
+        _add_later_columns(conn)
 
     def transaction(self):
         from audit.catalog.store import transaction
@@ -165,6 +187,42 @@ class FindingsStore:
             rows,
         )
         return len(rows)
+
+    # --- what a scan reports: "new" until a completed scan has delivered it
+    def unreported(self, policy_hash: str) -> pl.DataFrame:
+        """Active findings of ``policy_hash`` that no completed ``audit scan`` has reported and
+        no reviewer has decided on (dismissed, confirmed, escalated), with a present uri."""
+        marks = ",".join("?" * len(DECIDED_STATUSES))
+        sql = f"""
+            SELECT f.finding_id, f.item_id,
+                   (SELECT min(uri) FROM locations l WHERE l.item_id = f.item_id AND l.present = 1) AS uri,
+                   f.category, f.severity, f.status, f.signals, f.run_id
+            FROM findings f
+            WHERE f.policy_hash = ? AND f.active = 1 AND f.reported_run IS NULL AND f.status NOT IN ({marks})
+            ORDER BY CASE f.severity WHEN 'critical' THEN 0 WHEN 'high' THEN 1 WHEN 'medium' THEN 2 ELSE 3 END,
+                     f.category, f.item_id
+        """
+        schema = {
+            "finding_id": pl.Utf8, "item_id": pl.Utf8, "uri": pl.Utf8, "category": pl.Utf8, "severity": pl.Utf8,
+            "status": pl.Utf8, "signals": pl.Utf8, "run_id": pl.Int64,
+        }  # fmt: skip
+        return frame(self.conn, sql, [policy_hash, *DECIDED_STATUSES], schema)
+
+    def mark_reported(self, finding_ids: Iterable[str], run_id: int) -> int:
+        """Record, in one transaction, that a completed scan (its flag run ``run_id``) reported
+        ``finding_ids``; a finding already marked keeps its first mark. Returns rows marked."""
+        ids = list(dict.fromkeys(finding_ids))
+        if not ids:
+            return 0
+        marked = 0
+        with self.transaction() as c:
+            for start in range(0, len(ids), 500):
+                chunk = ids[start:start + 500]
+                cur = c.execute(
+                    f"UPDATE findings SET reported_run = ? WHERE reported_run IS NULL "
+                    f"AND finding_id IN ({','.join('?' * len(chunk))})", (run_id, *chunk))
+                marked += cur.rowcount
+        return marked
 
     def set_statuses_in(self, c: sqlite3.Connection, statuses: dict[str, str]) -> None:
         """finding_id -> status (from review decisions), inside the caller's transaction."""
