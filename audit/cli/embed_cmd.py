@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from audit.cli.app import app
+from audit.cli import options
 from audit.cli.output import emit_json, pretrained_tag, progress_bar, stderr
 
 
@@ -38,6 +39,8 @@ def embed_command(
     """
     import audit
 
+    precision = options.precision(precision)
+    device = options.device(device)
     tag = pretrained_tag(pretrained)
     with progress_bar("embed", quiet=quiet) as progress:
         summary = audit.open(index).embed(

@@ -31,7 +31,10 @@ def index_command(
     atomic: a killed run leaves the previous index usable.
     """
     import audit
+    from audit.cli import options
 
+    options.index_type(index_type)  # before any work: an empty or unknown value is exit 2
+    options.memory_budget(memory_budget)
     with progress_bar("index", quiet=quiet) as progress:
         summary = audit.open(index).index(
             model=model, memory_budget=memory_budget, index_type=index_type, rebuild=rebuild, verify=verify,

@@ -57,3 +57,24 @@ def report_formats(value: str) -> tuple[str, ...]:
     if not value.strip():
         raise UsageError(f"--format must name one or more of {', '.join(FORMATS)}, not {value!r}")
     return parse_formats(value)
+
+
+def index_type(value: str | None) -> str | None:
+    """``--index-type``: auto, flat, hnsw[M], ivf[NLIST][,flat|sq8|pqM]; checked for syntax now
+    (the PQ size against the vectors' dimension is checked when the index is built)."""
+    from audit.index.choice import choose_index
+
+    if value is None or value.strip().lower() == "auto":
+        return value
+    if not value.strip():
+        raise UsageError(f"--index-type must be auto, flat, hnsw[M] or ivf[NLIST][,flat|sq8|pqM], not {value!r}")
+    choose_index(1, 0, index_type=value)  # d=0: every PQ size divides it; raises UsageError on bad syntax
+    return value
+
+
+def memory_budget(value: str | None) -> str | None:
+    from audit.index.choice import parse_size
+
+    if value is not None:
+        parse_size(value)
+    return value

@@ -9,6 +9,7 @@ from typing import Optional
 import typer
 
 from audit.cli.app import app
+from audit.cli import options
 from audit.cli.output import emit_json, progress_bar, stderr
 
 
@@ -36,6 +37,7 @@ def report_command(
     """
     from audit.errors import UsageError
 
+    formats = ",".join(options.report_formats(formats))
     if verify is not None:
         from audit.report import verify_report
 

@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from audit.cli.app import app
+from audit.cli import options
 from audit.cli.output import emit_json, stderr
 
 
@@ -33,6 +34,7 @@ def review_command(
     import audit
     from audit.errors import UsageError
 
+    decision = options.decision(decision)
     targets = [name for name, v in (("--import", import_file), ("--item", item), ("--cluster", cluster),
                                     ("--finding", finding)) if v is not None]  # fmt: skip
     if len(targets) > 1:

@@ -9,6 +9,7 @@ from typing import Optional
 import typer
 
 from audit.cli.app import app
+from audit.cli import options
 from audit.cli.output import emit_json, stderr
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]")
@@ -31,7 +32,7 @@ def search_command(
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Model key or name (needed when several models are embedded)."),
     space: str = typer.Option("image", "--space", help="Search image vectors (image) or prompt vectors (prompt)."),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Local weights of the model, when the index was embedded from a checkpoint file."),
-    device: str = typer.Option("cpu", "--device", help="cpu or cuda, for embedding the query."),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N, for embedding the query."),
     json_out: bool = typer.Option(False, "--json", help="Print the results as JSON on stdout."),
 ) -> None:
     """Nearest items to a text, an image or an item, with cosine scores, a location and the prompt."""
@@ -41,8 +42,8 @@ def search_command(
     given = [flag for flag, v in (("--text", text), ("--image", image), ("--item", item)) if v is not None]
     if len(given) != 1:
         raise UsageError("give exactly one of --text, --image, --item" + (f" (got {', '.join(given)})" if given else ""))
-    if space not in ("image", "prompt"):
-        raise UsageError(f"--space must be image or prompt, got {space!r}")
+    space = options.space(space)
+    device = options.device(device)
     with audit.open(index) as a:
         df = a.search(text=text, image=image, item=item, k=k, model=model, space=space,
                       checkpoint=str(checkpoint) if checkpoint else None, device=device)  # fmt: skip

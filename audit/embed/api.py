@@ -33,14 +33,18 @@ def run_embed(
 ) -> "EmbedSummary":
     from dataclasses import replace
 
+    from audit.embed.device import check_device
     from audit.embed.executor import InlineExecutor, LocalExecutor
-    from audit.embed.openclip import load_embedder, remember
+    from audit.embed.openclip import PRECISIONS, load_embedder, remember
     from audit.embed.runner import EmbedRunner, default_workers
 
     if batch_size is not None and batch_size < 1:
         raise UsageError("--batch-size must be at least 1")
     if workers is not None and workers < 0:
         raise UsageError("--workers must be 0 or more")
+    device = check_device(device)  # before anything, also when there is nothing to embed
+    if precision not in PRECISIONS:
+        raise UsageError(f"--precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
     # weights are resolved (and may fail with exit 3) before the index is touched
     if embedder is None and not retry_skipped:
         # A scan with nothing new must not pay for loading a model.

@@ -343,9 +343,9 @@ def load_embedder(
     import torch
 
     _import_open_clip()
-    device = str(device)
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise UsageError("--device cuda was asked for but torch sees no CUDA device")
+    from audit.embed.device import check_device
+
+    device = check_device(str(device))  # malformed: exit 2; CUDA not usable here: exit 3
     auto = precision == "auto"
     resolved = resolve_precision(device, precision)
 
