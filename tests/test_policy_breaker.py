@@ -238,3 +238,21 @@ def test_with_the_opt_in_timeouts_are_findings_but_still_bounded(tmp_path):
     (error,) = data["errors"]
     # a finding for each prompt that timed out before the breaker tripped, none after
     assert data["by_category"] == {"c": n - error["not_checked"]} and 1 <= n - error["not_checked"] <= MAX_TIMEOUTS
+
+
+@pytest.mark.slow
+def test_audit_scan_warns_once_even_with_quiet_and_records_the_flag_error(tmp_path):
+    n = 30
+    archive = _archive(tmp_path / "archive", n)
+    policy = tmp_path / "evil.toml"
+    policy.write_text(evil_policy(250))
+    res = run_cli("scan", str(archive), "--index", str(tmp_path / "idx"), "--policy", str(policy),
+                  "--model", "toy-shapes", "--workers", "0", "--fail-on", "critical", "--quiet", "--json")
+    assert res.returncode == 0, res.stderr  # no finding: the timeouts are not findings
+    data = json.loads(res.stdout)
+    assert data["new_findings"] == 0
+    assert data["durations"]["flag"] < 0.4 * n * 0.25
+    assert data["errors"]["flag"]["count"] == 1
+    assert [e["owner"] for e in data["stages"]["flag"]["errors"]] == ["rule:evil"]
+    warnings = [line for line in res.stderr.splitlines() if line.startswith("audit: warning:")]
+    assert len(warnings) == 1 and "flag: policy rule:evil disabled for this run" in warnings[0], res.stderr

@@ -340,10 +340,9 @@ def load_embedder(
     fixed toy-world images and captions and falls back to fp32 below ``BF16_MIN_COSINE``;
     the figures are in ``embedder.precision_report``.
     """
-    import torch
+    from audit.embed.device import check_device
 
     _import_open_clip()
-    from audit.embed.device import check_device
 
     device = check_device(str(device))  # malformed: exit 2; CUDA not usable here: exit 3
     auto = precision == "auto"
