@@ -80,16 +80,18 @@ class Audit:
     def scan(self, sources, *, policy=None, model: str = "ViT-B-32", pretrained: str | None = "laion2b_s34b_b79k",
              checkpoint=None, device: str = "cpu", batch_size: int | None = None, workers: int | None = None,
              report: bool = False, out=None, fail_on: str | None = None, wait: bool = False, progress=None,
-             argv: Sequence[str] | None = None, trust_dir_mtime: bool = False):  # fmt: skip
+             argv: Sequence[str] | None = None, trust_dir_mtime: bool = False, mark: bool = True):  # fmt: skip
         """crawl -> embed -> index -> flag (-> report) under one hold of the index lock;
         returns a ``ScanSummary`` whose ``exit_code`` is 1 when a new finding is at or above
-        ``fail_on``. ``progress``: a function stage -> context manager yielding a callback."""
+        ``fail_on``. ``progress``: a function stage -> context manager yielding a callback.
+        ``mark=False``: leave the new findings new until ``audit.scan.mark_reported`` is
+        called (once the caller has delivered the summary)."""
         from audit.scan import run_scan
 
         return run_scan(self, sources, policy=policy, model=model, pretrained=pretrained, checkpoint=checkpoint,
                         device=device, batch_size=batch_size, workers=workers, report=report, out=out,
                         fail_on=fail_on, wait=wait, progress=progress, argv=argv,
-                        trust_dir_mtime=trust_dir_mtime)  # fmt: skip
+                        trust_dir_mtime=trust_dir_mtime, mark=mark)  # fmt: skip
 
     # --- notebook helpers (audit/notebook.py)
     def show(self, ids, *, limit: int = 24, blur: bool = True, grayscale: bool = False):
@@ -218,9 +220,11 @@ class Audit:
                device: str = "cpu") -> pl.DataFrame:  # fmt: skip
         """Nearest items to a text, an image (path or PIL image) or an item id: rank, item_id,
         score (cosine), uri (a present location), present, prompt_excerpt, match."""
+        from audit.embed.device import check_device
         from audit.errors import UsageError
         from audit.index.search import resolve_model
 
+        device = check_device(device)
         given = [name for name, v in (("text", text), ("image", image), ("item", item)) if v is not None]
         if len(given) != 1:
             raise UsageError("give exactly one of --text, --image, --item")
