@@ -249,6 +249,46 @@ def test_nested_archives_are_opened_and_read_back(tmp_path: Path) -> None:
         assert read_uri(uri) == data
 
 
+def test_nested_tar_too_large_to_hold_is_read_back_by_streaming(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import audit.ingest.reader as reader
+
+    monkeypatch.setattr(reader, "NESTED_SPOOL_BYTES", 1000)
+    members = [("a.png", png("red")), ("a.png", png("blue")), ("b.png", png("green"))]
+    path = tmp_path / "outer.zip"
+    path.write_bytes(zip_bytes([("big.tar.gz", tar_bytes(members, "w:gz"))]))
+    got = entries(str(path))
+    assert [e.uri for e in got] == [f"{path}!/big.tar.gz!/a.png", f"{path}!/big.tar.gz!/a.png#2", f"{path}!/big.tar.gz!/b.png"]
+    for e, (_, data) in zip(got, members):
+        assert read_uri(e.uri) == data
+
+
+def test_many_images_under_one_webdataset_key_are_not_all_held(tmp_path: Path) -> None:
+    """A tar of one key (or one name) repeated: images go on before the group ends."""
+    members = [("k.png", os.urandom(1 << 20)) for _ in range(80)] + [("k.txt", b"a caption")]
+    path = tmp_path / "one-key.tar"
+    path.write_bytes(tar_bytes(members))
+    opened: list = []
+
+    def opener():
+        fh = open(path, "rb")
+        opened.append(fh)
+        return fh
+
+    it = ArchiveSource(str(path), str(path), opener, size=path.stat().st_size, mtime_ns=0).entries(never)
+    first = next(it)
+    assert isinstance(first, Entry) and first.data == members[0][1]
+    assert opened[0].tell() < path.stat().st_size / 2, "the whole group was held before the first image"
+    rest = [e for e in it if isinstance(e, Entry)]
+    assert len(rest) == 79 and len({e.uri for e in [first, *rest]}) == 80
+
+
+def test_folder_opens_archives_by_the_same_name_rule_as_members(tmp_path: Path) -> None:
+    (tmp_path / ".tgz").write_bytes(tar_bytes([("a.png", png("red"))], "w:gz"))
+    (tmp_path / "B.TAR.XZ").write_bytes(tar_bytes([("b.png", png("blue"))], "w:xz"))
+    got = {e.uri: e.data for e in entries(str(tmp_path))}
+    assert got == {f"{tmp_path}/.tgz!/a.png": png("red"), f"{tmp_path}/B.TAR.XZ!/b.png": png("blue")}
+
+
 def test_nesting_deeper_than_the_limit_is_an_error_row(tmp_path: Path) -> None:
     level4 = zip_bytes([("deep.png", png("red"))])
     level3 = tar_bytes([("l4.zip", level4), ("ok3.png", png("blue"))])
