@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 import audit
-from audit.ingest import ArchiveSource, ContainerDone, ContainerUnchanged, Entry, open_source
+from audit.ingest import ArchiveSource, ContainerDone, Entry, open_source
 from audit.ingest.members import MemberNamer
 from audit.ingest.reader import ReadError, _ARCHIVES, read_uri
 
