@@ -13,7 +13,7 @@ import os
 
 import numpy as np
 import time
-from collections import Counter
+from collections import Counter, deque
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Iterable
@@ -27,9 +27,20 @@ _UNLOADED = object()
 # Entries per task sent to a worker: enough to amortise inter-process overhead, small
 # enough that both cores stay busy on small archives.
 TASK_ENTRIES = 16
+# Bytes carried (``Entry.data`` and sidecar data: archive members, remote objects) per task;
+# a listing chunk holding this much is dispatched at once instead of waiting for
+# ``LISTING_CHUNK`` entries.
 TASK_BYTES = 32 << 20
 # Entries looked up in the catalog at once to decide what changed.
 LISTING_CHUNK = 2048
+# Carried bytes the crawler holds at once: listed but not yet dispatched, plus in flight to
+# workers (each in-flight byte also exists once in a worker, and once more while it is being
+# pickled). The crawler asks its source for the next entry only below this, and submits a
+# task only while in-flight bytes stay within it (one task may always run), so the bytes
+# held stay under this budget plus one member, however large or many the members are.
+# 128 MiB keeps both workers fed with typical images (a few MiB each) and the crawl's peak
+# memory far below a gigabyte for any archive.
+CRAWL_DATA_BUDGET = 128 << 20
 COMMIT_EVERY = 256
 COMMIT_SECONDS = 2.0
 
@@ -72,6 +83,7 @@ class Crawler:
         self._last_commit = time.monotonic()
         self._pool: ProcessPoolExecutor | None = None
         self._inflight: set[Future] = set()
+        self._inflight_bytes = 0
 
     # --- public
     def crawl(self, sources: Iterable[Source]) -> CrawlSummary:
@@ -98,15 +110,19 @@ class Crawler:
         self._dir_mtimes: dict[str, int] = {}
         self._unchanged_dir: tuple[str, Any] | None = None  # (directory, listing) of the last check
         chunk: list[Entry] = []
+        chunk_bytes = 0
         for listed in source.entries(self._unchanged):
             if isinstance(listed, Entry):
                 chunk.append(listed)
-                if len(chunk) >= LISTING_CHUNK:
+                chunk_bytes += carried_bytes(listed)
+                del listed  # the chunk holds it; this name must not keep it alive past dispatch
+                if len(chunk) >= LISTING_CHUNK or chunk_bytes >= TASK_BYTES:
                     self._dispatch(chunk)
-                    chunk = []
+                    chunk, chunk_bytes = [], 0
+                self._wait_for_room(chunk_bytes)
             elif isinstance(listed, ContainerUnchanged):
                 self._dispatch(chunk)
-                chunk = []
+                chunk, chunk_bytes = [], 0
                 self._container_unchanged(listed.uri)
             elif isinstance(listed, DirectoryListed):
                 self._dir_mtimes[listed.uri] = listed.mtime_ns
@@ -115,7 +131,7 @@ class Crawler:
                 self._directory_unchanged(listed.uri)
             elif isinstance(listed, ContainerDone):
                 self._dispatch(chunk)
-                chunk = []
+                chunk, chunk_bytes = [], 0
                 self._drain()  # every member committed before the container counts as done
                 self.catalog.container_done(listed.uri, listed.size, listed.mtime_ns, now=utc_now())
         self._dispatch(chunk)
@@ -194,9 +210,14 @@ class Crawler:
             self.progress("done", len(rowids))
         return rest
 
-    def _dispatch(self, entries: list[Entry]) -> None:
-        if not entries:
+    def _dispatch(self, chunk: list[Entry]) -> None:
+        """Settle the unchanged entries of ``chunk`` and send the rest to be read. Takes the
+        entries out of ``chunk``: once a task's results are back, nothing here keeps its
+        bytes alive."""
+        if not chunk:
             return
+        entries = chunk[:]
+        chunk.clear()
         self.summary.listed += len(entries)
         self.progress("listed", len(entries))
         if self._root is not None:
@@ -227,8 +248,12 @@ class Crawler:
                 self.catalog.touch_locations(unchanged, run_id=self.run_id, now=utc_now())
             self.summary.unchanged += len(unchanged)
             self.progress("done", len(unchanged))
-        for task in _tasks(todo):
+        del entries
+        queue = deque(todo)
+        del todo
+        for task in _tasks(queue):
             self._submit(task, {e.uri: known.get(e.uri) for e in task})
+            del task
 
     # --- reading
     def _start_pool(self) -> ProcessPoolExecutor | None:
@@ -239,15 +264,26 @@ class Crawler:
             self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx)
         return self._pool
 
+    def _wait_for_room(self, pending_bytes: int) -> None:
+        """Before the source reads more: collect results until what is held (``pending_bytes``
+        not dispatched, plus in flight) is below ``CRAWL_DATA_BUDGET``."""
+        while self._inflight and self._inflight_bytes + pending_bytes >= CRAWL_DATA_BUDGET:
+            self._collect(block=True)
+
     def _submit(self, task: list[Entry], known: dict[str, Any]) -> None:
         if self._start_pool() is None:
             self._absorb(read_entries(task), known)
             return
-        while len(self._inflight) >= self.workers * 3:
+        size = sum(carried_bytes(e) for e in task)
+        while self._inflight and (
+            len(self._inflight) >= self.workers * 3 or self._inflight_bytes + size > CRAWL_DATA_BUDGET
+        ):
             self._collect(block=True)
         fut = self._pool.submit(read_entries, task)
         fut.known = known  # type: ignore[attr-defined]
+        fut.carried = size  # type: ignore[attr-defined]
         self._inflight.add(fut)
+        self._inflight_bytes += size
         self._collect(block=False)
 
     def _collect(self, *, block: bool) -> None:
@@ -256,6 +292,7 @@ class Crawler:
         done, _ = wait(self._inflight, timeout=None if block else 0, return_when=FIRST_COMPLETED)
         for fut in done:
             self._inflight.discard(fut)
+            self._inflight_bytes -= fut.carried  # type: ignore[attr-defined]
             self._absorb(fut.result(), fut.known)  # type: ignore[attr-defined]
 
     def _drain(self) -> None:
@@ -317,12 +354,24 @@ class Crawler:
         self.summary.missing += len(gone) - moved
 
 
-def _tasks(entries: list[Entry]) -> Iterable[list[Entry]]:
+def carried_bytes(e: Entry) -> int:
+    """Bytes an entry carries in memory (its data and its sidecars' data)."""
+    n = len(e.data) if e.data is not None else 0
+    for sc in e.sidecars:
+        if sc.data is not None:
+            n += len(sc.data)
+    return n
+
+
+def _tasks(queue: deque[Entry]) -> Iterable[list[Entry]]:
+    """Tasks of up to ``TASK_ENTRIES`` entries or ``TASK_BYTES`` carried bytes, taken off
+    ``queue`` as they are handed out."""
     task: list[Entry] = []
     size = 0
-    for e in entries:
+    while queue:
+        e = queue.popleft()
         task.append(e)
-        size += len(e.data) if e.data is not None else 0
+        size += carried_bytes(e)
         if len(task) >= TASK_ENTRIES or size >= TASK_BYTES:
             yield task
             task, size = [], 0

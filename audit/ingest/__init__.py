@@ -6,13 +6,19 @@ SOURCE                                 reader              uri of an entry
 local directory                        ``FolderSource``    absolute path (``safe_uri``)
 local file (image or anything else)    ``FolderSource``    absolute path
 ``*.jsonl`` / ``*.csv`` / ``*.parquet``  ``ManifestSource``  the file each row names
-``*.tar[.gz|.bz2|.xz]``/``.tgz``/``.zip``  ``ArchiveSource``   ``<archive uri>!/<member path>``
+``*.tar[.gz|.bz2|.xz]``/``.tgz``/``.zip``  ``ArchiveSource``   ``<archive uri>!/<member name>``
 ``proto://...`` prefix or object       ``FsspecSource``    the full URL
 ``proto://.../x.jsonl`` / ``x.tar``    manifest / archive  as above, the archive uri a URL
 =====================================  ==================  =====================================
 
 A SOURCE that does not exist or cannot be used raises ``InputError`` with one line; problems
 with single files inside a source are error entries, never exceptions.
+
+Member names follow ``members.MemberNamer`` (shared with the re-reader ``reader.read_uri``):
+a duplicate member name gets ``#<position>``; members of nested archives are
+``<archive>!/<inner archive>!/<member>``. Every source opens local files with
+``safeio.open_regular`` (fifos, devices and sockets are refused, never waited on) and reads
+bytes in capped blocks; the crawler bounds the bytes it holds (``crawler.runner``).
 
 ``root_uri`` semantics (for deletion detection with ``complete=True``): the locations a
 source owns are ``root_uri`` itself and every uri starting with ``root_uri + "/"`` or
@@ -104,18 +110,20 @@ def _open_url(spec: str, max_member_bytes: int) -> Source:
         raise InputError(f"source not found: {spec}") from None
     except Exception as exc:  # noqa: BLE001 - credentials, network, bad bucket: one line
         raise InputError(f"cannot use source {spec}: {describe(exc)}") from None
+    if info.get("type") == "other":  # fsspec's word for a local fifo, socket or device
+        raise InputError(f"source is neither a directory nor a regular file: {spec}")
     if info.get("type") != "directory":
         if manifest_format(path):
             return ManifestSource(spec, max_member_bytes=max_member_bytes)
         if archive_kind(path):
             from audit.ingest._common import info_mtime_ns
-            from audit.ingest.fsspec_source import object_uri
+            from audit.ingest.fsspec_source import object_uri, open_object
 
             size = info.get("size")
             return ArchiveSource(
                 spec,
                 object_uri(fs, path),
-                lambda: fs.open(path, "rb"),
+                lambda: open_object(fs, path),
                 size=int(size) if isinstance(size, int) else 0,
                 mtime_ns=info_mtime_ns(info) or 0,
                 max_member_bytes=max_member_bytes,

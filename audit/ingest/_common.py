@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as _dt
 import os
 import re
+import threading
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable, Iterator
@@ -17,8 +18,18 @@ TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tbz", ".tar.xz
 ZIP_SUFFIXES = (".zip",)
 ARCHIVE_SUFFIXES = TAR_SUFFIXES + ZIP_SUFFIXES
 
-DEFAULT_MAX_MEMBER_BYTES = 512 * 1024 * 1024  # archive members / remote objects above this are not read
+# Archive members and remote objects above this are not read (an error row says so). Their
+# bytes travel through the crawler's memory: held in the crawl process, pickled to a
+# worker, unpickled there, so one member costs about three to five times its size at
+# peak. 256 MiB still holds any image a generator writes (an 8192x8192 RGBA PNG upscale is
+# well under it) while keeping one member's cost a fraction of a small machine's memory;
+# pass ``max_member_bytes`` to ``open_source`` for more.
+DEFAULT_MAX_MEMBER_BYTES = 256 * 1024 * 1024
 SIDECAR_MAX_BYTES = 16 * 1024 * 1024  # a sidecar bigger than this is not attached (recorded in fields)
+# Bytes of remote objects fetched ahead of the crawler (``FetchWindow``), all fetches
+# together: room for 16 typical images in flight, never 16 capped objects at once.
+FETCH_DATA_BUDGET = 64 * 1024 * 1024
+FETCH_BLOCK = 1024 * 1024  # remote objects are read in blocks of this size
 
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
 
@@ -120,33 +131,99 @@ def to_mtime_ns(value: Any) -> int | None:
     return None
 
 
+class FetchCancelled(Exception):
+    """The window was closed while a fetch waited for room in its byte budget."""
+
+
+class FetchTicket:
+    """What one fetch running on a ``FetchWindow`` reads its bytes through: every block it
+    holds is counted against the window's byte budget until its result is handed back."""
+
+    def __init__(self, window: "FetchWindow", seq: int) -> None:
+        self.window = window
+        self.seq = seq
+        self.held = 0
+
+    def read(self, fh: Any, limit: int) -> bytes:
+        """Everything ``fh`` yields, in blocks; ``safeio.TooLarge`` past ``limit`` bytes."""
+        from audit.safeio import TooLarge
+
+        parts: list[bytes] = []
+        total = 0
+        while True:
+            block = fh.read(min(FETCH_BLOCK, limit + 1 - total))
+            if not block:
+                return b"".join(parts)
+            total += len(block)
+            if total > limit:
+                raise TooLarge(total, limit)
+            self.window._take(self, len(block))
+            parts.append(block)
+
+
 class FetchWindow:
     """Runs I/O-bound fetches (remote reads) on a small thread pool, at most ``window``
-    ahead of the consumer, and hands results back in submission order. Memory is bounded
-    by ``window`` results. ``fetch`` functions must not raise: they return an error Entry."""
+    ahead of the consumer, and hands results back in submission order.
 
-    def __init__(self, workers: int = 4, window: int = 16) -> None:
+    Memory is bounded by bytes, not by the count alone: the fetched bytes not yet handed
+    back (read through the ``FetchTicket`` each fetch gets as its ``ticket`` keyword) stay
+    within ``budget_bytes``, except that the oldest fetch, the one the consumer waits for,
+    never waits for room (so the window cannot deadlock): at most budget + one object.
+    ``fetch`` functions must not raise: they return an error Entry."""
+
+    def __init__(self, workers: int = 4, window: int = 16, budget_bytes: int | None = None) -> None:
         self.window = window
+        self.budget_bytes = FETCH_DATA_BUDGET if budget_bytes is None else budget_bytes
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="audit-fetch")
-        self._pending: deque[Future[Any]] = deque()
+        self._pending: deque[tuple[Future[Any], FetchTicket]] = deque()
+        self._room = threading.Condition()
+        self._held = 0
+        self._next_seq = 0
+        self._oldest = 0  # seq of the oldest result not handed back yet
+        self._closed = False
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> Iterator[Any]:
         """Queue one fetch; yields the oldest results while the window is full."""
-        self._pending.append(self._pool.submit(fn, *args))
+        ticket = FetchTicket(self, self._next_seq)
+        self._next_seq += 1
+        self._pending.append((self._pool.submit(fn, *args, ticket=ticket), ticket))
         while len(self._pending) >= self.window:
-            yield self._pending.popleft().result()
+            yield self._hand_back()
 
     def ready(self) -> Iterator[Any]:
         """Results already finished, oldest first (never blocks)."""
-        while self._pending and self._pending[0].done():
-            yield self._pending.popleft().result()
+        while self._pending and self._pending[0][0].done():
+            yield self._hand_back()
 
     def drain(self) -> Iterator[Any]:
         while self._pending:
-            yield self._pending.popleft().result()
+            yield self._hand_back()
+
+    def _hand_back(self) -> Any:
+        fut, ticket = self._pending.popleft()
+        try:
+            return fut.result()
+        finally:
+            with self._room:
+                self._held -= ticket.held
+                ticket.held = 0
+                self._oldest = ticket.seq + 1
+                self._room.notify_all()
+
+    def _take(self, ticket: FetchTicket, n: int) -> None:
+        with self._room:
+            while not self._closed and ticket.seq != self._oldest and self._held + n > self.budget_bytes:
+                self._room.wait()
+            if self._closed:
+                raise FetchCancelled("fetch window closed")
+            self._held += n
+            ticket.held += n
 
     def close(self) -> None:
-        for fut in self._pending:
+        with self._room:
+            self._closed = True
+            self._room.notify_all()
+        for fut, _ in self._pending:
             fut.cancel()
         self._pending.clear()
         self._pool.shutdown(wait=True, cancel_futures=True)

@@ -11,10 +11,13 @@ the directory listing itself.
 - Images: png, jpg, jpeg, webp, gif, bmp, tif, tiff, avif, heic, jxl (any case). Other files
   are not entries, except sidecars: ``stem.txt``/``.json``/``.yaml``/``.yml`` (or
   ``name.png.txt`` and so on) in the same directory are attached as ``Sidecar(path=...)``.
-- Archives found in the walk (.tar, .tar.gz, .tgz, .tar.bz2, .tar.xz, .zip) are read as
+- Archives found in the walk (names ending .tar, .tar.gz, .tgz, .tar.bz2, .tar.xz, .zip in
+  any case, ``archive_kind``; archive members are judged by the same rule) are read as
   containers by ``archive.iter_archive``: ``unchanged()`` is asked first, members get uris
   ``"<archive path>!/<member>"``, which lie under the walked root, so deletions inside them
-  are seen too. ``FolderSource(open_archives=False)`` ignores them instead.
+  are seen too. An archive is opened with ``safeio.open_regular``: one replaced by a fifo
+  after the listing is an error row, never a hang. ``FolderSource(open_archives=False)``
+  ignores them instead.
 - Symlinks are followed (files and directories); every directory's ``(st_dev, st_ino)`` is
   remembered, so a symlink loop or a second route into a directory already walked becomes
   one error Entry ("directory already walked ...") instead of an endless walk.
@@ -45,6 +48,7 @@ from audit.ingest._common import (
 )
 from audit.ingest.archive import iter_archive
 from audit.ingest.base import DirectoryListed, DirectoryUnchanged, Entry, Listed, Sidecar, UnchangedCheck
+from audit.safeio import open_regular
 
 CHUNK = 65536
 # Last characters of the archive suffixes: most names (images) are ruled out by one look.
@@ -170,8 +174,8 @@ class FolderSource:
                             sidecars[stem] = [name]
                     elif _is_dir(de):
                         subdirs.append(de)
-                    elif (ext and name.lower().endswith(ARCHIVE_SUFFIXES)) or (not ext and de.is_symlink()):
-                        others.append(de)
+                    elif name.lower().endswith(ARCHIVE_SUFFIXES) or (not ext and de.is_symlink()):
+                        others.append(de)  # archives by ``archive_kind``'s rule: "x.TAR.GZ", ".tgz" too
         except OSError as exc:
             yield Entry(uri=safe_uri(dirpath), source=spec, error=f"unreadable directory: {describe(exc)}")
             return
@@ -207,8 +211,11 @@ class FolderSource:
                 found_dirs.append(path)  # e.g. a directory named x.tar: walk it
                 continue
             kind = archive_kind(de.name)
-            if kind and self.open_archives and _stat.S_ISREG(st.st_mode):
-                yield from self._archive(path, st, kind, unchanged)
+            if kind and self.open_archives:
+                if _stat.S_ISREG(st.st_mode):
+                    yield from self._archive(path, st, kind, unchanged)
+                else:  # a fifo named like an archive: recorded, never opened
+                    yield Entry(uri=safe_uri(path), source=spec, path=path, error=_not_regular(st.st_mode))
         for de in subdirs:
             found_dirs.append(prefix + de.name)
         # Depth first, in name order: deterministic, and the stack holds one level's names.
@@ -265,7 +272,7 @@ class FolderSource:
         yield from iter_archive(
             self.spec,
             safe_uri(path),
-            lambda: open(path, "rb"),
+            lambda: open_regular(path),  # swapped for a fifo since the listing: refused, not waited on
             unchanged,
             size=st.st_size,
             mtime_ns=st.st_mtime_ns,

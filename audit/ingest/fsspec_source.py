@@ -4,7 +4,10 @@
 - Bytes are read here, in the crawler's process, into ``Entry.data`` (a worker process
   cannot see e.g. the parent's ``memory://`` filesystem, nor reuse its connections). A small
   thread pool reads up to 16 objects ahead of the consumer (``FetchWindow``), so remote
-  latency overlaps; memory is bounded by that window.
+  latency overlaps; memory is bounded by that window's byte budget (``FETCH_DATA_BUDGET``).
+  Reads are made in blocks and capped, whatever size the listing reported.
+- Local paths (``file://``) are opened with ``safeio.open_regular``: a fifo, device or
+  socket is an error row, never a blocked read.
 - uri = the full URL as fsspec writes it (``fs.unstrip_protocol``): ``memory:///data/a.png``,
   ``file:///abs/a.png``, ``s3://bucket/key.png``. ``root_uri`` uses the same form.
 - size and mtime come from the listing's info. Some backends (plain HTTP) report no mtime:
@@ -29,6 +32,8 @@ from audit.ingest._common import (
     DEFAULT_MAX_MEMBER_BYTES,
     IMAGE_EXTS,
     SIDECAR_EXTS,
+    SIDECAR_MAX_BYTES,
+    FetchTicket,
     FetchWindow,
     archive_kind,
     describe,
@@ -40,6 +45,7 @@ from audit.ingest._common import (
 )
 from audit.ingest.archive import iter_archive
 from audit.ingest.base import Entry, Listed, Sidecar, UnchangedCheck
+from audit.safeio import NotRegularFile, TooLarge, open_regular, read_capped
 
 _SIDECAR_ORDER = ("txt", "json", "yaml", "yml")
 
@@ -62,6 +68,23 @@ def object_uri(fs: Any, path: str) -> str:
     return safe_uri(fs.unstrip_protocol(path))
 
 
+def is_local(fs: Any) -> bool:
+    try:
+        from fsspec.implementations.local import LocalFileSystem
+    except ImportError:  # pragma: no cover - fsspec is a dependency
+        return False
+    return isinstance(fs, LocalFileSystem)
+
+
+def open_object(fs: Any, path: str) -> Any:
+    """``fs.open(path, "rb")``, except that a local path (``file://``) is opened with
+    ``safeio.open_regular``: a fifo, device or socket is refused at once instead of
+    blocking (or reading forever)."""
+    if is_local(fs):
+        return open_regular(path)
+    return fs.open(path, "rb")
+
+
 def fetch_object(
     fs: Any,
     path: str,
@@ -73,15 +96,21 @@ def fetch_object(
     fields: dict[str, Any] | None = None,
     container: str | None = None,
     max_bytes: int = DEFAULT_MAX_MEMBER_BYTES,
+    ticket: FetchTicket | None = None,
 ) -> Entry:
     """One object's Entry with its bytes (and its sidecars' bytes). Never raises: a failure
-    is an error Entry. ``info`` is the listing's info dict when the caller has it."""
+    is an error Entry. ``info`` is the listing's info dict when the caller has it. Bytes
+    are read in blocks, capped at ``max_bytes`` whatever size the listing reported, and
+    counted against the ``FetchWindow`` budget when a ``ticket`` is given."""
     fields = dict(fields or {})
+    read = ticket.read if ticket is not None else read_capped
     try:
         if info is None:
             info = fs.info(path)
         if info.get("type") == "directory":
             return Entry(uri=uri, source=source, error="is a directory, not a file", container=container, fields=fields)
+        if info.get("type") == "other":  # fsspec's word for a local fifo, socket or device
+            return Entry(uri=uri, source=source, error="not a regular file: not read", container=container, fields=fields)
         size = info.get("size")
         mtime_ns = info_mtime_ns(info) or 0
         etag = info_etag(info)
@@ -97,9 +126,10 @@ def fetch_object(
                 container=container,
                 fields=fields,
             )
-        with fs.open(path, "rb") as fh:
-            data = fh.read(max_bytes + 1)
-        if len(data) > max_bytes:
+        try:
+            with open_object(fs, path) as fh:
+                data = read(fh, max_bytes)
+        except TooLarge:
             return Entry(
                 uri=uri,
                 source=source,
@@ -108,6 +138,8 @@ def fetch_object(
                 container=container,
                 fields=fields,
             )
+    except NotRegularFile as exc:
+        return Entry(uri=uri, source=source, error=exc.strerror or "not a regular file: not read", container=container, fields=fields)
     except FileNotFoundError:
         return Entry(uri=uri, source=source, error="file not found", container=container, fields=fields)
     except Exception as exc:  # noqa: BLE001 - any backend failure is this object's error
@@ -115,8 +147,10 @@ def fetch_object(
     found: list[Sidecar] = []
     for name, side_path in sidecars:
         try:
-            with fs.open(side_path, "rb") as fh:
-                found.append(Sidecar(name=name, data=fh.read()))
+            with open_object(fs, side_path) as fh:
+                found.append(Sidecar(name=name, data=read(fh, SIDECAR_MAX_BYTES)))
+        except TooLarge:
+            fields.setdefault("sidecars_skipped", []).append(f"{name}: larger than {SIDECAR_MAX_BYTES} bytes (not attached)")
         except Exception as exc:  # noqa: BLE001
             fields.setdefault("sidecars_skipped", []).append(f"{name}: unreadable: {describe(exc)}")
     return Entry(
@@ -265,7 +299,9 @@ class FsspecSource:
             return Entry(uri=uri, source=self.spec, size=size, mtime_ns=mtime_ns)
         return None
 
-    def _fetch(self, path: str, info: dict[str, Any], sidecars: tuple[tuple[str, str], ...]) -> Entry:
+    def _fetch(
+        self, path: str, info: dict[str, Any], sidecars: tuple[tuple[str, str], ...], ticket: FetchTicket | None = None
+    ) -> Entry:
         return fetch_object(
             self.fs,
             path,
@@ -274,6 +310,7 @@ class FsspecSource:
             info=info,
             sidecars=sidecars,
             max_bytes=self.max_member_bytes,
+            ticket=ticket,
         )
 
     def _archive(self, path: str, info: dict[str, Any], kind: str, unchanged: UnchangedCheck) -> Iterator[Listed]:
@@ -282,7 +319,7 @@ class FsspecSource:
         yield from iter_archive(
             self.spec,
             object_uri(fs, path),
-            lambda: fs.open(path, "rb"),
+            lambda: open_object(fs, path),
             unchanged,
             size=int(size) if isinstance(size, int) else 0,
             mtime_ns=info_mtime_ns(info) or 0,

@@ -9,7 +9,18 @@
   ``Entry.fields`` under those names, typed: seed as text (seeds exceed int64), steps int,
   cfg_scale float. Every other non-empty column goes into ``fields`` under its own name.
 - Rows stream: JSONL line by line, CSV through ``csv.DictReader``, Parquet batch by batch
-  (``ParquetFile.iter_batches``: one row group at a time, never the whole table).
+  (``ParquetFile.iter_batches``: one row group at a time, never the whole table, batches of
+  about ``PARQUET_BATCH_BYTES``, column chunks read buffered).
+- Hostile rows cost one row: a JSONL line over ``MAX_ROW_BYTES`` or a CSV record over
+  ``MAX_CSV_RECORD_BYTES`` is an error row and is skipped in blocks (never read whole; the
+  rest of an over-long CSV record is skipped to where its quotes balance); JSON is parsed with ``safejson`` (a row
+  nested 100,000 levels deep is "invalid JSON", not a RecursionError); a Parquet cell
+  larger than ``MAX_ROW_BYTES`` or nested deeper than ``safejson.MAX_DEPTH`` is left out of
+  ``fields`` (named in ``fields["fields_skipped"]``) and the image is audited all the same;
+  embedded image bytes over the member cap are an error row.
+- The manifest itself and every local file a row names are opened only when they are
+  regular files (``safeio.open_regular``; a row naming a fifo, device or socket is an
+  error row and is never opened).
 - A row's uri is the file it names: a relative path resolves against the manifest's
   directory (for a manifest at a URL, against the URL's directory); a local path gives an
   absolute path (``Entry.path``, read by a worker, one ``stat`` per row); a URL gives that
@@ -30,23 +41,38 @@
 from __future__ import annotations
 
 import csv
-import io
-import json
 import os
 import posixpath
 import stat as _stat
 import sys
+from collections import deque
 from typing import IO, Any, Callable, Iterator
 
+from audit import safejson
 from audit.errors import InputError
 from audit.ingest._common import (
     DEFAULT_MAX_MEMBER_BYTES,
+    FetchTicket,
     FetchWindow,
     describe,
     is_url,
     safe_uri,
 )
 from audit.ingest.base import Entry, Listed, UnchangedCheck
+from audit.safeio import kind_of, open_regular
+
+# A JSONL line or CSV record longer than this is an error row, skipped in blocks without
+# ever being held whole: a row is a path plus generation text (a ComfyUI workflow is tens
+# of kilobytes), and a sidecar may carry no more either.
+MAX_ROW_BYTES = 16 * 1024 * 1024
+# A CSV record may be this long: csv holds the field being parsed as 4-byte characters (and
+# grows that buffer by doubling), so a record costs up to eight times its length while it
+# is parsed; prompts and settings fit many times over.
+MAX_CSV_RECORD_BYTES = 4 * 1024 * 1024
+# Parquet rows are read in batches of about this many (uncompressed) bytes, from the row
+# group's own statistics: a batch of 1024 rows of embedded images must not be gigabytes.
+PARQUET_BATCH_BYTES = 32 * 1024 * 1024
+_LINE_BLOCK = 1 << 16
 
 PATH_COLUMNS = ("path", "uri", "file", "image", "filepath", "file_path", "image_path", "filename", "file_name", "url")
 
@@ -104,7 +130,9 @@ class ManifestSource:
             self.root_uri = object_uri(fs, path)
             self._base_url = self.root_uri.rsplit("/", 1)[0] + "/"
             self._base_dir: str | None = None
-            self._open: Callable[[], IO[bytes]] = lambda: fs.open(path, "rb")
+            from audit.ingest.fsspec_source import open_object
+
+            self._open: Callable[[], IO[bytes]] = lambda: open_object(fs, path)
         else:
             path = os.path.abspath(path or spec)
             self._fs = None
@@ -112,7 +140,7 @@ class ManifestSource:
             self.root_uri = safe_uri(path)
             self._base_url = None
             self._base_dir = os.path.dirname(path)
-            self._open = lambda: open(path, "rb")
+            self._open = lambda: open_regular(path)
         self.columns = self._read_columns()
         lower = {c.lower().strip(): c for c in reversed(self.columns)}
         self.path_column = next((lower[c] for c in PATH_COLUMNS if c in lower), None)
@@ -127,20 +155,21 @@ class ManifestSource:
         try:
             with self._open() as fh:
                 if self.format == "parquet":
-                    import pyarrow.parquet as pq
-
-                    return list(pq.ParquetFile(fh).schema_arrow.names)
+                    return list(_parquet_file(fh).schema_arrow.names)
+                lines = LineReader(fh, MAX_CSV_RECORD_BYTES if self.format == "csv" else MAX_ROW_BYTES)
                 if self.format == "csv":
-                    text = io.TextIOWrapper(fh, encoding="utf-8-sig", errors="surrogateescape", newline="")
-                    header = next(csv.reader(text), None)
+                    try:
+                        header = next(csv.reader(_CsvLines(lines)), None)
+                    except RowTooLong:
+                        raise InputError(f"manifest {self.spec}: CSV header longer than {MAX_CSV_RECORD_BYTES} bytes") from None
                     if header is None:
                         raise InputError(f"manifest {self.spec} is empty: no CSV header")
                     return header
-                for line in fh:  # JSONL: the keys of the first row that parses
-                    if not line.strip():
+                while (line := lines.next()) is not None:  # JSONL: the keys of the first row that parses
+                    if line is TOO_LONG or not line.strip():
                         continue
                     try:
-                        obj = json.loads(line)
+                        obj = safejson.loads(line)
                     except ValueError:
                         continue
                     if isinstance(obj, dict):
@@ -155,7 +184,12 @@ class ManifestSource:
 
     # --- rows
     def entries(self, unchanged: UnchangedCheck) -> Iterator[Listed]:
-        with FetchWindow(self.workers, self.window) as window, self._open() as fh:
+        try:
+            fh = self._open()
+        except Exception as exc:  # noqa: BLE001 - replaced by a fifo, vanished, unreachable: one row
+            yield Entry(uri=self.root_uri, source=self.spec, error=f"unreadable manifest: {describe(exc)}")
+            return
+        with FetchWindow(self.workers, self.window) as window, fh:
             for row_no, row, problem in self._rows(fh):
                 if problem is not None:
                     yield self._bad(row_no, problem)
@@ -170,41 +204,71 @@ class ManifestSource:
             yield from window.drain()
 
     def _rows(self, fh: IO[bytes]) -> Iterator[tuple[int, dict[str, Any], str | None]]:
-        if self.format == "jsonl":
-            for line_no, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                except ValueError as exc:
-                    yield line_no, {}, f"bad row: invalid JSON ({describe(exc)})"
-                    continue
-                if not isinstance(obj, dict):
-                    yield line_no, {}, f"bad row: a JSON {type(obj).__name__}, not an object"
-                    continue
-                yield line_no, obj, None
-        elif self.format == "csv":
-            text = io.TextIOWrapper(fh, encoding="utf-8-sig", errors="surrogateescape", newline="")
-            reader = csv.DictReader(text)
-            while True:
-                try:
-                    row = next(reader)
-                except StopIteration:
-                    return
-                except csv.Error as exc:
-                    yield reader.line_num, {}, f"bad row: {describe(exc)}"
-                    continue
-                extra = row.pop(None, None)  # type: ignore[call-overload]
-                if extra:
-                    row["extra_values"] = extra
-                yield reader.line_num, row, None
-        else:
-            import pyarrow.parquet as pq
+        """(row number, row, problem) for every row; a manifest that cannot be read on ends
+        with one problem row where reading stopped."""
+        rows = {"jsonl": self._jsonl_rows, "csv": self._csv_rows}.get(self.format, self._parquet_rows)
+        last = 0
+        try:
+            for row_no, row, problem in rows(fh):
+                last = row_no
+                yield row_no, row, problem
+        except Exception as exc:  # noqa: BLE001 - I/O or decoder failure mid-file: the rest is not read
+            yield last + 1, {}, f"manifest unreadable from here on: {describe(exc)}"
 
-            row_no = 0
-            for batch in pq.ParquetFile(fh).iter_batches(batch_size=1024):
+    def _jsonl_rows(self, fh: IO[bytes]) -> Iterator[tuple[int, dict[str, Any], str | None]]:
+        lines = LineReader(fh, MAX_ROW_BYTES)
+        while (line := lines.next()) is not None:
+            line_no = lines.number
+            if line is TOO_LONG:
+                yield line_no, {}, f"bad row: line longer than {MAX_ROW_BYTES} bytes (not read)"
+                continue
+            if not line.strip():
+                continue
+            try:
+                obj = safejson.loads(line)
+            except ValueError as exc:
+                yield line_no, {}, f"bad row: invalid JSON ({describe(exc)})"
+                continue
+            if not isinstance(obj, dict):
+                yield line_no, {}, f"bad row: a JSON {type(obj).__name__}, not an object"
+                continue
+            yield line_no, obj, None
+
+    def _csv_rows(self, fh: IO[bytes]) -> Iterator[tuple[int, dict[str, Any], str | None]]:
+        lines = LineReader(fh, MAX_CSV_RECORD_BYTES)
+        text = _CsvLines(lines)
+        reader = csv.DictReader(text)
+        while True:
+            try:
+                row = next(reader)
+            except StopIteration:
+                return
+            except RowTooLong as exc:
+                yield exc.line_no, {}, f"bad row: record longer than {MAX_CSV_RECORD_BYTES} bytes (not read)"
+                continue
+            except csv.Error as exc:
+                text.record_done()
+                yield lines.number, {}, f"bad row: {describe(exc)}"
+                continue
+            text.record_done()
+            extra = row.pop(None, None)  # type: ignore[call-overload]
+            if extra:
+                row["extra_values"] = extra
+            yield lines.number, row, None
+
+    def _parquet_rows(self, fh: IO[bytes]) -> Iterator[tuple[int, dict[str, Any], str | None]]:
+        pf = _parquet_file(fh)
+        row_no = 0
+        for group in range(pf.num_row_groups):
+            meta = pf.metadata.row_group(group)
+            per_row = meta.total_byte_size / max(1, meta.num_rows)
+            batch_size = int(max(1, min(1024, PARQUET_BATCH_BYTES // max(1.0, per_row))))
+            for batch in pf.iter_batches(batch_size=batch_size, row_groups=[group]):
                 for row in batch.to_pylist():
                     row_no += 1
+                    skipped = _drop_hostile_cells(row, self.path_column)
+                    if skipped:
+                        row["fields_skipped"] = skipped
                     yield row_no, row, None
 
     def _bad(self, row_no: int, problem: str) -> Entry:
@@ -226,6 +290,8 @@ class ManifestSource:
         if data is not None:
             if value:
                 fields.setdefault("original_path", str(value))
+            if len(data) > self.max_member_bytes:
+                return self._bad(row_no, f"image bytes too large: {len(data)} bytes > {self.max_member_bytes} byte cap (not read)")
             return Entry(
                 uri=f"{self.root_uri}#row={row_no}",
                 source=self.spec,
@@ -248,8 +314,8 @@ class ManifestSource:
             return Entry(uri=uri, source=self.spec, path=path, error="file not found", fields=fields, container=self.root_uri)
         except OSError as exc:
             return Entry(uri=uri, source=self.spec, path=path, error=f"unreadable: {describe(exc)}", fields=fields, container=self.root_uri)
-        if not _stat.S_ISREG(st.st_mode):
-            what = "a directory" if _stat.S_ISDIR(st.st_mode) else "not a regular file"
+        if not _stat.S_ISREG(st.st_mode):  # never opened: a fifo would block a worker forever
+            what = "a directory" if _stat.S_ISDIR(st.st_mode) else f"not a regular file ({kind_of(st.st_mode)})"
             return Entry(uri=uri, source=self.spec, path=path, error=f"{what}: not read", fields=fields, container=self.root_uri)
         return Entry(
             uri=uri,
@@ -261,7 +327,7 @@ class ManifestSource:
             container=self.root_uri,
         )
 
-    def _fetch(self, url: str, fields: dict[str, Any]) -> Entry:
+    def _fetch(self, url: str, fields: dict[str, Any], ticket: FetchTicket | None = None) -> Entry:
         from audit.ingest.fsspec_source import fetch_object, object_uri, url_to_fs
 
         try:
@@ -270,8 +336,155 @@ class ManifestSource:
         except Exception as exc:  # noqa: BLE001
             return Entry(uri=safe_uri(url), source=self.spec, error=f"unusable URL: {describe(exc)}", fields=fields, container=self.root_uri)
         return fetch_object(
-            fs, path, uri, self.spec, fields=fields, container=self.root_uri, max_bytes=self.max_member_bytes
+            fs, path, uri, self.spec, fields=fields, container=self.root_uri, max_bytes=self.max_member_bytes, ticket=ticket
         )
+
+
+TOO_LONG = b"\x00too long"  # LineReader's answer for a line over its limit (an identity, not a value)
+
+
+class RowTooLong(Exception):
+    """A CSV record over ``MAX_CSV_RECORD_BYTES``; raised through ``csv`` by ``_CsvLines``."""
+
+    def __init__(self, line_no: int) -> None:
+        super().__init__(f"line {line_no}")
+        self.line_no = line_no
+
+
+class LineReader:
+    """Physical lines of a binary stream, read in blocks: a line over ``limit`` bytes is
+    skipped without being held (``next()`` answers ``TOO_LONG``), so one line of hundreds
+    of megabytes costs one block of memory, not its length. ``number`` is the 1-based
+    number of the line last returned, ``quotes`` how many ``"`` it held (skipped parts
+    included: CSV uses it to find the end of a record it does not keep)."""
+
+    def __init__(self, fh: Any, limit: int, block: int = _LINE_BLOCK) -> None:
+        self._fh = fh
+        self.limit = limit
+        self._block = block
+        self._buf = b""
+        self._pos = 0
+        self.number = 0
+        self.quotes = 0
+
+    def next(self) -> bytes | None:
+        parts: list[bytes] = []
+        size = 0
+        quotes = 0
+        while True:
+            if self._pos >= len(self._buf):
+                self._buf, self._pos = self._fh.read(self._block), 0
+                if not self._buf:
+                    if size == 0:
+                        return None
+                    self.number += 1
+                    self.quotes = quotes
+                    return TOO_LONG if size > self.limit else b"".join(parts)
+            newline = self._buf.find(b"\n", self._pos)
+            end = len(self._buf) if newline < 0 else newline + 1
+            size += end - self._pos
+            quotes += self._buf.count(b'"', self._pos, end)
+            if size <= self.limit:
+                parts.append(self._buf[self._pos : end])
+            else:
+                parts.clear()  # over the limit: what follows of this line is only counted
+            self._pos = end
+            if newline >= 0:
+                self.number += 1
+                self.quotes = quotes
+                return TOO_LONG if size > self.limit else b"".join(parts)
+
+
+class _CsvLines:
+    """Text lines for ``csv``: each physical line decoded (a leading BOM dropped, lone CR
+    line ends split as universal newlines would), and ``RowTooLong`` raised, through the csv
+    reader, for a line or a multi-line record over ``MAX_CSV_RECORD_BYTES``. Before raising, the
+    rest of that record is skipped unread (up to the line end where its quotes balance), so
+    the next record starts where the writer meant it to. The caller calls ``record_done()``
+    after each row."""
+
+    def __init__(self, lines: LineReader) -> None:
+        self.lines = lines
+        self.record_bytes = 0
+        self._quotes = 0  # quote characters in the current record so far
+        self._first = True
+        self._queued: deque[str] = deque()
+
+    def record_done(self) -> None:
+        self.record_bytes = 0
+        self._quotes = 0
+
+    def __iter__(self) -> "_CsvLines":
+        return self
+
+    def __next__(self) -> str:
+        if self._queued:
+            return self._queued.popleft()
+        line = self.lines.next()
+        if line is None:
+            raise StopIteration
+        self._quotes += self.lines.quotes
+        if line is TOO_LONG or self.record_bytes + len(line) > MAX_CSV_RECORD_BYTES:
+            first = self.lines.number
+            while self._quotes % 2 and self.lines.next() is not None:  # inside a quoted field
+                self._quotes += self.lines.quotes
+            self.record_done()
+            raise RowTooLong(first)
+        self.record_bytes += len(line)
+        text = line.decode("utf-8", "surrogateescape")
+        if self._first:
+            self._first = False
+            text = text.removeprefix("\ufeff")
+        if "\r" in text.rstrip("\r\n") or text.endswith("\r"):
+            pieces = text.encode("utf-8", "surrogateescape").splitlines(keepends=True)
+            self._queued.extend(p.decode("utf-8", "surrogateescape") for p in pieces[1:])
+            return pieces[0].decode("utf-8", "surrogateescape")
+        return text
+
+
+def _parquet_file(fh: Any) -> Any:
+    import pyarrow.parquet as pq
+
+    # Buffered reads of column chunks, not a whole chunk (one row group's images) at once.
+    return pq.ParquetFile(fh, pre_buffer=False, buffer_size=1 << 20)
+
+
+def _drop_hostile_cells(row: dict[str, Any], path_column: str | None) -> list[str]:
+    """Leave out of a Parquet row every cell (but the path/image one) that is larger than
+    ``MAX_ROW_BYTES`` or nested deeper than ``safejson.MAX_DEPTH``; returns why, per cell."""
+    skipped = []
+    for key in list(row):
+        if key == path_column:
+            continue
+        problem = _cell_problem(row[key])
+        if problem:
+            del row[key]
+            skipped.append(f"{key}: {problem}")
+    return skipped
+
+
+def _cell_problem(value: Any) -> str | None:
+    if isinstance(value, (str, bytes, bytearray)):
+        return f"{len(value)} bytes > {MAX_ROW_BYTES} (left out)" if len(value) > MAX_ROW_BYTES else None
+    if not isinstance(value, (list, tuple, dict)):
+        return None
+    size = 0
+    stack: list[tuple[Any, int]] = [(value, 1)]  # iterative: no recursion however deep
+    while stack:
+        item, depth = stack.pop()
+        if depth > safejson.MAX_DEPTH:
+            return f"nested more than {safejson.MAX_DEPTH} levels deep (left out)"
+        children = item.values() if isinstance(item, dict) else item
+        for child in children:
+            if isinstance(child, (list, tuple, dict)):
+                stack.append((child, depth + 1))
+            elif isinstance(child, (str, bytes, bytearray)):
+                size += len(child)
+            else:
+                size += 8
+            if size > MAX_ROW_BYTES:
+                return f"more than {MAX_ROW_BYTES} bytes (left out)"
+    return None
 
 
 def _join_url(base: str, rel: str) -> str:

@@ -3,21 +3,30 @@
 Every stage after the crawl (embed, report thumbnails, notebook grids) reads originals
 through this one reader, for every uri form the crawl writes (see ``audit.ingest``):
 
-- a local path (absolute, as catalogued), or ``file://`` URL;
-- an archive member ``"<archive uri>!/<member path>"`` (tar, tar.gz/bz2/xz, zip), the
-  archive itself local or an fsspec URL;
+- a local path (absolute, as catalogued), or ``file://`` URL: opened with
+  ``safeio.open_regular``, so an original replaced by a fifo, device or socket since the
+  crawl is a ``ReadError`` at once, never a read that blocks or never ends;
+- an archive member ``"<archive uri>!/<member>"`` (tar, tar.gz/bz2/xz, zip), the archive
+  itself local or an fsspec URL, members named exactly as the crawl named them
+  (``members.MemberNamer``: duplicates ``"#<position>"``);
+- a member of a nested archive ``"<outer>!/<inner.tar>!/<member>"``, to the crawl's
+  ``MAX_NESTING_DEPTH``;
 - any other fsspec URL (``s3://``, ``gs://``, ``memory://`` ...).
 
 Archives are opened once per process and kept (a small LRU) with a name -> member index,
-so the members of one archive in a shard cost one listing, not one per member. Reads of
-a compressed tar seek within the decompressed stream (backwards means re-decompressing
-from the start): the runner orders work by uri, i.e. mostly by member order.
+so the members of one archive in a shard cost one listing, not one per member. A nested
+archive is held in memory (at most ``NESTED_SPOOL_BYTES``; the cache holds at most
+``CACHE_SPOOL_BYTES`` of them); a larger nested tar is streamed through for each read.
+Reads of a compressed tar seek within the decompressed stream (backwards means
+re-decompressing from the start): the runner orders work by uri, i.e. mostly by member order.
 
+Every read is capped (``max_bytes``) and made in blocks, whatever sizes a header declares.
 Every failure raises ``ReadError`` with a one-line reason, recorded as an embed skip.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import tarfile
 import threading
@@ -25,10 +34,17 @@ import zipfile
 from collections import OrderedDict
 from typing import IO, Any
 
-from audit.ingest._common import archive_kind, is_url, path_of_safe_uri, safe_uri
+from audit.ingest._common import DEFAULT_MAX_MEMBER_BYTES, archive_kind, describe, is_url, path_of_safe_uri
+from audit.ingest.members import MAX_NESTING_DEPTH, ExpansionBudget, MemberNamer, tar_stream
+from audit.safeio import NotRegularFile, TooLarge, open_regular, read_capped
 
 MAX_OPEN_ARCHIVES = 4
 MAX_BYTES = 512 * 1024 * 1024
+# A nested archive is read into memory to be indexed; the crawl opens nested zips only up
+# to the member cap, so this is the same number.
+NESTED_SPOOL_BYTES = DEFAULT_MAX_MEMBER_BYTES
+# Nested archives kept in memory between reads, all together.
+CACHE_SPOOL_BYTES = 256 << 20
 
 
 class ReadError(Exception):
@@ -46,26 +62,27 @@ def read_uri(uri: str, *, max_bytes: int = MAX_BYTES) -> bytes:
         path = uri[len("file://") :] if uri.startswith("file://") else uri
         if not os.path.lexists(path):
             path = path_of_safe_uri(path)  # a name that is not UTF-8, stored percent-escaped
-        with open(path, "rb") as fh:
-            data = fh.read(max_bytes + 1)
+        with open_regular(path) as fh:
+            return read_capped(fh, max_bytes)
     except ReadError:
         raise
+    except TooLarge:
+        raise ReadError(f"larger than {max_bytes} bytes") from None
+    except NotRegularFile as exc:
+        raise ReadError(exc.strerror or "not a regular file: not read") from None
     except FileNotFoundError:
         raise ReadError("file not found (moved or deleted since the crawl)") from None
     except OSError as exc:
         raise ReadError(f"unreadable: {exc.strerror or type(exc).__name__}") from None
     except Exception as exc:  # noqa: BLE001 - archive/network libraries raise many types
-        raise ReadError(f"unreadable: {type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}") from None
-    if len(data) > max_bytes:
-        raise ReadError(f"larger than {max_bytes} bytes")
-    return data
+        raise ReadError(f"unreadable: {describe(exc)[:200]}") from None
 
 
 def split_member(uri: str) -> tuple[str | None, str]:
     """("<archive>", "<member>") for an archive-member uri, else (None, uri).
 
-    The split is at the first ``!/`` whose left side names an archive (a member may
-    itself contain ``!/``).
+    The split is at the first ``!/`` whose left side names an archive (the member part may
+    itself contain ``!/``: a nested archive's members, or an old crawl's member name).
     """
     start = 0
     while (i := uri.find("!/", start)) >= 0:
@@ -76,57 +93,74 @@ def split_member(uri: str) -> tuple[str | None, str]:
 
 
 def _read_url(uri: str, max_bytes: int) -> bytes:
-    import fsspec
+    from audit.ingest.fsspec_source import open_object, url_to_fs
 
-    with fsspec.open(uri, "rb") as fh:
-        data = fh.read(max_bytes + 1)
-    return data
+    fs, path = url_to_fs(uri)
+    with open_object(fs, path) as fh:
+        return read_capped(fh, max_bytes)
 
 
 def _open_binary(archive: str) -> IO[bytes]:
     if is_url(archive) and not archive.startswith("file://"):
-        import fsspec
+        from audit.ingest.fsspec_source import open_object, url_to_fs
 
-        return fsspec.open(archive, "rb").open()
-    return open(archive[len("file://") :] if archive.startswith("file://") else archive, "rb")
+        fs, path = url_to_fs(archive)
+        return open_object(fs, path)
+    path = archive[len("file://") :] if archive.startswith("file://") else archive
+    if not os.path.lexists(path):
+        path = path_of_safe_uri(path)
+    return open_regular(path)
 
 
 class _Archive:
-    def __init__(self, uri: str):
+    """One open archive and its index: member uri name -> TarInfo / ZipInfo."""
+
+    def __init__(self, uri: str, fh: Any, kind: str, *, spooled: int = 0):
         self.uri = uri
-        self.kind = archive_kind(uri)
-        self.fh = _open_binary(uri)
+        self.kind = kind
+        self.fh = fh
+        self.spooled = spooled  # bytes held in memory for a nested archive
+        self.stamp: Any = None
         try:
-            st = os.fstat(self.fh.fileno())
-            self.stamp: Any = (st.st_size, st.st_mtime_ns)
-        except (OSError, AttributeError, ValueError, NotImplementedError):
-            self.stamp = None
+            st = os.fstat(fh.fileno())
+            self.stamp = (st.st_size, st.st_mtime_ns)
+        except (OSError, AttributeError, ValueError, NotImplementedError, io.UnsupportedOperation):
+            pass
         self.index: dict[str, Any] = {}
-        if self.kind == "zip":
-            self.zf = zipfile.ZipFile(self.fh)
+        namer = MemberNamer()
+        if kind == "zip":
+            self.zf = zipfile.ZipFile(fh)
             for info in self.zf.infolist():
-                if not info.is_dir():
-                    self.index[_member_uri_name(info.filename)] = info
+                name = namer.name(info.filename, is_dir=info.is_dir())
+                if name is not None:
+                    self.index[name] = info
         else:
-            self.tf = tarfile.open(fileobj=self.fh, mode="r:*")
+            self.tf = tarfile.open(fileobj=fh, mode="r:*")
             for ti in self.tf:
-                if ti.isfile():
-                    self.index[_member_uri_name(ti.name)] = ti
+                name = namer.name(ti.name, is_dir=ti.isdir())
+                if name is not None:
+                    self.index[name] = ti
             self.tf.members = []  # the index keeps what we need
 
-    def read(self, member: str, max_bytes: int) -> bytes:
-        info = self.index.get(member)
-        if info is None:
-            raise ReadError("archive member not found (archive changed since the crawl)")
-        size = info.file_size if self.kind == "zip" else info.size
-        if size > max_bytes:
-            raise ReadError(f"larger than {max_bytes} bytes")
+    def raw_name(self, info: Any) -> str:
+        return info.filename if self.kind == "zip" else info.name
+
+    def open_member(self, info: Any) -> Any:
         if self.kind == "zip":
-            return self.zf.read(info)
+            return self.zf.open(info)
+        if not info.isreg():
+            raise ReadError("archive member is not a regular file")
         fh = self.tf.extractfile(info)
         if fh is None:
             raise ReadError("archive member is not a regular file")
-        return fh.read()
+        return fh
+
+    def read(self, info: Any, max_bytes: int) -> bytes:
+        size = info.file_size if self.kind == "zip" else info.size
+        if size > max_bytes:
+            raise ReadError(f"larger than {max_bytes} bytes")
+        with self.open_member(info) as fh:
+            return read_capped(fh, max_bytes)
 
     def close(self) -> None:
         try:
@@ -135,45 +169,116 @@ class _Archive:
             self.fh.close()
 
 
-def _member_uri_name(name: str) -> str:
-    while name.startswith("./"):
-        name = name[2:]
-    return safe_uri(name)
+_CORRUPT = (tarfile.TarError, zipfile.BadZipFile, EOFError, ValueError)
 
 
 class _ArchiveCache:
     """Open archives of this process (LRU); reopened when the file changed on disk."""
 
-    def __init__(self, size: int = MAX_OPEN_ARCHIVES):
+    def __init__(self, size: int = MAX_OPEN_ARCHIVES, spool_bytes: int = CACHE_SPOOL_BYTES):
         self.size = size
+        self.spool_bytes = spool_bytes
         self.open: OrderedDict[str, _Archive] = OrderedDict()
         self.lock = threading.Lock()
 
     def read(self, archive: str, member: str, max_bytes: int) -> bytes:
         with self.lock:
-            arc = self.open.get(archive)
-            if arc is not None and arc.stamp is not None and not is_url(archive):
-                try:
-                    st = os.stat(archive)
-                    if (st.st_size, st.st_mtime_ns) != arc.stamp:
-                        self._drop(archive)
-                        arc = None
-                except OSError:
-                    self._drop(archive)
-                    raise
-            if arc is None:
-                try:
-                    arc = _Archive(archive)
-                except (tarfile.TarError, zipfile.BadZipFile, EOFError) as exc:
-                    raise ReadError(f"corrupt or truncated archive: {type(exc).__name__}") from None
-                self.open[archive] = arc
-                while len(self.open) > self.size:
-                    self._drop(next(iter(self.open)))
-            self.open.move_to_end(archive)
+            arc = self._top(archive)
             try:
-                return arc.read(member, max_bytes)
-            except (tarfile.TarError, zipfile.BadZipFile, EOFError) as exc:
-                raise ReadError(f"corrupt archive member: {type(exc).__name__}") from None
+                return self._read_in(arc, member, max_bytes, depth=1)
+            except TooLarge:
+                raise ReadError(f"larger than {max_bytes} bytes") from None
+            except _CORRUPT as exc:
+                raise ReadError(f"corrupt archive member: {describe(exc)}") from None
+
+    # --- the archive a uri starts with
+    def _top(self, archive: str) -> _Archive:
+        arc = self.open.get(archive)
+        if arc is not None and arc.stamp is not None and not is_url(archive):
+            try:
+                st = os.stat(archive)
+                changed = (st.st_size, st.st_mtime_ns) != arc.stamp
+            except OSError:
+                changed = True
+            if changed:
+                self._drop_tree(archive)
+                arc = None
+        if arc is None:
+            kind = archive_kind(archive) or "tar"
+            fh = _open_binary(archive)
+            try:
+                arc = _Archive(archive, fh, kind)
+            except _CORRUPT as exc:
+                fh.close()
+                raise ReadError(f"corrupt or truncated archive: {describe(exc)}") from None
+            self._keep(archive, arc)
+        self.open.move_to_end(archive)
+        return arc
+
+    # --- a member, possibly inside nested archives
+    def _read_in(self, arc: _Archive, member: str, max_bytes: int, depth: int) -> bytes:
+        info = arc.index.get(member)
+        if info is not None:
+            return arc.read(info, max_bytes)
+        start = 0
+        while (i := member.find("!/", start)) >= 0:  # "<inner archive>!/<rest>"
+            inner = arc.index.get(member[:i])
+            if inner is not None and archive_kind(arc.raw_name(inner).rsplit("/", 1)[-1]):
+                if depth >= MAX_NESTING_DEPTH:
+                    raise ReadError(f"nested more than {MAX_NESTING_DEPTH} levels of archives deep")
+                return self._read_nested(arc, member[:i], inner, member[i + 2 :], max_bytes, depth + 1)
+            start = i + 1
+        info = arc.index.get(member.replace("!/", "%21/"))  # an older crawl kept "!/" in member names
+        if info is not None:
+            return arc.read(info, max_bytes)
+        raise ReadError("archive member not found (archive changed since the crawl)")
+
+    def _read_nested(self, outer: _Archive, name: str, info: Any, rest: str, max_bytes: int, depth: int) -> bytes:
+        uri = f"{outer.uri}!/{name}"
+        kind = archive_kind(outer.raw_name(info).rsplit("/", 1)[-1]) or "tar"
+        arc = self.open.get(uri)
+        if arc is None:
+            size = info.file_size if outer.kind == "zip" else info.size
+            if size > NESTED_SPOOL_BYTES:
+                if kind == "zip":
+                    raise ReadError(f"nested zip larger than {NESTED_SPOOL_BYTES} bytes (not opened by the crawl either)")
+                return self._stream_nested(outer, info, rest, max_bytes)
+            with outer.open_member(info) as fh:
+                data = read_capped(fh, NESTED_SPOOL_BYTES)
+            arc = _Archive(uri, io.BytesIO(data), kind, spooled=len(data))
+            self._keep(uri, arc)
+        self.open.move_to_end(uri)
+        return self._read_in(arc, rest, max_bytes, depth)
+
+    def _stream_nested(self, outer: _Archive, info: Any, member: str, max_bytes: int) -> bytes:
+        """A member of a nested tar too large to hold: read through the tar stream to it,
+        naming members as the crawl did. Only direct members (no deeper nesting)."""
+        namer = MemberNamer()
+        budget = ExpansionBudget.for_archive(0)
+        with outer.open_member(info) as fh:
+            tf = tarfile.open(fileobj=tar_stream(fh, budget), mode="r|")
+            while (ti := tf.next()) is not None:
+                tf.members.clear()
+                if namer.name(ti.name, is_dir=ti.isdir()) == member:
+                    if not ti.isreg() or ti.size > max_bytes:
+                        raise ReadError("archive member is not a regular file" if not ti.isreg() else f"larger than {max_bytes} bytes")
+                    f = tf.extractfile(ti)
+                    return read_capped(f, max_bytes) if f is not None else b""
+        raise ReadError("archive member not found (archive changed since the crawl)")
+
+    # --- the cache
+    def _keep(self, uri: str, arc: _Archive) -> None:
+        self.open[uri] = arc
+        while len(self.open) > self.size or sum(a.spooled for a in self.open.values()) > self.spool_bytes:
+            oldest = next(iter(self.open))
+            if oldest == uri:
+                break
+            self._drop(oldest)
+
+    def _drop_tree(self, archive: str) -> None:
+        """An archive and every nested archive opened from it."""
+        for key in [k for k in self.open if k == archive or k.startswith(archive + "!/")]:
+            self._drop(key)
 
     def _drop(self, archive: str) -> None:
         arc = self.open.pop(archive, None)
