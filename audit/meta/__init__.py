@@ -145,6 +145,7 @@ def _extract(extraction: Extraction, candidates: list, data: bytes, image: Any, 
 
     for bonus, pieces in groups:
         pieces = expand(pieces)
+        _report_too_deep(pieces, extraction.errors)
         for parser in PARSERS:
             limits.check()
             try:
@@ -164,6 +165,17 @@ def _extract(extraction: Extraction, candidates: list, data: bytes, image: Any, 
             if label not in extraction.found:
                 extraction.found.append(label)
             candidates.append((RANK.get(parser.name, 0) + bonus * 10, result))
+
+
+def _report_too_deep(pieces: list[MetadataText], errors: list[str]) -> None:
+    """JSON nested deeper than ``audit.safejson`` reads is refused by every parser alike; say
+    so once per piece, whichever parser would have wanted it (parsing is cached: the parsers
+    then get the same answer for free)."""
+    for piece in pieces:
+        if piece.text.lstrip()[:1] in ("[", "{"):
+            _value, problem = limits.parse_json(piece.text)
+            if problem is not None and problem.startswith("JSON nested"):
+                errors.append(f"{piece.location}: {problem}: not read")
 
 
 def _choose(extraction: Extraction, candidates: list[tuple[int, GenerationMetadata]]) -> None:
