@@ -137,7 +137,8 @@ def _extract(extraction: Extraction, candidates: list, data: bytes, image: Any, 
         groups.append((0, stealth_pieces))
     for pieces, raw in sidecar_pieces(sidecars, extraction.errors):
         extraction.raw.append(raw)
-        groups.append((-1, pieces))
+        if pieces:
+            groups.append((-1, pieces))
     manifest = manifest_piece(fields, extraction.errors)
     if manifest is not None:
         extraction.raw.append(manifest)

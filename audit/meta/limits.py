@@ -28,6 +28,7 @@ Outside ``extract()`` (a parser or container reader called on its own) no readin
 from __future__ import annotations
 
 import math
+import re
 import signal
 import threading
 import time
@@ -129,7 +130,7 @@ class Reading:
         if room == 0:
             self.dropped += 1
             return None
-        kept = text[:room]
+        kept = storable(text[:room])
         if not whole or len(kept) < len(text):
             if whole:
                 size, unit, exact = len(text), "characters", True
@@ -303,8 +304,23 @@ def alarm_for(reading: Reading) -> Alarm:
 
 # --- bounded results ---------------------------------------------------------------------
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def storable(text: str) -> str:
+    """``text`` as SQLite can store it: JSON's ``"\\ud800"`` (and YAML's) decode to a lone
+    surrogate, which no UTF-8 encoder takes; each becomes U+FFFD."""
+    if text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return _SURROGATE.sub("\ufffd", text)
+    return text
+
+
 def clip_name(text: Any, limit: int = MAX_NAME_CHARS) -> str:
-    text = str(text)
+    text = storable(str(text))
     return text if len(text) <= limit else text[:limit] + "…"
 
 
@@ -351,7 +367,7 @@ def bounded_copy(value: Any, max_chars: int = MAX_EXTRA_CHARS, max_depth: int = 
                 cut[0] = True
                 item = item[: max(0, budget[0] - 2)]
             budget[0] -= len(item) + 2
-            return item
+            return storable(item)
         if depth >= max_depth:
             cut[0] = True
             budget[0] -= 24
@@ -392,8 +408,8 @@ def bound_result(meta: GenerationMetadata, errors: list[str]) -> GenerationMetad
                         ("sampler", MAX_NAME_CHARS), ("scheduler", MAX_NAME_CHARS), ("model", MAX_NAME_CHARS),
                         ("model_hash", MAX_NAME_CHARS), ("generator", 64), ("source", MAX_LOCATION_CHARS)):
         value = getattr(meta, name)
-        if value is not None and not isinstance(value, str):
-            value = str(value)
+        if value is not None:
+            value = storable(value if isinstance(value, str) else str(value))
             setattr(meta, name, value)
         if value is not None and len(value) > limit:
             setattr(meta, name, value[:limit])
@@ -427,7 +443,7 @@ def bound_errors(errors: list[str]) -> list[str]:
     kept: dict[str, None] = {}
     more = 0
     for error in errors:
-        line = " ".join(str(error).split())
+        line = storable(" ".join(str(error).split()))
         line = line if len(line) <= MAX_ERROR_CHARS else line[: MAX_ERROR_CHARS - 1] + "…"
         if line in kept:
             continue

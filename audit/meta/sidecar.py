@@ -21,10 +21,12 @@ from audit.meta.textcodec import decode_bytes, looks_like_json_object
 
 # what MetadataText.location says for a sidecar: names of tar members can be very long
 _MAX_NAME = 160
+# PyYAML's safe loader is pure Python (about 5 s a megabyte); honest YAML sidecars are a few KB
+_MAX_YAML_CHARS = 128 * 1024
 
 
 def sidecar_pieces(sidecars: Sequence[tuple[str, bytes]], errors: list[str]) -> list[tuple[list[MetadataText], MetadataText]]:
-    """One group per sidecar: ([pieces parsers read], verbatim raw piece). Each is kept within
+    """One group per sidecar: ([pieces parsers read, maybe none], verbatim raw piece). Each is kept within
     the file's limits like embedded text; a cut YAML or JSON sidecar then fails to parse (recorded)."""
     reading = limits.current()
     groups = []
@@ -47,10 +49,9 @@ def sidecar_pieces(sidecars: Sequence[tuple[str, bytes]], errors: list[str]) -> 
                 continue
             text = raw.text
             suffix = name.rsplit(".", 1)[-1].lower() if "." in name else ""
-            if suffix in ("yaml", "yml"):
+            if suffix in ("yaml", "yml"):  # unreadable YAML is still kept as evidence
                 parsed = _yaml_piece(location, name, text, errors)
-                if parsed is not None:
-                    groups.append(([parsed], raw))
+                groups.append(([parsed] if parsed is not None else [], raw))
             elif suffix == "json" or looks_like_json_object(text):
                 groups.append(([MetadataText(location, "sidecar-json", text)], raw))
             elif text.strip():
@@ -64,6 +65,9 @@ def _yaml_piece(location: str, name: str, text: str, errors: list[str]) -> Metad
     """A YAML sidecar as a JSON piece (a mapping) or a text piece (a plain string)."""
     import yaml  # imported by extract() before the time budget starts when YAML sidecars come
 
+    if len(text) > _MAX_YAML_CHARS:
+        errors.append(f"sidecar {name}: YAML of {len(text)} characters not parsed (more than {_MAX_YAML_CHARS}); kept as text")
+        return None
     try:
         value = yaml.load(text, Loader=_loader(yaml))
     except yaml.YAMLError as exc:
