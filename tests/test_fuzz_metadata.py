@@ -28,7 +28,6 @@ import traceback
 import zlib
 
 import numpy as np
-import pytest
 from PIL import Image
 
 from audit.crawler.worker import describe

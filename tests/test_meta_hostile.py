@@ -186,6 +186,14 @@ def test_one_ztxt_bomb_in_a_62_kb_png_keeps_one_megabyte(bomb):
     assert catalog_row_bytes(result) < 1.1 * MiB  # was 60 MB a file
 
 
+def test_a_container_reader_used_on_its_own_keeps_the_same_limits(bomb):
+    from audit.meta.containers import png as png_reader
+
+    report = png_reader.read(png(ztxt(b"workflow", bomb), ztxt(b"other", bomb)))
+    assert [len(p.text) for p in report.pieces] == [limits.MAX_PIECE_CHARS, limits.MAX_PIECE_CHARS]
+    assert report.errors[0] == f"png:zTXt:workflow truncated: kept {limits.MAX_PIECE_CHARS} of {60 * MiB} characters"
+
+
 def test_a_thousand_small_bombs_cost_what_a_few_do():
     small = bomb_payload(2 * MiB)  # each over the piece limit, each corrupt after its kept part
     corrupt = small[: len(small) // 2] + b"\xff" * 64
@@ -237,6 +245,18 @@ def test_large_yaml_sidecars_are_kept_but_not_parsed():
     result = extract(b"", sidecars=[("a.yaml", yaml_text)], cpu_budget_s=30)
     assert any("YAML of" in e and "not parsed" in e for e in result.errors)
     assert [p.location for p in result.raw] == ["sidecar:a.yaml"]
+
+
+def test_many_exif_and_xmp_blocks_are_walked_up_to_the_block_limit():
+    entries = b"".join(struct.pack("<HHII", 0x010E, 2, 3, 0) for _ in range(1000))  # 1000 tags each
+    block = b"Exif\x00\x00II*\x00" + struct.pack("<I", 8) + struct.pack("<H", 1000) + entries + b"\x00" * 4
+    xmp = b"http://ns.adobe.com/xap/1.0/\x00" + b'<x dc:description="a red triangle"/>'
+    data = jpeg(*([(0xE1, block)] * 400 + [(0xE1, xmp)] * 400))
+    started = time.thread_time()
+    result = extract(data, cpu_budget_s=60)
+    elapsed = time.thread_time() - started
+    assert elapsed < 0.5, elapsed  # 32 of 400 blocks of 1000 entries walked
+    assert any(f"{limits.MAX_BLOCKS} EXIF/XMP blocks" in e for e in result.errors)
 
 
 def test_sidecars_and_manifest_fields_keep_to_the_limits():

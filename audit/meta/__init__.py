@@ -83,10 +83,10 @@ def extract(
     *,
     sidecars: Sequence[tuple[str, bytes]] = (),
     fields: Mapping[str, Any] | None = None,
-    cpu_budget_s: float = limits.CPU_BUDGET_S,
+    cpu_budget_s: float | None = limits.CPU_BUDGET_S,
 ) -> Extraction:
     """Read all generation metadata of one file. Never raises; stops after ``cpu_budget_s``
-    seconds of CPU with what it has found."""
+    seconds of CPU (None: no time limit) with what it has found."""
     extraction = Extraction()
     candidates: list[tuple[int, GenerationMetadata]] = []
     _preload(sidecars)

@@ -22,7 +22,8 @@ kept 1048576 of 62914560 characters". Parsers then read the kept text: a truncat
 graph simply fails to parse, and that is recorded too.
 
 Outside ``extract()`` (a parser or container reader called on its own) no reading is active:
-``current()`` hands out a fresh one with the same limits and ``tick()`` does nothing.
+``current()`` hands out a fresh one with the same size limits and no time limit, and
+``tick()`` does nothing.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from audit.meta.base import GenerationMetadata, MetadataText, Resource
 MAX_PIECE_CHARS = 1 << 20  # characters kept of one piece of text (a PNG chunk, an EXIF tag, a sidecar)
 MAX_FILE_CHARS = 4 << 20  # characters kept of all pieces of one file together
 MAX_PIECES = 256  # pieces kept per file (a PNG may hold a hundred thousand tiny chunks)
+MAX_BLOCKS = 32  # EXIF and XMP blocks walked per file (each may hold thousands of entries)
 MAX_INFLATE_BYTES = 32 << 20  # decompressed output kept (then decoded) per file, over all compressed pieces
 MAX_MEASURE_BYTES = 64 << 20  # decompressed output only counted per file, to say how large a cut piece was
 MAX_DECODE_BYTES = 64 << 20  # bytes decoded into text per file: a text that decodes to nothing costs too
@@ -78,17 +80,19 @@ class Inflated:
 class Reading:
     """The budget of one file's metadata reading: text kept, decompression, CPU time."""
 
-    def __init__(self, cpu_budget_s: float = CPU_BUDGET_S):
+    def __init__(self, cpu_budget_s: float | None = CPU_BUDGET_S):
+        """``cpu_budget_s=None``: no time limit (a reader used on its own; the other limits hold)."""
         self.cpu_budget_s = cpu_budget_s
         self.chars_left = MAX_FILE_CHARS
         self.pieces_left = MAX_PIECES
+        self.blocks_left = MAX_BLOCKS
         self.inflate_left = MAX_INFLATE_BYTES
         self.measure_left = MAX_MEASURE_BYTES
         self.decode_left = MAX_DECODE_BYTES
         self.dropped = 0  # pieces not kept because a per-file limit was spent
         self.inflate_refused = 0  # compressed pieces not inflated: the decompression budget was spent
         self.json: dict[str, tuple[Any, str | None]] = {}  # each text is parsed once per file
-        self._deadline = time.thread_time() + cpu_budget_s
+        self._deadline = math.inf if cpu_budget_s is None else time.thread_time() + cpu_budget_s
         self._ticks = 0
 
     # --- time --------------------------------------------------------------------------
@@ -109,6 +113,14 @@ class Reading:
     def byte_room(self, bytes_per_char: int = MAX_BYTES_PER_CHAR) -> int:
         """Bytes worth decoding for the next piece: more could not be kept."""
         return self.room() * bytes_per_char
+
+    def block(self) -> bool:
+        """Whether one more EXIF or XMP block may be walked (counted when so)."""
+        if self.blocks_left <= 0:
+            self.dropped += 1
+            return False
+        self.blocks_left -= 1
+        return True
 
     def spend(self, size: int) -> bool:
         """Whether ``size`` more bytes may be decoded into text (charged when so)."""
@@ -189,7 +201,8 @@ class Reading:
         notes = []
         if self.dropped:
             notes.append(f"{self.dropped} more metadata pieces not read: the file's limits ({MAX_PIECES} pieces, "
-                         f"{MAX_FILE_CHARS} characters kept, {MAX_DECODE_BYTES} bytes decoded) are spent")
+                         f"{MAX_FILE_CHARS} characters kept, {MAX_DECODE_BYTES} bytes decoded, {MAX_BLOCKS} EXIF/XMP "
+                         f"blocks) are spent")
         if self.inflate_refused:
             notes.append(f"{self.inflate_refused} compressed pieces not decompressed: the file's "
                          f"{MAX_INFLATE_BYTES}-byte decompression budget is spent")
@@ -209,8 +222,9 @@ def deactivate(token) -> None:
 
 
 def current() -> Reading:
-    """The reading in progress, or a fresh one for a reader called outside ``extract()``."""
-    return _ACTIVE.get() or Reading()
+    """The reading in progress, or a fresh one without a time limit for a reader called
+    outside ``extract()`` (``BudgetExceeded`` never reaches such a caller)."""
+    return _ACTIVE.get() or Reading(cpu_budget_s=None)
 
 
 def tick() -> None:
@@ -273,7 +287,7 @@ class Alarm:
             raise BudgetExceeded
 
     def arm(self) -> None:
-        if not _timer_available():
+        if self.seconds <= 0 or not _timer_available():
             return
         self._previous = signal.signal(signal.SIGPROF, self._fire)
         self._installed = True
@@ -299,7 +313,7 @@ def _timer_available() -> bool:
 
 
 def alarm_for(reading: Reading) -> Alarm:
-    return Alarm(reading.cpu_budget_s * _SIGNAL_FACTOR)
+    return Alarm(reading.cpu_budget_s * _SIGNAL_FACTOR if reading.cpu_budget_s is not None else 0.0)
 
 
 # --- bounded results ---------------------------------------------------------------------

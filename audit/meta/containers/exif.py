@@ -44,6 +44,8 @@ def read_tiff(tiff: bytes, prefix: str, errors: list[str]) -> list[MetadataText]
     if len(view) < 8 or view[:2] not in (b"II", b"MM"):
         errors.append(f"{prefix}: not a TIFF/EXIF block")
         return []
+    if not reading.block():
+        return []
     endian = "<" if view[:2] == b"II" else ">"
     pieces: list[MetadataText] = []
     first = struct.unpack(endian + "I", view[4:8])[0]

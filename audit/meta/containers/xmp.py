@@ -29,7 +29,7 @@ def read(packet: bytes, errors: list[str]) -> list[MetadataText]:
     if limit == 0:
         reading.dropped += 1
         return []
-    if not reading.spend(min(len(packet), limit)):
+    if not reading.block() or not reading.spend(min(len(packet), limit)):
         return []
     whole = len(packet) <= limit
     text = decode_bytes(bytes(packet[:limit]))
