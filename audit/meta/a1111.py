@@ -15,20 +15,30 @@ newlines inside values are escaped); sd-dynamic-prompts appends its template lin
 The parameter line is tokenised by hand rather than by one regular expression because
 values may be quoted (with commas inside) or bare JSON (``Hashes: {...}``, ``Civitai
 resources: [...]``) whose commas a regular expression would split.
+
+Parsing is linear in the text, whatever it holds: a bracket that never closes sends its
+scan to the end of the line, so bracket scans of one line share a budget of twice its
+length, after which brackets are plain values (96 KB of unclosed ``[`` took 70 s when each
+scanned the rest of the line). The patterns cannot backtrack across a value.
 """
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 
+from audit import safejson
+from audit.meta import limits
 from audit.meta.base import GenerationMetadata, MetadataText, Resource
 from audit.meta.normalize import seed_text, to_float, to_int
 
 _KEY = re.compile(r"\s*([A-Za-z][\w \-/().]*?):\s*")
 _NEGATIVE = "Negative prompt:"
-_EXTRA_NETWORK = re.compile(r"<(lora|lyco|hypernet):([^:>]+)(?::([^:>]*))?[^>]*>", re.I)
+# possessive, and never across a "<": a tag that does not close costs one pass, not a pass per character
+_EXTRA_NETWORK = re.compile(r"<(lora|lyco|hypernet):([^:<>]++)(?::([^:<>]*+))?[^<>]*+>", re.I)
+_QUOTED_REST = re.compile(r'(?:[^"\\]++|\\.)*+"', re.S)  # the rest of a quoted value, through its closing quote
+_STRUCTURE = re.compile(r'[\[\]{}"\\]')
+_BRACKET_SCAN_FACTOR = 2  # bracket scans of one line may read it this many times over
 _KIND = {"lora": "lora", "lyco": "lycoris", "hypernet": "hypernetwork"}
 # A1111 >= 1.5 loads <lyco:> through the Lora extension, so "Lora hashes" names both
 _LORA_FAMILY = {"lora", "lycoris"}
@@ -77,11 +87,49 @@ def parse_infotext(text: str) -> GenerationMetadata | None:
     meta = GenerationMetadata(generator=_identify(params))
     meta.prompt = "\n".join(prompt_lines).strip()
     meta.negative_prompt = "\n".join(negative_lines).strip() if in_negative else None
+    resources = _Resources(meta)
     if meta.prompt:
-        _extra_networks_from_prompt(meta)  # first, so hashes below attach to these by name
-    _apply_parameters(meta, params)
+        _extra_networks_from_prompt(meta, resources)  # first, so hashes below attach to these by name
+    _apply_parameters(meta, params, resources)
     meta.extra.update(tail)
+    if resources.skipped:
+        meta.extra["errors"] = [f"a1111: {resources.skipped} more resources than {limits.MAX_RESOURCES} not kept"]
     return meta
+
+
+class _Resources:
+    """The result's resources, indexed by (family, name) so that merging a hash or weight into
+    the entry of the same name stays linear however many entries a text lists."""
+
+    def __init__(self, meta: GenerationMetadata):
+        self.meta = meta
+        self.index: dict[tuple[str, str], Resource] = {}
+        self.skipped = 0
+
+    @staticmethod
+    def _key(kind: str, name: str) -> tuple[str, str]:
+        return ("lora" if kind in _LORA_FAMILY else kind), name
+
+    def add(self, kind: str, name: str, digest: Any = None, weight: float | None = None) -> None:
+        same = self.index.get(self._key(kind, name))
+        if same is not None:
+            same.hash = same.hash or (str(digest) if digest else None)
+            same.weight = same.weight if same.weight is not None else weight
+            return
+        if len(self.meta.resources) >= limits.MAX_RESOURCES:
+            self.skipped += 1
+            return
+        resource = Resource(kind, name, str(digest) if digest else None, weight)
+        self.meta.resources.append(resource)
+        self.index[self._key(kind, name)] = resource
+
+    def put_first(self, resource: Resource) -> None:
+        self.meta.resources.insert(0, resource)
+        self.index[self._key(resource.kind, resource.name)] = resource  # first in the list: found first
+
+    def put_last(self, resource: Resource) -> None:
+        self.meta.resources.append(resource)
+        self.index.setdefault(self._key(resource.kind, resource.name), resource)
 
 
 def _find_parameter_line(lines: list[str]) -> int | None:
@@ -120,7 +168,9 @@ def parse_parameter_line(line: str) -> dict[str, Any]:
     """``Key: value, Key: "quoted, value", Hashes: {...}`` -> dict (values as text or JSON)."""
     params: dict[str, Any] = {}
     pos, end = 0, len(line)
+    scan_budget = [_BRACKET_SCAN_FACTOR * end + 4096]
     while pos < end:
+        limits.tick()
         match = _KEY.match(line, pos)
         if not match:
             comma = line.find(",", pos)
@@ -132,8 +182,8 @@ def parse_parameter_line(line: str) -> dict[str, Any]:
         pos = match.end()
         if pos < end and line[pos] == '"':
             value, pos = _quoted(line, pos)
-        elif pos < end and line[pos] in "[{":
-            value, pos = _bracketed(line, pos)
+        elif pos < end and line[pos] in "[{" and scan_budget[0] > 0:
+            value, pos = _bracketed(line, pos, scan_budget)
         else:
             comma = line.find(",", pos)
             comma = end if comma < 0 else comma
@@ -145,28 +195,28 @@ def parse_parameter_line(line: str) -> dict[str, Any]:
 
 
 def _quoted(line: str, pos: int) -> tuple[str, int]:
-    index = pos + 1
-    while index < len(line):
-        if line[index] == "\\":
-            index += 2
-            continue
-        if line[index] == '"':
-            raw = line[pos : index + 1]
-            try:
-                return json.loads(raw), index + 1
-            except ValueError:
-                return raw[1:-1], index + 1
-        index += 1
-    return line[pos + 1 :], len(line)
+    match = _QUOTED_REST.match(line, pos + 1)
+    if match is None:  # never closed: the rest of the line
+        return line[pos + 1 :], len(line)
+    raw = line[pos : match.end()]
+    try:
+        return safejson.loads(raw), match.end()
+    except ValueError:
+        return raw[1:-1], match.end()
 
 
-def _bracketed(line: str, pos: int) -> tuple[Any, int]:
-    depth, index, in_string = 0, pos, False
-    while index < len(line):
-        char = line[index]
+def _bracketed(line: str, pos: int, scan_budget: list[int]) -> tuple[Any, int]:
+    """A JSON value starting at ``pos``, or the text to the next comma when it never closes
+    (within what is left of the line's scan budget, which this scan spends)."""
+    depth, in_string, escaped = 0, False, -1
+    stop = min(len(line), pos + scan_budget[0])
+    for match in _STRUCTURE.finditer(line, pos, stop):
+        index, char = match.start(), match.group()
         if in_string:
+            if index == escaped:
+                continue
             if char == "\\":
-                index += 1
+                escaped = index + 1
             elif char == '"':
                 in_string = False
         elif char == '"':
@@ -176,12 +226,11 @@ def _bracketed(line: str, pos: int) -> tuple[Any, int]:
         elif char in "]}":
             depth -= 1
             if depth == 0:
+                scan_budget[0] -= index + 1 - pos
                 raw = line[pos : index + 1]
-                try:
-                    return json.loads(raw), index + 1
-                except ValueError:
-                    return raw, index + 1
-        index += 1
+                value, problem = limits.parse_json(raw)
+                return (raw if problem is not None else value), index + 1
+    scan_budget[0] -= stop - pos
     comma = line.find(",", pos)
     comma = len(line) if comma < 0 else comma
     return line[pos:comma], comma
@@ -210,7 +259,7 @@ def _identify(params: dict[str, Any]) -> str:
     return "a1111"
 
 
-def _apply_parameters(meta: GenerationMetadata, params: dict[str, Any]) -> None:
+def _apply_parameters(meta: GenerationMetadata, params: dict[str, Any], resources: _Resources) -> None:
     lookup = {k.lower(): v for k, v in params.items()}
     meta.steps = to_int(lookup.get("steps"))
     meta.sampler = _text(lookup.get("sampler"))
@@ -220,10 +269,10 @@ def _apply_parameters(meta: GenerationMetadata, params: dict[str, Any]) -> None:
     meta.model = _text(lookup.get("model"))
     meta.model_hash = _text(lookup.get("model hash"))
     vae_hash = _text(lookup.get("vae hash"))
-    _hash_list(meta, lookup.get("lora hashes"), "lora")
-    _hash_list(meta, lookup.get("ti hashes"), "embedding")
+    _hash_list(resources, lookup.get("lora hashes"), "lora")
+    _hash_list(resources, lookup.get("ti hashes"), "embedding")
     if lookup.get("hypernet"):  # A1111 before extra networks: "Hypernet: name, Hypernet hash: ..."
-        _add_resource(meta, "hypernetwork", str(lookup["hypernet"]), _text(lookup.get("hypernet hash")),
+        resources.add("hypernetwork", str(lookup["hypernet"]), _text(lookup.get("hypernet hash")),
                       to_float(lookup.get("hypernet strength")))
     hashes = lookup.get("hashes")  # civitai extension: {"model": h, "vae": h, "lora:name": h, "embed:name": h}
     if isinstance(hashes, dict):
@@ -234,16 +283,16 @@ def _apply_parameters(meta: GenerationMetadata, params: dict[str, Any]) -> None:
             elif kind == "vae":
                 vae_hash = vae_hash or _text(value)
             elif short:
-                _add_resource(meta, _RESOURCE_KIND.get(kind, kind), short, _text(value))
+                resources.add(_RESOURCE_KIND.get(kind, kind), short, _text(value))
     if meta.model or meta.model_hash:
-        meta.resources.insert(0, Resource("checkpoint", meta.model or meta.model_hash, meta.model_hash))
+        resources.put_first(Resource("checkpoint", meta.model or meta.model_hash, meta.model_hash))
     if lookup.get("vae") or vae_hash:
-        meta.resources.append(Resource("vae", str(lookup.get("vae") or vae_hash), vae_hash))
+        resources.put_last(Resource("vae", str(lookup.get("vae") or vae_hash), vae_hash))
     civitai = lookup.get("civitai resources")
     if isinstance(civitai, list):
         for entry in civitai:
             if isinstance(entry, dict):
-                _civitai_resource(meta, entry)
+                _civitai_resource(resources, entry)
     size = lookup.get("size")
     if isinstance(size, str) and "x" in size:
         width, _, height = size.partition("x")
@@ -254,7 +303,7 @@ def _apply_parameters(meta: GenerationMetadata, params: dict[str, Any]) -> None:
     meta.extra["parameters"] = params
 
 
-def _civitai_resource(meta: GenerationMetadata, entry: dict[str, Any]) -> None:
+def _civitai_resource(resources: _Resources, entry: dict[str, Any]) -> None:
     """One entry of Civitai's ``Civitai resources``: type, modelName, modelVersionName,
     modelVersionId, weight, and on newer images an AIR URN instead of names."""
     kind = str(entry.get("type") or "resource").lower()
@@ -265,31 +314,24 @@ def _civitai_resource(meta: GenerationMetadata, entry: dict[str, Any]) -> None:
         name = f"{name} {entry['modelVersionName']}"
     # a file hash when Civitai gives one, else the AIR that pins the exact model version
     digest = entry.get("hash") or entry.get("air")
-    _add_resource(meta, _RESOURCE_KIND.get(kind, kind), str(name), digest, to_float(entry.get("weight")))
+    resources.add(_RESOURCE_KIND.get(kind, kind), str(name), digest, to_float(entry.get("weight")))
 
 
-def _hash_list(meta: GenerationMetadata, value: Any, kind: str) -> None:
+def _hash_list(resources: _Resources, value: Any, kind: str) -> None:
     if not isinstance(value, str):
         return
     for item in value.split(","):
+        limits.tick()
         name, sep, digest = item.rpartition(":")
         if sep and name.strip():
-            _add_resource(meta, kind, name.strip(), digest.strip() or None)
+            resources.add(kind, name.strip(), digest.strip() or None)
 
 
-def _add_resource(meta: GenerationMetadata, kind: str, name: str, digest: Any = None, weight: float | None = None) -> None:
-    family = _LORA_FAMILY if kind in _LORA_FAMILY else {kind}
-    for resource in meta.resources:
-        if resource.kind in family and resource.name == name:
-            resource.hash = resource.hash or (str(digest) if digest else None)
-            resource.weight = resource.weight if resource.weight is not None else weight
-            return
-    meta.resources.append(Resource(kind, name, str(digest) if digest else None, weight))
-
-
-def _extra_networks_from_prompt(meta: GenerationMetadata) -> None:
-    for tag, name, weight in _EXTRA_NETWORK.findall(meta.prompt or ""):
-        _add_resource(meta, _KIND[tag.lower()], name.strip(), None, to_float(weight) if weight else 1.0)
+def _extra_networks_from_prompt(meta: GenerationMetadata, resources: _Resources) -> None:
+    for match in _EXTRA_NETWORK.finditer(meta.prompt or ""):
+        limits.tick()
+        tag, name, weight = match.group(1), match.group(2), match.group(3)
+        resources.add(_KIND[tag.lower()], name.strip(), None, to_float(weight) if weight else 1.0)
 
 
 def _text(value: Any) -> str | None:

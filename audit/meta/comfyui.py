@@ -20,7 +20,11 @@ whitespace; the top-level prompt keeps the text verbatim.
 Broken graphs (dangling links, cycles, wrong types) give a partial result and errors,
 never an exception or an endless walk. Walks are linear in the graph's size: texts are
 memoised per output, conditioning walks keep one visited set, and a visit budget bounds
-graphs with very many samplers.
+graphs with very many samplers. Hostile graphs are bounded too: every look at a node's
+inputs is counted against a work budget (``_MAX_WORK``), texts built by concatenate and
+replace nodes against a text budget (a ladder of concatenations doubles a string at every
+level), and at most ``_MAX_SAMPLERS`` samplers and ``_MAX_PROMPTS`` prompts per sampler are
+described; past a budget the result is what was found, with an error that says so.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from audit.meta import limits
 from audit.meta.base import GenerationMetadata, MetadataText, Resource
 from audit.meta.comfyui_workflow import workflow_to_api
 from audit.meta.normalize import seed_text, to_float, to_int
@@ -36,6 +41,10 @@ from audit.meta.textcodec import load_json, looks_like_json_object
 _MAX_DEPTH = 64
 _MAX_WALK = 2_000_000  # node visits per graph over all conditioning walks
 _MAX_TEXT = 65536  # concatenation ladders could otherwise double a string at every level
+_MAX_BUILT_TEXT = 8 << 20  # characters of text built by joins and replacements per graph
+_MAX_WORK = 10_000_000  # node inputs looked at per graph, over the whole analysis
+_MAX_SAMPLERS = 256
+_MAX_PROMPTS = 256  # prompt records per conditioning walk
 _NOT_CONDITIONING = {
     "clip", "model", "vae", "clip_vision", "clip_vision_output", "image", "images", "pixels", "mask",
     "control_net", "upscale_model", "samples", "latent", "latent_image", "style_model", "sigmas", "sampler",
@@ -52,6 +61,10 @@ _SEED_KEYS = ("seed", "noise_seed", "value", "int", "number", "Number", "seed_va
 _CHECKPOINT_KEYS = ("ckpt_name", "unet_name", "base_ckpt_name", "gguf_name", "model_path", "checkpoint")
 _NO_FILE = {"none", "baked vae", ""}
 _ROLES = ("positive", "negative")
+
+class _GraphTooLarge(Exception):
+    """The graph's work budget is spent: the analysis stops with what it has."""
+
 
 def _is_link(value: Any) -> bool:
     return isinstance(value, list) and len(value) == 2 and isinstance(value[0], (str, int)) and isinstance(value[1], int)
@@ -121,11 +134,43 @@ class _Graph:
         self._busy: set[tuple[str, int]] = set()
         self._prompts: dict[Any, tuple[list[dict], dict]] = {}
         self._budget = _MAX_WALK
+        self._work = _MAX_WORK
+        self._text_left = _MAX_BUILT_TEXT
+        self._stripped: dict[str, str] = {}
+
+    def spend(self, amount: int) -> None:
+        limits.tick()
+        self._work -= amount
+        if self._work < 0:
+            raise _GraphTooLarge
 
     def inputs(self, node_id: str) -> dict:
         node = self.nodes.get(node_id) or {}
         inputs = node.get("inputs")
-        return inputs if isinstance(inputs, dict) else {}
+        if not isinstance(inputs, dict):
+            self.spend(1)
+            return {}
+        self.spend(1 + len(inputs))  # callers look at every input
+        return inputs
+
+    def built(self, text: str | None) -> str | None:
+        """A text a join or replacement made, charged to the graph's text budget."""
+        if text is None:
+            return None
+        if len(text) > self._text_left:
+            if self._text_left >= 0:
+                self.errors.append("comfyui graph builds too much text: concatenations stopped")
+            self._text_left = -1
+            return None
+        self._text_left -= len(text)
+        return text
+
+    def stripped(self, text: str) -> str:
+        """``text.strip()``, once per text: thousands of samplers may share one long prompt."""
+        found = self._stripped.get(text)
+        if found is None:
+            found = self._stripped[text] = text.strip()
+        return found
 
     def class_type(self, node_id: str) -> str:
         return str((self.nodes.get(node_id) or {}).get("class_type", ""))
@@ -197,7 +242,11 @@ class _Graph:
         if action == "replace" and isinstance(inputs.get("text_b"), str):  # pysssss StringFunction
             base, old = self.text(inputs.get("text_a"), depth + 1), inputs["text_b"]
             new = self.text(inputs.get("text_c"), depth + 1) or ""
-            return base.replace(old, new) if base is not None and old else base
+            if base is None or not old:
+                return base
+            # every "a" of 64 K replaced by 64 K: bound the result before building it
+            room = max(0, (_MAX_TEXT - len(base)) // max(1, len(new) - len(old))) if len(new) > len(old) else -1
+            return self.built(base.replace(old, new, room)[:_MAX_TEXT])
         joining = action == "append" or any(w in class_type for w in ("concat", "join", "combine", "append", "merge"))
         if joining or len(parts_keys) >= 2:
             delimiter = inputs.get("delimiter", inputs.get("separator", ", " if inputs.get("tidy_tags") == "yes" else ""))
@@ -205,7 +254,7 @@ class _Graph:
             keys = parts_keys or [k for k in inputs if k not in ("delimiter", "separator", "clean_whitespace")]
             parts = [self.text(inputs[k], depth + 1) for k in keys]
             parts = [p.strip() if inputs.get("clean_whitespace") == "true" else p for p in parts if p]
-            return delimiter.join(parts) if parts else None
+            return self.built(limits.bounded_join(parts, delimiter, _MAX_TEXT)) if parts else None
         for key in _TEXT_KEYS:
             if key in inputs:
                 found = self.text(inputs[key], depth + 1)
@@ -276,9 +325,14 @@ class _Graph:
                     if value is not None and value not in texts:
                         texts.append(value)
             if texts and ("clip" in inputs or "encode" in class_type.lower() or "prompt" in class_type.lower()):
-                record = {"node_id": node_id, "text": "\n".join(t for t in texts if t.strip()) or texts[0]}
+                joined = texts[0] if len(texts) == 1 else self.built(
+                    limits.bounded_join((t for t in texts if t.strip()), "\n", _MAX_TEXT)) or texts[0]
+                record = {"node_id": node_id, "text": joined}
                 if area:
                     record[area_name(self, area)] = area
+                if len(found) >= _MAX_PROMPTS:
+                    self.errors.append(f"comfyui graph: more than {_MAX_PROMPTS} prompts feed one sampler; the rest not kept")
+                    return
                 found.append(record)
             # a node with only one of the two branches linked (rgthree contexts, pipes) still
             # must not lead the positive walk into the negative branch or back
@@ -467,41 +521,52 @@ def _describe_sampler(graph: _Graph, node_id: str) -> dict:
 def analyse(api: dict, errors: list[str]) -> GenerationMetadata:
     graph = _Graph(api, errors)
     meta = GenerationMetadata(generator="comfyui")
-    sampler_ids = _samplers(graph)
-    described = []
-    for node_id in sampler_ids:
-        try:
-            described.append(_describe_sampler(graph, node_id))
-        except (TypeError, AttributeError, ValueError, RecursionError) as exc:
-            errors.append(f"comfyui sampler {node_id} unreadable: {type(exc).__name__}")
-    later = _downstream_of_samplers(graph, sampler_ids)
+    described: list[dict] = []
+    sampler_ids: list[str] = []
+    later: set[str] = set()
+    try:
+        sampler_ids = _samplers(graph)
+        if len(sampler_ids) > _MAX_SAMPLERS:
+            errors.append(f"comfyui graph has {len(sampler_ids)} samplers; the first {_MAX_SAMPLERS} are described")
+        for node_id in sampler_ids[:_MAX_SAMPLERS]:
+            try:
+                described.append(_describe_sampler(graph, node_id))
+            except (TypeError, AttributeError, ValueError, RecursionError) as exc:
+                errors.append(f"comfyui sampler {node_id} unreadable: {type(exc).__name__}")
+        later = _downstream_of_samplers(graph, sampler_ids)
+    except _GraphTooLarge:
+        errors.append(f"comfyui graph too large: analysis stopped after {_MAX_WORK} steps")
     first_pass = [d for d in described if d["node_id"] not in later]
     primary = next((d for d in first_pass if d["prompts_verbatim"]), None) or (first_pass or described or [None])[0]
     ordered = ([primary] if primary is not None else []) + [d for d in described if d is not primary]
-    meta.extra["samplers"] = [_public(d) for d in ordered]
+    meta.extra["samplers"] = [_public(graph, d) for d in ordered]
     if primary is not None:
-        meta.prompt = "\n".join(p["text"] for p in primary["prompts_verbatim"]) or None
+        meta.prompt = limits.bounded_join((p["text"] for p in primary["prompts_verbatim"]), "\n", limits.MAX_PIECE_CHARS) or None
         if primary["negative_verbatim"]:
-            meta.negative_prompt = "\n".join(p["text"] for p in primary["negative_verbatim"])
+            meta.negative_prompt = limits.bounded_join((p["text"] for p in primary["negative_verbatim"]), "\n",
+                                                       limits.MAX_PIECE_CHARS)
         meta.seed = seed_text(primary["seed"])
         meta.steps = to_int(primary["steps"])
         meta.cfg_scale = to_float(primary["cfg_scale"])
         meta.sampler = primary["sampler"] if isinstance(primary["sampler"], str) else None
         meta.scheduler = primary["scheduler"] if isinstance(primary["scheduler"], str) else None
-        meta.model = primary["model"]
+        meta.model = primary["model"] if isinstance(primary["model"], str) else None
         if primary["denoise"] is not None:
             meta.extra["denoise"] = primary["denoise"]
         if primary.get("guidance") is not None:
             meta.extra["guidance"] = primary["guidance"]
         meta.extra["primary_sampler"] = primary["node_id"]
-    meta.resources = _resources(graph)
+    try:
+        meta.resources = _resources(graph)
+    except _GraphTooLarge:
+        errors.append(f"comfyui graph too large: resources not read after {_MAX_WORK} steps")
     return meta
 
 
-def _public(info: dict) -> dict:
+def _public(graph: _Graph, info: dict) -> dict:
     public = {k: v for k, v in info.items() if not k.endswith("_verbatim")}
-    public["prompts"] = [{**p, "text": p["text"].strip()} for p in info["prompts_verbatim"]]
-    public["negative_prompts"] = [{**p, "text": p["text"].strip()} for p in info["negative_verbatim"]]
+    public["prompts"] = [{**p, "text": graph.stripped(p["text"])} for p in info["prompts_verbatim"]]
+    public["negative_prompts"] = [{**p, "text": graph.stripped(p["text"])} for p in info["negative_verbatim"]]
     return public
 
 
@@ -514,7 +579,8 @@ def _resources(graph: _Graph) -> list[Resource]:
     seen = set()
 
     def add(kind: str, name: Any, weight: Any = None) -> None:
-        if isinstance(name, str) and name.strip().lower() not in _NO_FILE and (kind, name) not in seen:
+        if isinstance(name, str) and len(resources) < limits.MAX_RESOURCES and (kind, name) not in seen \
+                and name.strip().lower() not in _NO_FILE:
             seen.add((kind, name))
             resources.append(Resource(kind, name, None, to_float(weight)))
 

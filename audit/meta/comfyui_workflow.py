@@ -8,11 +8,19 @@ PrimitiveNodes are resolved away; subgraphs (``definitions.subgraphs``) and lega
 nodes (``extra.groupNodes``) are flattened with node ids ``"<instance>:<inner>"``.
 Muted (mode 2) and bypassed (mode 4) nodes are left out: they did not run; a bypassed
 node passes each input on to the output of the same type, as ComfyUI does.
+
+Conversion is linear in what it produces, and what it produces is bounded: subgraph and
+group-node instances are flattened up to ``_MAX_ELEMENTS`` nodes and links in all (a subgraph of a
+hundred instances of a subgraph of a hundred... would otherwise multiply), each link's
+origin is resolved once (a chain of 50,000 reroutes read by 50,000 nodes is walked once,
+not once per reader), and each subgraph instance's context is built once.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+from audit.meta import limits
 
 _CONTROL_VALUES = {"fixed", "increment", "decrement", "randomize"}
 _SEED_WIDGETS = ("seed", "noise_seed")
@@ -88,18 +96,28 @@ KNOWN_WIDGETS: dict[str, list[str]] = {
 }
 _MAX_DEPTH = 64
 _MAX_HOPS = 100_000  # reroute/bypass chains are followed iteratively, with a visited set
+_MAX_ELEMENTS = 500_000  # nodes and links read while flattening subgraphs and group nodes, per workflow
 
 
 def _list(value: Any) -> list:
     return value if isinstance(value, list) else []
 
 
+class _TooLarge(Exception):
+    pass
+
+
 class _Context:
     def __init__(self, prefix: str, graph: dict, parent: _Context | None, instance: dict | None):
         self.prefix = prefix
-        self.nodes = {str(n.get("id")): n for n in _list(graph.get("nodes")) if isinstance(n, dict)}
+        self.nodes = {}
+        for n in _list(graph.get("nodes")):
+            limits.tick()
+            if isinstance(n, dict):
+                self.nodes[str(n.get("id"))] = n
         self.links: dict[str, tuple[Any, Any]] = {}  # link id (as text: ints and strings both occur) -> origin
         for link in _list(graph.get("links")):
+            limits.tick()
             if isinstance(link, list) and len(link) >= 5:
                 self.links[str(link[0])] = (link[1], link[2])
             elif isinstance(link, dict) and "id" in link:
@@ -109,35 +127,69 @@ class _Context:
         self.graph = graph
 
 
+class _Conversion:
+    """What one conversion shares: its errors, its contexts by prefix, resolved link origins
+    and the count of nodes and links it may still read."""
+
+    def __init__(self, subgraphs: dict, errors: list[str]):
+        self.subgraphs = subgraphs
+        self.errors = errors
+        self.contexts: dict[str, _Context] = {}
+        self.origins: dict[tuple[str, str], Any] = {}  # (context prefix, link id) -> origin
+        self.passages: dict[int, _Passage] = {}  # id of a reroute or bypassed node -> how it passes links on
+        self.elements_left = _MAX_ELEMENTS
+
+    def context(self, prefix: str, graph: dict, parent: _Context | None, instance: dict | None) -> _Context:
+        found = self.contexts.get(prefix)
+        if found is None:
+            self.charge(graph)
+            found = self.contexts[prefix] = _Context(prefix, graph, parent, instance)
+        return found
+
+    def charge(self, graph: dict) -> None:
+        """Reading ``graph``'s nodes and links (once more): stop when the conversion's budget is spent."""
+        self.elements_left -= 1 + len(_list(graph.get("nodes"))) + len(_list(graph.get("links")))
+        if self.elements_left < 0:
+            raise _TooLarge
+
+
 def workflow_to_api(workflow: dict, errors: list[str]) -> dict[str, dict]:
     subgraphs = {}
     definitions = workflow.get("definitions") if isinstance(workflow.get("definitions"), dict) else {}
     for sub in _list(definitions.get("subgraphs")):
         if isinstance(sub, dict) and isinstance(sub.get("id"), str):
             subgraphs[sub["id"]] = sub
-    workflow = _expand_group_nodes(workflow, subgraphs, errors)
+    conversion = _Conversion(subgraphs, errors)
     api: dict[str, dict] = {}
-    _flatten(_Context("", workflow, None, None), subgraphs, api, errors, 0)
+    try:
+        workflow = _expand_group_nodes(workflow, subgraphs, errors, conversion)
+        _flatten(conversion.context("", workflow, None, None), conversion, api, 0)
+    except _TooLarge:
+        errors.append(f"comfyui workflow: subgraphs expand to more than {_MAX_ELEMENTS} nodes and links; the rest left out")
     return api
 
 
-def _flatten(ctx: _Context, subgraphs: dict, api: dict, errors: list[str], depth: int) -> None:
+def _flatten(ctx: _Context, conversion: _Conversion, api: dict, depth: int) -> None:
+    subgraphs, errors = conversion.subgraphs, conversion.errors
     if depth > 8:
         errors.append("comfyui workflow: subgraphs nested too deep")
         return
     for node_id, node in ctx.nodes.items():
+        limits.tick()
         node_type = node.get("type")
         if not isinstance(node_type, str) or node.get("mode") in (2, 4) or node_type in _SKIPPED_TYPES:
             continue
         if node_type in subgraphs:
-            _flatten(_Context(f"{ctx.prefix}{node_id}:", subgraphs[node_type], ctx, node), subgraphs, api, errors, depth + 1)
+            sub = conversion.context(f"{ctx.prefix}{node_id}:", subgraphs[node_type], ctx, node)
+            _flatten(sub, conversion, api, depth + 1)
             continue
         inputs: dict[str, Any] = {}
         linked_names = set()
         for slot in _list(node.get("inputs")):
+            limits.tick()
             if not isinstance(slot, dict) or slot.get("link") is None:
                 continue
-            origin = _origin(ctx, slot["link"], subgraphs, errors)
+            origin = _origin(ctx, slot["link"], conversion)
             linked_names.add(slot.get("name"))
             if origin is not None:
                 inputs[str(slot.get("name"))] = origin
@@ -183,16 +235,32 @@ def _widget_values(node: dict):
         yield name, value
 
 
-def _origin(ctx: _Context, link_id: Any, subgraphs: dict, errors: list[str], depth: int = 0):
-    """API-style ``[node_id, slot]`` or a literal value for the link's source."""
-    seen: set[tuple[int, str]] = set()
+def _origin(ctx: _Context, link_id: Any, conversion: _Conversion) -> Any:
+    """API-style ``[node_id, slot]`` or a literal value for the link's source. Every link
+    passed on the way resolves to the same origin and is remembered with it."""
+    passed: list[tuple[str, str]] = []
+    found = _walk_origin(ctx, link_id, conversion, passed)
+    for key in passed:
+        conversion.origins[key] = found
+    return found
+
+
+def _walk_origin(ctx: _Context, link_id: Any, conversion: _Conversion, passed: list) -> Any:
+    subgraphs, errors = conversion.subgraphs, conversion.errors
+    seen: set[tuple[str, str]] = set()
+    depth = 0
     for _ in range(_MAX_HOPS):
-        if depth > _MAX_DEPTH or (id(ctx), str(link_id)) in seen:
+        limits.tick()
+        key = (ctx.prefix, str(link_id))
+        if key in conversion.origins:
+            return conversion.origins[key]
+        if depth > _MAX_DEPTH or key in seen:
             errors.append("comfyui workflow: link chain loops or is too deep")
             return None
-        seen.add((id(ctx), str(link_id)))
+        seen.add(key)
+        passed.append(key)
         if str(link_id) not in ctx.links:
-            errors.append(f"comfyui workflow: link {link_id} missing")
+            errors.append(f"comfyui workflow: link {limits.clip_name(link_id, 80)} missing")
             return None
         origin_id, origin_slot = ctx.links[str(link_id)]
         if origin_id == -10:  # a subgraph input: continue in the parent graph
@@ -205,20 +273,24 @@ def _origin(ctx: _Context, link_id: Any, subgraphs: dict, errors: list[str], dep
             continue
         node = ctx.nodes.get(str(origin_id))
         if node is None:
-            errors.append(f"comfyui workflow: link {link_id} comes from missing node {origin_id}")
+            errors.append(f"comfyui workflow: link {limits.clip_name(link_id, 80)} comes from missing node "
+                          f"{limits.clip_name(origin_id, 80)}")
             return None
         node_type = node.get("type")
         if node.get("mode") == 2:
             return None  # muted: it produced nothing
         if node_type == "Reroute" or node.get("mode") == 4:
-            link_id = _passthrough(node, origin_slot)
+            passage = conversion.passages.get(id(node))
+            if passage is None:
+                passage = conversion.passages[id(node)] = _Passage(node)
+            link_id = passage.link_for(origin_slot)
             if link_id is None:
                 return None
             continue
         if node_type == "PrimitiveNode":
             values = node.get("widgets_values")
             return values[0] if isinstance(values, list) and values else None
-        if node_type in subgraphs:
+        if isinstance(node_type, str) and node_type in subgraphs:
             sub = subgraphs[node_type]
             outputs = _list(sub.get("outputs"))
             if not isinstance(origin_slot, int) or not 0 <= origin_slot < len(outputs) or not isinstance(outputs[origin_slot], dict):
@@ -226,28 +298,45 @@ def _origin(ctx: _Context, link_id: Any, subgraphs: dict, errors: list[str], dep
             link_ids = _list(outputs[origin_slot].get("linkIds"))
             if not link_ids:
                 return None
-            ctx, link_id, depth = _Context(f"{ctx.prefix}{origin_id}:", sub, ctx, node), link_ids[0], depth + 1
+            ctx = conversion.context(f"{ctx.prefix}{origin_id}:", sub, ctx, node)
+            link_id, depth = link_ids[0], depth + 1
             continue
         return [ctx.prefix + str(origin_id), origin_slot]
     return None
 
 
-def _passthrough(node: dict, slot: Any) -> Any:
-    """The input link a reroute or a bypassed node passes on at output ``slot``: a bypassed
-    node hands each output the input of the same type (LoraLoader: MODEL to MODEL, CLIP to CLIP)."""
-    inputs = [s for s in _list(node.get("inputs")) if isinstance(s, dict)]
-    outputs = [s for s in _list(node.get("outputs")) if isinstance(s, dict)]
-    wanted = outputs[slot].get("type") if isinstance(slot, int) and 0 <= slot < len(outputs) else None
-    if wanted not in (None, "*"):
-        nth = sum(1 for o in outputs[:slot] if o.get("type") == wanted)
-        same = [s for s in inputs if s.get("type") == wanted]
-        if same:
-            chosen = same[min(nth, len(same) - 1)]
-            return chosen.get("link")
-    return next((s.get("link") for s in inputs if s.get("link") is not None), None)
+class _Passage:
+    """How a reroute or a bypassed node passes inputs on, worked out once per node: a
+    bypassed node hands each output the input of the same type (LoraLoader: MODEL to MODEL,
+    CLIP to CLIP), the nth output of a type the nth input of that type."""
+
+    def __init__(self, node: dict):
+        inputs = [s for s in _list(node.get("inputs")) if isinstance(s, dict)]
+        self.outputs: list[tuple[Any, int]] = []  # (type, how many earlier outputs have that type)
+        counts: dict[str, int] = {}
+        for output in _list(node.get("outputs")):
+            if isinstance(output, dict):
+                kind = output.get("type")
+                nth = counts.get(kind, 0) if isinstance(kind, str) else 0
+                if isinstance(kind, str):
+                    counts[kind] = nth + 1
+                self.outputs.append((kind, nth))
+        self.by_type: dict[str, list[dict]] = {}
+        for slot in inputs:
+            if isinstance(slot.get("type"), str):
+                self.by_type.setdefault(slot["type"], []).append(slot)
+        self.first_linked = next((s.get("link") for s in inputs if s.get("link") is not None), None)
+
+    def link_for(self, slot: Any) -> Any:
+        kind, nth = self.outputs[slot] if isinstance(slot, int) and 0 <= slot < len(self.outputs) else (None, 0)
+        if isinstance(kind, str) and kind != "*":
+            same = self.by_type.get(kind)
+            if same:
+                return same[min(nth, len(same) - 1)].get("link")
+        return self.first_linked
 
 
-def _expand_group_nodes(workflow: dict, subgraphs: dict, errors: list[str]) -> dict:
+def _expand_group_nodes(workflow: dict, subgraphs: dict, errors: list[str], conversion: _Conversion) -> dict:
     """Legacy group nodes (``extra.groupNodes``, type "workflow>name" or "workflow/name") as
     per-instance subgraphs. The instance's inputs are its inner nodes' unlinked non-widget
     inputs in order, its outputs the inner outputs not consumed inside only, its
@@ -264,6 +353,7 @@ def _expand_group_nodes(workflow: dict, subgraphs: dict, errors: list[str]) -> d
             nodes.append(node)
             continue
         key = f"{node_type}#{node.get('id')}"
+        conversion.charge(groups[name])  # each instance copies its group's nodes and links
         try:
             subgraphs[key] = _group_as_subgraph(groups[name], node)
         except (TypeError, ValueError, AttributeError, KeyError, IndexError) as exc:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from audit.meta import limits
 from audit.meta.base import GenerationMetadata, MetadataText, Resource
 from audit.meta.normalize import first, seed_text, to_float, to_int, to_text
 from audit.meta.pieces import by_key, json_of
@@ -72,15 +73,20 @@ def from_mapping(record: Mapping[str, Any], generator: str, _depth: int = 0) -> 
 
 
 def _add_resources(meta: GenerationMetadata, record: Mapping[str, Any]) -> None:
+    listed = {(r.kind, r.name): r for r in reversed(meta.resources)}  # the first of a name wins
     for key in RESOURCE_KEYS:
         entries = record.get(key)
         for entry in entries if isinstance(entries, list) else []:
+            limits.tick()
             resource = _lora(entry)
             if resource is None:
                 continue
-            same = next((r for r in meta.resources if r.kind == resource.kind and r.name == resource.name), None)
+            same = listed.get((resource.kind, resource.name))
             if same is None:
+                if len(meta.resources) >= limits.MAX_RESOURCES:
+                    continue
                 meta.resources.append(resource)
+                listed[(resource.kind, resource.name)] = resource
             else:  # the same file listed twice (Civitai meta: resources and civitaiResources)
                 same.hash, same.weight = same.hash or resource.hash, same.weight if same.weight is not None else resource.weight
     checkpoint = next((r for r in meta.resources if r.kind == "checkpoint"), None)

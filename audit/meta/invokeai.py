@@ -13,6 +13,7 @@ import re
 import shlex
 from typing import Any
 
+from audit.meta import limits
 from audit.meta.base import GenerationMetadata, MetadataText, Resource
 from audit.meta.flat import unreadable
 from audit.meta.normalize import seed_text, to_float, to_int, to_text
@@ -138,41 +139,60 @@ def _workflow_nodes(workflow: dict) -> tuple[dict, dict]:
     return nodes, links
 
 
-def _resolve(nodes: dict, links: dict, node_id: str, name: str, depth: int = 0) -> Any:
-    """A node's input value: what an edge feeds it (a connected input's stored value is a stale
-    default), else its own (primitive nodes such as ``string``/``integer`` hold theirs in ``value``)."""
-    if depth > _MAX_DEPTH:
-        return None
-    own = nodes.get(node_id, {}).get(name)
-    source = links.get((node_id, name))
-    if source is not None and source[0] in nodes:
-        found = _resolve(nodes, links, source[0], source[1], depth + 1)
-        if found is None:
-            found = _resolve(nodes, links, source[0], "value", depth + 1)
-        if found is not None:
-            return found
-    return own
+class _Resolver:
+    """Input values of a graph's nodes, each (node, field) resolved once: a core node with a
+    hundred thousand fields fed through chains must not walk each chain again and again."""
+
+    def __init__(self, nodes: dict, links: dict):
+        self.nodes, self.links = nodes, links
+        self._known: dict[tuple[str, str], Any] = {}
+        self._busy: set[tuple[str, str]] = set()
+
+    def value(self, node_id: str, name: str, depth: int = 0) -> Any:
+        """What an edge feeds the input (a connected input's stored value is a stale default),
+        else the node's own (primitive nodes such as ``string``/``integer`` hold theirs in ``value``)."""
+        key = (node_id, name)
+        if key in self._known:
+            return self._known[key]
+        if depth > _MAX_DEPTH or key in self._busy:
+            return None
+        limits.tick()
+        self._busy.add(key)
+        own = self.nodes.get(node_id, {}).get(name)
+        found = None
+        source = self.links.get(key)
+        if source is not None and source[0] in self.nodes:
+            found = self.value(source[0], source[1], depth + 1)
+            if found is None:
+                found = self.value(source[0], "value", depth + 1)
+        self._busy.discard(key)
+        result = found if found is not None else own
+        self._known[key] = result
+        return result
 
 
-def _prompt_into(nodes: dict, links: dict, node_id: str, name: str) -> str | None:
+def _prompt_into(resolver: _Resolver, node_id: str, name: str) -> str | None:
     """Follow a conditioning input back (through collect nodes) to the text encoder's prompt."""
+    nodes, links = resolver.nodes, resolver.links
     seen = set()
     current = links.get((node_id, name))
     while current is not None and current[0] in nodes and current[0] not in seen:
+        limits.tick()
         seen.add(current[0])
         node = nodes[current[0]]
         if "prompt" in node:
-            return _text(_resolve(nodes, links, current[0], "prompt"))
+            return _text(resolver.value(current[0], "prompt"))
         current = links.get((current[0], "item")) or links.get((current[0], "collection"))
     return None
 
 
 def _from_graph(found: tuple[dict, dict], location: str) -> GenerationMetadata | None:
     nodes, links = found
+    resolver = _Resolver(nodes, links)
     core = next((i for i, n in nodes.items() if n.get("type") in _CORE_TYPES), None)
     if core is not None:
         names = set(nodes[core]) | {f for (n, f) in links if n == core}
-        fields = {k: _resolve(nodes, links, core, k) for k in names}
+        fields = {k: resolver.value(core, k) for k in names}
         meta = _from_v3(fields, location)
         if meta.prompt is not None or meta.seed is not None:
             return meta
@@ -180,20 +200,20 @@ def _from_graph(found: tuple[dict, dict], location: str) -> GenerationMetadata |
     if denoise is None:
         return None
     meta = GenerationMetadata(generator="invokeai", source=location)
-    meta.steps = to_int(_resolve(nodes, links, denoise, "steps"))
-    meta.cfg_scale = to_float(_resolve(nodes, links, denoise, "cfg_scale"))
+    meta.steps = to_int(resolver.value(denoise, "steps"))
+    meta.cfg_scale = to_float(resolver.value(denoise, "cfg_scale"))
     if meta.cfg_scale is None:
-        meta.cfg_scale = to_float(_resolve(nodes, links, denoise, "guidance"))
-    meta.sampler = to_text(_resolve(nodes, links, denoise, "scheduler"))
-    seed = _resolve(nodes, links, denoise, "seed")
+        meta.cfg_scale = to_float(resolver.value(denoise, "guidance"))
+    meta.sampler = to_text(resolver.value(denoise, "scheduler"))
+    seed = resolver.value(denoise, "seed")
     noise = links.get((denoise, "noise"))
     if seed is None and noise is not None:
-        seed = _resolve(nodes, links, noise[0], "seed")
+        seed = resolver.value(noise[0], "seed")
     meta.seed = seed_text(seed)
     for field_name, target in (("positive_conditioning", "prompt"), ("positive_text_conditioning", "prompt"),
                                ("negative_conditioning", "negative_prompt"), ("negative_text_conditioning", "negative_prompt")):
         if getattr(meta, target) is None:
-            setattr(meta, target, _prompt_into(nodes, links, denoise, field_name))
+            setattr(meta, target, _prompt_into(resolver, denoise, field_name))
     for node_id, node in nodes.items():
         kind = str(node.get("type", ""))
         if kind.endswith("model_loader") and meta.model is None and isinstance(node.get("model"), dict):
@@ -201,7 +221,7 @@ def _from_graph(found: tuple[dict, dict], location: str) -> GenerationMetadata |
         elif "lora" in kind and isinstance(node.get("lora"), dict):
             name, digest = _ref(node["lora"])
             if name:
-                meta.resources.append(Resource("lora", name, digest, to_float(_resolve(nodes, links, node_id, "weight"))))
+                meta.resources.append(Resource("lora", name, digest, to_float(resolver.value(node_id, "weight"))))
     return meta if meta.prompt is not None or meta.seed is not None else None
 
 
@@ -249,7 +269,10 @@ def _split_brackets(prompt: str) -> tuple[str, str | None]:
 
 # --- 1.x/2.x "Dream": the prompt (quoted in 1.x, bare in 2.x) then switches, "-s 50" or "-s50"
 
-_SWITCHES = re.compile(r"^(.*?)\s+(--?[a-zA-Z].*)$", re.DOTALL)
+# the first switch: a whitespace then "-x" or "--x" (one pattern position per character: a lazy
+# "(.*?)\s+" before it was quadratic in runs of spaces)
+_SWITCH = re.compile(r"\s--?[a-zA-Z]")
+_MAX_SWITCHES = 64 * 1024  # characters of switches read (shlex is slow; honest ones are short)
 _FLAGS = {"-s": "steps", "--steps": "steps", "-S": "seed", "--seed": "seed", "-C": "cfg", "--cfg_scale": "cfg",
           "-A": "sampler", "-m": "sampler", "--sampler": "sampler", "-W": "width", "--width": "width",
           "-H": "height", "--height": "height", "-f": "strength", "--strength": "strength"}
@@ -257,11 +280,10 @@ _FLAGS = {"-s": "steps", "--steps": "steps", "-S": "seed", "--seed": "seed", "-C
 
 def _from_dream(text: str, location: str) -> GenerationMetadata | None:
     text = text.strip()
-    match = _SWITCHES.match(text)
+    match = _SWITCH.search(text)
     if not match:
         return None
-    prompt, switches = match.groups()
-    prompt = prompt.strip()
+    prompt, switches = text[: match.start()].strip(), text[match.start() + 1 : match.start() + 1 + _MAX_SWITCHES]
     if len(prompt) >= 2 and prompt[0] == prompt[-1] and prompt[0] in "\"'":
         prompt = prompt[1:-1]
     try:

@@ -7,46 +7,62 @@ return ``None`` rather than raise when a value is unusable.
 from __future__ import annotations
 
 import math
+import re
 from typing import Any, Iterable, Mapping
+
+# Seeds run to 2**64-1 (20 digits); a longer run of digits is not a seed (and Python refuses to
+# convert more than 4300 digits at all). Only ASCII digits: str.isdigit() also accepts "²".
+_SEED = re.compile(r"-?[0-9]{1,40}")
+_SEED_MAX = 10**40
+_INT64 = 1 << 63  # what the catalog's integer columns hold
 
 
 def seed_text(value: Any) -> str | None:
     if value is None or isinstance(value, bool):
         return None
     if isinstance(value, int):
-        return str(value)
+        return str(value) if -_SEED_MAX < value < _SEED_MAX else None
     if isinstance(value, float):
-        return str(int(value)) if math.isfinite(value) and value == int(value) else None
+        return str(int(value)) if math.isfinite(value) and value == int(value) and abs(value) < _SEED_MAX else None
     if isinstance(value, str):
         text = value.strip()
-        if text.lstrip("-").isdigit():
+        if len(text) > 64:
+            return None
+        if _SEED.fullmatch(text):
             return str(int(text))
         try:
             number = float(text)
         except ValueError:
             return None
-        return str(int(number)) if math.isfinite(number) and number == int(number) else None
+        return seed_text(number)
     return None
 
 
 def to_int(value: Any) -> int | None:
+    """An integer the catalog can store (signed 64-bit), else None."""
     if value is None or isinstance(value, bool):
         return None
     if isinstance(value, int):
-        return value
+        return value if -_INT64 <= value < _INT64 else None
+    if isinstance(value, str) and len(value) > 64:
+        return None
     try:
         number = float(str(value).strip())
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return None
-    return int(number) if math.isfinite(number) and number == int(number) else None
+    if not math.isfinite(number) or number != int(number):
+        return None
+    return to_int(int(number))
 
 
 def to_float(value: Any) -> float | None:
     if value is None or isinstance(value, bool):
         return None
+    if isinstance(value, str) and len(value) > 64:
+        return None
     try:
         number = float(value if isinstance(value, (int, float)) else str(value).strip())
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return None
     return number if math.isfinite(number) else None
 

@@ -33,11 +33,15 @@ class NovelAIParser:
         return None
 
 
+_MAX_CHARACTERS = 64  # NovelAI allows six; each is looked for in the base prompt
+
+
 def _caption(block) -> tuple[str | None, list[dict]]:
     if not isinstance(block, dict) or not isinstance(block.get("caption"), dict):
         return None, []
     caption = block["caption"]
-    characters = [c for c in caption.get("char_captions") or [] if isinstance(c, dict)]
+    listed = caption.get("char_captions")
+    characters = [c for c in (listed if isinstance(listed, list) else [])[:_MAX_CHARACTERS] if isinstance(c, dict)]
     return to_text(caption.get("base_caption")), characters
 
 

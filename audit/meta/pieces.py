@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any, Iterable, Iterator
 
+from audit.meta import limits
 from audit.meta.base import MetadataText
 from audit.meta.textcodec import load_json, looks_like_json_object
 
@@ -23,6 +24,7 @@ _MAX_EXPANDED = 64
 def expand(pieces: list[MetadataText]) -> list[MetadataText]:
     out = list(pieces)
     for piece in pieces:
+        limits.tick()
         out.extend(_children(piece))
         if len(out) > _MAX_EXPANDED * 4:
             break
@@ -52,6 +54,7 @@ def _children(piece: MetadataText) -> Iterable[MetadataText]:
             child_text = child
         elif isinstance(child, (dict, list)):
             child_text = json.dumps(child, ensure_ascii=False)
+            limits.remember_json(child_text, child)  # parsers read it next: no need to parse it again
         else:
             continue
         yield MetadataText(f"{piece.location}:{original}", str(original), child_text)

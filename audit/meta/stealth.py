@@ -11,8 +11,12 @@ data cost a crop, not a full scan.
 
 from __future__ import annotations
 
+import codecs
 import zlib
 
+import numpy as np
+
+from audit.meta import limits
 from audit.meta.base import MetadataText
 
 _SIGNATURES = {
@@ -20,8 +24,9 @@ _SIGNATURES = {
     "rgb": {b"stealth_rgbinfo": False, b"stealth_rgbcomp": True},
 }
 _HEADER_BITS = 15 * 8 + 32
-_MAX_PAYLOAD_BITS = 64 * 1024 * 1024 * 8
-_MAX_INFLATED = 64 * 1024 * 1024
+# The payload read from the pixels: at most a piece's worth of bytes, so a claimed length of
+# 2**32 bits costs a bounded crop (512 columns of a 16k-high image).
+_MAX_PAYLOAD_BITS = limits.MAX_PIECE_CHARS * 8
 
 
 def read(image, *, try_alpha: bool, try_rgb: bool, location_prefix: str, errors: list[str]) -> MetadataText | None:
@@ -30,10 +35,9 @@ def read(image, *, try_alpha: bool, try_rgb: bool, location_prefix: str, errors:
         for mode, wanted in (("alpha", try_alpha), ("rgb", try_rgb)):
             if not wanted:
                 continue
-            found = _read_mode(image, mode, errors)
+            found = _read_mode(image, mode, errors, location_prefix)
             if found is not None:
-                signature, text = found
-                return MetadataText(location=f"{location_prefix}:stealth:{signature}", key="stealth", text=text)
+                return found
     except Exception as exc:  # noqa: BLE001 - pixels of a broken file must not stop the crawl
         errors.append(f"stealth data unreadable: {type(exc).__name__}: {exc}")
     return None
@@ -41,8 +45,6 @@ def read(image, *, try_alpha: bool, try_rgb: bool, location_prefix: str, errors:
 
 def _bits(image, mode: str, count: int):
     """The first ``count`` stealth bits as a numpy uint8 array (column-major order)."""
-    import numpy as np
-
     width, height = image.size
     per_pixel = 1 if mode == "alpha" else 3
     columns = min(width, -(-count // (per_pixel * height)))
@@ -56,9 +58,8 @@ def _bits(image, mode: str, count: int):
     return stream[:count]
 
 
-def _read_mode(image, mode: str, errors: list[str]) -> tuple[str, str] | None:
-    import numpy as np
-
+def _read_mode(image, mode: str, errors: list[str], location_prefix: str) -> MetadataText | None:
+    reading = limits.current()
     width, height = image.size
     per_pixel = 1 if mode == "alpha" else 3
     if width * height * per_pixel < _HEADER_BITS:
@@ -70,18 +71,30 @@ def _read_mode(image, mode: str, errors: list[str]) -> tuple[str, str] | None:
     compressed = _SIGNATURES[mode].get(signature)
     if compressed is None:
         return None
+    name = signature.decode()
+    location = f"{location_prefix}:stealth:{name}"
     length = int.from_bytes(np.packbits(header[120:152]).tobytes(), "big")
     available = width * height * per_pixel - _HEADER_BITS
-    if length > min(available, _MAX_PAYLOAD_BITS):
-        errors.append(f"stealth {signature.decode()} claims {length} bits, image holds {available}")
-        length = min(available, _MAX_PAYLOAD_BITS)
-    payload = np.packbits(_bits(image, mode, _HEADER_BITS + length)[_HEADER_BITS:]).tobytes()
+    if length > available:
+        errors.append(f"stealth {name} claims {length} bits, image holds {available}")
+        length = available
+    room = reading.room()
+    if room == 0:
+        reading.dropped += 1
+        return None
+    limit = room * limits.MAX_BYTES_PER_CHAR
+    read_bits = min(length, _MAX_PAYLOAD_BITS, limit * 8)
+    reading.check()
+    payload = np.packbits(_bits(image, mode, _HEADER_BITS + read_bits)[_HEADER_BITS:]).tobytes()
+    whole, size, exact = read_bits == length, (length + 7) // 8, True
     if compressed:
-        try:
-            inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)  # gzip wrapper
-            payload = inflater.decompress(payload, _MAX_INFLATED)
-        except zlib.error as exc:
-            errors.append(f"stealth {signature.decode()} gzip data corrupt: {exc}")
+        result = reading.inflate(payload, limit, 16 + zlib.MAX_WBITS)  # gzip wrapper
+        if result.error is not None and len(result.data) < limit:
+            errors.append(f"stealth {name} gzip data corrupt: {result.error}")
             return None
-    return signature.decode(), payload.decode("utf-8", errors="replace")
-
+        if result.size == 0 and not result.complete:
+            return None
+        whole = whole and result.complete and result.size <= limit
+        payload, size, exact = result.data, result.size, result.complete and read_bits == length
+    text = codecs.getincrementaldecoder("utf-8")(errors="replace").decode(payload, final=whole)
+    return reading.piece(location, "stealth", text, errors, whole=whole, size=size, unit="bytes", exact=exact)

@@ -8,6 +8,7 @@ often as strings). ``sui_models`` lists each model file used with the parameter 
 
 from __future__ import annotations
 
+from audit.meta import limits
 from audit.meta.base import GenerationMetadata, MetadataText, Resource
 from audit.meta.flat import from_mapping
 from audit.meta.normalize import to_float, to_text
@@ -47,11 +48,15 @@ def _parse(data: dict, location: str) -> GenerationMetadata:
     meta.source = location
     names = params.get("loras") if isinstance(params.get("loras"), list) else []
     weights = params.get("loraweights") if isinstance(params.get("loraweights"), list) else []
-    for i, name in enumerate(names):
+    for i, name in enumerate(names[: limits.MAX_RESOURCES]):
         if isinstance(name, str) and name.strip():
             meta.resources.append(Resource("lora", name, None, to_float(weights[i]) if i < len(weights) else None))
     models = data.get("sui_models") if isinstance(data.get("sui_models"), list) else []
+    by_stem = {}
+    for resource in reversed(meta.resources):  # the first of a name wins
+        by_stem[(resource.kind, _stem(resource.name))] = resource
     for model in models:
+        limits.tick()
         if not isinstance(model, dict) or not to_text(model.get("name")):
             continue
         name, digest = str(model["name"]), to_text(model.get("hash"))
@@ -60,11 +65,12 @@ def _parse(data: dict, location: str) -> GenerationMetadata:
         if kind == "checkpoint" and digest and not meta.model_hash:
             meta.model_hash = digest
         # the file named in sui_models is the one already listed from the params: add its hash there
-        same = next((r for r in meta.resources if r.kind == kind and _stem(r.name) == _stem(name)), None)
+        same = by_stem.get((kind, _stem(name)))
         if same is not None:
             same.hash = same.hash or digest
-        else:
+        elif len(meta.resources) < limits.MAX_RESOURCES:
             meta.resources.append(Resource(kind, name, digest))
+            by_stem.setdefault((kind, _stem(name)), meta.resources[-1])
     for key in ("swarm_version", "width", "height", "aspectratio", "vae", "refinermodel", "original_prompt"):
         if params.get(key) not in (None, ""):
             meta.extra[key] = params[key]

@@ -7,8 +7,10 @@ byte order says. These helpers recover the intended text and never raise.
 
 from __future__ import annotations
 
-import json
+import codecs
 from typing import Any
+
+from audit.meta.limits import parse_json
 
 _MAX_JSON_CHARS = 32 * 1024 * 1024  # a metadata JSON larger than this is not worth parsing
 
@@ -71,15 +73,25 @@ def decode_utf16(raw: bytes, default_big_endian: bool = False) -> str:
 
 
 def load_json(text: str) -> tuple[Any, str | None]:
-    """``(value, None)`` or ``(None, reason)``; never raises."""
+    """``(value, None)`` or ``(None, reason)``; never raises. Nesting is bounded
+    (``audit.safejson``) and, within one file's reading, each text is parsed once."""
     if len(text) > _MAX_JSON_CHARS:
         return None, "too large"
-    try:
-        return json.loads(text), None
-    except (ValueError, RecursionError) as exc:
-        return None, str(exc).split(":")[0]
+    return parse_json(text)
 
 
 def looks_like_json_object(text: str) -> bool:
     stripped = text.lstrip()
     return stripped.startswith("{")
+
+
+def utf8_or_latin1(raw: bytes, complete: bool = True) -> str:
+    """Bytes of a Latin-1 field as their writer meant them: UTF-8 when they are valid UTF-8
+    (``repair_mojibake`` of their Latin-1 reading), else Latin-1. ``complete=False``: ``raw``
+    is a prefix, so a UTF-8 sequence cut at its end is dropped rather than spoiling the rest."""
+    if raw.isascii():
+        return raw.decode("ascii")
+    try:
+        return codecs.getincrementaldecoder("utf-8")().decode(raw, final=complete)
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")

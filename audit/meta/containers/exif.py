@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import struct
 
+from audit.meta import limits
 from audit.meta.base import MetadataText
 from audit.meta.textcodec import decode_bytes, decode_utf16, repair_mojibake
 
@@ -34,64 +35,83 @@ _MAX_IFDS = 8
 
 
 def read_tiff(tiff: bytes, prefix: str, errors: list[str]) -> list[MetadataText]:
-    """Text pieces from a TIFF structure (the payload of an EXIF block)."""
-    if tiff.startswith(b"Exif\x00\x00"):
-        tiff = tiff[6:]
-    if len(tiff) < 8 or tiff[:2] not in (b"II", b"MM"):
+    """Text pieces from a TIFF structure (the payload of an EXIF block). Values are sliced
+    only for the tags kept, and no further than the file's reading could keep."""
+    reading = limits.current()
+    view = memoryview(tiff)
+    if view[:6] == b"Exif\x00\x00":
+        view = view[6:]
+    if len(view) < 8 or view[:2] not in (b"II", b"MM"):
         errors.append(f"{prefix}: not a TIFF/EXIF block")
         return []
-    endian = "<" if tiff[:2] == b"II" else ">"
-    pieces: list[MetadataText] = []
-    try:
-        first = struct.unpack(endian + "I", tiff[4:8])[0]
-    except struct.error:
+    if not reading.block():
         return []
+    endian = "<" if view[:2] == b"II" else ">"
+    pieces: list[MetadataText] = []
+    first = struct.unpack(endian + "I", view[4:8])[0]
     queue = [(first, "IFD0")]
     seen: set[int] = set()
     while queue and len(seen) < _MAX_IFDS:
         offset, ifd_name = queue.pop(0)
-        if offset in seen or offset <= 0 or offset + 2 > len(tiff):
+        if offset in seen or offset <= 0 or offset + 2 > len(view):
             if offset and offset not in seen:
                 errors.append(f"{prefix}: {ifd_name} offset {offset} outside the block")
             continue
         seen.add(offset)
-        for tag, typ, count, value in _entries(tiff, offset, endian, errors, prefix):
+        for tag, typ, start, size in _entries(view, offset, endian, errors, prefix):
+            reading.tick()
             if tag == _EXIF_IFD_POINTER:
-                pointer = _as_int(value, typ, endian)
+                pointer = _as_int(bytes(view[start : start + min(size, 4)]), typ, endian) if start is not None else None
                 if pointer is not None:
                     queue.append((pointer, "ExifIFD"))
                 continue
             name = TEXT_TAGS.get(tag)
-            if name is None or value is None:
+            if name is None or start is None:
                 continue
-            text = _decode_tag(tag, typ, value, endian)
-            if text:
-                pieces.append(MetadataText(location=f"{prefix}:{name}", key=name, text=text))
+            piece = _text_piece(view, tag, typ, start, size, endian, f"{prefix}:{name}", name, reading, errors)
+            if piece is not None:
+                pieces.append(piece)
     return pieces
 
 
-def _entries(tiff: bytes, offset: int, endian: str, errors: list[str], prefix: str):
-    (count,) = struct.unpack(endian + "H", tiff[offset : offset + 2])
+def _text_piece(view: memoryview, tag: int, typ: int, start: int, size: int, endian: str, location: str, name: str,
+                reading: limits.Reading, errors: list[str]) -> MetadataText | None:
+    end = min(start + size, len(view))
+    limit = reading.byte_room() + 8  # + UserComment's character-code prefix
+    if limit == 8:
+        reading.dropped += 1
+        return None
+    whole = end - start <= limit
+    if not reading.spend(min(end - start, limit)):
+        return None
+    text = _decode_tag(tag, typ, bytes(view[start : min(end, start + limit)]), endian)
+    if not text:
+        return None
+    return reading.piece(location, name, text, errors, whole=whole, size=end - start, unit="bytes")
+
+
+def _entries(view: memoryview, offset: int, endian: str, errors: list[str], prefix: str):
+    """(tag, type, value start or None, value size) of each entry of the IFD at ``offset``."""
+    (count,) = struct.unpack(endian + "H", view[offset : offset + 2])
     if count > _MAX_ENTRIES:
         errors.append(f"{prefix}: IFD claims {count} entries")
         count = _MAX_ENTRIES
     for index in range(count):
         at = offset + 2 + index * 12
-        if at + 12 > len(tiff):
+        if at + 12 > len(view):
             errors.append(f"{prefix}: IFD truncated")
             return
-        tag, typ, n = struct.unpack(endian + "HHI", tiff[at : at + 8])
+        tag, typ, n = struct.unpack(endian + "HHI", view[at : at + 8])
         size = _TYPE_SIZES.get(typ, 1) * n
         if size <= 4:
-            value = tiff[at + 8 : at + 8 + size]
+            yield tag, typ, at + 8, size
+            continue
+        (pointer,) = struct.unpack(endian + "I", view[at + 8 : at + 12])
+        if pointer + size > len(view):
+            errors.append(f"{prefix}: tag 0x{tag:04x} points outside the block")
+            yield tag, typ, (pointer if pointer < len(view) else None), size
         else:
-            (pointer,) = struct.unpack(endian + "I", tiff[at + 8 : at + 12])
-            if pointer + size > len(tiff):
-                errors.append(f"{prefix}: tag 0x{tag:04x} points outside the block")
-                value = tiff[pointer:] if pointer < len(tiff) else None
-            else:
-                value = tiff[pointer : pointer + size]
-        yield tag, typ, n, value
+            yield tag, typ, pointer, size
 
 
 def _as_int(value: bytes | None, typ: int, endian: str) -> int | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import struct
 
+from audit.meta import limits
 from audit.meta.containers import ContainerReport, exif, xmp
 
 BRANDS = (b"avif", b"avis", b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1")
@@ -30,16 +31,20 @@ def read(data: bytes) -> ContainerReport:
         start, end = meta
         children = dict(_boxes(data, start + 4, end))  # meta is a full box: skip version/flags
         wanted = _item_types(data, children.get(b"iinf"))
+        view = memoryview(data)
+        read_spans: set[tuple[str, int, int]] = set()
         for item_id, (offset, length) in _locations(data, children.get(b"iloc")).items():
+            limits.tick()
             kind = wanted.get(item_id)
-            if kind is None or length > _MAX_ITEM or offset + length > len(data):
-                continue
-            payload = data[offset : offset + length]
+            if kind is None or length > _MAX_ITEM or offset + length > len(data) or (kind, offset, length) in read_spans:
+                continue  # many items naming one span are read once
+            read_spans.add((kind, offset, length))
+            payload = view[offset : offset + length]
             if kind == "Exif" and len(payload) >= 4:
                 skip = struct.unpack(">I", payload[:4])[0]
                 report.pieces.extend(exif.read_tiff(payload[4 + skip :], "exif", report.errors))
             elif kind == "xmp":
-                report.pieces.extend(xmp.read(payload))
+                report.pieces.extend(xmp.read(payload, report.errors))
     except (struct.error, ValueError, IndexError) as exc:
         report.errors.append(f"{report.format.lower()} boxes unreadable: {exc}")
     return report
@@ -47,6 +52,7 @@ def read(data: bytes) -> ContainerReport:
 
 def _boxes(data: bytes, pos: int, end: int):
     for _ in range(_MAX_BOXES):
+        limits.tick()
         if pos + 8 > end:
             return
         size, kind = struct.unpack(">I4s", data[pos : pos + 8])
@@ -97,6 +103,7 @@ def _locations(data: bytes, span) -> dict[int, tuple[int, int]]:
     count, pos = _uint(data, pos, 4 if version == 2 else 2)
     found: dict[int, tuple[int, int]] = {}
     for _ in range(min(count, _MAX_BOXES)):
+        limits.tick()
         item_id, pos = _uint(data, pos, 4 if version == 2 else 2)
         method = 0
         if version in (1, 2):
@@ -105,14 +112,14 @@ def _locations(data: bytes, span) -> dict[int, tuple[int, int]]:
         pos += 2  # data reference index
         base, pos = _uint(data, pos, base_size)
         extents, pos = _uint(data, pos, 2)
-        spans = []
-        for _ in range(extents):
-            pos += index_size
-            offset, pos = _uint(data, pos, offset_size)
-            length, pos = _uint(data, pos, length_size)
-            spans.append((base + offset, length))
-        if method == 0 and len(spans) == 1:  # offsets into this file; idat-stored items are rare for Exif
-            found[item_id] = spans[0]
+        if extents != 1:  # only single-extent items are read: skip the others without a loop
+            pos += extents * (index_size + offset_size + length_size)  # (zero-size fields: 65535 x nothing)
+            continue
+        pos += index_size
+        offset, pos = _uint(data, pos, offset_size)
+        length, pos = _uint(data, pos, length_size)
+        if method == 0:  # offsets into this file; idat-stored items are rare for Exif
+            found[item_id] = (base + offset, length)
     return found
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import struct
 
-from audit.meta.base import MetadataText
+from audit.meta import limits
 from audit.meta.containers import ContainerReport, exif, xmp
 from audit.meta.textcodec import decode_bytes
 
@@ -14,9 +14,11 @@ _STANDALONE = {0x01, *range(0xD0, 0xD9)}
 
 
 def read(data: bytes) -> ContainerReport:
+    reading = limits.current()
     report = ContainerReport(format="JPEG")
     pos, end = 2, len(data)
     while pos + 4 <= end:
+        reading.tick()
         if data[pos] != 0xFF:
             report.errors.append("jpeg marker stream out of sync")
             break
@@ -35,9 +37,10 @@ def read(data: bytes) -> ContainerReport:
         if marker == 0xE1 and body.startswith(_EXIF):
             report.pieces.extend(exif.read_tiff(body[6:], "exif", report.errors))
         elif marker == 0xE1 and body.startswith(_XMP):
-            report.pieces.extend(xmp.read(body[len(_XMP) :]))
-        elif marker == 0xFE:
+            report.pieces.extend(xmp.read(body[len(_XMP) :], report.errors))
+        elif marker == 0xFE and reading.spend(len(body)):  # a segment holds at most 64 KiB
             text = decode_bytes(body)
-            if text:
-                report.pieces.append(MetadataText(location="jpeg:COM", key="Comment", text=text))
+            piece = reading.piece("jpeg:COM", "Comment", text, report.errors) if text else None
+            if piece is not None:
+                report.pieces.append(piece)
     return report

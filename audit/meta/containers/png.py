@@ -1,32 +1,31 @@
-"""PNG chunk walker: tEXt, zTXt and iTXt anywhere in the stream, including after IDAT."""
+"""PNG chunk walker: tEXt, zTXt and iTXt anywhere in the stream, including after IDAT.
+
+Text is decoded and inflated only as far as the file's reading can keep it
+(``audit.meta.limits``): a zTXt bomb costs its kept megabyte plus bounded counting.
+"""
 
 from __future__ import annotations
 
+import codecs
 import struct
-import zlib
 
+from audit.meta import limits
 from audit.meta.base import MetadataText
 from audit.meta.containers import ContainerReport
-from audit.meta.textcodec import repair_mojibake
+from audit.meta.textcodec import utf8_or_latin1
 
 SIGNATURE = b"\x89PNG\r\n\x1a\n"
-_MAX_INFLATED = 64 * 1024 * 1024  # a compressed text chunk may not inflate beyond this
 _MAX_CHUNKS = 100_000
-
-
-def _inflate(payload: bytes) -> bytes:
-    inflater = zlib.decompressobj()
-    out = inflater.decompress(payload, _MAX_INFLATED)
-    if inflater.unconsumed_tail:
-        raise ValueError("inflates beyond the size limit")
-    return out
+_MAX_KEYWORD = 1024  # the spec says 79 bytes; further than this no separator is looked for
 
 
 def read(data: bytes) -> ContainerReport:
+    reading = limits.current()
     report = ContainerReport(format="PNG", lossless=True)
     pos = len(SIGNATURE)
     end = len(data)
     for _ in range(_MAX_CHUNKS):
+        reading.tick()
         if pos + 8 > end:
             break
         length, ctype = struct.unpack(">I4s", data[pos : pos + 8])
@@ -36,13 +35,13 @@ def read(data: bytes) -> ContainerReport:
             report.errors.append(f"png chunk {ctype!r} truncated")
             body_end = end
         pos = body_end + 4  # skip CRC
-        if ctype == b"IHDR" and length >= 13:
+        if ctype == b"IHDR" and body_end - body_start >= 13:
             color_type = data[body_start + 9]
             report.has_alpha = color_type in (4, 6)
         elif ctype == b"tRNS":
             report.has_alpha = True
         elif ctype in (b"tEXt", b"zTXt", b"iTXt"):
-            piece = _text_chunk(ctype.decode(), data[body_start:body_end], report)
+            piece = _text_chunk(ctype.decode(), memoryview(data)[body_start:body_end], report, reading)
             if piece is not None:
                 report.pieces.append(piece)
         elif ctype == b"IEND":
@@ -50,27 +49,68 @@ def read(data: bytes) -> ContainerReport:
     return report
 
 
-def _text_chunk(ctype: str, body: bytes, report: ContainerReport) -> MetadataText | None:
-    key_raw, sep, rest = body.partition(b"\x00")
-    if not sep:
-        report.errors.append(f"png {ctype} chunk without keyword separator")
+def _text_chunk(ctype: str, body: memoryview, report: ContainerReport, reading: limits.Reading) -> MetadataText | None:
+    separator = bytes(body[: _MAX_KEYWORD + 1]).find(b"\x00")
+    if separator < 0:
+        too_long = " within the first 1024 bytes" if len(body) > _MAX_KEYWORD else ""
+        report.errors.append(f"png {ctype} chunk without keyword separator{too_long}")
         return None
-    key = key_raw.decode("latin-1", errors="replace")
-    try:
-        if ctype == "tEXt":
-            text = repair_mojibake(rest.decode("latin-1"))
-        elif ctype == "zTXt":
-            text = repair_mojibake(_inflate(rest[1:]).decode("latin-1"))
-        else:  # iTXt: flag, method, language\0, translated keyword\0, UTF-8 text
-            if len(rest) < 2:
-                raise ValueError("header truncated")
-            compressed = rest[0] == 1
-            tail = rest[2:]
-            _language, _, tail = tail.partition(b"\x00")
-            _translated, _, tail = tail.partition(b"\x00")
-            raw = _inflate(tail) if compressed else tail
-            text = raw.decode("utf-8", errors="replace")
-    except (zlib.error, ValueError) as exc:
-        report.errors.append(f"png {ctype}:{key} unreadable: {exc}")
+    key = bytes(body[:separator]).decode("latin-1")
+    location = f"png:{ctype}:{key}"
+    rest = body[separator + 1 :]
+    room = reading.room()
+    if room == 0:
+        reading.dropped += 1
         return None
-    return MetadataText(location=f"png:{ctype}:{key}", key=key, text=text)
+    if ctype == "tEXt":  # Latin-1 by the spec, UTF-8 in practice: one byte at most one character
+        whole = len(rest) <= room
+        if not reading.spend(min(len(rest), room)):
+            return None
+        text = utf8_or_latin1(bytes(rest[:room]), complete=whole)
+        return reading.piece(location, key, text, report.errors, whole=whole, size=len(rest))
+    if ctype == "zTXt":
+        if len(rest) < 1:
+            report.errors.append(f"png zTXt:{key} unreadable: compression method missing")
+            return None
+        return _inflated(location, key, rest[1:], room, 1, reading, report)
+    # iTXt: flag, method, language\0, translated keyword\0, UTF-8 text
+    if len(rest) < 2:
+        report.errors.append(f"png iTXt:{key} unreadable: header truncated")
+        return None
+    compressed = rest[0] == 1
+    tail = bytes(rest[2 : 2 + 2 * _MAX_KEYWORD + 2])
+    language_end = tail.find(b"\x00")
+    translated_end = tail.find(b"\x00", language_end + 1) if language_end >= 0 else -1
+    skip = 2 + (translated_end + 1 if translated_end >= 0 else len(rest))  # as partition would: none left
+    text_bytes = rest[skip:]
+    if compressed:
+        return _inflated(location, key, text_bytes, room, limits.MAX_BYTES_PER_CHAR, reading, report, utf8=True)
+    limit = room * limits.MAX_BYTES_PER_CHAR
+    whole = len(text_bytes) <= limit
+    if not reading.spend(min(len(text_bytes), limit)):
+        return None
+    text = _utf8(bytes(text_bytes[:limit]), whole)
+    return reading.piece(location, key, text, report.errors, whole=whole, size=len(text_bytes),
+                         unit="bytes")
+
+
+def _utf8(raw: bytes, complete: bool) -> str:
+    return codecs.getincrementaldecoder("utf-8")(errors="replace").decode(raw, final=complete)
+
+
+def _inflated(location: str, key: str, payload: memoryview, room: int, bytes_per_char: int, reading: limits.Reading,
+              report: ContainerReport, utf8: bool = False) -> MetadataText | None:
+    limit = room * bytes_per_char
+    result = reading.inflate(payload, limit)
+    if result.error is not None and len(result.data) < limit:
+        report.errors.append(f"png {location[4:]} unreadable: {result.error}")
+        return None
+    if result.size == 0 and not result.complete:
+        return None  # the file's decompression budget was spent before this chunk: counted by the reading
+    whole = result.complete and result.size <= limit
+    text = _utf8(result.data, whole) if utf8 else utf8_or_latin1(result.data, complete=whole)
+    if result.error is not None:
+        report.errors.append(f"png {location[4:]} corrupt after {result.size} inflated bytes: {result.error}")
+    unit = "bytes" if utf8 else "characters"
+    return reading.piece(location, key, text, report.errors, whole=whole, size=result.size,
+                         unit=unit, exact=result.complete)

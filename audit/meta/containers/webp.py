@@ -4,20 +4,24 @@ from __future__ import annotations
 
 import struct
 
+from audit.meta import limits
 from audit.meta.containers import ContainerReport, exif, xmp
 
 _MAX_CHUNKS = 10_000
 
 
 def read(data: bytes) -> ContainerReport:
+    reading = limits.current()
     report = ContainerReport(format="WEBP")
     pos, end = 12, len(data)
+    view = memoryview(data)
     for _ in range(_MAX_CHUNKS):
+        reading.tick()
         if pos + 8 > end:
             break
         fourcc = data[pos : pos + 4]
         (size,) = struct.unpack("<I", data[pos + 4 : pos + 8])
-        body = data[pos + 8 : pos + 8 + size]
+        body = view[pos + 8 : pos + 8 + size]  # a view: a chunk may claim most of the file
         if pos + 8 + size > end:
             report.errors.append(f"webp chunk {fourcc!r} truncated")
         pos += 8 + size + (size & 1)
@@ -32,5 +36,5 @@ def read(data: bytes) -> ContainerReport:
         elif fourcc == b"EXIF":
             report.pieces.extend(exif.read_tiff(body, "exif", report.errors))
         elif fourcc == b"XMP ":
-            report.pieces.extend(xmp.read(body))
+            report.pieces.extend(xmp.read(body, report.errors))
     return report
