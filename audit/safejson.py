@@ -26,9 +26,10 @@ class TooDeep(ValueError):
     pass
 
 
-def depth(text: str | bytes) -> int:
+def depth(text: str | bytes, stop_above: int | None = None) -> int:
     """Deepest nesting of arrays and objects in ``text`` (strings skipped), in linear time:
-    one pass over the structural characters, whatever the input (unbalanced, unterminated)."""
+    one pass over the structural characters, whatever the input (unbalanced, unterminated).
+    ``stop_above``: return as soon as the depth passes it (a refusal needs no exact count)."""
     tokens = _TOKENS_BYTES if isinstance(text, (bytes, bytearray)) else _TOKENS
     if isinstance(text, memoryview):
         text, tokens = bytes(text), _TOKENS_BYTES
@@ -53,15 +54,16 @@ def depth(text: str | bytes) -> int:
             level += 1
             if level > deepest:
                 deepest = level
+                if stop_above is not None and deepest > stop_above:
+                    return deepest
         elif ch in "]}":
             level -= 1
     return deepest
 
 
 def check_depth(text: str | bytes, max_depth: int = MAX_DEPTH) -> None:
-    d = depth(text)
-    if d > max_depth:
-        raise TooDeep(f"JSON nested {d} levels deep (more than {max_depth})")
+    if depth(text, stop_above=max_depth) > max_depth:
+        raise TooDeep(f"JSON nested more than {max_depth} levels deep")
 
 
 def loads(text: str | bytes, *, max_depth: int = MAX_DEPTH) -> Any:
