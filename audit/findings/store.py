@@ -16,6 +16,7 @@ from typing import Any, Iterable, Sequence
 
 import polars as pl
 
+from audit.catalog.access import ensure_tables
 from audit.frames import frame
 from audit.timeutil import utc_now
 
@@ -133,7 +134,7 @@ def finding_id(policy_hash: str, item_id: str, category: str) -> str:
 class FindingsStore:
     def __init__(self, conn: sqlite3.Connection):
         self.conn = conn
-        conn.executescript(DDL)
+        ensure_tables(conn, DDL)  # writes nothing when they exist; never on a read-only catalog
 
     def transaction(self):
         from audit.catalog.store import transaction
