@@ -100,7 +100,8 @@ def _unshare_works() -> str | None:
     return None if r.returncode == 0 else f"cannot mount in a private namespace: {r.stderr.strip()[:120]}"
 
 
-needs_mounts = pytest.mark.skipif(bool(_unshare_works()), reason=str(_unshare_works()))
+_NO_MOUNTS = _unshare_works()
+needs_mounts = pytest.mark.skipif(_NO_MOUNTS is not None, reason=str(_NO_MOUNTS))
 
 
 def in_namespace(setup: str, *commands: str, timeout: float = 120) -> list[subprocess.CompletedProcess]:
