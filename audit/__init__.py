@@ -13,11 +13,17 @@ if TYPE_CHECKING:  # pragma: no cover
     from audit.api import Audit
 
 
-def open(index_dir, *, create: bool = False) -> "Audit":  # noqa: A001 - the verb users expect
-    """Open the index directory ``index_dir`` for investigation (or create it)."""
+def open(index_dir, *, read_only: bool = False, create: bool = False) -> "Audit":  # noqa: A001 - the verb users expect
+    """Open the existing index ``index_dir`` for investigation; never creates one.
+
+    Where the index cannot be written (a read-only evidence copy), or with
+    ``read_only=True``, it opens read-only: ``.read_only`` is True and everything that only
+    reads works. A missing index raises ``IndexMissing``; an empty or damaged catalog
+    ``CatalogDamaged``, and the file is left as it is. ``create=True`` is for the crawl and
+    scan paths (``audit.crawl``, ``audit.scan``): it makes a new index where none exists."""
     from audit.api import Audit
 
-    return Audit(index_dir, create=create)
+    return Audit(index_dir, create=create, read_only=read_only)
 
 
 def crawl(sources, index_dir, **options):
@@ -29,7 +35,8 @@ def crawl(sources, index_dir, **options):
     if isinstance(sources, (str, bytes)) or hasattr(sources, "__fspath__"):
         sources = [sources]
     opened = [open_source(str(s), trust_dir_mtime=options.get("trust_dir_mtime", False)) for s in sources]
-    return open(index_dir, create=True).crawl(opened, **options)
+    with open(index_dir, create=True) as a:
+        return a.crawl(opened, **options)
 
 
 def load_policy(path=None):
@@ -41,4 +48,5 @@ def load_policy(path=None):
 
 def scan(sources, index_dir, **options):
     """Run every stage on ``sources`` into ``index_dir``; returns a ``ScanSummary``."""
-    return open(index_dir, create=True).scan(sources, **options)
+    with open(index_dir, create=True) as a:
+        return a.scan(sources, **options)

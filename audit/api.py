@@ -31,14 +31,28 @@ _ITEM_ONLY = [n for n, _ in ITEM_COLUMNS if n not in ("item_id", "size", "status
 
 
 class Audit:
-    """One index directory: its catalog and the stages built on it."""
+    """One index directory: its catalog and the stages built on it.
 
-    def __init__(self, index_dir: str | os.PathLike, *, create: bool = False):
+    Opens an existing index, never makes one, unless ``create`` (the crawl and scan entry
+    points): then a new index is made where none exists. Where the index cannot be written
+    (a read-only copy of evidence), or with ``read_only=True``, it is opened read-only:
+    ``read_only`` is True, ``read_only_reason`` says why, reading works and every command
+    that writes refuses with ``IndexReadOnly``."""
+
+    def __init__(self, index_dir: str | os.PathLike, *, create: bool = False, read_only: bool = False):
         self.index_dir = Path(index_dir).expanduser().absolute()
-        self.catalog = Catalog(self.index_dir, create=create)
+        self.catalog = Catalog(self.index_dir, create=create, read_only=read_only)
+
+    @property
+    def read_only(self) -> bool:
+        return self.catalog.read_only
+
+    @property
+    def read_only_reason(self) -> str | None:
+        return self.catalog.read_only_reason
 
     def __repr__(self) -> str:
-        return f"audit.open({str(self.index_dir)!r})"
+        return f"audit.open({str(self.index_dir)!r}{', read_only=True' if self.read_only else ''})"
 
     def close(self) -> None:
         self.catalog.close()
@@ -69,6 +83,7 @@ class Audit:
         from audit.ingest import open_source
         from audit.ingest.base import Source
 
+        self.catalog.require_writable("crawl")
         if isinstance(sources, (str, os.PathLike)):
             sources = [sources]
         opened = [s if isinstance(s, Source) else open_source(str(s), trust_dir_mtime=trust_dir_mtime) for s in sources]
@@ -124,6 +139,7 @@ class Audit:
 
         The caller sets ``run.summary`` (anything with ``to_dict()``); the run ends as
         ``ok``, ``interrupted`` (Ctrl-C, SIGTERM) or ``failed``, with that summary."""
+        self.catalog.require_writable(command)
         run = RunRecord(self._begin_run(command, argv))
         try:
             yield run
@@ -205,6 +221,7 @@ class Audit:
         from audit.index.prompts import PromptRefs
         from audit.index.search import resolve_model
 
+        self.catalog.require_writable("index")
         vs = self._vectors()
         models = [resolve_model(vs, model)] if model else vs.models()
         with IndexLock(self.index_dir, wait=wait):

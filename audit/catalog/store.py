@@ -2,22 +2,25 @@
 
 SQLite in WAL mode with ``synchronous=FULL`` commits atomically and survives SIGKILL (and
 power loss) at any point: a transaction is either wholly in the file or not at all. Every
-write below happens inside one ``BEGIN IMMEDIATE ... COMMIT``.
+write below happens inside one ``BEGIN IMMEDIATE ... COMMIT``. Creating, opening and
+checking the file (and read-only access) are in ``audit.catalog.access``.
 """
 
 from __future__ import annotations
 
 import json
 import marshal
+import os
 import sqlite3
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
-from audit.catalog.schema import DDL, ITEM_COLUMNS, LOCATION_COLUMNS, SCHEMA_VERSION
-from audit.errors import InputError
+from audit.catalog.access import CATALOG_FILE, connect, create_catalog, ensure_tables, open_catalog
+from audit.catalog.schema import DDL, ITEM_COLUMNS, LOCATION_COLUMNS
+from audit.errors import IndexReadOnly, UsageError, raise_storage_error
 
-CATALOG_FILE = "catalog.sqlite"
+__all__ = ["CATALOG_FILE", "Catalog", "connect", "full_ddl", "transaction"]
 _ITEM_NAMES = [n for n, _ in ITEM_COLUMNS]
 _LOCATION_NAMES = [n for n, _ in LOCATION_COLUMNS]
 # SQLite's limit on host parameters is 32766 since 3.32; stay well below it.
@@ -27,47 +30,61 @@ _IN_CHUNK = 2000
 @contextmanager
 def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     """One write transaction on an autocommit connection: taken at once (IMMEDIATE, so two
-    writers never deadlock half-way), committed whole or rolled back whole."""
-    conn.execute("BEGIN IMMEDIATE")
+    writers never deadlock half-way), committed whole or rolled back whole.
+
+    Storage trouble becomes an ``EnvironmentProblem`` naming the catalog (disk full, read-only,
+    I/O error); SQLite has then already undone the transaction or it is rolled back here."""
+    path = getattr(conn, "path", None)
+    if getattr(conn, "read_only", False):
+        raise IndexReadOnly(read_only_message(Path(path).parent, getattr(conn, "read_only_reason", None) or "opened read-only"))
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+    except sqlite3.DatabaseError as exc:
+        raise_storage_error(exc, path)
     try:
         yield conn
-    except BaseException:
-        conn.execute("ROLLBACK")
+    except BaseException as exc:
+        if conn.in_transaction:  # SQLITE_FULL and some I/O errors roll back on their own
+            conn.execute("ROLLBACK")
+        if isinstance(exc, sqlite3.DatabaseError):
+            raise_storage_error(exc, path)
         raise
-    else:
+    try:
         conn.execute("COMMIT")
-
-
-def connect(path: Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, isolation_level=None, timeout=60, check_same_thread=False)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=FULL")
-    conn.execute("PRAGMA foreign_keys=ON")
-    conn.execute("PRAGMA busy_timeout=60000")
-    return conn
+    except sqlite3.DatabaseError as exc:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise_storage_error(exc, path)
 
 
 class Catalog:
-    """Items, locations, containers and runs of one index."""
+    """Items, locations, containers and runs of one index.
 
-    def __init__(self, index_dir: Path, *, create: bool = False):
+    Opens an existing catalog (read-only where the storage allows nothing else, or when
+    ``read_only``: then ``read_only`` is True and ``read_only_reason`` says why); creates
+    one only with ``create=True`` and only where none exists (see ``audit.catalog.access``)."""
+
+    def __init__(self, index_dir: Path, *, create: bool = False, read_only: bool = False):
         self.index_dir = Path(index_dir)
         self.path = self.index_dir / CATALOG_FILE
-        if not self.path.exists():
-            if not create:
-                raise InputError(f"no audit index at {self.index_dir} (run `audit crawl` first)")
-            self.index_dir.mkdir(parents=True, exist_ok=True)
-        self.conn = connect(self.path)
-        self.conn.executescript(DDL)
-        _add_missing_columns(self.conn, "dir_listings", {"dir_mtime_ns": "INTEGER"})
-        # Columns appended to the item and location layouts by later versions (nullable).
-        _add_missing_columns(self.conn, "items", dict(ITEM_COLUMNS))
-        _add_missing_columns(self.conn, "locations", dict(LOCATION_COLUMNS))
-        row = self.conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-        if row is None:
-            self.conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-        elif int(row[0]) > SCHEMA_VERSION:
-            raise InputError(f"index {self.index_dir} was written by a newer audit (schema {row[0]})")
+        if create and not os.path.lexists(self.path):
+            if read_only:
+                raise UsageError("a new index cannot be created read-only")
+            create_catalog(self.index_dir, full_ddl())
+        self.conn, self.read_only_reason = open_catalog(self.index_dir, read_only=read_only)
+        self.read_only = self.read_only_reason is not None
+        try:
+            # Tables and columns added by later versions (nullable); shadowed when read-only.
+            ensure_tables(self.conn, DDL, {"dir_listings": {"dir_mtime_ns": "INTEGER"},
+                                           "items": dict(ITEM_COLUMNS), "locations": dict(LOCATION_COLUMNS)})
+        except BaseException:
+            self.conn.close()
+            raise
+
+    def require_writable(self, command: str) -> None:
+        """Refuse, in one line, a command that writes when the index is read-only."""
+        if self.read_only:
+            raise IndexReadOnly(read_only_message(self.index_dir, self.read_only_reason, command))
 
     def close(self) -> None:
         self.conn.close()
@@ -77,6 +94,7 @@ class Catalog:
 
     # --- runs: who ran what, when; the latest run id is the catalog version reports cite
     def begin_run(self, command: str, *, argv: Sequence[str], tool_version: str, user: str, host: str, now: str) -> int:
+        self.require_writable(command)
         with self.transaction() as c:
             cur = c.execute(
                 "INSERT INTO runs (command, argv, tool_version, user, host, started, status) VALUES (?,?,?,?,?,?, 'running')",
@@ -300,12 +318,19 @@ def _upsert_sql(table: str, names: list[str], key: str) -> str:
     return f"INSERT INTO {table} ({cols}) VALUES ({marks}) ON CONFLICT({key}) DO UPDATE SET {updates}"
 
 
-def _add_missing_columns(conn: sqlite3.Connection, table: str, columns: dict[str, str]) -> None:
-    """Bring a table made by an earlier version up to date (SQLite adds columns in place)."""
-    have = {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
-    for name, sql_type in columns.items():
-        if name not in have:
-            conn.execute(f"ALTER TABLE {table} ADD COLUMN {name} {sql_type}")
+def read_only_message(index_dir: Path, reason: str | None, command: str | None = None) -> str:
+    what = f"`audit {command}`" if command else "this command"
+    return (f"index {index_dir} is read-only ({reason}): {what} writes to it; copy the index to writable "
+            "storage to run it (search, and report with --out elsewhere, work as is)")
+
+
+def full_ddl() -> str:
+    """Every table a new catalog starts with: the catalog's own, vectors, findings and
+    decisions, so readers of a fresh index (read-only, too) find them all."""
+    from audit.catalog.vectors import DDL as VECTORS_DDL
+    from audit.findings.store import DDL as FINDINGS_DDL
+
+    return "\n".join((DDL, VECTORS_DDL, FINDINGS_DDL))
 
 
 def parent_dir(uri: str) -> str:

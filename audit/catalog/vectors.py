@@ -17,6 +17,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from audit.catalog.access import ensure_tables
 from audit.timeutil import utc_now
 
 DDL = """
@@ -65,7 +66,7 @@ class VectorStore:
 
     def __init__(self, conn: sqlite3.Connection):
         self.conn = conn
-        conn.executescript(DDL)
+        ensure_tables(conn, DDL)  # writes nothing when they exist; never on a read-only catalog
 
     def _txn(self):
         from audit.catalog.store import transaction

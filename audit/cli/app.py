@@ -13,7 +13,7 @@ from typing import NoReturn, Optional
 
 import typer
 
-from audit.errors import AuditError, ExitCode
+from audit.errors import AuditError, ExitCode, storage_error
 
 app = typer.Typer(
     name="audit",
@@ -25,7 +25,7 @@ app = typer.Typer(
 )
 
 _INTERRUPTED = "audit: interrupted; work committed so far is kept, rerun to finish"
-INTERNAL_ERROR = 70  # sysexits EX_SOFTWARE: a bug in audit, not in the input
+INTERNAL_ERROR = int(ExitCode.INTERNAL)  # sysexits EX_SOFTWARE: a bug in audit, not in the input
 _state = {"traceback": False}
 
 
@@ -84,6 +84,10 @@ def main(argv: list[str] | None = None) -> int:
         elif callable(getattr(exc, "show", None)) and isinstance(getattr(exc, "exit_code", None), int):
             exc.show()  # usage errors: click's own message, exit code 2
             code = exc.exit_code
+        elif (env := storage_error(exc)) is not None:
+            # the storage, not audit: disk full, read-only, I/O error (the library names the
+            # path where it can; this is the net under the rest)
+            code = _fail(exc, f"audit: error: {env}", int(env.exit_code))
         else:
             code = _fail(exc, f"audit: internal error: {type(exc).__name__}: {exc} (rerun with --traceback)", INTERNAL_ERROR)
     return int(code)

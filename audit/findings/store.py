@@ -16,6 +16,7 @@ from typing import Any, Iterable, Sequence
 
 import polars as pl
 
+from audit.catalog.access import ensure_tables
 from audit.frames import frame
 from audit.timeutil import utc_now
 
@@ -137,25 +138,12 @@ _LATER_COLUMNS = {"reported_run": "INTEGER"}
 DECIDED_STATUSES = ("dismissed", "confirmed", "escalated")
 
 
-def _add_later_columns(conn: sqlite3.Connection) -> None:
-    have = {row[1] for row in conn.execute("PRAGMA table_info(findings)")}
-    for name, sql_type in _LATER_COLUMNS.items():
-        if name in have:
-            continue
-        try:
-            conn.execute(f"ALTER TABLE findings ADD COLUMN {name} {sql_type}")
-        except sqlite3.OperationalError as exc:
-            # another process added it first, or a read-only connection: readers never
-            # need the column, and the next writer adds it
-            if "duplicate column" not in str(exc) and "readonly" not in str(exc).replace("-", ""):
-                raise
-
-
 class FindingsStore:
     def __init__(self, conn: sqlite3.Connection):
         self.conn = conn
-        conn.executescript(DDL)
-        _add_later_columns(conn)
+        # writes nothing when they exist; never on a read-only catalog (an older one there
+        # reads its missing columns as NULL)
+        ensure_tables(conn, DDL, columns={"findings": _LATER_COLUMNS})
 
     def transaction(self):
         from audit.catalog.store import transaction

@@ -12,6 +12,7 @@ from __future__ import annotations
 import sqlite3
 from typing import Sequence
 
+from audit.catalog.access import ensure_tables
 from audit.catalog.vectors import prompt_key
 
 DDL = """
@@ -32,7 +33,7 @@ def _key_or_null(text):
 class PromptRefs:
     def __init__(self, conn: sqlite3.Connection):
         self.conn = conn
-        conn.executescript(DDL)
+        ensure_tables(conn, DDL)  # never writes on a read-only catalog (search of an evidence copy)
         conn.create_function("audit_prompt_key", 1, _key_or_null, deterministic=True)
 
     def refresh(self) -> int:

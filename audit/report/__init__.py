@@ -10,16 +10,19 @@ Public API::
 
 Output folder: ``reports/<index name>/<UTC timestamp>/`` under the current directory by
 default; a second report in the same second gets ``-2``. An ``--out`` folder that exists
-and is not empty is refused (exit 2) unless ``force=True`` *and* it holds an earlier report
-(a ``manifest.json``): then that report's files are replaced. The report is written into a
-hidden staging folder beside the target and renamed into place, so a killed run leaves no
-half report. Folders are 0700, files 0600. Original images are never copied.
+and is not empty is refused (exit 2) unless ``force=True`` *and* it holds exactly one intact
+earlier report of audit (it verifies; plain regular files only): then that report is
+replaced. The report is written into a locked hidden staging folder beside the target and
+renamed into place, so a killed run leaves no half report, and the next report there
+removes what a killed run left (``audit.report.install`` says exactly what is deleted, and
+why nothing else ever is). Folders are 0700, files 0600. Original images are never copied.
+From a read-only index the report is written as usual and its manifest notes that the run
+is not recorded in the catalog.
 """
 
 from __future__ import annotations
 
 import os
-import secrets
 import shutil
 import socket
 import sys
@@ -82,42 +85,38 @@ def _stamp(now: datetime) -> str:
     return now.strftime("%Y%m%dT%H%M%SZ")
 
 
-def resolve_out(out: str | os.PathLike | None, index_name: str, *, force: bool, now: datetime) -> tuple[Path, list[Path]]:
-    """(target folder, files of an earlier report to replace there)."""
+def resolve_out(out: str | os.PathLike | None, index_name: str, *, force: bool,
+                now: datetime) -> tuple[Path, list[str] | None]:  # fmt: skip
+    """(target folder, names of the earlier report there that ``--force`` replaces, or None).
+
+    What killed report runs left beside the target goes first (an earlier report that was
+    being replaced when its run died is put back), so the target is judged as it really is."""
     from audit.errors import UsageError
+    from audit.report.install import clean_leftovers, replaceable_report
 
     if out is None:
         base = Path.cwd() / "reports" / index_name
+        clean_leftovers(base)
         target = base / _stamp(now)
         n = 2
-        while target.exists():
+        while os.path.lexists(target):
             target = base / f"{_stamp(now)}-{n}"
             n += 1
-        return target, []
+        return target, None
     target = Path(out).expanduser().absolute()
-    if not target.exists():
-        return target, []
-    if not target.is_dir():
+    clean_leftovers(target.parent)
+    if not os.path.lexists(target):
+        return target, None
+    if not target.is_dir() or target.is_symlink():
         raise UsageError(f"--out {target}: exists and is not a folder")
-    entries = list(target.iterdir())
-    if not entries:
-        return target, []
+    with os.scandir(target) as it:
+        empty = next(it, None) is None
+    if empty:
+        return target, None
     if not force:
         raise UsageError(f"--out {target}: folder exists and is not empty (pass --force to replace an earlier "
                          "report there, or leave --out out for a new timestamped folder)")  # fmt: skip
-    if not (target / MANIFEST).is_file():
-        raise UsageError(f"--out {target}: not empty and holds no earlier report (manifest.json); refusing to write there")
-    import json
-
-    try:
-        listed = set(json.loads((target / MANIFEST).read_text("utf-8")).get("files", {}))
-    except (OSError, ValueError, AttributeError):
-        raise UsageError(f"--out {target}: its manifest.json is unreadable; refusing to replace it") from None
-    listed.add(MANIFEST)
-    strangers = [e.name for e in entries if e.name not in listed]
-    if strangers:
-        raise UsageError(f"--out {target}: holds files that are not part of the earlier report ({strangers[0]}); refusing")
-    return target, [target / name for name in sorted(listed) if (target / name).exists()]
+    return target, replaceable_report(target)
 
 
 def build_report(audit, out: str | os.PathLike | None = None, formats: str | Sequence[str] | None = None, *,
@@ -126,11 +125,8 @@ def build_report(audit, out: str | os.PathLike | None = None, formats: str | Seq
                  progress=None) -> ReportSummary:  # fmt: skip
     from audit import __version__
     from audit.api import _user
-    from audit.report.base import writers
     from audit.report.data import gather
-    from audit.report.files import make_private_dir
-    from audit.report.html import MAX_HTML_FINDINGS, HtmlWriter
-    from audit.report.manifest import write_manifest
+    from audit.report.html import MAX_HTML_FINDINGS
     from audit.report.thumbs import check_and_thumbnail
     from audit.timeutil import utc_now
 
@@ -147,7 +143,10 @@ def build_report(audit, out: str | os.PathLike | None = None, formats: str | Seq
     check_and_thumbnail(data, blur=blur, grayscale=grayscale, thumbnails="html" in fmts, thumb_items=shown,
                         progress=progress)  # fmt: skip
 
-    run_id = _begin(audit, argv)
+    if audit.read_only:
+        data.notes.append(f"the index is read-only ({audit.read_only_reason}): this report is not recorded in its "
+                          "catalog, so the next report cannot tell what is new since this one")  # fmt: skip
+    run_id = None if audit.read_only else _begin(audit, argv)
     status = "failed"
     summary: ReportSummary | None = None
     try:
@@ -160,27 +159,11 @@ def build_report(audit, out: str | os.PathLike | None = None, formats: str | Seq
             "options": {"formats": list(fmts), "blur": blur, "grayscale": grayscale, "html_limit": limit,
                         "policy": str(policy) if policy is not None else None, "force": force},
         }  # fmt: skip
-        make_private_dir(target.parent)
-        staging = target.parent / f".{target.name}.partial-{secrets.token_hex(4)}"
-        make_private_dir(staging)
-        try:
-            files: list[Path] = []
-            registry = writers()
-            for name in fmts:
-                writer = HtmlWriter(blur=blur, grayscale=grayscale, limit=limit) if name == "html" else registry[name]
-                if name == "html":
-                    files += writer.write(data, staging, meta=meta)
-                else:
-                    files += writer.write(data, staging)
-            meta["finished"] = utc_now()
-            _, manifest_sha = write_manifest(staging, data, meta, files)
-            _install(staging, target, replace)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
+        files, manifest_sha, notes = _write_and_install(target, replace, data, meta, fmts, blur=blur,
+                                                        grayscale=grayscale, limit=limit)  # fmt: skip
         summary = ReportSummary(
             out_dir=str(target), report_id=meta["report_id"], files=sorted([p.name for p in files] + [MANIFEST]),
-            counts=data.counts(), manifest_sha256=manifest_sha, policy=data.policy, notes=data.notes,
+            counts=data.counts(), manifest_sha256=manifest_sha, policy=data.policy, notes=data.notes + notes,
             started=started, finished=meta["finished"],
         )  # fmt: skip
         status = "ok"
@@ -192,30 +175,59 @@ def build_report(audit, out: str | os.PathLike | None = None, formats: str | Seq
         _finish(audit, run_id, status, summary)
 
 
-def _install(staging: Path, target: Path, replace: list[Path]) -> None:
-    if not target.exists():
-        os.rename(staging, target)  # atomic: the report appears whole or not at all
-        return
-    for p in replace:
-        p.unlink()
-    for p in staging.iterdir():
-        os.rename(p, target / p.name)
-    staging.rmdir()
-    os.chmod(target, 0o700)
+def _write_and_install(target: Path, replace: list[str] | None, data, meta: dict[str, Any], fmts, *, blur: bool,
+                       grayscale: bool, limit: int) -> tuple[list[Path], str, list[str]]:  # fmt: skip
+    """Write every format into a locked staging folder beside ``target`` and move it in:
+    (files written, manifest SHA-256, notes)."""
+    from audit.errors import raise_storage_error
+    from audit.report.base import writers
+    from audit.report.files import make_private_dir
+    from audit.report.html import HtmlWriter
+    from audit.report.install import install, make_staging
+    from audit.report.manifest import write_manifest
+    from audit.timeutil import utc_now
+
+    try:
+        make_private_dir(target.parent)
+        staging = make_staging(target.parent, target.name)
+    except OSError as exc:
+        raise_storage_error(exc)
+    try:
+        files: list[Path] = []
+        registry = writers()
+        for name in fmts:
+            if name == "html":
+                files += HtmlWriter(blur=blur, grayscale=grayscale, limit=limit).write(data, staging.path, meta=meta)
+            else:
+                files += registry[name].write(data, staging.path)
+        meta["finished"] = utc_now()
+        _, manifest_sha = write_manifest(staging.path, data, meta, files)
+        notes = install(staging, target, replace)
+    except BaseException as exc:
+        shutil.rmtree(staging.path, ignore_errors=True)
+        if isinstance(exc, OSError):
+            raise_storage_error(exc)
+        raise
+    finally:
+        staging.close()
+    return [target / p.name for p in files], manifest_sha, notes
 
 
 def _begin(audit, argv) -> int | None:
     import sqlite3
 
+    from audit.errors import EnvironmentProblem
+
     try:
         return audit._begin_run("report", argv)
-    except sqlite3.Error:  # a read-only catalog (an evidence copy) still reports
+    except (sqlite3.Error, EnvironmentProblem):  # a catalog that cannot take the run record still reports
         return None
 
 
 def _finish(audit, run_id: int | None, status: str, summary: ReportSummary | None) -> None:
     import sqlite3
 
+    from audit.errors import EnvironmentProblem
     from audit.timeutil import utc_now
 
     if run_id is None:
@@ -224,5 +236,5 @@ def _finish(audit, run_id: int | None, status: str, summary: ReportSummary | Non
                "findings": summary.findings} if summary else {}  # fmt: skip
     try:
         audit.catalog.finish_run(run_id, status=status, summary=payload, now=utc_now())
-    except sqlite3.Error:
+    except (sqlite3.Error, EnvironmentProblem):
         pass

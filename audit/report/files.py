@@ -28,7 +28,8 @@ def make_private_dir(path: Path) -> Path:
 
 
 def write_private(path: Path, data: bytes | str) -> Path:
-    """Write a new owner-only file (0600); refuses to replace an existing one."""
+    """Write a new owner-only file (0600); refuses to replace an existing one. An
+    ``OSError`` (disk full, quota, file size limit) names ``path``."""
     if isinstance(data, str):
         data = data.encode("utf-8")
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), FILE_MODE)
@@ -39,6 +40,8 @@ def write_private(path: Path, data: bytes | str) -> Path:
             n = os.write(fd, view)
             view = view[n:]
         os.fsync(fd)
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror, str(path)) from exc
     finally:
         os.close(fd)
     return Path(path)

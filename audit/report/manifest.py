@@ -25,6 +25,7 @@ from audit.report.files import sha256_file, write_private
 
 MANIFEST = "manifest.json"
 FORMAT = "audit-report-manifest/1"
+MAX_MANIFEST_BYTES = 1 << 30  # a manifest lists every item in a finding: large, never unbounded
 
 
 def items_record(data: ReportData) -> list[dict[str, Any]]:
@@ -78,6 +79,7 @@ class VerifyResult:
     checked: int = 0
     problems: list[str] = field(default_factory=list)
     manifest_sha256: str | None = None
+    listed: list[str] = field(default_factory=list)  # the names manifest.json lists
 
     @property
     def message(self) -> str:
@@ -95,43 +97,70 @@ def verify_report(report_dir: str | os.PathLike) -> VerifyResult:
     """Recompute every file's SHA-256 against manifest.json.
 
     Raises ``InputError`` (exit 2) when the folder or its manifest cannot be read as one;
-    returns ``ok=False`` with one problem per changed, missing or unlisted file."""
+    returns ``ok=False`` with one problem per changed, missing or unlisted file. Nothing is
+    read through a symbolic link or from anything but a regular file: a listed name that is
+    (or runs through) a symlink, or a fifo or device, is a problem, never opened."""
     from audit.errors import InputError
+    from audit.safeio import NotRegularFile, TooLarge, read_regular
+    from audit.safejson import loads
 
     root = Path(report_dir)
     mpath = root / MANIFEST
     if not root.is_dir():
         raise InputError(f"{root}: not a folder")
     try:
-        raw = mpath.read_bytes()
-        manifest = json.loads(raw)
+        raw = read_regular(mpath, MAX_MANIFEST_BYTES, nofollow=True)
+        manifest = loads(raw)
     except FileNotFoundError:
         raise InputError(f"{root}: no manifest.json (not an audit report folder)") from None
-    except (OSError, ValueError) as exc:
-        raise InputError(f"{mpath}: unreadable manifest ({exc})") from None
+    except (OSError, ValueError, TooLarge, RecursionError) as exc:
+        why = exc.strerror if isinstance(exc, (OSError, NotRegularFile)) and exc.strerror else exc
+        raise InputError(f"{mpath}: unreadable manifest ({why})") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT or not isinstance(manifest.get("files"), dict):
         raise InputError(f"{mpath}: not an audit report manifest (format {FORMAT!r} expected)")
-    res = VerifyResult(ok=True, report_dir=str(root), manifest_sha256=hashlib.sha256(raw).hexdigest())
     listed: dict[str, Any] = manifest["files"]
+    res = VerifyResult(ok=True, report_dir=str(root), manifest_sha256=hashlib.sha256(raw).hexdigest(),
+                       listed=sorted(listed))  # fmt: skip
     for rel, info in sorted(listed.items()):
-        p = root / rel
-        if ".." in Path(rel).parts or Path(rel).is_absolute():
-            res.problems.append(f"{rel}: unsafe path in manifest")
-            continue
-        try:
-            st = os.lstat(p)
-        except FileNotFoundError:
-            res.problems.append(f"{rel}: missing")
-            continue
-        if not stat.S_ISREG(st.st_mode):
-            res.problems.append(f"{rel}: not a regular file")
-            continue
-        res.checked += 1
-        if sha256_file(p) != (info or {}).get("sha256"):
-            res.problems.append(f"{rel}: SHA-256 differs from manifest.json")
-    for p in sorted(root.rglob("*")):
+        problem = _listed_file_problem(root, rel, info)
+        if problem is None:
+            res.checked += 1
+        else:
+            res.problems.append(f"{rel}: {problem}")
+    for p in sorted(root.rglob("*")):  # rglob does not descend through symlinked folders
         rel = p.relative_to(root).as_posix()
-        if rel != MANIFEST and rel not in listed and not p.is_dir():
+        if rel != MANIFEST and rel not in listed and (p.is_symlink() or not p.is_dir()):
             res.problems.append(f"{rel}: not listed in manifest.json (added after the report was made)")
     res.ok = not res.problems
     return res
+
+
+def _listed_file_problem(root: Path, rel: str, info: Any) -> str | None:
+    """Why the listed file ``rel`` does not match its manifest entry, or None when it does."""
+    parts = Path(rel).parts
+    if not rel or Path(rel).is_absolute() or ".." in parts or "\0" in rel:
+        return "unsafe path in manifest"
+    where = root
+    for part in parts[:-1]:  # every folder on the way must be a real folder, not a symlink
+        where = where / part
+        try:
+            if not stat.S_ISDIR(os.lstat(where).st_mode):
+                return "path runs through a symbolic link or a file"
+        except FileNotFoundError:
+            return "missing"
+    p = root / rel
+    try:
+        st = os.lstat(p)
+    except FileNotFoundError:
+        return "missing"
+    if not stat.S_ISREG(st.st_mode):
+        return "not a regular file"
+    want = info.get("sha256") if isinstance(info, dict) else None
+    try:
+        from audit.safeio import open_regular
+
+        with open_regular(p, nofollow=True) as fh:
+            got = hashlib.file_digest(fh, "sha256").hexdigest()
+    except OSError as exc:
+        return f"unreadable ({exc.strerror or exc})"
+    return None if got == want else "SHA-256 differs from manifest.json"

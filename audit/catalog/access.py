@@ -1,0 +1,420 @@
+"""Opening, creating and checking the catalog file: never lose it, never guess.
+
+*Creating* happens only for ``crawl``/``scan`` and only where no catalog exists. The schema
+is built in a temporary file in the index folder, fsynced and renamed into place under the
+index lock, so a SIGKILL at any moment leaves either no catalog or a whole one (leftover
+temporary files are removed by the next creator, which holds the lock).
+
+*Opening* checks before anything writes: the file is a regular file, not empty, starts
+with the SQLite header, holds the audit tables and a schema version, and (when small
+enough to be cheap) passes ``PRAGMA quick_check``. Anything else is a one-line
+``CatalogDamaged`` naming the file and what to do; the file is left exactly as it was.
+The checks run on a read-only connection. A write-ahead log (``catalog.sqlite-wal``) that
+holds committed transactions is part of the catalog: a 0-byte main file beside a non-empty
+log is judged by SQLite (which reads the log), never by its size alone.
+
+*Read-only*: where the index cannot be written (a read-only mount of an evidence copy,
+no write permission) or the caller asks for it, the catalog is opened with SQLite's
+``mode=ro``. A WAL database opened that way still needs its ``-shm`` file; on a read-only
+file system where that file does not exist and cannot be created, SQLite cannot open it
+at all. Then, and only when the catalog has no write-ahead log with content and no audit
+run holds the index lock, it is opened with ``immutable=1``: SQLite reads the main file
+without locks or a ``-shm`` file. That is exact in this state: with no log, the main file
+is the whole committed catalog, and no audit writer is running on it. A non-empty log that
+cannot be read (no ``-shm``) is refused instead, since ``immutable`` would silently ignore
+the writes it holds.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import sqlite3
+import stat
+import time
+from pathlib import Path
+from typing import Iterable
+
+from audit.errors import CatalogDamaged, IndexMissing, IndexReadOnly, InputError, LockHeld, UsageError, raise_storage_error
+
+CATALOG_FILE = "catalog.sqlite"
+SQLITE_MAGIC = b"SQLite format 3\x00"
+# quick_check reads every page: ~25 ms for 16 MiB from the page cache, so up to 64 MiB
+# every open can afford it; larger catalogs rely on SQLite reporting damage as it reads.
+QUICK_CHECK_MAX_BYTES = 64 << 20
+_NEW_PREFIX = f".{CATALOG_FILE}.new-"
+_CORE_TABLES = ("meta", "items", "locations", "runs")
+_CREATE_OBJECT = re.compile(r"CREATE\s+(TABLE|INDEX)\s+IF\s+NOT\s+EXISTS\s+(\w+)", re.I)
+_FIX = "restore it from a backup, or start a new index with `audit crawl SOURCE --index NEW_DIR`"
+
+
+class CatalogConnection(sqlite3.Connection):
+    """A catalog connection that knows its file and whether it may write."""
+
+    path: str = ""
+    read_only: bool = False
+    read_only_reason: str | None = None
+    immutable: bool = False
+
+
+def connect(path: str | os.PathLike, *, read_only: bool = False, immutable: bool = False,
+            create: bool = False) -> CatalogConnection:  # fmt: skip
+    """An autocommit connection to ``path``: WAL and ``synchronous=FULL`` when writable;
+    ``mode=ro`` (and ``immutable=1`` when asked) when read-only. Never creates the file
+    unless ``create``."""
+    p = Path(path).absolute()
+    mode = "ro" if read_only else ("rwc" if create else "rw")
+    uri = f"{p.as_uri()}?mode={mode}" + ("&immutable=1" if immutable else "")
+    conn = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=60, check_same_thread=False,
+                           factory=CatalogConnection)  # fmt: skip
+    conn.path, conn.read_only, conn.immutable = str(p), read_only, immutable
+    try:
+        if not read_only:
+            conn.execute("PRAGMA journal_mode=WAL")
+        else:
+            conn.execute("PRAGMA temp_store=MEMORY")  # shadow tables of a read-only catalog
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        conn.execute("PRAGMA busy_timeout=60000")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+# ----------------------------------------------------------------------------- opening
+
+
+def open_catalog(index_dir: Path, *, read_only: bool = False) -> tuple[CatalogConnection, str | None]:
+    """(connection, why it is read-only or None) for the existing catalog of ``index_dir``.
+
+    Raises ``IndexMissing`` when there is none, ``CatalogDamaged`` when it is not a sound
+    audit catalog, an ``EnvironmentProblem`` when the storage is in the way."""
+    path = index_dir / CATALOG_FILE
+    if not os.path.lexists(path):
+        raise IndexMissing(f"no audit index at {index_dir} (run `audit crawl SOURCE --index {index_dir}` first)")
+    check_catalog_file(path)
+    reason = "opened read-only" if read_only else _why_not_writable(path)
+    conn = _checked_connection(path, writable=reason is None)
+    if reason is None:
+        conn.close()  # checked read-only; now the writer's connection
+        try:
+            conn = connect(path)
+        except sqlite3.Error as exc:
+            raise_storage_error(exc, path)
+    conn.read_only_reason = reason
+    return conn, reason
+
+
+def check_catalog_file(path: Path) -> None:
+    """The checks that need no SQLite: a regular, non-empty file with the SQLite header
+    (a 0-byte file beside a write-ahead log with content is left to SQLite to judge)."""
+    try:
+        st = os.stat(path)
+        wal = _size(Path(f"{path}-wal"))
+        if not stat.S_ISREG(st.st_mode):
+            raise _damaged(path, "not a regular file")
+        if st.st_size == 0:
+            if wal:
+                return
+            raise _damaged(path, "empty (0 bytes): its contents are lost")
+        from audit.safeio import open_regular
+
+        with open_regular(path) as fh:
+            head = fh.read(len(SQLITE_MAGIC))
+    except OSError as exc:
+        raise_storage_error(exc, path)
+    if head != SQLITE_MAGIC:
+        raise _damaged(path, "not an SQLite database (damaged or replaced)")
+
+
+def _checked_connection(path: Path, *, writable: bool) -> CatalogConnection:
+    """A read-only connection on which the catalog passed ``validate``.
+
+    Without a write-ahead log holding data the check reads the main file with
+    ``immutable=1``: exact in that state, and it leaves no ``-wal``/``-shm`` beside a damaged
+    file. A reader then gets a plain ``mode=ro`` connection (it sees later commits), or the
+    immutable one where the file system cannot hold a ``-shm`` file (see the module doc)."""
+    has_log = bool(_size(Path(f"{path}-wal")))
+    conn = _try_open(path, immutable=not has_log)
+    if conn is None:  # mode=ro cannot open a WAL catalog without its -shm file
+        raise IndexReadOnly(
+            f"catalog {path} cannot be read here: its write-ahead log ({path.name}-wal) holds writes and "
+            f"its -shm file is missing on a read-only file system; copy the index folder to writable storage"
+        )
+    _validate_or_raise(conn, path)
+    if writable or not conn.immutable:
+        return conn
+    plain = _try_open(path, immutable=False)
+    if plain is not None:
+        conn.close()
+        return plain
+    from audit.catalog.lock import writer_active
+
+    if writer_active(path.parent):
+        conn.close()
+        raise IndexReadOnly(f"catalog {path} is being written by another audit run and cannot be read on this "
+                            "read-only file system until it finishes; try again later")  # fmt: skip
+    return conn
+
+
+def _try_open(path: Path, *, immutable: bool) -> CatalogConnection | None:
+    """A read-only connection that has read page 1, or None when SQLite cannot open the
+    catalog read-only (SQLITE_CANTOPEN: a WAL file without a -shm it can create)."""
+    conn = None
+    try:
+        conn = connect(path, read_only=True, immutable=immutable)
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        return conn
+    except sqlite3.DatabaseError as exc:
+        if conn is not None:
+            conn.close()
+        if getattr(exc, "sqlite_errorname", "").startswith("SQLITE_CANTOPEN") and not immutable:
+            return None
+        what = _damage(exc)
+        if what is not None:
+            raise _damaged(path, what) from None
+        raise_storage_error(exc, path)
+
+
+def _validate_or_raise(conn: CatalogConnection, path: Path) -> None:
+    try:
+        validate(conn, path)
+    except BaseException:
+        conn.close()
+        raise
+
+
+def validate(conn: sqlite3.Connection, path: Path) -> None:
+    """Raise ``CatalogDamaged`` unless ``conn`` holds a sound audit catalog of a version
+    this audit reads (``InputError`` for one written by a newer audit)."""
+    from audit.catalog.schema import SCHEMA_VERSION
+
+    try:
+        tables = {r[0] for r in conn.execute("SELECT name FROM main.sqlite_master WHERE type = 'table'")}
+        missing = [t for t in _CORE_TABLES if t not in tables]
+        if missing:
+            what = "an SQLite database but not an audit catalog" if len(missing) == len(_CORE_TABLES) else \
+                f"not a complete audit catalog (no {missing[0]} table)"  # fmt: skip
+            raise _damaged(path, what)
+        row = conn.execute("SELECT value FROM main.meta WHERE key = 'schema_version'").fetchone()
+        try:
+            version = int(row[0]) if row is not None else None
+        except (TypeError, ValueError):
+            version = None
+        if version is None:
+            raise _damaged(path, "not a complete audit catalog (no schema version)")
+        if version > SCHEMA_VERSION:
+            raise InputError(f"index {path.parent} was written by a newer audit (schema {version}); upgrade audit")
+        if os.stat(path).st_size + _size(Path(f"{path}-wal")) <= QUICK_CHECK_MAX_BYTES:
+            verdict = conn.execute("PRAGMA quick_check(1)").fetchone()[0]
+            if verdict != "ok":
+                detail = " ".join(verdict.replace("*** in database main ***", "").split())[:200]
+                raise _damaged(path, f"corrupt (quick_check: {detail})")
+    except sqlite3.DatabaseError as exc:
+        what = _damage(exc)
+        if what is None:
+            raise_storage_error(exc, path)
+        raise _damaged(path, what) from None
+
+
+def _damaged(path: Path, what: str) -> CatalogDamaged:
+    return CatalogDamaged(f"catalog {path} is {what}; it was left as is: {_FIX}")
+
+
+def _damage(exc: sqlite3.DatabaseError) -> str | None:
+    name = getattr(exc, "sqlite_errorname", "")
+    if name == "SQLITE_NOTADB":
+        return "not an SQLite database (damaged or replaced)"
+    if name.startswith("SQLITE_CORRUPT") or name == "SQLITE_FORMAT":
+        return f"corrupt ({exc})"
+    return None
+
+
+def _why_not_writable(path: Path) -> str | None:
+    """Why a writer's connection would fail here, or None. ``access`` honours read-only
+    mounts and immutable files even for root, and file modes for everyone else."""
+    sidecars = [p for p in (Path(f"{path}-wal"), Path(f"{path}-shm")) if os.path.lexists(p)]
+    if all(os.access(p, os.W_OK) for p in (path, path.parent, *sidecars)):
+        return None
+    try:
+        if os.statvfs(path.parent).f_flag & os.ST_RDONLY:
+            return "read-only file system"
+    except OSError:
+        pass
+    return "no write permission"
+
+
+def _size(path: Path) -> int:
+    try:
+        return os.stat(path).st_size
+    except FileNotFoundError:
+        return 0
+
+
+# ----------------------------------------------------------------------------- creating
+
+
+def create_catalog(index_dir: Path, ddl: str) -> None:
+    """Make a new catalog with schema ``ddl`` in ``index_dir`` unless one exists there."""
+    path = index_dir / CATALOG_FILE
+    try:
+        index_dir.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise UsageError(f"--index {index_dir}: exists and is not a folder") from None
+    except OSError as exc:
+        raise_storage_error(exc, index_dir)
+    lock = _creation_lock(index_dir, path)
+    if lock is None:
+        return  # another run made it meanwhile
+    try:
+        if os.path.lexists(path):
+            return
+        if _size(Path(f"{path}-wal")):
+            raise CatalogDamaged(
+                f"index {index_dir} has {CATALOG_FILE}-wal but no {CATALOG_FILE}: the catalog was moved or deleted "
+                f"and its write-ahead log left behind; restore the catalog from a backup (or move the -wal file away)"
+            )
+        _remove_stale_new_files(index_dir)
+        tmp = index_dir / f"{_NEW_PREFIX}{secrets.token_hex(6)}"
+        try:
+            _build(tmp, ddl)
+            os.rename(tmp, path)  # atomic: the catalog appears whole or not at all
+            _fsync_dir(index_dir)
+        except BaseException as exc:
+            _remove_stale_new_files(index_dir)
+            if isinstance(exc, (OSError, sqlite3.Error)):
+                raise_storage_error(exc, path)
+            raise
+    finally:
+        lock.release()
+
+
+def _creation_lock(index_dir: Path, path: Path, *, patience: float = 30.0):
+    """The index lock, or None when the catalog appeared while waiting for it."""
+    from audit.catalog.lock import IndexLock
+
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            return IndexLock(index_dir).acquire()
+        except LockHeld:
+            if os.path.lexists(path):
+                return None
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+def _build(tmp: Path, ddl: str) -> None:
+    from audit.catalog.schema import SCHEMA_VERSION
+
+    conn = connect(tmp, create=True)
+    try:
+        # The file is new, so WAL is set on a database of one empty page; the schema and its
+        # version go in together: there is never a catalog without its schema version.
+        conn.executescript(f"BEGIN IMMEDIATE;\n{ddl}\nINSERT INTO meta VALUES ('schema_version', '{SCHEMA_VERSION}');\nCOMMIT;")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        conn.close()
+        raise
+    conn.close()  # checkpoints the log into the file and removes it
+    fd = os.open(tmp, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _remove_stale_new_files(index_dir: Path) -> None:
+    """Temporary catalogs of creators that died (only called under the index lock)."""
+    for entry in os.scandir(index_dir):
+        if entry.name.startswith(_NEW_PREFIX) and entry.is_file(follow_symlinks=False):
+            try:
+                os.unlink(entry.path)
+            except FileNotFoundError:
+                pass
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+# ----------------------------------------------------------------------------- tables
+
+
+def ensure_tables(conn: sqlite3.Connection, ddl: str, columns: dict[str, dict[str, str]] | None = None) -> None:
+    """Make the tables and indexes of ``ddl`` (``CREATE ... IF NOT EXISTS``) and the
+    ``columns`` (table -> {name: type}) that an older catalog lacks, in one transaction.
+
+    Nothing is written when all exist (readers on a writable index stay readers). On a
+    read-only connection nothing is ever written: missing tables become empty TEMP tables
+    and missing columns NULL columns of a TEMP view, so readers see the current layout."""
+    have = _objects(conn)
+    missing = [(kind, name, stmt) for kind, name, stmt in _statements(ddl) if name.lower() not in have]
+    additions = _missing_columns(conn, columns or {}, have)
+    if not missing and not additions:
+        return
+    if getattr(conn, "read_only", False):
+        _shadow(conn, missing, additions)
+        return
+    script = [stmt for _, _, stmt in missing]
+    script += [f"ALTER TABLE {t} ADD COLUMN {n} {sql_type}" for t, cols in additions.items() for n, sql_type in cols]
+    try:
+        conn.executescript("BEGIN IMMEDIATE;\n" + ";\n".join(script) + ";\nCOMMIT;")
+    except sqlite3.Error as exc:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise_storage_error(exc, getattr(conn, "path", None))
+
+
+def _objects(conn: sqlite3.Connection) -> set[str]:
+    return {r[0].lower() for r in conn.execute("SELECT name FROM main.sqlite_master WHERE type IN ('table', 'index')")}
+
+
+def _statements(ddl: str) -> Iterable[tuple[str, str, str]]:
+    """(TABLE|INDEX, name, statement) of each CREATE statement of ``ddl``."""
+    chunk = ""
+    for piece in ddl.split(";"):
+        chunk += piece + ";"
+        if not sqlite3.complete_statement(chunk):
+            continue
+        m = _CREATE_OBJECT.search(chunk)
+        if m:
+            yield m.group(1).upper(), m.group(2), chunk.strip().rstrip(";")
+        chunk = ""
+
+
+def _missing_columns(conn, columns: dict[str, dict[str, str]], have: set[str]) -> dict[str, list[tuple[str, str]]]:
+    out = {}
+    for table, cols in columns.items():
+        if table.lower() not in have:
+            continue
+        present = {r[1].lower() for r in conn.execute(f"PRAGMA main.table_info({table})")}
+        todo = [(n, t) for n, t in cols.items() if n.lower() not in present]
+        if todo:
+            out[table] = todo
+    return out
+
+
+def _shadow(conn, missing, additions) -> None:
+    temp = {r[0].lower() for r in conn.execute("SELECT name FROM temp.sqlite_master")}
+    for kind, name, stmt in missing:
+        if kind == "TABLE" and name.lower() not in temp:
+            conn.execute(re.sub(r"^\s*CREATE\s+TABLE", "CREATE TEMP TABLE", stmt, count=1, flags=re.I))
+    for table, cols in additions.items():
+        if table.lower() not in temp:
+            nulls = ", ".join(f"NULL AS {n}" for n, _ in cols)
+            conn.execute(f"CREATE TEMP VIEW {table} AS SELECT rowid AS rowid, *, {nulls} FROM main.{table}")
+
