@@ -188,7 +188,16 @@ def decode_file(path: str | os.PathLike, *, max_bytes: int = MAX_FILE_BYTES, **k
 
 def _decode(data: bytes, max_pixels: int, draft: tuple[int, int] | None, notes: "_Notes") -> DecodedImage:
     stream, has_mpf = _pixel_stream(data)
-    img = _open(stream)
+    try:
+        img = _open(stream)
+    except DecodeError:
+        # GIF: its extension blocks are parsed while opening; only when that fails (walking
+        # every block of every GIF up front would cost the common case) open the image
+        # blocks alone
+        if not stream.startswith((b"GIF87a", b"GIF89a")) or (bare := _gif_pixel_blocks(stream)) is stream:
+            raise
+        stream = bare
+        img = _open(stream)
     facts: dict[str, Any] = {"format": img.format, "width": img.size[0], "height": img.size[1], "frames": 1}
     width, height = img.size
     if width <= 0 or height <= 0:
@@ -492,6 +501,48 @@ def _jpeg_pixel_segments(data: bytes) -> tuple[bytes, bool]:
         return data, has_mpf
     keep.append(view[run:n])
     return data[:2] + b"".join(keep), has_mpf
+
+
+def _gif_pixel_blocks(data: bytes) -> bytes:
+    """``data`` without the extension blocks a decoder may choke on: comments, application
+    and unknown extensions, and graphic control blocks too short to hold their fields
+    (a well-formed one stays: it carries the transparent colour)."""
+    n = len(data)
+    flags = data[10] if n > 10 else 0
+    pos = run = 13 + (3 << ((flags & 7) + 1) if flags & 0x80 else 0)  # header, global colour table
+    view = memoryview(data)
+    parts: list[memoryview] = [view[:run]]
+    dropped = False
+    budget = _MAX_SEGMENTS
+    while pos < n and budget > 0:
+        kind = data[pos]
+        if kind == 0x3B:  # trailer
+            break
+        if kind == 0x2C:  # image: descriptor, local colour table, LZW size, data sub-blocks
+            if pos + 10 > n:
+                break
+            local = data[pos + 9]
+            start = pos + 10 + (3 << ((local & 7) + 1) if local & 0x80 else 0) + 1
+        elif kind == 0x21 and pos + 1 < n:  # extension: label, sub-blocks
+            start = pos + 2
+        else:
+            break  # not a block: the decoder judges the rest
+        end = start
+        while end < n and data[end] and budget > 0:
+            end += 1 + data[end]
+            budget -= 1
+        end += 1  # the terminating empty sub-block
+        if end > n or budget <= 0:
+            break
+        if kind == 0x21 and not (data[pos + 1] == 0xF9 and data[start] >= 4):
+            parts.append(view[run:pos])
+            run = end
+            dropped = True
+        pos = end
+    if not dropped:
+        return data
+    parts.append(view[run:n])
+    return b"".join(parts)
 
 
 def _libjpeg_reads(marker: int, body: bytes) -> bool:

@@ -196,6 +196,17 @@ def test_webp_metadata_chunks_cannot_fail_the_decode():
         assert got.format == "WEBP" and np.array_equal(np.asarray(got.rgb()), plain_pillow_pixels(clean))
 
 
+def test_gif_extension_blocks_cannot_fail_the_decode():
+    clean = _encode(_triangle(64), "GIF")
+    header = 13 + 3 * 2 ** ((clean[10] & 7) + 1)  # signature, screen descriptor, colour table
+    for extension in (b"!\xf9\x01\x01\x00",  # a graphic control block too short for its fields
+                      b"!\xfe" + (b"\xff" + b"c" * 255) * 4000 + b"\x00",  # a 1 MB comment
+                      b"!\xff\x0bNETSCAPE2.0\x01\x00\x00",  # a loop block cut short
+                      b"!\x42\x03abc\x00"):  # an unknown extension  # fmt: skip
+        got = decode_image(clean[:header] + extension + clean[header:])
+        assert got.format == "GIF" and np.array_equal(np.asarray(got.rgb()), plain_pillow_pixels(clean))
+
+
 def test_tiff_metadata_trouble_costs_no_pixels():
     expected = plain_pillow_pixels(tiff())
     for tags in ([(700, 3, 1, 5)],  # XMP of the wrong type: Pillow's EXIF step fails after decoding
@@ -341,9 +352,10 @@ def test_crawl_records_libtiff_output_in_the_row_and_keeps_stderr_clean(tmp_path
     folder.mkdir()
     (folder / "noisy.tif").write_bytes(tiff([LIBTIFF_TAG]))
     shape_image("blue", "circle").save(folder / "calm.png")
-    for workers in ("0", "2"):  # in the main process, and in worker processes
+    # in the main process (with the progress display on), and in worker processes
+    for workers, quiet in (("0", ()), ("2", ("--quiet",))):
         idx = tmp_path / f"idx{workers}"
-        res = run_cli("crawl", str(folder), "--index", str(idx), "--workers", workers, "--quiet", timeout=120)
+        res = run_cli("crawl", str(folder), "--index", str(idx), "--workers", workers, *quiet, timeout=120)
         assert res.returncode == 0, res.stderr
         assert LIBTIFF_LINE not in res.stderr and "Warning" not in res.stderr, res.stderr
         rows = {Path(r["uri"]).name: r for r in audit.open(idx).items().iter_rows(named=True)}
