@@ -38,6 +38,9 @@ ITEM_COLUMNS: tuple[tuple[str, str], ...] = (
     ("raw_metadata", "TEXT"),  # JSON list of {location, key, text}, verbatim
     ("first_seen", "TEXT NOT NULL"),
     ("last_seen", "TEXT NOT NULL"),
+    # JSON list of short one-line strings: what the decoder reported (Python warnings,
+    # libtiff's stderr, "image data truncated: decoded partially (...)"); NULL when none.
+    ("warnings", "TEXT"),
 )
 
 LOCATION_COLUMNS: tuple[tuple[str, str], ...] = (

@@ -1,26 +1,25 @@
 """Reads one stored generation: bytes, hashes, image facts, generation metadata.
 
-Runs in worker processes. Never raises for a bad file: every problem becomes a record
-with ``status="error"`` and a one-line reason, so the audit keeps a row for it.
+Runs in worker processes (in the main process with ``workers <= 1``). Never raises for a
+bad file: every problem becomes a record with ``status="error"`` and a one-line reason, so
+the audit keeps a row for it. Pixels come from ``audit.imaging.decode_image`` (the decode
+every stage shares): a file whose metadata is broken is still hashed, a truncated one is
+hashed as far as it decodes, and what the decoder reported lands in ``warnings``.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import struct
-import warnings
 from dataclasses import dataclass
-from io import BytesIO
 from typing import Any
 
 from audit.hashing import md5_hex, pdq_of_image, sha256_hex
-from audit.imaging import to_rgb
+from audit.imaging import MAX_PIXELS, DecodeError, DecodedImage, decode_image, one_line
 from audit.ingest.base import Entry
+from audit.safeio import NotRegularFile, TooLarge, open_regular, read_regular
 
-# Above this many pixels an image is refused before decoding (decompression bombs,
-# absurd dimensions): 16k x 16k covers every real generator's output several times over.
-MAX_PIXELS = 16_384 * 16_384
+__all__ = ["MAX_PIXELS", "MAX_FILE_BYTES", "MAX_SIDECAR_BYTES", "ReadResult", "describe", "read_entry", "read_entries"]
+
 MAX_FILE_BYTES = 1 << 30
 MAX_SIDECAR_BYTES = 4 << 20
 
@@ -56,28 +55,37 @@ def read_entry(entry: Entry) -> ReadResult:
         data = _read_bytes(entry)
     except _ReadFailure as exc:
         return _failed(location, str(exc))
-    item = describe(data, sidecars=_read_sidecars(entry), fields=entry.fields)
+    skipped: list[str] = []
+    sidecars = _read_sidecars(entry, skipped)
+    item = describe(data, sidecars=sidecars, fields=entry.fields, problems=skipped)
     location.update(item_id=item["item_id"], status=item["status"], error=item["error"])
     if location["size"] is None:
         location["size"] = len(data)
     return ReadResult(entry.uri, item, location, len(data))
 
 
-def describe(data: bytes, *, sidecars: list[tuple[str, bytes]] = (), fields: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Everything the catalog keeps about one file's content."""
+def describe(data: bytes, *, sidecars: list[tuple[str, bytes]] = (), fields: dict[str, Any] | None = None,
+             problems: list[str] = ()) -> dict[str, Any]:  # fmt: skip
+    """Everything the catalog keeps about one file's content.
+
+    Pixels and metadata fail separately: an undecodable image is an error row (still
+    hashed, its metadata still read); metadata trouble of any kind, including a reader
+    that raises, is only listed in ``metadata_errors`` (with ``problems``, e.g. sidecars
+    that could not be read) on a row whose pixels were audited."""
     item: dict[str, Any] = {
         "item_id": sha256_hex(data),
         "md5": md5_hex(data),
         "size": len(data),
         "status": "ok",
         "error": None,
+        "warnings": None,
     }
     image = None
     try:
         image = _decode(data, item)
     except _ReadFailure as exc:
         item.update(status="error", error=str(exc))
-    _add_metadata(item, data, image, sidecars, fields)
+    _add_metadata(item, data, image, sidecars, fields, list(problems))
     return item
 
 
@@ -91,18 +99,19 @@ def _failed(location: dict[str, Any], reason: str) -> ReadResult:
 
 
 def _read_bytes(entry: Entry) -> bytes:
+    """The entry's bytes. A path is opened as a regular file only, without blocking: a
+    fifo, device or socket put in an image's place (even after the listing) becomes an
+    error row instead of a hung or endless read."""
     if entry.data is not None:
         return entry.data
     if entry.path is None:
         raise _ReadFailure("no path or data to read")
     try:
-        with open(entry.path, "rb") as fh:
-            size = os.fstat(fh.fileno()).st_size
-            if size > MAX_FILE_BYTES:
-                raise _ReadFailure(f"file too large ({size} bytes > {MAX_FILE_BYTES})")
-            return fh.read()
-    except _ReadFailure:
-        raise
+        return read_regular(entry.path, MAX_FILE_BYTES)
+    except TooLarge as exc:
+        raise _ReadFailure(f"file too large ({exc.size} bytes > {MAX_FILE_BYTES})") from None
+    except NotRegularFile as exc:
+        raise _ReadFailure(exc.strerror or "not a regular file: not read") from None
     except FileNotFoundError:
         raise _ReadFailure("file vanished before it could be read") from None
     except IsADirectoryError:
@@ -113,79 +122,72 @@ def _read_bytes(entry: Entry) -> bytes:
         raise _ReadFailure(f"cannot read file: {exc.strerror or exc}") from None
 
 
-def _read_sidecars(entry: Entry) -> list[tuple[str, bytes]]:
+def _read_sidecars(entry: Entry, skipped: list[str]) -> list[tuple[str, bytes]]:
+    """The sidecars' bytes (at most ``MAX_SIDECAR_BYTES`` each); one that is not a regular
+    file, vanished or cannot be read is left out and the reason added to ``skipped``: it
+    costs metadata, never the item."""
     out = []
     for sc in entry.sidecars:
         if sc.data is not None:
             out.append((sc.name, sc.data[:MAX_SIDECAR_BYTES]))
             continue
         try:
-            with open(sc.path, "rb") as fh:  # type: ignore[arg-type]
+            with open_regular(sc.path) as fh:  # type: ignore[arg-type]
                 out.append((sc.name, fh.read(MAX_SIDECAR_BYTES)))
-        except OSError:
-            continue  # a vanished sidecar costs metadata, not the item
+        except NotRegularFile as exc:
+            skipped.append(f"sidecar {sc.name}: {exc.strerror or 'not a regular file: not read'}")
+        except FileNotFoundError:
+            skipped.append(f"sidecar {sc.name}: vanished before it could be read")
+        except OSError as exc:
+            skipped.append(f"sidecar {sc.name}: unreadable: {exc.strerror or type(exc).__name__}")
     return out
 
 
 def _decode(data: bytes, item: dict[str, Any]):
-    from PIL import Image, UnidentifiedImageError
-
-    if not data:
-        raise _ReadFailure("empty file (0 bytes)")
+    """Image facts, PDQ and warnings into ``item``; the decoded image (for the metadata
+    readers' pixel checks), or ``_ReadFailure``."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            img = Image.open(BytesIO(data))
-            item["format"] = img.format
-            width, height = img.size
-            item["width"], item["height"] = width, height
-            item["frames"] = int(getattr(img, "n_frames", 1) or 1)
-            if width <= 0 or height <= 0:
-                raise _ReadFailure(f"invalid dimensions {width}x{height}")
-            if width * height > MAX_PIXELS:
-                raise _ReadFailure(f"image too large to decode: {width}x{height} exceeds the {MAX_PIXELS} pixel limit")
-            img.load()
-            rgb = to_rgb(img)  # transparency on white: hidden colours must not steer the hash
-    except _ReadFailure:
-        raise
-    except UnidentifiedImageError:
-        raise _ReadFailure("not a recognised image format") from None
-    except Image.DecompressionBombError as exc:
-        raise _ReadFailure(f"image too large to decode (decompression bomb guard): {_one_line(exc)}") from None
-    except (OSError, ValueError, SyntaxError, EOFError, IndexError, TypeError, struct.error) as exc:
-        raise _ReadFailure(f"corrupt or truncated image: {_one_line(exc)}") from None
+        decoded: DecodedImage = decode_image(data, max_pixels=MAX_PIXELS)
+    except DecodeError as exc:
+        item.update({k: v for k, v in exc.facts.items() if k in ("format", "width", "height", "frames")})
+        item["warnings"] = json.dumps(exc.warnings, ensure_ascii=False) if exc.warnings else None
+        raise _ReadFailure(str(exc)) from None
+    item.update(format=decoded.format, width=decoded.width, height=decoded.height, frames=decoded.frames)
+    item["warnings"] = json.dumps(decoded.warnings, ensure_ascii=False) if decoded.warnings else None
+    try:  # transparency on white: hidden colours must not steer the hash
+        item["pdq"], item["pdq_quality"] = pdq_of_image(decoded.rgb())
     except MemoryError:
-        raise _ReadFailure("image too large to decode (out of memory)") from None
-    item["pdq"], item["pdq_quality"] = pdq_of_image(rgb)
-    return img
+        raise _ReadFailure("image too large to hash (out of memory)") from None
+    return decoded.image
 
 
-def _add_metadata(item, data, image, sidecars, fields) -> None:
+def _add_metadata(item, data, image, sidecars, fields, problems: list[str]) -> None:
+    item["metadata_errors"] = json.dumps(problems, ensure_ascii=False) if problems else None
     try:
         from audit.meta import extract
     except ImportError:  # pragma: no cover - only while audit.meta is being built
         return
     try:
         found = extract(data, image, sidecars=sidecars, fields=fields or {})
-    except Exception as exc:  # noqa: BLE001 - a parser bug must cost metadata, not the item
-        item["metadata_errors"] = json.dumps([f"metadata reader failed: {_one_line(exc)}"])
-        return
-    best = found.best
-    for name in ("generator", "prompt", "negative_prompt", "seed", "steps", "sampler", "scheduler", "cfg_scale", "model", "model_hash"):
-        item[name] = getattr(best, name)
-    if item["seed"] is not None:
-        item["seed"] = str(item["seed"])
-    item["resources"] = json.dumps([r.to_dict() for r in best.resources]) if best.resources else None
-    item["metadata_found"] = json.dumps(found.found) if found.found else None
-    item["metadata_errors"] = json.dumps(found.errors) if found.errors else None
-    item["extra"] = json.dumps(best.extra, default=str, ensure_ascii=False) if best.extra else None
-    item["raw_metadata"] = (
-        json.dumps([{"location": r.location, "key": r.key, "text": r.text} for r in found.raw], ensure_ascii=False)
-        if found.raw
-        else None
-    )
+        best = found.best
+        values = {name: getattr(best, name) for name in _GENERATION_FIELDS}
+        if values["seed"] is not None:
+            values["seed"] = str(values["seed"])
+        values["resources"] = json.dumps([r.to_dict() for r in best.resources]) if best.resources else None
+        values["metadata_found"] = json.dumps(found.found) if found.found else None
+        values["extra"] = json.dumps(best.extra, default=str, ensure_ascii=False) if best.extra else None
+        values["raw_metadata"] = (
+            json.dumps([{"location": r.location, "key": r.key, "text": r.text} for r in found.raw], ensure_ascii=False)
+            if found.raw
+            else None
+        )
+        errors = [*problems, *(str(e) for e in found.errors)]
+    except Exception as exc:  # noqa: BLE001 - any reader failure (RecursionError, MemoryError too) costs metadata, not the item
+        errors = [*problems, f"metadata reader failed: {type(exc).__name__}: {one_line(exc, 240)}"]
+        values = {}
+    item.update(values)
+    item["metadata_errors"] = json.dumps(errors, ensure_ascii=False) if errors else None
 
 
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return (text[0] if text else type(exc).__name__)[:300]
+_GENERATION_FIELDS = ("generator", "prompt", "negative_prompt", "seed", "steps", "sampler", "scheduler", "cfg_scale",
+                      "model", "model_hash")  # fmt: skip

@@ -28,6 +28,7 @@ import numpy as np
 
 from audit.embed.base import ImageSpec
 from audit.embed.openclip import EmbedderSpec, embedder_for
+from audit.imaging import DecodeError, decode_image
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -115,12 +116,10 @@ def _timed_decode(uri: str, item_id: str, spec: ImageSpec, verify: bool) -> tupl
 
 
 def decode_item(uri: str, item_id: str | None, spec: ImageSpec, *, verify: bool = True) -> np.ndarray | str:
-    """Model-ready uint8 pixels of the image at ``uri``, or a one-line reason it cannot be used."""
-    import io
-    import warnings
+    """Model-ready uint8 pixels of the image at ``uri``, or a one-line reason it cannot be used.
 
-    from PIL import Image
-
+    Decodes exactly as the crawl did (``decode_image``: same pixel limit, metadata never in
+    the way, truncated files as far as they go), so every item the crawl hashed is embedded."""
     from audit.ingest.reader import ReadError, read_uri
 
     try:
@@ -130,16 +129,11 @@ def decode_item(uri: str, item_id: str | None, spec: ImageSpec, *, verify: bool 
     if verify and item_id and hashlib.sha256(data).hexdigest() != item_id:
         return "content changed since the crawl (SHA-256 differs); crawl again"
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as img:
-                img.load()
-                return spec.pixels(img)
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        return f"image too large to decode safely: {str(exc).splitlines()[0][:120]}"
-    except Exception as exc:  # noqa: BLE001 - Pillow raises many types for bad files
-        msg = str(exc).splitlines()[0][:160] if str(exc) else ""
-        return f"undecodable image: {type(exc).__name__}{': ' + msg if msg else ''}"
+        return spec.pixels(decode_image(data).image)
+    except DecodeError as exc:
+        return f"undecodable image: {exc}"
+    except MemoryError:
+        return "undecodable image: image too large to preprocess (out of memory)"
 
 
 # --- executors

@@ -30,9 +30,10 @@ from pathlib import Path
 import numpy as np
 
 from audit.embed.base import l2_normalize
+from audit.errors import InputError
 from audit.findings.store import Signal
 from audit.flag.base import Detections, FlagContext, margin
-from audit.imaging import to_rgb
+from audit.imaging import DecodeError, decode_file
 
 MAX_CALIBRATION_SAMPLES = 20_000
 
@@ -50,15 +51,18 @@ def _embed_texts(embedder, texts: list[str]) -> np.ndarray:
 
 
 def _exemplar_vector(embedder, paths: tuple[Path, ...]) -> np.ndarray | None:
+    """The mean image vector of a concept's exemplars, decoded as the crawl decodes the
+    originals (``decode_file``); one that cannot be read is the policy's error (exit 2)."""
     if not paths:
         return None
-    from PIL import Image
-
     images = []
     for p in paths:
-        with Image.open(p) as im:
-            im.load()  # to_rgb may hand back `im` itself, which closes with the file
-            images.append(to_rgb(im))
+        try:
+            images.append(decode_file(p).rgb())
+        except FileNotFoundError:
+            raise InputError(f"concept exemplar {p}: file not found") from None
+        except DecodeError as exc:
+            raise InputError(f"concept exemplar {p}: {exc}") from None
     embs = l2_normalize(np.asarray(embedder.embed_images(images), dtype=np.float32))
     return l2_normalize(embs.mean(axis=0))
 

@@ -18,7 +18,7 @@ import polars as pl
 
 from audit.catalog.vectors import SPACES, VectorStore, prompt_key
 from audit.errors import DependencyMissing, IndexMissing, InputError, UsageError, WeightsUnavailable
-from audit.imaging import to_rgb
+from audit.imaging import DecodedImage, DecodeError, decode_file, to_rgb
 from audit.index.files import Manifest, load_index
 from audit.index.prompts import PromptRefs
 
@@ -122,22 +122,14 @@ class Searcher:
         return _row(self.embedder(identity, **kw).embed_texts([text]))
 
     def image_vector(self, identity: dict, image, **kw) -> np.ndarray:
-        from PIL import Image, UnidentifiedImageError
+        """The query vector of a PIL image or an image file, decoded as the crawl decodes
+        (``decode_image``), so a file in the catalog finds itself."""
+        from PIL import Image
 
         if isinstance(image, Image.Image):
-            img = image
+            img = to_rgb(image)
         else:
-            path = Path(os.fspath(image)).expanduser()
-            try:
-                with Image.open(path) as im:
-                    im.seek(0)
-                    im.load()  # the pixels outlive the file, which closes here
-                    img = im
-            except FileNotFoundError:
-                raise InputError(f"no such image: {path}") from None
-            except (UnidentifiedImageError, OSError, ValueError) as exc:
-                raise InputError(f"cannot read image {path}: {exc}") from None
-        img = to_rgb(img)
+            img = read_query_image(image).rgb()
         return _row(self.embedder(identity, **kw).embed_images([img]))
 
     def resolve_item(self, item: str) -> str:
@@ -283,6 +275,17 @@ def _manifest_stamp(index_dir: Path, model_key: str, space: str) -> int | None:
 
     m = read_manifest(index_dir, model_key, space)
     return m.generation if m else None
+
+
+def read_query_image(path) -> DecodedImage:
+    """A query image file decoded as the crawl decodes, or ``InputError`` (one line)."""
+    path = Path(os.fspath(path)).expanduser()
+    try:
+        return decode_file(path)
+    except FileNotFoundError:
+        raise InputError(f"no such image: {path}") from None
+    except DecodeError as exc:
+        raise InputError(f"cannot read image {path}: {exc}") from None
 
 
 def _row(vecs) -> np.ndarray:

@@ -20,10 +20,9 @@ from __future__ import annotations
 
 import hashlib
 import io
-import warnings
 from typing import Callable
 
-from audit.imaging import to_rgb
+from audit.imaging import DecodeError, decode_image
 from audit.report.data import Item, ReportData, Thumb
 
 THUMB_PX = 96
@@ -68,7 +67,9 @@ def _check(item: Item, reader, *, blur: bool, grayscale: bool, thumbnails: bool 
         if thumbnails and not item.no_view:
             try:
                 item.thumb = make_thumb(raw, blur=blur, grayscale=grayscale)
-            except Exception as exc:  # noqa: BLE001 - undecodable image: report it, no thumbnail
+            except DecodeError as exc:  # undecodable image: report it, no thumbnail
+                item.read_error = f"thumbnail: {str(exc)[:200]}"
+            except Exception as exc:  # noqa: BLE001 - e.g. out of memory while resizing
                 item.read_error = f"thumbnail: {type(exc).__name__}: {str(exc)[:160]}"
         return
     if not item.present:
@@ -76,18 +77,14 @@ def _check(item: Item, reader, *, blur: bool, grayscale: bool, thumbnails: bool 
 
 
 def make_thumb(raw: bytes, *, blur: bool = True, grayscale: bool = False, px: int = THUMB_PX) -> Thumb:
+    """The blurred thumbnails of ``raw``; ``DecodeError`` (a ``ValueError``) when it has no
+    pixels to show. Decoded as every stage decodes (``decode_image``), so a file the crawl
+    hashed despite broken metadata or a cut-short end gets a thumbnail too."""
     from PIL import Image, ImageFilter, ImageOps
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        img = Image.open(io.BytesIO(raw))
-        if img.width * img.height > MAX_PIXELS:
-            raise ValueError(f"image too large to thumbnail ({img.width}x{img.height})")
-        img.draft("RGB", (px * 2, px * 2))
-        img.seek(0)
-        img = ImageOps.exif_transpose(img)
-        img = to_rgb(img, background=(128, 128, 128))  # grey: transparency must not hide content from the blur
-        img.thumbnail((px, px), Image.LANCZOS)
+    decoded = decode_image(raw, max_pixels=MAX_PIXELS, draft=(px * 2, px * 2), orientation=True)
+    img = decoded.oriented(decoded.rgb(background=(128, 128, 128)))  # grey: transparency must not hide content from the blur
+    img.thumbnail((px, px), Image.LANCZOS)
     if grayscale:
         img = ImageOps.grayscale(img).convert("RGB")
     radius = max(COVER_RADIUS * max(img.size) / px, 4)
