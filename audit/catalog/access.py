@@ -369,8 +369,10 @@ def ensure_tables(conn: sqlite3.Connection, ddl: str, columns: dict[str, dict[st
     if getattr(conn, "read_only", False):
         _shadow(conn, missing, additions)
         return
-    script = [stmt for _, _, stmt in missing]
-    script += [f"ALTER TABLE {t} ADD COLUMN {n} {sql_type}" for t, cols in additions.items() for n, sql_type in cols]
+    # Columns first: an index of the DDL may be on a column an older table lacks (the
+    # ALTERs only touch tables that exist, so tables the DDL creates come out whole).
+    script = [f"ALTER TABLE {t} ADD COLUMN {n} {sql_type}" for t, cols in additions.items() for n, sql_type in cols]
+    script += [stmt for _, _, stmt in missing]
     try:
         conn.executescript("BEGIN IMMEDIATE;\n" + ";\n".join(script) + ";\nCOMMIT;")
     except sqlite3.Error as exc:

@@ -41,7 +41,14 @@ ITEM_COLUMNS: tuple[tuple[str, str], ...] = (
     # JSON list of short one-line strings: what the decoder reported (Python warnings,
     # libtiff's stderr, "image data truncated: decoded partially (...)"); NULL when none.
     ("warnings", "TEXT"),
+    # Change sequence: a catalog-wide counter, set when the row is inserted and raised when
+    # what the flag stage reads of it changes (status, prompts, hashes, resources). Stages
+    # that follow the catalog keep the highest seq they have seen and read only rows above.
+    ("seq", "INTEGER"),
 )
+
+# What of an item, when it changes on a re-read, makes it new to the later stages.
+SEQ_FIELDS = ("status", "prompt", "negative_prompt", "md5", "pdq", "model", "model_hash", "resources")
 
 LOCATION_COLUMNS: tuple[tuple[str, str], ...] = (
     ("uri", "TEXT PRIMARY KEY"),
@@ -67,6 +74,7 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
 CREATE TABLE IF NOT EXISTS items ({", ".join(f"{n} {t}" for n, t in ITEM_COLUMNS)});
 CREATE TABLE IF NOT EXISTS locations ({", ".join(f"{n} {t}" for n, t in LOCATION_COLUMNS)});
 CREATE INDEX IF NOT EXISTS locations_item ON locations(item_id);
+CREATE INDEX IF NOT EXISTS items_seq ON items(seq);
 -- covers a rescan's "were all present locations under this root seen?" count
 CREATE INDEX IF NOT EXISTS locations_presence ON locations(uri, present, seen_run);
 CREATE TABLE IF NOT EXISTS containers (

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
 from audit.catalog.access import CATALOG_FILE, connect, create_catalog, ensure_tables, open_catalog
-from audit.catalog.schema import DDL, ITEM_COLUMNS, LOCATION_COLUMNS
+from audit.catalog.schema import SEQ_FIELDS, DDL, ITEM_COLUMNS, LOCATION_COLUMNS
 from audit.errors import IndexReadOnly, UsageError, raise_storage_error
 
 __all__ = ["CATALOG_FILE", "Catalog", "connect", "full_ddl", "transaction"]
@@ -77,9 +77,23 @@ class Catalog:
             # Tables and columns added by later versions (nullable); shadowed when read-only.
             ensure_tables(self.conn, DDL, {"dir_listings": {"dir_mtime_ns": "INTEGER"},
                                            "items": dict(ITEM_COLUMNS), "locations": dict(LOCATION_COLUMNS)})
+            if not self.read_only:
+                self._number_unsequenced_items()
         except BaseException:
             self.conn.close()
             raise
+
+    def _number_unsequenced_items(self) -> None:
+        """Items of a catalog made before the change sequence get numbers once, in rowid
+        order above any already given (one indexed probe when there are none to give)."""
+        if self.conn.execute("SELECT 1 FROM items WHERE seq IS NULL LIMIT 1").fetchone() is None:
+            return
+        with self.transaction() as c:
+            top = c.execute("SELECT coalesce(max(seq), 0) FROM items").fetchone()[0]
+            c.execute("UPDATE items SET seq = ? + rowid WHERE seq IS NULL", (top,))
+
+    def max_item_seq(self) -> int:
+        return int(self.conn.execute("SELECT coalesce(max(seq), 0) FROM items").fetchone()[0])
 
     def require_writable(self, command: str) -> None:
         """Refuse, in one line, a command that writes when the index is read-only."""
@@ -225,12 +239,16 @@ class Catalog:
         ``first_seen`` is kept from the first time; everything else is refreshed, so a
         newer metadata parser improves old rows on the next full re-read.
         """
-        item_rows = [tuple(it.get(n) for n in _ITEM_NAMES) for it in items]
+        items = list(items)
         loc_rows = [tuple(loc.get(n) for n in _LOCATION_NAMES) for loc in locations]
         dirs = {(parent_dir(loc["uri"]),) for loc in locations}
         with self.transaction() as c:
-            if item_rows:
-                c.executemany(_upsert_sql("items", _ITEM_NAMES, "item_id"), item_rows)
+            if items:
+                # Under the write lock: the next numbers of the change sequence are ours.
+                top = c.execute("SELECT coalesce(max(seq), 0) FROM items").fetchone()[0]
+                rows = [tuple(top + i + 1 if n == "seq" else it.get(n) for n in _ITEM_NAMES)
+                        for i, it in enumerate(items)]
+                c.executemany(_ITEM_UPSERT, rows)
             if loc_rows:
                 c.executemany(_upsert_sql("locations", _LOCATION_NAMES, "uri"), loc_rows)
             # A directory's cached listing is only valid while nothing under it was written.
@@ -311,11 +329,21 @@ def _touch_items_of(c: sqlite3.Connection, uris: Sequence[str], now: str) -> Non
         )
 
 
-def _upsert_sql(table: str, names: list[str], key: str) -> str:
+def _upsert_sql(table: str, names: list[str], key: str, computed: dict[str, str] | None = None) -> str:
     cols = ", ".join(names)
     marks = ", ".join("?" * len(names))
-    updates = ", ".join(f"{n}=excluded.{n}" for n in names if n not in (key, "first_seen"))
+    computed = computed or {}
+    updates = ", ".join(computed.get(n, f"{n}=excluded.{n}") for n in names if n not in (key, "first_seen"))
     return f"INSERT INTO {table} ({cols}) VALUES ({marks}) ON CONFLICT({key}) DO UPDATE SET {updates}"
+
+
+# A re-read item keeps its place in the change sequence unless what the later stages read
+# of it changed; then it takes the new number, so they see it again.
+_SEQ_CHANGED = " OR ".join(f"items.{n} IS NOT excluded.{n}" for n in SEQ_FIELDS)
+_ITEM_UPSERT = _upsert_sql(
+    "items", _ITEM_NAMES, "item_id",
+    {"seq": f"seq=CASE WHEN items.seq IS NULL OR {_SEQ_CHANGED} THEN excluded.seq ELSE items.seq END"},
+)
 
 
 def read_only_message(index_dir: Path, reason: str | None, command: str | None = None) -> str:
