@@ -159,7 +159,13 @@ def decode_image(data: bytes, *, max_pixels: int = MAX_PIXELS, draft: tuple[int,
             error = DecodeError("corrupt image: structure nested too deeply to decode")
     if error is not None:
         error.warnings = notes.lines()
-        raise error
+        try:
+            raise error
+        finally:
+            # the raised error's traceback holds this frame: without this the frame would
+            # hold the error too, a cycle that keeps ``data`` (up to a whole archive
+            # member) alive until the cyclic collector happens to run
+            del error
     decoded.warnings = notes.lines()
     return decoded
 

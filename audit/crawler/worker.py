@@ -9,6 +9,7 @@ hashed as far as it decodes, and what the decoder reported lands in ``warnings``
 
 from __future__ import annotations
 
+import gc
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -34,8 +35,20 @@ class ReadResult:
     bytes_read: int
 
 
+# After reading an entry this large, collect reference cycles at once: an exception's
+# traceback in any parser can keep the entry's bytes alive until the cyclic collector runs,
+# and a worker must not hold several archive members' worth of such garbage.
+COLLECT_AFTER_BYTES = 16 << 20
+
+
 def read_entries(entries: list[Entry]) -> list[ReadResult]:
-    return [read_entry(e) for e in entries]
+    out = []
+    for e in entries:
+        result = read_entry(e)
+        out.append(result)
+        if result.bytes_read >= COLLECT_AFTER_BYTES:
+            gc.collect()
+    return out
 
 
 def read_entry(entry: Entry) -> ReadResult:
