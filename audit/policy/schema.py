@@ -220,6 +220,13 @@ class Policy:
         names |= {gallery.signal for gallery in self.faces}
         return frozenset(names)
 
+    def check_prompt(self, prompt: str | None, negative_prompt: str | None = None, resources=(), *,
+                     embedder=None, deny_at: str = "low") -> dict:
+        """The request-time gate's answer for one request (``audit.policy.gate``)."""
+        from audit.policy.gate import PromptGate
+
+        return PromptGate(self, embedder, deny_at=deny_at).check(prompt, negative_prompt, resources)
+
     def uses_fields(self, fields) -> bool:
         """Whether a rule or name list of this policy matches any of ``fields``."""
         wanted = set(fields)
