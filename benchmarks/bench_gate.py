@@ -9,7 +9,7 @@ prompt. Two modes:
 * ``toy-tower``: the same plus the prompt's toy-shapes CLIP text embedding scored against
   every concept (target p99 <= 20 ms).
 
-The gate is compiled once (reported: ``compile_s``). RE2 builds its automaton lazily, so the
+Torch runs on one thread, as ``audit check-prompt --model`` sets it. The gate is compiled once (reported: ``compile_s``). RE2 builds its automaton lazily, so the
 first few thousand prompts are slower; ``warm-up`` prompts are checked first and reported
 apart, then ``--prompts`` are timed.
 
@@ -72,19 +72,24 @@ def main() -> None:
     result = {"machine_cpus": os.cpu_count(), "names": len(names), "policy": base.name}
     from audit.embed.openclip import load_embedder
 
+    import torch
+
+    torch.set_num_threads(1)  # as `audit check-prompt --model` runs: one request at a time
     for mode in ("rules", "toy-tower"):
         t = time.perf_counter()
         embedder = load_embedder("toy-shapes") if mode == "toy-tower" else None
         gate = PromptGate(policy, embedder)
         compile_s = time.perf_counter() - t
-        timings, denied = [], 0
+        timings, denied, with_signals = [], 0, 0
         for i, text in enumerate(prompts):
             t = time.perf_counter()
             answer = gate.check(text, "blurry, low quality, watermark")
             timings.append(time.perf_counter() - t)
             denied += answer["verdict"] == "deny"
+            with_signals += bool(answer["signals"])
         result[mode] = {"compile_s": round(compile_s, 2), "warm-up": _percentiles(timings[:args.warmup]),
-                        "timed": _percentiles(timings[args.warmup:]), "denied": denied}
+                        "timed": _percentiles(timings[args.warmup:]), "denied": denied,
+                        "with_signals": with_signals}
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "gate.json").write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))

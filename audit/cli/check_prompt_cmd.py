@@ -48,7 +48,13 @@ def check_prompt_command(
     pol = load_policy(policy)
     embedder = None
     if model and pol.concepts:
+        import torch
+
         from audit.embed.openclip import load_embedder
+
+        # one short prompt at a time: intra-op threads cost more than they give (measured:
+        # toy-shapes p50 23 ms with 2 threads on a busy 2-core machine, 1.8 ms with one)
+        torch.set_num_threads(1)
 
         embedder = load_embedder(model, pretrained_tag(pretrained), checkpoint=str(checkpoint) if checkpoint else None)
     gate = PromptGate(pol, embedder, deny_at=deny_at)
