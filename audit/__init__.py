@@ -50,3 +50,12 @@ def scan(sources, index_dir, **options):
     """Run every stage on ``sources`` into ``index_dir``; returns a ``ScanSummary``."""
     with open(index_dir, create=True) as a:
         return a.scan(sources, **options)
+
+
+def check_prompt(prompt, negative_prompt=None, resources=(), *, policy=None, embedder=None, deny_at="low"):
+    """Request-time gate: ``{"verdict": "allow"|"deny", "categories", "signals"}`` for one
+    generation request, from the policy's prompt rules, names, resource lists and (with a
+    CLIP ``embedder``) prompt concepts. See ``audit.policy.gate.PromptGate`` for batches."""
+    from audit.policy.gate import check_prompt as _check
+
+    return _check(prompt, negative_prompt, resources, policy=policy, embedder=embedder, deny_at=deny_at)

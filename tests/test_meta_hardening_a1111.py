@@ -156,9 +156,9 @@ def test_civitai_resources_and_metadata_json():
     assert meta.generator == "civitai" and meta.seed == "1234" and meta.extra["clip_skip"] == "2"
     assert meta.model is None  # Civitai names no checkpoint file; the resource carries it
     assert resources(meta) == {
-        ("checkpoint", "Toy XL v6"): (None, None),
-        ("lora", 'Shape, "A" v1'): (None, 0.7),
-        ("embedding", "embA v2"): (None, None),
+        ("checkpoint", "Toy XL v6"): ("civitai:290640", None),  # the version id: AIR lists match it
+        ("lora", 'Shape, "A" v1'): ("civitai:11", 0.7),
+        ("embedding", "embA v2"): ("civitai:12", None),
         ("lora", "urn:air:sdxl:lora:civitai:13@14"): ("urn:air:sdxl:lora:civitai:13@14", 0.4),
     }
     assert meta.extra["parameters"]["Civitai metadata"] == {"remixOfId": 1}

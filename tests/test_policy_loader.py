@@ -221,7 +221,7 @@ def test_invalid_regex_points_at_pattern_line(tmp_path):
 def test_rule_fields_checked(tmp_path):
     text = BASE.replace('words = ["triangle"]', 'words = ["triangle"]\nfields = ["caption"]')
     assert error_of(tmp_path, text) == (
-        ':16: rule "triangle-words": fields: "caption" is not one of prompt, negative_prompt')
+        ':16: rule "triangle-words": fields: "caption" is not one of prompt, negative_prompt, resources, model')
 
 
 def test_rule_needs_something(tmp_path):

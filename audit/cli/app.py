@@ -52,6 +52,7 @@ def _register_commands() -> None:
     from audit.cli import flag_cmd, review_cmd  # noqa: F401
     from audit.cli import report_cmd  # noqa: F401
     from audit.cli import scan_cmd  # noqa: F401
+    from audit.cli import check_prompt_cmd, faces_cmd  # noqa: F401
 
 
 def _raise_interrupt(signum, frame):  # SIGTERM from cron/systemd: stop like Ctrl-C

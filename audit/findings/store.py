@@ -23,7 +23,8 @@ from audit.timeutil import utc_now
 SEVERITIES = ("critical", "high", "medium", "low")
 STATUSES = ("new", "known", "dismissed", "confirmed", "escalated")
 DECISIONS = ("confirm", "dismiss", "escalate")
-SIGNAL_KINDS = ("concept", "prompt_rule", "name", "hash_match", "cluster", "seed_neighbor", "combination", "negative")
+SIGNAL_KINDS = ("concept", "prompt_rule", "name", "hash_match", "face_match", "cluster", "seed_neighbor", "combination",
+                "negative")
 # Signals derived from other findings or decisions, not from the item itself.
 DERIVED_KINDS = ("cluster", "seed_neighbor")
 

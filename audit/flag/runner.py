@@ -338,7 +338,9 @@ def _run(audit, conn, pol, vs, model_key, dim, factory, opts: FlagOptions, run_i
     t = lap("prepare", t)
 
     # --- detectors
-    detectors = default_detectors()
+    from audit.flag.extra import policy_detectors
+
+    detectors = default_detectors() + policy_detectors(conn, pol)  # resources, faces: as the policy asks
     concept_det = detectors[0]
     results = []
     for det in detectors:

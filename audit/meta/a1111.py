@@ -312,8 +312,11 @@ def _civitai_resource(resources: _Resources, entry: dict[str, Any]) -> None:
         name = f"civitai:{entry['modelVersionId']}" if entry.get("modelVersionId") is not None else "unknown"
     if entry.get("modelVersionName"):
         name = f"{name} {entry['modelVersionName']}"
-    # a file hash when Civitai gives one, else the AIR that pins the exact model version
+    # a file hash when Civitai gives one, else the AIR that pins the exact model version, else
+    # the model version id as "civitai:<id>" (what a list of Civitai AIRs matches against)
     digest = entry.get("hash") or entry.get("air")
+    if not digest and str(entry.get("modelVersionId", "")).isdigit():
+        digest = f"civitai:{entry['modelVersionId']}"
     resources.add(_RESOURCE_KIND.get(kind, kind), str(name), digest, to_float(entry.get("weight")))
 
 

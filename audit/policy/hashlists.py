@@ -1,6 +1,6 @@
 """Hash lists (known items) and negative banks: parsing and matching.
 
-A list is a CSV with columns ``hash_type`` (``pdq``, ``md5`` or ``sha256``), ``hash`` and
+A list is a CSV with columns ``hash_type`` (``pdq``, ``md5``, ``sha256`` or ``resource``), ``hash`` and
 ``label`` (optional). The header is optional and case-insensitive; a UTF-8 BOM, blank lines,
 ``#`` comment lines and extra columns are tolerated; hex is normalised (case, ``0x``, spaces).
 A bad row is an ``InputError`` naming file and line.
@@ -11,6 +11,12 @@ exhaustive O(queries x bank) comparison, vectorised: faiss ``IndexBinaryFlat.ran
 (SIMD popcount, ~2·10^8 pairs in 0.3 s on one core) for larger inputs, else numpy (hashes as
 4 x uint64 words, XOR then popcount, in chunks that bound memory). md5 and sha256 entries are
 exact-match sets.
+
+``resource`` rows name a model file rather than an image: a hash a generator records for a
+checkpoint, LoRA or embedding (A1111 ``Model hash`` / Civitai AutoV2: 10 hex digits,
+``Lora hashes`` AutoV3: 12, a full SHA-256, the old 8-digit A1111 hash) or a Civitai AIR
+(``urn:air:sd1:lora:civitai:12345@67890``); ``audit.policy.resources`` matches them against
+the item's recorded resources.
 
 A negative bank is the same file format; a match against it means "known false positive:
 suppress findings of this item" (``match_negative``).
@@ -53,9 +59,11 @@ class HashBank:
     pdq_lines: list[int]
     md5: dict[str, str] = field(default_factory=dict)  # hash -> label
     sha256: dict[str, str] = field(default_factory=dict)
+    # model-file hashes and Civitai AIRs: (normalised value, label, line)
+    resources: list[tuple[str, str, int]] = field(default_factory=list)
 
     def __len__(self) -> int:
-        return len(self.pdq_hex) + len(self.md5) + len(self.sha256)
+        return len(self.pdq_hex) + len(self.md5) + len(self.sha256) + len(self.resources)
 
 
 class PdqMatches(NamedTuple):
@@ -80,6 +88,7 @@ def parse_hash_bank(text: str, source: str) -> HashBank:
     pdq_lines: list[int] = []
     md5: dict[str, str] = {}
     sha: dict[str, str] = {}
+    resources: list[tuple[str, str, int]] = []
     columns: dict[str, int] | None = None
     reader = csv.reader(io.StringIO(text))
     for row in reader:
@@ -106,9 +115,19 @@ def parse_hash_bank(text: str, source: str) -> HashBank:
                              f"got {len(cells)} column(s)") from None
         label_at = columns.get("label")
         label = cells[label_at] if label_at is not None and label_at < len(cells) else ""
+        if kind == "resource":
+            from audit.policy.resources import normalize_resource_hash
+
+            normalised = normalize_resource_hash(cells[columns["hash"]])
+            if normalised is None:
+                raise InputError(f"{source}:{line}: hash: a resource hash must be 8 to 64 hex digits "
+                                 f"or a Civitai AIR (urn:air:...:civitai:ID@VERSION), got "
+                                 f"{cells[columns['hash']]!r}")
+            resources.append((normalised, label, line))
+            continue
         if kind not in HASH_LENGTHS:
             raise InputError(f"{source}:{line}: hash_type {kind!r} is not one of "
-                             "pdq, md5, sha256")
+                             "pdq, md5, sha256, resource")
         if len(value) != HASH_LENGTHS[kind] or not set(value) <= _HEX:
             raise InputError(f"{source}:{line}: hash: {kind} must be {HASH_LENGTHS[kind]} "
                              f"hex digits, got {cells[columns['hash']]!r}")
@@ -121,7 +140,7 @@ def parse_hash_bank(text: str, source: str) -> HashBank:
         else:
             sha.setdefault(value, label)
     array = pdq_hex_to_array(pdq_hex)
-    return HashBank(source, array, pdq_hex, pdq_labels, pdq_lines, md5, sha)
+    return HashBank(source, array, pdq_hex, pdq_labels, pdq_lines, md5, sha, resources)
 
 
 def load_hash_bank(path: str | Path, *, display: str | None = None) -> HashBank:

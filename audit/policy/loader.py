@@ -34,7 +34,9 @@ from audit.policy.schema import (
     RULE_ERROR_SIGNAL,
     SEVERITIES,
     SIGNAL_KINDS,
+    TEXT_FIELDS,
     Category,
+    FaceGallery,
     Concept,
     Flag,
     HashList,
@@ -47,7 +49,7 @@ from audit.policy.schema import (
 __all__ = ["load_policy", "parse_policy", "default_policy_path"]
 
 _ARRAYS = ("category", "concept", "rule", "names", "flag", "hashlist", "negative_bank",
-           "negative_concept")
+           "negative_concept", "faces")
 _KEYS: dict[str, tuple[str, ...]] = {
     "policy": ("name", "version", "description", "special_care_adjustment", "regex_timeout_ms",
                "max_prompt_chars", "timeout_is_finding"),
@@ -62,6 +64,8 @@ _KEYS: dict[str, tuple[str, ...]] = {
     "negative_bank": ("id", "path", "pdq_max_distance", "pdq_min_quality", "suppresses",
                       "description"),
     "negative_concept": ("id", "texts", "threshold", "suppresses", "templates", "description"),
+    "faces": ("id", "gallery", "max_distance", "min_face_px", "gate", "gate_threshold", "max_side",
+              "description"),
 }
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _HEADER = re.compile(r"^\s*(\[\[?)\s*([^\[\]]+?)\s*\]\]?\s*(#.*)?$")
@@ -249,11 +253,11 @@ class _Table:
     def fields(self) -> tuple[str, ...]:
         fields = self.strings("fields", ("prompt",))
         for item in fields:
-            if item not in PROMPT_FIELDS:
-                raise self.fail("fields", f'fields: "{item}" is not one of prompt, '
-                                          "negative_prompt", item=item)
+            if item not in TEXT_FIELDS:
+                raise self.fail("fields", f'fields: "{item}" is not one of '
+                                          + ", ".join(TEXT_FIELDS), item=item)
         if not fields:
-            raise self.fail("fields", "fields must name prompt and/or negative_prompt")
+            raise self.fail("fields", "fields must name one or more of " + ", ".join(TEXT_FIELDS))
         return tuple(dict.fromkeys(fields))
 
     def path(self, key: str, *, required: bool = True) -> Path | None:
@@ -470,6 +474,47 @@ def _negative_concepts(ctx, doc, concepts: set[str]) -> list[NegativeConcept]:
     return out
 
 
+def _faces(ctx, doc, concepts: dict[str, Concept]) -> list[FaceGallery]:
+    from audit.faces.gallery import GalleryError, gallery_files, read_descriptor_file
+
+    out = []
+    tables = _array(ctx, doc, "faces")
+    for table in tables:
+        ident = table.ident()
+        value = table.string("gallery", required=True)
+        path = Path(value).expanduser()
+        if not path.is_absolute():
+            path = ctx.base_dir / path
+        if path.is_dir():
+            # the photos are part of the policy's identity: a new photo is a new policy hash
+            files = gallery_files(path)
+            for _label, photo in files:
+                ctx.note_file(photo)
+            empty = not files
+        elif path.is_file():
+            try:
+                empty = len(read_descriptor_file(path)) == 0
+            except GalleryError as exc:
+                raise table.fail("gallery", f"gallery: {exc}") from None
+            ctx.note_file(path)
+        else:
+            raise table.fail("gallery", f"gallery: no folder or descriptor file at {value}")
+        gate = table.string("gate", None)
+        if gate is not None and gate not in concepts:
+            raise table.fail("gate", f'gate: concept "{gate}" is not defined')
+        max_distance = table.number("max_distance", 0.01, 2.0)
+        gate_threshold = table.number("gate_threshold", -1, 1)
+        if gate_threshold is not None and gate is None:
+            raise table.fail("gate_threshold", "gate_threshold needs gate (a concept id)")
+        out.append(FaceGallery(
+            ident, path, 0.6 if max_distance is None else max_distance,
+            int(table.integer("min_face_px", 8, 4096, 40) or 40), gate, gate_threshold,
+            int(table.integer("max_side", 128, 4096, 640) or 640), table.string("description", ""),
+            ctx.src.key("faces", table.index, None), empty))
+    _unique(tables, [f.id for f in out], "faces")
+    return out
+
+
 def _check_signal(table: _Table, key: str, entry: str, known: frozenset[str]) -> None:
     for name in entry.split("|"):
         name = name.strip()
@@ -485,7 +530,8 @@ def _check_signal(table: _Table, key: str, entry: str, known: frozenset[str]) ->
                                   "a finding, unless the policy says so)", item=entry)
         if name not in known:
             what = {"concept": "concept", "rule": "rule", "names": "name list",
-                    "hash": "hash list", "prompt": "built-in prompt signal"}[kind]
+                    "hash": "hash list", "prompt": "built-in prompt signal",
+                    "face": "face gallery ([[faces]])"}[kind]
             options = sorted(s for s in known if s.startswith(kind + ":"))
             close = difflib.get_close_matches(name, options, n=1)
             hint = f' (did you mean "{close[0]}"?)' if close else ""
@@ -583,6 +629,7 @@ def parse_policy(text: str, source_name: str = "policy.toml", *,
     name_lists = _name_lists(ctx, doc)
     hashlists, negative_banks = _hashlists(ctx, doc, category_ids)
     negative_concepts = _negative_concepts(ctx, doc, {c.id for c in concepts})
+    faces = _faces(ctx, doc, {c.id: c for c in concepts})
 
     known: set[str] = set(BUILTIN_PROMPT_SIGNALS)
     if not timeout_is_finding:
@@ -592,6 +639,7 @@ def parse_policy(text: str, source_name: str = "policy.toml", *,
                   f"concept:{concept.id}/prompt"}
     known |= {r.signal for r in rules} | {n.signal for n in name_lists}
     known |= {h.signal for h in hashlists}
+    known |= {f.signal for f in faces}
     flags = _flags(ctx, doc, category_ids, frozenset(known))
     # a hash list's category is shorthand for a flag on its signal
     for hashlist in hashlists:
@@ -611,7 +659,7 @@ def parse_policy(text: str, source_name: str = "policy.toml", *,
         text_hash=text_hash, path=path, description=meta.string("description", ""),
         special_care_adjustment=0.01 if adjustment is None else adjustment,
         regex_timeout_s=(timeout_ms or 250) / 1000.0, max_prompt_chars=max_chars or MAX_PROMPT_CHARS,
-        timeout_is_finding=timeout_is_finding,
+        timeout_is_finding=timeout_is_finding, faces=tuple(faces),
     )
     return policy
 

@@ -9,7 +9,9 @@ combine into a category). Signal names are ``kind:id``:
 ``concept:X/prompt``   concept X fired on the prompt embedding
 ``rule:X``             prompt rule X matched (prompt and/or negative prompt, as the rule says)
 ``names:X``            a name from name list X occurs in the prompt
-``hash:X``             the item matched hash list X (PDQ within distance, or exact md5/sha256)
+``hash:X``             the item matched hash list X (PDQ within distance, exact md5/sha256, or
+                       a model/LoRA hash or Civitai AIR of the item's resources)
+``face:X``             a face in the image is within ``max_distance`` of a person of gallery X
 ``prompt:overlong``    the prompt is longer than 20,000 characters (an evasion path)
 ``prompt:rule-error``  a rule could not be evaluated on this prompt (regular expression timeout);
                        only with ``[policy] timeout_is_finding = true``
@@ -32,8 +34,12 @@ if TYPE_CHECKING:  # pragma: no cover
 SEVERITIES = ("critical", "high", "medium", "low")
 SEVERITY_RANK = {name: rank for rank, name in enumerate(reversed(SEVERITIES))}  # low=0 … critical=3
 PROMPT_FIELDS = ("prompt", "negative_prompt")
+# fields of the generation metadata that rules and name lists may also match: the names of
+# the resources (checkpoints, LoRAs, LyCORIS, embeddings, hypernetworks) and the model column
+RESOURCE_FIELDS = ("resources", "model")
+TEXT_FIELDS = PROMPT_FIELDS + RESOURCE_FIELDS
 DEFAULT_TEMPLATES = ("{}", "a photo of {}", "an image of {}")
-SIGNAL_KINDS = ("concept", "rule", "names", "hash", "prompt")
+SIGNAL_KINDS = ("concept", "rule", "names", "hash", "prompt", "face")
 RULE_ERROR_SIGNAL = "prompt:rule-error"
 BUILTIN_PROMPT_SIGNALS = ("prompt:overlong", RULE_ERROR_SIGNAL)
 MAX_PROMPT_CHARS = 20_000
@@ -133,6 +139,26 @@ class HashList:
 
 
 @dataclass(frozen=True)
+class FaceGallery:
+    """``[[faces]]``: likeness against a gallery of protected persons (``audit.faces``)."""
+
+    id: str
+    gallery: Path  # a folder (one subfolder per person) or a descriptor file (.npz / .jsonl)
+    max_distance: float = 0.6  # Euclidean distance between 128-d dlib descriptors
+    min_face_px: int = 40  # faces smaller than this (box side, in the downscaled copy) are ignored
+    gate: str | None = None  # concept id: only items whose image fires it are looked at
+    gate_threshold: float | None = None  # cosine for the gate (None: the concept's, or calibrated)
+    max_side: int = 640  # faces are found on a copy whose longest side is at most this
+    description: str = ""
+    line: int = 0
+    empty: bool = False  # the gallery holds no person yet (nothing to match, nothing to compute)
+
+    @property
+    def signal(self) -> str:
+        return f"face:{self.id}"
+
+
+@dataclass(frozen=True)
 class NegativeConcept:
     id: str
     texts: tuple[str, ...]
@@ -166,6 +192,7 @@ class Policy:
     regex_timeout_s: float = 0.25
     max_prompt_chars: int = MAX_PROMPT_CHARS
     timeout_is_finding: bool = False  # a regex timeout fires prompt:rule-error (default: not a finding)
+    faces: tuple[FaceGallery, ...] = ()
 
     def category(self, category_id: str) -> Category:
         for category in self.categories:
@@ -190,4 +217,20 @@ class Policy:
         names |= {rule.signal for rule in self.rules}
         names |= {names_list.signal for names_list in self.name_lists}
         names |= {hashlist.signal for hashlist in self.hashlists}
+        names |= {gallery.signal for gallery in self.faces}
         return frozenset(names)
+
+    def check_prompt(self, prompt: str | None, negative_prompt: str | None = None, resources=(), *,
+                     embedder=None, deny_at: str = "low") -> dict:
+        """The request-time gate's answer for one request (``audit.policy.gate``)."""
+        from audit.policy.gate import PromptGate
+
+        return PromptGate(self, embedder, deny_at=deny_at).check(prompt, negative_prompt, resources)
+
+    def uses_fields(self, fields) -> bool:
+        """Whether a rule or name list of this policy matches any of ``fields``."""
+        wanted = set(fields)
+        return any(wanted & set(x.fields) for x in (*self.rules, *self.name_lists))
+
+    def has_resource_hashes(self) -> bool:
+        return any(h.bank is not None and getattr(h.bank, "resources", None) for h in self.hashlists)
