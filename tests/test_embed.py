@@ -64,7 +64,10 @@ def test_embeds_images_and_prompts_incrementally(tmp_path, ckpt):
     emb = load_embedder("toy-shapes", None, checkpoint=ckpt, precision=s.precision["precision"])
     ids = [r[0] for r in a.catalog.query("SELECT item_id FROM locations WHERE uri=?", (str(paths[3]),))]
     _, stored = vs.get(s.model_key, "image", ids)
-    np.testing.assert_allclose(stored[0], emb.embed_images([Image.open(paths[3])])[0], atol=1e-5)
+    fresh = emb.embed_images([Image.open(paths[3])])[0]
+    # stored as fp16: each component within fp16 rounding, the direction within 1e-4 of cosine
+    np.testing.assert_allclose(stored[0], fresh, atol=5e-4)
+    assert float(stored[0] @ fresh) >= 0.9999
 
     again = _embed(a, ckpt)
     assert (again.images_embedded, again.prompts_embedded) == (0, 0)
@@ -144,12 +147,13 @@ def test_worker_processes_give_the_same_vectors(tmp_path, ckpt):
     inline = _embed(a, ckpt, precision="fp32", workers=0)
     vs = VectorStore(a.catalog.conn)
     keys, v0 = next(vs.iter_all(inline.model_key, "image"))
-    a.catalog.conn.execute("DELETE FROM vectors")
+    assert vs.delete(inline.model_key, "image") == 12
+    assert vs.delete(inline.model_key, "prompt") == inline.prompts_embedded
     pooled = _embed(a, ckpt, precision="fp32", workers=2, batch_size=4)
     assert pooled.workers == 2 and pooled.images_embedded == 12 and pooled.prompts_embedded == inline.prompts_embedded
     keys2, v1 = next(vs.iter_all(inline.model_key, "image"))
     assert keys == keys2
-    np.testing.assert_allclose(v0, v1, atol=1e-5)
+    np.testing.assert_allclose(v0, v1, atol=5e-4)  # fp16 storage: one rounding step at most
 
 
 @pytest.mark.slow
@@ -166,7 +170,7 @@ def test_sigkill_midway_then_rerun_embeds_only_the_missing(tmp_path, ckpt):
         while time.monotonic() < deadline and proc.poll() is None:
             try:
                 with sqlite3.connect(db, timeout=5) as c:
-                    done = c.execute("SELECT count(*) FROM vectors WHERE space='image'").fetchone()[0]
+                    done = c.execute("SELECT count(*) FROM vector_keys WHERE space='image'").fetchone()[0]
             except sqlite3.OperationalError:
                 done = 0
             if done >= 20:
@@ -178,7 +182,7 @@ def test_sigkill_midway_then_rerun_embeds_only_the_missing(tmp_path, ckpt):
     assert proc.returncode == -signal.SIGKILL and 20 <= done < n, (proc.returncode, done)
     with sqlite3.connect(db) as c:
         assert c.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-        before = c.execute("SELECT count(*) FROM vectors WHERE space='image'").fetchone()[0]
+        before = c.execute("SELECT count(*) FROM vector_keys WHERE space='image'").fetchone()[0]
     assert before % 2 == 0 and before < n  # whole batches only
 
     r = run_cli("embed", "--index", str(tmp_path / "idx"), "--model", "toy-shapes", "--checkpoint", str(ckpt),
