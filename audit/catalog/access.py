@@ -414,7 +414,8 @@ def _shadow(conn, missing, additions) -> None:
     temp = {r[0].lower() for r in conn.execute("SELECT name FROM temp.sqlite_master")}
     for kind, name, stmt in missing:
         if kind in ("TABLE", "VIEW") and name.lower() not in temp:
-            conn.execute(re.sub(r"^\s*CREATE\s+(TABLE|VIEW)", r"CREATE TEMP \1", stmt, count=1, flags=re.I))
+            body = re.sub(r"^(\s*--[^\n]*\n)+", "", stmt)  # comment lines before the statement
+            conn.execute(re.sub(r"^\s*CREATE\s+(TABLE|VIEW)", r"CREATE TEMP \1", body, count=1, flags=re.I))
     for table, cols in additions.items():
         if table.lower() not in temp:
             nulls = ", ".join(f"NULL AS {n}" for n, _ in cols)
