@@ -246,3 +246,46 @@ def test_split_member():
     assert split_member("/a/odd!/dir/b.zip!/m!/n.png") == ("/a/odd!/dir/b.zip", "m!/n.png")
     assert split_member("/plain/file.png") == (None, "/plain/file.png")
     assert split_member("s3://bucket/x.tar.gz!/k.png") == ("s3://bucket/x.tar.gz", "k.png")
+
+
+def _vectors_of(a, model_key: str, space: str) -> dict[str, np.ndarray]:
+    vs = VectorStore(a.catalog.conn)
+    return {k: v for keys, vecs in vs.iter_all(model_key, space) for k, v in zip(keys, vecs)}
+
+
+def test_a_second_embed_examines_only_the_new_items(tmp_path, ckpt):
+    """Discovery follows items.seq above the watermark: 10 new items cost 10 rows per
+    space, not the archive; and the result equals an embed from scratch."""
+    a, src, _ = _crawled(tmp_path, 30, prompts_per=3)
+    first = _embed(a, ckpt)
+    assert first.images_embedded == 30 and first.items_examined == 60  # 30 item rows per space
+    toy_scene_archive(src / "more", 10, seed=5, prompts_per=2)  # the negative prompt is shared with the old items
+    a.crawl([str(src)], workers=0)
+    second = _embed(a, ckpt)
+    assert second.images_embedded == 10 and second.items_examined == 20
+    assert second.prompts_embedded == 5  # 5 new prompts; "blurry" was embedded already
+    idle = _embed(a, ckpt)
+    assert (idle.images_embedded, idle.prompts_embedded, idle.items_examined) == (0, 0, 0)
+
+    fresh = audit.open(tmp_path / "fresh", create=True)
+    fresh.crawl([str(src)], workers=0)
+    _embed(fresh, ckpt)
+    for space in ("image", "prompt"):
+        inc, full = _vectors_of(a, first.model_key, space), _vectors_of(fresh, first.model_key, space)
+        assert sorted(inc) == sorted(full) and len(inc) == (40 if space == "image" else 16)
+        for k in inc:
+            np.testing.assert_allclose(inc[k], full[k], atol=5e-4)
+
+
+def test_an_item_whose_file_comes_back_is_embedded(tmp_path, ckpt):
+    a, src, paths = _crawled(tmp_path, 6)
+    away = tmp_path / "away.png"
+    paths[2].rename(away)
+    a.crawl([str(src)], workers=0)  # its location is now missing
+    s = _embed(a, ckpt)
+    assert s.images_embedded == 5
+    away.rename(paths[2])
+    a.crawl([str(src)], workers=0)
+    back = _embed(a, ckpt)
+    assert back.images_embedded == 1 and VectorStore(a.catalog.conn).count(s.model_key, "image") == 6
+    assert a.catalog.query("SELECT count(*) FROM embed_absent").fetchone()[0] == 0
