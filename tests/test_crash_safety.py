@@ -57,3 +57,64 @@ def test_sigkill_midway_then_rerun_completes_without_duplicates(tmp_path):
     items = audit.open(idx).items()
     assert items.height == n and items["uri"].n_unique() == n and items["item_id"].n_unique() == n
     assert audit.crawl([str(src)], idx, workers=0).read == 0
+
+
+@pytest.mark.slow
+def test_embed_sigkilled_at_random_moments_leaves_a_whole_vector_store(tmp_path):
+    """SIGKILL during embed (one vector per batch: many shard commits and merges) at random
+    moments; each time the catalog is sound, and the rerun finishes: every item's vector
+    readable, every shard's checksum right, no orphan shard file after the next open."""
+    import random
+
+    import numpy as np
+
+    from audit.catalog.vectors import VectorStore
+    from embed_fixtures import random_toy_checkpoint, toy_scene_archive
+
+    n = 160
+    toy_scene_archive(tmp_path / "src", n, prompts_per=4)
+    ckpt = random_toy_checkpoint(tmp_path / "toy.safetensors")
+    idx = tmp_path / "idx"
+    audit.crawl([str(tmp_path / "src")], idx, workers=0)
+    db = idx / "catalog.sqlite"
+    cmd = [sys.executable, "-m", "audit", "embed", "--index", str(idx), "--model", "toy-shapes", "--checkpoint",
+           str(ckpt), "--workers", "0", "--batch-size", "1", "--quiet"]  # fmt: skip
+    rng = random.Random(11)
+    counts = []
+    for attempt in range(3):
+        proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:  # until this run stored a vector
+            try:
+                with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as c:
+                    done = c.execute("SELECT count(*) FROM vector_keys WHERE space='image'").fetchone()[0]
+                if done > (counts[-1] if counts else 0):
+                    break
+            except sqlite3.Error:
+                pass
+            time.sleep(0.01)
+        time.sleep(rng.uniform(0.0, 0.6))  # then a random moment: mid-shard, mid-merge, mid-commit
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        with sqlite3.connect(db) as c:
+            assert c.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+            counts.append(c.execute("SELECT count(*) FROM vector_keys WHERE space='image'").fetchone()[0])
+            # every committed key row names a committed shard, within its rows
+            assert c.execute("SELECT count(*) FROM vector_rows r LEFT JOIN vector_shards s USING (shard_id) "
+                             "WHERE s.shard_id IS NULL OR r.row >= s.rows").fetchone()[0] == 0  # fmt: skip
+    assert counts[0] < n, "the first kill came too late to interrupt anything"
+
+    r = subprocess.run(cmd[:-1] + ["--json", "--quiet"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    with audit.open(idx) as a:
+        vs = VectorStore(a.catalog.conn)  # the next writable open: orphans go
+        key = a.catalog.query("SELECT model_key FROM models").fetchone()[0]
+        ids = [i for (i,) in a.catalog.query("SELECT item_id FROM items")]
+        got, vecs = vs.get(key, "image", ids)
+        assert sorted(got) == sorted(ids) and np.allclose(np.linalg.norm(vecs, axis=1), 1, atol=1e-5)
+        assert vs.count(key, "image") == n and vs.count(key, "prompt") > 0
+        report = vs.verify(full=True)
+        assert report["damaged"] == [] and report["shards"] > 0
+        referenced = {f for (f,) in a.catalog.query("SELECT file FROM vector_shards")}
+    on_disk = {str(p.relative_to(idx)) for p in (idx / "vectors").rglob("*") if p.is_file()}
+    assert on_disk == referenced

@@ -40,7 +40,7 @@ def _wait_for_first_image_vector(catalog: Path, proc: subprocess.Popen, timeout:
         if catalog.exists():
             try:
                 with closing(sqlite3.connect(f"file:{catalog}?mode=ro", uri=True, timeout=1)) as conn:
-                    if conn.execute("SELECT 1 FROM vectors WHERE space = 'image' LIMIT 1").fetchone():
+                    if conn.execute("SELECT 1 FROM vector_keys WHERE space = 'image' LIMIT 1").fetchone():
                         return
             except sqlite3.OperationalError:  # table not created yet
                 pass

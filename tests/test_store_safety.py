@@ -253,7 +253,7 @@ def test_sigkill_during_creation_leaves_no_catalog_or_a_whole_one(tmp_path, at):
     if path.exists():  # judged with plain SQLite, before audit opens it again
         with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as c:
             tables = {t for (t,) in c.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-            assert {"meta", "items", "locations", "runs", "findings", "decisions", "vectors"} <= tables
+            assert {"meta", "items", "locations", "runs", "findings", "decisions", "vector_rows", "vector_shards"} <= tables
             assert c.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() is not None
     archive = tmp_path / "archive"
     make_archive_dir(archive, n=3)

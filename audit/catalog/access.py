@@ -45,7 +45,7 @@ SQLITE_MAGIC = b"SQLite format 3\x00"
 QUICK_CHECK_MAX_BYTES = 64 << 20
 _NEW_PREFIX = f".{CATALOG_FILE}.new-"
 _CORE_TABLES = ("meta", "items", "locations", "runs")
-_CREATE_OBJECT = re.compile(r"CREATE\s+(TABLE|INDEX)\s+IF\s+NOT\s+EXISTS\s+(\w+)", re.I)
+_CREATE_OBJECT = re.compile(r"CREATE\s+(?:UNIQUE\s+)?(TABLE|INDEX|VIEW)\s+IF\s+NOT\s+EXISTS\s+(\w+)", re.I)
 _FIX = "restore it from a backup, or start a new index with `audit crawl SOURCE --index NEW_DIR`"
 
 
@@ -382,7 +382,7 @@ def ensure_tables(conn: sqlite3.Connection, ddl: str, columns: dict[str, dict[st
 
 
 def _objects(conn: sqlite3.Connection) -> set[str]:
-    return {r[0].lower() for r in conn.execute("SELECT name FROM main.sqlite_master WHERE type IN ('table', 'index')")}
+    return {r[0].lower() for r in conn.execute("SELECT name FROM main.sqlite_master WHERE type IN ('table', 'index', 'view')")}
 
 
 def _statements(ddl: str) -> Iterable[tuple[str, str, str]]:
@@ -413,8 +413,9 @@ def _missing_columns(conn, columns: dict[str, dict[str, str]], have: set[str]) -
 def _shadow(conn, missing, additions) -> None:
     temp = {r[0].lower() for r in conn.execute("SELECT name FROM temp.sqlite_master")}
     for kind, name, stmt in missing:
-        if kind == "TABLE" and name.lower() not in temp:
-            conn.execute(re.sub(r"^\s*CREATE\s+TABLE", "CREATE TEMP TABLE", stmt, count=1, flags=re.I))
+        if kind in ("TABLE", "VIEW") and name.lower() not in temp:
+            body = re.sub(r"^(\s*--[^\n]*\n)+", "", stmt)  # comment lines before the statement
+            conn.execute(re.sub(r"^\s*CREATE\s+(TABLE|VIEW)", r"CREATE TEMP \1", body, count=1, flags=re.I))
     for table, cols in additions.items():
         if table.lower() not in temp:
             nulls = ", ".join(f"NULL AS {n}" for n, _ in cols)

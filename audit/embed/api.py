@@ -69,8 +69,10 @@ def run_embed(
         executor = None
         try:
             if retry_skipped:
-                with audit.catalog.transaction() as c:
-                    c.execute("DELETE FROM embed_skips WHERE model_key=?", (emb.identity.key,))
+                from audit.catalog.vectors import VectorStore
+                from audit.embed.pending import PendingWork
+
+                PendingWork(audit.catalog.conn, VectorStore(audit.catalog.conn), emb.identity.key).retry_skipped()
             if n_workers == 0:
                 remember(emb)  # shards run here, on the embedder just loaded
                 executor = InlineExecutor()
@@ -99,35 +101,21 @@ def run_embed(
 def _nothing_pending(audit: "Audit", identity, images: bool, prompts: bool) -> "EmbedSummary | None":
     """An empty summary when no image and no prompt lacks a vector of ``identity``;
     None when there is work (or the model was never used on this index)."""
-    from audit.catalog.vectors import VectorStore, prompt_key
+    from audit.catalog.vectors import VectorStore
     from audit.embed.runner import EmbedSummary
 
     store = VectorStore(audit.catalog.conn)
     known = {m["key"]: m for m in store.models()}
     if identity.key not in known:
         return None
-    conn, key = audit.catalog.conn, identity.key
-    if images and conn.execute(
-        "SELECT 1 FROM items i WHERE i.status='ok' "
-        "AND EXISTS (SELECT 1 FROM locations l WHERE l.item_id=i.item_id AND l.present=1) "
-        "AND NOT EXISTS (SELECT 1 FROM vectors v WHERE v.model_key=? AND v.space='image' AND v.key=i.item_id) "
-        "AND NOT EXISTS (SELECT 1 FROM embed_skips s WHERE s.model_key=? AND s.item_id=i.item_id) LIMIT 1",
-        (key, key),
-    ).fetchone():
+    from audit.embed.pending import PendingWork
+
+    key = identity.key
+    pending = PendingWork(audit.catalog.conn, store, key)
+    if pending.any_pending(images, prompts):
         return None
-    if prompts:
-        texts: dict[str, None] = {}
-        for prompt, negative in conn.execute("SELECT prompt, negative_prompt FROM items WHERE status='ok'"):
-            for text in (prompt, negative):
-                if text and text.strip():
-                    texts[prompt_key(text)] = None
-            if len(texts) >= 20_000:
-                if len(store.has(key, "prompt", list(texts))) < len(texts):
-                    return None
-                texts.clear()
-        if texts and len(store.has(key, "prompt", list(texts))) < len(texts):
-            return None
     summary = EmbedSummary(model_key=key, identity=identity.to_dict(), dim=int(known[key]["dim"]))
+    summary.items_examined = pending.examined
     summary.image_vectors_total = store.count(key, "image")
     summary.prompt_vectors_total = store.count(key, "prompt")
     return summary

@@ -2,10 +2,11 @@
 shards, runs them on an executor, and commits each shard's vectors and skips in one
 transaction.
 
-Incremental and resumable: the work list is "ok items without an image vector (or a
-skip) for this model key" and "prompt texts without a prompt vector", read in bounded
-pages (keyset pagination), so a rerun after a SIGKILL embeds exactly what is missing and
-memory stays flat however large the catalog. Identical prompts are embedded once: the
+Incremental and resumable: the work list is "ok items above this model's watermark on
+items.seq without an image vector (or a skip)" and "their prompt texts without a prompt
+vector" (``audit.embed.pending``), read in bounded pages, so a run's discovery follows
+the new items, a rerun after a SIGKILL embeds exactly what is missing, and memory stays
+flat however large the catalog. Identical prompts are embedded once: the
 key is the SHA-256 of the text, positive and negative prompts share the "prompt" space.
 """
 
@@ -20,9 +21,10 @@ from typing import Any, Callable, Iterator
 from audit.catalog.store import Catalog
 from audit.catalog.vectors import VectorStore, prompt_key
 from audit.embed.executor import Executor, ShardResult, ShardTask, run_shard
+from audit.embed.pending import PendingWork
 from audit.embed.openclip import EmbedderSpec
 
-PAGE = 2048  # rows read from the catalog at a time
+WATERMARK_EVERY = 2.0  # seconds between watermark writes while a run goes on
 PROMPT_SHARD = 512  # unique prompts per shard (sorted by length, then bucketed by the embedder)
 PROMPT_WINDOW = 8192  # unique prompts gathered before sorting into shards
 
@@ -42,6 +44,7 @@ class EmbedSummary:
     images_skipped: int = 0
     prompts_embedded: int = 0  # unique prompt texts newly embedded
     prompt_refs: int = 0  # prompt/negative_prompt fields seen on items that needed a prompt vector
+    items_examined: int = 0  # catalog item rows read to find the work (follows the new items)
     skip_reasons: Counter = field(default_factory=Counter)
     skip_examples: list[dict[str, str]] = field(default_factory=list)
     image_vectors_total: int = 0
@@ -83,111 +86,101 @@ class EmbedRunner:
                                     device=spec.device, workers=executor.workers, batch_size=batch_size)  # fmt: skip
         self.store.register_model(spec.identity, dim)
         self._inflight: set[str] = set()
-        self._shard_ids = iter(range(1 << 62))
+        self._shard_ids = iter(range(1, 1 << 62))
+        self.pending = PendingWork(catalog.conn, self.store, self.key)
+        self._open: dict[int, tuple[str, int]] = {}  # shard id -> (kind, lowest item seq) of shards in flight
+        self._examined: dict[str, int] = {}  # kind -> highest item seq whose page is all in flight or done
+        self._advanced_at: dict[str, float] = {}
 
     def run(self, *, images: bool = True, prompts: bool = True) -> EmbedSummary:
         started = time.monotonic()
         try:
             if prompts:
-                self._run(self._prompt_tasks())
+                self._run(self._prompt_tasks(), "prompt")
             if images:
                 self.progress("total", self.pending_images())
-                self._run(self._image_tasks())
+                self._run(self._image_tasks(), "image")
         finally:
             s = self.summary
             s.duration_s = time.monotonic() - started
             s.images_per_s = s.images_embedded / s.duration_s if s.duration_s > 0 else 0.0
             s.image_vectors_total = self.store.count(self.key, "image")
             s.prompt_vectors_total = self.store.count(self.key, "prompt")
+            s.items_examined = self.pending.examined
         return self.summary
 
     # --- counting
     def pending_images(self) -> int:
-        return self.catalog.conn.execute(
-            "SELECT count(*) FROM items i WHERE i.status='ok' "
-            "AND EXISTS (SELECT 1 FROM locations l WHERE l.item_id=i.item_id AND l.present=1) "
-            "AND NOT EXISTS (SELECT 1 FROM vectors v WHERE v.model_key=? AND v.space='image' AND v.key=i.item_id) "
-            "AND NOT EXISTS (SELECT 1 FROM embed_skips s WHERE s.model_key=? AND s.item_id=i.item_id)",
-            (self.key, self.key),
-        ).fetchone()[0]
+        return self.pending.count_images()
 
-    # --- work lists
+    # --- work lists (see audit.embed.pending: they follow items.seq above a watermark)
     def _image_tasks(self) -> Iterator[ShardTask]:
-        """Shards of ``batch_size`` items in uri order (archive members stay together)."""
-        last = ""
-        keys: list[str] = []
-        uris: list[str] = []
-        while True:
-            rows = self.catalog.conn.execute(
-                "SELECT l.uri, l.item_id FROM locations l JOIN items i ON i.item_id = l.item_id "
-                "WHERE l.present=1 AND i.status='ok' AND l.uri > ? "
-                "AND NOT EXISTS (SELECT 1 FROM vectors v WHERE v.model_key=? AND v.space='image' AND v.key=l.item_id) "
-                "AND NOT EXISTS (SELECT 1 FROM embed_skips s WHERE s.model_key=? AND s.item_id=l.item_id) "
-                "ORDER BY l.uri LIMIT ?",
-                (last, self.key, self.key, PAGE),
-            ).fetchall()
-            if not rows:
-                break
-            last = rows[-1][0]
-            for uri, item_id in rows:
-                if item_id in self._inflight:  # another location of an item already queued
-                    continue
-                self._inflight.add(item_id)
-                keys.append(item_id)
-                uris.append(uri)
-                if len(keys) >= self.batch_size:
-                    yield self._task("image", keys, uris)
-                    keys, uris = [], []
-        if keys:
-            yield self._task("image", keys, uris)
+        """Shards of ``batch_size`` items, each page's items in uri order (archive members
+        stay together); a page's last, smaller shard goes out with the page, so the page's
+        items are all in flight (or done) once it is handed out."""
+        for todo, low, high in self.pending.image_pages():
+            todo = sorted((uri, item_id) for item_id, uri in todo if item_id not in self._inflight)
+            for i in range(0, len(todo), self.batch_size):
+                part = todo[i : i + self.batch_size]
+                self._inflight.update(item_id for _, item_id in part)
+                yield self._task("image", [k for _, k in part], [u for u, _ in part], low=low)
+            if high:
+                self._examined["image"] = high
+                self._advance("image")
 
     def _prompt_tasks(self) -> Iterator[ShardTask]:
-        last = ""
         window: dict[str, str] = {}
-        while True:
-            rows = self.catalog.conn.execute(
-                "SELECT item_id, prompt, negative_prompt FROM items WHERE status='ok' AND item_id > ? "
-                "ORDER BY item_id LIMIT ?",
-                (last, PAGE),
-            ).fetchall()
-            if not rows:
-                break
-            last = rows[-1][0]
-            fresh: dict[str, str] = {}
-            for _, prompt, negative in rows:
-                for text in (prompt, negative):
-                    if text and text.strip():
-                        k = prompt_key(text)
-                        if k not in self._inflight and k not in window:
-                            fresh.setdefault(k, text)
-            if fresh:
-                have = self.store.has(self.key, "prompt", list(fresh))
-                for k, text in fresh.items():
-                    if k not in have:
-                        window[k] = text
-                        self.summary.prompt_refs += 1
+        low = 0
+        for fresh, page_low, high in self.pending.prompt_pages():
+            low = low or page_low
+            for k, text in fresh.items():
+                if k not in self._inflight and k not in window:
+                    window[k] = text
+                    self.summary.prompt_refs += 1
             if len(window) >= PROMPT_WINDOW:
-                yield from self._prompt_shards(window)
-                window = {}
+                yield from self._prompt_shards(window, low)
+                window, low = {}, 0
+                self._examined["prompt"] = high
+                self._advance("prompt")
+            elif not window:
+                self._examined["prompt"] = high
+                low = 0
         if window:
-            yield from self._prompt_shards(window)
+            yield from self._prompt_shards(window, low)
+            self._examined["prompt"] = high
+        self._advance("prompt")
 
-    def _prompt_shards(self, window: dict[str, str]) -> Iterator[ShardTask]:
+    def _prompt_shards(self, window: dict[str, str], low: int) -> Iterator[ShardTask]:
         # similar lengths together, so each text batch pads to little more than its own length
         ordered = sorted(window.items(), key=lambda kv: len(kv[1]))
         for i in range(0, len(ordered), PROMPT_SHARD):
             part = ordered[i : i + PROMPT_SHARD]
             self._inflight.update(k for k, _ in part)
-            yield self._task("prompt", [k for k, _ in part], [t for _, t in part])
+            yield self._task("prompt", [k for k, _ in part], [t for _, t in part], low=low)
 
-    def _task(self, kind: str, keys: list[str], payloads: list[str]) -> ShardTask:
-        return ShardTask(self.spec, kind, tuple(keys), tuple(payloads), next(self._shard_ids),
+    def _task(self, kind: str, keys: list[str], payloads: list[str], *, low: int) -> ShardTask:
+        task = ShardTask(self.spec, kind, tuple(keys), tuple(payloads), next(self._shard_ids),
                          batch_size=self.batch_size, decode_threads=self.decode_threads)  # fmt: skip
+        if low:  # items noted absent that came back (low 0) hold no watermark back
+            self._open[task.shard_id] = (kind, low)
+        return task
+
+    def _advance(self, kind: str, *, force: bool = False) -> None:
+        """Raise the watermark of ``kind`` to just below the oldest item still in flight
+        (or to all that was examined): only committed work lies below it. Written at most
+        every WATERMARK_EVERY seconds while running, and at the end."""
+        open_low = [low for k, low in self._open.values() if k == kind]
+        mark = min([self._examined.get(kind, 0)] + [low - 1 for low in open_low])
+        now = time.monotonic()
+        if mark > 0 and (force or now - self._advanced_at.get(kind, -WATERMARK_EVERY) >= WATERMARK_EVERY):
+            self.pending.advance(kind, mark)
+            self._advanced_at[kind] = now
 
     # --- results
-    def _run(self, tasks: Iterator[ShardTask]) -> None:
+    def _run(self, tasks: Iterator[ShardTask], kind: str) -> None:
         for result in self.executor.map_unordered(run_shard, tasks):
             self._commit(result)
+        self._advance(kind, force=True)
 
     def _commit(self, r: ShardResult) -> None:
         space = "image" if r.kind == "image" else "prompt"
@@ -207,6 +200,9 @@ class EmbedRunner:
         s.encode_s += r.timings.get("encode_s", 0.0)
         self._inflight.difference_update(r.keys)
         self._inflight.difference_update(k for k, _ in r.skips)
+        if self._open.pop(r.shard_id, None) is None and r.kind == "image":
+            self.pending.settle_absent(list(r.keys) + [k for k, _ in r.skips])
+        self._advance("image" if r.kind == "image" else "prompt")
 
 
 def default_workers(device: str) -> int:

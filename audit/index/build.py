@@ -205,12 +205,7 @@ class IndexBuilder:
                            reason=f"added {len(added_keys):,} vectors")  # fmt: skip
 
     def _store_keys(self, model_key: str, space: str) -> np.ndarray:
-        cur = self.vs.conn.execute(
-            "SELECT key FROM vectors WHERE model_key=? AND space=? ORDER BY key", (model_key, space)
-        )
-        parts = []
-        while rows := cur.fetchmany(200_000):
-            parts.append(encode_keys([r[0] for r in rows]))
+        parts = [encode_keys(keys) for keys in self.vs.iter_keys(model_key, space)]
         return np.concatenate(parts) if parts else np.zeros(0, dtype="S64")
 
     # --- full build
