@@ -328,6 +328,8 @@ def test_migration_killed_midway_resumes_and_loses_nothing(tmp_path):
         vs = VectorStore(a.catalog.conn)
         tables = {t for (t,) in a.catalog.query("SELECT name FROM sqlite_master WHERE type='table'")}
         assert "vectors" not in tables and not vs._legacy
+        # a release that only knows the BLOB table now refuses the index as too new
+        assert a.catalog.query("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == "2"
         _check_vectors(vs, truth)
         assert vs.verify()["damaged"] == []
         referenced = {f for (f,) in a.catalog.query("SELECT file FROM vector_shards")}

@@ -7,7 +7,8 @@ vanished, permission denied) has a location row with status ``error`` and no ite
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 1
+# 2: vectors in fp16 shard files (audit.catalog.vectors), no longer a BLOB table; items.seq.
+SCHEMA_VERSION = 2
 
 ITEM_COLUMNS: tuple[tuple[str, str], ...] = (
     ("item_id", "TEXT PRIMARY KEY"),

@@ -38,6 +38,7 @@ MIGRATE_BATCH = 65536  # BLOB rows per transaction (~128 MiB of float32 512-d in
 
 def migrate_legacy(store: "VectorStore") -> int:
     """Move every BLOB row into shards; returns how many were moved."""
+    from audit.catalog.schema import SCHEMA_VERSION
     from audit.catalog.vectors import LEGACY_TABLE, _has_legacy, _unlink_all
 
     moved = 0
@@ -53,6 +54,9 @@ def migrate_legacy(store: "VectorStore") -> int:
                 ).fetchall()
                 if not rows:
                     c.execute(f"DROP TABLE {LEGACY_TABLE}")
+                    # a release that knows only the BLOB table would see an index without
+                    # vectors: from now on it refuses the catalog as too new instead
+                    c.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
                     break
                 now = utc_now()
                 for (model_key, space), group in groupby(rows, key=lambda r: (r[0], r[1])):
