@@ -23,6 +23,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 BANDS = 8
+QUERY_ROWS = 2048  # query rows per block product
 MIN_PDQ_QUALITY = 50
 
 
@@ -140,22 +141,25 @@ def cosine_edges(q_ids: Sequence[str], q: np.ndarray, blocks: Iterable[tuple[lis
     for ids, x in blocks:
         if not len(ids):
             continue
-        sim = q @ np.ascontiguousarray(x, dtype=np.float32).T
-        r, col = np.nonzero(sim >= min_cosine)
-        out.extend((q_ids[a], ids[b]) for a, b in zip(r.tolist(), col.tolist())
-                   if q_ids[a] != ids[b] and not (skip and ids[b] in skip))
+        xt = np.ascontiguousarray(x, dtype=np.float32).T
+        for start in range(0, len(q_ids), QUERY_ROWS):  # (QUERY_ROWS, block) products: bounded memory
+            sim = q[start:start + QUERY_ROWS] @ xt
+            r, col = np.nonzero(sim >= min_cosine)
+            out.extend((q_ids[start + a], ids[b]) for a, b in zip(r.tolist(), col.tolist())
+                       if q_ids[start + a] != ids[b] and not (skip and ids[b] in skip))
     return out
 
 
-def cosine_edges_within(ids: Sequence[str], x: np.ndarray, min_cosine: float, block: int = 4096
+def cosine_edges_within(ids: Sequence[str], x: np.ndarray, min_cosine: float, block: int = 2048
                         ) -> list[tuple[str, str]]:
     """Edges (i < j) among one set of vectors, in ``block`` × n products."""
     out = []
     x = np.ascontiguousarray(x, dtype=np.float32)
     for start in range(0, len(ids), block):
         sim = x[start:start + block] @ x[start:].T
-        r, col = np.nonzero(np.triu(sim >= min_cosine, 1))
-        out.extend((ids[start + a], ids[start + b]) for a, b in zip(r.tolist(), col.tolist()))
+        r, col = np.nonzero(sim >= min_cosine)
+        keep = col > r  # each pair once (i < j), never an item with itself
+        out.extend((ids[start + a], ids[start + b]) for a, b in zip(r[keep].tolist(), col[keep].tolist()))
     return out
 
 
