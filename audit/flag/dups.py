@@ -10,8 +10,8 @@ have an image vector.
   finds every candidate by looking up each band with up to ⌊d/8⌋ bits flipped (33 probes a
   band for d ≤ 15), then verifies by popcount: cost ~ new × 264 index lookups, not × N.
   A full run pairs all hashes at once in memory (``audit.cluster.pdq_pairs``, exact MIH).
-* cosine: exact blocked matrix products, never all pairs in memory: the new items against the
-  scope's vectors one block at a time (~ new × N / block products).
+* cosine: exact, block by block (FAISS range search of the query vectors in one block of the
+  scope's vectors at a time), never all pairs in memory: ~ new × N products.
 * ``dup_groups``: item → root (the smallest item id of its group); an edge joining groups
   moves the members of the other roots to the smallest root (cost: the groups joined).
 """
@@ -23,7 +23,6 @@ from typing import Iterable, Sequence
 import numpy as np
 
 BANDS = 8
-QUERY_ROWS = 2048  # query rows per block product
 MIN_PDQ_QUALITY = 50
 
 
@@ -130,37 +129,43 @@ def pdq_edges_within(item_ids: Sequence[str], pdq_hex: Sequence[str], max_distan
     return [(item_ids[a], item_ids[b]) for a, b in zip(i.tolist(), j.tolist())]
 
 
+def _range_pairs(q: np.ndarray, x: np.ndarray, min_cosine: float) -> tuple[np.ndarray, np.ndarray]:
+    """(query row, block row) with inner product ≥ ``min_cosine``: FAISS exact range search
+    over the block (C++, no dense similarity matrix held)."""
+    import faiss
+
+    index = faiss.IndexFlatIP(x.shape[1])
+    index.add(np.ascontiguousarray(x, dtype=np.float32))
+    radius = float(np.nextafter(np.float32(min_cosine), np.float32(-2)))  # FAISS keeps score > radius
+    lims, scores, cols = index.range_search(np.ascontiguousarray(q, dtype=np.float32), radius)
+    rows = np.repeat(np.arange(len(q)), np.diff(lims).astype(np.int64))
+    keep = scores >= min_cosine
+    return rows[keep], cols[keep].astype(np.int64)
+
+
 def cosine_edges(q_ids: Sequence[str], q: np.ndarray, blocks: Iterable[tuple[list[str], np.ndarray]],
                  min_cosine: float, *, skip: set[str] | None = None) -> list[tuple[str, str]]:
     """Edges (query, other) with cosine ≥ ``min_cosine`` between the query vectors and every
-    block (ids in ``skip`` are left out of the blocks), one block product at a time."""
+    block (ids in ``skip`` are left out of the blocks), one block at a time: exact."""
     out = []
     if not len(q_ids):
         return out
-    q = np.ascontiguousarray(q, dtype=np.float32)
     for ids, x in blocks:
         if not len(ids):
             continue
-        xt = np.ascontiguousarray(x, dtype=np.float32).T
-        for start in range(0, len(q_ids), QUERY_ROWS):  # (QUERY_ROWS, block) products: bounded memory
-            sim = q[start:start + QUERY_ROWS] @ xt
-            r, col = np.nonzero(sim >= min_cosine)
-            out.extend((q_ids[start + a], ids[b]) for a, b in zip(r.tolist(), col.tolist())
-                       if q_ids[start + a] != ids[b] and not (skip and ids[b] in skip))
+        r, col = _range_pairs(q, x, min_cosine)
+        out.extend((q_ids[a], ids[b]) for a, b in zip(r.tolist(), col.tolist())
+                   if q_ids[a] != ids[b] and not (skip and ids[b] in skip))
     return out
 
 
-def cosine_edges_within(ids: Sequence[str], x: np.ndarray, min_cosine: float, block: int = 2048
-                        ) -> list[tuple[str, str]]:
-    """Edges (i < j) among one set of vectors, in ``block`` × n products."""
-    out = []
-    x = np.ascontiguousarray(x, dtype=np.float32)
-    for start in range(0, len(ids), block):
-        sim = x[start:start + block] @ x[start:].T
-        r, col = np.nonzero(sim >= min_cosine)
-        keep = col > r  # each pair once (i < j), never an item with itself
-        out.extend((ids[start + a], ids[start + b]) for a, b in zip(r[keep].tolist(), col[keep].tolist()))
-    return out
+def cosine_edges_within(ids: Sequence[str], x: np.ndarray, min_cosine: float) -> list[tuple[str, str]]:
+    """Edges (i < j) among one block of vectors."""
+    if len(ids) < 2:
+        return []
+    r, col = _range_pairs(x, x, min_cosine)
+    keep = col > r  # each pair once, never an item with itself
+    return [(ids[a], ids[b]) for a, b in zip(r[keep].tolist(), col[keep].tolist())]
 
 
 def union(c, scope: int, edges: Iterable[tuple[str, str]]) -> tuple[set[str], set[str]]:

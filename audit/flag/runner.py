@@ -1,30 +1,28 @@
-"""``Audit.flag``: signals → categories → findings, clusters and seed neighbours, in one run.
+"""``Audit.flag``: signals → categories → findings, clusters and seed neighbours, streamed in
+bounded batches and incremental per policy and model (state: ``audit.flag.state``).
 
-Steps (times in ``FlagSummary.timings``):
+1. load the policy and the model; decide the mode (``_decide``): *full* on the first run of
+   a policy hash + model key (a changed policy or model), on ``full=True``, after an
+   interrupted full run, or when the image vectors grew ``recluster_factor`` times since the
+   clusters were trained; else *incremental*: only items with ``items.seq`` above the last
+   completed run's watermark, plus items handled without an image vector that have one now;
+   *unchanged* when there is nothing new and no new review decision;
+2. full: k-means centroids trained on a deterministic sample (``cluster_sample``) and kept;
+   incremental: the kept centroids;
+3. per batch of ``batch_size`` items (keyset order; vectors by ``VectorStore.get``): the
+   detectors (one prompt-rule breaker for the whole run), combination flags, direct evidence
+   (``flag_signals``) and findings written in one transaction with the batch's cluster
+   memberships, PDQ bands and (incremental) near-duplicate edges against the stored items;
+4. full: near-duplicate edges over everything (PDQ in memory by multi-index hashing, cosine
+   block by block), one union-find write;
+5. clusters the run touched: stats from SQL, flags, "via cluster" evidence, ``clusters`` rows;
+6. seeds (human-confirmed items only): each seed's nearest neighbours are kept; new items are
+   compared with the seeds, a new seed searches the archive once;
+7. decisions' statuses, new → known, a full run's stale findings deactivated, the watermark
+   and the run record (``flag_runs``: mode, why, reclustered, recluster_why, seq_done).
 
-1. load the policy (``None``: the packaged default) and the model whose vectors are stored;
-2. choose the rows: items never evaluated under this policy hash and model (incremental), or
-   every item when the policy changed (its content hash is new) or ``full=True``. Items that
-   had no image vector yet are evaluated again once they have one;
-3. detectors (``concepts``, ``prompts``, ``hashes``) over those rows; negative concepts cancel
-   concept signals, negative banks suppress categories; the policy's flags combine the fired
-   signals into categories (``audit.policy.evaluate_flags``): one finding per item and
-   category, carrying every contributing signal (plus a ``combination`` signal naming the
-   flag when it combines several conditions);
-4. archive-wide structure over every item with an image vector: semantic clusters (FAISS
-   k-means, k ≈ √(n/2)) with size, centroid concept scores, exemplars, top prompt terms and
-   flagged share; near-duplicate groups (PDQ within ``dup_pdq_distance`` bits, CLIP cosine
-   ≥ ``dup_min_cosine``; connected components). A cluster is flagged for a category when its
-   centroid alone fires the category's flags, or when at least ``cluster_share`` of its
-   members (and ``cluster_min_size`` members) hold an item-level finding of that category;
-   its other members get findings with a ``cluster`` signal ("via cluster"), except members
-   already flagged directly at an equal or higher severity (no duplicate review work);
-5. seeds: items whose latest review decision is ``confirm`` (never automatic flags); their
-   ``seed_k`` nearest image neighbours with cosine ≥ ``seed_min_cosine`` get findings with a
-   ``seed_neighbor`` signal, in the seed's categories;
-6. statuses from review decisions (dismissed / confirmed / escalated; else new, then known),
-   and one transaction writes findings, clusters, the evaluated items and the run record
-   (policy hash, model, every threshold with how it was obtained).
+A finding is the union of its (item, category) evidence in ``flag_signals``; only the pairs
+whose evidence changed are rewritten, so an incremental run costs what is new.
 """
 
 from __future__ import annotations
