@@ -95,18 +95,20 @@ class Audit:
     def scan(self, sources, *, policy=None, model: str = "ViT-B-32", pretrained: str | None = "laion2b_s34b_b79k",
              checkpoint=None, device: str = "cpu", batch_size: int | None = None, workers: int | None = None,
              report: bool = False, out=None, fail_on: str | None = None, wait: bool = False, progress=None,
-             argv: Sequence[str] | None = None, trust_dir_mtime: bool = False, mark: bool = True):  # fmt: skip
+             argv: Sequence[str] | None = None, trust_dir_mtime: bool = False, mark: bool = True,
+             full: bool = False):  # fmt: skip
         """crawl -> embed -> index -> flag (-> report) under one hold of the index lock;
         returns a ``ScanSummary`` whose ``exit_code`` is 1 when a new finding is at or above
         ``fail_on``. ``progress``: a function stage -> context manager yielding a callback.
         ``mark=False``: leave the new findings new until ``audit.scan.mark_reported`` is
-        called (once the caller has delivered the summary)."""
+        called (once the caller has delivered the summary). ``full``: the flag stage
+        recomputes everything (see ``flag``)."""
         from audit.scan import run_scan
 
         return run_scan(self, sources, policy=policy, model=model, pretrained=pretrained, checkpoint=checkpoint,
                         device=device, batch_size=batch_size, workers=workers, report=report, out=out,
                         fail_on=fail_on, wait=wait, progress=progress, argv=argv,
-                        trust_dir_mtime=trust_dir_mtime, mark=mark)  # fmt: skip
+                        trust_dir_mtime=trust_dir_mtime, mark=mark, full=full)  # fmt: skip
 
     # --- notebook helpers (audit/notebook.py)
     def show(self, ids, *, limit: int = 24, blur: bool = True, grayscale: bool = False):
@@ -297,9 +299,12 @@ class Audit:
              **options):  # fmt: skip
         """Signals, clusters and findings under ``policy`` (a file, a loaded ``Policy``, or
         ``None`` for the packaged default); returns a ``FlagSummary``. Incremental: only items
-        not yet evaluated under this policy hash, unless the policy changed or ``full``.
-        ``options``: fields of ``audit.flag.runner.FlagOptions`` (n_clusters, cluster_share,
-        cluster_min_size, dup_pdq_distance, dup_min_cosine, seed_k, seed_min_cosine)."""
+        new or changed (``items.seq``) since the last run of this policy and model, and items
+        whose image vector arrived since; ``full`` (or a changed policy or model, or clusters
+        outgrown by ``recluster_factor``) recomputes everything. ``options``: fields of
+        ``audit.flag.runner.FlagOptions`` (n_clusters, cluster_share, cluster_min_size,
+        dup_pdq_distance, dup_min_cosine, seed_k, seed_min_cosine, batch_size, cluster_sample,
+        recluster_factor, block)."""
         from audit.flag.runner import FlagOptions, run_flag
 
         return run_flag(self, policy, model=model, checkpoint=checkpoint, device=device, embedder=embedder,

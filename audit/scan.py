@@ -108,11 +108,13 @@ def run_scan(
     argv: Sequence[str] | None = None,
     trust_dir_mtime: bool = False,
     mark: bool = True,
+    full: bool = False,
 ) -> ScanSummary:
     """Run crawl, embed, index, flag and (optionally) report on ``audit_index``.
 
     ``mark``: mark the new findings reported before returning (the library's contract: the
-    caller has the summary). The CLI passes False and calls ``mark_reported`` after printing."""
+    caller has the summary). The CLI passes False and calls ``mark_reported`` after printing.
+    ``full``: the flag stage recomputes everything (clusters retrained, groups rebuilt)."""
     from audit.embed.device import check_device
     from audit.findings.store import FindingsStore
     from audit.ingest import open_source
@@ -145,7 +147,7 @@ def run_scan(
         stage("index", lambda bar: audit_index.index(model=embedded.model_key, progress=bar))
         flagged = stage(
             "flag", lambda bar: audit_index.flag(loaded_policy, model=embedded.model_key, checkpoint=checkpoint,
-                                                 device=device, progress=bar, argv=argv)
+                                                 device=device, full=full, progress=bar, argv=argv)
         )  # fmt: skip
         import polars as pl
 

@@ -19,9 +19,10 @@ def flag_command(
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Model key or name whose vectors to use (needed when several are embedded)."),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Local weights of the model, when the index was embedded from a checkpoint file."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N, for embedding the policy's concept texts."),
-    full: bool = typer.Option(False, "--full", help="Evaluate every item, not only those new since the last run of this policy."),
+    full: bool = typer.Option(False, "--full", help="Recompute everything: every item evaluated, clusters retrained, near-duplicate groups and seed neighbours rebuilt (default: only items new or changed since the last run of this policy and model)."),
     clusters: Optional[int] = typer.Option(None, "--clusters", min=1, help="Number of semantic clusters (default: about sqrt(items/2))."),
     cluster_share: float = typer.Option(0.5, "--cluster-share", min=0.01, max=1.0, help="Flag a cluster when this share of its members is flagged."),
+    recluster_factor: float = typer.Option(2.0, "--recluster-factor", min=1.0, help="Retrain the clusters (a full run) once the archive's image vectors grew this many times since the last training."),
     wait: bool = typer.Option(False, "--wait", help="Wait for another run holding the index instead of exiting with code 3."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output (problems are still reported on stderr)."),
     json_out: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
@@ -31,7 +32,10 @@ def flag_command(
     Concepts (CLIP, image and prompt; thresholds calibrated for the model when the policy
     omits them), prompt rules and name lists, hash lists and negative banks, combination
     flags, semantic clusters and near-duplicate groups, neighbours of items reviewers
-    confirmed. Incremental: only new items, unless the policy changed or --full.
+    confirmed. Incremental: only items new or changed since the last run of this policy and
+    model (and items whose image vector arrived since); new items join the existing clusters
+    and near-duplicate groups. A changed policy or model, clusters outgrown by
+    --recluster-factor, an interrupted full run, or --full: everything is recomputed.
     """
     import audit
 
@@ -39,7 +43,8 @@ def flag_command(
     with progress_bar("flag", quiet=quiet) as bar:
         summary = audit.open(index).flag(
             str(policy) if policy else None, model=model, checkpoint=str(checkpoint) if checkpoint else None,
-            device=device, full=full, wait=wait, n_clusters=clusters, cluster_share=cluster_share, progress=bar,
+            device=device, full=full, wait=wait, n_clusters=clusters, cluster_share=cluster_share,
+            recluster_factor=recluster_factor, progress=bar,
         )  # fmt: skip
     data = summary.to_dict()
     if json_out:

@@ -29,6 +29,7 @@ def scan_command(
     fail_on: Optional[str] = typer.Option(None, "--fail-on", help="Exit 1 when a NEW finding (one no completed scan has reported yet) is at or above this severity: critical, high, medium or low."),
     wait: bool = typer.Option(False, "--wait", help="Wait for another run holding the index instead of exiting with code 3."),
     trust_dir_mtime: bool = typer.Option(False, "--trust-dir-mtime", help="Skip the files of local directories whose mtime is unchanged since their last full listing: one stat per directory instead of per file (a file rewritten in place without a rename is then missed until a normal crawl)."),
+    full: bool = typer.Option(False, "--full", help="Flag stage: recompute everything (every item evaluated, clusters retrained, near-duplicate groups rebuilt), not only what is new."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output (problems are still reported on stderr)."),
     json_out: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout: counts per stage, new findings, errors, durations, report path."),
 ) -> None:
@@ -54,6 +55,7 @@ def scan_command(
         a, sources, policy=policy, model=model, pretrained=tag, checkpoint=str(checkpoint) if checkpoint else None,
         device=device, batch_size=batch_size, workers=workers, report=report, out=out, fail_on=fail_on, wait=wait,
         progress=lambda stage: progress_bar(stage, quiet=quiet), trust_dir_mtime=trust_dir_mtime, mark=False,
+        full=full,
     )  # fmt: skip
     data = summary.to_dict()
     if json_out:

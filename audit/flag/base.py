@@ -39,6 +39,8 @@ class FlagContext:
     embedder_factory: Callable[[], Any] | None = None
     # image vectors of the whole archive (not only the rows evaluated): calibration samples
     sample_vectors: np.ndarray | None = None
+    # or a callable drawing them when first needed (a streaming run calibrates lazily)
+    sample_factory: Callable[[], np.ndarray] | None = None
     # thresholds a previous run of the same policy and model used: reused for consistency
     previous_thresholds: dict = field(default_factory=dict)
     _embedder: Any = field(default=None, repr=False)

@@ -103,8 +103,17 @@ class ConceptDetector:
         for neg in policy.negative_concepts:
             cv.negative[neg.id] = l2_normalize(ensemble(_embed_texts(emb, neg.prompts())))
         neutral = _embed_texts(emb, list(NEUTRAL_CAPTIONS))
-        samples = _sample(ctx.sample_vectors if ctx.sample_vectors is not None else
-                          ctx.image_vectors[ctx.has_image])
+        drawn: list = []
+
+        def samples_now():  # drawn only when a threshold is calibrated
+            if not drawn:
+                if ctx.sample_vectors is not None:
+                    drawn.append(_sample(ctx.sample_vectors))
+                elif ctx.sample_factory is not None:
+                    drawn.append(_sample(ctx.sample_factory()))
+                else:
+                    drawn.append(_sample(ctx.image_vectors[ctx.has_image]))
+            return drawn[0]
         previous = ctx.previous_thresholds or {}
 
         def others_for(cid: str, contrast: tuple[str, ...]) -> np.ndarray:
@@ -120,7 +129,7 @@ class ConceptDetector:
             if isinstance(prev, dict) and prev.get("source", "").startswith("calibrated"):
                 return {**prev, "source": prev["source"], "reused": True}
             if space == "image":
-                value, how = calibrate_threshold(vec_space, neutral, others, samples, method="auto")
+                value, how = calibrate_threshold(vec_space, neutral, others, samples_now(), method="auto")
             else:
                 value, how = calibrate_threshold(vec_text, neutral, others, None, method="reference")
             method = how.split(":", 1)[0].split(" ", 1)[0]

@@ -19,6 +19,11 @@ from audit.flag.base import Detections, FlagContext
 class PromptDetector:
     name = "prompts"
 
+    def __init__(self, *, shared: bool = False) -> None:
+        # shared: one breaker for every batch of a run (a rule disabled in batch 1 stays off)
+        self.shared = shared
+        self.breaker = None
+
     def detect(self, ctx: FlagContext) -> Detections:
         from audit.policy.breaker import PatternBreaker
         from audit.policy.rules import compile_rules, match_prompt
@@ -28,7 +33,9 @@ class PromptDetector:
         if len(ctx) == 0:
             return det
         compiled = compile_rules(policy)
-        breaker = PatternBreaker(timeout_s=compiled.timeout)
+        breaker = self.breaker if self.shared and self.breaker is not None else PatternBreaker(
+            timeout_s=compiled.timeout)
+        self.breaker = breaker
         cache: dict[tuple, list[Signal]] = {}
         matched = 0
         for row, (prompt, negative) in enumerate(zip(ctx.prompts, ctx.negative_prompts)):

@@ -1,30 +1,28 @@
-"""``Audit.flag``: signals → categories → findings, clusters and seed neighbours, in one run.
+"""``Audit.flag``: signals → categories → findings, clusters and seed neighbours, streamed in
+bounded batches and incremental per policy and model (state: ``audit.flag.state``).
 
-Steps (times in ``FlagSummary.timings``):
+1. load the policy and the model; decide the mode (``_decide``): *full* on the first run of
+   a policy hash + model key (a changed policy or model), on ``full=True``, after an
+   interrupted full run, or when the image vectors grew ``recluster_factor`` times since the
+   clusters were trained; else *incremental*: only items with ``items.seq`` above the last
+   completed run's watermark, plus items handled without an image vector that have one now;
+   *unchanged* when there is nothing new and no new review decision;
+2. full: k-means centroids trained on a deterministic sample (``cluster_sample``) and kept;
+   incremental: the kept centroids;
+3. per batch of ``batch_size`` items (keyset order; vectors by ``VectorStore.get``): the
+   detectors (one prompt-rule breaker for the whole run), combination flags, direct evidence
+   (``flag_signals``) and findings written in one transaction with the batch's cluster
+   memberships, PDQ bands and (incremental) near-duplicate edges against the stored items;
+4. full: near-duplicate edges over everything (PDQ in memory by multi-index hashing, cosine
+   block by block), one union-find write;
+5. clusters the run touched: stats from SQL, flags, "via cluster" evidence, ``clusters`` rows;
+6. seeds (human-confirmed items only): each seed's nearest neighbours are kept; new items are
+   compared with the seeds, a new seed searches the archive once;
+7. decisions' statuses, new → known, a full run's stale findings deactivated, the watermark
+   and the run record (``flag_runs``: mode, why, reclustered, recluster_why, seq_done).
 
-1. load the policy (``None``: the packaged default) and the model whose vectors are stored;
-2. choose the rows: items never evaluated under this policy hash and model (incremental), or
-   every item when the policy changed (its content hash is new) or ``full=True``. Items that
-   had no image vector yet are evaluated again once they have one;
-3. detectors (``concepts``, ``prompts``, ``hashes``) over those rows; negative concepts cancel
-   concept signals, negative banks suppress categories; the policy's flags combine the fired
-   signals into categories (``audit.policy.evaluate_flags``): one finding per item and
-   category, carrying every contributing signal (plus a ``combination`` signal naming the
-   flag when it combines several conditions);
-4. archive-wide structure over every item with an image vector: semantic clusters (FAISS
-   k-means, k ≈ √(n/2)) with size, centroid concept scores, exemplars, top prompt terms and
-   flagged share; near-duplicate groups (PDQ within ``dup_pdq_distance`` bits, CLIP cosine
-   ≥ ``dup_min_cosine``; connected components). A cluster is flagged for a category when its
-   centroid alone fires the category's flags, or when at least ``cluster_share`` of its
-   members (and ``cluster_min_size`` members) hold an item-level finding of that category;
-   its other members get findings with a ``cluster`` signal ("via cluster"), except members
-   already flagged directly at an equal or higher severity (no duplicate review work);
-5. seeds: items whose latest review decision is ``confirm`` (never automatic flags); their
-   ``seed_k`` nearest image neighbours with cosine ≥ ``seed_min_cosine`` get findings with a
-   ``seed_neighbor`` signal, in the seed's categories;
-6. statuses from review decisions (dismissed / confirmed / escalated; else new, then known),
-   and one transaction writes findings, clusters, the evaluated items and the run record
-   (policy hash, model, every threshold with how it was obtained).
+A finding is the union of its (item, category) evidence in ``flag_signals``; only the pairs
+whose evidence changed are rewritten, so an incremental run costs what is new.
 """
 
 from __future__ import annotations
@@ -70,6 +68,10 @@ class FlagOptions:
     seed_k: int = 10
     seed_min_cosine: float = 0.9
     kmeans_seed: int = 1234
+    batch_size: int = 20_000  # items per batch: memory follows it, not the archive
+    cluster_sample: int = 200_000  # k-means trains on at most this many vectors
+    recluster_factor: float = 2.0  # re-cluster once the image vectors grew this much since training
+    block: int = 20_000  # vectors per block of the exact near-duplicate and seed passes
 
 
 @dataclass
@@ -77,7 +79,7 @@ class FlagSummary:
     run_id: int
     policy: dict
     model_key: str
-    mode: str  # full | incremental
+    mode: str  # full | incremental | unchanged
     items: int = 0
     evaluated: int = 0
     findings: int = 0
@@ -100,6 +102,10 @@ class FlagSummary:
     # problems of the run itself (a policy rule disabled after timeouts), one dict each with
     # "detector", "kind", "message"; recorded with the run, printed by the CLI as warnings
     errors: list = field(default_factory=list)
+    why: str = ""  # why the run was full or incremental
+    reclustered: bool = False  # clusters trained again in this run
+    recluster_why: str = ""
+    seq_done: int = 0  # the highest items.seq the run handled (the next run starts above it)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -254,215 +260,499 @@ def run_flag(audit: "Audit", policy: "str | os.PathLike | Policy | None" = None,
         return summary
 
 
-def _unchanged_since_last_run(conn, policy_hash: str, model_key: str, n_items: int) -> bool:
-    last = conn.execute(
-        "SELECT f.run_id, f.at, r.summary, r.status FROM flag_runs f JOIN runs r ON r.run_id = f.run_id "
-        "WHERE f.policy_hash=? AND f.model_key=? ORDER BY f.run_id DESC LIMIT 1",
-        (policy_hash, model_key),
-    ).fetchone()
-    if last is None or last[3] != "ok":
-        return False
-    try:
-        previous = json.loads(last[2] or "{}")
-    except ValueError:
-        return False
-    previous_items = previous.get("items")
-    # decision ids, not timestamps: an imported decision may carry an older `at`
-    newest_decision = conn.execute("SELECT coalesce(max(decision_id), 0) FROM decisions").fetchone()[0]
-    return previous_items == n_items and previous.get("decisions_seen", -1) == newest_decision
+def _decide(conn, row: dict | None, opts: "FlagOptions", ph: str, model_key: str, vcount: int) -> tuple[str, str, str]:
+    """(mode, why, why the clusters are retrained or '') for this run of one policy and model."""
+    if row is None or row["state"] == "empty":
+        if conn.execute("SELECT 1 FROM flag_scopes WHERE model_key=? AND policy_hash<>? LIMIT 1",
+                        (model_key, ph)).fetchone():
+            why = "the policy changed (a new policy hash)"
+        elif conn.execute("SELECT 1 FROM flag_scopes WHERE policy_hash=? AND model_key<>? LIMIT 1",
+                          (ph, model_key)).fetchone():
+            why = "the model changed"
+        else:
+            why = "first run of this policy and model"
+        return "full", why, why
+    if opts.full:
+        return "full", "--full asked for it", "--full asked for it"
+    if row["state"] == "full":
+        why = "the previous full run was interrupted"
+        return "full", why, why
+    if model_key and vcount and not row["k"]:
+        why = "no clusters yet (no image vector at the last run)"
+        return "full", why, why
+    trained = row["trained_items"] or 0
+    if model_key and trained and vcount >= opts.recluster_factor * trained:
+        why = (f"the archive grew from {trained} to {vcount} image vectors since the clusters were trained "
+               f"(re-cluster factor {opts.recluster_factor:g})")
+        return "full", why, why
+    return "incremental", "same policy and model: only items changed or embedded since the last run", ""
 
 
-def _unchanged_summary(store, summary: FlagSummary, policy_hash: str, timings, lap, t) -> FlagSummary:
-    summary.mode = "unchanged"
-    active = store.findings(policy_hash=policy_hash)
-    summary.findings = active.height
-    summary.by_category = dict(active.group_by("category").len().iter_rows())
-    summary.by_severity = dict(active.group_by("severity").len().iter_rows())
-    summary.by_status = dict(active.group_by("status").len().iter_rows())
-    clusters = store.clusters(policy_hash=policy_hash)
-    summary.clusters = int((clusters["kind"] == "semantic").sum())
-    summary.near_duplicate_groups = int((clusters["kind"] == "near_duplicate").sum())
-    summary.flagged_clusters = int(clusters["flagged"].sum() or 0)
-    lap("prepare", t)
-    return summary
+def _fill_summary(conn, summary: "FlagSummary", ph: str, now: str | None = None) -> None:
+    q = "FROM findings WHERE policy_hash=? AND active=1"
+    summary.findings = conn.execute(f"SELECT count(*) {q}", (ph,)).fetchone()[0]
+    summary.by_category = dict(conn.execute(f"SELECT category, count(*) {q} GROUP BY category", (ph,)).fetchall())
+    summary.by_severity = dict(conn.execute(f"SELECT severity, count(*) {q} GROUP BY severity", (ph,)).fetchall())
+    summary.by_status = dict(conn.execute(f"SELECT status, count(*) {q} GROUP BY status", (ph,)).fetchall())
+    summary.by_signal_kind = dict(conn.execute(
+        "SELECT json_extract(j.value, '$.kind'), count(*) FROM findings f, json_each(f.signals) j "
+        "WHERE f.policy_hash=? AND f.active=1 GROUP BY 1", (ph,)).fetchall())
+    if now is not None:
+        summary.new_findings = conn.execute(f"SELECT count(*) {q} AND status='new' AND first_flagged=?",
+                                            (ph, now)).fetchone()[0]
+    kinds = dict(conn.execute("SELECT kind, count(*) FROM clusters WHERE policy_hash=? GROUP BY kind", (ph,)).fetchall())
+    summary.clusters = int(kinds.get("semantic", 0))
+    summary.near_duplicate_groups = int(kinds.get("near_duplicate", 0))
+    summary.flagged_clusters = int(conn.execute("SELECT coalesce(sum(flagged), 0) FROM clusters WHERE policy_hash=?",
+                                                (ph,)).fetchone()[0])
+
+
+def _in_chunks(values, n: int = 900):
+    values = list(values)
+    for start in range(0, len(values), n):
+        yield values[start:start + n]
+
+
+def _compose(c, store, scope: int, ph: str, pairs, run_id: int, now: str) -> int:
+    """Findings of the (item, category) pairs whose evidence changed: the union of their
+    ``flag_signals`` (direct, via cluster, seed neighbour); a pair with none left is
+    deactivated. Returns how many were deactivated."""
+    from audit.findings.store import finding_id
+    from audit.flag.clusters import semantic_id
+
+    by_item: dict[str, set[str]] = {}
+    for item_id, cat in pairs:
+        by_item.setdefault(item_id, set()).add(cat)
+    deactivated = 0
+    for chunk in _in_chunks(sorted(by_item)):
+        marks = ",".join("?" * len(chunk))
+        sources: dict[tuple[str, str], list] = {}
+        for item_id, cat, source, severity, sig_json in c.execute(
+                f"SELECT item_id, category, source, severity, signals FROM flag_signals WHERE scope=? "
+                f"AND item_id IN ({marks}) ORDER BY item_id, category, source", (scope, *chunk)):
+            sources.setdefault((item_id, cat), []).append((severity, sig_json))
+        cluster_of = dict(c.execute(f"SELECT item_id, cluster FROM cluster_members WHERE scope=? AND item_id IN ({marks})",
+                                    (scope, *chunk)).fetchall())
+        out, gone = [], []
+        for item_id in chunk:
+            for cat in sorted(by_item[item_id]):
+                rows = sources.get((item_id, cat))
+                if not rows:
+                    gone.append((finding_id(ph, item_id, cat),))
+                    continue
+                sigs = [Signal(**d) for _, js in rows for d in json.loads(js)]
+                k = cluster_of.get(item_id)
+                out.append(Finding(item_id, cat, rows[0][0], ph, sigs, cluster_id=None if k is None else semantic_id(ph, k)))
+        store.upsert_findings_in(c, out, run_id=run_id, now=now)
+        if gone:
+            before = c.total_changes
+            c.executemany("UPDATE findings SET active=0 WHERE finding_id=? AND active=1", gone)
+            deactivated += c.total_changes - before
+    return deactivated
+
+
+def _apply_decisions(c, conn, ph: str) -> None:
+    """Statuses of the decided findings (item- or finding-level decisions; the latest wins)."""
+    from audit.review import latest_by_target
+
+    item_dec, finding_dec = latest_by_target(conn)
+    rows: list[tuple[str, str]] = []
+    for chunk in _in_chunks(item_dec):
+        marks = ",".join("?" * len(chunk))
+        rows += c.execute(f"SELECT finding_id, item_id FROM findings WHERE policy_hash=? AND active=1 "
+                          f"AND item_id IN ({marks})", (ph, *chunk)).fetchall()
+    for chunk in _in_chunks(finding_dec):
+        marks = ",".join("?" * len(chunk))
+        rows += c.execute(f"SELECT finding_id, item_id FROM findings WHERE policy_hash=? AND active=1 "
+                          f"AND finding_id IN ({marks})", (ph, *chunk)).fetchall()
+    statuses = {}
+    for fid, item_id in rows:
+        cands = [d for d in (item_dec.get(item_id), finding_dec.get(fid)) if d is not None]
+        if cands:
+            statuses[fid] = max(cands, key=lambda d: d.decision_id).status
+    FindingsStore(conn).set_statuses_in(c, statuses)
+
+
+def _merge_stats(into: dict, stats: dict) -> None:
+    for key, value in stats.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float, dict)):
+            into[key] = value
+        elif isinstance(value, dict):
+            _merge_stats(into.setdefault(key, {}), value)
+        else:
+            into[key] = into.get(key, 0) + value
 
 
 def _run(audit, conn, pol, vs, model_key, dim, factory, opts: FlagOptions, run_id, timings, lap) -> FlagSummary:
-    from audit.flag.clusters import cluster_stage
-    from audit.review import confirmed_items, latest_by_target
+    from audit.catalog.store import transaction
+    from audit.flag import clusters as cl, dups, state
+    from audit.flag.concepts import MAX_CALIBRATION_SAMPLES
+    from audit.flag.stream import count_items, fetch_items, iter_all_items, iter_member_vectors, load_vectors, \
+        sample_vectors
     from audit.timeutil import utc_now
 
     t = time.perf_counter()
     store = FindingsStore(conn)
-    conn.executescript(DDL)
+    state.ensure(conn)
     ph = pol.content_hash
     summary = FlagSummary(run_id, {"name": pol.name, "version": pol.version, "hash": ph,
                                    "path": str(pol.path) if pol.path else None}, model_key, "full")
-    items = _load_items(conn)
-    ids: list[str] = items["item_id"]
-    n = len(ids)
-    summary.items = n
-    image_all, has_all = _image_matrix(vs, model_key, ids, dim)
-    t = lap("load", t)
-
-    # --- which rows to evaluate
-    done = dict(conn.execute("SELECT item_id, complete FROM flag_items WHERE policy_hash=? AND model_key=?",
-                             (ph, model_key)).fetchall())
+    with_vectors = bool(model_key) and dim > 0
+    n_items = count_items(conn)
+    summary.items = n_items
+    seq_top = audit.catalog.max_item_seq()  # read first: rows written later are the next run's
+    vcount = vs.count(model_key, "image") if with_vectors else 0
+    newest_decision = conn.execute("SELECT coalesce(max(decision_id), 0) FROM decisions").fetchone()[0]
+    summary.decisions_seen = newest_decision
+    row = state.scope_row(conn, ph, model_key)
+    mode, why, recluster_why = _decide(conn, row, opts, ph, model_key, vcount)
+    full = mode == "full"
+    summary.mode, summary.why = mode, why
+    summary.reclustered, summary.recluster_why = bool(full and with_vectors), recluster_why if with_vectors else ""
     prev_run = conn.execute("SELECT thresholds FROM flag_runs WHERE policy_hash=? AND model_key=? "
                             "ORDER BY run_id DESC LIMIT 1", (ph, model_key)).fetchone()
-    incremental = bool(done) and not opts.full
-    summary.mode = "incremental" if incremental else "full"
-    if incremental:
-        rows = np.array([r for r, item_id in enumerate(ids) if done.get(item_id) != 1
-                         and not (done.get(item_id) == 0 and not has_all[r])], dtype=np.int64)
-    else:
-        rows = np.arange(n, dtype=np.int64)
-    summary.evaluated = int(len(rows))
-    summary.decisions_seen = conn.execute("SELECT coalesce(max(decision_id), 0) FROM decisions").fetchone()[0]
-    if incremental and not len(rows) and _unchanged_since_last_run(conn, ph, model_key, n):
-        # Nothing new to judge, no new decision, the same items: the stored findings and
-        # clusters stand as they are. (A scan with nothing new must cost next to nothing.)
-        summary.thresholds = json.loads(prev_run[0]) if prev_run and prev_run[0] else {}
-        return _unchanged_summary(store, summary, ph, timings, lap, t)
-    sel = rows.tolist()
-    prompt_vecs, has_prompt = _prompt_matrix(vs, model_key, [items["prompt"][r] for r in sel], dim)
-    ctx = FlagContext(
-        policy=pol, item_ids=[ids[r] for r in sel], prompts=[items["prompt"][r] for r in sel],
-        negative_prompts=[items["negative_prompt"][r] for r in sel], md5=[items["md5"][r] for r in sel],
-        pdq=[items["pdq"][r] for r in sel], pdq_quality=[items["pdq_quality"][r] for r in sel],
-        image_vectors=image_all[rows] if len(rows) else np.zeros((0, dim), np.float32),
-        has_image=has_all[rows], prompt_vectors=prompt_vecs, has_prompt=has_prompt, model_key=model_key,
-        embedder_factory=factory, sample_vectors=_calibration_sample(image_all, has_all),
-        previous_thresholds=json.loads(prev_run[0]) if prev_run and prev_run[0] else {},
-    )
-    t = lap("prepare", t)
+    previous_thresholds = json.loads(prev_run[0]) if prev_run and prev_run[0] else {}
 
-    # --- detectors
+    # --- the work list of an incremental run: rows changed since the watermark, and items
+    # that had no image vector last time and have one now (O(new), never O(archive))
+    todo: list[str] = []
+    if not full:
+        todo = [r[0] for r in conn.execute("SELECT item_id FROM items WHERE seq > ? AND seq <= ? ORDER BY seq",
+                                           (row["seq_done"], seq_top))]
+        if with_vectors and vcount != row["vectors_seen"]:
+            pending = [r[0] for r in conn.execute("SELECT item_id FROM flag_pending WHERE scope=?", (row["scope"],))]
+            todo += sorted(vs.has(model_key, "image", pending))
+        todo = list(dict.fromkeys(todo))
+        if not todo and row["state"] == "complete" and newest_decision == row["decisions_seen"]:
+            # nothing new to judge and no new decision: the stored findings and clusters stand
+            summary.mode = "unchanged"
+            summary.why = "nothing new since the last run"
+            summary.seq_done = row["seq_done"]
+            summary.thresholds = previous_thresholds
+            _fill_summary(conn, summary, ph)
+            lap("load", t)
+            return summary
+    with transaction(conn) as c:
+        scope = state.open_scope(c, ph, model_key)
+        if full:
+            state.reset_scope(c, scope)
+        else:
+            c.execute("UPDATE flag_scopes SET state='incremental' WHERE scope=?", (scope,))
+        # findings first written by a flag run that was killed count as this run's (they stay new)
+        c.execute("UPDATE findings SET run_id=? WHERE policy_hash=? AND status='new' AND run_id IN "
+                  "(SELECT run_id FROM runs WHERE command='flag' AND status='running' AND run_id<>?)",
+                  (run_id, ph, run_id))
+    t = lap("load", t)
+
+    # --- concepts, thresholds, centroids
+    sampled: list = []
+
+    def calibration_sample():
+        if not sampled:
+            sampled.append(sample_vectors(conn, vs, model_key, dim, n_items, MAX_CALIBRATION_SAMPLES)[0])
+        return sampled[0]
+
+    def make_ctx(b) -> FlagContext:
+        return FlagContext(
+            policy=pol, item_ids=b.item_ids, prompts=b.prompts, negative_prompts=b.negative_prompts, md5=b.md5,
+            pdq=b.pdq, pdq_quality=b.pdq_quality, image_vectors=b.image, has_image=b.has_image,
+            prompt_vectors=b.prompt_vectors, has_prompt=b.has_prompt, model_key=model_key,
+            embedder_factory=factory, sample_factory=calibration_sample if with_vectors else None,
+            previous_thresholds=previous_thresholds)
+
+    from audit.flag.concepts import ConceptDetector
+    from audit.flag.hashes import HashDetector
+    from audit.flag.prompts import PromptDetector
+    from audit.flag.stream import ItemBatch
+
+    concept_det, prompt_det = ConceptDetector(), PromptDetector(shared=True)
     from audit.flag.extra import policy_detectors
 
-    detectors = default_detectors() + policy_detectors(conn, pol)  # resources, faces: as the policy asks
-    concept_det = detectors[0]
-    results = []
-    for det in detectors:
-        ts = time.perf_counter()
-        res = det.detect(ctx)
-        results.append(res)
-        summary.detectors[det.name] = {**res.stats, "rows": len(res.signals),
-                                       "suppressed_rows": len(res.suppressions), "seconds": round(time.perf_counter() - ts, 3)}
-        summary.errors.extend({"detector": det.name, **error} for error in getattr(res, "errors", ()))
+    # resources and faces only as the policy asks
+    detectors = [concept_det, prompt_det, HashDetector(), *policy_detectors(conn, pol)]
+    empty = ItemBatch([], [], [], [], [], [])
+    load_vectors(vs, model_key, dim, empty)
     if pol.concepts or pol.negative_concepts:
-        concept_det.prepare(ctx)  # also when no row is new: cluster centroids are scored
-    thresholds = concept_det.vectors.thresholds if concept_det.vectors else {}
-    summary.thresholds = thresholds
-    signals, sup_cat, sup_con = _merge(results)
-    t = lap("detect", t)
+        concept_det.prepare(make_ctx(empty))  # cluster centroids are scored even with no new row
+    summary.thresholds = thresholds = concept_det.vectors.thresholds if concept_det.vectors else {}
+    centroids = np.zeros((0, max(dim, 0)), np.float32)
+    if with_vectors and full:
+        from audit.cluster import choose_k
 
-    # --- item-level findings: new rows now, old rows from the store (incremental)
-    findings: dict[tuple[str, str], Finding] = {}
-    suppressed_total = 0
-    row_suppressed_cats: dict[str, set[str]] = {}
-    for local, sigs in signals.items():
-        item_id = ctx.item_ids[local]
-        hits, sup = _combine(pol, sigs, sup_con.get(local, set()), sup_cat.get(local, set()))
-        suppressed_total += sup
-        for hit, chosen in hits:
-            findings[(item_id, hit.category)] = Finding(item_id, hit.category, hit.severity, ph, chosen)
-    for local, cats in sup_cat.items():
-        row_suppressed_cats[ctx.item_ids[local]] = cats
-    if incremental and (pol.negative_banks):  # known false positives among items evaluated earlier
-        for item_id, cats in _negative_bank_suppressions(pol, items).items():
-            row_suppressed_cats.setdefault(item_id, set()).update(cats)
-    if incremental:
-        evaluated = set(ctx.item_ids)
-        for item_id, category, severity, sig_json in conn.execute(
-                "SELECT item_id, category, severity, signals FROM findings WHERE policy_hash=? AND active=1", (ph,)):
-            if item_id in evaluated:
-                continue
-            kept = [s for s in _signals_from_json(sig_json) if s.kind not in DERIVED_KINDS]
-            if kept:
-                findings[(item_id, category)] = Finding(item_id, category, severity, ph, kept)
-    summary.suppressed = suppressed_total
-    item_level = {key for key in findings}
-    t = lap("combine", t)
+        sample, share = sample_vectors(conn, vs, model_key, dim, n_items, opts.cluster_sample)
+        if len(sample):
+            estimate = int(round(len(sample) / share))
+            k = int(min(opts.n_clusters or choose_k(estimate), len(sample)))
+            ts = time.perf_counter()
+            centroids = cl.train(sample, k, opts.kmeans_seed)
+            timings["kmeans"] = time.perf_counter() - ts
+            with transaction(conn) as c:
+                cl.save_centroids(c, scope, centroids)
+                c.execute("UPDATE flag_scopes SET k=?, trained_items=?, trained_run=?, dim=? WHERE scope=?",
+                          (len(centroids), vcount, run_id, dim, scope))
+        del sample
+    elif with_vectors:
+        centroids = cl.load_centroids(conn, scope, dim)
+    t = lap("prepare", t)
 
-    # --- clusters, cluster flags, near-duplicate groups over every item with an image vector
-    vec_rows = np.flatnonzero(has_all)
-    vecs = image_all if len(vec_rows) == n else image_all[vec_rows]  # no copy when every item has a vector
-    row_of = {ids[r]: r for r in range(n)}
-    categories = {c.id: c for c in pol.categories}
-    cl = cluster_stage(pol, ph, run_id, [ids[r] for r in vec_rows], vecs, [items["prompt"][r] for r in vec_rows],
-                       [items["pdq"][r] for r in vec_rows], [items["pdq_quality"][r] for r in vec_rows],
-                       concept_det, item_level, row_suppressed_cats, opts)
-    for name, seconds in cl.timings.items():
-        timings[name] = timings.get(name, 0.0) + seconds
-    t = lap("clusters", time.perf_counter())  # timed above, per step; counted here as one phase
-    cluster_rows, cluster_of = cl.rows, cl.cluster_of
-    for item_id, cat, sig in cl.candidates:
-        f = findings.get((item_id, cat))
-        if f is None:
-            findings[(item_id, cat)] = Finding(item_id, cat, categories[cat].severity, ph, [sig])
-        else:
-            f.signals.append(sig)
-    summary.near_duplicate_groups = sum(1 for c in cluster_rows if c["kind"] == "near_duplicate")
+    # --- the batches: detectors, direct findings, members, near-duplicate edges
+    now = utc_now()
+    categories = {cat.id: cat for cat in pol.categories}
+    touched: set[int] = set()
+    roots: set[str] = set()
+    gone_roots: set[str] = set()
+    full_pdq_ids: list[str] = []
+    full_pdq_hex: list[str] = []
+    confirmed = _confirmed_members(conn, scope) if with_vectors and not full else {}
+    searched = {r[0] for r in conn.execute("SELECT DISTINCT seed FROM seed_neighbors WHERE scope=?", (scope,))} \
+        if not full else set()
+    seed_ids = sorted(s for s in confirmed if s in searched)
+    seed_best: dict[str, list] = {}
+    seed_vecs = None
+    if seed_ids:
+        from audit.flag.stream import align
 
-    # --- seeds: human-confirmed items only (audit/flag/seeds.py)
-    confirmed = confirmed_items(conn)
-    summary.seeds = sum(1 for s in confirmed if s in row_of and has_all[row_of[s]])
-    if summary.seeds:
-        flagged_now: dict[str, set[str]] = {}
-        for (item_id, cat) in findings:
-            flagged_now.setdefault(item_id, set()).add(cat)
-        for item_id, cat in conn.execute("SELECT item_id, category FROM findings WHERE policy_hash=? AND active=1", (ph,)):
-            flagged_now.setdefault(item_id, set()).add(cat)
-        for item_id, cat, sig in seed_neighbor_signals(
-                confirmed, [ids[r] for r in vec_rows], vecs, flagged_now, set(categories), k=opts.seed_k,
-                min_cosine=opts.seed_min_cosine, suppressed=row_suppressed_cats):
-            f = findings.get((item_id, cat))
-            if f is None:
-                sev = categories[cat].severity if cat in categories else SEED_SEVERITY
-                findings[(item_id, cat)] = Finding(item_id, cat, sev, ph, [sig])
-            else:
-                f.signals.append(sig)
+        gk, gv = vs.get(model_key, "image", seed_ids)
+        seed_vecs, _ = align(seed_ids, gk, gv, dim)
+        seed_best = {s: [(float(sc), i) for i, sc in conn.execute(
+            "SELECT item_id, score FROM seed_neighbors WHERE scope=? AND seed=? AND item_id<>''", (scope, s))]
+            for s in seed_ids}
+
+    def batches():
+        if full:
+            yield from iter_all_items(conn, opts.batch_size)
+            return
+        for start in range(0, len(todo), opts.batch_size):
+            b, gone = fetch_items(conn, todo[start:start + opts.batch_size])
+            if gone:
+                _remove_items(gone)
+            yield b
+
+    def _remove_items(gone: list[str]) -> None:
+        with transaction(conn) as c:
+            dirty = set()
+            for chunk in _in_chunks(gone):
+                marks = ",".join("?" * len(chunk))
+                dirty |= set(c.execute(f"SELECT item_id, category FROM flag_signals WHERE scope=? AND item_id IN ({marks})",
+                                       (scope, *chunk)).fetchall())
+                for table in ("flag_signals", "flag_suppressed", "flag_pending"):
+                    c.execute(f"DELETE FROM {table} WHERE scope=? AND item_id IN ({marks})", (scope, *chunk))
+            touched.update(cl.remove_members(c, scope, gone))
+            summary.deactivated += _compose(c, store, scope, ph, dirty, run_id, now)
+
+    for b in batches():
+        if not len(b):
+            continue
+        ts = time.perf_counter()
+        load_vectors(vs, model_key, dim, b)
+        ctx = make_ctx(b)
+        t = lap("load", t)
+        results = []
+        for det in detectors:
+            td = time.perf_counter()
+            res = det.detect(ctx)
+            results.append(res)
+            st = summary.detectors.setdefault(det.name, {})
+            _merge_stats(st, {**{k: v for k, v in res.stats.items()}, "rows": len(res.signals),
+                              "suppressed_rows": len(res.suppressions)})
+            st["seconds"] = round(st.get("seconds", 0.0) + time.perf_counter() - td, 3)
+            if det is not prompt_det:
+                for error in getattr(res, "errors", ()):
+                    entry = {"detector": det.name, **error}
+                    if entry not in summary.errors:
+                        summary.errors.append(entry)
+        signals, sup_cat, sup_con = _merge(results)
+        t = lap("detect", t)
+        direct_rows, sup_rows = [], []
+        for local, sigs in signals.items():
+            hits, sup = _combine(pol, sigs, sup_con.get(local, set()), sup_cat.get(local, set()))
+            summary.suppressed += sup
+            for hit, chosen in hits:
+                direct_rows.append((scope, b.item_ids[local], hit.category, "0direct", hit.severity,
+                                    json.dumps([s.to_dict() for s in chosen], default=float, ensure_ascii=False)))
+        for local, cats in sup_cat.items():
+            sup_rows.append((scope, b.item_ids[local], json.dumps(sorted(cats))))
+        t = lap("combine", t)
+
+        with transaction(conn) as c:
+            dirty = set()
+            for chunk in _in_chunks(b.item_ids):
+                marks = ",".join("?" * len(chunk))
+                dirty |= set(c.execute(f"SELECT item_id, category FROM flag_signals WHERE scope=? AND source='0direct' "
+                                       f"AND item_id IN ({marks})", (scope, *chunk)).fetchall())
+                for table in ("flag_suppressed", "flag_pending"):
+                    c.execute(f"DELETE FROM {table} WHERE scope=? AND item_id IN ({marks})", (scope, *chunk))
+                c.execute(f"DELETE FROM flag_signals WHERE scope=? AND source='0direct' AND item_id IN ({marks})",
+                          (scope, *chunk))
+            c.executemany("INSERT INTO flag_signals VALUES (?,?,?,?,?,?)", direct_rows)
+            c.executemany("INSERT INTO flag_suppressed VALUES (?,?,?)", sup_rows)
+            dirty |= {(r[1], r[2]) for r in direct_rows}
+            if with_vectors:
+                c.executemany("INSERT OR IGNORE INTO flag_pending VALUES (?,?)",
+                              [(scope, b.item_ids[r]) for r in np.flatnonzero(~b.has_image)])
+            rows = np.flatnonzero(b.has_image)
+            if with_vectors and len(rows) and len(centroids):
+                ids = [b.item_ids[r] for r in rows]
+                vecs = b.image[rows]
+                k_of, score = cl.assign(centroids, vecs)
+                touched.update(cl.add_members(c, scope, ids, k_of, score, [b.prompts[r] for r in rows]))
+                # near-duplicate edges of these items
+                ok = dups.eligible([b.pdq[r] for r in rows], [b.pdq_quality[r] for r in rows])
+                pdq_ids = [ids[i] for i in np.flatnonzero(ok)]
+                pdq_hex = [b.pdq[rows[i]] for i in np.flatnonzero(ok)]
+                words = dups.pdq_words(pdq_hex)
+                dups.insert_bands(c, scope, pdq_ids, words)
+                edges = []
+                if full:
+                    full_pdq_ids += pdq_ids
+                    full_pdq_hex += pdq_hex
+                else:
+                    tp = time.perf_counter()
+                    edges += dups.pdq_edges_lookup(c, scope, pdq_ids, words, opts.dup_pdq_distance)
+                    if opts.dup_min_cosine is not None:
+                        edges += dups.cosine_edges(ids, vecs, iter_member_vectors(c, vs, scope, model_key, dim,
+                                                                                  opts.block), opts.dup_min_cosine)
+                    timings["near_duplicates"] = timings.get("near_duplicates", 0.0) + time.perf_counter() - tp
+                    if seed_ids:
+                        seed_best = _seed_merge(seed_ids, seed_vecs, ids, vecs, seed_best, opts.seed_k)
+                changed, gone = dups.union(c, scope, edges)
+                roots.update(changed)
+                gone_roots.update(gone)
+            for chunk in _in_chunks(b.item_ids):
+                marks = ",".join("?" * len(chunk))
+                roots.update(r[0] for r in c.execute(
+                    f"SELECT DISTINCT root FROM dup_groups WHERE scope=? AND item_id IN ({marks})", (scope, *chunk)))
+            summary.deactivated += _compose(c, store, scope, ph, dirty, run_id, now)
+        summary.evaluated += len(b)
+        t = lap("write", t)
+    summary.errors.extend({"detector": prompt_det.name, **trouble.to_dict()}
+                          for trouble in (prompt_det.breaker.troubles() if prompt_det.breaker else ()))
+
+    # --- a full run's near-duplicate edges: all hashes at once, vectors block by block
+    if with_vectors and full and len(centroids):
+        tp = time.perf_counter()
+        edges = dups.pdq_edges_within(full_pdq_ids, full_pdq_hex, opts.dup_pdq_distance)
+        del full_pdq_ids, full_pdq_hex
+        if opts.dup_min_cosine is not None:
+            for ids, x in iter_member_vectors(conn, vs, scope, model_key, dim, opts.block):
+                edges += dups.cosine_edges_within(ids, x, opts.dup_min_cosine)
+                edges += dups.cosine_edges(ids, x, iter_member_vectors(conn, vs, scope, model_key, dim, opts.block,
+                                                                       after=ids[-1]), opts.dup_min_cosine)
+        with transaction(conn) as c:
+            changed, gone = dups.union(c, scope, edges)
+            roots.update(changed)
+            gone_roots.update(gone)
+        timings["near_duplicates"] = timings.get("near_duplicates", 0.0) + time.perf_counter() - tp
+
+    # --- clusters: stats, flags, via-cluster findings, rows (the touched ones)
+    tc = time.perf_counter()
+    with transaction(conn) as c:
+        if full:
+            c.execute("DELETE FROM clusters WHERE policy_hash=?", (ph,))
+        if with_vectors and len(centroids):
+            dirty, stats = cl.refresh(c, vs, scope=scope, policy=pol, policy_hash=ph, run_id=run_id,
+                                      model_key=model_key, dim=dim, centroids=centroids, concepts=concept_det,
+                                      touched=None if full else touched, opts=opts)
+            summary.detectors["clusters"] = stats
+            summary.deactivated += _compose(c, store, scope, ph, dirty, run_id, now)
+        cl.refresh_groups(c, scope=scope, policy_hash=ph, run_id=run_id, roots=roots, gone=gone_roots)
+    timings["clusters"] = time.perf_counter() - tc
+    t = lap("clusters", time.perf_counter())
+
+    # --- seeds: human-confirmed items only
+    if with_vectors:
+        confirmed = _confirmed_members(conn, scope)
+        summary.seeds = len(confirmed)
+        fresh = sorted(s for s in confirmed if s not in searched)
+        if fresh:
+            from audit.flag.seeds import top_neighbors
+            from audit.flag.stream import align
+
+            gk, gv = vs.get(model_key, "image", fresh)
+            fv, _ = align(fresh, gk, gv, dim)
+            seed_best.update(top_neighbors(fresh, fv, iter_member_vectors(conn, vs, scope, model_key, dim, opts.block),
+                                           opts.seed_k))
+        with transaction(conn) as c:
+            dirty = _write_seeds(c, scope, confirmed, seed_best, categories, opts)
+            summary.deactivated += _compose(c, store, scope, ph, dirty, run_id, now)
     t = lap("seeds", t)
 
-    # --- statuses from decisions
-    item_dec, finding_dec = latest_by_target(conn)
-    statuses: dict[str, str] = {}
-    for (item_id, cat), f in findings.items():
-        f.cluster_id = cluster_of.get(item_id)
-        cands = [d for d in (item_dec.get(item_id), finding_dec.get(f.finding_id)) if d is not None]
-        if cands:
-            f.status = max(cands, key=lambda d: d.decision_id).status
-            statuses[f.finding_id] = f.status
-    prior = dict(conn.execute("SELECT finding_id, status FROM findings WHERE policy_hash=?", (ph,)).fetchall())
-
-    # --- write: one transaction
-    now = utc_now()
-    with store.transaction() as c:
-        store.upsert_findings_in(c, findings.values(), run_id=run_id, now=now)
-        store.set_statuses_in(c, statuses)
-        summary.deactivated = store.deactivate_others_in(c, ph, [f.finding_id for f in findings.values()])
-        store.replace_clusters_in(c, ph, [{k: v for k, v in r.items() if not k.startswith("_")} for r in cluster_rows])
-        c.executemany("INSERT OR REPLACE INTO flag_items VALUES (?,?,?,?,?)",
-                      [(ph, model_key, ctx.item_ids[i], run_id, int(bool(ctx.has_image[i]) or not pol.concepts))
-                       for i in range(len(ctx))])
+    # --- statuses, the run record, the watermark
+    with transaction(conn) as c:
+        _apply_decisions(c, conn, ph)
+        if full:
+            before = c.total_changes
+            c.execute("UPDATE findings SET active=0 WHERE policy_hash=? AND active=1 AND run_id IS NOT ?", (ph, run_id))
+            summary.deactivated += c.total_changes - before
+        c.execute("UPDATE findings SET status='known' WHERE policy_hash=? AND active=1 AND status='new' "
+                  "AND run_id IS NOT ?", (ph, run_id))
+        c.execute("UPDATE flag_scopes SET state='complete', seq_done=?, vectors_seen=?, decisions_seen=? WHERE scope=?",
+                  (seq_top, vcount, newest_decision, scope))
         c.execute("INSERT INTO flag_runs (run_id, policy_hash, policy_name, policy_version, policy_path, model_key, "
-                  "thresholds, at) VALUES (?,?,?,?,?,?,?,?)",
+                  "thresholds, at, seq_done, mode, why, reclustered, recluster_why, items_handled) "
+                  "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                   (run_id, ph, pol.name, pol.version, str(pol.path) if pol.path else None, model_key,
-                   json.dumps(thresholds, default=float), now))
-    t = lap("write", t)
-
-    final = dict(conn.execute("SELECT finding_id, status FROM findings WHERE policy_hash=? AND active=1", (ph,)).fetchall())
-    summary.findings = len(findings)
-    summary.new_findings = sum(1 for f in findings.values() if f.finding_id not in prior and final.get(f.finding_id) == "new")
-    summary.by_category = dict(Counter(f.category for f in findings.values()))
-    summary.by_severity = dict(Counter(f.severity for f in findings.values()))
-    summary.by_status = dict(Counter(final.get(f.finding_id, f.status) for f in findings.values()))
-    summary.by_signal_kind = dict(Counter(s.kind for f in findings.values() for s in f.signals))
-    summary.clusters = sum(1 for c in cluster_rows if c["kind"] == "semantic")
-    summary.flagged_clusters = sum(1 for c in cluster_rows if c["flagged"])
+                   json.dumps(thresholds, default=float), now, seq_top, summary.mode, summary.why,
+                   int(summary.reclustered), summary.recluster_why or None, summary.evaluated))
+    summary.seq_done = seq_top
+    _fill_summary(conn, summary, ph, now)
     summary.timings = timings
+    lap("write", t)
     return summary
+
+
+def _confirmed_members(conn, scope: int) -> dict:
+    """Confirmed items (``audit.review.confirmed_items``) that are cluster members (have a vector)."""
+    from audit.review import confirmed_items
+
+    confirmed = confirmed_items(conn)
+    keep = set()
+    for chunk in _in_chunks(sorted(confirmed)):
+        marks = ",".join("?" * len(chunk))
+        keep.update(r[0] for r in conn.execute(
+            f"SELECT item_id FROM cluster_members WHERE scope=? AND item_id IN ({marks})", (scope, *chunk)))
+    return {s: confirmed[s] for s in sorted(keep)}
+
+
+def _seed_merge(seed_ids, seed_vecs, ids, vecs, best, k):
+    from audit.flag.seeds import top_neighbors
+
+    return {**best, **top_neighbors(seed_ids, seed_vecs, [(ids, vecs)], k, best)}
+
+
+def _write_seeds(c, scope: int, confirmed: dict, best: dict, categories: dict, opts) -> set[tuple[str, str]]:
+    """Store each seed's neighbours and remake every seed signal (seeds are few: seeds × k rows)."""
+    from audit.flag.seeds import SEED_CATEGORY, SEED_SEVERITY, signals_for_seed
+
+    dirty = set(c.execute("SELECT item_id, category FROM flag_signals WHERE scope=? AND source LIKE '2seed:%'",
+                          (scope,)).fetchall())
+    c.execute("DELETE FROM flag_signals WHERE scope=? AND source LIKE '2seed:%'", (scope,))
+    c.execute("DELETE FROM seed_neighbors WHERE scope=?", (scope,))
+    rows = []
+    for seed in sorted(confirmed):
+        neighbors = best.get(seed, [])
+        c.executemany("INSERT INTO seed_neighbors VALUES (?,?,?,?)",
+                      [(scope, seed, "", -2.0)] + [(scope, seed, item, score) for score, item in neighbors])
+        decisions = confirmed[seed]
+        cats = {d.category for d in decisions if d.category and d.category in categories}
+        if not cats:
+            cats = {r[0] for r in c.execute("SELECT DISTINCT category FROM flag_signals WHERE scope=? AND item_id=?",
+                                            (scope, seed))} & set(categories)
+        cats = cats or {SEED_CATEGORY}
+        nbr_ids = [item for _, item in neighbors]
+        suppressed = {}
+        for chunk in _in_chunks(nbr_ids):
+            marks = ",".join("?" * len(chunk))
+            suppressed.update({i: set(json.loads(cs)) for i, cs in c.execute(
+                f"SELECT item_id, categories FROM flag_suppressed WHERE scope=? AND item_id IN ({marks})",
+                (scope, *chunk))})
+        for item_id, cat, sig in signals_for_seed(seed, neighbors, decisions, cats, min_cosine=opts.seed_min_cosine,
+                                                  suppressed=suppressed):
+            sev = categories[cat].severity if cat in categories else SEED_SEVERITY
+            rows.append((scope, item_id, cat, f"2seed:{seed}", sev,
+                         json.dumps([sig.to_dict()], default=float, ensure_ascii=False)))
+    c.executemany("INSERT OR REPLACE INTO flag_signals VALUES (?,?,?,?,?,?)", rows)
+    return dirty | {(r[1], r[2]) for r in rows}
 
 
 def concept_scores(audit: "Audit", policy: "str | os.PathLike | Policy | None" = None, *, model: str | None = None,

@@ -64,3 +64,50 @@ def seed_neighbor_signals(confirmed: Mapping[str, list[Decision]], item_ids: Seq
                     {"seed_item_id": seed, "rank": rank, "space": "image", "decision_id": last.decision_id,
                      "decided_by": last.decided_by})))
     return out
+
+
+# ------------------------------------------------------------------------------ streaming
+
+
+def top_neighbors(seed_ids: Sequence[str], seed_vecs: np.ndarray, blocks, k: int,
+                  best: dict[str, list[tuple[float, str]]] | None = None) -> dict[str, list[tuple[float, str]]]:
+    """Each seed's ``k`` nearest other items over ``blocks`` of (ids, vectors), merged into
+    ``best`` (score descending, ties by item id): exact, one block product at a time."""
+    best = {s: list((best or {}).get(s, [])) for s in seed_ids}
+    if not len(seed_ids):
+        return best
+    q = np.ascontiguousarray(seed_vecs, dtype=np.float32)
+    for ids, x in blocks:
+        if not len(ids):
+            continue
+        sim = q @ np.ascontiguousarray(x, dtype=np.float32).T
+        take = min(k + 1, sim.shape[1])
+        top = np.argpartition(-sim, take - 1, axis=1)[:, :take] if take < sim.shape[1] else np.tile(
+            np.arange(sim.shape[1]), (len(seed_ids), 1))
+        for si, seed in enumerate(seed_ids):
+            cand = [(float(sim[si, j]), ids[j]) for j in top[si] if ids[j] != seed]
+            have = {item for _, item in best[seed]}
+            merged = best[seed] + [c for c in cand if c[1] not in have]
+            merged.sort(key=lambda t: (-t[0], t[1]))
+            best[seed] = merged[:k]
+    return best
+
+
+def signals_for_seed(seed: str, neighbors: list[tuple[float, str]], decisions: list[Decision], cats: set[str],
+                     *, min_cosine: float, suppressed: Mapping[str, set[str]]) -> list[tuple[str, str, Signal]]:
+    """The ``seed_neighbor`` signals of one seed's ranked neighbours (as ``seed_neighbor_signals``)."""
+    last = decisions[-1]
+    out = []
+    for rank, (score, item_id) in enumerate(neighbors, start=1):
+        if score < min_cosine:
+            continue
+        sup = suppressed.get(item_id, set())
+        for cat in sorted(cats):
+            if "*" in sup or cat in sup:
+                continue
+            out.append((item_id, cat, Signal(
+                "seed_neighbor", f"seed:{seed[:16]}", round(float(score), 6), min_cosine,
+                round(margin(score, min_cosine), 6),
+                {"seed_item_id": seed, "rank": rank, "space": "image", "decision_id": last.decision_id,
+                 "decided_by": last.decided_by})))
+    return out

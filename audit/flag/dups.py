@@ -1,0 +1,212 @@
+"""Near-duplicate groups that grow with the archive: edges of new items, a union-find table.
+
+Two items are near duplicates when their PDQ hashes (both of quality ≥ 50) are within
+``dup_pdq_distance`` bits, or their image vectors' cosine is ≥ ``dup_min_cosine``; groups are
+the connected components (as ``audit.cluster.near_duplicate_groups``), among the items that
+have an image vector.
+
+* PDQ, incremental: each hash is cut into 8 bands of 32 bits, stored in ``pdq_bands``. Two
+  hashes within d bits differ in at most ⌊d/8⌋ bits of some band (pigeonhole), so a new hash
+  finds every candidate by looking up each band with up to ⌊d/8⌋ bits flipped (33 probes a
+  band for d ≤ 15), then verifies by popcount: cost ~ new × 264 index lookups, not × N.
+  A full run pairs all hashes at once in memory (``audit.cluster.pdq_pairs``, exact MIH).
+* cosine: exact, block by block (FAISS range search of the query vectors in one block of the
+  scope's vectors at a time), never all pairs in memory: ~ new × N products.
+* ``dup_groups``: item → root (the smallest item id of its group); an edge joining groups
+  moves the members of the other roots to the smallest root (cost: the groups joined).
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Sequence
+
+import numpy as np
+
+BANDS = 8
+MIN_PDQ_QUALITY = 50
+
+
+def item_number(item_id: str) -> int:
+    """The first 60 bits of an item id (SHA-256 hex): how ``pdq_bands`` names items."""
+    return int(item_id[:15], 16)
+
+
+def pdq_words(pdq_hex: Sequence[str]) -> np.ndarray:
+    """(n, 8) uint32 bands of 64-hex-digit PDQ hashes."""
+    out = np.zeros((len(pdq_hex), BANDS), dtype=np.uint32)
+    for r, h in enumerate(pdq_hex):
+        out[r] = [int(h[8 * b:8 * b + 8], 16) for b in range(BANDS)]
+    return out
+
+
+def eligible(pdq: Sequence[str | None], quality: Sequence[int | None]) -> np.ndarray:
+    """Rows whose PDQ may group (quality ≥ 50, a non-zero 256-bit hash)."""
+    return np.array([bool(h) and len(h) == 64 and q is not None and q >= MIN_PDQ_QUALITY and set(h) != {"0"}
+                     for h, q in zip(pdq, quality)], dtype=bool)
+
+
+def _probe_masks(max_distance: int) -> np.ndarray:
+    flips = max_distance // BANDS
+    if flips > 2:
+        from audit.errors import UsageError
+
+        raise UsageError("dup_pdq_distance above 23 bits is not supported by the banded PDQ lookup")
+    masks = [0]
+    if flips >= 1:
+        masks += [1 << b for b in range(32)]
+    if flips >= 2:
+        masks += [(1 << a) | (1 << b) for a in range(32) for b in range(a + 1, 32)]
+    return np.array(masks, dtype=np.uint64)
+
+
+def band_keys(words: np.ndarray) -> np.ndarray:
+    """(n, 8) int64 keys band << 32 | value."""
+    return ((np.arange(BANDS, dtype=np.int64) << 32)[None, :] | words.astype(np.int64))
+
+
+def insert_bands(c, scope: int, item_ids: Sequence[str], words: np.ndarray) -> None:
+    keys = band_keys(words)
+    c.executemany("INSERT OR IGNORE INTO pdq_bands VALUES (?,?,?)",
+                  [(scope, int(k), item_number(i)) for i, row in zip(item_ids, keys) for k in row])
+
+
+def _hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    x = (a ^ b).astype(np.uint32)
+    if hasattr(np, "bitwise_count"):
+        return np.bitwise_count(x).sum(axis=-1, dtype=np.int64)
+    return np.unpackbits(x.view(np.uint8), axis=-1).sum(axis=-1)  # pragma: no cover
+
+
+def pdq_edges_lookup(conn, scope: int, item_ids: Sequence[str], words: np.ndarray, max_distance: int
+                     ) -> list[tuple[str, str]]:
+    """Edges between the given (new) hashes and the scope's stored ones (``pdq_bands``),
+    verified against the catalog's current hashes; the new items' own bands must not be
+    stored yet (pairs among them are ``pdq_edges_within``)."""
+    if not len(item_ids):
+        return []
+    masks = _probe_masks(max_distance)
+    probes = (words.astype(np.uint64)[:, :, None] ^ masks[None, None, :]).astype(np.int64)
+    keys = (np.arange(BANDS, dtype=np.int64) << 32)[None, :, None] | probes  # (m, 8, P)
+    flat = np.unique(keys.reshape(-1))
+    hits: set[int] = set()
+    for start in range(0, len(flat), 5000):
+        chunk = flat[start:start + 5000].tolist()
+        marks = ",".join("?" * len(chunk))
+        hits.update(r[0] for r in conn.execute(
+            f"SELECT DISTINCT item FROM pdq_bands WHERE scope = ? AND key IN ({marks})", (scope, *chunk)))
+    if not hits:
+        return []
+    cand_ids, cand_pdq = [], []
+    for num in sorted(hits):
+        lo = f"{num:015x}"
+        for item_id, pdq, quality in conn.execute(
+                "SELECT i.item_id, i.pdq, i.pdq_quality FROM items i JOIN cluster_members m "
+                "ON m.scope = ? AND m.item_id = i.item_id WHERE i.item_id >= ? AND i.item_id < ?",
+                (scope, lo, lo + "g")):
+            if eligible([pdq], [quality])[0]:
+                cand_ids.append(item_id)
+                cand_pdq.append(pdq)
+    if not cand_ids:
+        return []
+    cw = pdq_words(cand_pdq)
+    out = []
+    for start in range(0, len(item_ids), 512):  # (512, candidates) distance blocks
+        d = _hamming(words[start:start + 512, None, :], cw[None, :, :])
+        r, col = np.nonzero(d <= max_distance)
+        out.extend((item_ids[start + a], cand_ids[b]) for a, b in zip(r.tolist(), col.tolist())
+                   if item_ids[start + a] != cand_ids[b])
+    return out
+
+
+def pdq_edges_within(item_ids: Sequence[str], pdq_hex: Sequence[str], max_distance: int) -> list[tuple[str, str]]:
+    """Edges among one set of eligible hashes (exact multi-index hashing in memory)."""
+    from audit.policy.hashlists import pdq_hex_to_array
+    from audit.cluster import pdq_pairs
+
+    if len(item_ids) < 2:
+        return []
+    i, j = pdq_pairs(pdq_hex_to_array(list(pdq_hex)), max_distance)
+    return [(item_ids[a], item_ids[b]) for a, b in zip(i.tolist(), j.tolist())]
+
+
+def _range_pairs(q: np.ndarray, x: np.ndarray, min_cosine: float) -> tuple[np.ndarray, np.ndarray]:
+    """(query row, block row) with inner product ≥ ``min_cosine``: FAISS exact range search
+    over the block (C++, no dense similarity matrix held)."""
+    import faiss
+
+    index = faiss.IndexFlatIP(x.shape[1])
+    index.add(np.ascontiguousarray(x, dtype=np.float32))
+    radius = float(np.nextafter(np.float32(min_cosine), np.float32(-2)))  # FAISS keeps score > radius
+    lims, scores, cols = index.range_search(np.ascontiguousarray(q, dtype=np.float32), radius)
+    rows = np.repeat(np.arange(len(q)), np.diff(lims).astype(np.int64))
+    keep = scores >= min_cosine
+    return rows[keep], cols[keep].astype(np.int64)
+
+
+def cosine_edges(q_ids: Sequence[str], q: np.ndarray, blocks: Iterable[tuple[list[str], np.ndarray]],
+                 min_cosine: float, *, skip: set[str] | None = None) -> list[tuple[str, str]]:
+    """Edges (query, other) with cosine ≥ ``min_cosine`` between the query vectors and every
+    block (ids in ``skip`` are left out of the blocks), one block at a time: exact."""
+    out = []
+    if not len(q_ids):
+        return out
+    for ids, x in blocks:
+        if not len(ids):
+            continue
+        r, col = _range_pairs(q, x, min_cosine)
+        out.extend((q_ids[a], ids[b]) for a, b in zip(r.tolist(), col.tolist())
+                   if q_ids[a] != ids[b] and not (skip and ids[b] in skip))
+    return out
+
+
+def cosine_edges_within(ids: Sequence[str], x: np.ndarray, min_cosine: float) -> list[tuple[str, str]]:
+    """Edges (i < j) among one block of vectors."""
+    if len(ids) < 2:
+        return []
+    r, col = _range_pairs(x, x, min_cosine)
+    keep = col > r  # each pair once, never an item with itself
+    return [(ids[a], ids[b]) for a, b in zip(r[keep].tolist(), col[keep].tolist())]
+
+
+def union(c, scope: int, edges: Iterable[tuple[str, str]]) -> tuple[set[str], set[str]]:
+    """Merge the groups the edges join (inside the caller's transaction). Returns the roots
+    of the groups that changed and the roots that no longer name a group."""
+    edges = list(edges)
+    if not edges:
+        return set(), set()
+    nodes = sorted({x for e in edges for x in e})
+    root_of: dict[str, str] = {}
+    for start in range(0, len(nodes), 900):
+        chunk = nodes[start:start + 900]
+        marks = ",".join("?" * len(chunk))
+        root_of.update(c.execute(f"SELECT item_id, root FROM dup_groups WHERE scope = ? AND item_id IN ({marks})",
+                                 (scope, *chunk)).fetchall())
+    parent: dict[str, str] = {}
+
+    def find(x: str) -> str:
+        parent.setdefault(x, x)
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for a, b in edges:
+        ra, rb = find(root_of.get(a, a)), find(root_of.get(b, b))
+        if ra != rb:
+            lo, hi = min(ra, rb), max(ra, rb)  # the smaller id stays the root
+            parent[hi] = lo
+    changed, gone = set(), set()
+    for x in list(parent):
+        r = find(x)
+        if r != x:
+            changed.add(r)
+            gone.add(x)
+            c.execute("UPDATE dup_groups SET root = ? WHERE scope = ? AND root = ?", (r, scope, x))
+    for node in nodes:
+        r = find(root_of.get(node, node))
+        changed.add(r)
+        c.execute("INSERT INTO dup_groups VALUES (?,?,?) ON CONFLICT(scope, item_id) DO UPDATE SET root=excluded.root",
+                  (scope, node, r))
+    for r in list(changed):  # the root item is a member of its own group
+        c.execute("INSERT OR IGNORE INTO dup_groups VALUES (?,?,?)", (scope, r, r))
+    return changed - gone, gone - changed

@@ -1,0 +1,120 @@
+"""What a flag run keeps between runs, so that the next run handles only what is new.
+
+State is kept per *scope*: one policy (content hash) and one model key. Tables:
+
+* ``flag_scopes``: the scope's progress: ``state`` (``complete``, or ``full`` /
+  ``incremental`` while a run of that kind is under way: a run that finds ``full`` knows the
+  previous full run was killed and starts over), ``seq_done`` (the highest ``items.seq`` the
+  last completed run handled), ``vectors_seen`` (image vectors of the model then),
+  ``decisions_seen``, and the clusters' training facts (``k``, ``trained_items``,
+  ``trained_run``);
+* ``flag_centroids``: the scope's k-means centroids (float32 blobs), kept until re-clustering;
+* ``cluster_members``: item → semantic cluster and cosine to its centroid;
+* ``cluster_terms``: per cluster, how many member prompts hold each word (top terms);
+* ``cluster_state``: per flagged cluster, the fingerprint its "via cluster" signals were made
+  for (they are remade only when it changes or new members arrive);
+* ``flag_pending``: items handled without an image vector (they are handled again once the
+  vector exists);
+* ``flag_signals``: the evidence of each (item, category) by source: ``0direct`` (the item's
+  own signals), ``1cluster:<id>``, ``2seed:<item>``; a finding is their union;
+* ``flag_suppressed``: items a negative bank clears, with the categories;
+* ``dup_groups``: near-duplicate groups as a union-find table, item → root (the group's
+  smallest item id); items in no group have no row;
+* ``pdq_bands``: 8 bands of 32 bits of each grouped-eligible PDQ hash (item named by the first
+  60 bits of its id), so a new hash finds its candidates by lookup;
+* ``seed_neighbors``: each confirmed seed's current nearest neighbours.
+
+Every write happens inside the run's per-batch transactions, so a SIGKILL leaves a state the
+next run either resumes (incremental: handling an item twice is idempotent) or rebuilds (full).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+from audit.catalog.access import ensure_tables
+
+DDL = """
+CREATE TABLE IF NOT EXISTS flag_scopes (
+    scope INTEGER PRIMARY KEY, policy_hash TEXT NOT NULL, model_key TEXT NOT NULL,
+    state TEXT NOT NULL DEFAULT 'empty',
+    seq_done INTEGER NOT NULL DEFAULT 0, vectors_seen INTEGER NOT NULL DEFAULT 0,
+    decisions_seen INTEGER NOT NULL DEFAULT 0,
+    k INTEGER, trained_items INTEGER, trained_run INTEGER, dim INTEGER,
+    UNIQUE (policy_hash, model_key)
+);
+CREATE TABLE IF NOT EXISTS flag_centroids (
+    scope INTEGER NOT NULL, cluster INTEGER NOT NULL, vector BLOB NOT NULL, PRIMARY KEY (scope, cluster)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS cluster_members (
+    scope INTEGER NOT NULL, item_id TEXT NOT NULL, cluster INTEGER NOT NULL, score REAL NOT NULL,
+    PRIMARY KEY (scope, item_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS cluster_members_cluster ON cluster_members(scope, cluster, score);
+CREATE TABLE IF NOT EXISTS cluster_terms (
+    scope INTEGER NOT NULL, cluster INTEGER NOT NULL, term TEXT NOT NULL, n INTEGER NOT NULL,
+    PRIMARY KEY (scope, cluster, term)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS cluster_state (
+    scope INTEGER NOT NULL, cluster_id TEXT NOT NULL, fingerprint TEXT NOT NULL, PRIMARY KEY (scope, cluster_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS flag_pending (
+    scope INTEGER NOT NULL, item_id TEXT NOT NULL, PRIMARY KEY (scope, item_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS flag_signals (
+    scope INTEGER NOT NULL, item_id TEXT NOT NULL, category TEXT NOT NULL, source TEXT NOT NULL,
+    severity TEXT NOT NULL, signals TEXT NOT NULL,
+    PRIMARY KEY (scope, item_id, category, source)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS flag_signals_source ON flag_signals(scope, source);
+CREATE TABLE IF NOT EXISTS flag_suppressed (
+    scope INTEGER NOT NULL, item_id TEXT NOT NULL, categories TEXT NOT NULL, PRIMARY KEY (scope, item_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS dup_groups (
+    scope INTEGER NOT NULL, item_id TEXT NOT NULL, root TEXT NOT NULL, PRIMARY KEY (scope, item_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS dup_groups_root ON dup_groups(scope, root);
+CREATE TABLE IF NOT EXISTS pdq_bands (
+    scope INTEGER NOT NULL, key INTEGER NOT NULL, item INTEGER NOT NULL, PRIMARY KEY (scope, key, item)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS seed_neighbors (
+    scope INTEGER NOT NULL, seed TEXT NOT NULL, item_id TEXT NOT NULL, score REAL NOT NULL,
+    PRIMARY KEY (scope, seed, item_id)
+) WITHOUT ROWID;
+"""
+
+# Columns of flag_runs added by the incremental flag stage (older indexes gain them in place).
+FLAG_RUN_COLUMNS = {"seq_done": "INTEGER", "mode": "TEXT", "why": "TEXT", "reclustered": "INTEGER",
+                    "recluster_why": "TEXT", "items_handled": "INTEGER"}
+
+# Tables whose rows belong to one scope (cleared by a full run).
+SCOPED_TABLES = ("flag_centroids", "cluster_members", "cluster_terms", "cluster_state", "flag_pending",
+                 "flag_signals", "flag_suppressed", "dup_groups", "pdq_bands", "seed_neighbors")
+
+
+def ensure(conn: sqlite3.Connection) -> None:
+    from audit.findings.store import FindingsStore
+
+    FindingsStore(conn)  # flag_runs exists before its columns are added
+    ensure_tables(conn, DDL, columns={"flag_runs": FLAG_RUN_COLUMNS})
+
+
+def scope_row(conn: sqlite3.Connection, policy_hash: str, model_key: str) -> dict | None:
+    cur = conn.execute("SELECT * FROM flag_scopes WHERE policy_hash=? AND model_key=?", (policy_hash, model_key))
+    row = cur.fetchone()
+    return None if row is None else dict(zip([d[0] for d in cur.description], row))
+
+
+def open_scope(c: sqlite3.Connection, policy_hash: str, model_key: str) -> int:
+    c.execute("INSERT INTO flag_scopes (policy_hash, model_key) VALUES (?,?) ON CONFLICT DO NOTHING",
+              (policy_hash, model_key))
+    return int(c.execute("SELECT scope FROM flag_scopes WHERE policy_hash=? AND model_key=?",
+                         (policy_hash, model_key)).fetchone()[0])
+
+
+def reset_scope(c: sqlite3.Connection, scope: int) -> None:
+    """A full run starts from nothing (inside the caller's transaction)."""
+    for table in SCOPED_TABLES:
+        c.execute(f"DELETE FROM {table} WHERE scope = ?", (scope,))
+    c.execute("UPDATE flag_scopes SET state='full', seq_done=0, vectors_seen=0, k=NULL, trained_items=NULL, "
+              "trained_run=NULL WHERE scope=?", (scope,))

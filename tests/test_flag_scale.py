@@ -1,0 +1,329 @@
+"""The streaming, incremental flag stage at N = 50,000 against an exact in-memory computation.
+
+A synthetic archive is written through the project's own APIs (``Catalog.record``,
+``VectorStore.put``): clustered unit vectors, planted concept hits near a concept vector,
+planted near-duplicate pairs (cosine and PDQ), prompts with rule words concentrated in one
+cluster. The reference recomputes everything at once, in memory: the detectors over every item
+as one context, each item's nearest stored centroid, cluster flags and "via cluster"
+candidates, near-duplicate groups from exact all-pairs PDQ and cosine. The flag stage must
+match it after a full run, after a full run on 45k plus an incremental run on 5k, and after a
+run killed with SIGKILL midway (60k) and run again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import audit
+from audit.catalog.vectors import ModelIdentity, VectorStore
+from audit.timeutil import utc_now
+
+pytestmark = pytest.mark.slow
+
+D = 32
+MODEL = ModelIdentity("fake-clip", pretrained="synthetic")
+RULE_LABEL = 3  # the true cluster whose prompts mostly say "triangle"
+
+POLICY = """
+[policy]
+name = "scale"
+version = "1"
+
+[[category]]
+id = "shapes"
+severity = "high"
+
+[[category]]
+id = "words"
+severity = "low"
+
+[[concept]]
+id = "red-triangle"
+texts = ["a red triangle"]
+image_threshold = 0.80
+prompt_threshold = 0.99
+
+[[rule]]
+id = "triangle"
+words = ["triangle"]
+
+[[flag]]
+id = "shapes"
+category = "shapes"
+any = ["concept:red-triangle"]
+
+[[flag]]
+id = "words"
+category = "words"
+any = ["rule:triangle"]
+"""
+
+
+def _unit(x):
+    return (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
+
+
+CONCEPT = _unit(np.random.default_rng(99).normal(size=D))
+
+
+class LookupEmbedder:
+    """Text vectors of the synthetic space: the concept's texts map to the planted concept
+    direction, every other text to a fixed random direction of its own."""
+
+    def embed_texts(self, texts):
+        out = []
+        for t in texts:
+            if "red triangle" in t:
+                out.append(CONCEPT)
+            else:
+                seed = int(hashlib.sha256(t.encode()).hexdigest()[:8], 16)
+                out.append(_unit(np.random.default_rng(seed).normal(size=D)))
+        return np.stack(out)
+
+
+def _flip_hex(h: str, bits, rng) -> str:
+    b = bytearray(bytes.fromhex(h))
+    for bit in rng.choice(256, bits, replace=False):
+        b[bit // 8] ^= 1 << (bit % 8)
+    return b.hex()
+
+
+def synthetic(n: int, seed: int = 0) -> dict:
+    """Items 0..n-1 (the first m of a larger archive are the same items: generated per item)."""
+    rng = np.random.default_rng(seed)
+    centres = _unit(rng.normal(size=(60, D)))
+    labels = rng.integers(0, 60, n)
+    x = _unit(centres[labels] + 0.35 * rng.normal(size=(n, D)) / np.sqrt(D) * 3)
+    hits = np.arange(7, n, 500)  # planted concept hits (some just below the threshold)
+    strength = np.where(np.arange(len(hits)) % 5 == 0, 0.55, 0.08)
+    x[hits] = _unit(CONCEPT + strength[:, None] * rng.normal(size=(len(hits), D)))
+    pdq = [rng.bytes(32).hex() for _ in range(n)]
+    quality = rng.choice([100, 100, 100, 30], n).tolist()
+    dup_a = np.arange(11, n, 250)  # planted cosine near duplicates: a and a+1
+    x[dup_a + 1] = _unit(x[dup_a] + 0.03 * rng.normal(size=(len(dup_a), D)))
+    for j, a in enumerate(range(13, n - 1, 300)):  # planted PDQ near duplicates: 3..15 bits, and 20 (not)
+        bits = [3, 8, 12, 15, 20][j % 5]
+        pdq[a + 1] = _flip_hex(pdq[a], bits, rng)
+        quality[a] = quality[a + 1] = 100
+    words = ["a photo of a circle", "a square on gray", "a star at night", "a triangle on white"]
+    prompts = []
+    for i in range(n):
+        if labels[i] == RULE_LABEL and rng.random() < 0.7:
+            prompts.append("a triangle on white")
+        else:
+            prompts.append(words[int(rng.integers(0, 3))])
+    ids = [hashlib.sha256(f"scale-item-{i}".encode()).hexdigest() for i in range(n)]
+    return {"ids": ids, "x": x, "pdq": pdq, "quality": quality, "prompts": prompts}
+
+
+def write_items(a, data: dict, start: int, stop: int) -> None:
+    now = utc_now()
+    vs = VectorStore(a.catalog.conn)
+    vs.register_model(MODEL, D)
+    for s in range(start, stop, 10_000):
+        e = min(stop, s + 10_000)
+        items = [dict(item_id=data["ids"][i], status="ok", prompt=data["prompts"][i], pdq=data["pdq"][i],
+                      pdq_quality=data["quality"][i], first_seen=now, last_seen=now) for i in range(s, e)]
+        locs = [dict(uri=f"/archive/img_{i:06d}.png", item_id=data["ids"][i], source="/archive", status="ok",
+                     present=1, first_seen=now, last_seen=now) for i in range(s, e)]
+        a.catalog.record(items, locs)
+        vs.put(MODEL.key, "image", data["ids"][s:e], data["x"][s:e])
+
+
+# ------------------------------------------------------------------------------ the reference
+
+
+def reference(a, data: dict, n: int, opts=None, _memo: dict = {}) -> dict:
+    """Everything at once, in memory, with the centroids the run stored (what does not
+    depend on the centroids is computed once per archive)."""
+    from audit.cluster import connected_components, cosine_pairs, group_members, pdq_pairs
+    from audit.flag.base import FlagContext
+    from audit.flag.combine import combine, merge
+    from audit.flag.runner import FlagOptions, default_detectors
+    from audit.policy import evaluate_flags, load_policy
+    from audit.policy.hashlists import pdq_hex_to_array
+
+    opts = opts or FlagOptions()
+    pol = load_policy(a.index_dir / "policy.toml")
+    ids, x = data["ids"][:n], data["x"][:n]
+    ctx = FlagContext(policy=pol, item_ids=ids, prompts=data["prompts"][:n], negative_prompts=[None] * n,
+                      md5=[None] * n, pdq=data["pdq"][:n], pdq_quality=data["quality"][:n], image_vectors=x,
+                      has_image=np.ones(n, bool), prompt_vectors=np.zeros_like(x), has_prompt=np.zeros(n, bool),
+                      embedder_factory=LookupEmbedder)
+    dets = default_detectors()
+    key = (id(data), n)
+    if key not in _memo:
+        _memo.clear()
+        signals, sup_cat, sup_con = merge([d.detect(ctx) for d in dets])
+        direct = {}
+        for row, sigs in signals.items():
+            for hit, chosen in combine(pol, sigs, sup_con.get(row, set()), sup_cat.get(row, set()))[0]:
+                direct[(ids[row], hit.category)] = sorted((s.kind, s.name, round(s.score, 5)) for s in chosen)
+        # near-duplicate groups: exact all-pairs PDQ (quality >= 50) and cosine
+        valid = np.array([q >= 50 for q in data["quality"][:n]])
+        pi, pj = pdq_pairs(pdq_hex_to_array(data["pdq"][:n]), opts.dup_pdq_distance, valid)
+        ci, cj, _ = cosine_pairs(x, opts.dup_min_cosine, exact_below=10 ** 9, normalized=True)
+        labels = connected_components(n, np.concatenate([pi, ci]), np.concatenate([pj, cj]))
+        _memo[key] = (direct, {frozenset(ids[m] for m in g) for g in group_members(labels)})
+    else:
+        dets[0].prepare(ctx)
+    direct, groups = _memo[key]
+    # clusters: every item's nearest stored centroid
+    conn = a.catalog.conn
+    cents = np.stack([np.frombuffer(b, np.float32) for (b,) in conn.execute(
+        "SELECT vector FROM flag_centroids ORDER BY cluster")])
+    assign = np.argmax(x @ cents.T, axis=1)
+    concept = dets[0].vectors.image["red-triangle"]
+    cats = {c.id: c for c in pol.categories}
+    ph = pol.content_hash
+    via = {}
+    for k in np.unique(assign):
+        members = np.flatnonzero(assign == k)
+        reasons = {}
+        if float(cents[k] @ concept) >= 0.80:
+            for hit in evaluate_flags(pol, {"concept:red-triangle", "concept:red-triangle/image"}):
+                reasons[hit.category] = "centroid"
+        for cat in cats:
+            share = sum((ids[m], cat) in direct for m in members) / len(members)
+            if share >= opts.cluster_share and len(members) >= opts.cluster_min_size and cat not in reasons:
+                reasons[cat] = "share"
+        for cat in reasons:
+            for m in members:
+                mine = {c for (i, c) in direct if i == ids[m]} if False else {
+                    c for c in cats if (ids[m], c) in direct}
+                if cat in mine or any(cats[c].rank >= cats[cat].rank for c in mine):
+                    continue
+                via[(ids[m], cat)] = f"cluster:{ph[:12]}:semantic:{k}"
+    return {"direct": direct, "via": via, "groups": groups, "assign": {ids[i]: int(assign[i]) for i in range(n)}}
+
+
+def stored(a) -> dict:
+    conn = a.catalog.conn
+    direct, via = {}, {}
+    for item_id, cat, sig_json in conn.execute("SELECT item_id, category, signals FROM findings WHERE active=1"):
+        sigs = json.loads(sig_json)
+        own = sorted((s["kind"], s["name"], round(s["score"], 5)) for s in sigs if s["kind"] not in ("cluster", "seed_neighbor"))
+        if own:
+            direct[(item_id, cat)] = own
+        for s in sigs:
+            if s["kind"] == "cluster":
+                via[(item_id, cat)] = s["name"]
+    groups = {frozenset(json.loads(m)) for (m,) in conn.execute(
+        "SELECT members FROM clusters WHERE kind='near_duplicate'")}
+    assign = dict(conn.execute("SELECT item_id, cluster FROM cluster_members").fetchall())
+    return {"direct": direct, "via": via, "groups": groups, "assign": assign}
+
+
+def assert_matches(got: dict, want: dict) -> None:
+    assert got["direct"] == want["direct"]
+    assert got["via"] == want["via"]
+    assert got["groups"] == want["groups"]
+    assert got["assign"] == want["assign"]  # each item's cluster is its nearest centroid
+
+
+def _open(path: Path, data: dict | None = None, n: int = 0):
+    a = audit.open(path, create=True)
+    (path / "policy.toml").write_text(POLICY)
+    if data is not None:
+        write_items(a, data, 0, n)
+    return a
+
+
+# ------------------------------------------------------------------------------ the tests
+
+
+def test_incremental_and_full_runs_equal_the_exact_computation(tmp_path):
+    """45k flagged in full, 5k more incrementally, then --full on the 50k: after each run the
+    stored findings, groups and memberships equal the exact computation; the incremental
+    result's findings and groups equal the full run's."""
+    data = synthetic(50_000)
+    a = _open(tmp_path / "idx", data, 45_000)
+    policy = a.index_dir / "policy.toml"
+    first = a.flag(policy, embedder=LookupEmbedder())
+    assert first.mode == "full" and first.evaluated == 45_000 and first.reclustered
+    write_items(a, data, 45_000, 50_000)
+    s = a.flag(policy, embedder=LookupEmbedder())
+    assert s.mode == "incremental" and s.evaluated == 5_000 and not s.reclustered
+    got_inc = stored(a)
+    # clusters trained on 45k: each item in its nearest centroid, flags as computed at once
+    assert_matches(got_inc, reference(a, data, 50_000))
+    row = a.catalog.conn.execute("SELECT mode, reclustered, seq_done FROM flag_runs ORDER BY run_id DESC "
+                                 "LIMIT 1").fetchone()
+    assert row == ("incremental", 0, a.catalog.max_item_seq())
+    assert a.flag(policy, embedder=LookupEmbedder()).mode == "unchanged"  # nothing new
+
+    s = a.flag(policy, embedder=LookupEmbedder(), full=True)
+    assert s.mode == "full" and s.why == "--full asked for it" and s.reclustered and s.evaluated == 50_000
+    got_full = stored(a)
+    assert_matches(got_full, reference(a, data, 50_000))
+    assert got_inc["direct"] == got_full["direct"] and got_inc["groups"] == got_full["groups"]
+    # the planted structure is there: concept hits, via-cluster candidates, PDQ pairs up to 15 bits
+    assert sum(c == "shapes" for _, c in got_full["direct"]) >= 75
+    assert got_full["via"] and len(got_full["groups"]) >= 300
+    planted_pdq = [(data["ids"][i], data["ids"][i + 1]) for j, i in enumerate(range(13, 49_999, 300)) if j % 5 != 4]
+    in_group = {i for g in got_full["groups"] for i in g}
+    assert all(p in in_group and q in in_group for p, q in planted_pdq)
+
+
+_CHILD = """
+import sys
+sys.path.insert(0, {tests!r})
+import audit
+from test_flag_scale import LookupEmbedder
+a = audit.open({index!r})
+a.flag({policy!r}, embedder=LookupEmbedder(), batch_size=5000)
+"""
+
+
+def test_sigkill_midway_then_rerun_gives_the_uninterrupted_result(tmp_path):
+    n = 60_000
+    data = synthetic(n, seed=1)
+    a = _open(tmp_path / "killed", data, n)
+    a.close()
+    shutil.copytree(tmp_path / "killed", tmp_path / "clean")
+    clean = audit.open(tmp_path / "clean")
+    clean.flag(clean.index_dir / "policy.toml", embedder=LookupEmbedder(), batch_size=5000)
+    want = stored(clean)
+
+    index = tmp_path / "killed"
+    code = _CHILD.format(tests=str(Path(__file__).parent), index=str(index), policy=str(index / "policy.toml"))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent.parent),
+                                                        os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    db = index / "catalog.sqlite"
+    deadline = time.monotonic() + 120
+    members = 0
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as peek:
+                members = peek.execute("SELECT count(*) FROM cluster_members").fetchone()[0]
+        except sqlite3.Error:
+            members = 0
+        if members >= 15_000:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert 0 < members < n, "the kill came too late to interrupt anything"
+
+    a = audit.open(index)
+    assert a.catalog.conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    s = a.flag(index / "policy.toml", embedder=LookupEmbedder(), batch_size=5000)
+    assert s.mode == "full" and s.why == "the previous full run was interrupted" and s.evaluated == n
+    got = stored(a)
+    assert got == want
+    statuses = dict(a.catalog.conn.execute("SELECT status, count(*) FROM findings WHERE active=1 GROUP BY 1"))
+    assert statuses == dict(clean.catalog.conn.execute("SELECT status, count(*) FROM findings WHERE active=1 GROUP BY 1"))
