@@ -10,8 +10,9 @@ have an image vector.
   finds every candidate by looking up each band with up to ⌊d/8⌋ bits flipped (33 probes a
   band for d ≤ 15), then verifies by popcount: cost ~ new × 264 index lookups, not × N.
   A full run pairs all hashes at once in memory (``audit.cluster.pdq_pairs``, exact MIH).
-* cosine: exact, block by block (FAISS range search of the query vectors in one block of the
-  scope's vectors at a time), never all pairs in memory: ~ new × N products.
+* cosine: up to ``dup_exact_max`` vectors exact, block by block (FAISS range search of the
+  query vectors in one block of the scope's vectors at a time), never all pairs in memory:
+  ~ new × N products; above it an inverted-file search over the clusters' cells (below).
 * ``dup_groups``: item → root (the smallest item id of its group); an edge joining groups
   moves the members of the other roots to the smallest root (cost: the groups joined).
 """
@@ -210,3 +211,106 @@ def union(c, scope: int, edges: Iterable[tuple[str, str]]) -> tuple[set[str], se
     for r in list(changed):  # the root item is a member of its own group
         c.execute("INSERT OR IGNORE INTO dup_groups VALUES (?,?,?)", (scope, r, r))
     return changed - gone, gone - changed
+
+
+# --- cosine near-duplicates at scale: the clusters' centroids as IVF cells
+#
+# Above ``FlagOptions.dup_exact_max`` vectors the exact pass (~N² products for a full run,
+# ~new × N for an incremental one) gives way to an inverted-file search over the cells the
+# flag stage already keeps: every item is a member of its nearest centroid's cluster
+# (``cluster_members``), so the members of a cell are an IVF list with exact vectors. A
+# query is compared (exactly, FAISS range search) with the members of its ``probes``
+# nearest cells; a full run compares every cell with itself and with its ``probes - 1``
+# nearest cells. Two vectors with cosine ≥ 0.98 are ≤ 0.2 apart, so their nearest centroids
+# are the same or neighbours: probing a few cells finds nearly every such pair (the
+# benchmark measures the recall of planted pairs), at ~N × probes × N/k products.
+
+def _cell_ids(conn, scope: int, cell: int) -> list[str]:
+    return [r[0] for r in conn.execute("SELECT item_id FROM cluster_members WHERE scope = ? AND cluster = ?",
+                                       (scope, cell))]
+
+
+class _CellVectors:
+    """Members' vectors of cells, fetched through the vector store, a few cells cached."""
+
+    def __init__(self, conn, vs, scope: int, model_key: str, dim: int, keep: int = 32):
+        self.conn, self.vs, self.scope, self.model_key, self.dim, self.keep = conn, vs, scope, model_key, dim, keep
+        self._cache: dict[int, tuple[list[str], np.ndarray]] = {}
+
+    def get(self, cell: int) -> tuple[list[str], np.ndarray]:
+        hit = self._cache.pop(cell, None)
+        if hit is None:
+            from audit.flag.stream import align
+
+            ids = _cell_ids(self.conn, self.scope, cell)
+            got_keys, got = self.vs.get(self.model_key, "image", ids) if ids else ([], None)
+            mat, has = align(ids, got_keys, got, self.dim) if ids else (np.zeros((0, self.dim), np.float32),
+                                                                        np.zeros(0, bool))
+            keep = np.flatnonzero(has)
+            hit = ([ids[i] for i in keep], np.ascontiguousarray(mat[keep], dtype=np.float32))
+        self._cache[cell] = hit  # most recently used last
+        while len(self._cache) > self.keep:
+            self._cache.pop(next(iter(self._cache)))
+        return hit
+
+
+def _unit(centroids: np.ndarray) -> np.ndarray:
+    c = np.asarray(centroids, dtype=np.float32)
+    return c / np.maximum(np.linalg.norm(c, axis=1, keepdims=True), 1e-12)
+
+
+def nearest_cells(centroids: np.ndarray, x: np.ndarray, probes: int) -> np.ndarray:
+    """(len(x), probes) indexes of the centroids nearest each row of ``x`` (cosine)."""
+    import faiss
+
+    c = _unit(centroids)
+    probes = max(1, min(probes, len(c)))
+    index = faiss.IndexFlatIP(c.shape[1])
+    index.add(c)
+    _, nearest = index.search(np.ascontiguousarray(x, dtype=np.float32), probes)
+    return nearest
+
+
+def cosine_edges_probed(q_ids: Sequence[str], q: np.ndarray, conn, vs, scope: int, model_key: str, dim: int,
+                        centroids: np.ndarray, min_cosine: float, probes: int) -> list[tuple[str, str]]:
+    """Edges (query, member) with cosine ≥ ``min_cosine`` between the query vectors and the
+    members of each query's ``probes`` nearest cells; each cell is read once."""
+    if not len(q_ids) or not len(centroids):
+        return []
+    nearest = nearest_cells(centroids, q, probes)
+    cells = _CellVectors(conn, vs, scope, model_key, dim, keep=1)
+    out = []
+    for cell in np.unique(nearest):
+        rows = np.flatnonzero((nearest == cell).any(axis=1))
+        ids, x = cells.get(int(cell))
+        if not ids:
+            continue
+        r, col = _range_pairs(q[rows], x, min_cosine)
+        out.extend((q_ids[rows[a]], ids[b]) for a, b in zip(r.tolist(), col.tolist()) if q_ids[rows[a]] != ids[b])
+    return out
+
+
+def cosine_edges_by_cells(conn, vs, scope: int, model_key: str, dim: int, centroids: np.ndarray,
+                          min_cosine: float, probes: int) -> list[tuple[str, str]]:
+    """A full run's cosine edges: every cell with itself and with its nearest cells."""
+    k = len(centroids)
+    if not k:
+        return []
+    c = _unit(centroids)
+    near = nearest_cells(c, c, probes)  # each cell first, then its neighbours
+    pairs = sorted({(min(a, int(b)), max(a, int(b))) for a in range(k) for b in near[a] if int(b) != a})
+    by_first: dict[int, list[int]] = {}
+    for a, b in pairs:
+        by_first.setdefault(a, []).append(b)
+    cells = _CellVectors(conn, vs, scope, model_key, dim, keep=max(2 * probes, 16))
+    out = []
+    for a in range(k):
+        ids_a, xa = cells.get(a)
+        if not ids_a:
+            continue
+        out += cosine_edges_within(ids_a, xa, min_cosine)
+        for b in by_first.get(a, ()):
+            ids_b, xb = cells.get(b)
+            if ids_b:
+                out += cosine_edges(ids_a, xa, [(ids_b, xb)], min_cosine)
+    return out

@@ -72,6 +72,11 @@ class FlagOptions:
     cluster_sample: int = 200_000  # k-means trains on at most this many vectors
     recluster_factor: float = 2.0  # re-cluster once the image vectors grew this much since training
     block: int = 20_000  # vectors per block of the exact near-duplicate and seed passes
+    # Up to this many image vectors cosine near-duplicates are exact (every pair); above it
+    # they come from an inverted-file search over the clusters' cells, ``dup_probes`` cells
+    # per item (see audit.flag.dups).
+    dup_exact_max: int = 200_000
+    dup_probes: int = 8
 
 
 @dataclass
@@ -540,6 +545,10 @@ def _run(audit, conn, pol, vs, model_key, dim, factory, opts: FlagOptions, run_i
             touched.update(cl.remove_members(c, scope, gone))
             summary.deactivated += _compose(c, store, scope, ph, dirty, run_id, now)
 
+    # exact cosine near-duplicates while the archive is small, cell probes above (recorded)
+    probed = with_vectors and vs.count(model_key, "image") > opts.dup_exact_max if model_key else False
+    summary.detectors.setdefault("near_duplicates", {})["cosine_search"] = \
+        f"cells (probes={opts.dup_probes})" if probed else "exact"
     for b in batches():
         if not len(b):
             continue
@@ -609,9 +618,12 @@ def _run(audit, conn, pol, vs, model_key, dim, factory, opts: FlagOptions, run_i
                 else:
                     tp = time.perf_counter()
                     edges += dups.pdq_edges_lookup(c, scope, pdq_ids, words, opts.dup_pdq_distance)
-                    if opts.dup_min_cosine is not None:
+                    if opts.dup_min_cosine is not None and not probed:
                         edges += dups.cosine_edges(ids, vecs, iter_member_vectors(c, vs, scope, model_key, dim,
                                                                                   opts.block), opts.dup_min_cosine)
+                    elif opts.dup_min_cosine is not None:
+                        edges += dups.cosine_edges_probed(ids, vecs, c, vs, scope, model_key, dim, centroids,
+                                                          opts.dup_min_cosine, opts.dup_probes)
                     timings["near_duplicates"] = timings.get("near_duplicates", 0.0) + time.perf_counter() - tp
                     if seed_ids:
                         seed_best = _seed_merge(seed_ids, seed_vecs, ids, vecs, seed_best, opts.seed_k)
@@ -633,7 +645,10 @@ def _run(audit, conn, pol, vs, model_key, dim, factory, opts: FlagOptions, run_i
         tp = time.perf_counter()
         edges = dups.pdq_edges_within(full_pdq_ids, full_pdq_hex, opts.dup_pdq_distance)
         del full_pdq_ids, full_pdq_hex
-        if opts.dup_min_cosine is not None:
+        if opts.dup_min_cosine is not None and probed:
+            edges += dups.cosine_edges_by_cells(conn, vs, scope, model_key, dim, centroids, opts.dup_min_cosine,
+                                                opts.dup_probes)
+        elif opts.dup_min_cosine is not None:
             for ids, x in iter_member_vectors(conn, vs, scope, model_key, dim, opts.block):
                 edges += dups.cosine_edges_within(ids, x, opts.dup_min_cosine)
                 edges += dups.cosine_edges(ids, x, iter_member_vectors(conn, vs, scope, model_key, dim, opts.block,
