@@ -157,7 +157,11 @@ def reference(a, data: dict, n: int, opts=None, _memo: dict = {}) -> dict:
 
     opts = opts or FlagOptions()
     pol = load_policy(a.index_dir / "policy.toml")
-    ids, x = data["ids"][:n], data["x"][:n]
+    ids = data["ids"][:n]
+    # the vectors as the store gives them back (fp16 shards), not as they were generated
+    got_keys, got = VectorStore(a.catalog.conn).get(MODEL.key, "image", ids)
+    order = {k: r for r, k in enumerate(got_keys)}
+    x = got[[order[i] for i in ids]]
     ctx = FlagContext(policy=pol, item_ids=ids, prompts=data["prompts"][:n], negative_prompts=[None] * n,
                       md5=[None] * n, pdq=data["pdq"][:n], pdq_quality=data["quality"][:n], image_vectors=x,
                       has_image=np.ones(n, bool), prompt_vectors=np.zeros_like(x), has_prompt=np.zeros(n, bool),
