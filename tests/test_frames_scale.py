@@ -65,6 +65,9 @@ def big(tmp_path_factory):
 
 
 def _probe(big, what: str) -> dict:
+    """Run one query in a fresh process. ``check=True`` also guards a clean exit: a process
+    that exited right after an early-stopped lazy read, while polars was reading a page
+    ahead inside SQLite, was aborted (SIGABRT) before ``audit.frames`` waited for it."""
     env = {**os.environ, "PYTHONPATH": str(Path(audit.__file__).parent.parent)}
     out = subprocess.run([sys.executable, "-c", _PROBE, str(big.index), what, big.cluster_ids[7]], env=env,
                          capture_output=True, text=True, timeout=300, check=True)  # fmt: skip
