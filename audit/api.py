@@ -23,7 +23,7 @@ from audit import __version__
 from audit.catalog.lock import IndexLock
 from audit.catalog.schema import ITEM_COLUMNS, LOCATION_COLUMNS
 from audit.catalog.store import Catalog
-from audit.frames import frame, polars_type
+from audit.frames import SqlQuery, collect_query, frame, lazy_query, polars_type
 from audit.timeutil import utc_now
 
 _LOCATION_FIRST = ("uri", "source", "container", "size", "mtime_ns", "status", "error", "first_seen", "last_seen")
@@ -120,20 +120,40 @@ class Audit:
 
     def cluster(self, cluster_id: str) -> pl.DataFrame:
         """The members of one cluster with their prompts, models, resources and findings."""
-        import json as _json
+        return self.cluster_members(cluster_id)
 
-        clusters = self.clusters()
-        row = clusters.filter(pl.col("cluster_id") == cluster_id)
-        if row.is_empty():
-            from audit.errors import InputError
+    def cluster_members(self, cluster_id: str, *, lazy: bool = False) -> pl.DataFrame | pl.LazyFrame:
+        """The items of one cluster or near-duplicate group (item_id, uri, prompt,
+        negative_prompt, model, resources, generator, categories: the categories of their
+        active findings under the cluster's policy), sorted by item_id. Answered by
+        indexed SQL: neither the catalog nor the findings are read whole."""
+        from audit.errors import InputError
+        from audit.findings.store import cluster_member_ids_sql
 
+        self._findings_store()
+        row = self.catalog.conn.execute("SELECT policy_hash FROM clusters WHERE cluster_id = ?", (cluster_id,)).fetchone()
+        if row is None:
             raise InputError(f"no cluster {cluster_id!r} in this index")
-        members = _json.loads(row["members"][0])
-        items = self.items().filter(pl.col("item_id").is_in(members)).unique("item_id", keep="first")
-        found = self.findings().filter(pl.col("item_id").is_in(members))
-        per_item = found.group_by("item_id").agg(pl.col("category").unique().sort().alias("categories"))
-        cols = ["item_id", "uri", "prompt", "negative_prompt", "model", "resources", "generator"]
-        return items.select(cols).join(per_item, on="item_id", how="left").sort("item_id")
+        members_sql, params = cluster_member_ids_sql(self.catalog.conn, cluster_id)
+        columns = {
+            "item_id": "m.item_id",
+            "uri": "(SELECT min(uri) FROM locations l WHERE l.item_id = m.item_id AND l.present = 1)",
+            "prompt": "i.prompt", "negative_prompt": "i.negative_prompt", "model": "i.model",
+            "resources": "i.resources", "generator": "i.generator",
+            "categories": "(SELECT json_group_array(category) FROM (SELECT DISTINCT category FROM findings f "
+                          "WHERE f.item_id = m.item_id AND +f.policy_hash = ? AND f.active = 1 ORDER BY category))",
+        }  # fmt: skip
+        schema = {"item_id": pl.Utf8, "uri": pl.Utf8, "prompt": pl.Utf8, "negative_prompt": pl.Utf8,
+                  "model": pl.Utf8, "resources": pl.Utf8, "generator": pl.Utf8, "categories": pl.Utf8}  # fmt: skip
+        # the correlated subquery's parameter comes first: it sits in the SELECT list; its
+        # unary + keeps SQLite on the item index (the policy index would scan every finding)
+        q = SqlQuery(columns, schema,
+                     f"FROM (SELECT DISTINCT item_id FROM ({members_sql})) m "
+                     "JOIN items i ON i.item_id = m.item_id", (row[0], *params), "m.item_id", page_key="m.item_id")  # fmt: skip
+        lf = lazy_query(self.catalog.conn, q, name="cluster_members")
+        lf = lf.with_columns(pl.col("categories").str.json_decode(pl.List(pl.Utf8)))
+        lf = lf.with_columns(pl.when(pl.col("categories").list.len() > 0).then(pl.col("categories")).alias("categories"))
+        return lf if lazy else lf.collect()
 
     @contextmanager
     def recorded_run(self, command: str, argv: Sequence[str] | None = None) -> Iterator["RunRecord"]:
@@ -164,30 +184,54 @@ class Audit:
         )
 
     # --- investigation
-    def items(self, *, include_missing: bool = False) -> pl.DataFrame:
-        """The catalog, one row per location, with the content's facts and metadata."""
+    def items(self, *, include_missing: bool = False, lazy: bool = False, item_ids: Iterable[str] | str | None = None,
+              uri_prefix: str | None = None, generator: str | Iterable[str] | None = None,
+              status: str | Iterable[str] | None = None) -> pl.DataFrame | pl.LazyFrame:  # fmt: skip
+        """The catalog, one row per location, with the content's facts and metadata.
+
+        Filters run in SQLite: ``item_ids`` (one id or many; uses the item index),
+        ``uri_prefix`` (locations whose uri starts with it; uses the uri index),
+        ``generator``/``status`` (one value or many). ``lazy=True``: a polars LazyFrame
+        that reads the catalog in batches only when collected, selecting only the columns
+        the query uses and stopping once ``head(n)`` has its rows."""
+        q = self._items_query(include_missing=include_missing, item_ids=item_ids, uri_prefix=uri_prefix,
+                              generator=generator, status=status)  # fmt: skip
+        return lazy_query(self.catalog.conn, q, name="items") if lazy else collect_query(self.catalog.conn, q)
+
+    def _items_query(self, *, include_missing: bool, item_ids, uri_prefix, generator, status) -> SqlQuery:
+        from audit.findings.store import _where_in
+
         loc_types = dict(LOCATION_COLUMNS)
         item_types = dict(ITEM_COLUMNS)
+        columns = {"item_id": "l.item_id"}
         # Unchanged locations of a completely scanned root are not rewritten by a rescan:
         # their last_seen is the time of that root's latest complete scan.
-        last_seen = "CASE WHEN l.present = 1 AND s.at > l.last_seen THEN s.at ELSE l.last_seen END AS last_seen"
-        cols = ["l.item_id"] + [last_seen if c == "last_seen" else f"l.{c}" for c in _LOCATION_FIRST]
-        cols += [f"i.{c}" for c in _ITEM_ONLY]
+        last_seen = "CASE WHEN l.present = 1 AND s.at > l.last_seen THEN s.at ELSE l.last_seen END"
+        columns.update({c: last_seen if c == "last_seen" else f"l.{c}" for c in _LOCATION_FIRST})
+        columns.update({c: f"i.{c}" for c in _ITEM_ONLY})
         schema = {"item_id": pl.Utf8}
         schema.update({c: polars_type(loc_types[c]) for c in _LOCATION_FIRST})
         schema.update({c: polars_type(item_types[c]) for c in _ITEM_ONLY})
+        casts = {}
         if include_missing:
-            cols += ["l.present", "l.missing_since"]
+            columns.update({"present": "l.present", "missing_since": "l.missing_since"})
             schema.update({"present": pl.Int64, "missing_since": pl.Utf8})
-        where = "" if include_missing else "WHERE l.present = 1"
-        sql = (
-            f"SELECT {', '.join(cols)} FROM locations l LEFT JOIN items i ON i.item_id = l.item_id "
-            f"LEFT JOIN scans s ON s.root_uri = l.root {where} ORDER BY l.uri"
-        )
-        df = frame(self.catalog.conn, sql, (), schema)
-        if include_missing:
-            df = df.with_columns(pl.col("present").cast(pl.Boolean))
-        return df
+            casts["present"] = pl.Boolean
+        where: list[str] = [] if include_missing else ["l.present = 1"]
+        params: list[Any] = []
+        if isinstance(item_ids, str):
+            item_ids = [item_ids]
+        if item_ids is not None:
+            _where_in(where, params, "l.item_id", list(item_ids))
+        if uri_prefix:
+            # a range on the uri key (BINARY order of UTF-8 is code point order), made exact by substr
+            where.append("l.uri >= ? AND l.uri < ? AND substr(l.uri, 1, ?) = ?")
+            params += [uri_prefix, uri_prefix + "\U0010ffff", len(uri_prefix), uri_prefix]
+        _where_in(where, params, "i.generator", generator)
+        _where_in(where, params, "i.status", status)
+        source = ("FROM locations l LEFT JOIN items i ON i.item_id = l.item_id "
+                  "LEFT JOIN scans s ON s.root_uri = l.root" + (f" WHERE {' AND '.join(where)}" if where else ""))  # fmt: skip
+        return SqlQuery(columns, schema, source, tuple(params), "l.uri", casts, page_key="l.uri")
 
     def runs(self) -> pl.DataFrame:
         schema = {
@@ -320,18 +364,30 @@ class Audit:
         row = self.catalog.conn.execute("SELECT policy_hash FROM flag_runs ORDER BY run_id DESC LIMIT 1").fetchone()
         return row[0] if row else None
 
-    def findings(self, *, policy_hash: str | None = None, all_policies: bool = False,
-                 active_only: bool = True) -> pl.DataFrame:
+    def findings(self, *, policy_hash: str | None = None, all_policies: bool = False, active_only: bool = True,
+                 lazy: bool = False, category=None, severity=None, status=None, cluster_id=None, item_id=None,
+                 member_of: str | None = None) -> pl.DataFrame | pl.LazyFrame:  # fmt: skip
         """Findings (design.md fields; ``signals`` as JSON text) of the latest flag run's policy
-        (or ``policy_hash``, or every policy with ``all_policies``)."""
+        (or ``policy_hash``, or every policy with ``all_policies``).
+
+        Filters run in SQLite (each one value or a list): ``category``, ``severity``,
+        ``status``, ``cluster_id`` (the finding's cluster; indexed), ``item_id`` (indexed),
+        ``member_of`` (findings of every item in that cluster or near-duplicate group).
+        ``lazy=True``: a LazyFrame read in batches when collected."""
         store = self._findings_store()
         ph = None if all_policies else (policy_hash or self._current_policy_hash())
-        return store.findings(policy_hash=ph, active_only=active_only)
+        return store.findings(policy_hash=ph, active_only=active_only, lazy=lazy, category=category,
+                              severity=severity, status=status, cluster_id=cluster_id, item_id=item_id,
+                              member_of=member_of)  # fmt: skip
 
-    def clusters(self, *, policy_hash: str | None = None, kind: str | None = None) -> pl.DataFrame:
-        """Semantic clusters and near-duplicate groups of the latest flag run's policy."""
-        df = self._findings_store().clusters(policy_hash=policy_hash or self._current_policy_hash())
-        return df.filter(pl.col("kind") == kind) if kind else df
+    def clusters(self, *, policy_hash: str | None = None, kind: str | None = None, flagged_only: bool = False,
+                 cluster_id=None, lazy: bool = False) -> pl.DataFrame | pl.LazyFrame:  # fmt: skip
+        """Semantic clusters and near-duplicate groups of the latest flag run's policy,
+        largest first (a lazy frame: in storage order); ``kind`` ("semantic", "near_duplicate"), ``flagged_only`` and
+        ``cluster_id`` filter in SQLite; ``lazy=True``: a LazyFrame (leave ``members`` out
+        of a ``select`` and the member lists are never read)."""
+        return self._findings_store().clusters(policy_hash=policy_hash or self._current_policy_hash(), kind=kind,
+                                               flagged_only=flagged_only, cluster_id=cluster_id, lazy=lazy)  # fmt: skip
 
     def decisions(self) -> pl.DataFrame:
         """The review log, oldest first (append-only; the latest decision on a target wins)."""

@@ -17,7 +17,7 @@ from typing import Any, Iterable, Sequence
 import polars as pl
 
 from audit.catalog.access import ensure_tables
-from audit.frames import frame
+from audit.frames import SqlQuery, collect_query, frame, lazy_query
 from audit.timeutil import utc_now
 
 SEVERITIES = ("critical", "high", "medium", "low")
@@ -62,6 +62,8 @@ CREATE TABLE IF NOT EXISTS findings (
 );
 CREATE INDEX IF NOT EXISTS findings_item ON findings(item_id);
 CREATE INDEX IF NOT EXISTS findings_policy ON findings(policy_hash, category);
+-- "the findings of cluster X" (notebooks, reports) without a scan of every finding
+CREATE INDEX IF NOT EXISTS findings_cluster ON findings(cluster_id);
 CREATE TABLE IF NOT EXISTS clusters (
     cluster_id TEXT PRIMARY KEY,     -- "<policy hash[:12]>:<kind>:<n>"
     policy_hash TEXT NOT NULL,
@@ -76,6 +78,7 @@ CREATE TABLE IF NOT EXISTS clusters (
     categories TEXT,                 -- JSON list of category ids the cluster was flagged for
     run_id INTEGER
 );
+CREATE INDEX IF NOT EXISTS clusters_policy ON clusters(policy_hash, kind);
 CREATE TABLE IF NOT EXISTS decisions (
     decision_id INTEGER PRIMARY KEY AUTOINCREMENT,
     target_kind TEXT NOT NULL,       -- "item" | "cluster" | "finding"
@@ -241,6 +244,18 @@ class FindingsStore:
         c.executemany(f"INSERT INTO clusters ({', '.join(cols)}) VALUES ({','.join('?' * len(cols))})", data)
         return len(data)
 
+    def record_flag_run_in(self, c: sqlite3.Connection, *, policy_hash: str, run_id: int | None = None,
+                           policy_name: str | None = None, policy_version: str | None = None,
+                           policy_path: str | None = None, model_key: str | None = None,
+                           thresholds: dict | None = None, at: str | None = None) -> int:  # fmt: skip
+        """Record which policy (and model, thresholds) a flag run used; returns its run id."""
+        cur = c.execute(
+            "INSERT INTO flag_runs (run_id, policy_hash, policy_name, policy_version, policy_path, model_key, "
+            "thresholds, at) VALUES (?,?,?,?,?,?,?,?)",
+            (run_id, policy_hash, policy_name, policy_version, policy_path, model_key,
+             json.dumps(thresholds or {}, default=float), at or utc_now()))  # fmt: skip
+        return int(cur.lastrowid)
+
     def record_decision(
         self, *, target_kind: str, target_id: str, decision: str, decided_by: str, note: str | None = None,
         category: str | None = None, source: str = "cli", at: str | None = None,
@@ -256,39 +271,74 @@ class FindingsStore:
             return int(cur.lastrowid)
 
     # --- reading (reports, notebooks, CLI)
-    def findings(self, *, policy_hash: str | None = None, active_only: bool = True) -> pl.DataFrame:
-        """Findings joined with one present location per item (uri) and the latest decision."""
+    def findings_query(self, *, policy_hash: str | None = None, active_only: bool = True, category=None,
+                       severity=None, status=None, cluster_id=None, item_id=None, member_of: str | None = None,
+                       finding_id=None, paged: bool = False) -> SqlQuery:  # fmt: skip
+        """The query behind ``findings``: each keyword (a value or a list of values) is a
+        ``WHERE`` term; ``member_of``: findings of the items in that cluster (or group)."""
         where = ["1=1"]
         params: list[Any] = []
+        # paged (lazy frames): read in rowid order, so walk the table, not the policy index
+        narrow = paged or any(v is not None for v in (cluster_id, item_id, member_of, finding_id))
         if policy_hash:
-            where.append("f.policy_hash = ?")
+            # with a narrower indexed filter, a unary + keeps SQLite off the policy index
+            # (which would walk every finding of the policy)
+            where.append("+f.policy_hash = ?" if narrow else "f.policy_hash = ?")
             params.append(policy_hash)
         if active_only:
             where.append("f.active = 1")
-        sql = f"""
-            SELECT f.finding_id, f.item_id,
-                   (SELECT min(uri) FROM locations l WHERE l.item_id = f.item_id AND l.present = 1) AS uri,
-                   f.category, f.severity, f.status, f.cluster_id, f.signals, f.policy_hash,
-                   f.first_flagged, f.last_flagged, f.run_id
-            FROM findings f WHERE {' AND '.join(where)}
-            ORDER BY CASE f.severity WHEN 'critical' THEN 0 WHEN 'high' THEN 1 WHEN 'medium' THEN 2 ELSE 3 END,
-                     f.category, f.item_id
-        """
+        for column, value in (("category", category), ("severity", severity), ("status", status),
+                              ("cluster_id", cluster_id), ("item_id", item_id), ("finding_id", finding_id)):  # fmt: skip
+            _where_in(where, params, f"f.{column}", value)
+        if member_of is not None:
+            sql, p = cluster_member_ids_sql(self.conn, member_of)
+            where.append(f"f.item_id IN ({sql})")
+            params.extend(p)
+        columns = {
+            "finding_id": "f.finding_id", "item_id": "f.item_id",
+            "uri": "(SELECT min(uri) FROM locations l WHERE l.item_id = f.item_id AND l.present = 1)",
+            "category": "f.category", "severity": "f.severity", "status": "f.status", "cluster_id": "f.cluster_id",
+            "signals": "f.signals", "policy_hash": "f.policy_hash", "first_flagged": "f.first_flagged",
+            "last_flagged": "f.last_flagged", "run_id": "f.run_id",
+        }  # fmt: skip
         schema = {
             "finding_id": pl.Utf8, "item_id": pl.Utf8, "uri": pl.Utf8, "category": pl.Utf8, "severity": pl.Utf8,
             "status": pl.Utf8, "cluster_id": pl.Utf8, "signals": pl.Utf8, "policy_hash": pl.Utf8,
             "first_flagged": pl.Utf8, "last_flagged": pl.Utf8, "run_id": pl.Int64,
         }  # fmt: skip
-        return frame(self.conn, sql, params, schema)
+        order = ("CASE f.severity WHEN 'critical' THEN 0 WHEN 'high' THEN 1 WHEN 'medium' THEN 2 ELSE 3 END, "
+                 "f.category, f.item_id")  # fmt: skip
+        return SqlQuery(columns, schema, f"FROM findings f WHERE {' AND '.join(where)}", tuple(params), order,
+                        page_key="f.rowid")  # fmt: skip
 
-    def clusters(self, *, policy_hash: str | None = None) -> pl.DataFrame:
+    def findings(self, *, lazy: bool = False, **filters) -> pl.DataFrame | pl.LazyFrame:
+        """Findings joined with one present location per item (uri), most severe first;
+        filters as in ``findings_query``; ``lazy``: a LazyFrame read in pages when collected
+        (in storage order: sort it where order matters)."""
+        q = self.findings_query(paged=lazy, **filters)
+        return lazy_query(self.conn, q, name="findings") if lazy else collect_query(self.conn, q)
+
+    def clusters_query(self, *, policy_hash: str | None = None, kind=None, flagged_only: bool = False,
+                       cluster_id=None) -> SqlQuery:  # fmt: skip
         schema = {
             "cluster_id": pl.Utf8, "policy_hash": pl.Utf8, "kind": pl.Utf8, "size": pl.Int64, "members": pl.Utf8,
             "medoids": pl.Utf8, "top_terms": pl.Utf8, "concept_scores": pl.Utf8, "flagged_share": pl.Float64,
             "flagged": pl.Int64, "categories": pl.Utf8, "run_id": pl.Int64,
         }  # fmt: skip
-        where, params = ("WHERE policy_hash = ?", [policy_hash]) if policy_hash else ("", [])
-        return frame(self.conn, f"SELECT {', '.join(schema)} FROM clusters {where} ORDER BY size DESC", params, schema)
+        where, params = ["1=1"], []
+        if policy_hash:
+            where.append("policy_hash = ?")
+            params.append(policy_hash)
+        _where_in(where, params, "kind", kind)
+        _where_in(where, params, "cluster_id", cluster_id)
+        if flagged_only:
+            where.append("flagged = 1")
+        return SqlQuery({n: n for n in schema}, schema, f"FROM clusters WHERE {' AND '.join(where)}", tuple(params),
+                        "size DESC", page_key="rowid")  # fmt: skip
+
+    def clusters(self, *, lazy: bool = False, **filters) -> pl.DataFrame | pl.LazyFrame:
+        q = self.clusters_query(**filters)
+        return lazy_query(self.conn, q, name="clusters") if lazy else collect_query(self.conn, q)
 
     def decisions(self) -> pl.DataFrame:
         schema = {
@@ -310,3 +360,31 @@ class FindingsStore:
 def signals_of(row_signals: str | Sequence[dict]) -> list[Signal]:
     data = json.loads(row_signals) if isinstance(row_signals, str) else row_signals
     return [Signal(**s) for s in data]
+
+
+def _where_in(where: list[str], params: list[Any], column: str, value) -> None:
+    """``column = ?`` for one value, ``column IN (SELECT value FROM json_each(?))`` for a list
+    (one parameter, any length; SQLite still uses an index on ``column``)."""
+    if value is None:
+        return
+    if isinstance(value, (str, bytes, int, float)):
+        where.append(f"{column} = ?")
+        params.append(value)
+        return
+    where.append(f"{column} IN (SELECT value FROM json_each(?))")
+    params.append(json.dumps([v for v in value]))
+
+
+def cluster_member_ids_sql(conn: sqlite3.Connection, cluster_id: str) -> tuple[str, list[Any]]:
+    """(SQL selecting the item ids of one cluster, its parameters).
+
+    A ``cluster_members(cluster_id, item_id)`` table (one row per member, indexed), where
+    the flag stage keeps one, answers from its index; otherwise the cluster row's
+    ``members`` JSON list is expanded by SQLite (one row read, never the whole table)."""
+    has_table = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'cluster_members'").fetchone() is not None
+    if has_table:
+        cols = {r[1] for r in conn.execute("PRAGMA table_info(cluster_members)")}
+        if {"cluster_id", "item_id"} <= cols:
+            return "SELECT item_id FROM cluster_members WHERE cluster_id = ?", [cluster_id]
+    return ("SELECT je.value AS item_id FROM clusters c, json_each(c.members) je WHERE c.cluster_id = ?", [cluster_id])

@@ -27,6 +27,7 @@ import shutil
 import socket
 import sys
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -123,25 +124,54 @@ def build_report(audit, out: str | os.PathLike | None = None, formats: str | Seq
                  policy: str | os.PathLike | None = None, blur: bool = True, grayscale: bool = False,
                  force: bool = False, html_limit: int | None = None, argv: Sequence[str] | None = None,
                  progress=None) -> ReportSummary:  # fmt: skip
-    from audit import __version__
-    from audit.api import _user
-    from audit.report.data import gather
     from audit.report.html import MAX_HTML_FINDINGS
-    from audit.report.thumbs import check_and_thumbnail
     from audit.timeutil import utc_now
 
     fmts = parse_formats(formats)
     started = utc_now()
     now = datetime.now(timezone.utc)
     target, replace = resolve_out(out, audit.index_dir.name, force=force, now=now)
-
-    data = gather(audit, policy_path=policy)
-    if progress:
-        progress("total", len(data.items))
     limit = MAX_HTML_FINDINGS if html_limit is None else max(0, int(html_limit))
-    shown = {f.item_id for f in data.findings[:limit]}
-    check_and_thumbnail(data, blur=blur, grayscale=grayscale, thumbnails="html" in fmts, thumb_items=shown,
-                        progress=progress)  # fmt: skip
+    with _snapshot(audit) as conn:
+        return _build(audit, conn, target, replace, fmts, started, limit, policy=policy, blur=blur,
+                      grayscale=grayscale, force=force, argv=argv, progress=progress)  # fmt: skip
+
+
+@contextmanager
+def _snapshot(audit):
+    """A read-only connection to the catalog holding one read snapshot for the whole report
+    (its findings are read in batches while it is written: a flag run committing meanwhile
+    is seen whole or not at all), apart from the connection that records the run."""
+    from audit.catalog.access import connect
+    from audit.errors import raise_storage_error
+
+    main = audit.catalog.conn
+    try:
+        conn = connect(main.path, read_only=True, immutable=main.immutable)
+    except Exception as exc:  # noqa: BLE001 - sqlite3.Error, OSError: named as storage problems
+        raise_storage_error(exc, main.path)
+    try:
+        conn.execute("BEGIN")
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()  # the snapshot starts here
+        yield conn
+    finally:
+        try:
+            conn.execute("COMMIT")
+        finally:
+            conn.close()
+
+
+def _build(audit, conn, target: Path, replace, fmts, started: str, limit: int, *, policy, blur: bool, grayscale: bool,
+           force: bool, argv, progress) -> ReportSummary:  # fmt: skip
+    from audit import __version__
+    from audit.api import _user
+    from audit.report.data import gather_stream
+    from audit.report.thumbs import check_stream
+
+    data = gather_stream(audit, conn, policy_path=policy, shown=limit if "html" in fmts else 0)
+    if progress:
+        progress("total", data.source.count_items())
+    check_stream(data, blur=blur, grayscale=grayscale, thumbnails="html" in fmts, progress=progress)
 
     if audit.read_only:
         data.notes.append(f"the index is read-only ({audit.read_only_reason}): this report is not recorded in its "
@@ -185,6 +215,7 @@ def _write_and_install(target: Path, replace: list[str] | None, data, meta: dict
     from audit.report.html import HtmlWriter
     from audit.report.install import install, make_staging
     from audit.report.manifest import write_manifest
+    from audit.report.tabular import write_tabular
     from audit.timeutil import utc_now
 
     try:
@@ -195,10 +226,14 @@ def _write_and_install(target: Path, replace: list[str] | None, data, meta: dict
     try:
         files: list[Path] = []
         registry = writers()
+        # the tabular formats share one pass over the findings (read in batches)
+        tabular = [registry[n] for n in fmts if n != "html" and hasattr(registry[n], "sink")]
+        if tabular:
+            files += write_tabular(data, staging.path, tabular)
         for name in fmts:
             if name == "html":
                 files += HtmlWriter(blur=blur, grayscale=grayscale, limit=limit).write(data, staging.path, meta=meta)
-            else:
+            elif not hasattr(registry[name], "sink"):
                 files += registry[name].write(data, staging.path)
         meta["finished"] = utc_now()
         _, manifest_sha = write_manifest(staging.path, data, meta, files)

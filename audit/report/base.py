@@ -39,9 +39,10 @@ def signal_record(s: dict[str, Any]) -> dict[str, Any]:
     return rec
 
 
-def finding_record(data: ReportData, f: FindingRow) -> dict[str, Any]:
-    """One finding as findings.jsonl holds it (full prompts; never image bytes)."""
-    item = data.items[f.item_id]
+def finding_record(data: ReportData, f: FindingRow, item=None) -> dict[str, Any]:
+    """One finding as findings.jsonl holds it (full prompts; never image bytes); ``item``:
+    its ``Item`` (default: ``data.items[f.item_id]``)."""
+    item = item if item is not None else data.items[f.item_id]
     facts = item.facts
     return {
         "finding_id": f.finding_id, "item_id": f.item_id, "uri": f.uri, "category": f.category,

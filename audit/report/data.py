@@ -16,7 +16,7 @@ import json
 import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from audit.findings.store import is_review_candidate
 from audit.report.files import clean_text
@@ -96,29 +96,92 @@ class ReportData:
     previous_report: dict[str, Any] | None
     notes: list[str] = field(default_factory=list)  # things the reader must know (policy unavailable, ...)
     other_policies: list[str] = field(default_factory=list)
+    # A streamed report (``gather_stream``): ``findings``/``items``/``clusters`` hold what the
+    # HTML page shows; ``source`` reads every finding from the catalog in batches.
+    source: "FindingSource | None" = None
+    totals: dict[str, Any] | None = None  # counts of every finding, set by the check pass
+    category_stats: dict[str, dict[str, int]] | None = None  # category -> findings, new, per decision
+
+    @property
+    def streamed(self) -> bool:
+        return self.source is not None
+
+    def batches(self) -> Iterator[tuple[list[FindingRow], dict[str, Item]]]:
+        """Every finding in report order, in batches, with the items they need."""
+        if self.source is None:
+            yield self.findings, self.items
+        else:
+            yield from self.source.batches()
+
+    def finding_batches(self) -> Iterator[list[FindingRow]]:
+        """Every finding in report order, in batches, without their items (``uri`` unset
+        when streamed): the manifest's list."""
+        if self.source is None:
+            yield self.findings
+        else:
+            yield from self.source.finding_batches()
+
+    def item_batches(self) -> Iterator[list[Item]]:
+        """Every item in a finding, by item_id, in batches (the manifest's list)."""
+        if self.source is None:
+            yield [self.items[i] for i in sorted(self.items)]
+        else:
+            yield from self.source.item_batches()
+
+    def cluster_rows(self) -> Iterator[dict[str, Any]]:
+        """Every cluster the report covers (flagged, or holding a finding)."""
+        if self.source is None:
+            yield from self.clusters
+        else:
+            yield from self.source.cluster_rows()
 
     def counts(self) -> dict[str, Any]:
-        by_cat: dict[str, int] = {}
-        by_sev: dict[str, int] = {s: 0 for s in SEVERITY_ORDER}
-        by_status: dict[str, int] = {}
-        for f in self.findings:
-            by_cat[f.category] = by_cat.get(f.category, 0) + 1
-            by_sev[f.severity] = by_sev.get(f.severity, 0) + 1
-            by_status[f.status] = by_status.get(f.status, 0) + 1
-        ids = {f.item_id for f in self.findings}
+        if self.totals is not None:
+            return self.totals
+        return _counts(self.findings, self.items, len(self.clusters))
+
+
+def _counts(findings, items, n_clusters: int) -> dict[str, Any]:
+    tally = Tally()
+    for f in findings:
+        tally.add(f, items[f.item_id])
+    return tally.result(n_clusters)
+
+
+class Tally:
+    """The report's counts, accumulated one finding at a time."""
+
+    def __init__(self) -> None:
+        self.n = self.new = self.candidates = 0
+        self.by_cat: dict[str, int] = {}
+        self.by_sev: dict[str, int] = {s: 0 for s in SEVERITY_ORDER}
+        self.by_status: dict[str, int] = {}
+        self.per_cat: dict[str, dict[str, int]] = {}
+        self.items: dict[str, tuple[bool, bool, bool]] = {}  # id -> (no_view, missing, changed)
+
+    def add(self, f: "FindingRow", item: "Item") -> None:
+        self.n += 1
+        self.new += f.new_since_last_report
+        self.candidates += f.review_candidate
+        self.by_cat[f.category] = self.by_cat.get(f.category, 0) + 1
+        self.by_sev[f.severity] = self.by_sev.get(f.severity, 0) + 1
+        self.by_status[f.status] = self.by_status.get(f.status, 0) + 1
+        c = self.per_cat.setdefault(f.category, {"findings": 0, "new": 0, "confirmed": 0, "dismissed": 0, "escalated": 0})
+        c["findings"] += 1
+        c["new"] += f.new_since_last_report
+        if f.status in c:
+            c[f.status] += 1
+        self.items[f.item_id] = (item.no_view, item.missing, item.verified is False)
+
+    def result(self, n_clusters: int) -> dict[str, Any]:
+        flags = self.items.values()
         return {
-            "findings": len(self.findings),
-            "items": len(ids),
-            "new_since_last_report": sum(f.new_since_last_report for f in self.findings),
-            "review_candidates": sum(f.review_candidate for f in self.findings),
-            "by_category": by_cat,
-            "by_severity": by_sev,
-            "by_status": by_status,
-            "no_view_items": sum(1 for i in ids if self.items[i].no_view),
-            "missing_items": sum(1 for i in ids if self.items[i].missing),
-            "changed_items": sum(1 for i in ids if self.items[i].verified is False),
-            "clusters": len(self.clusters),
-        }
+            "findings": self.n, "items": len(self.items), "new_since_last_report": self.new,
+            "review_candidates": self.candidates, "by_category": self.by_cat, "by_severity": self.by_sev,
+            "by_status": self.by_status, "no_view_items": sum(1 for v in flags if v[0]),
+            "missing_items": sum(1 for v in flags if v[1]), "changed_items": sum(1 for v in flags if v[2]),
+            "clusters": n_clusters,
+        }  # fmt: skip
 
 
 def _table_exists(conn: sqlite3.Connection, name: str) -> bool:
@@ -350,3 +413,212 @@ def _items(conn: sqlite3.Connection, ids: list[str]) -> dict[str, Item]:
     for item_id in ids:
         items.setdefault(item_id, Item(item_id=item_id, facts={}, resources=[], locations=[]))
     return items
+
+
+# ----------------------------------------------------------------------------- streamed reports
+
+_FINDING_COLS = ("finding_id, item_id, category, severity, status, cluster_id, CAST(signals AS BLOB), policy_hash, "
+                 "first_flagged, last_flagged")  # fmt: skip
+_REPORT_ORDER = ("CASE severity WHEN 'critical' THEN 0 WHEN 'high' THEN 1 WHEN 'medium' THEN 2 WHEN 'low' THEN 3 "
+                 "ELSE 9 END, category, coalesce(cluster_id, '~'), item_id")  # fmt: skip
+BATCH_FINDINGS = 2_000
+
+
+class FindingSource:
+    """Every finding of one policy, read from the catalog in report order and in batches,
+    with the items each batch needs; an item's original is checked once (``checks``) and
+    the result reused by every later pass. Holds one read snapshot for the whole report."""
+
+    def __init__(self, conn: sqlite3.Connection, policy_hash: str | None, categories: dict, decisions: dict,
+                 prev: dict | None, batch: int = BATCH_FINDINGS):  # fmt: skip
+        self.conn = conn
+        self.policy_hash = policy_hash
+        self.categories = categories
+        self.decisions = decisions
+        self.prev = prev
+        self.batch = batch
+        # item_id -> (present, verified, read_uri, read_error): small, one per item in a finding
+        self.checks: dict[str, tuple] = {}
+        self.thumbs: dict[str, Any] = {}  # the shown items' thumbnails
+
+    def _rows(self, sql: str, params: tuple) -> Iterator[list[tuple]]:
+        if self.policy_hash is None:
+            return
+        cur = self.conn.execute(sql, params)
+        try:
+            while rows := cur.fetchmany(self.batch):
+                yield rows
+        finally:
+            cur.close()
+
+    def batches(self, limit: int | None = None) -> Iterator[tuple[list[FindingRow], dict[str, Item]]]:
+        sql = (f"SELECT {_FINDING_COLS} FROM findings WHERE policy_hash = ? AND active = 1 ORDER BY {_REPORT_ORDER}"
+               + (" LIMIT ?" if limit is not None else ""))  # fmt: skip
+        params = (self.policy_hash,) + ((limit,) if limit is not None else ())
+        for rows in self._rows(sql, params):
+            findings = finding_rows(rows, self.categories, self.decisions, self.prev)
+            items = self.items_of(sorted({f.item_id for f in findings}))
+            for f in findings:
+                f.uri = _uri_of(items[f.item_id])
+            yield findings, items
+
+    def finding_batches(self) -> Iterator[list[FindingRow]]:
+        sql = f"SELECT {_FINDING_COLS} FROM findings WHERE policy_hash = ? AND active = 1 ORDER BY {_REPORT_ORDER}"
+        for rows in self._rows(sql, (self.policy_hash,)):
+            yield finding_rows(rows, self.categories, self.decisions, self.prev)
+
+    def items_of(self, ids: list[str]) -> dict[str, Item]:
+        """Items with their locations, every category they are flagged for (no_view from
+        all of them) and the result of their check, where one was made."""
+        items = _items(self.conn, ids)
+        for chunk in _chunks(ids):
+            marks = ",".join("?" * len(chunk))
+            for item_id, category in self.conn.execute(
+                    f"SELECT item_id, CAST(category AS BLOB) FROM findings WHERE +policy_hash = ? AND active = 1 "
+                    f"AND item_id IN ({marks}) ORDER BY item_id, category", (self.policy_hash, *chunk)):  # fmt: skip
+                items[item_id].categories.append(_text(category) or "")
+        for item in items.values():
+            item.no_view = any(self.categories.get(c, {}).get("no_view", True) for c in item.categories)
+            self.apply_check(item)
+        return items
+
+    def apply_check(self, item: Item) -> None:
+        got = self.checks.get(item.item_id)
+        if got is not None:
+            item.checked = True
+            item.present, item.verified, item.read_uri, item.read_error = got
+            item.thumb = self.thumbs.get(item.item_id)
+
+    def keep_check(self, item: Item) -> None:
+        self.checks[item.item_id] = (item.present, item.verified, item.read_uri, item.read_error)
+        if item.thumb is not None:
+            self.thumbs[item.item_id] = item.thumb
+
+    def item_batches(self) -> Iterator[list[Item]]:
+        sql = "SELECT DISTINCT item_id FROM findings WHERE policy_hash = ? AND active = 1 ORDER BY item_id"
+        for rows in self._rows(sql, (self.policy_hash,)):
+            items = self.items_of([r[0] for r in rows])
+            yield [items[r[0]] for r in rows]
+
+    def cluster_rows(self) -> Iterator[dict[str, Any]]:
+        sql = ("SELECT cluster_id, policy_hash, kind, size, members, medoids, top_terms, concept_scores, flagged_share, "
+               "flagged, categories, run_id FROM clusters WHERE policy_hash = ? AND (flagged = 1 OR cluster_id IN "
+               "(SELECT cluster_id FROM findings WHERE policy_hash = ? AND active = 1)) ORDER BY size DESC, cluster_id")  # fmt: skip
+        keys = ("cluster_id", "policy_hash", "kind", "size", "members", "medoids", "top_terms", "concept_scores",
+                "flagged_share", "flagged", "categories", "run_id")  # fmt: skip
+        if self.policy_hash is None or not _table_exists(self.conn, "clusters"):
+            return
+        for rows in self._rows(sql, (self.policy_hash, self.policy_hash)):
+            for row in rows:
+                yield _cluster_dict(dict(zip(keys, row)))
+
+    def count_items(self) -> int:
+        if self.policy_hash is None:
+            return 0
+        return self.conn.execute("SELECT count(DISTINCT item_id) FROM findings WHERE policy_hash = ? AND active = 1",
+                                 (self.policy_hash,)).fetchone()[0]  # fmt: skip
+
+    def count_clusters(self) -> int:
+        if self.policy_hash is None or not _table_exists(self.conn, "clusters"):
+            return 0
+        return self.conn.execute(
+            "SELECT count(*) FROM clusters WHERE policy_hash = ? AND (flagged = 1 OR cluster_id IN "
+            "(SELECT cluster_id FROM findings WHERE policy_hash = ? AND active = 1))",
+            (self.policy_hash, self.policy_hash)).fetchone()[0]  # fmt: skip
+
+
+def _cluster_dict(c: dict[str, Any]) -> dict[str, Any]:
+    for key, default in (("members", []), ("medoids", []), ("top_terms", []), ("concept_scores", {}), ("categories", [])):
+        c[key] = _json(c[key], default)
+    return c
+
+
+def _uri_of(item: Item) -> str | None:
+    present = [loc["uri"] for loc in item.locations if loc["present"]]
+    return present[0] if present else (item.locations[0]["uri"] if item.locations else None)
+
+
+def finding_rows(rows, categories: dict, decisions: dict, prev: dict | None) -> list[FindingRow]:
+    """FindingRows of findings table rows (``_FINDING_COLS``), their status from the latest
+    decision; a category the policy does not know is added to ``categories`` as no_view."""
+    out = []
+    for fid, item_id, category, severity, status, cluster_id, signals, phash, first, last in rows:
+        category = _text(category) or ""
+        if category not in categories:
+            categories[category] = {"severity": severity, "no_view": True, "description": "", "in_policy": False}
+        decision = decisions.get(("finding", fid)) or decisions.get(("item", item_id, category)) or decisions.get(("item", item_id, None))
+        sigs = _json(_text(signals), [])
+        out.append(FindingRow(
+            finding_id=fid, item_id=item_id, uri=None, category=category, severity=severity,
+            status=DECISION_STATUS.get(decision["decision"], status) if decision else status,
+            cluster_id=cluster_id, signals=sigs if isinstance(sigs, list) else [], policy_hash=phash,
+            first_flagged=first, last_flagged=last,
+            new_since_last_report=prev is None or (first or "") > (prev["started"] or ""), decision=decision,
+        ))  # fmt: skip
+    return out
+
+
+def gather_stream(audit, conn: sqlite3.Connection, *, policy_path: str | Path | None = None,
+                  shown: int) -> ReportData:  # fmt: skip
+    """A ``ReportData`` that reads its findings in batches from ``conn`` (which holds the
+    report's read snapshot): ``findings``/``items`` are the first ``shown`` findings (what
+    the HTML page shows) and their items, ``clusters`` theirs; every writer reads the rest
+    through ``batches()``. Memory follows ``shown`` and the batch size, not the findings."""
+    from audit.findings.store import FindingsStore
+
+    FindingsStore(conn)
+    catalog_version = audit.catalog.version()
+    policy, policy_hash, run, notes = resolve_policy(conn, policy_path)
+    prev = previous_report(conn)
+    categories: dict[str, dict[str, Any]] = {}
+    if policy is not None:
+        for c in policy.categories:
+            categories[c.id] = {"severity": c.severity, "no_view": bool(c.no_view), "description": c.description,
+                                "in_policy": True}  # fmt: skip
+    other: list[str] = []
+    if policy_hash is not None:
+        for category, severity in conn.execute(
+                "SELECT DISTINCT CAST(category AS BLOB), severity FROM findings WHERE policy_hash = ? AND active = 1",
+                (policy_hash,)):  # fmt: skip
+            category = _text(category) or ""
+            if category not in categories:
+                categories[category] = {"severity": severity, "no_view": True, "description": "", "in_policy": False}
+        other = [r[0] for r in conn.execute(
+            "SELECT DISTINCT policy_hash FROM findings WHERE policy_hash != ? AND active = 1", (policy_hash,))]  # fmt: skip
+    if other:
+        notes.append(f"{len(other)} other polic{'y has' if len(other) == 1 else 'ies have'} active findings in this "
+                     "index; this report covers only the policy named above")  # fmt: skip
+    if policy is None:
+        for c in categories.values():
+            c["no_view"] = True
+    source = FindingSource(conn, policy_hash, categories, _latest_decisions(conn), prev)
+    findings: list[FindingRow] = []
+    items: dict[str, Item] = {}
+    if shown > 0:
+        for batch, batch_items in source.batches(limit=shown):
+            findings += batch
+            items.update(batch_items)
+    wanted = {f.cluster_id for f in findings if f.cluster_id}
+    clusters = []
+    if wanted:
+        ids = sorted(wanted)
+        for chunk in _chunks(ids):
+            marks = ",".join("?" * len(chunk))
+            keys = ("cluster_id", "policy_hash", "kind", "size", "medoids", "top_terms", "concept_scores",
+                    "flagged_share", "flagged", "categories", "run_id")  # fmt: skip
+            # members are left out: the page shows a cluster's size and terms, never its member list
+            for row in conn.execute(f"SELECT {', '.join(keys)} FROM clusters WHERE cluster_id IN ({marks})", chunk):
+                clusters.append(_cluster_dict({**dict(zip(keys, row)), "members": None}))
+    policy_info: dict[str, Any] = {"policy_hash": policy_hash, "loaded": policy is not None}
+    if policy is not None:
+        policy_info.update(name=policy.name, version=policy.version, content_hash=policy.content_hash,
+                           path=str(policy.path) if policy.path else None)  # fmt: skip
+    elif run:
+        policy_info.update(name=run["policy_name"], version=run["policy_version"], content_hash=policy_hash,
+                           path=run["policy_path"])  # fmt: skip
+    return ReportData(
+        index_name=audit.index_dir.name, index_dir=str(audit.index_dir), findings=findings, items=items,
+        clusters=clusters, categories=categories, policy=policy_info,
+        model=model_identity(conn, run["model_key"] if run else None), flag_run=run,
+        catalog_version=catalog_version, previous_report=prev, notes=notes, other_policies=other, source=source,
+    )  # fmt: skip

@@ -47,6 +47,54 @@ def write_private(path: Path, data: bytes | str) -> Path:
     return Path(path)
 
 
+class PrivateFile:
+    """A new owner-only file (0600) written in pieces: refuses to replace an existing one,
+    fsyncs on close; an ``OSError`` names the path. A binary file object (``write``)."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), FILE_MODE)
+            os.fchmod(fd, FILE_MODE)
+        except OSError as exc:
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc
+        self.fh = os.fdopen(fd, "wb", buffering=1 << 20)
+
+    def write(self, data: bytes | str) -> int:
+        if isinstance(data, str):
+            data = data.encode("utf-8")
+        try:
+            return self.fh.write(data)
+        except OSError as exc:
+            raise OSError(exc.errno, exc.strerror, str(self.path)) from exc
+
+    # pyarrow's writers ask for these of a file object
+    closed = property(lambda self: self.fh.closed)
+
+    def tell(self) -> int:
+        return self.fh.tell()
+
+    def flush(self) -> None:
+        self.fh.flush()
+
+    def close(self) -> None:
+        if self.fh.closed:
+            return
+        try:
+            self.fh.flush()
+            os.fsync(self.fh.fileno())
+        except OSError as exc:
+            raise OSError(exc.errno, exc.strerror, str(self.path)) from exc
+        finally:
+            self.fh.close()
+
+    def __enter__(self) -> "PrivateFile":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:

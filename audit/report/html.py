@@ -130,12 +130,14 @@ def render(data: ReportData, meta: dict[str, Any], *, blur: bool = True, graysca
 
 
 def _header(data: ReportData) -> str:
+    counts = data.counts()  # of every finding, also those past the page's limit
     sev_buttons = "".join(
         f'<button type="button" class="chip sev-{s}{"" if n else " zero"}" data-sev="{s}" aria-pressed="true" '
         f'title="Show {s} findings">{s} <b>{n}</b></button>'
-        for s, n in ((s, sum(1 for f in data.findings if f.severity == s)) for s in SEVERITY_ORDER)
+        for s, n in ((s, counts["by_severity"].get(s, 0)) for s in SEVERITY_ORDER)
     )  # fmt: skip
-    cats = sorted({f.category for f in data.findings}, key=lambda c: (SEVERITY_ORDER.get(data.categories[c]["severity"], 9), c))
+    cats = sorted((c for c, n in counts["by_category"].items() if n),
+                  key=lambda c: (SEVERITY_ORDER.get(data.categories[c]["severity"], 9), c))  # fmt: skip
     cat_opts = "".join(f'<option value="{esc(c)}">{esc(c)}</option>' for c in cats)
     return (
         '<header class="bar"><div class="brand"><span class="logo">audit</span>'
@@ -181,17 +183,17 @@ def _summary(data: ReportData, meta: dict[str, Any], *, blur: bool, grayscale: b
         tiles += _tile("changed since crawl", c["changed_items"], "warn")
 
     rows = []
+    stats = data.category_stats if data.category_stats is not None else _category_stats(data.findings)
     for cat, info in sorted(data.categories.items(), key=lambda kv: (SEVERITY_ORDER.get(kv[1]["severity"], 9), kv[0])):
-        fs = [f for f in data.findings if f.category == cat]
-        if not fs and not info.get("in_policy"):
+        st = stats.get(cat) or {"findings": 0, "new": 0, "confirmed": 0, "dismissed": 0, "escalated": 0}
+        if not st["findings"] and not info.get("in_policy"):
             continue
-        st = {s: sum(1 for f in fs if f.status == s) for s in ("confirmed", "dismissed", "escalated")}
         rows.append(
-            f'<tr class="{"" if fs else "zero"}"><td><a href="#cat-{_slug(cat)}">{esc(cat)}</a>'
+            f'<tr class="{"" if st["findings"] else "zero"}"><td><a href="#cat-{_slug(cat)}">{esc(cat)}</a>'
             f'<div class="muted">{esc(info.get("description") or "")}</div></td>'
             f'<td><span class="sev sev-{esc(info["severity"])}">{esc(info["severity"])}</span></td>'
             f'<td>{"<span class=nv>no view</span>" if info["no_view"] else ""}</td>'
-            f'<td class="n">{len(fs)}</td><td class="n">{sum(f.new_since_last_report for f in fs)}</td>'
+            f'<td class="n">{st["findings"]}</td><td class="n">{st["new"]}</td>'
             f'<td class="n">{st["confirmed"]}</td><td class="n">{st["dismissed"]}</td><td class="n">{st["escalated"]}</td></tr>'
         )  # fmt: skip
     table = (
@@ -219,7 +221,7 @@ def _summary(data: ReportData, meta: dict[str, Any], *, blur: bool, grayscale: b
         ("Report id", meta.get("report_id", "")),
     ]  # fmt: skip
     dl = "".join(f"<dt>{esc(k)}</dt><dd>{esc(v)}</dd>" for k, v in prov)
-    if not data.findings:
+    if not c["findings"]:
         if data.policy.get("policy_hash") is None:
             empty = "No findings: `audit flag` has not run on this index yet."
         else:
@@ -239,9 +241,11 @@ def _findings(data: ReportData, limit: int = MAX_HTML_FINDINGS) -> str:
         return ""
     clusters = {c["cluster_id"]: c for c in data.clusters}
     out = []
-    if len(data.findings) > limit:
-        out.append(f'<div class="notice warn" role="note">This page shows the first {limit:,} of {len(data.findings):,} '
-                   "findings, most severe first; every finding is in findings.jsonl, .parquet and .csv "
+    total = data.counts()["findings"]
+    if total > min(limit, len(data.findings)):
+        shown = min(limit, len(data.findings))
+        out.append(f'<div class="notice warn" role="note">This page shows the first {shown:,} of {total:,} '
+                   f"findings, most severe first; the other {total - shown:,} are in findings.jsonl, .parquet and .csv "
                    "(audit report --html-limit N shows more).</div>")  # fmt: skip
     by_cat: dict[str, list[FindingRow]] = {}
     for f in data.findings[:limit]:
@@ -264,6 +268,17 @@ def _findings(data: ReportData, limit: int = MAX_HTML_FINDINGS) -> str:
             out.append("</div>")
         out.append("</section>")
     return "".join(out)
+
+
+def _category_stats(findings) -> dict[str, dict[str, int]]:
+    out: dict[str, dict[str, int]] = {}
+    for f in findings:
+        c = out.setdefault(f.category, {"findings": 0, "new": 0, "confirmed": 0, "dismissed": 0, "escalated": 0})
+        c["findings"] += 1
+        c["new"] += f.new_since_last_report
+        if f.status in c:
+            c[f.status] += 1
+    return out
 
 
 def _cluster_head(cid: str | None, c: dict | None, n: int) -> str:

@@ -21,38 +21,41 @@ from pathlib import Path
 from typing import Any
 
 from audit.report.data import ReportData
-from audit.report.files import sha256_file, write_private
+from audit.report.files import PrivateFile, sha256_file
 
 MANIFEST = "manifest.json"
 FORMAT = "audit-report-manifest/1"
 MAX_MANIFEST_BYTES = 1 << 30  # a manifest lists every item in a finding: large, never unbounded
 
 
+def item_record(item) -> dict[str, Any]:
+    f = item.facts
+    return {
+        "item_id": item.item_id, "sha256": item.item_id, "md5": f.get("md5"), "pdq": f.get("pdq"),
+        "pdq_quality": f.get("pdq_quality"), "size": f.get("size"), "format": f.get("format"),
+        "width": f.get("width"), "height": f.get("height"),
+        "categories": sorted(set(item.categories)), "no_view": item.no_view,
+        "present_at_report": item.present, "sha256_verified_at_report": item.verified, "read_uri": item.read_uri,
+        "read_error": item.read_error,
+        "locations": [{k: loc.get(k) for k in ("uri", "source", "container", "size", "mtime_ns", "present",
+                                                "missing_since", "last_seen")} for loc in item.locations],
+    }  # fmt: skip
+
+
 def items_record(data: ReportData) -> list[dict[str, Any]]:
-    out = []
-    for item_id in sorted(data.items):
-        item = data.items[item_id]
-        f = item.facts
-        out.append({
-            "item_id": item_id, "sha256": item_id, "md5": f.get("md5"), "pdq": f.get("pdq"),
-            "pdq_quality": f.get("pdq_quality"), "size": f.get("size"), "format": f.get("format"),
-            "width": f.get("width"), "height": f.get("height"),
-            "categories": sorted(set(item.categories)), "no_view": item.no_view,
-            "present_at_report": item.present, "sha256_verified_at_report": item.verified, "read_uri": item.read_uri,
-            "read_error": item.read_error,
-            "locations": [{k: loc.get(k) for k in ("uri", "source", "container", "size", "mtime_ns", "present",
-                                                    "missing_since", "last_seen")} for loc in item.locations],
-        })  # fmt: skip
-    return out
+    return [item_record(item) for batch in data.item_batches() for item in batch]
 
 
 def write_manifest(out_dir: Path, data: ReportData, meta: dict[str, Any], files: list[Path]) -> tuple[Path, str]:
-    """Write manifest.json listing ``files`` (paths inside ``out_dir``); returns (path, its SHA-256)."""
+    """Write manifest.json listing ``files`` (paths inside ``out_dir``); returns (path, its SHA-256).
+
+    Written piece by piece (its item and finding lists come from ``data``'s batches): the
+    same JSON, indented as ``json.dumps(indent=2)`` would, without holding it whole."""
     listed = {}
     for p in sorted(files, key=lambda p: p.name):
         rel = p.relative_to(out_dir).as_posix()
         listed[rel] = {"sha256": sha256_file(p), "size": p.stat().st_size}
-    manifest = {
+    head = {
         "format": FORMAT,
         **meta,
         "index": {"path": data.index_dir, "name": data.index_name, "catalog_version": data.catalog_version},
@@ -62,14 +65,37 @@ def write_manifest(out_dir: Path, data: ReportData, meta: dict[str, Any], files:
         "previous_report": data.previous_report,
         "notes": data.notes,
         "counts": data.counts(),
-        "items": items_record(data),
-        "findings": [{"finding_id": f.finding_id, "item_id": f.item_id, "category": f.category,
-                      "severity": f.severity, "status": f.status} for f in data.findings],  # fmt: skip
-        "files": listed,
     }
-    text = json.dumps(manifest, indent=2, ensure_ascii=False, default=str, sort_keys=False) + "\n"
-    path = write_private(out_dir / MANIFEST, text)
-    return path, hashlib.sha256(text.encode("utf-8")).hexdigest()
+    items = (item_record(item) for batch in data.item_batches() for item in batch)
+    findings = ({"finding_id": f.finding_id, "item_id": f.item_id, "category": f.category, "severity": f.severity,
+                 "status": f.status} for batch in data.finding_batches() for f in batch)  # fmt: skip
+    digest = hashlib.sha256()
+    with PrivateFile(out_dir / MANIFEST) as fh:
+
+        def put(text: str) -> None:
+            raw = text.encode("utf-8")
+            digest.update(raw)
+            fh.write(raw)
+
+        put("{")
+        first = True
+        for key, value in [*head.items(), ("items", items), ("findings", findings), ("files", listed)]:
+            put(("" if first else ",") + f"\n  {_dumps(key)}: ")
+            first = False
+            if isinstance(value, (dict, list)) or value is None or isinstance(value, (str, int, float, bool)):
+                put(_dumps(value).replace("\n", "\n  "))
+                continue
+            n = 0
+            for rec in value:
+                put(("[\n    " if n == 0 else ",\n    ") + _dumps(rec).replace("\n", "\n    "))
+                n += 1
+            put("\n  ]" if n else "[]")
+        put("\n}\n")
+    return fh.path, digest.hexdigest()
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, indent=2, ensure_ascii=False, default=str, sort_keys=False)
 
 
 @dataclass

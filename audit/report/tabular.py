@@ -18,7 +18,7 @@ from pathlib import Path
 
 from audit.report.base import EVIDENCE_FIELDS, FINDING_FIELDS, cluster_record, dumps, finding_record
 from audit.report.data import ReportData
-from audit.report.files import write_private
+from audit.report.files import PrivateFile
 
 
 def _finite(v):
@@ -33,31 +33,94 @@ def _sanitize(obj):
     return _finite(obj)
 
 
-class JsonlWriter:
+def _records(data: ReportData):
+    """Every finding's record, batch by batch (``ReportData.batches``: streamed from the
+    catalog for a large report, so no writer holds more than a batch)."""
+    for findings, items in data.batches():
+        for f in findings:
+            yield _sanitize(finding_record(data, f, items[f.item_id]))
+
+
+def write_tabular(data: ReportData, out_dir: Path, writers) -> list[Path]:
+    """Write several tabular formats in one pass over the findings (one read of the
+    catalog, each record built once); returns every file written."""
+    sinks = [w.sink(data, out_dir) for w in writers]
+    # Parquet changes a record's nested fields into its column types: it takes each record last
+    sinks.sort(key=lambda k: isinstance(k, _ParquetSink))
+    try:
+        for rec in _records(data):
+            for sink in sinks:
+                sink.add(rec)
+    finally:
+        paths = [p for sink in sinks for p in sink.close()]
+    return paths
+
+
+class _Writer:
+    def write(self, data: ReportData, out_dir: Path) -> list[Path]:
+        return write_tabular(data, out_dir, [self])
+
+
+class JsonlWriter(_Writer):
     name = "jsonl"
 
-    def write(self, data: ReportData, out_dir: Path) -> list[Path]:
-        lines = [dumps(_sanitize(finding_record(data, f))) + "\n" for f in data.findings]
-        clusters = [dumps(_sanitize(cluster_record(c))) + "\n" for c in data.clusters]
-        return [write_private(out_dir / "findings.jsonl", "".join(lines)),
-                write_private(out_dir / "clusters.jsonl", "".join(clusters))]  # fmt: skip
+    def sink(self, data: ReportData, out_dir: Path) -> "_JsonlSink":
+        return _JsonlSink(data, out_dir)
+
+
+class _JsonlSink:
+    def __init__(self, data: ReportData, out_dir: Path):
+        self.data, self.out_dir = data, out_dir
+        self.fh = PrivateFile(out_dir / "findings.jsonl")
+
+    def add(self, rec: dict) -> None:
+        self.fh.write(dumps(rec) + "\n")
+
+    def close(self) -> list[Path]:
+        self.fh.close()
+        with PrivateFile(self.out_dir / "clusters.jsonl") as cl:
+            for c in self.data.cluster_rows():
+                cl.write(dumps(_sanitize(cluster_record(c))) + "\n")
+        return [self.fh.path, cl.path]
 
 
 _NESTED = ("signals", "resources", "locations", "decision")
 
 
-class CsvWriter:
+class CsvWriter(_Writer):
     name = "csv"
 
-    def write(self, data: ReportData, out_dir: Path) -> list[Path]:
-        buf = io.StringIO()
-        fields = FINDING_FIELDS + EVIDENCE_FIELDS
-        w = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
-        w.writeheader()
-        for f in data.findings:
-            rec = _sanitize(finding_record(data, f))
-            w.writerow({k: (dumps(rec[k]) if k in _NESTED else _csv_cell(rec[k])) for k in fields})
-        return [write_private(out_dir / "findings.csv", buf.getvalue())]
+    def sink(self, data: ReportData, out_dir: Path) -> "_CsvSink":
+        return _CsvSink(out_dir)
+
+
+class _CsvSink:
+    fields = FINDING_FIELDS + EVIDENCE_FIELDS
+
+    def __init__(self, out_dir: Path):
+        self.buf = io.StringIO()
+        self.w = csv.DictWriter(self.buf, fieldnames=self.fields, lineterminator="\n")
+        self.w.writeheader()
+        self.fh = PrivateFile(out_dir / "findings.csv")
+        self.n = 0
+
+    def add(self, rec: dict) -> None:
+        self.w.writerow({k: (dumps(rec[k]) if k in _NESTED else _csv_cell(rec[k])) for k in self.fields})
+        self.n += 1
+        if self.n % 1000 == 0:
+            self._flush()
+
+    def _flush(self) -> None:
+        self.fh.write(self.buf.getvalue())
+        self.buf.seek(0)
+        self.buf.truncate()
+
+    def close(self) -> list[Path]:
+        try:
+            self._flush()
+        finally:
+            self.fh.close()
+        return [self.fh.path]
 
 
 def _csv_cell(v):
@@ -78,10 +141,17 @@ def _number(text: str) -> bool:
         return False
 
 
-class ParquetWriter:
+class ParquetWriter(_Writer):
     name = "parquet"
 
-    def write(self, data: ReportData, out_dir: Path) -> list[Path]:
+    def sink(self, data: ReportData, out_dir: Path) -> "_ParquetSink":
+        return _ParquetSink(out_dir)
+
+
+class _ParquetSink:
+    fields = FINDING_FIELDS + EVIDENCE_FIELDS
+
+    def __init__(self, out_dir: Path):
         import pyarrow as pa
         import pyarrow.parquet as pq
 
@@ -89,30 +159,57 @@ class ParquetWriter:
                               ("threshold", pa.float64()), ("margin", pa.float64()), ("detail", pa.string())])  # fmt: skip
         loc_t = pa.struct([("uri", pa.string()), ("size", pa.int64()), ("mtime_ns", pa.int64()),
                            ("present", pa.bool_()), ("missing_since", pa.string())])  # fmt: skip
-        types = {
+        self.types = {
             "signals": pa.list_(signal_t), "locations": pa.list_(loc_t), "resources": pa.string(),
             "decision": pa.string(), "new_since_last_report": pa.bool_(), "review_candidate": pa.bool_(), "no_view": pa.bool_(), "missing": pa.bool_(),
             "verified_at_report": pa.bool_(), "size": pa.int64(), "width": pa.int64(), "height": pa.int64(),
         }  # fmt: skip
-        fields = FINDING_FIELDS + EVIDENCE_FIELDS
-        schema = pa.schema([(k, types.get(k, pa.string())) for k in fields])
-        cols: dict[str, list] = {k: [] for k in fields}
-        for f in data.findings:
-            rec = _sanitize(finding_record(data, f))
-            for s in rec["signals"]:
-                s["detail"] = dumps(s["detail"])
-                for k in ("score", "threshold", "margin"):
-                    s[k] = float(s[k]) if isinstance(s[k], (int, float)) and not isinstance(s[k], bool) else None
-                for k in ("kind", "name"):
-                    s[k] = None if s[k] is None else str(s[k])
-            rec["resources"] = dumps(rec["resources"])
-            rec["decision"] = None if rec["decision"] is None else dumps(rec["decision"])
-            for k in fields:
-                v = rec[k]
-                if types.get(k) is None or types[k] == pa.string():
-                    v = None if v is None else (v if isinstance(v, str) else json.dumps(v) if isinstance(v, (dict, list)) else str(v))
-                cols[k].append(v)
-        table = pa.table({k: pa.array(cols[k], type=schema.field(k).type) for k in fields}, schema=schema)
-        buf = pa.BufferOutputStream()
-        pq.write_table(table, buf, compression="zstd")
-        return [write_private(out_dir / "findings.parquet", buf.getvalue().to_pybytes())]
+        self.schema = pa.schema([(k, self.types.get(k, pa.string())) for k in self.fields])
+        self.cols: dict[str, list] = {k: [] for k in self.fields}
+        self.rows = 0
+        self.fh = PrivateFile(out_dir / "findings.parquet")
+        self.writer = pq.ParquetWriter(self.fh, self.schema, compression="zstd")
+
+    def _table(self):
+        import pyarrow as pa
+
+        return pa.table({k: pa.array(self.cols[k], type=self.schema.field(k).type) for k in self.fields},
+                        schema=self.schema)  # fmt: skip
+
+    def add(self, rec: dict) -> None:
+        _parquet_row(rec, self.fields, self.types, self.cols)
+        self.rows += 1
+        if len(self.cols["finding_id"]) >= ROW_GROUP:  # a row group per batch: bounded memory
+            self.writer.write_table(self._table())
+            self.cols = {k: [] for k in self.fields}
+
+    def close(self) -> list[Path]:
+        try:
+            if self.cols["finding_id"] or not self.rows:
+                self.writer.write_table(self._table())
+        finally:
+            self.writer.close()
+            self.fh.close()
+        return [self.fh.path]
+
+
+ROW_GROUP = 10_000
+
+
+def _parquet_row(rec: dict, fields, types: dict, cols: dict[str, list]) -> None:
+    """Append one finding record to the column lists, in the Parquet schema's types."""
+    import pyarrow as pa
+
+    for s in rec["signals"]:
+        s["detail"] = dumps(s["detail"])
+        for k in ("score", "threshold", "margin"):
+            s[k] = float(s[k]) if isinstance(s[k], (int, float)) and not isinstance(s[k], bool) else None
+        for k in ("kind", "name"):
+            s[k] = None if s[k] is None else str(s[k])
+    rec["resources"] = dumps(rec["resources"])
+    rec["decision"] = None if rec["decision"] is None else dumps(rec["decision"])
+    for k in fields:
+        v = rec[k]
+        if types.get(k) is None or types[k] == pa.string():
+            v = None if v is None else (v if isinstance(v, str) else json.dumps(v) if isinstance(v, (dict, list)) else str(v))
+        cols[k].append(v)

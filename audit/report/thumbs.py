@@ -44,6 +44,36 @@ def check_and_thumbnail(data: ReportData, *, blur: bool = True, grayscale: bool 
             progress("done", 1)
 
 
+def check_stream(data: ReportData, *, blur: bool = True, grayscale: bool = False, thumbnails: bool = True,
+                 reader: Callable[[str], bytes] | None = None, progress=None) -> None:  # fmt: skip
+    """``check_and_thumbnail`` for a streamed report (``gather_stream``): the shown items
+    first (with thumbnails), then every other item in a finding, batch by batch, each
+    checked once; the counts of every finding are taken on the way (``data.totals``)."""
+    from audit.report.data import Tally
+
+    if reader is None:
+        from audit.ingest.reader import read_uri as reader
+    source = data.source
+    assert source is not None
+    for item in data.items.values():
+        _check(item, reader, blur=blur, grayscale=grayscale, thumbnails=thumbnails)
+        source.keep_check(item)
+        if progress:
+            progress("done", 1)
+    tally = Tally()
+    for findings, items in source.batches():
+        for item in items.values():
+            if not item.checked:
+                _check(item, reader, blur=blur, grayscale=grayscale, thumbnails=False)
+                source.keep_check(item)
+                if progress:
+                    progress("done", 1)
+        for f in findings:
+            tally.add(f, items[f.item_id])
+    data.totals = tally.result(source.count_clusters())
+    data.category_stats = tally.per_cat
+
+
 def _check(item: Item, reader, *, blur: bool, grayscale: bool, thumbnails: bool = True) -> None:
     item.checked = True
     item.present = False

@@ -1,0 +1,77 @@
+"""Lazy frames and SQL-side filters on a small index (the large-index memory tests are in
+test_frames_scale.py)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+import audit
+from audit.findings.store import Finding, FindingsStore, Signal
+
+sys.path.insert(0, str(Path(__file__).parent))
+from scale_fixtures import build_scale_index, item_id  # noqa: E402
+
+
+@pytest.fixture()
+def small(tmp_path):
+    return build_scale_index(tmp_path / "idx", n_items=3_000, n_clusters=10, batch=1_000)
+
+
+def test_lazy_frame_reads_nothing_until_collected_and_keeps_its_schema(small):
+    with audit.open(small.index) as a:
+        lf = a.findings(lazy=True)
+        assert isinstance(lf, pl.LazyFrame)
+        assert lf.collect_schema() == a.findings().schema
+        items = a.items(lazy=True, include_missing=True)
+        assert items.collect_schema()["present"] == pl.Boolean
+        assert items.collect_schema()["last_seen"] == pl.Datetime("us", "UTC")
+        got = items.select("uri", "present").head(3).collect()
+        assert got.columns == ["uri", "present"] and got["present"].to_list() == [True] * 3
+        assert got["uri"].to_list() == a.items()["uri"].head(3).to_list()  # uri order, as eager
+
+
+def test_an_abandoned_lazy_read_holds_no_statement_on_the_catalog(small):
+    """Polars may stop pulling a lazy source without closing it: the catalog must stay
+    writable on the same connection, and a checkpoint must get through."""
+    with audit.open(small.index) as a:
+        head = a.findings(lazy=True).filter(pl.col("category") == "circles").head(2).collect()
+        assert head.height == 2
+        store = FindingsStore(a.catalog.conn)
+        store.upsert_findings([Finding(item_id(0), "extra", "low", small.policy_hash,
+                                       [Signal("prompt_rule", "rule:x", 1.0, 1.0, 0.0)])], run_id=2)  # fmt: skip
+        assert a.findings(category="extra").height == 1
+        busy, _, _ = a.catalog.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        assert busy == 0
+
+
+def test_cluster_members_uses_a_member_table_where_the_flag_stage_keeps_one(small):
+    cid = small.cluster_ids[2]
+    with audit.open(small.index) as a:
+        from_json = a.cluster_members(cid)
+        assert from_json["item_id"].to_list() == sorted(small.cluster_items[cid])
+        conn = a.catalog.conn
+        # a member table that disagrees with the JSON list: the table must win
+        conn.execute("CREATE TABLE cluster_members (cluster_id TEXT NOT NULL, item_id TEXT NOT NULL)")
+        conn.execute("CREATE INDEX cluster_members_cluster ON cluster_members(cluster_id)")
+        keep = sorted(small.cluster_items[cid])[:5]
+        conn.executemany("INSERT INTO cluster_members VALUES (?, ?)", [(cid, i) for i in keep])
+        assert a.cluster_members(cid)["item_id"].to_list() == keep
+        assert sorted(a.findings(member_of=cid)["item_id"].to_list()) == keep
+    from audit.errors import InputError
+
+    with audit.open(small.index) as a, pytest.raises(InputError):
+        a.cluster_members("no-such-cluster")
+
+
+def test_findings_indexes_answer_cluster_and_item_filters(small):
+    with audit.open(small.index) as a:
+        q = a._findings_store().findings_query(policy_hash=small.policy_hash, cluster_id="x")
+        plan = " ".join(r[3] for r in a.catalog.conn.execute("EXPLAIN QUERY PLAN " + q.sql(), q.params))
+        assert "findings_cluster" in plan
+        q = a._findings_store().findings_query(policy_hash=small.policy_hash, item_id=["a", "b"])
+        plan = " ".join(r[3] for r in a.catalog.conn.execute("EXPLAIN QUERY PLAN " + q.sql(), q.params))
+        assert "findings_item" in plan
