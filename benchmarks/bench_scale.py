@@ -56,8 +56,9 @@ MODEL_NAME = "bench-synthetic"
 STAGES = ("build", "flag", "index", "incremental", "search", "report")
 CHUNK = 20_000
 NOW = "2024-01-01T00:00:00.000000Z"
-# bytes on disk per item with today's store: float32 vector in SQLite (dim * 4 plus row and
-# key overhead), the catalog rows with their indexes, and the FAISS index (up to a flat copy)
+# bytes on disk per item: the catalog rows with their indexes (items, locations, vector key
+# rows, flag tables); the fp16 vector (dim * 2) and the FAISS index (up to a flat float32
+# copy, dim * 4) come on top
 CATALOG_BYTES_PER_ITEM = 2_000
 
 
@@ -304,9 +305,8 @@ def near_duplicate_groups(a) -> dict[str, str]:
 
 
 def disk_needed(n: int, dim: int, per_item: int | None = None) -> int:
-    """Today's store: a float32 vector in SQLite and up to a flat FAISS copy per item, plus
-    the catalog rows (pass --disk-per-item once vectors live in fp16 shards)."""
-    return int(n * (per_item if per_item else dim * 4 * 2 + CATALOG_BYTES_PER_ITEM) * 1.1)
+    """An fp16 vector in a shard, up to a flat FAISS copy, and the catalog rows per item."""
+    return int(n * (per_item if per_item else dim * 2 + dim * 4 + CATALOG_BYTES_PER_ITEM) * 1.1)
 
 
 def main(argv=None) -> int:
@@ -324,7 +324,7 @@ def main(argv=None) -> int:
     p.add_argument("--reuse", action="store_true", help="use the archive already built in --out")
     p.add_argument("--no-disk-check", action="store_true")
     p.add_argument("--disk-per-item", type=int, default=None,
-                   help="bytes on disk per item for the free-space check (default: dim*8 + 2000)")
+                   help="bytes on disk per item for the free-space check (default: dim*6 + 2000)")
     args = p.parse_args(argv)
     stages = [s.strip() for s in args.stages.split(",") if s.strip()]
     bad = [s for s in stages if s not in STAGES]

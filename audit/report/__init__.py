@@ -241,7 +241,9 @@ def _write_and_install(target: Path, replace: list[str] | None, data, meta: dict
     except BaseException as exc:
         shutil.rmtree(staging.path, ignore_errors=True)
         if isinstance(exc, OSError):
-            raise_storage_error(exc)
+            # a writer that streams through a library (pyarrow) may lose the file name:
+            # then the report folder is what the message names
+            raise_storage_error(exc, None if exc.filename else target)
         raise
     finally:
         staging.close()
