@@ -15,8 +15,8 @@ the results back as shards finish (order not preserved, like ``map_unordered``):
   fed with model-ready uint8 pixels through the object store. The decode stage is what
   keeps a GPU busy: ViT-B/32 wants ~2,000 decoded images a second.
 
-Ray retries: a task that loses its worker is re-run (``max_retries``), an actor that dies
-is restarted and its shard re-run (``max_restarts``, ``max_task_retries``). A re-run shard
+Ray retries (Ray Data's defaults): a task that loses its worker is re-run, an actor that
+dies is restarted and its shard re-run (``max_restarts=-1``, ``max_task_retries=-1``). A re-run shard
 commits the same keys again, which ``VectorStore.put_batch`` treats as a no-op replace, so
 nothing is lost or duplicated.
 
@@ -155,16 +155,23 @@ class RayEmbedExecutor:
         self.wave_items = max(1, wave_items)
         self.split_decode = self.cuda if split_decode is None else split_decode
         res = ray.cluster_resources()
+        cpus = int(res.get("CPU", 1))
         if self.cuda:
             gpus = int(res.get("GPU", 0))
             if gpus < 1:
                 raise EnvironmentProblem("--device cuda with --executor ray, but the Ray cluster has no GPU "
                                          "(start GPU nodes with `ray start --num-gpus N`, or use --device cpu)")  # fmt: skip
+            if cpus <= gpus:  # each GPU actor holds a CPU; decoding needs the others
+                raise EnvironmentProblem(f"--device cuda with --executor ray needs more CPUs than GPUs for decoding "
+                                         f"(the cluster has {cpus} CPUs, {gpus} GPUs); ~8-16 CPUs per GPU keep ViT-B/32 busy")  # fmt: skip
             self.threads = 1
             self.workers = actors or gpus
+        elif self.split_decode:  # the GPU pipeline's shape on CPUs: half the CPUs decode
+            self.threads = 1
+            self.workers = actors or max(1, cpus // 2)
         else:
             self.threads = max(1, threads)
-            self.workers = actors or max(1, int(res.get("CPU", 1)) // self.threads)
+            self.workers = actors or max(1, cpus // self.threads)
         self._checked = False
         self.waves = 0
 
@@ -199,13 +206,13 @@ class RayEmbedExecutor:
         items = [{"task": pickle.dumps(t, protocol=5)} for t in wave]
         ds = ray.data.from_items(items, override_num_blocks=len(items))  # one shard per block
         size = max(1, min(self.workers, len(items)))
-        actor_args = {"max_restarts": RETRIES, "max_task_retries": RETRIES}
+        # Retries are Ray Data's defaults: actors restart and re-run their shard without limit
+        # (max_restarts=-1, max_task_retries=-1), tasks are retried on worker death.
         env = {"env_vars": {KILL_ONCE_ENV: os.environ[KILL_ONCE_ENV]}} if os.environ.get(KILL_ONCE_ENV) else None
-        if env:
-            actor_args["runtime_env"] = env
+        actor_args = {"runtime_env": env} if env else {}
         if self.split_decode:
             ds = ds.map_batches(decode_shard, batch_size=1, batch_format="numpy", fn_kwargs={"image_spec": self.image_spec},
-                                num_cpus=1, max_retries=RETRIES)  # fmt: skip
+                                num_cpus=1, **actor_args)  # fmt: skip
             ds = ds.map_batches(EncodeWorker, batch_size=1, batch_format="numpy", compute=ActorPoolStrategy(size=size),
                                 fn_constructor_kwargs={"threads": self.threads}, num_cpus=1,
                                 num_gpus=1 if self.cuda else 0, **actor_args)  # fmt: skip
