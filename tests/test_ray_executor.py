@@ -193,3 +193,37 @@ def test_sources_every_node_sees_pass_and_urls_are_not_checked(cluster, tmp_path
 def test_bad_executor_is_a_usage_error(tmp_path):
     res = run_cli("crawl", str(SAMPLE), "--index", str(tmp_path / "i"), "--executor", "dask")
     assert res.returncode == 2 and "--executor must be one of local, ray" in res.stderr
+
+
+def test_a_node_that_cannot_see_a_source_stops_the_run_before_any_work(cluster, tmp_path):
+    """A second Ray node in its own mount namespace, where an empty tmpfs hides the source
+    folder: the same machine, but a node that does not see what the driver sees. Last in
+    the module: the node is stopped afterwards."""
+    from audit.errors import InputError
+    from audit.onray.nodes import check_visible
+
+    if os.geteuid() != 0 or not shutil.which("unshare") or not shutil.which("ray"):
+        pytest.skip("needs root, unshare and the ray CLI to start a node in its own mount namespace")
+    hidden = tmp_path / "hidden"
+    write_generation(hidden / "a.png")
+    before = sum(n["Alive"] for n in ray.nodes())
+    script = f"mount -t tmpfs none {hidden} && exec ray start --address={cluster} --num-cpus=0 --block --disable-usage-stats"
+    node = subprocess.Popen(["unshare", "-m", "--propagation", "private", "sh", "-c", script],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while sum(n["Alive"] for n in ray.nodes()) <= before:
+            assert node.poll() is None and time.monotonic() < deadline, "the second node did not start"
+            time.sleep(0.5)
+        with pytest.raises(InputError, match=r"is not the same on Ray node .*listing 0 names"):
+            check_visible(ray, [str(hidden)])
+        with pytest.raises(InputError, match=r"a.png is not the same on Ray node .*missing there"):
+            check_visible(ray, [str(hidden / "a.png")], what="image")
+        res = run_cli("crawl", str(hidden), "--index", str(tmp_path / "idx"), "--executor", "ray",
+                      env={"RAY_ADDRESS": cluster})  # fmt: skip
+        lines = [ln for ln in res.stderr.splitlines() if ln.strip() and "WARNING" not in ln]
+        assert res.returncode == 2 and "is not the same on Ray node" in lines[-1], res.stderr[-2000:]
+        assert audit.open(tmp_path / "idx").items().height == 0  # nothing was read
+    finally:
+        os.killpg(node.pid, signal.SIGTERM)
+        node.wait(timeout=60)

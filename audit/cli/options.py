@@ -43,7 +43,12 @@ EXECUTOR_HELP = ("Where the work runs: local (process pools on this machine) or 
 def executor(value: str) -> str:
     from audit.onray import EXECUTORS
 
-    return one_of("--executor", value, EXECUTORS)  # type: ignore[return-value]
+    value = one_of("--executor", value, EXECUTORS)
+    if value == "ray":  # without the extra: one line naming it (exit 3), before an index is created
+        from audit.onray.session import require_ray
+
+        require_ray()
+    return value  # type: ignore[return-value]
 
 
 def precision(value: str) -> str:
