@@ -21,6 +21,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 from audit import __version__
 from audit.catalog.lock import IndexLock
+from audit.errors import UsageError
 from audit.catalog.schema import ITEM_COLUMNS, LOCATION_COLUMNS
 from audit.catalog.store import Catalog
 from audit.frames import SqlQuery, collect_query, frame, lazy_query, polars_type
@@ -73,8 +74,13 @@ class Audit:
         progress=None,
         argv: Sequence[str] | None = None,
         trust_dir_mtime: bool = False,
+        executor: str = "local",
     ):
         """Catalog every generation under ``sources``; returns a ``CrawlSummary``.
+
+        ``executor="ray"``: reads run as Ray tasks on the cluster named by ``RAY_ADDRESS``
+        (a local Ray instance when unset); every node must see the sources as this
+        process does (checked before any work). This process commits, as locally.
 
         ``trust_dir_mtime``: in local folders, skip the files of a directory whose mtime is
         unchanged since its last full listing (much faster rescans of huge trees; a file
@@ -87,8 +93,29 @@ class Audit:
         if isinstance(sources, (str, os.PathLike)):
             sources = [sources]
         opened = [s if isinstance(s, Source) else open_source(str(s), trust_dir_mtime=trust_dir_mtime) for s in sources]
-        with IndexLock(self.index_dir, wait=wait), self.recorded_run("crawl", argv) as run:
-            crawler = Crawler(self.catalog, run_id=run.run_id, workers=workers, progress=progress)
+        from contextlib import ExitStack
+
+        from audit.onray import EXECUTORS
+
+        if executor not in EXECUTORS:
+            raise UsageError(f"--executor must be one of {', '.join(EXECUTORS)}, not {executor!r}")
+        with ExitStack() as stack:
+            pool = None
+            if executor == "ray":
+                from audit.onray.session import require_ray
+
+                require_ray()  # one line naming the extra, before the index is touched
+            stack.enter_context(IndexLock(self.index_dir, wait=wait))
+            if executor == "ray":
+                from audit.onray.crawl import RayReadPool
+                from audit.onray.nodes import check_visible
+                from audit.onray.session import ray_session
+
+                ray = stack.enter_context(ray_session())
+                check_visible(ray, [s.root_uri for s in opened], what="source")  # before any work
+                pool = RayReadPool(ray)
+            run = stack.enter_context(self.recorded_run("crawl", argv))
+            crawler = Crawler(self.catalog, run_id=run.run_id, workers=workers, progress=progress, pool=pool)
             run.summary = crawler.summary  # recorded as far as it got, also when interrupted
             return crawler.crawl(opened)
 
@@ -96,7 +123,7 @@ class Audit:
              checkpoint=None, device: str = "cpu", batch_size: int | None = None, workers: int | None = None,
              report: bool = False, out=None, fail_on: str | None = None, wait: bool = False, progress=None,
              argv: Sequence[str] | None = None, trust_dir_mtime: bool = False, mark: bool = True,
-             full: bool = False):  # fmt: skip
+             full: bool = False, executor: str = "local"):  # fmt: skip
         """crawl -> embed -> index -> flag (-> report) under one hold of the index lock;
         returns a ``ScanSummary`` whose ``exit_code`` is 1 when a new finding is at or above
         ``fail_on``. ``progress``: a function stage -> context manager yielding a callback.
@@ -108,7 +135,7 @@ class Audit:
         return run_scan(self, sources, policy=policy, model=model, pretrained=pretrained, checkpoint=checkpoint,
                         device=device, batch_size=batch_size, workers=workers, report=report, out=out,
                         fail_on=fail_on, wait=wait, progress=progress, argv=argv,
-                        trust_dir_mtime=trust_dir_mtime, mark=mark, full=full)  # fmt: skip
+                        trust_dir_mtime=trust_dir_mtime, mark=mark, full=full, executor=executor)  # fmt: skip
 
     # --- notebook helpers (audit/notebook.py)
     def show(self, ids, *, limit: int = 24, blur: bool = True, grayscale: bool = False):
@@ -245,7 +272,7 @@ class Audit:
               checkpoint: str | os.PathLike | None = None, device: str = "cpu", precision: str = "auto",
               batch_size: int | None = None, workers: int | None = None, images: bool = True,
               prompts: bool = True, retry_skipped: bool = False, wait: bool = False, progress=None,
-              argv: Sequence[str] | None = None, embedder=None):  # fmt: skip
+              argv: Sequence[str] | None = None, embedder=None, executor: str = "local"):  # fmt: skip
         """Embed the images and prompts of ok items that have no vector for this model yet;
         returns an ``EmbedSummary``. ``pretrained=None`` (no checkpoint) means random weights.
         ``embedder``: an already loaded ``OpenClipEmbedder`` (skips loading; notebooks)."""
@@ -254,7 +281,7 @@ class Audit:
         return run_embed(self, model=model, pretrained=pretrained, checkpoint=checkpoint, device=device,
                          precision=precision, batch_size=batch_size, workers=workers, images=images,
                          prompts=prompts, retry_skipped=retry_skipped, wait=wait, progress=progress,
-                         argv=argv, embedder=embedder)  # fmt: skip
+                         argv=argv, embedder=embedder, executor=executor)  # fmt: skip
 
     # --- FAISS indexes and search (audit/index)
     def index(self, *, model: str | None = None, memory_budget: str | int | None = None, index_type: str | None = None,

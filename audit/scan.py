@@ -109,6 +109,7 @@ def run_scan(
     trust_dir_mtime: bool = False,
     mark: bool = True,
     full: bool = False,
+    executor: str = "local",
 ) -> ScanSummary:
     """Run crawl, embed, index, flag and (optionally) report on ``audit_index``.
 
@@ -120,8 +121,18 @@ def run_scan(
     from audit.ingest import open_source
     from audit.policy import load_policy
 
+    from audit.onray import EXECUTORS
+
+    if executor not in EXECUTORS:
+        raise UsageError(f"--executor must be one of {', '.join(EXECUTORS)}, not {executor!r}")
+    if executor == "ray":
+        from audit.onray.session import require_ray
+
+        require_ray()
     failing = severity_at_or_above(fail_on) if fail_on is not None else ()
-    device = check_device(device)
+    # on Ray the GPUs are on the workers: the driver flags (policy texts only) on its CPU
+    device = check_device(device, probe=executor != "ray")
+    flag_device = "cpu" if executor == "ray" else device
     opened = [s if hasattr(s, "entries") else open_source(str(s), trust_dir_mtime=trust_dir_mtime) for s in sources]
     loaded_policy = policy if hasattr(policy, "content_hash") else load_policy(policy)  # bad policy: exit 2 before work
     bars = progress or _nullcontext_progress
@@ -135,19 +146,26 @@ def run_scan(
         summary.stages[name] = result.to_dict() if hasattr(result, "to_dict") else dict(result)
         return result
 
-    with IndexLock(audit_index.index_dir, wait=wait):
-        crawl = stage("crawl", lambda bar: audit_index.crawl(opened, workers=workers, progress=bar, argv=argv))
+    from contextlib import ExitStack
+
+    with IndexLock(audit_index.index_dir, wait=wait), ExitStack() as on_ray:
+        if executor == "ray":  # one Ray connection (or local instance) for every stage
+            from audit.onray.session import ray_session
+
+            on_ray.enter_context(ray_session())
+        crawl = stage("crawl", lambda bar: audit_index.crawl(opened, workers=workers, progress=bar, argv=argv,
+                                                                   executor=executor))
         embedded = stage(
             "embed",
             lambda bar: audit_index.embed(
                 model=model, pretrained=pretrained, checkpoint=checkpoint, device=device, batch_size=batch_size,
-                workers=workers, progress=bar, argv=argv,
+                workers=workers, progress=bar, argv=argv, executor=executor,
             ),
         )  # fmt: skip
         stage("index", lambda bar: audit_index.index(model=embedded.model_key, progress=bar))
         flagged = stage(
             "flag", lambda bar: audit_index.flag(loaded_policy, model=embedded.model_key, checkpoint=checkpoint,
-                                                 device=device, full=full, progress=bar, argv=argv)
+                                                 device=flag_device, full=full, progress=bar, argv=argv)
         )  # fmt: skip
         import polars as pl
 

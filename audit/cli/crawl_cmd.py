@@ -8,6 +8,7 @@ from typing import List, Optional
 import typer
 
 from audit.cli.app import app
+from audit.cli import options
 from audit.cli.output import emit_json, progress_bar, stderr
 
 INDEX_HELP = "Index directory (created if missing)."
@@ -18,6 +19,7 @@ def crawl(
     sources: List[str] = typer.Argument(..., help="Folders, files, manifests (.jsonl/.csv/.parquet), archives (.tar/.zip, webdataset shards) or fsspec URLs."),
     index: Path = typer.Option(..., "--index", "-i", help=INDEX_HELP),
     workers: Optional[int] = typer.Option(None, "--workers", min=0, help="Worker processes for decoding and hashing (default: one per core; 0 = in-process)."),
+    executor: str = typer.Option("local", "--executor", help=options.EXECUTOR_HELP),
     wait: bool = typer.Option(False, "--wait", help="Wait for another run holding the index instead of exiting with code 3."),
     trust_dir_mtime: bool = typer.Option(False, "--trust-dir-mtime", help="Skip the files of local directories whose mtime is unchanged since their last full listing: one stat per directory instead of per file (a file rewritten in place without a rename is then missed until a normal crawl)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
@@ -32,9 +34,12 @@ def crawl(
     import audit
     from audit.ingest import open_source
 
+    executor = options.executor(executor)
+
     opened = [open_source(s, trust_dir_mtime=trust_dir_mtime) for s in sources]  # a bad SOURCE fails before any work
     with progress_bar("crawl", quiet=quiet) as progress:
-        summary = audit.open(index, create=True).crawl(opened, workers=workers, wait=wait, progress=progress)
+        summary = audit.open(index, create=True).crawl(opened, workers=workers, wait=wait, progress=progress,
+                                                           executor=executor)
     data = summary.to_dict()
     if json_out:
         emit_json({"command": "crawl", "index": str(index), **data})

@@ -22,6 +22,7 @@ def embed_command(
     precision: str = typer.Option("auto", "--precision", help="auto (bf16 on CPUs with native bf16 after a check against fp32, else fp32; fp16 autocast on CUDA), fp32, bf16, fp16."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b", min=1, help="Images per batch and per commit (default 32 on CPU, 256 on CUDA)."),
     workers: Optional[int] = typer.Option(None, "--workers", min=0, help="Worker processes, each with its own model (default: one per core on CPU, 0 on CUDA; 0 = in this process)."),
+    executor: str = typer.Option("local", "--executor", help=options.EXECUTOR_HELP),
     no_images: bool = typer.Option(False, "--no-images", help="Embed prompts only."),
     no_prompts: bool = typer.Option(False, "--no-prompts", help="Embed images only."),
     retry_skipped: bool = typer.Option(False, "--retry-skipped", help="Try again the images recorded as skipped for this model."),
@@ -39,14 +40,15 @@ def embed_command(
     """
     import audit
 
+    executor = options.executor(executor)
     precision = options.precision(precision)
-    device = options.device(device)
+    device = options.device(device, probe=executor != "ray")
     tag = pretrained_tag(pretrained)
     with progress_bar("embed", quiet=quiet) as progress:
         summary = audit.open(index).embed(
             model=model, pretrained=tag, checkpoint=str(checkpoint) if checkpoint else None, device=device,
             precision=precision, batch_size=batch_size, workers=workers, images=not no_images,
-            prompts=not no_prompts, retry_skipped=retry_skipped, wait=wait, progress=progress,
+            prompts=not no_prompts, retry_skipped=retry_skipped, wait=wait, progress=progress, executor=executor,
         )  # fmt: skip
     data = summary.to_dict()
     if json_out:

@@ -27,11 +27,28 @@ def fail_on(value: str | None) -> str | None:
     return one_of("--fail-on", value, SEVERITIES)
 
 
-def device(value: str) -> str:
-    """``--device``: malformed is a usage error (2), CUDA not usable here an environment error (3)."""
+def device(value: str, *, probe: bool = True) -> str:
+    """``--device``: malformed is a usage error (2), CUDA not usable here an environment error (3).
+    ``probe=False`` (``--executor ray``): the spelling only, the GPUs are on the workers."""
     from audit.embed.device import check_device
 
-    return check_device(value)
+    return check_device(value, probe=probe)
+
+
+EXECUTOR_HELP = ("Where the work runs: local (process pools on this machine) or ray (Ray Data on the cluster "
+                 "named by RAY_ADDRESS, or a local Ray instance when unset; needs pip install \".[ray]\"). "
+                 "The index is written by this process either way.")
+
+
+def executor(value: str) -> str:
+    from audit.onray import EXECUTORS
+
+    value = one_of("--executor", value, EXECUTORS)
+    if value == "ray":  # without the extra: one line naming it (exit 3), before an index is created
+        from audit.onray.session import require_ray
+
+        require_ray()
+    return value  # type: ignore[return-value]
 
 
 def precision(value: str) -> str:

@@ -24,6 +24,7 @@ def scan_command(
     device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N (checked before any work: exit 3 when CUDA is not usable here)."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b", min=1, help="Images per embedding batch."),
     workers: Optional[int] = typer.Option(None, "--workers", min=0, help="Worker processes for crawling and embedding (default: one per core)."),
+    executor: str = typer.Option("local", "--executor", help=options.EXECUTOR_HELP),
     report: bool = typer.Option(False, "--report", help="Write an evidence report after flagging."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Report folder (default: reports/<index name>/<UTC timestamp>/ under the current directory)."),
     fail_on: Optional[str] = typer.Option(None, "--fail-on", help="Exit 1 when a NEW finding (one no completed scan has reported yet) is at or above this severity: critical, high, medium or low."),
@@ -48,7 +49,8 @@ def scan_command(
     from audit.scan import mark_reported, run_scan
 
     fail_on = options.fail_on(fail_on)  # every fixed-vocabulary option before any work
-    device = options.device(device)
+    executor = options.executor(executor)
+    device = options.device(device, probe=executor != "ray")
     tag = pretrained_tag(pretrained)
     a = audit.open(index, create=True)
     summary = run_scan(
@@ -56,6 +58,7 @@ def scan_command(
         device=device, batch_size=batch_size, workers=workers, report=report, out=out, fail_on=fail_on, wait=wait,
         progress=lambda stage: progress_bar(stage, quiet=quiet), trust_dir_mtime=trust_dir_mtime, mark=False,
         full=full,
+        executor=executor,
     )  # fmt: skip
     data = summary.to_dict()
     if json_out:

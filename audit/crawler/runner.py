@@ -72,16 +72,19 @@ ProgressFn = Callable[[str, int], None]  # (event, count): "listed", "done", "to
 
 
 class Crawler:
-    def __init__(self, catalog: Catalog, *, run_id: int, workers: int | None = None, progress: ProgressFn | None = None):
+    def __init__(self, catalog: Catalog, *, run_id: int, workers: int | None = None, progress: ProgressFn | None = None,
+                 pool=None):  # fmt: skip
+        """``pool``: where reads run instead of a local process pool, an object with
+        ``workers``, ``submit(fn, task) -> Future`` and ``shutdown`` (``audit.onray.crawl``)."""
         self.catalog = catalog
         self.run_id = run_id
-        self.workers = (os.cpu_count() or 1) if workers is None else workers
+        self.workers = pool.workers if pool is not None else (os.cpu_count() or 1) if workers is None else workers
         self.progress = progress or (lambda event, n: None)
         self.summary = CrawlSummary()
         self._pending_items: list[dict[str, Any]] = []
         self._pending_locations: list[dict[str, Any]] = []
         self._last_commit = time.monotonic()
-        self._pool: ProcessPoolExecutor | None = None
+        self._pool: ProcessPoolExecutor | None = pool
         self._inflight: set[Future] = set()
         self._inflight_bytes = 0
 

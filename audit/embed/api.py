@@ -30,6 +30,7 @@ def run_embed(
     progress=None,
     argv: Sequence[str] | None = None,
     embedder=None,
+    executor: str = "local",
 ) -> "EmbedSummary":
     from dataclasses import replace
 
@@ -42,7 +43,18 @@ def run_embed(
         raise UsageError("--batch-size must be at least 1")
     if workers is not None and workers < 0:
         raise UsageError("--workers must be 0 or more")
-    device = check_device(device)  # before anything, also when there is nothing to embed
+    from audit.onray import EXECUTORS
+
+    if executor not in EXECUTORS:
+        raise UsageError(f"--executor must be one of {', '.join(EXECUTORS)}, not {executor!r}")
+    on_ray = executor == "ray"
+    if on_ray:
+        from audit.onray.session import require_ray
+
+        require_ray()  # one line naming the extra to install, before the index is touched
+    # before anything, also when there is nothing to embed; on Ray the GPUs are on the
+    # workers, so the driver checks only the spelling (the cluster's GPUs are checked later)
+    device = check_device(device, probe=not on_ray)
     if precision not in PRECISIONS:
         raise UsageError(f"--precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
     # weights are resolved (and may fail with exit 3) before the index is touched
@@ -57,6 +69,11 @@ def run_embed(
                 with audit.recorded_run("embed", argv) as run:
                     run.summary = idle
                 return idle
+    if on_ray:
+        return _run_embed_on_ray(audit, model=model, pretrained=pretrained, checkpoint=checkpoint, device=device,
+                                 precision=precision, batch_size=batch_size, workers=workers, images=images,
+                                 prompts=prompts, retry_skipped=retry_skipped, wait=wait, progress=progress,
+                                 argv=argv, embedder=embedder)  # fmt: skip
     emb = embedder or load_embedder(model, pretrained, checkpoint=checkpoint, device=device, precision=precision)
     if getattr(emb, "spec", None) is None:
         raise UsageError("embedder has no spec (build it with audit.embed.openclip.load_embedder)")
@@ -96,6 +113,52 @@ def run_embed(
         finally:
             if executor is not None:
                 executor.close()
+
+
+def _run_embed_on_ray(audit: "Audit", *, model, pretrained, checkpoint, device: str, precision: str,
+                      batch_size, workers, images, prompts, retry_skipped, wait, progress, argv,
+                      embedder) -> "EmbedSummary":
+    """``run_embed`` with ``executor="ray"``: the same runner and commits, shards on Ray Data.
+
+    The driver builds the model once on its CPU, for the identity, dimension and
+    preprocessing (and, for CPU workers, the same bf16-after-check rule as locally); GPU
+    actors get the spec with ``device=cuda`` and fp16 autocast."""
+    from dataclasses import replace
+
+    from audit.embed.openclip import load_embedder, resolve_precision
+    from audit.embed.runner import EmbedRunner
+    from audit.onray.embed import RayEmbedExecutor
+    from audit.onray.session import ray_session
+
+    is_cuda = device.startswith("cuda")
+    if is_cuda:
+        resolved = resolve_precision(device, precision)  # fp16 (autocast) unless asked otherwise
+        emb = embedder or load_embedder(model, pretrained, checkpoint=checkpoint, device="cpu", precision="fp32",
+                                        calibrate=False)  # fmt: skip
+        spec = replace(emb.spec, device="cuda", precision=resolved)  # the actor's own GPU
+        report = {"precision": resolved, "requested": precision, "where": "Ray GPU actors"}
+    else:
+        emb = embedder or load_embedder(model, pretrained, checkpoint=checkpoint, device="cpu", precision=precision)
+        spec = replace(emb.spec, threads=1)
+        report = dict(getattr(emb, "precision_report", {}) or {})
+    if getattr(emb, "spec", None) is None:
+        raise UsageError("embedder has no spec (build it with audit.embed.openclip.load_embedder)")
+    image_spec, dim = emb.preprocess, emb.dim
+    if embedder is None:  # the actors build their own
+        emb.model = None
+    bs = batch_size or (256 if is_cuda else 32)
+    with IndexLock(audit.index_dir, wait=wait), audit.recorded_run("embed", argv) as run, ray_session() as ray:
+        if retry_skipped:
+            from audit.catalog.vectors import VectorStore
+            from audit.embed.pending import PendingWork
+
+            PendingWork(audit.catalog.conn, VectorStore(audit.catalog.conn), spec.identity.key).retry_skipped()
+        executor = RayEmbedExecutor(ray, device=spec.device, image_spec=image_spec, threads=1, actors=workers or None)
+        runner = EmbedRunner(audit.catalog, spec, executor, dim=dim, batch_size=bs, decode_threads=1, progress=progress)
+        runner.summary.precision = report
+        runner.summary.executor = "ray"
+        run.summary = runner.summary  # recorded as far as it got, also when interrupted
+        return runner.run(images=images, prompts=prompts)
 
 
 def _nothing_pending(audit: "Audit", identity, images: bool, prompts: bool) -> "EmbedSummary | None":

@@ -20,15 +20,16 @@ DEVICE_HELP = "cpu, cuda or cuda:N"
 _DEVICE = re.compile(r"(cpu|cuda)(?::(\d{1,3}))?")
 
 
-def check_device(device: object, flag: str = "--device") -> str:
-    """``device`` normalised (``"cpu"``, ``"cuda"``, ``"cuda:1"``), or a one-line error."""
+def check_device(device: object, flag: str = "--device", *, probe: bool = True) -> str:
+    """``device`` normalised (``"cpu"``, ``"cuda"``, ``"cuda:1"``), or a one-line error.
+    ``probe=False``: the spelling only (``--executor ray``: the GPUs are on the workers)."""
     if not isinstance(device, str):
         raise UsageError(f"{flag} must be {DEVICE_HELP}, not {device!r}")
     value = device.strip().lower()
     match = _DEVICE.fullmatch(value)
     if match is None or (match.group(1) == "cpu" and match.group(2) is not None):
         raise UsageError(f"{flag} must be {DEVICE_HELP}, not {device!r}")
-    if value == "cpu":
+    if value == "cpu" or not probe:
         return value
     _check_cuda(value, None if match.group(2) is None else int(match.group(2)), flag)
     return value

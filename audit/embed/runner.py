@@ -38,6 +38,7 @@ class EmbedSummary:
     dim: int = 0
     precision: dict = field(default_factory=dict)
     device: str = "cpu"
+    executor: str = "local"
     workers: int = 0
     batch_size: int = 0
     images_embedded: int = 0
