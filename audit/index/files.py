@@ -155,7 +155,9 @@ def save_index(index_dir: Path, manifest: Manifest, index, keys: np.ndarray) -> 
     index_file, keys_file = f"{stem}.faiss", f"{stem}.keys.npy"
 
     def write_index(f):
-        f.write(faiss.serialize_index(index).tobytes())
+        # streamed to the file: serialize_index would hold one (or two) more copies of an
+        # index of several GB in memory at once
+        faiss.write_index(index, faiss.PyCallbackIOWriter(f.write))
 
     index_size, index_sha = _write_durably(d / index_file, write_index)
     keys_size, keys_sha = _write_durably(d / keys_file, lambda f: np.save(f, keys, allow_pickle=False))
