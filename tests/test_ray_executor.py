@@ -36,7 +36,9 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def cluster():
-    ray.init(num_cpus=2, object_store_memory=300 << 20, include_dashboard=False, log_to_driver=False)
+    # a new local instance even where /tmp/ray names a cluster left by another run
+    ray.init(address="local", num_cpus=2, object_store_memory=300 << 20, include_dashboard=False,
+             log_to_driver=False)
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
 

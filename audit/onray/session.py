@@ -51,8 +51,10 @@ def ray_session(*, num_cpus: int | None = None, object_store_memory: int | None 
             if address:
                 ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
             else:
-                ray.init(num_cpus=num_cpus, object_store_memory=object_store_memory, include_dashboard=False,
-                         log_to_driver=False, logging_level=logging.WARNING)  # fmt: skip
+                # address="local": a new instance for this run. Without it Ray connects to
+                # whatever cluster /tmp/ray/ray_current_cluster names, even one long dead.
+                ray.init(address="local", num_cpus=num_cpus, object_store_memory=object_store_memory,
+                         include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)  # fmt: skip
         except ConnectionError as exc:
             raise EnvironmentProblem(f"cannot connect to the Ray cluster at RAY_ADDRESS={address}: {str(exc).splitlines()[0]}") from None
         except Exception as exc:  # noqa: BLE001 - Ray raises many types for a cluster it cannot start or reach
