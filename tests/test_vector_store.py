@@ -334,3 +334,44 @@ def test_migration_killed_midway_resumes_and_loses_nothing(tmp_path):
         assert vs.verify()["damaged"] == []
         referenced = {f for (f,) in a.catalog.query("SELECT file FROM vector_shards")}
     assert {str(p.relative_to(idx)) for p in _shard_files(idx)} == referenced  # the orphan is gone
+
+
+def test_an_interrupt_just_after_commit_keeps_the_committed_shard(tmp_path):
+    """SIGTERM and SIGINT become exceptions that can surface right after COMMIT returned:
+    the shard its rows already name must not be deleted as if the write had failed (a later
+    scan would find a vector shard missing)."""
+    from contextlib import contextmanager
+
+    a, vs = _store(tmp_path)
+    x = np.random.default_rng(5).normal(size=(8, 16)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    plain = vs._txn
+
+    @contextmanager
+    def commit_then_interrupt():
+        with plain() as c:
+            yield c
+        raise KeyboardInterrupt  # as a signal handler raising between COMMIT and the caller
+
+    vs._txn = commit_then_interrupt
+    with pytest.raises(KeyboardInterrupt):
+        vs.put_batch(MODEL.key, "image", [f"k{i}" for i in range(8)], x)
+    vs._txn = plain
+    fresh = VectorStore(a.catalog.conn)
+    keys, got = fresh.get(MODEL.key, "image", [f"k{i}" for i in range(8)])
+    assert len(keys) == 8 and np.allclose(got, x[[int(k[1:]) for k in keys]], atol=2e-3)
+    assert fresh.verify(full=True)["damaged"] == []
+
+    # and an interrupt before COMMIT still leaves no file behind
+    @contextmanager
+    def interrupt_before_commit():
+        with plain() as c:
+            yield c
+            raise KeyboardInterrupt
+
+    before = sorted(p.name for p in (tmp_path / "idx" / "vectors").rglob("*.f16"))
+    vs._txn = interrupt_before_commit
+    with pytest.raises(KeyboardInterrupt):
+        vs.put_batch(MODEL.key, "image", ["other"], x[:1])
+    vs._txn = plain
+    assert sorted(p.name for p in (tmp_path / "idx" / "vectors").rglob("*.f16")) == before

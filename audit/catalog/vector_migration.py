@@ -39,7 +39,7 @@ MIGRATE_BATCH = 65536  # BLOB rows per transaction (~128 MiB of float32 512-d in
 def migrate_legacy(store: "VectorStore") -> int:
     """Move every BLOB row into shards; returns how many were moved."""
     from audit.catalog.schema import SCHEMA_VERSION
-    from audit.catalog.vectors import LEGACY_TABLE, _has_legacy, _unlink_all
+    from audit.catalog.vectors import LEGACY_TABLE, _has_legacy
 
     moved = 0
     while True:
@@ -66,7 +66,7 @@ def migrate_legacy(store: "VectorStore") -> int:
                     store._append(c, vs, model_key, space, [g[2] for g in group], [to_fp16(vecs)], now, written)
                 moved += len(rows)
         except BaseException:
-            _unlink_all(written)
+            store._unlink_uncommitted(written)
             raise
     store._legacy = False
     for model_key, space in store.conn.execute("SELECT model_key, space FROM vector_spaces").fetchall():

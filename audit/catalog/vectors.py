@@ -217,7 +217,7 @@ class VectorStore:
                         [(model_key, item_id, reason, now) for item_id, reason in skips],
                     )
         except BaseException:
-            _unlink_all(written)  # never committed: no row names them
+            self._unlink_uncommitted(written)
             raise
         if vs is not None:
             self.maintain(model_key, space)
@@ -302,6 +302,25 @@ class VectorStore:
         return gone
 
     # ------------------------------------------------------------------ maintenance
+    def _unlink_uncommitted(self, written: Sequence[Path]) -> None:
+        """After a failed write: delete those of ``written`` that no committed shard row
+        names. Not simply all of them: an exception (SIGTERM/SIGINT turned into one) can
+        arrive just after COMMIT returned, when the rows naming them are already durable.
+        Whatever cannot be decided here is left to ``remove_orphans`` on the next open."""
+        if not written:
+            return
+        try:
+            if self.conn.in_transaction:
+                return
+            referenced = set()
+            for path in written:
+                rel = Path(path).relative_to(self.index_dir).as_posix()
+                if self.conn.execute("SELECT 1 FROM vector_shards WHERE file = ?", (rel,)).fetchone():
+                    referenced.add(Path(path))
+        except (sqlite3.Error, ValueError):
+            return
+        _unlink_all([p for p in written if Path(p) not in referenced])
+
     def maintain(self, model_key: str, space: str) -> int:
         """Merge small shards and rewrite those with dead rows, as the policy asks; returns
         how many rewrites were done. Each rewrite is one transaction."""
@@ -322,7 +341,7 @@ class VectorStore:
                     drop, rewrite = plan
                     gone = self._rewrite(c, found[0], model_key, space, drop, rewrite, written)
             except BaseException:
-                _unlink_all(written)
+                self._unlink_uncommitted(written)
                 raise
             self._forget_maps(gone)
             _unlink_all(gone)
