@@ -100,3 +100,18 @@ def read_regular(path: str | os.PathLike, limit: int, *, nofollow: bool = False)
         if size > limit:
             raise TooLarge(size, limit)
         return read_capped(fh, limit)
+
+
+def fsync_dir(path: str | os.PathLike) -> None:
+    """Make a rename or a new file in ``path`` durable; best effort (some file systems
+    cannot open or fsync a directory: then there is nothing more to do)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

@@ -36,6 +36,7 @@ import time
 from pathlib import Path
 from typing import Iterable
 
+from audit.safeio import fsync_dir as _fsync_dir
 from audit.errors import CatalogDamaged, IndexMissing, IndexReadOnly, InputError, LockHeld, UsageError, raise_storage_error
 
 CATALOG_FILE = "catalog.sqlite"
@@ -336,19 +337,6 @@ def _remove_stale_new_files(index_dir: Path) -> None:
                 os.unlink(entry.path)
             except FileNotFoundError:
                 pass
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 # ----------------------------------------------------------------------------- tables

@@ -24,6 +24,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
+from audit.safeio import fsync_dir
 from audit.errors import raise_storage_error
 
 VECTORS_DIR = "vectors"
@@ -120,14 +121,3 @@ def orphans(index_dir: Path, referenced: set[str]) -> Iterator[Path]:
                     yield Path(entry.path)
 
 
-def fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
