@@ -322,21 +322,7 @@ def _gather(audit, conn: sqlite3.Connection, store, policy_path) -> ReportData:
         notes.append(f"{len(other)} other polic{'y has' if len(other) == 1 else 'ies have'} active findings in this "
                      "index; this report covers only the policy named above")  # fmt: skip
 
-    decisions = _latest_decisions(conn)
-    findings: list[FindingRow] = []
-    for fid, item_id, category, severity, status, cluster_id, signals, phash, first, last in rows:
-        category = _text(category) or ""
-        if category not in categories:
-            categories[category] = {"severity": severity, "no_view": True, "description": "", "in_policy": False}
-        decision = decisions.get(("finding", fid)) or decisions.get(("item", item_id, category)) or decisions.get(("item", item_id, None))
-        sigs = _json(_text(signals), [])
-        findings.append(FindingRow(
-            finding_id=fid, item_id=item_id, uri=None, category=category, severity=severity,
-            status=DECISION_STATUS.get(decision["decision"], status) if decision else status,
-            cluster_id=cluster_id, signals=sigs if isinstance(sigs, list) else [], policy_hash=phash,
-            first_flagged=first, last_flagged=last,
-            new_since_last_report=prev is None or (first or "") > (prev["started"] or ""), decision=decision,
-        ))  # fmt: skip
+    findings = finding_rows(rows, categories, _latest_decisions(conn), prev)
     if policy is None:
         for c in categories.values():
             c["no_view"] = True
