@@ -45,24 +45,9 @@ def seed_neighbor_signals(confirmed: Mapping[str, list[Decision]], item_ids: Seq
         decisions = confirmed[seed]
         cats = {d.category for d in decisions if d.category and d.category in known_categories}
         cats = cats or (set(seed_categories.get(seed, set())) & known_categories) or {SEED_CATEGORY}
-        last = decisions[-1]
-        rank = 0
-        for score, nb in zip(scores[si], nbrs[si]):
-            if nb < 0 or item_ids[nb] == seed:
-                continue
-            rank += 1
-            if rank > k or score < min_cosine:
-                continue
-            item_id = item_ids[nb]
-            sup = suppressed.get(item_id, set())
-            for cat in sorted(cats):
-                if "*" in sup or cat in sup:
-                    continue
-                out.append((item_id, cat, Signal(
-                    "seed_neighbor", f"seed:{seed[:16]}", round(float(score), 6), min_cosine,
-                    round(margin(score, min_cosine), 6),
-                    {"seed_item_id": seed, "rank": rank, "space": "image", "decision_id": last.decision_id,
-                     "decided_by": last.decided_by})))
+        ranked = [(float(score), item_ids[nb]) for score, nb in zip(scores[si], nbrs[si])
+                  if nb >= 0 and item_ids[nb] != seed][:k]
+        out += signals_for_seed(seed, ranked, decisions, cats, min_cosine=min_cosine, suppressed=suppressed)
     return out
 
 
