@@ -18,6 +18,7 @@ not once per reader), and each subgraph instance's context is built once.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from audit.meta import limits
@@ -97,6 +98,11 @@ KNOWN_WIDGETS: dict[str, list[str]] = {
 _MAX_DEPTH = 64
 _MAX_HOPS = 100_000  # reroute/bypass chains are followed iteratively, with a visited set
 _MAX_ELEMENTS = 500_000  # nodes and links read while flattening subgraphs and group nodes, per workflow
+_MAX_NESTING = 8  # subgraph instances inside subgraph instances
+_MAX_DEFINITIONS = 10_000
+# subgraph definition ids are UUIDs (the frontend's createUuidv4): a node of such a type that no
+# definition names is a subgraph instance whose definition was lost, not a custom node
+_SUBGRAPH_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.IGNORECASE)
 
 
 def _list(value: Any) -> list:
@@ -154,11 +160,7 @@ class _Conversion:
 
 
 def workflow_to_api(workflow: dict, errors: list[str]) -> dict[str, dict]:
-    subgraphs = {}
-    definitions = workflow.get("definitions") if isinstance(workflow.get("definitions"), dict) else {}
-    for sub in _list(definitions.get("subgraphs")):
-        if isinstance(sub, dict) and isinstance(sub.get("id"), str):
-            subgraphs[sub["id"]] = sub
+    subgraphs = _definitions(workflow)
     conversion = _Conversion(subgraphs, errors)
     api: dict[str, dict] = {}
     try:
@@ -169,19 +171,44 @@ def workflow_to_api(workflow: dict, errors: list[str]) -> dict[str, dict]:
     return api
 
 
-def _flatten(ctx: _Context, conversion: _Conversion, api: dict, depth: int) -> None:
+def _definitions(workflow: dict) -> dict[str, dict]:
+    """Subgraph definitions by id. The frontend keeps every level of nesting at the root's
+    ``definitions.subgraphs``; exports that nest a definition's own ``definitions`` are read too."""
+    subgraphs: dict[str, dict] = {}
+    pending = [workflow]
+    while pending and len(subgraphs) < _MAX_DEFINITIONS:
+        limits.tick()
+        holder = pending.pop()
+        definitions = holder.get("definitions") if isinstance(holder.get("definitions"), dict) else {}
+        for sub in _list(definitions.get("subgraphs")):
+            if isinstance(sub, dict) and isinstance(sub.get("id"), str) and sub["id"] not in subgraphs:
+                subgraphs[sub["id"]] = sub
+                pending.append(sub)
+    return subgraphs
+
+
+def _flatten(ctx: _Context, conversion: _Conversion, api: dict, depth: int, chain: tuple[str, ...] = ()) -> None:
     subgraphs, errors = conversion.subgraphs, conversion.errors
-    if depth > 8:
+    if depth > _MAX_NESTING:
         errors.append("comfyui workflow: subgraphs nested too deep")
         return
+    overrides = _proxy_overrides(ctx.instance)
     for node_id, node in ctx.nodes.items():
         limits.tick()
         node_type = node.get("type")
         if not isinstance(node_type, str) or node.get("mode") in (2, 4) or node_type in _SKIPPED_TYPES:
             continue
         if node_type in subgraphs:
+            if node_type in chain:  # the frontend refuses these ("Circular reference detected")
+                errors.append(f"comfyui workflow: subgraph {limits.clip_name(node_type, 80)} contains itself; "
+                              f"node {ctx.prefix}{limits.clip_name(node_id, 40)} left out")
+                continue
             sub = conversion.context(f"{ctx.prefix}{node_id}:", subgraphs[node_type], ctx, node)
-            _flatten(sub, conversion, api, depth + 1)
+            _flatten(sub, conversion, api, depth + 1, chain + (node_type,))
+            continue
+        if _SUBGRAPH_ID.match(node_type):
+            errors.append(f"comfyui workflow: node {ctx.prefix}{limits.clip_name(node_id, 40)} is an instance of "
+                          f"subgraph {limits.clip_name(node_type, 80)}, which the workflow does not define")
             continue
         inputs: dict[str, Any] = {}
         linked_names = set()
@@ -190,11 +217,16 @@ def _flatten(ctx: _Context, conversion: _Conversion, api: dict, depth: int) -> N
             if not isinstance(slot, dict) or slot.get("link") is None:
                 continue
             origin = _origin(ctx, slot["link"], conversion)
+            if origin is _UNSET:
+                continue  # an unlinked subgraph input without a promoted value: the node's own widget holds it
             linked_names.add(slot.get("name"))
             if origin is not None:
                 inputs[str(slot.get("name"))] = origin
         for name, value in _widget_values(node):
             if name not in linked_names and name not in inputs:
+                inputs[name] = value
+        for (target, name), value in overrides.items():  # legacy proxy widgets: the instance's value wins
+            if target == node_id and name not in linked_names:
                 inputs[name] = value
         api[ctx.prefix + node_id] = {"class_type": node_type, "inputs": inputs, "_meta": {"title": node.get("title")}}
 
@@ -267,8 +299,13 @@ def _walk_origin(ctx: _Context, link_id: Any, conversion: _Conversion, passed: l
             if ctx.parent is None or ctx.instance is None:
                 return None
             slots = [s for s in _list(ctx.instance.get("inputs")) if isinstance(s, dict)]
-            if not isinstance(origin_slot, int) or not 0 <= origin_slot < len(slots) or slots[origin_slot].get("link") is None:
+            if not isinstance(origin_slot, int) or not 0 <= origin_slot < len(slots):
+                errors.append(f"comfyui workflow: subgraph input {limits.clip_name(origin_slot, 40)} missing on "
+                              f"instance {limits.clip_name(ctx.instance.get('id'), 40)}")
                 return None
+            if slots[origin_slot].get("link") is None:
+                # nothing connected outside: the instance's promoted widget holds the value
+                return _promoted_value(ctx.instance, slots, origin_slot)
             ctx, link_id, depth = ctx.parent, slots[origin_slot]["link"], depth + 1
             continue
         node = ctx.nodes.get(str(origin_id))
@@ -303,6 +340,51 @@ def _walk_origin(ctx: _Context, link_id: Any, conversion: _Conversion, passed: l
             continue
         return [ctx.prefix + str(origin_id), origin_slot]
     return None
+
+
+_UNSET = object()  # an input the instance leaves to the inner node's own widget value
+
+
+def _promoted_value(instance: dict, slots: list[dict], index: int) -> Any:
+    """The value of a subgraph instance's promoted widget for its input ``index``, as the
+    frontend serialises it (SubgraphNode.serialize): ``widgets_values`` holds one value per
+    input that carries a ``widget``, in input order; older instances add a slot after each
+    control_after_generate companion, and legacy ones name their promotions in
+    ``properties.proxyWidgets`` (``["-1", input name]`` for a promoted subgraph input)."""
+    values = instance.get("widgets_values")
+    name = slots[index].get("name")
+    if isinstance(values, dict):
+        return values[name] if name in values else _UNSET
+    if not isinstance(values, list):
+        return _UNSET
+    proxies = _proxy_entries(instance)
+    if proxies:
+        at = next((i for i, (target, widget) in enumerate(proxies) if target == "-1" and widget == name), None)
+        return values[at] if at is not None and at < len(values) else _UNSET
+    if "widget" not in slots[index]:
+        return _UNSET
+    promoted = [i for i, s in enumerate(slots) if "widget" in s]
+    if len(values) > len(promoted):  # legacy: a control_after_generate value after some of them
+        values = [v for v in values if not (isinstance(v, str) and v in _CONTROL_VALUES)]
+    at = promoted.index(index)
+    return values[at] if at < len(values) else _UNSET
+
+
+def _proxy_entries(instance: dict | None) -> list[tuple[str, str]]:
+    properties = instance.get("properties") if isinstance(instance, dict) else None
+    proxies = properties.get("proxyWidgets") if isinstance(properties, dict) else None
+    return [(str(p[0]), str(p[1])) for p in _list(proxies) if isinstance(p, list) and len(p) >= 2]
+
+
+def _proxy_overrides(instance: dict | None) -> dict[tuple[str, str], Any]:
+    """Legacy proxy widgets of an instance that show an inner node's widget: (inner node id,
+    widget name) -> the instance's value, which is what ran."""
+    if instance is None:
+        return {}
+    values = instance.get("widgets_values")
+    if not isinstance(values, list):
+        return {}
+    return {entry: values[i] for i, entry in enumerate(_proxy_entries(instance)) if entry[0] != "-1" and i < len(values)}
 
 
 class _Passage:
