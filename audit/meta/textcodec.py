@@ -8,6 +8,7 @@ byte order says. These helpers recover the intended text and never raise.
 from __future__ import annotations
 
 import codecs
+import unicodedata
 from typing import Any
 
 from audit.meta.limits import parse_json
@@ -65,11 +66,34 @@ def decode_utf16(raw: bytes, default_big_endian: bool = False) -> str:
         big_endian = True
     elif odd_zeros > even_zeros:
         big_endian = False
-    else:
-        big_endian = default_big_endian
+    else:  # no ASCII to tell (an all-CJK prompt): the order whose reading is plausible text
+        big_endian = _plausible_order(sample, default_big_endian)
     if len(raw) % 2:
         raw = raw[:-1]
     return raw.decode("utf-16-be" if big_endian else "utf-16-le", errors="replace").rstrip("\x00")
+
+
+def _plausible_order(sample: bytes, default_big_endian: bool) -> bool:
+    """True for big-endian when that reading is the more plausible text: more characters in
+    the blocks prompts are written in (ASCII, Latin-1, Cyrillic, CJK punctuation, kana, CJK
+    ideographs, Hangul, full-width forms) and fewer unassigned, private-use, surrogate or
+    control ones. A swapped reading of CJK lands in rarer blocks (Extension A, Devanagari,
+    Latin Extended); ties keep the container's order."""
+    sample = sample[: len(sample) - len(sample) % 2]
+    score = {}
+    for order in ("utf-16-be", "utf-16-le"):
+        text = sample.decode(order, errors="replace")
+        common = sum(1 for ch in text if any(low <= ord(ch) <= high for low, high in _COMMON_BLOCKS))
+        odd = sum(1 for ch in text if ch == "\ufffd" or (unicodedata.category(ch) in ("Cn", "Co", "Cs", "Cc")
+                                                         and ch not in "\n\r\t"))
+        score[order] = common - 2 * odd
+    if score["utf-16-be"] == score["utf-16-le"]:
+        return default_big_endian
+    return score["utf-16-be"] > score["utf-16-le"]
+
+
+_COMMON_BLOCKS = ((0x0020, 0x00FF), (0x0400, 0x04FF), (0x2000, 0x206F), (0x3000, 0x30FF), (0x4E00, 0x9FFF),
+                  (0xAC00, 0xD7A3), (0xFF00, 0xFFEF))
 
 
 def load_json(text: str) -> tuple[Any, str | None]:

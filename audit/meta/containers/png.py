@@ -11,12 +11,18 @@ import struct
 
 from audit.meta import limits
 from audit.meta.base import MetadataText
-from audit.meta.containers import ContainerReport
+from audit.meta.containers import ContainerReport, exif, xmp
 from audit.meta.textcodec import utf8_or_latin1
 
 SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _MAX_CHUNKS = 100_000
 _MAX_KEYWORD = 1024  # the spec says 79 bytes; further than this no separator is looked for
+# ImageMagick and exiftool keep EXIF in PNGs written before eXIf existed as a text chunk
+# "Raw profile type exif" (older exiftool: "Raw profile type APP1"): "\n<name>\n<decimal
+# length>\n" then the bytes as hex, 72 digits a line
+_RAW_EXIF_KEYS = {"raw profile type exif", "raw profile type app1"}
+_XMP_HEADER = b"http://ns.adobe.com/xap/1.0/\x00"
+_HEX_DIGITS = frozenset(b"0123456789abcdefABCDEF")
 
 
 def read(data: bytes) -> ContainerReport:
@@ -42,8 +48,12 @@ def read(data: bytes) -> ContainerReport:
             report.has_alpha = True
         elif ctype in (b"tEXt", b"zTXt", b"iTXt"):
             piece = _text_chunk(ctype.decode(), memoryview(data)[body_start:body_end], report, reading)
-            if piece is not None:
+            if piece is not None and piece.key.lower() in _RAW_EXIF_KEYS:
+                report.pieces.extend(_raw_profile_exif(piece, report))
+            elif piece is not None:
                 report.pieces.append(piece)
+        elif ctype == b"eXIf":  # PNG 1.5 / Pillow / libpng: a TIFF structure, some writers keep "Exif\0\0"
+            report.pieces.extend(exif.read_tiff(data[body_start:body_end], "png:eXIf", report.errors))
         elif ctype == b"IEND":
             break
     return report
@@ -114,3 +124,31 @@ def _inflated(location: str, key: str, payload: memoryview, room: int, bytes_per
     unit = "bytes" if utf8 else "characters"
     return reading.piece(location, key, text, report.errors, whole=whole, size=result.size,
                          unit=unit, exact=result.complete)
+
+
+def _raw_profile_exif(piece: MetadataText, report: ContainerReport) -> list[MetadataText]:
+    """The EXIF tags of an ImageMagick/exiftool raw profile text chunk (its hex dump is not
+    kept as a piece: the tags it holds are)."""
+    where = piece.location[4:]
+    lines = piece.text.lstrip("\n").split("\n", 2)
+    if len(lines) < 3 or not lines[1].strip().isdigit():
+        report.errors.append(f"png {where}: not a raw profile (name, length, hex)")
+        return []
+    declared = int(lines[1].strip())
+    digits = bytes(c for c in lines[2].encode("latin-1", "ignore") if c not in b" \t\r\n")
+    if len(digits) % 2 or not set(digits) <= _HEX_DIGITS:
+        cut = next((i for i, c in enumerate(digits) if c not in _HEX_DIGITS), len(digits))
+        report.errors.append(f"png {where}: hex dump damaged after {cut // 2} bytes")
+        digits = digits[: cut - cut % 2]
+    payload = bytes.fromhex(digits.decode("ascii"))
+    if len(payload) != declared:
+        report.errors.append(f"png {where}: holds {len(payload)} bytes, its header says {declared}")
+    if payload.startswith(b"Exif\x00\x00"):
+        payload = payload[6:]
+    if payload.startswith(_XMP_HEADER):
+        return xmp.read(payload[len(_XMP_HEADER):], report.errors)
+    if payload[:2] not in (b"II", b"MM"):
+        if piece.key.lower() == "raw profile type exif":
+            report.errors.append(f"png {where}: not a TIFF/EXIF block")
+        return []  # an APP1 profile may hold XMP instead: not EXIF
+    return exif.read_tiff(payload, "png:raw-exif", report.errors)
