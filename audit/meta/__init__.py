@@ -11,6 +11,10 @@ summary (``RANK``): e.g. a ComfyUI graph beats the infotext a save node wrote be
 Stability Matrix's parameters-json beats both. Everything recognised is listed in
 ``found`` as "generator@location".
 
+The chosen result's placeholders (seed -1, no sampler: hosted generators' own records) are
+filled from the file's other results, the ComfyUI graph that ran first, and
+``extra["field_sources"]`` says where each field was read (``audit.meta.field_sources``).
+
 Reading is bounded (``audit.meta.limits``): text kept per piece and per file, decompression
 work, pieces, and CPU time per file. Whatever a limit cuts is said in ``errors``; when the
 time budget runs out the reading stops with what it has found so far and says so
@@ -23,7 +27,7 @@ import io
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
-from audit.meta import limits, stealth
+from audit.meta import field_sources, limits, stealth
 from audit.meta.a1111 import A1111Parser
 from audit.meta.base import GenerationMetadata, MetadataParser, MetadataText, Resource
 from audit.meta.civitai import CivitaiParser
@@ -189,6 +193,7 @@ def _choose(extraction: Extraction, candidates: list[tuple[int, GenerationMetada
     extraction.best = limits.bound_result(similar[0][1], extraction.errors)
     others = [r for _, r in similar[1:]] + [r for _, r in candidates if all(r is not s for _, s in similar)]
     extraction.results = [extraction.best] + [limits.bound_result(r, []) for r in others]
+    field_sources.attribute(extraction.best, extraction.results[1:])
     extraction.has_generation_metadata = True
 
 
