@@ -32,11 +32,14 @@ from audit.meta.a1111 import A1111Parser
 from audit.meta.base import GenerationMetadata, MetadataParser, MetadataText, Resource
 from audit.meta.civitai import CivitaiParser
 from audit.meta.comfyui import ComfyUIParser
+from audit.meta.drawthings import DrawThingsParser
+from audit.meta.easydiffusion import EasyDiffusionParser
 from audit.meta.containers import ContainerReport, read_container
 from audit.meta.flat import FlatJSONParser
 from audit.meta.fooocus import FooocusParser
 from audit.meta.invokeai import InvokeAIParser
 from audit.meta.midjourney import MidjourneyParser
+from audit.meta.mochi import MochiDiffusionParser
 from audit.meta.novelai import NovelAIParser
 from audit.meta.pieces import expand
 from audit.meta.sidecar import SidecarTextParser, manifest_piece, sidecar_pieces
@@ -54,6 +57,9 @@ PARSERS: tuple[MetadataParser, ...] = (
     FooocusParser(),
     SwarmUIParser(),
     TensorArtParser(),
+    EasyDiffusionParser(),
+    DrawThingsParser(),
+    MochiDiffusionParser(),
     ComfyUIParser(),
     A1111Parser(),
     MidjourneyParser(),
@@ -64,7 +70,7 @@ PARSERS: tuple[MetadataParser, ...] = (
 # results of similar richness).
 RANK = {
     "stability-matrix": 6, "civitai": 5, "novelai": 5, "invokeai": 5, "fooocus": 5, "swarmui": 5,
-    "tensorart": 5, "comfyui": 4, "a1111": 3, "midjourney": 2, "sidecar-text": 1, "json": 1,
+    "tensorart": 5, "easydiffusion": 5, "draw-things": 5, "mochi-diffusion": 5, "comfyui": 4, "a1111": 3, "midjourney": 2, "sidecar-text": 1, "json": 1,
 }
 _SIMILAR_RICHNESS = 0.75
 # extract() without decoded pixels opens the image itself for stealth data: not a huge one

@@ -42,19 +42,20 @@ def is_placeholder(name: str, value: Any) -> bool:
 
 def attribute(best: GenerationMetadata, others: Sequence[GenerationMetadata]) -> None:
     """Fill ``best``'s placeholders from ``others`` and record every field's source in place."""
-    sources: dict[str, str] = {}
+    stated = best.extra.get("field_sources")
+    sources: dict[str, str] = dict(stated) if isinstance(stated, dict) else {}  # a parser's own, finer answer
     replaced: dict[str, Any] = {}
     donors = sorted((r for r in others if r is not best), key=lambda r: r.generator != "comfyui")
     for name in GenerationMetadata.FIELDS:
         own = getattr(best, name)
         if not is_placeholder(name, own):
             if best.source:
-                sources[name] = best.source
+                sources.setdefault(name, best.source)
             continue
         donor = next((r for r in donors if not is_placeholder(name, getattr(r, name))), None)
         if donor is None:
             if own is not None and best.source:  # a placeholder nobody else fills: still the record's word
-                sources[name] = best.source
+                sources.setdefault(name, best.source)
             continue
         if own is not None:
             replaced[name] = own

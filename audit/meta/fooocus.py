@@ -14,6 +14,9 @@ with Software "Fooocus v…" and the scheme in MakerNote), in one of two schemes
 
 The user's prompt is reported as the prompt in both schemes; the styled one goes to ``extra``.
 
+Fooocus-MRE writes a ``Comment`` JSON of its own keys (``cfg``, ``l1``..``l5``/``w1``..``w5``, ``software``
+"Fooocus-MRE v…"): see ``_from_mre``.
+
 RuinedFooocus writes ``parameters`` JSON with ``"software": "RuinedFooocus"``, ``Prompt``/
 ``Negative``, ``cfg``, ``sampler_name``, ``base_model_name``/``base_model_hash`` and ``loras`` as
 ``[[hash, "weight - name"]]`` (older builds: the string ``"Loras:<name:weight>,…"``).
@@ -48,6 +51,8 @@ class FooocusParser:
                 software = str(data.get("software", data.get("Software", "")))
                 if "ruinedfooocus" in software.lower().replace(" ", ""):
                     meta = _from_ruined(data)
+                elif "fooocus-mre" in software.lower():
+                    meta = _from_mre(data, software)
                 else:
                     record = _normalise(data)
                     if scheme == "fooocus" or by_fooocus or "fooocus" in str(record.get("version", "")).lower() \
@@ -183,3 +188,23 @@ def _from_ruined(data: dict) -> GenerationMetadata | None:
         if data.get(key) is not None:
             meta.extra[key] = data[key]
     return meta if meta.richness() else None
+
+
+def _from_mre(data: dict, software: str) -> GenerationMetadata | None:
+    """Fooocus-MRE (MoonRide303) writes a ``Comment`` chunk (EXIF UserComment in JPEG) of its own
+    keys: ``prompt``, ``negative_prompt``, ``real_prompt`` (styles applied), ``seed``, ``sampler``,
+    ``scheduler``, ``steps``, ``cfg``, ``base_model``, ``refiner_model``, LoRAs as ``l1``..``l5``
+    with weights ``w1``..``w5`` ("None" when unused), ``software`` "Fooocus-MRE v…"."""
+    meta = _from_fooocus({**_normalise(data), "cfg_scale": data.get("cfg")})
+    if meta is None:
+        return None
+    meta.generator = "fooocus-mre"
+    for i in range(1, 6):
+        name = to_text(data.get(f"l{i}"))
+        if name and name not in _UNSET:
+            meta.resources.append(Resource("lora", name, None, to_float(data.get(f"w{i}"))))
+    for key in ("real_prompt", "real_negative_prompt", "base_clip_skip", "switch"):
+        if data.get(key) not in (None, ""):
+            meta.extra[key] = data[key]
+    meta.extra["software"] = software
+    return meta

@@ -1,11 +1,11 @@
-"""JPEG marker walker: EXIF (APP1), XMP (APP1) and COM segments before the scan data."""
+"""JPEG marker walker: EXIF (APP1), XMP (APP1), IPTC (APP13) and COM segments before the scan data."""
 
 from __future__ import annotations
 
 import struct
 
 from audit.meta import limits
-from audit.meta.containers import ContainerReport, exif, xmp
+from audit.meta.containers import ContainerReport, exif, iptc, xmp
 from audit.meta.textcodec import decode_bytes
 
 _EXIF = b"Exif\x00\x00"
@@ -36,6 +36,8 @@ def read(data: bytes) -> ContainerReport:
         pos += 2 + length
         if marker == 0xE1 and body.startswith(_EXIF):
             report.pieces.extend(exif.read_tiff(body[6:], "exif", report.errors))
+        elif marker == 0xED and body.startswith(iptc.HEADER):
+            report.pieces.extend(iptc.read(body, report.errors))
         elif marker == 0xE1 and body.startswith(_XMP):
             report.pieces.extend(xmp.read(body[len(_XMP) :], report.errors))
         elif marker == 0xFE and reading.spend(len(body)):  # a segment holds at most 64 KiB

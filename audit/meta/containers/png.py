@@ -21,6 +21,7 @@ _MAX_KEYWORD = 1024  # the spec says 79 bytes; further than this no separator is
 # "Raw profile type exif" (older exiftool: "Raw profile type APP1"): "\n<name>\n<decimal
 # length>\n" then the bytes as hex, 72 digits a line
 _RAW_EXIF_KEYS = {"raw profile type exif", "raw profile type app1"}
+_XMP_KEY = "XML:com.adobe.xmp"
 _XMP_HEADER = b"http://ns.adobe.com/xap/1.0/\x00"
 _HEX_DIGITS = frozenset(b"0123456789abcdefABCDEF")
 
@@ -50,6 +51,11 @@ def read(data: bytes) -> ContainerReport:
             piece = _text_chunk(ctype.decode(), memoryview(data)[body_start:body_end], report, reading)
             if piece is not None and piece.key.lower() in _RAW_EXIF_KEYS:
                 report.pieces.extend(_raw_profile_exif(piece, report))
+            elif piece is not None and piece.key == _XMP_KEY:
+                # Apple ImageIO (Mochi Diffusion, Draw Things) and Adobe tools keep XMP here: its
+                # dc:description and exif:UserComment are pieces of their own, as in JPEG
+                xmp_pieces = xmp.read(piece.text.encode("utf-8"), report.errors, "png:xmp")
+                report.pieces.extend(xmp_pieces if xmp_pieces else [piece])
             elif piece is not None:
                 report.pieces.append(piece)
         elif ctype == b"eXIf":  # PNG 1.5 / Pillow / libpng: a TIFF structure, some writers keep "Exif\0\0"
@@ -146,7 +152,7 @@ def _raw_profile_exif(piece: MetadataText, report: ContainerReport) -> list[Meta
     if payload.startswith(b"Exif\x00\x00"):
         payload = payload[6:]
     if payload.startswith(_XMP_HEADER):
-        return xmp.read(payload[len(_XMP_HEADER):], report.errors)
+        return xmp.read(payload[len(_XMP_HEADER):], report.errors, "png:raw-xmp")
     if payload[:2] not in (b"II", b"MM"):
         if piece.key.lower() == "raw profile type exif":
             report.errors.append(f"png {where}: not a TIFF/EXIF block")

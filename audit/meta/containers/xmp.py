@@ -23,7 +23,7 @@ _ITEM_END = "</rdf:li>"
 _ATTRIBUTE = re.compile(rf'\b{_NAMES}="([^"]*)"')
 
 
-def read(packet: bytes, errors: list[str]) -> list[MetadataText]:
+def read(packet: bytes, errors: list[str], prefix: str = "xmp") -> list[MetadataText]:
     reading = limits.current()
     limit = reading.byte_room()
     if limit == 0:
@@ -33,12 +33,12 @@ def read(packet: bytes, errors: list[str]) -> list[MetadataText]:
         return []
     whole = len(packet) <= limit
     text = decode_bytes(bytes(packet[:limit]))
-    packet_piece = reading.piece("xmp", "XMP", text, errors, whole=whole, size=len(packet), unit="bytes")
+    packet_piece = reading.piece(prefix, "XMP", text, errors, whole=whole, size=len(packet), unit="bytes")
     if packet_piece is None:
         return []
     pieces = [packet_piece]
     for name, value in _values(packet_piece.text):
-        piece = reading.piece(f"xmp:{name}", name, value, errors)
+        piece = reading.piece(f"{prefix}:{name}", name, value, errors)
         if piece is not None:
             pieces.append(piece)
     return pieces
