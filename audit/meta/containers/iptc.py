@@ -47,6 +47,9 @@ def read(body: bytes, errors: list[str]) -> list[MetadataText]:
         if resource == _IPTC_RESOURCE:
             pieces.extend(_datasets(body[data_at:data_at + size], errors))
         pos = data_at + size + (size % 2)
+    else:
+        if body[pos:].strip(b"\x00"):
+            errors.append("iptc: image resource block truncated")
     return pieces
 
 
