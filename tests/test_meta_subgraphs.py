@@ -140,6 +140,42 @@ def test_workflow_subgraph_input_without_promoted_value_uses_inner_widget():
     assert_read(extract(toy_png(workflow=json.dumps(workflow))).best)
 
 
+def test_workflow_promoted_seed_with_legacy_control_value_slot():
+    """An instance whose subgraph holds the KSampler, with seed and steps promoted; an older
+    frontend saved a control_after_generate value after the seed ("randomize")."""
+    workflow = workflow_with_prompt_subgraph()
+    sampler = workflow["nodes"][0]
+    sampler["inputs"] += [{"name": "seed", "type": "INT", "widget": {"name": "seed"}, "link": 40},
+                          {"name": "steps", "type": "INT", "widget": {"name": "steps"}, "link": 41}]
+    sampler["widgets_values"] = [1, "fixed", 1, 1.0, "dpmpp_2m", "karras", 1]  # stale: the instance's values ran
+    sampler_sg = {"id": SAMPLE_SG, "inputNode": {"id": -10}, "outputNode": {"id": -20},
+                  "inputs": [{"name": "model", "type": "MODEL", "linkIds": [42]},
+                             {"name": "positive", "type": "CONDITIONING", "linkIds": [43]},
+                             {"name": "negative", "type": "CONDITIONING", "linkIds": [44]},
+                             {"name": "latent_image", "type": "LATENT", "linkIds": [45]},
+                             {"name": "seed", "type": "INT", "linkIds": [40]}, {"name": "steps", "type": "INT", "linkIds": [41]}],
+                  "outputs": [], "nodes": [{**sampler, "id": 3}],
+                  "links": [{"id": 42, "origin_id": -10, "origin_slot": 0}, {"id": 43, "origin_id": -10, "origin_slot": 1},
+                            {"id": 44, "origin_id": -10, "origin_slot": 2}, {"id": 45, "origin_id": -10, "origin_slot": 3},
+                            {"id": 40, "origin_id": -10, "origin_slot": 4}, {"id": 41, "origin_id": -10, "origin_slot": 5}]}
+    sampler["inputs"][0]["link"], sampler["inputs"][1]["link"] = 42, 43
+    sampler["inputs"][2]["link"], sampler["inputs"][3]["link"] = 44, 45
+    instance = {"id": 50, "type": SAMPLE_SG, "mode": 0,
+                "inputs": [{"name": "model", "type": "MODEL", "link": 1}, {"name": "positive", "type": "CONDITIONING", "link": 4},
+                           {"name": "negative", "type": "CONDITIONING", "link": 6}, {"name": "latent_image", "type": "LATENT", "link": 2},
+                           {"name": "seed", "type": "INT", "widget": {"name": "seed"}, "link": None},
+                           {"name": "steps", "type": "INT", "widget": {"name": "steps"}, "link": None}],
+                "outputs": [], "widgets_values": [156680208700286, "randomize", 24]}
+    workflow["nodes"][0] = instance
+    for link in workflow["links"]:
+        if link[3] == 3:
+            link[3] = 50
+    workflow["definitions"]["subgraphs"].append(sampler_sg)
+    meta = extract(toy_png(workflow=json.dumps(workflow))).best
+    assert (meta.seed, meta.steps, meta.prompt) == ("156680208700286", 24, POSITIVE)
+    assert meta.extra["primary_sampler"] == "50:3"
+
+
 def test_workflow_legacy_proxy_widgets_override_inner_values():
     workflow = workflow_with_prompt_subgraph()
     instance = workflow["nodes"][1]

@@ -32,9 +32,9 @@ from audit.meta.a1111 import A1111Parser
 from audit.meta.base import GenerationMetadata, MetadataParser, MetadataText, Resource
 from audit.meta.civitai import CivitaiParser
 from audit.meta.comfyui import ComfyUIParser
+from audit.meta.containers import ContainerReport, read_container
 from audit.meta.drawthings import DrawThingsParser
 from audit.meta.easydiffusion import EasyDiffusionParser
-from audit.meta.containers import ContainerReport, read_container
 from audit.meta.flat import FlatJSONParser
 from audit.meta.fooocus import FooocusParser
 from audit.meta.invokeai import InvokeAIParser

@@ -100,6 +100,7 @@ _MAX_HOPS = 100_000  # reroute/bypass chains are followed iteratively, with a vi
 _MAX_ELEMENTS = 500_000  # nodes and links read while flattening subgraphs and group nodes, per workflow
 _MAX_NESTING = 8  # subgraph instances inside subgraph instances
 _MAX_DEFINITIONS = 10_000
+_MAX_PROXIES = 1024
 # subgraph definition ids are UUIDs (the frontend's createUuidv4): a node of such a type that no
 # definition names is a subgraph instance whose definition was lost, not a custom node
 _SUBGRAPH_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.IGNORECASE)
@@ -354,7 +355,7 @@ def _promoted_value(instance: dict, slots: list[dict], index: int) -> Any:
     values = instance.get("widgets_values")
     name = slots[index].get("name")
     if isinstance(values, dict):
-        return values[name] if name in values else _UNSET
+        return values.get(name, _UNSET)
     if not isinstance(values, list):
         return _UNSET
     proxies = _proxy_entries(instance)
@@ -373,7 +374,8 @@ def _promoted_value(instance: dict, slots: list[dict], index: int) -> Any:
 def _proxy_entries(instance: dict | None) -> list[tuple[str, str]]:
     properties = instance.get("properties") if isinstance(instance, dict) else None
     proxies = properties.get("proxyWidgets") if isinstance(properties, dict) else None
-    return [(str(p[0]), str(p[1])) for p in _list(proxies) if isinstance(p, list) and len(p) >= 2]
+    entries = _list(proxies)[:_MAX_PROXIES]  # one per widget shown on the node: a few, never thousands
+    return [(str(p[0]), str(p[1])) for p in entries if isinstance(p, list) and len(p) >= 2]
 
 
 def _proxy_overrides(instance: dict | None) -> dict[tuple[str, str], Any]:

@@ -13,7 +13,8 @@ location, e.g. ``png:tEXt:generation_data``) each field was read from, and
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from audit.meta.base import GenerationMetadata
 
