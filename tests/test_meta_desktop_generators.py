@@ -226,3 +226,26 @@ def test_fooocus_mre_comment_json():
         PROMPT, "123456789", 30, 7.0, "dpmpp_2m_sde_gpu", "karras", "toyShapesXL_v1.safetensors")
     assert [(r.name, r.weight) for r in meta.resources if r.kind == "lora"] == [("shapes_lora.safetensors", 0.5)]
     assert meta.extra["real_prompt"] == f"cinematic still {PROMPT}"
+
+
+# --- plain text chunks named after fields (diffusers scripts, hosted services) -----------------------------------
+
+def test_plain_text_chunks_named_after_fields():
+    chunks = [_chunk(b"tEXt", b"prompt\x00" + PROMPT.encode()), _chunk(b"tEXt", b"negative_prompt\x00blurry"),
+              _chunk(b"tEXt", b"seed\x0077"), _chunk(b"tEXt", b"model\x00toy-shapes"), _chunk(b"tEXt", b"steps\x00many")]
+    result = extract(png_with_chunks(chunks))
+    meta = result.best
+    assert (meta.generator, meta.prompt, meta.negative_prompt, meta.seed, meta.model, meta.steps) == (
+        "png-text", PROMPT, "blurry", "77", "toy-shapes", None)
+    assert meta.extra["field_sources"] == {"prompt": "png:tEXt:prompt", "negative_prompt": "png:tEXt:negative_prompt",
+                                           "seed": "png:tEXt:seed", "model": "png:tEXt:model"}
+
+
+def test_plain_text_chunks_never_outrank_a_known_writer():
+    graph = {"6": {"class_type": "CLIPTextEncode", "inputs": {"text": PROMPT, "clip": ["4", 1]}},
+             "4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "toy.safetensors"}},
+             "3": {"class_type": "KSampler", "inputs": {"seed": 5, "steps": 9, "cfg": 5.0, "sampler_name": "euler",
+                                                       "scheduler": "normal", "model": ["4", 0], "positive": ["6", 0],
+                                                       "latent_image": ["5", 0]}}}
+    result = extract(png_with_chunks([_chunk(b"tEXt", b"prompt\x00" + json.dumps(graph).encode())]))
+    assert result.best.generator == "comfyui" and result.found == ["comfyui@png:tEXt:prompt"]

@@ -46,6 +46,7 @@ from audit.meta.sidecar import SidecarTextParser, manifest_piece, sidecar_pieces
 from audit.meta.stability_matrix import StabilityMatrixParser
 from audit.meta.swarmui import SwarmUIParser
 from audit.meta.tensorart import TensorArtParser
+from audit.meta.text_chunks import TextChunkParser
 
 __all__ = ["Extraction", "GenerationMetadata", "MetadataText", "Resource", "PARSERS", "extract", "limits"]
 
@@ -64,13 +65,14 @@ PARSERS: tuple[MetadataParser, ...] = (
     A1111Parser(),
     MidjourneyParser(),
     SidecarTextParser(),
+    TextChunkParser(),
     FlatJSONParser(),
 )
 # How much a parser's result is the writer's own, complete record (higher wins among
 # results of similar richness).
 RANK = {
     "stability-matrix": 6, "civitai": 5, "novelai": 5, "invokeai": 5, "fooocus": 5, "swarmui": 5,
-    "tensorart": 5, "easydiffusion": 5, "draw-things": 5, "mochi-diffusion": 5, "comfyui": 4, "a1111": 3, "midjourney": 2, "sidecar-text": 1, "json": 1,
+    "tensorart": 5, "easydiffusion": 5, "draw-things": 5, "mochi-diffusion": 5, "comfyui": 4, "a1111": 3, "midjourney": 2, "sidecar-text": 1, "png-text": 1, "json": 1,
 }
 _SIMILAR_RICHNESS = 0.75
 # extract() without decoded pixels opens the image itself for stealth data: not a huge one
