@@ -44,6 +44,7 @@ from audit.ingest._common import (
     stem_of,
 )
 from audit.ingest.archive import iter_archive
+from audit.ingest.datasets import iter_parquet_shard
 from audit.ingest.base import Entry, Listed, Sidecar, UnchangedCheck
 from audit.safeio import NotRegularFile, TooLarge, open_regular, read_capped
 
@@ -245,6 +246,7 @@ class FsspecSource:
             sidecars: dict[str, list[str]] = {}
             images: list[tuple[str, str, dict[str, Any]]] = []
             archives: list[tuple[str, dict[str, Any], str]] = []
+            shards: list[tuple[str, dict[str, Any]]] = []  # Parquet: read as shards when they hold images
             subdirs: list[str] = []
             for info in listing:
                 path = info["name"].rstrip("/")
@@ -268,6 +270,8 @@ class FsspecSource:
                     sidecars.setdefault(stem_of(name), []).append(name)
                 elif self.open_archives and (kind := archive_kind(name)):
                     archives.append((path, info, kind))
+                elif ext == "parquet":
+                    shards.append((path, info))
             del listing
             try:  # s3fs & co. cache every listing: drop it, or memory grows with the bucket
                 fs.invalidate_cache(dirpath)
@@ -286,6 +290,13 @@ class FsspecSource:
             for path, info, kind in sorted(archives):
                 yield from window.drain()
                 yield from self._archive(path, info, kind, unchanged)
+            for path, info in sorted(shards):
+                yield from window.drain()
+                uri = object_uri(fs, path)
+                size = info.get("size")
+                yield from iter_parquet_shard(self.spec, uri, uri, unchanged, size=int(size) if isinstance(size, int) else 0,
+                                              mtime_ns=info_mtime_ns(info) or 0, local_path=None,
+                                              max_member_bytes=self.max_member_bytes)  # fmt: skip
             stack.extend(sorted(subdirs, reverse=True))
         yield from window.drain()
 

@@ -73,8 +73,12 @@ MAX_CSV_RECORD_BYTES = 4 * 1024 * 1024
 # group's own statistics: a batch of 1024 rows of embedded images must not be gigabytes.
 PARQUET_BATCH_BYTES = 32 * 1024 * 1024
 _LINE_BLOCK = 1 << 16
+# A JSON document (not JSONL) is parsed whole: a Civitai export of 100,000 items is about
+# 200 MB; bigger exports are better written as JSONL, which streams.
+MAX_DOCUMENT_BYTES = 512 * 1024 * 1024
 
-PATH_COLUMNS = ("path", "uri", "file", "image", "filepath", "file_path", "image_path", "filename", "file_name", "url")
+PATH_COLUMNS = ("path", "uri", "file", "image", "filepath", "file_path", "image_path", "img_path", "filename", "file_name",
+                "url")  # img_path: JourneyDB
 
 # canonical field <- accepted spellings (lower case)
 FIELD_ALIASES: dict[str, tuple[str, ...]] = {
@@ -82,9 +86,9 @@ FIELD_ALIASES: dict[str, tuple[str, ...]] = {
     "negative_prompt": ("negative_prompt", "negative prompt", "negativeprompt", "neg_prompt", "negative"),
     "seed": ("seed",),
     "model": ("model", "model_name", "checkpoint", "ckpt"),
-    "steps": ("steps", "num_inference_steps"),
+    "steps": ("steps", "step", "num_inference_steps"),
     "sampler": ("sampler", "sampler_name"),
-    "cfg_scale": ("cfg_scale", "cfg scale", "cfg", "guidance_scale", "guidance"),
+    "cfg_scale": ("cfg_scale", "cfg scale", "cfgscale", "cfg", "guidance_scale", "guidance"),
 }
 _ALIAS_TO_FIELD = {alias: name for name, aliases in FIELD_ALIASES.items() for alias in aliases}
 
@@ -96,7 +100,7 @@ except OverflowError:  # pragma: no cover
 
 def manifest_format(name: str) -> str | None:
     low = name.lower()
-    for fmt in ("jsonl", "csv", "parquet"):
+    for fmt in ("jsonl", "csv", "parquet", "json"):
         if low.endswith("." + fmt):
             return fmt
     return None
@@ -115,8 +119,13 @@ class ManifestSource:
         max_member_bytes: int = DEFAULT_MAX_MEMBER_BYTES,
         workers: int = 4,
         window: int = 16,
+        source: str | None = None,
     ) -> None:
         self.spec = spec
+        self.source = spec if source is None else source  # what entries name as their SOURCE
+        self._doc: list[Any] | None = None  # the rows of a JSON document (format "json")
+        self._doc_files: dict[str, str] | None = None  # file name and stem -> name, beside a JSON document
+        self.embedded_column: str | None = None
         self.format = manifest_format((path or spec).split("?", 1)[0]) or "jsonl"
         self.max_member_bytes = max_member_bytes
         self.workers = workers
@@ -143,7 +152,8 @@ class ManifestSource:
             self._open = lambda: open_regular(path)
         self.columns = self._read_columns()
         lower = {c.lower().strip(): c for c in reversed(self.columns)}
-        self.path_column = next((lower[c] for c in PATH_COLUMNS if c in lower), None)
+        # A column of image bytes (Hugging Face datasets) wins over any that names files.
+        self.path_column = self.embedded_column or next((lower[c] for c in PATH_COLUMNS if c in lower), None)
         if self.path_column is None and self.columns:
             raise InputError(
                 f"manifest {spec} has no path column (one of {', '.join(PATH_COLUMNS[:5])}); "
@@ -155,7 +165,13 @@ class ManifestSource:
         try:
             with self._open() as fh:
                 if self.format == "parquet":
-                    return list(_parquet_file(fh).schema_arrow.names)
+                    from audit.ingest.datasets import embedded_image_column
+
+                    schema = _parquet_file(fh).schema_arrow
+                    self.embedded_column = embedded_image_column(schema)
+                    return list(schema.names)
+                if self.format == "json":
+                    return self._read_document(fh)
                 lines = LineReader(fh, MAX_CSV_RECORD_BYTES if self.format == "csv" else MAX_ROW_BYTES)
                 if self.format == "csv":
                     try:
@@ -187,7 +203,7 @@ class ManifestSource:
         try:
             fh = self._open()
         except Exception as exc:  # noqa: BLE001 - replaced by a fifo, vanished, unreachable: one row
-            yield Entry(uri=self.root_uri, source=self.spec, error=f"unreadable manifest: {describe(exc)}")
+            yield Entry(uri=self.root_uri, source=self.source, error=f"unreadable manifest: {describe(exc)}")
             return
         with FetchWindow(self.workers, self.window) as window, fh:
             for row_no, row, problem in self._rows(fh):
@@ -206,7 +222,7 @@ class ManifestSource:
     def _rows(self, fh: IO[bytes]) -> Iterator[tuple[int, dict[str, Any], str | None]]:
         """(row number, row, problem) for every row; a manifest that cannot be read on ends
         with one problem row where reading stopped."""
-        rows = {"jsonl": self._jsonl_rows, "csv": self._csv_rows}.get(self.format, self._parquet_rows)
+        rows = {"jsonl": self._jsonl_rows, "csv": self._csv_rows, "json": self._document_rows}.get(self.format, self._parquet_rows)
         last = 0
         try:
             for row_no, row, problem in rows(fh):
@@ -233,6 +249,100 @@ class ManifestSource:
                 yield line_no, {}, f"bad row: a JSON {type(obj).__name__}, not an object"
                 continue
             yield line_no, obj, None
+
+    # --- JSON documents: Civitai API exports, lists of rows, DiffusionDB part JSON
+    def _read_document(self, fh: IO[bytes]) -> list[str]:
+        """Parse a whole JSON document (at most ``MAX_DOCUMENT_BYTES``) into rows; the
+        columns are the keys of its first row."""
+        from audit.ingest.datasets import is_civitai_item, part_fields
+        from audit.safeio import TooLarge, read_capped
+
+        try:
+            data = read_capped(fh, MAX_DOCUMENT_BYTES)
+        except TooLarge:
+            raise InputError(f"manifest {self.spec}: JSON document larger than {MAX_DOCUMENT_BYTES} bytes; write it as JSONL") from None
+        try:
+            doc = safejson.loads(data)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise InputError(f"manifest {self.spec} is not valid JSON: {describe(exc)}") from None
+        del data
+        rows: list[Any]
+        if isinstance(doc, dict) and isinstance(doc.get("items"), list):  # Civitai /api/v1/images
+            rows = doc["items"]
+        elif isinstance(doc, list):
+            rows = doc
+        elif isinstance(doc, dict) and doc and all(isinstance(v, dict) for v in doc.values()) and not (
+            set(map(str, doc)) & set(PATH_COLUMNS)
+        ):  # image name -> record (a DiffusionDB part JSON)
+            rows = [{"path": name, **part_fields(rec)} for name, rec in doc.items()]
+        elif isinstance(doc, dict):
+            rows = [doc]
+        else:
+            raise InputError(f"manifest {self.spec}: a JSON {type(doc).__name__}, not rows")
+        self._doc = rows
+        first = next((r for r in rows if isinstance(r, dict)), None)
+        if first is None:
+            return []
+        if is_civitai_item(first):
+            return ["path", *first.keys()]  # the path is found beside the document (``_civitai``)
+        return list(first)
+
+    def _document_rows(self, fh: IO[bytes]) -> Iterator[tuple[int, dict[str, Any], str | None]]:
+        from audit.ingest.datasets import is_civitai_item
+
+        if self._doc is None:  # listed before: parse the document again
+            self._read_document(fh)
+        rows, self._doc = self._doc or [], None  # handed over: the rows are not held twice
+        for row_no, obj in enumerate(rows, 1):
+            rows[row_no - 1] = None
+            if not isinstance(obj, dict):
+                yield row_no, {}, f"bad row: a JSON {type(obj).__name__}, not an object"
+                continue
+            if is_civitai_item(obj):
+                row, problem = self._civitai(obj)
+                yield row_no, row, problem
+                continue
+            yield row_no, obj, None
+
+    def _civitai(self, item: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
+        """A Civitai item as a manifest row whose path is the image saved beside the export
+        (``<id>.<ext>`` or the url's basename, in the document's folder or its ``images/``)."""
+        from audit.ingest.datasets import civitai_row
+
+        row, names = civitai_row(item)
+        if self._base_dir is None:  # a document at a URL: the image under the url's name beside it
+            if len(names) > 1:
+                row["path"] = names[1]
+                return row, None
+            return row, f"bad row: item {item.get('id')!r} has no url to name its image"
+        files = self._files_beside()
+        for name in names:
+            found = files.get(name) or files.get(name.rsplit(".", 1)[0] if "." in name else name)
+            if found:
+                row["path"] = found
+                return row, None
+        looked = ", ".join(f"{n}.*" if "." not in n else n for n in names) or "nothing to look for"
+        return row, f"image not found beside the export (looked for {looked})"
+
+    def _files_beside(self) -> dict[str, str]:
+        """Image file names (and stems) in the document's folder and its ``images/``
+        subfolder, listed once."""
+        if self._doc_files is None:
+            from audit.ingest._common import is_image_name
+
+            files: dict[str, str] = {}
+            for sub in ("", "images"):
+                try:
+                    with os.scandir(os.path.join(self._base_dir or "", sub)) as it:
+                        for de in it:
+                            if is_image_name(de.name):
+                                rel = os.path.join(sub, de.name) if sub else de.name
+                                files.setdefault(de.name, rel)
+                                files.setdefault(de.name.rsplit(".", 1)[0], rel)
+                except OSError:
+                    continue
+            self._doc_files = files
+        return self._doc_files
 
     def _csv_rows(self, fh: IO[bytes]) -> Iterator[tuple[int, dict[str, Any], str | None]]:
         lines = LineReader(fh, MAX_CSV_RECORD_BYTES)
@@ -272,7 +382,7 @@ class ManifestSource:
                     yield row_no, row, None
 
     def _bad(self, row_no: int, problem: str) -> Entry:
-        return Entry(uri=f"{self.root_uri}#row={row_no}", source=self.spec, error=problem, container=self.root_uri)
+        return Entry(uri=f"{self.root_uri}#row={row_no}", source=self.source, error=problem, container=self.root_uri)
 
     def _entry(self, row_no: int, row: dict[str, Any]) -> Entry | tuple[Any, ...]:
         column = self.path_column
@@ -294,7 +404,7 @@ class ManifestSource:
                 return self._bad(row_no, f"image bytes too large: {len(data)} bytes > {self.max_member_bytes} byte cap (not read)")
             return Entry(
                 uri=f"{self.root_uri}#row={row_no}",
-                source=self.spec,
+                source=self.source,
                 size=len(data),
                 data=bytes(data),
                 fields=fields,
@@ -311,15 +421,15 @@ class ManifestSource:
         try:
             st = os.stat(path)
         except FileNotFoundError:
-            return Entry(uri=uri, source=self.spec, path=path, error="file not found", fields=fields, container=self.root_uri)
+            return Entry(uri=uri, source=self.source, path=path, error="file not found", fields=fields, container=self.root_uri)
         except OSError as exc:
-            return Entry(uri=uri, source=self.spec, path=path, error=f"unreadable: {describe(exc)}", fields=fields, container=self.root_uri)
+            return Entry(uri=uri, source=self.source, path=path, error=f"unreadable: {describe(exc)}", fields=fields, container=self.root_uri)
         if not _stat.S_ISREG(st.st_mode):  # never opened: a fifo would block a worker forever
             what = "a directory" if _stat.S_ISDIR(st.st_mode) else f"not a regular file ({kind_of(st.st_mode)})"
-            return Entry(uri=uri, source=self.spec, path=path, error=f"{what}: not read", fields=fields, container=self.root_uri)
+            return Entry(uri=uri, source=self.source, path=path, error=f"{what}: not read", fields=fields, container=self.root_uri)
         return Entry(
             uri=uri,
-            source=self.spec,
+            source=self.source,
             size=st.st_size,
             mtime_ns=st.st_mtime_ns,
             path=path,
@@ -334,9 +444,9 @@ class ManifestSource:
             fs, path = url_to_fs(url)
             uri = object_uri(fs, path)
         except Exception as exc:  # noqa: BLE001
-            return Entry(uri=safe_uri(url), source=self.spec, error=f"unusable URL: {describe(exc)}", fields=fields, container=self.root_uri)
+            return Entry(uri=safe_uri(url), source=self.source, error=f"unusable URL: {describe(exc)}", fields=fields, container=self.root_uri)
         return fetch_object(
-            fs, path, uri, self.spec, fields=fields, container=self.root_uri, max_bytes=self.max_member_bytes, ticket=ticket
+            fs, path, uri, self.source, fields=fields, container=self.root_uri, max_bytes=self.max_member_bytes, ticket=ticket
         )
 
 
