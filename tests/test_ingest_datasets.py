@@ -246,6 +246,8 @@ def test_parquet_shard_source_rows_are_items_and_reread(tmp_path: Path) -> None:
     assert rows["row=1"]["prompt"] == "a red circle" and rows["row=1"]["steps"] == 50 and rows["row=1"]["seed"] == "10"
     assert rows["row=4"]["status"] == "error" and rows["row=4"]["prompt"] == "a yellow circle"  # broken cell: recorded
     assert summary.errors == 1
+    again = audit.crawl([str(shard)], tmp_path / "idx", workers=0)  # an unchanged shard is not read again
+    assert again.read == 0 and again.unchanged == 5 and again.containers_skipped == 1
     for n in (1, 2, 5, 3):  # the embed stage reads rows again by uri, across row groups
         assert read_uri(f"{shard}#row={n}") == png(n - 1)
     with pytest.raises(ReadError, match="row 9 not in"):

@@ -31,6 +31,11 @@ so every member is its own location, duplicates included.
 - Every byte a decompressor produces is charged to the top-level archive's
   ``ExpansionBudget`` (see ``members``): past it, zip members are error rows without being
   read, and a tar stream stops with an error row for the archive.
+- DiffusionDB parts: a zip named ``part-NNNNNN.zip`` holding ``part-NNNNNN.json`` (image
+  name -> {"p", "se", "c", "st", "sa"}) gives each image its prompt, seed, cfg, steps and
+  sampler; when that JSON is missing or broken, the dataset's ``metadata.parquet`` found
+  by the folder walk stands in (``iter_archive(table=...)``), and the problem is recorded
+  with each image (``fields["dataset_metadata_errors"]``).
 - Members with absolute paths, ``..`` components, links, devices and fifos are never
   followed or read: each becomes an error Entry whose reason starts "unsafe member path".
 - A member larger than ``max_member_bytes`` (default ``DEFAULT_MAX_MEMBER_BYTES``) is an

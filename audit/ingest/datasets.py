@@ -274,7 +274,7 @@ def iter_parquet_shard(
     opened (``ContainerUnchanged``). ``spec`` is what ``ManifestSource`` opens (the local
     path, or the object's URL)."""
     from audit.errors import InputError
-    from audit.ingest.base import ContainerDone, ContainerUnchanged, Entry
+    from audit.ingest.base import ContainerUnchanged, Entry
     from audit.ingest.manifest import ManifestSource
 
     if unchanged(uri, size, mtime_ns):
@@ -289,10 +289,4 @@ def iter_parquet_shard(
         return
     if shard.embedded_column is None:
         return
-    failed = False
-    for listed in shard.entries(unchanged):
-        if isinstance(listed, Entry) and listed.error and listed.error.startswith(("manifest unreadable", "unreadable manifest")):
-            failed = True  # not remembered as done: the next crawl reads it again
-        yield listed
-    if not failed:
-        yield ContainerDone(uri, source, size, mtime_ns)
+    yield from shard.entries(unchanged)  # a container: ContainerDone after its last row

@@ -18,6 +18,14 @@ the directory listing itself.
   are seen too. An archive is opened with ``safeio.open_regular``: one replaced by a fifo
   after the listing is an error row, never a hang. ``FolderSource(open_archives=False)``
   ignores them instead.
+- Public dataset layouts (``audit.ingest.datasets``): a ``metadata.parquet`` /
+  ``metadata-large.parquet`` with an ``image_name`` column is DiffusionDB's table, used for
+  the parts below it; a ``part-NNNNNN/`` directory's images get their fields from its
+  ``part-NNNNNN.json`` (read here, at most ``PART_JSON_MAX_BYTES``), or from that table when
+  the JSON is missing or broken (the problem lands in each image's metadata errors; the
+  pixels are audited all the same); ``part-NNNNNN.zip`` archives likewise (in ``archive``).
+  Any other ``*.parquet`` whose rows hold image bytes (Hugging Face ``datasets`` shards) is
+  a container of rows ``"<shard>#row=N"``; a Parquet file without images is ignored.
 - Symlinks are followed (files and directories); every directory's ``(st_dev, st_ino)`` is
   remembered, so a symlink loop or a second route into a directory already walked becomes
   one error Entry ("directory already walked ...") instead of an endless walk.

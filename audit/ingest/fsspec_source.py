@@ -19,6 +19,9 @@
 - Archives in the listing (.tar*, .zip) are containers: ``unchanged()`` is asked first, then
   members stream from ``fs.open`` (tar as a stream; zip reads its central directory and
   seeks member by member). Objects over ``max_member_bytes`` are error entries, not read.
+- Parquet objects whose rows hold image bytes (Hugging Face ``datasets`` shards under
+  ``hf://``, ``s3://`` ... prefixes) are containers of rows ``"<object url>#row=N"``
+  (``datasets.iter_parquet_shard``); other Parquet objects are ignored.
 - A listing error (permission, vanished prefix) becomes an error Entry; the walk goes on.
 """
 

@@ -1,4 +1,4 @@
-"""Manifests: JSONL, CSV and Parquet generation logs, one row per image.
+"""Manifests: JSONL, CSV, Parquet and JSON generation logs, one row per image.
 
 - The path column is the first of ``path``, ``uri``, ``file``, ``image``, ``filepath`` (then
   ``file_path``, ``image_path``, ``filename``, ``file_name``, ``url``) present, matched
@@ -33,9 +33,24 @@
 - ``complete`` is False, ``root_uri`` is the manifest's uri: a manifest lists files but owns
   no tree, so a row removed from it says nothing about the file, and nothing is marked
   deleted because of it. Every rescan re-lists every row (cheap: one stat per local row);
-  unchanged files are then skipped by the crawler by uri, size and mtime. A manifest is not
-  a container: ``unchanged()`` is never asked, because files it names change on their own.
+  unchanged files are then skipped by the crawler by uri, size and mtime. A manifest naming
+  files is not a container: ``unchanged()`` is never asked, because files it names change
+  on their own (a Parquet file holding the images is one: see below).
 - Sidecars are not looked up for manifest rows (the manifest's columns are the metadata).
+- Parquet with image bytes (Hugging Face ``datasets`` shards: a struct column with a binary
+  ``bytes`` field, whatever its name, or a binary ``image``/``jpg``/``png`` column) is read
+  row by row from that column, which wins over any column naming files; such a file IS a
+  container: ``unchanged(uri, size, mtime)`` is asked first (``ContainerUnchanged`` with
+  ``members="#row="``), and ``ContainerDone`` follows its last row (not when reading stopped
+  early), so a rescan of unchanged shards reads nothing. Prompt columns are recognised by the
+  aliases above (DiffusionDB's ``step``/``cfg`` included).
+- ``*.json``: one JSON document (at most ``MAX_DOCUMENT_BYTES``, parsed whole): a list of
+  rows; ``{"items": [...]}`` (a Civitai ``/api/v1/images`` export: each item's ``meta``
+  becomes its fields, the image is the file saved beside the document, or in its
+  ``images/`` folder, as ``<id>.<ext>`` or under the url's basename; an item whose image is
+  not there is an error row "image not found beside the export (looked for ...)"); or a
+  mapping image name -> record (a DiffusionDB part JSON). A ``.json`` SOURCE is always
+  read as a manifest, never as an image. JourneyDB's JSONL names its images in ``img_path``.
 """
 
 from __future__ import annotations
@@ -58,7 +73,7 @@ from audit.ingest._common import (
     is_url,
     safe_uri,
 )
-from audit.ingest.base import Entry, Listed, UnchangedCheck
+from audit.ingest.base import ContainerDone, ContainerUnchanged, Entry, Listed, UnchangedCheck
 from audit.safeio import kind_of, open_regular
 
 # A JSONL line or CSV record longer than this is an error row, skipped in blocks without
@@ -126,6 +141,7 @@ class ManifestSource:
         self._doc: list[Any] | None = None  # the rows of a JSON document (format "json")
         self._doc_files: dict[str, str] | None = None  # file name and stem -> name, beside a JSON document
         self.embedded_column: str | None = None
+        self._stopped = False  # reading stopped early (the file turned out damaged)
         self.format = manifest_format((path or spec).split("?", 1)[0]) or "jsonl"
         self.max_member_bytes = max_member_bytes
         self.workers = workers
@@ -200,11 +216,16 @@ class ManifestSource:
 
     # --- rows
     def entries(self, unchanged: UnchangedCheck) -> Iterator[Listed]:
+        stamp = self._shard_stamp()
+        if stamp is not None and unchanged(self.root_uri, *stamp):
+            yield ContainerUnchanged(self.root_uri, self.source, members="#row=")
+            return
         try:
             fh = self._open()
         except Exception as exc:  # noqa: BLE001 - replaced by a fifo, vanished, unreachable: one row
             yield Entry(uri=self.root_uri, source=self.source, error=f"unreadable manifest: {describe(exc)}")
             return
+        self._stopped = False
         with FetchWindow(self.workers, self.window) as window, fh:
             for row_no, row, problem in self._rows(fh):
                 if problem is not None:
@@ -218,6 +239,26 @@ class ManifestSource:
                     yield from window.submit(*item)
                 yield from window.ready()
             yield from window.drain()
+        if stamp is not None and not self._stopped:
+            yield ContainerDone(self.root_uri, self.source, *stamp)
+
+    def _shard_stamp(self) -> tuple[int, int] | None:
+        """(size, mtime_ns) of a Parquet file whose rows hold the images: such a file is a
+        container (its rows are not files that change on their own), skipped whole by the
+        next crawl while it is unchanged. None for every other manifest, or when unknown."""
+        if self.embedded_column is None or self.path_column != self.embedded_column:
+            return None
+        try:
+            if self._fs is None:
+                st = os.stat(self._path)
+                return st.st_size, st.st_mtime_ns
+            from audit.ingest._common import info_mtime_ns
+
+            info = self._fs.info(self._path)
+            size, mtime_ns = info.get("size"), info_mtime_ns(info)
+            return (int(size), mtime_ns) if isinstance(size, int) and mtime_ns else None
+        except Exception:  # noqa: BLE001 - unknown: read it every time, as any manifest
+            return None
 
     def _rows(self, fh: IO[bytes]) -> Iterator[tuple[int, dict[str, Any], str | None]]:
         """(row number, row, problem) for every row; a manifest that cannot be read on ends
@@ -229,6 +270,7 @@ class ManifestSource:
                 last = row_no
                 yield row_no, row, problem
         except Exception as exc:  # noqa: BLE001 - I/O or decoder failure mid-file: the rest is not read
+            self._stopped = True  # a shard read in part is not remembered as done
             yield last + 1, {}, f"manifest unreadable from here on: {describe(exc)}"
 
     def _jsonl_rows(self, fh: IO[bytes]) -> Iterator[tuple[int, dict[str, Any], str | None]]:
