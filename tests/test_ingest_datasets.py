@@ -289,3 +289,19 @@ def test_parquet_shards_under_a_url_prefix(tmp_path: Path) -> None:
     assert list(open_source(f"memory://{prefix}").entries(lambda *a: True)) == [
         ContainerUnchanged(uri, f"memory://{prefix}", members="#row=")]  # fmt: skip
     assert read_uri(f"{uri}#row=3") == png(2)
+
+
+def test_manifest_rows_naming_archive_members(tmp_path: Path) -> None:
+    with zipfile.ZipFile(tmp_path / "shard.zip", "w") as zf:
+        zf.writestr("0001.png", png(1))
+    rows = [{"path": "shard.zip!/0001.png", "prompt": "a green circle"}, {"path": "shard.zip!/0002.png", "prompt": "gone"},
+            {"path": "nowhere.zip!/0001.png"}]  # fmt: skip
+    (tmp_path / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    summary, items = crawl(tmp_path, tmp_path / "m.jsonl")
+    got = {r["uri"].replace(str(tmp_path) + "/", ""): (r["status"], r["error"], r["prompt"]) for r in items.iter_rows(named=True)}
+    assert got == {
+        "shard.zip!/0001.png": ("ok", None, "a green circle"),
+        "shard.zip!/0002.png": ("error", "member not found in the archive", None),
+        "nowhere.zip!/0001.png": ("error", "archive not found", None),
+    }
+    assert read_uri(f"{tmp_path}/shard.zip!/0001.png") == png(1)

@@ -44,6 +44,9 @@
   ``members="#row="``), and ``ContainerDone`` follows its last row (not when reading stopped
   early), so a rescan of unchanged shards reads nothing. Prompt columns are recognised by the
   aliases above (DiffusionDB's ``step``/``cfg`` included).
+- A row naming ``<archive>!/<member>`` (a local tar/zip, relative to the manifest or
+  absolute) gives that member's bytes; a member the archive does not hold is an error row
+  "member not found in the archive" at its uri.
 - ``*.json``: one JSON document (at most ``MAX_DOCUMENT_BYTES``, parsed whole): a list of
   rows; ``{"items": [...]}`` (a Civitai ``/api/v1/images`` export: each item's ``meta``
   becomes its fields, the image is the file saved beside the document, or in its
@@ -460,6 +463,12 @@ class ManifestSource:
             return (self._fetch, url, fields)
         path = os.path.abspath(os.path.join(self._base_dir or "", os.path.expanduser(target)))
         uri = safe_uri(path)
+        if "!/" in target:  # a member of an archive: "shards/00001.tar!/0001.jpg"
+            from audit.ingest.reader import split_member
+
+            archive, member = split_member(uri)
+            if archive is not None:
+                return (self._member, archive, member, fields)
         try:
             st = os.stat(path)
         except FileNotFoundError:
@@ -478,6 +487,24 @@ class ManifestSource:
             fields=fields,
             container=self.root_uri,
         )
+
+    def _member(self, archive: str, member: str, fields: dict[str, Any], ticket: FetchTicket | None = None) -> Entry:
+        """A row naming an archive member (``<archive>!/<member>``): read through the
+        re-reader (archives opened once and indexed); a member that is not there, or an
+        archive that is missing or damaged, is an error row at the member's uri."""
+        from audit.ingest.reader import ReadError, read_uri
+
+        uri = f"{archive}!/{member}"
+        if not os.path.lexists(archive):
+            return Entry(uri=uri, source=self.source, error="archive not found", fields=fields, container=self.root_uri)
+        try:
+            data = read_uri(uri, max_bytes=self.max_member_bytes)
+        except ReadError as exc:
+            reason = str(exc)
+            if reason.startswith("archive member not found"):
+                reason = "member not found in the archive"
+            return Entry(uri=uri, source=self.source, error=reason, fields=fields, container=self.root_uri)
+        return Entry(uri=uri, source=self.source, size=len(data), data=data, fields=fields, container=self.root_uri)
 
     def _fetch(self, url: str, fields: dict[str, Any], ticket: FetchTicket | None = None) -> Entry:
         from audit.ingest.fsspec_source import fetch_object, object_uri, url_to_fs
