@@ -21,11 +21,9 @@ import argparse
 import io
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
-import time
 import zipfile
 from pathlib import Path
 

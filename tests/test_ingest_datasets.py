@@ -122,7 +122,7 @@ def test_diffusiondb_part_folder_with_broken_json_and_no_table(tmp_path: Path) -
     folder.mkdir()
     (folder / "a.png").write_bytes(png(1))
     (folder / "part-000007.json").write_text("[[[")
-    summary, items = crawl(tmp_path, folder)
+    _, items = crawl(tmp_path, folder)
     [row] = items.iter_rows(named=True)
     assert row["status"] == "ok" and row["pdq"] and row["prompt"] is None
     assert "part-000007.json: not valid JSON" in row["metadata_errors"]
@@ -133,7 +133,7 @@ def test_broken_metadata_table_is_recorded_not_fatal(tmp_path: Path) -> None:
     (root / "images").mkdir(parents=True)
     write_part_zip(root / "images" / "part-000001.zip", ["x.png"], 0, None)
     (root / "metadata.parquet").write_bytes(b"PAR1 not really parquet")
-    summary, items = crawl(tmp_path, root)
+    _, items = crawl(tmp_path, root)
     [row] = items.iter_rows(named=True)
     assert row["status"] == "ok" and "metadata table" in row["metadata_errors"] and "unreadable" in row["metadata_errors"]
 
@@ -216,7 +216,7 @@ def test_journeydb_jsonl(tmp_path: Path) -> None:
     ]
     anno = tmp_path / "train_anno.jsonl"
     anno.write_text("".join(json.dumps(x) + "\n" for x in lines) + "{broken\n")
-    summary, items = crawl(tmp_path, anno)
+    _, items = crawl(tmp_path, anno)
     rows = {r["uri"].rsplit("/", 1)[-1]: r for r in items.iter_rows(named=True)}
     assert rows["0000.jpg"]["prompt"].startswith("a red circle") and rows["0001.jpg"]["status"] == "ok"
     assert rows["0002.jpg"]["error"] == "file not found"
@@ -260,7 +260,7 @@ def test_folder_of_parquet_shards_is_incremental(tmp_path: Path) -> None:
     write_shard(data / "train-00001-of-00002.parquet", hf_rows(3, 3))
     pq.write_table(pa.Table.from_pylist([{"prompt": "a table, no images", "n": 1}]), data / "stats.parquet")
     (data / "broken.parquet").write_bytes(b"PAR1garbage")
-    summary, items = crawl(tmp_path, tmp_path / "ds")
+    _, items = crawl(tmp_path, tmp_path / "ds")
     ok = items.filter(pl.col("status") == "ok")
     assert ok.height == 6 and sorted(ok["seed"]) == [str(10 + i) for i in range(6)]
     assert {u.rsplit("/", 1)[-1] for u in items.filter(pl.col("status") == "error")["uri"]} == {"broken.parquet"}
@@ -297,7 +297,7 @@ def test_manifest_rows_naming_archive_members(tmp_path: Path) -> None:
     rows = [{"path": "shard.zip!/0001.png", "prompt": "a green circle"}, {"path": "shard.zip!/0002.png", "prompt": "gone"},
             {"path": "nowhere.zip!/0001.png"}]  # fmt: skip
     (tmp_path / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    summary, items = crawl(tmp_path, tmp_path / "m.jsonl")
+    _, items = crawl(tmp_path, tmp_path / "m.jsonl")
     got = {r["uri"].replace(str(tmp_path) + "/", ""): (r["status"], r["error"], r["prompt"]) for r in items.iter_rows(named=True)}
     assert got == {
         "shard.zip!/0001.png": ("ok", None, "a green circle"),

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import posixpath
 import re
-from typing import Any, Callable, IO, Iterable
+from typing import IO, Any, Callable, Iterable
 
 from audit import safejson
 from audit.ingest._common import describe
