@@ -283,6 +283,19 @@ class Audit:
                          prompts=prompts, retry_skipped=retry_skipped, wait=wait, progress=progress,
                          argv=argv, embedder=embedder, executor=executor)  # fmt: skip
 
+    def import_embeddings(self, folder: str | os.PathLike, *, model: str, pretrained: str | None = None,
+                          checkpoint: str | os.PathLike | None = None, path_prefix: str = "",
+                          base: str | os.PathLike | None = None, batch: int | None = None, wait: bool = False,
+                          progress=None, argv: Sequence[str] | None = None):  # fmt: skip
+        """Store precomputed vectors (clip-retrieval output: ``img_emb/``, ``text_emb/``,
+        ``metadata/``) for catalogued items under the stated model identity, matched by
+        ``image_path``; resumable. Returns an ``ImportSummary`` (see ``audit.embed.imported``)."""
+        from audit.embed.imported import BATCH, import_embeddings
+
+        return import_embeddings(self, folder, model=model, pretrained=pretrained, checkpoint=checkpoint,
+                                 path_prefix=path_prefix, base=base, batch=batch or BATCH, wait=wait,
+                                 progress=progress, argv=argv)  # fmt: skip
+
     # --- FAISS indexes and search (audit/index)
     def index(self, *, model: str | None = None, memory_budget: str | int | None = None, index_type: str | None = None,
               rebuild: bool = False, verify: bool = False, wait: bool = False, progress=None,

@@ -79,6 +79,7 @@ class Layout:
     uri: Callable[[str], str]  # relative name -> expected uri
     sidecars: bool  # whether this reader attaches sidecars
     container: str | None = None  # uri of the archive, for archive sources
+    members: str = "!/"  # what separates the container's uri from its members' (Parquet shards: "#row=")
 
 
 def write_tree(root: Path) -> None:
@@ -163,6 +164,41 @@ def make_layout(kind: str, tmp: Path) -> Layout:
         layout = Layout(str(a), names, lambda n: f"{a}!/{n}", True, container=str(a))
         layout.bytes_of = {n: IMAGES[orig] for n, orig in zip(names, IMAGES)}  # type: ignore[attr-defined]
         return layout
+    if kind == "diffusiondb":  # images/part-000001.zip holding the images and part-000001.json
+        root = tmp / "diffusiondb"
+        (root / "images").mkdir(parents=True)
+        a = root / "images" / "part-000001.zip"
+        part = {n.rsplit("/", 1)[-1]: {"p": f"prompt {i}", "se": i, "c": 7.0, "st": 20, "sa": "k_lms"} for i, n in enumerate(IMAGES)}
+        with zipfile.ZipFile(a, "w") as zf:
+            for name, data in IMAGES.items():
+                zf.writestr(name, data)
+            zf.writestr("part-000001.json", json.dumps(part))
+        return Layout(str(root), list(IMAGES), lambda n: f"{a}!/{n}", False, container=str(a))
+    if kind in ("hf-parquet", "parquet-shards"):  # Hugging Face datasets: image struct {bytes, path}
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        rows = [{"image": {"bytes": data, "path": name}, "prompt": f"prompt {i}"} for i, (name, data) in enumerate(IMAGES.items())]
+        folder = tmp / "hf" / "data"
+        folder.mkdir(parents=True)
+        shard = folder / "train-00000-of-00001.parquet"
+        pq.write_table(pa.Table.from_pylist(rows), shard, row_group_size=3)
+        row_of = {n: i + 1 for i, n in enumerate(IMAGES)}
+        spec = str(shard) if kind == "hf-parquet" else str(tmp / "hf")
+        return Layout(spec, list(IMAGES), lambda n: f"{shard}#row={row_of[n]}", False, container=str(shard), members="#row=")
+    if kind == "civitai-json":  # a Civitai /api/v1/images export, the images saved by id beside it
+        export = tmp / "civitai"
+        export.mkdir()
+        items, names = [], []
+        for i, (name, data) in enumerate(IMAGES.items()):
+            ext = name.rsplit(".", 1)[1]
+            (export / f"{100 + i}.{ext}").write_bytes(data)
+            names.append(f"{100 + i}.{ext}")
+            items.append({"id": 100 + i, "url": f"https://image.civitai.com/x/{100 + i}.jpeg", "meta": {"prompt": f"prompt {i}"}})
+        (export / "images.json").write_text(json.dumps({"items": items}))
+        layout = Layout(str(export / "images.json"), names, lambda n: str(export / n), False)
+        layout.bytes_of = dict(zip(names, IMAGES.values()))  # type: ignore[attr-defined]
+        return layout
     if kind == "memory":
         import fsspec
 
@@ -187,6 +223,10 @@ KINDS = [
     "tar.gz",
     "zip",
     "webdataset",
+    "diffusiondb",
+    "hf-parquet",
+    "parquet-shards",
+    "civitai-json",
     "memory",
     "file-url",
 ]
@@ -266,6 +306,13 @@ def test_manifest_fields(layout: Layout) -> None:
     assert e.container == open_source(layout.spec).root_uri
 
 
+def test_dataset_layouts_carry_their_prompts(layout: Layout) -> None:
+    if not any(k in layout.spec for k in ("diffusiondb", "hf", "civitai")):
+        pytest.skip("public dataset layouts only")
+    entries = {e.uri: e for e in open_source(layout.spec).entries(never) if isinstance(e, Entry)}
+    assert [entries[layout.uri(n)].fields["prompt"] for n in layout.names] == [f"prompt {i}" for i in range(len(layout.names))]
+
+
 def test_entries_is_a_lazy_iterator(layout: Layout) -> None:
     it = open_source(layout.spec).entries(never)
     assert iter(it) is it  # a generator, not a list built up front
@@ -291,7 +338,7 @@ def test_containers_done_and_unchanged(layout: Layout) -> None:
         return True
 
     again = list(open_source(layout.spec).entries(unchanged))
-    assert again == [ContainerUnchanged(layout.container, layout.spec)]
+    assert again == [ContainerUnchanged(layout.container, layout.spec, members=layout.members)]
     assert asked == [(done[0].uri, done[0].size, done[0].mtime_ns)]
 
 

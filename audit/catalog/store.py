@@ -209,9 +209,10 @@ class Catalog:
         ).fetchone()
         return row is not None and row[0] == size and row[1] == mtime_ns
 
-    def touch_container(self, uri: str, *, run_id: int, now: str) -> int:
-        """Mark every present location listed from an unchanged container as seen."""
-        lo, hi = _prefix_range(uri + "!/")
+    def touch_container(self, uri: str, *, run_id: int, now: str, members: str = "!/") -> int:
+        """Mark every present location listed from an unchanged container as seen
+        (``members``: what separates the container's uri from its members' uris)."""
+        lo, hi = _prefix_range(uri + members)
         with self.transaction() as c:
             cur = c.execute(
                 "UPDATE locations SET last_seen=?, seen_run=? WHERE uri >= ? AND uri < ? AND present=1",

@@ -14,6 +14,7 @@ from audit.cli.output import emit_json, pretrained_tag, progress_bar, stderr
 
 @app.command("embed")
 def embed_command(
+    ctx: typer.Context,
     index: Path = typer.Option(..., "--index", "-i", help="Index directory (made by `audit crawl`)."),
     model: str = typer.Option("ViT-B-32", "--model", "-m", help="open_clip model name, or toy-shapes (the shipped toy-world CLIP)."),
     pretrained: str = typer.Option("laion2b_s34b_b79k", "--pretrained", help="open_clip pretrained tag (downloaded once into the Hugging Face cache; HF_HUB_OFFLINE and HF_HOME are honoured); 'none' for random weights (benchmarks only)."),
@@ -29,6 +30,9 @@ def embed_command(
     wait: bool = typer.Option(False, "--wait", help="Wait for another run holding the index instead of exiting with code 3."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
     json_out: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
+    import_dir: Optional[Path] = typer.Option(None, "--import", help="Import precomputed vectors instead of embedding: a clip-retrieval output folder (img_emb/img_emb_N.npy, text_emb/text_emb_N.npy, metadata/metadata_N.parquet with image_path), filed under the --model/--pretrained (or --checkpoint) identity, which must be stated."),
+    path_prefix: str = typer.Option("", "--path-prefix", help="With --import: put before each image_path to make the catalogued uri (e.g. '/data/shards/')."),
+    base: Optional[Path] = typer.Option(None, "--base", help="With --import: folder a relative image_path is also resolved against."),
 ) -> None:
     """Embed images and prompts (positive and negative) of catalogued items with CLIP.
 
@@ -40,6 +44,9 @@ def embed_command(
     """
     import audit
 
+    if import_dir is not None:
+        _import(ctx, index, import_dir, model, pretrained, checkpoint, path_prefix, base, wait, quiet, json_out)
+        return
     executor = options.executor(executor)
     precision = options.precision(precision)
     device = options.device(device, probe=executor != "ray")
@@ -64,3 +71,32 @@ def embed_command(
         )
         for reason, n in list(data["skip_reasons"].items())[:8]:
             stderr.print(f"  {n:>6,} × {reason}")
+
+
+def _import(ctx: typer.Context, index: Path, folder: Path, model: str, pretrained: str, checkpoint: Optional[Path],
+            path_prefix: str, base: Optional[Path], wait: bool, quiet: bool, json_out: bool) -> None:  # fmt: skip
+    """``audit embed --import DIR``: vectors someone else computed, under a stated identity."""
+    import audit
+    from audit.errors import UsageError
+
+    # typer ships its own copy of click: compare the source by name
+    if getattr(ctx.get_parameter_source("model"), "name", "DEFAULT") == "DEFAULT":
+        raise UsageError("--import needs the model that made the vectors: --model NAME with --pretrained TAG or --checkpoint PATH")
+    tag = None if checkpoint else pretrained_tag(pretrained)
+    with progress_bar("import", quiet=quiet) as progress:
+        summary = audit.open(index).import_embeddings(
+            folder, model=model, pretrained=tag, checkpoint=str(checkpoint) if checkpoint else None,
+            path_prefix=path_prefix, base=base, wait=wait, progress=progress,
+        )  # fmt: skip
+    data = summary.to_dict()
+    if json_out:
+        emit_json({"command": "embed-import", "index": str(index), **data})
+    if not quiet:
+        stderr.print(
+            f"[bold]{data['model_key']}[/] imported · {data['image_vectors']:,} image vectors · "
+            f"{data['prompt_vectors']:,} prompt vectors · {data['already_present']:,} already present · "
+            f"{data['unmatched']:,} rows matched no catalogued item · "
+            f"{data['parts'] - data['parts_done_before']} of {data['parts']} parts read in {data['duration_s']:.1f}s"
+        )
+        for problem in data["problems"][:8]:
+            stderr.print(f"  [yellow]{problem}[/]")

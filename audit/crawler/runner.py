@@ -126,7 +126,7 @@ class Crawler:
             elif isinstance(listed, ContainerUnchanged):
                 self._dispatch(chunk)
                 chunk, chunk_bytes = [], 0
-                self._container_unchanged(listed.uri)
+                self._container_unchanged(listed.uri, listed.members)
             elif isinstance(listed, DirectoryListed):
                 self._dir_mtimes[listed.uri] = listed.mtime_ns
                 self._rebuild.add(listed.uri)
@@ -170,13 +170,13 @@ class Crawler:
         self._seen[fresh] = 1
         self._seen_count += int(len(fresh))
 
-    def _container_unchanged(self, uri: str) -> None:
+    def _container_unchanged(self, uri: str, members: str = "!/") -> None:
         if self._root is not None:
-            rowids = self.catalog.rowids_under(uri + "!/")
+            rowids = self.catalog.rowids_under(uri + members)
             self._mark_seen(rowids)
             n = len(rowids)
         else:
-            n = self.catalog.touch_container(uri, run_id=self.run_id, now=utc_now())
+            n = self.catalog.touch_container(uri, run_id=self.run_id, now=utc_now(), members=members)
         self.summary.containers_skipped += 1
         self._count_unlisted_unchanged(n)
 

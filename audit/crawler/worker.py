@@ -68,9 +68,14 @@ def read_entry(entry: Entry) -> ReadResult:
         data = _read_bytes(entry)
     except _ReadFailure as exc:
         return _failed(location, str(exc))
-    skipped: list[str] = []
+    fields = entry.fields
+    # what a source could not read of a dataset's own metadata (a part JSON that does not
+    # parse, a broken metadata table): listed with the item's metadata errors
+    skipped: list[str] = [str(p) for p in fields.get("dataset_metadata_errors", ())] if fields else []
+    if skipped:
+        fields = {k: v for k, v in fields.items() if k != "dataset_metadata_errors"}
     sidecars = _read_sidecars(entry, skipped)
-    item = describe(data, sidecars=sidecars, fields=entry.fields, problems=skipped)
+    item = describe(data, sidecars=sidecars, fields=fields, problems=skipped)
     location.update(item_id=item["item_id"], status=item["status"], error=item["error"])
     if location["size"] is None:
         location["size"] = len(data)

@@ -5,11 +5,16 @@ SOURCE                                 reader              uri of an entry
 =====================================  ==================  =====================================
 local directory                        ``FolderSource``    absolute path (``safe_uri``)
 local file (image or anything else)    ``FolderSource``    absolute path
-``*.jsonl`` / ``*.csv`` / ``*.parquet``  ``ManifestSource``  the file each row names
+``*.jsonl``/``.csv``/``.parquet``/``.json``  ``ManifestSource``  the file each row names, or
+                                                           ``<manifest uri>#row=N`` (image bytes)
 ``*.tar[.gz|.bz2|.xz]``/``.tgz``/``.zip``  ``ArchiveSource``   ``<archive uri>!/<member name>``
 ``proto://...`` prefix or object       ``FsspecSource``    the full URL
 ``proto://.../x.jsonl`` / ``x.tar``    manifest / archive  as above, the archive uri a URL
 =====================================  ==================  =====================================
+
+Public dataset layouts (``datasets``): DiffusionDB parts (``part-NNNNNN.zip`` or folder with
+``part-NNNNNN.json``, root ``metadata.parquet``), Hugging Face Parquet shards inside folders and
+URL prefixes (containers; rows ``<shard uri>#row=N``), Civitai API exports (``.json``).
 
 A SOURCE that does not exist or cannot be used raises ``InputError`` with one line; problems
 with single files inside a source are error entries, never exceptions.

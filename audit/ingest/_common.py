@@ -12,7 +12,7 @@ from typing import Any, Callable, Iterator
 
 IMAGE_EXTS = frozenset({"png", "jpg", "jpeg", "webp", "gif", "bmp", "tif", "tiff", "avif", "heic", "jxl"})
 SIDECAR_EXTS = frozenset({"txt", "json", "yaml", "yml"})
-MANIFEST_SUFFIXES = (".jsonl", ".csv", ".parquet")
+MANIFEST_SUFFIXES = (".jsonl", ".csv", ".parquet", ".json")
 # tarfile's "r|*" detects gzip, bzip2 and xz; anything ending like this is read as an archive.
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tbz", ".tar.xz", ".txz")
 ZIP_SUFFIXES = (".zip",)

@@ -31,6 +31,11 @@ so every member is its own location, duplicates included.
 - Every byte a decompressor produces is charged to the top-level archive's
   ``ExpansionBudget`` (see ``members``): past it, zip members are error rows without being
   read, and a tar stream stops with an error row for the archive.
+- DiffusionDB parts: a zip named ``part-NNNNNN.zip`` holding ``part-NNNNNN.json`` (image
+  name -> {"p", "se", "c", "st", "sa"}) gives each image its prompt, seed, cfg, steps and
+  sampler; when that JSON is missing or broken, the dataset's ``metadata.parquet`` found
+  by the folder walk stands in (``iter_archive(table=...)``), and the problem is recorded
+  with each image (``fields["dataset_metadata_errors"]``).
 - Members with absolute paths, ``..`` components, links, devices and fifos are never
   followed or read: each becomes an error Entry whose reason starts "unsafe member path".
 - A member larger than ``max_member_bytes`` (default ``DEFAULT_MAX_MEMBER_BYTES``) is an
@@ -182,10 +187,12 @@ def iter_archive(
     mtime_ns: int,
     kind: str,
     max_member_bytes: int = DEFAULT_MAX_MEMBER_BYTES,
+    table: Any = None,
 ) -> Iterator[Listed]:
     """The members of one archive (nested archives' members included), then
     ``ContainerDone``; or ``ContainerUnchanged`` alone when ``unchanged(uri, size,
-    mtime_ns)`` says it was fully catalogued before."""
+    mtime_ns)`` says it was fully catalogued before. ``table``: the dataset's metadata
+    table (``datasets.MetadataTable``) the walk found above the archive, if any."""
     if unchanged(uri, size, mtime_ns):
         yield ContainerUnchanged(uri, source)
         return
@@ -194,7 +201,7 @@ def iter_archive(
     except Exception as exc:  # noqa: BLE001 - a fifo, a vanished file, a backend failure: this archive's row
         yield Entry(uri=uri, source=source, size=size, mtime_ns=mtime_ns, error=f"unreadable archive: {describe(exc)}")
         return
-    walk = _Walk(source, max_member_bytes, ExpansionBudget.for_archive(size))
+    walk = _Walk(source, max_member_bytes, ExpansionBudget.for_archive(size), table)
     problem: str | None = None
     try:
         with fh:
@@ -263,6 +270,7 @@ class _Walk:
     source: str
     max_member_bytes: int
     budget: ExpansionBudget
+    table: Any = None  # datasets.MetadataTable above the archive (DiffusionDB metadata.parquet)
 
 
 def _reader_for(kind: str) -> type["_Reader"]:
@@ -528,6 +536,7 @@ class _ZipReader(_Reader):
         zf = zipfile.ZipFile(fh)
         names = zf.NameToInfo
         budget = self.walk.budget
+        part, part_problem = self._part_records(zf, names)
         for info in zf.infolist():
             name = self.namer.name(info.filename, is_dir=info.is_dir())
             if name is None:
@@ -563,6 +572,10 @@ class _ZipReader(_Reader):
                 yield self.error(name, f"unreadable member: {describe(exc)}", info.file_size, mtime_ns)
                 continue
             sidecars, fields = self._sidecars(zf, names, info.filename)
+            if part or part_problem:
+                fields = {**part.get(info.filename.rsplit("/", 1)[-1], {}), **fields}
+                if part_problem:
+                    fields["dataset_metadata_errors"] = [part_problem]
             yield Entry(
                 uri=self.member_uri(name),
                 source=self.source,
@@ -577,6 +590,41 @@ class _ZipReader(_Reader):
 
     def _opener(self, zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> Callable[[], Any]:
         return lambda: Metered(zf.open(info), self.walk.budget)
+
+    def _part_records(self, zf: zipfile.ZipFile, names: dict[str, zipfile.ZipInfo]) -> tuple[dict[str, dict[str, Any]], str | None]:
+        """image name -> fields of a DiffusionDB part (``part-NNNNNN.zip`` holding
+        ``part-NNNNNN.json``), the dataset's metadata table standing in when the part JSON
+        is missing or broken; and the problem to record with each image, if any."""
+        from audit.ingest.datasets import PART_JSON_MAX_BYTES, part_id_of, part_json_name, part_records
+
+        archive_name = self.uri.rsplit("!/", 1)[-1].rsplit("/", 1)[-1]
+        json_name = part_json_name(archive_name)
+        if json_name is None:
+            return {}, None
+        info = names.get(json_name)
+        problem = None
+        if info is not None:
+            try:
+                if info.file_size > PART_JSON_MAX_BYTES:
+                    raise TooLarge(info.file_size, PART_JSON_MAX_BYTES)
+                with self._opener(zf, info)() as f:
+                    records, problem = part_records(read_capped(f, PART_JSON_MAX_BYTES))
+            except TooLarge as exc:
+                records, problem = {}, f"larger than {exc.limit} bytes (not read)"
+            except (*_MEMBER_FAILURES, ExpansionLimit) as exc:
+                records, problem = {}, f"unreadable: {describe(exc)}"
+            if problem is None:
+                return records, None
+            problem = f"part JSON {json_name}: {problem}"
+        table = self.walk.table
+        if table is not None:
+            records = table.part(part_id_of(archive_name))
+            if table.problem:
+                problem = "; ".join(p for p in (problem, table.problem) if p)
+            elif records and problem:
+                problem += f" (prompts taken from {table.uri.rsplit('/', 1)[-1]})"
+            return records, problem
+        return {}, problem
 
     def _sidecars(self, zf: zipfile.ZipFile, names: dict[str, zipfile.ZipInfo], filename: str) -> tuple[tuple[Sidecar, ...], dict[str, Any]]:
         dot = filename.rfind(".")

@@ -53,6 +53,9 @@ class ContainerUnchanged:
 
     uri: str
     source: str
+    # what follows ``uri`` in its members' uris: "!/" for archives, "#row=" for the rows of
+    # a Parquet shard with embedded images
+    members: str = "!/"
 
 
 @dataclass(frozen=True)

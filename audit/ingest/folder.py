@@ -18,6 +18,14 @@ the directory listing itself.
   are seen too. An archive is opened with ``safeio.open_regular``: one replaced by a fifo
   after the listing is an error row, never a hang. ``FolderSource(open_archives=False)``
   ignores them instead.
+- Public dataset layouts (``audit.ingest.datasets``): a ``metadata.parquet`` /
+  ``metadata-large.parquet`` with an ``image_name`` column is DiffusionDB's table, used for
+  the parts below it; a ``part-NNNNNN/`` directory's images get their fields from its
+  ``part-NNNNNN.json`` (read here, at most ``PART_JSON_MAX_BYTES``), or from that table when
+  the JSON is missing or broken (the problem lands in each image's metadata errors; the
+  pixels are audited all the same); ``part-NNNNNN.zip`` archives likewise (in ``archive``).
+  Any other ``*.parquet`` whose rows hold image bytes (Hugging Face ``datasets`` shards) is
+  a container of rows ``"<shard>#row=N"``; a Parquet file without images is ignored.
 - Symlinks are followed (files and directories); every directory's ``(st_dev, st_ino)`` is
   remembered, so a symlink loop or a second route into a directory already walked becomes
   one error Entry ("directory already walked ...") instead of an endless walk.
@@ -35,7 +43,7 @@ from __future__ import annotations
 import errno
 import os
 import stat as _stat
-from typing import Iterator
+from typing import Any, Iterator
 
 from audit.ingest._common import (
     ARCHIVE_SUFFIXES,
@@ -47,8 +55,18 @@ from audit.ingest._common import (
     safe_uri,
 )
 from audit.ingest.archive import iter_archive
+from audit.ingest.datasets import (
+    METADATA_TABLE_NAMES,
+    PART_JSON_MAX_BYTES,
+    PART_NAME,
+    MetadataTable,
+    iter_parquet_shard,
+    part_id_of,
+    part_json_name,
+    part_records,
+)
 from audit.ingest.base import DirectoryListed, DirectoryUnchanged, Entry, Listed, Sidecar, UnchangedCheck
-from audit.safeio import open_regular
+from audit.safeio import TooLarge, open_regular, read_regular
 
 CHUNK = 65536
 # Last characters of the archive suffixes: most names (images) are ruled out by one look.
@@ -77,6 +95,7 @@ class FolderSource:
         self.root_uri = safe_uri(self.root)
         self.open_archives = open_archives
         self.max_member_bytes = max_member_bytes
+        self._tables: dict[str, dict[str, Any]] = {}  # directory -> {name: datasets.MetadataTable} found in it
 
     def entries(self, unchanged: UnchangedCheck) -> Iterator[Listed]:
         try:
@@ -144,6 +163,7 @@ class FolderSource:
         sidecars: dict[str, list[str]] = {}
         subdirs: list[os.DirEntry[str]] = []
         others: list[os.DirEntry[str]] = []  # archives, and symlinks that may be broken
+        parquets: list[os.DirEntry[str]] = []  # dataset tables and shards (``datasets``)
         overflow = False
         try:
             with os.scandir(dirpath) as it:
@@ -157,6 +177,8 @@ class FolderSource:
                             subdirs.append(de)
                         elif de.name[-1:] in _ARCHIVE_LAST_CHARS and de.name.lower().endswith(ARCHIVE_SUFFIXES):
                             others.append(de)
+                        elif de.name[-8:].lower() == ".parquet":
+                            parquets.append(de)
                 for de in it:
                     name = de.name
                     dot = name.rfind(".")
@@ -172,6 +194,8 @@ class FolderSource:
                             sidecars[stem].append(name)
                         else:
                             sidecars[stem] = [name]
+                    elif ext == "parquet":
+                        parquets.append(de)
                     elif _is_dir(de):
                         subdirs.append(de)
                     elif name.lower().endswith(ARCHIVE_SUFFIXES) or (not ext and de.is_symlink()):
@@ -181,10 +205,14 @@ class FolderSource:
             return
 
         found_dirs: list[str] = []
+        shards = self._dataset_files(dirpath, prefix, parquets) if parquets else ()
+        part = self._part_records(dirpath, prefix, sidecars) if images and _PART_DIR.match(os.path.basename(dirpath)) else None
         image = self._image
         for de in images:
             entry = image(de, prefix, sidecars, found_dirs)
             if entry is not None:
+                if part is not None and entry.error is None:
+                    _add_part_fields(entry, de.name, part)
                 yield entry
         if overflow:
             seen = {de.name for de in images}
@@ -216,6 +244,10 @@ class FolderSource:
                     yield from self._archive(path, st, kind, unchanged)
                 else:  # a fifo named like an archive: recorded, never opened
                     yield Entry(uri=safe_uri(path), source=spec, path=path, error=_not_regular(st.st_mode))
+        for path, st in shards:
+            yield from iter_parquet_shard(self.spec, safe_uri(path), path, unchanged, size=st.st_size,
+                                          mtime_ns=st.st_mtime_ns, local_path=path,
+                                          max_member_bytes=self.max_member_bytes)  # fmt: skip
         for de in subdirs:
             found_dirs.append(prefix + de.name)
         # Depth first, in name order: deterministic, and the stack holds one level's names.
@@ -278,7 +310,88 @@ class FolderSource:
             mtime_ns=st.st_mtime_ns,
             kind=kind,
             max_member_bytes=self.max_member_bytes,
+            table=self._table_for(os.path.dirname(path)) if _PART_DIR.match(_stem(_stem(os.path.basename(path)))) else None,
         )
+
+    # --- dataset layouts (``audit.ingest.datasets``)
+    def _dataset_files(self, dirpath: str, prefix: str, parquets: list[os.DirEntry[str]]) -> list[tuple[str, os.stat_result]]:
+        """Registers a DiffusionDB-style metadata table of this directory; returns the other
+        Parquet files (shards, when they hold images) with their stat."""
+        shards = []
+        for de in sorted(parquets, key=lambda d: d.name):
+            path = prefix + de.name
+            try:
+                st = de.stat()
+            except OSError:
+                continue
+            if not _stat.S_ISREG(st.st_mode):
+                continue
+            if de.name.lower() in METADATA_TABLE_NAMES:
+                tables = self._tables.setdefault(dirpath, {})
+                tables[de.name.lower()] = MetadataTable(safe_uri(path), lambda p=path: open_regular(p))
+                continue
+            shards.append((path, st))
+        return shards
+
+    def _table_for(self, dirpath: str) -> Any:
+        """The metadata table of ``dirpath`` or the nearest directory above it (within the root)."""
+        # DiffusionDB keeps 2M's parts under images/ and Large's under diffusiondb-large-part-*/,
+        # numbered alike: a part below a "large" folder takes metadata-large.parquet.
+        large = "large" in dirpath[len(self.root) :].lower()
+        path = dirpath
+        while True:
+            tables = self._tables.get(path)
+            if tables:
+                first, second = ("metadata-large.parquet", "metadata.parquet")[:: 1 if large else -1]
+                return tables.get(first) or tables.get(second)
+            if path == self.root or len(path) <= len(self.root):
+                return None
+            parent = os.path.dirname(path)
+            if parent == path:
+                return None
+            path = parent
+
+    def _part_records(self, dirpath: str, prefix: str, sidecars: dict[str, list[str]]) -> dict[str, Any]:
+        """Fields per image name of a DiffusionDB part folder (``part-NNNNNN/`` holding
+        ``part-NNNNNN.json``), the dataset's metadata table standing in when the part JSON
+        is missing or broken; ``"__problem__"`` holds what went wrong, for every image."""
+        base = os.path.basename(dirpath)
+        json_name = part_json_name(base)
+        problem = None
+        records: dict[str, Any] = {}
+        if json_name is not None and json_name in sidecars.get(base, ()):
+            try:
+                data = read_regular(prefix + json_name, PART_JSON_MAX_BYTES)
+                records, problem = part_records(data)
+            except TooLarge as exc:
+                problem = f"larger than {exc.limit} bytes (not read)"
+            except OSError as exc:
+                problem = f"unreadable: {describe(exc)}"
+            if problem is None:
+                return records
+            problem = f"part JSON {json_name}: {problem}"
+        table = self._table_for(dirpath)
+        if table is not None:
+            records = dict(table.part(part_id_of(base)))
+            if table.problem:
+                problem = "; ".join(p for p in (problem, table.problem) if p)
+        if problem:
+            records["__problem__"] = problem
+        return records
+
+
+def _add_part_fields(entry: Entry, name: str, part: dict[str, Any]) -> None:
+    found = part.get(name)
+    problem = part.get("__problem__")
+    if found is None and problem is None:
+        return
+    fields = dict(found or {})
+    if problem:
+        fields["dataset_metadata_errors"] = [problem]
+    entry.fields = fields
+
+
+_PART_DIR = PART_NAME
 
 
 def _is_dir(de: os.DirEntry[str]) -> bool:

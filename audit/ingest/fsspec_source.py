@@ -19,6 +19,9 @@
 - Archives in the listing (.tar*, .zip) are containers: ``unchanged()`` is asked first, then
   members stream from ``fs.open`` (tar as a stream; zip reads its central directory and
   seeks member by member). Objects over ``max_member_bytes`` are error entries, not read.
+- Parquet objects whose rows hold image bytes (Hugging Face ``datasets`` shards under
+  ``hf://``, ``s3://`` ... prefixes) are containers of rows ``"<object url>#row=N"``
+  (``datasets.iter_parquet_shard``); other Parquet objects are ignored.
 - A listing error (permission, vanished prefix) becomes an error Entry; the walk goes on.
 """
 
@@ -44,6 +47,7 @@ from audit.ingest._common import (
     stem_of,
 )
 from audit.ingest.archive import iter_archive
+from audit.ingest.datasets import iter_parquet_shard
 from audit.ingest.base import Entry, Listed, Sidecar, UnchangedCheck
 from audit.safeio import NotRegularFile, TooLarge, open_regular, read_capped
 
@@ -245,6 +249,7 @@ class FsspecSource:
             sidecars: dict[str, list[str]] = {}
             images: list[tuple[str, str, dict[str, Any]]] = []
             archives: list[tuple[str, dict[str, Any], str]] = []
+            shards: list[tuple[str, dict[str, Any]]] = []  # Parquet: read as shards when they hold images
             subdirs: list[str] = []
             for info in listing:
                 path = info["name"].rstrip("/")
@@ -268,6 +273,8 @@ class FsspecSource:
                     sidecars.setdefault(stem_of(name), []).append(name)
                 elif self.open_archives and (kind := archive_kind(name)):
                     archives.append((path, info, kind))
+                elif ext == "parquet":
+                    shards.append((path, info))
             del listing
             try:  # s3fs & co. cache every listing: drop it, or memory grows with the bucket
                 fs.invalidate_cache(dirpath)
@@ -286,6 +293,13 @@ class FsspecSource:
             for path, info, kind in sorted(archives):
                 yield from window.drain()
                 yield from self._archive(path, info, kind, unchanged)
+            for path, info in sorted(shards):
+                yield from window.drain()
+                uri = object_uri(fs, path)
+                size = info.get("size")
+                yield from iter_parquet_shard(self.spec, uri, uri, unchanged, size=int(size) if isinstance(size, int) else 0,
+                                              mtime_ns=info_mtime_ns(info) or 0, local_path=None,
+                                              max_member_bytes=self.max_member_bytes)  # fmt: skip
             stack.extend(sorted(subdirs, reverse=True))
         yield from window.drain()
 

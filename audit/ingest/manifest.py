@@ -1,4 +1,4 @@
-"""Manifests: JSONL, CSV and Parquet generation logs, one row per image.
+"""Manifests: JSONL, CSV, Parquet and JSON generation logs, one row per image.
 
 - The path column is the first of ``path``, ``uri``, ``file``, ``image``, ``filepath`` (then
   ``file_path``, ``image_path``, ``filename``, ``file_name``, ``url``) present, matched
@@ -33,9 +33,27 @@
 - ``complete`` is False, ``root_uri`` is the manifest's uri: a manifest lists files but owns
   no tree, so a row removed from it says nothing about the file, and nothing is marked
   deleted because of it. Every rescan re-lists every row (cheap: one stat per local row);
-  unchanged files are then skipped by the crawler by uri, size and mtime. A manifest is not
-  a container: ``unchanged()`` is never asked, because files it names change on their own.
+  unchanged files are then skipped by the crawler by uri, size and mtime. A manifest naming
+  files is not a container: ``unchanged()`` is never asked, because files it names change
+  on their own (a Parquet file holding the images is one: see below).
 - Sidecars are not looked up for manifest rows (the manifest's columns are the metadata).
+- Parquet with image bytes (Hugging Face ``datasets`` shards: a struct column with a binary
+  ``bytes`` field, whatever its name, or a binary ``image``/``jpg``/``png`` column) is read
+  row by row from that column, which wins over any column naming files; such a file IS a
+  container: ``unchanged(uri, size, mtime)`` is asked first (``ContainerUnchanged`` with
+  ``members="#row="``), and ``ContainerDone`` follows its last row (not when reading stopped
+  early), so a rescan of unchanged shards reads nothing. Prompt columns are recognised by the
+  aliases above (DiffusionDB's ``step``/``cfg`` included).
+- A row naming ``<archive>!/<member>`` (a local tar/zip, relative to the manifest or
+  absolute) gives that member's bytes; a member the archive does not hold is an error row
+  "member not found in the archive" at its uri.
+- ``*.json``: one JSON document (at most ``MAX_DOCUMENT_BYTES``, parsed whole): a list of
+  rows; ``{"items": [...]}`` (a Civitai ``/api/v1/images`` export: each item's ``meta``
+  becomes its fields, the image is the file saved beside the document, or in its
+  ``images/`` folder, as ``<id>.<ext>`` or under the url's basename; an item whose image is
+  not there is an error row "image not found beside the export (looked for ...)"); or a
+  mapping image name -> record (a DiffusionDB part JSON). A ``.json`` SOURCE is always
+  read as a manifest, never as an image. JourneyDB's JSONL names its images in ``img_path``.
 """
 
 from __future__ import annotations
@@ -58,7 +76,7 @@ from audit.ingest._common import (
     is_url,
     safe_uri,
 )
-from audit.ingest.base import Entry, Listed, UnchangedCheck
+from audit.ingest.base import ContainerDone, ContainerUnchanged, Entry, Listed, UnchangedCheck
 from audit.safeio import kind_of, open_regular
 
 # A JSONL line or CSV record longer than this is an error row, skipped in blocks without
@@ -73,8 +91,12 @@ MAX_CSV_RECORD_BYTES = 4 * 1024 * 1024
 # group's own statistics: a batch of 1024 rows of embedded images must not be gigabytes.
 PARQUET_BATCH_BYTES = 32 * 1024 * 1024
 _LINE_BLOCK = 1 << 16
+# A JSON document (not JSONL) is parsed whole: a Civitai export of 100,000 items is about
+# 200 MB; bigger exports are better written as JSONL, which streams.
+MAX_DOCUMENT_BYTES = 512 * 1024 * 1024
 
-PATH_COLUMNS = ("path", "uri", "file", "image", "filepath", "file_path", "image_path", "filename", "file_name", "url")
+PATH_COLUMNS = ("path", "uri", "file", "image", "filepath", "file_path", "image_path", "img_path", "filename", "file_name",
+                "url")  # img_path: JourneyDB
 
 # canonical field <- accepted spellings (lower case)
 FIELD_ALIASES: dict[str, tuple[str, ...]] = {
@@ -82,9 +104,9 @@ FIELD_ALIASES: dict[str, tuple[str, ...]] = {
     "negative_prompt": ("negative_prompt", "negative prompt", "negativeprompt", "neg_prompt", "negative"),
     "seed": ("seed",),
     "model": ("model", "model_name", "checkpoint", "ckpt"),
-    "steps": ("steps", "num_inference_steps"),
+    "steps": ("steps", "step", "num_inference_steps"),
     "sampler": ("sampler", "sampler_name"),
-    "cfg_scale": ("cfg_scale", "cfg scale", "cfg", "guidance_scale", "guidance"),
+    "cfg_scale": ("cfg_scale", "cfg scale", "cfgscale", "cfg", "guidance_scale", "guidance"),
 }
 _ALIAS_TO_FIELD = {alias: name for name, aliases in FIELD_ALIASES.items() for alias in aliases}
 
@@ -96,7 +118,7 @@ except OverflowError:  # pragma: no cover
 
 def manifest_format(name: str) -> str | None:
     low = name.lower()
-    for fmt in ("jsonl", "csv", "parquet"):
+    for fmt in ("jsonl", "csv", "parquet", "json"):
         if low.endswith("." + fmt):
             return fmt
     return None
@@ -115,8 +137,14 @@ class ManifestSource:
         max_member_bytes: int = DEFAULT_MAX_MEMBER_BYTES,
         workers: int = 4,
         window: int = 16,
+        source: str | None = None,
     ) -> None:
         self.spec = spec
+        self.source = spec if source is None else source  # what entries name as their SOURCE
+        self._doc: list[Any] | None = None  # the rows of a JSON document (format "json")
+        self._doc_files: dict[str, str] | None = None  # file name and stem -> name, beside a JSON document
+        self.embedded_column: str | None = None
+        self._stopped = False  # reading stopped early (the file turned out damaged)
         self.format = manifest_format((path or spec).split("?", 1)[0]) or "jsonl"
         self.max_member_bytes = max_member_bytes
         self.workers = workers
@@ -143,7 +171,8 @@ class ManifestSource:
             self._open = lambda: open_regular(path)
         self.columns = self._read_columns()
         lower = {c.lower().strip(): c for c in reversed(self.columns)}
-        self.path_column = next((lower[c] for c in PATH_COLUMNS if c in lower), None)
+        # A column of image bytes (Hugging Face datasets) wins over any that names files.
+        self.path_column = self.embedded_column or next((lower[c] for c in PATH_COLUMNS if c in lower), None)
         if self.path_column is None and self.columns:
             raise InputError(
                 f"manifest {spec} has no path column (one of {', '.join(PATH_COLUMNS[:5])}); "
@@ -155,7 +184,13 @@ class ManifestSource:
         try:
             with self._open() as fh:
                 if self.format == "parquet":
-                    return list(_parquet_file(fh).schema_arrow.names)
+                    from audit.ingest.datasets import embedded_image_column
+
+                    schema = _parquet_file(fh).schema_arrow
+                    self.embedded_column = embedded_image_column(schema)
+                    return list(schema.names)
+                if self.format == "json":
+                    return self._read_document(fh)
                 lines = LineReader(fh, MAX_CSV_RECORD_BYTES if self.format == "csv" else MAX_ROW_BYTES)
                 if self.format == "csv":
                     try:
@@ -184,11 +219,16 @@ class ManifestSource:
 
     # --- rows
     def entries(self, unchanged: UnchangedCheck) -> Iterator[Listed]:
+        stamp = self._shard_stamp()
+        if stamp is not None and unchanged(self.root_uri, *stamp):
+            yield ContainerUnchanged(self.root_uri, self.source, members="#row=")
+            return
         try:
             fh = self._open()
         except Exception as exc:  # noqa: BLE001 - replaced by a fifo, vanished, unreachable: one row
-            yield Entry(uri=self.root_uri, source=self.spec, error=f"unreadable manifest: {describe(exc)}")
+            yield Entry(uri=self.root_uri, source=self.source, error=f"unreadable manifest: {describe(exc)}")
             return
+        self._stopped = False
         with FetchWindow(self.workers, self.window) as window, fh:
             for row_no, row, problem in self._rows(fh):
                 if problem is not None:
@@ -202,17 +242,38 @@ class ManifestSource:
                     yield from window.submit(*item)
                 yield from window.ready()
             yield from window.drain()
+        if stamp is not None and not self._stopped:
+            yield ContainerDone(self.root_uri, self.source, *stamp)
+
+    def _shard_stamp(self) -> tuple[int, int] | None:
+        """(size, mtime_ns) of a Parquet file whose rows hold the images: such a file is a
+        container (its rows are not files that change on their own), skipped whole by the
+        next crawl while it is unchanged. None for every other manifest, or when unknown."""
+        if self.embedded_column is None or self.path_column != self.embedded_column:
+            return None
+        try:
+            if self._fs is None:
+                st = os.stat(self._path)
+                return st.st_size, st.st_mtime_ns
+            from audit.ingest._common import info_mtime_ns
+
+            info = self._fs.info(self._path)
+            size, mtime_ns = info.get("size"), info_mtime_ns(info)
+            return (int(size), mtime_ns) if isinstance(size, int) and mtime_ns else None
+        except Exception:  # noqa: BLE001 - unknown: read it every time, as any manifest
+            return None
 
     def _rows(self, fh: IO[bytes]) -> Iterator[tuple[int, dict[str, Any], str | None]]:
         """(row number, row, problem) for every row; a manifest that cannot be read on ends
         with one problem row where reading stopped."""
-        rows = {"jsonl": self._jsonl_rows, "csv": self._csv_rows}.get(self.format, self._parquet_rows)
+        rows = {"jsonl": self._jsonl_rows, "csv": self._csv_rows, "json": self._document_rows}.get(self.format, self._parquet_rows)
         last = 0
         try:
             for row_no, row, problem in rows(fh):
                 last = row_no
                 yield row_no, row, problem
         except Exception as exc:  # noqa: BLE001 - I/O or decoder failure mid-file: the rest is not read
+            self._stopped = True  # a shard read in part is not remembered as done
             yield last + 1, {}, f"manifest unreadable from here on: {describe(exc)}"
 
     def _jsonl_rows(self, fh: IO[bytes]) -> Iterator[tuple[int, dict[str, Any], str | None]]:
@@ -233,6 +294,100 @@ class ManifestSource:
                 yield line_no, {}, f"bad row: a JSON {type(obj).__name__}, not an object"
                 continue
             yield line_no, obj, None
+
+    # --- JSON documents: Civitai API exports, lists of rows, DiffusionDB part JSON
+    def _read_document(self, fh: IO[bytes]) -> list[str]:
+        """Parse a whole JSON document (at most ``MAX_DOCUMENT_BYTES``) into rows; the
+        columns are the keys of its first row."""
+        from audit.ingest.datasets import is_civitai_item, part_fields
+        from audit.safeio import TooLarge, read_capped
+
+        try:
+            data = read_capped(fh, MAX_DOCUMENT_BYTES)
+        except TooLarge:
+            raise InputError(f"manifest {self.spec}: JSON document larger than {MAX_DOCUMENT_BYTES} bytes; write it as JSONL") from None
+        try:
+            doc = safejson.loads(data)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise InputError(f"manifest {self.spec} is not valid JSON: {describe(exc)}") from None
+        del data
+        rows: list[Any]
+        if isinstance(doc, dict) and isinstance(doc.get("items"), list):  # Civitai /api/v1/images
+            rows = doc["items"]
+        elif isinstance(doc, list):
+            rows = doc
+        elif isinstance(doc, dict) and doc and all(isinstance(v, dict) for v in doc.values()) and not (
+            set(map(str, doc)) & set(PATH_COLUMNS)
+        ):  # image name -> record (a DiffusionDB part JSON)
+            rows = [{"path": name, **part_fields(rec)} for name, rec in doc.items()]
+        elif isinstance(doc, dict):
+            rows = [doc]
+        else:
+            raise InputError(f"manifest {self.spec}: a JSON {type(doc).__name__}, not rows")
+        self._doc = rows
+        first = next((r for r in rows if isinstance(r, dict)), None)
+        if first is None:
+            return []
+        if is_civitai_item(first):
+            return ["path", *first.keys()]  # the path is found beside the document (``_civitai``)
+        return list(first)
+
+    def _document_rows(self, fh: IO[bytes]) -> Iterator[tuple[int, dict[str, Any], str | None]]:
+        from audit.ingest.datasets import is_civitai_item
+
+        if self._doc is None:  # listed before: parse the document again
+            self._read_document(fh)
+        rows, self._doc = self._doc or [], None  # handed over: the rows are not held twice
+        for row_no, obj in enumerate(rows, 1):
+            rows[row_no - 1] = None
+            if not isinstance(obj, dict):
+                yield row_no, {}, f"bad row: a JSON {type(obj).__name__}, not an object"
+                continue
+            if is_civitai_item(obj):
+                row, problem = self._civitai(obj)
+                yield row_no, row, problem
+                continue
+            yield row_no, obj, None
+
+    def _civitai(self, item: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
+        """A Civitai item as a manifest row whose path is the image saved beside the export
+        (``<id>.<ext>`` or the url's basename, in the document's folder or its ``images/``)."""
+        from audit.ingest.datasets import civitai_row
+
+        row, names = civitai_row(item)
+        if self._base_dir is None:  # a document at a URL: the image under the url's name beside it
+            if len(names) > 1:
+                row["path"] = names[1]
+                return row, None
+            return row, f"bad row: item {item.get('id')!r} has no url to name its image"
+        files = self._files_beside()
+        for name in names:
+            found = files.get(name) or files.get(name.rsplit(".", 1)[0] if "." in name else name)
+            if found:
+                row["path"] = found
+                return row, None
+        looked = ", ".join(f"{n}.*" if "." not in n else n for n in names) or "nothing to look for"
+        return row, f"image not found beside the export (looked for {looked})"
+
+    def _files_beside(self) -> dict[str, str]:
+        """Image file names (and stems) in the document's folder and its ``images/``
+        subfolder, listed once."""
+        if self._doc_files is None:
+            from audit.ingest._common import is_image_name
+
+            files: dict[str, str] = {}
+            for sub in ("", "images"):
+                try:
+                    with os.scandir(os.path.join(self._base_dir or "", sub)) as it:
+                        for de in it:
+                            if is_image_name(de.name):
+                                rel = os.path.join(sub, de.name) if sub else de.name
+                                files.setdefault(de.name, rel)
+                                files.setdefault(de.name.rsplit(".", 1)[0], rel)
+                except OSError:
+                    continue
+            self._doc_files = files
+        return self._doc_files
 
     def _csv_rows(self, fh: IO[bytes]) -> Iterator[tuple[int, dict[str, Any], str | None]]:
         lines = LineReader(fh, MAX_CSV_RECORD_BYTES)
@@ -272,7 +427,7 @@ class ManifestSource:
                     yield row_no, row, None
 
     def _bad(self, row_no: int, problem: str) -> Entry:
-        return Entry(uri=f"{self.root_uri}#row={row_no}", source=self.spec, error=problem, container=self.root_uri)
+        return Entry(uri=f"{self.root_uri}#row={row_no}", source=self.source, error=problem, container=self.root_uri)
 
     def _entry(self, row_no: int, row: dict[str, Any]) -> Entry | tuple[Any, ...]:
         column = self.path_column
@@ -294,7 +449,7 @@ class ManifestSource:
                 return self._bad(row_no, f"image bytes too large: {len(data)} bytes > {self.max_member_bytes} byte cap (not read)")
             return Entry(
                 uri=f"{self.root_uri}#row={row_no}",
-                source=self.spec,
+                source=self.source,
                 size=len(data),
                 data=bytes(data),
                 fields=fields,
@@ -308,24 +463,48 @@ class ManifestSource:
             return (self._fetch, url, fields)
         path = os.path.abspath(os.path.join(self._base_dir or "", os.path.expanduser(target)))
         uri = safe_uri(path)
+        if "!/" in target:  # a member of an archive: "shards/00001.tar!/0001.jpg"
+            from audit.ingest.reader import split_member
+
+            archive, member = split_member(uri)
+            if archive is not None:
+                return (self._member, archive, member, fields)
         try:
             st = os.stat(path)
         except FileNotFoundError:
-            return Entry(uri=uri, source=self.spec, path=path, error="file not found", fields=fields, container=self.root_uri)
+            return Entry(uri=uri, source=self.source, path=path, error="file not found", fields=fields, container=self.root_uri)
         except OSError as exc:
-            return Entry(uri=uri, source=self.spec, path=path, error=f"unreadable: {describe(exc)}", fields=fields, container=self.root_uri)
+            return Entry(uri=uri, source=self.source, path=path, error=f"unreadable: {describe(exc)}", fields=fields, container=self.root_uri)
         if not _stat.S_ISREG(st.st_mode):  # never opened: a fifo would block a worker forever
             what = "a directory" if _stat.S_ISDIR(st.st_mode) else f"not a regular file ({kind_of(st.st_mode)})"
-            return Entry(uri=uri, source=self.spec, path=path, error=f"{what}: not read", fields=fields, container=self.root_uri)
+            return Entry(uri=uri, source=self.source, path=path, error=f"{what}: not read", fields=fields, container=self.root_uri)
         return Entry(
             uri=uri,
-            source=self.spec,
+            source=self.source,
             size=st.st_size,
             mtime_ns=st.st_mtime_ns,
             path=path,
             fields=fields,
             container=self.root_uri,
         )
+
+    def _member(self, archive: str, member: str, fields: dict[str, Any], ticket: FetchTicket | None = None) -> Entry:
+        """A row naming an archive member (``<archive>!/<member>``): read through the
+        re-reader (archives opened once and indexed); a member that is not there, or an
+        archive that is missing or damaged, is an error row at the member's uri."""
+        from audit.ingest.reader import ReadError, read_uri
+
+        uri = f"{archive}!/{member}"
+        if not os.path.lexists(archive):
+            return Entry(uri=uri, source=self.source, error="archive not found", fields=fields, container=self.root_uri)
+        try:
+            data = read_uri(uri, max_bytes=self.max_member_bytes)
+        except ReadError as exc:
+            reason = str(exc)
+            if reason.startswith("archive member not found"):
+                reason = "member not found in the archive"
+            return Entry(uri=uri, source=self.source, error=reason, fields=fields, container=self.root_uri)
+        return Entry(uri=uri, source=self.source, size=len(data), data=data, fields=fields, container=self.root_uri)
 
     def _fetch(self, url: str, fields: dict[str, Any], ticket: FetchTicket | None = None) -> Entry:
         from audit.ingest.fsspec_source import fetch_object, object_uri, url_to_fs
@@ -334,9 +513,9 @@ class ManifestSource:
             fs, path = url_to_fs(url)
             uri = object_uri(fs, path)
         except Exception as exc:  # noqa: BLE001
-            return Entry(uri=safe_uri(url), source=self.spec, error=f"unusable URL: {describe(exc)}", fields=fields, container=self.root_uri)
+            return Entry(uri=safe_uri(url), source=self.source, error=f"unusable URL: {describe(exc)}", fields=fields, container=self.root_uri)
         return fetch_object(
-            fs, path, uri, self.spec, fields=fields, container=self.root_uri, max_bytes=self.max_member_bytes, ticket=ticket
+            fs, path, uri, self.source, fields=fields, container=self.root_uri, max_bytes=self.max_member_bytes, ticket=ticket
         )
 
 

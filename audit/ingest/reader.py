@@ -55,6 +55,9 @@ def read_uri(uri: str, *, max_bytes: int = MAX_BYTES) -> bytes:
     """The bytes stored at ``uri``; ``ReadError`` with a reason when they cannot be read."""
     archive, member = split_member(uri)
     try:
+        shard, row = split_parquet_row(uri)
+        if shard is not None:
+            return _PARQUET.read(shard, row, max_bytes)
         if archive is not None:
             return _ARCHIVES.read(archive, member, max_bytes)
         if is_url(uri) and not uri.startswith("file://"):
@@ -76,6 +79,71 @@ def read_uri(uri: str, *, max_bytes: int = MAX_BYTES) -> bytes:
         raise ReadError(f"unreadable: {exc.strerror or type(exc).__name__}") from None
     except Exception as exc:  # noqa: BLE001 - archive/network libraries raise many types
         raise ReadError(f"unreadable: {describe(exc)[:200]}") from None
+
+
+def split_parquet_row(uri: str) -> tuple[str | None, int]:
+    """("<x.parquet uri>", N) for the uri of a Parquet row with image bytes ("...#row=N",
+    N 1-based, as ``ManifestSource`` names them), else (None, 0)."""
+    base, sep, row = uri.rpartition("#row=")
+    if sep and row.isdigit() and base.lower().endswith(".parquet"):
+        return base, int(row)
+    return None, 0
+
+
+class _ParquetRows:
+    """Image bytes of Parquet rows, re-read by row number. Keeps the image column of the
+    last row group read (rows are re-read in uri order, so mostly group by group); a group
+    whose images pass ``CACHE_SPOOL_BYTES`` is not kept."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self._key: tuple[Any, ...] | None = None
+        self._cells: list[Any] = []
+
+    def read(self, shard: str, row: int, max_bytes: int) -> bytes:
+        import pyarrow.parquet as pq
+
+        from audit.ingest.datasets import embedded_image_column
+
+        with self.lock:
+            stamp = None
+            if not is_url(shard) or shard.startswith("file://"):
+                path = shard[len("file://") :] if shard.startswith("file://") else shard
+                try:
+                    st = os.stat(path if os.path.lexists(path) else path_of_safe_uri(path))
+                    stamp = (st.st_size, st.st_mtime_ns)
+                except OSError:
+                    raise ReadError("file not found (moved or deleted since the crawl)") from None
+            with _open_binary(shard) as fh:
+                pf = pq.ParquetFile(fh, pre_buffer=False, buffer_size=1 << 20)
+                column = embedded_image_column(pf.schema_arrow)
+                if column is None:
+                    raise ReadError("the Parquet file holds no image bytes (changed since the crawl?)")
+                first = 1
+                for group in range(pf.num_row_groups):
+                    n = pf.metadata.row_group(group).num_rows
+                    if row < first + n:
+                        break
+                    first += n
+                else:
+                    raise ReadError(f"row {row} not in the Parquet file (it has {first - 1} rows)")
+                key = (shard, stamp, group)
+                if key != self._key:
+                    cells = pf.read_row_group(group, columns=[column]).column(0).to_pylist()
+                    held = sum(len(c.get("bytes") or b"") if isinstance(c, dict) else len(c or b"") for c in cells)
+                    self._key, self._cells = (key, cells) if held <= CACHE_SPOOL_BYTES else (None, [])
+                else:
+                    cells = self._cells
+            cell = cells[row - first]
+            data = cell.get("bytes") if isinstance(cell, dict) else cell
+            if not isinstance(data, (bytes, bytearray)):
+                raise ReadError(f"row {row} holds no image bytes")
+            if len(data) > max_bytes:
+                raise ReadError(f"larger than {max_bytes} bytes")
+            return bytes(data)
+
+
+_PARQUET = _ParquetRows()
 
 
 def split_member(uri: str) -> tuple[str | None, str]:
