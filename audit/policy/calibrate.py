@@ -6,10 +6,17 @@ and image-text pairs: the "modality gap"), so a policy may leave ``image_thresho
 
 The method (``calibrate_threshold``), inputs being L2-normalisable embeddings of one model:
 
-* **references**: a fixed set of benign captions (``NEUTRAL_CAPTIONS``, ~100 everyday scenes)
-  plus "near misses" that must not fire (the policy's other concepts and the concept's own
-  ``contrast`` texts). A concept is not distinctive enough to fire on something unless that
-  thing is closer to it than any benign reference is.
+* **references**: benign captions: ``NEUTRAL_CAPTIONS`` (~100 everyday scenes) and the shipped
+  reference vocabulary (``reference_vocabulary()``: ~3,000 short clinical captions of people of
+  every age in everyday settings and clothing, swimwear and sport, medicine and anatomy
+  diagrams, art and statues, cartoons and anime, animals, objects, scenes, text and
+  screenshots, plain shapes and colours; built by ``tools/make_reference_vocabulary.py``),
+  less the captions the concept itself *names* (``names_caption``: "a red triangle on a
+  gray background" is no reference for "a red triangle", "a child reading" none for a concept
+  about minors, while "a red star" and "an adult reading" are), plus the near misses the policy
+  wrote (its other concepts and the concept's own ``contrast`` texts). A concept is not
+  distinctive enough to fire on something unless that thing is closer to it than any benign
+  reference is: near misses nobody wrote into the policy land in the background.
 
 * ``method="reference"`` (text space: prompt thresholds, or no samples available):
   ``threshold = max_j cos(concept, reference_j) + margin`` (margin 0.02 by default): the
@@ -23,7 +30,11 @@ The method (``calibrate_threshold``), inputs being L2-normalisable embeddings of
   archive's images), each sample is labelled zero-shot by its nearest text among the concept
   and the references. The samples not nearest to the concept form the *background*;
   ``threshold = percentile_q(background scores for the concept) + margin`` (q = 99.5,
-  margin 0.01). No labels are needed; at least ``min_background`` (20) background samples
+  margin 0.01), raised to the midpoint between that percentile and the low end (1st
+  percentile) of the foreground's scores when at least ``min_foreground`` (5) samples are
+  foreground and sit above it: the widest gap between what the references explain and what
+  only the concept explains, so a near miss just above the background's top does not fire.
+  No labels are needed; at least ``min_background`` (20) background samples
   are required, else the reference method is used. Choosing a high percentile of the
   background keeps false alarms near (100 - q) % of the archive while sitting below the
   scores of samples that truly show the concept.
@@ -36,9 +47,19 @@ show how the value came about.
 
 from __future__ import annotations
 
+import functools
+import json
+import re
+from pathlib import Path
+
 import numpy as np
 
-__all__ = ["NEUTRAL_CAPTIONS", "calibrate_threshold", "ensemble"]
+VOCABULARY_FILE = Path(__file__).with_name("data") / "reference_vocabulary.jsonl"
+# a reference caption this close (text-text cosine) to the concept is a paraphrase of it, not a near miss
+PARAPHRASE_COSINE = 0.95
+
+__all__ = ["NEUTRAL_CAPTIONS", "calibrate_threshold", "ensemble", "names_caption", "reference_captions",
+           "reference_vocabulary"]
 
 NEUTRAL_CAPTIONS: tuple[str, ...] = (
     "a photo of a street", "a bowl of fruit", "a cup of coffee on a table", "a city skyline",
@@ -71,6 +92,41 @@ NEUTRAL_CAPTIONS: tuple[str, ...] = (
 )
 
 
+@functools.lru_cache(maxsize=1)
+def reference_vocabulary() -> tuple[dict, ...]:
+    """The shipped reference vocabulary: ``{"caption", "group", "keys"}`` per caption."""
+    with open(VOCABULARY_FILE, encoding="utf-8") as fh:
+        return tuple(json.loads(line) for line in fh if line.strip())
+
+
+def _words(texts) -> set[str]:
+    return {w for t in texts for w in re.findall(r"[a-z0-9]+", str(t).lower())}
+
+
+def names_caption(concept_words: set[str], keys) -> bool:
+    """A concept names a caption when every key slot of the caption has an alternative among the
+    concept's words (a slotless caption is named by nothing)."""
+    return bool(keys) and all(any(w in concept_words for w in slot) for slot in keys)
+
+
+def reference_captions(concept_texts) -> list[str]:
+    """``NEUTRAL_CAPTIONS`` and the vocabulary's captions, less those ``concept_texts`` name
+    (the concept's own texts, not its templates: "on a white background" names no white shape)."""
+    words = _words(concept_texts)
+    own = {str(t).strip().lower() for t in concept_texts}
+    out = [c for c in NEUTRAL_CAPTIONS if c not in own]
+    out += [e["caption"] for e in reference_vocabulary()
+            if e["caption"] not in own and not names_caption(words, e.get("keys") or [])]
+    return out
+
+
+def drop_paraphrases(concept_text_emb, reference_embs, limit: float = PARAPHRASE_COSINE) -> np.ndarray:
+    """The reference rows whose text cosine to the concept stays below ``limit``."""
+    c = _unit(np.asarray(concept_text_emb, dtype=np.float64))
+    refs = _unit(np.atleast_2d(np.asarray(reference_embs, dtype=np.float64)))
+    return refs[refs @ c < limit]
+
+
 def _unit(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, dtype=np.float64)
     if x.ndim == 1:
@@ -97,7 +153,8 @@ def _as_matrix(x, dim: int) -> np.ndarray:
 def calibrate_threshold(concept_text_emb, neutral_text_embs, other_concept_embs=None,
                         image_or_prompt_embs=None, *, method: str = "auto",
                         margin: float | None = None, percentile: float | None = None,
-                        k: float = 1.0, min_background: int = 20) -> tuple[float, str]:
+                        k: float = 1.0, min_background: int = 20, min_foreground: int = 5,
+                        foreground_percentile: float = 1.0) -> tuple[float, str]:
     """A threshold for one concept and model, and a one-line explanation of how it was derived.
 
     ``concept_text_emb``: (d,) ensembled concept embedding (or (t, d) prompt embeddings,
@@ -134,9 +191,18 @@ def calibrate_threshold(concept_text_emb, neutral_text_embs, other_concept_embs=
             m = 0.01 if margin is None else margin
             base = float(np.percentile(background, q))
             threshold = float(np.clip(base + m, -1.0, 1.0))
+            gap = ""
+            foreground = scores[scores >= best_ref]
+            if len(foreground) >= min_foreground:
+                low = float(np.percentile(foreground, foreground_percentile))
+                mid = (base + low) / 2
+                if mid > threshold:
+                    threshold = float(np.clip(mid, -1.0, 1.0))
+                    gap = (f", raised to the midpoint with the foreground's {foreground_percentile:g}th "
+                           f"percentile ({low:.4f}) = {threshold:.4f}")
             return threshold, (
                 f"samples: {q:g}th percentile of concept scores over {len(background)} "
-                f"background samples ({base:.4f}) + margin {m:g} = {threshold:.4f}; "
+                f"background samples ({base:.4f}) + margin {m:g} = {base + m:.4f}{gap}; "
                 f"{n_fg} of {len(scores)} samples nearer the concept than any of "
                 f"{len(refs)} references")
         chosen = "reference"
