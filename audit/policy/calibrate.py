@@ -30,10 +30,12 @@ The method (``calibrate_threshold``), inputs being L2-normalisable embeddings of
   archive's images), each sample is labelled zero-shot by its nearest text among the concept
   and the references. The samples not nearest to the concept form the *background*;
   ``threshold = percentile_q(background scores for the concept) + margin`` (q = 99.5,
-  margin 0.01), raised to the midpoint between that percentile and the low end (1st
-  percentile) of the foreground's scores when at least ``min_foreground`` (5) samples are
-  foreground and sit above it: the widest gap between what the references explain and what
-  only the concept explains, so a near miss just above the background's top does not fire.
+  margin 0.01) while fewer than ``min_foreground`` (5) samples are foreground. With a
+  foreground, the threshold is the cut between the two zero-shot labelled groups with the
+  fewest samples on the wrong side (foreground below, background above), placed mid-gap
+  between the two scores around it: a near miss at the background's top does not fire, and a
+  few true items a reference happened to describe better (a word the model never learned)
+  do not drag the threshold up into the concept's own scores.
   No labels are needed; at least ``min_background`` (20) background samples
   are required, else the reference method is used. Choosing a high percentile of the
   background keeps false alarms near (100 - q) % of the archive while sitting below the
@@ -150,11 +152,28 @@ def _as_matrix(x, dim: int) -> np.ndarray:
     return _unit(x.reshape(-1, dim))
 
 
+def _best_cut(scores: np.ndarray, foreground: np.ndarray) -> tuple[float, int, float, float]:
+    """(threshold, samples on the wrong side, score below, score above) of the 1-D cut between
+    ``foreground`` and the rest with the fewest foreground below plus background above; ties go
+    to the widest gap."""
+    order = np.argsort(scores, kind="stable")
+    x, fg = scores[order], foreground[order].astype(np.int64)
+    # cut i sits between x[i-1] and x[i]: fg below = cumsum before i, bg at or above = the rest
+    fg_below = np.concatenate([[0], np.cumsum(fg)])
+    bg_above = (len(x) - np.arange(len(x) + 1)) - (fg.sum() - fg_below)
+    wrong = fg_below + bg_above
+    lo = np.concatenate([[x[0] - 0.02], x])
+    hi = np.concatenate([x, [x[-1] + 0.02]])
+    width = hi - lo
+    best = np.flatnonzero(wrong == wrong.min())
+    i = int(best[np.argmax(width[best])])
+    return float(np.clip((lo[i] + hi[i]) / 2, -1.0, 1.0)), int(wrong[i]), float(lo[i]), float(hi[i])
+
+
 def calibrate_threshold(concept_text_emb, neutral_text_embs, other_concept_embs=None,
                         image_or_prompt_embs=None, *, method: str = "auto",
                         margin: float | None = None, percentile: float | None = None,
-                        k: float = 1.0, min_background: int = 20, min_foreground: int = 5,
-                        foreground_percentile: float = 1.0) -> tuple[float, str]:
+                        k: float = 1.0, min_background: int = 20, min_foreground: int = 5) -> tuple[float, str]:
     """A threshold for one concept and model, and a one-line explanation of how it was derived.
 
     ``concept_text_emb``: (d,) ensembled concept embedding (or (t, d) prompt embeddings,
@@ -192,14 +211,10 @@ def calibrate_threshold(concept_text_emb, neutral_text_embs, other_concept_embs=
             base = float(np.percentile(background, q))
             threshold = float(np.clip(base + m, -1.0, 1.0))
             gap = ""
-            foreground = scores[scores >= best_ref]
-            if len(foreground) >= min_foreground:
-                low = float(np.percentile(foreground, foreground_percentile))
-                mid = (base + low) / 2
-                if mid > threshold:
-                    threshold = float(np.clip(mid, -1.0, 1.0))
-                    gap = (f", raised to the midpoint with the foreground's {foreground_percentile:g}th "
-                           f"percentile ({low:.4f}) = {threshold:.4f}")
+            if n_fg >= min_foreground:
+                threshold, wrong, lo, hi = _best_cut(scores, scores >= best_ref)
+                gap = (f"; with {n_fg} foreground samples: the cut with the fewest on the wrong side "
+                       f"({wrong}), mid-gap between {lo:.4f} and {hi:.4f} = {threshold:.4f}")
             return threshold, (
                 f"samples: {q:g}th percentile of concept scores over {len(background)} "
                 f"background samples ({base:.4f}) + margin {m:g} = {base + m:.4f}{gap}; "
