@@ -687,8 +687,9 @@ def _run(audit, conn, pol, vs, model_key, dim, factory, opts: FlagOptions, run_i
             fv, _ = align(fresh, gk, gv, dim)
             seed_best.update(top_neighbors(fresh, fv, iter_member_vectors(conn, vs, scope, model_key, dim, opts.block),
                                            opts.seed_k))
+        screen = _seed_screen(conn, vs, pol, model_key, dim, seed_best, detectors, make_ctx, summary)
         with transaction(conn) as c:
-            dirty = _write_seeds(c, scope, confirmed, seed_best, categories, opts)
+            dirty = _write_seeds(c, scope, confirmed, seed_best, categories, opts, screen)
             summary.deactivated += _compose(c, store, scope, ph, dirty, run_id, now)
     t = lap("seeds", t)
 
@@ -735,7 +736,57 @@ def _seed_merge(seed_ids, seed_vecs, ids, vecs, best, k):
     return {**best, **top_neighbors(seed_ids, seed_vecs, [(ids, vecs)], k, best)}
 
 
-def _write_seeds(c, scope: int, confirmed: dict, best: dict, categories: dict, opts) -> set[tuple[str, str]]:
+def _seed_screen(conn, vs, pol, model_key: str, dim: int, best: dict, detectors, make_ctx, summary):
+    """A filter for seed signals (``audit.flag.seeds.screen_seed_signals``): the neighbours'
+    own signals come from the run's detectors on those few items, dismissals from the review
+    log (``audit.flag.learned.decided_labels``)."""
+    from audit.flag.combine import fired_names
+    from audit.flag.learned import decided_labels
+    from audit.flag.seeds import screen_seed_signals
+    from audit.flag.stream import align, fetch_items, load_vectors
+
+    neighbours = sorted({item for nbrs in best.values() for _, item in nbrs})
+    fired: dict[str, set[str]] = {}
+    vec_of: dict[str, np.ndarray] = {}
+    for start in range(0, len(neighbours), 2000):
+        b, _ = fetch_items(conn, neighbours[start:start + 2000])
+        if not len(b):
+            continue
+        load_vectors(vs, model_key, dim, b)
+        signals, _, sup_con = _merge([det.detect(make_ctx(b)) for det in detectors])
+        for row, item_id in enumerate(b.item_ids):
+            fired[item_id] = fired_names(signals.get(row, []), sup_con.get(row, set()))
+            if b.has_image[row]:
+                vec_of[item_id] = b.image[row]
+    labels = decided_labels(conn)
+    dismissed: dict[str, list[str]] = {}
+    for (item_id, cat), (label, _) in labels.items():
+        if label == 0:
+            dismissed.setdefault(cat, []).append(item_id)
+    near: dict[tuple[str, str], float] = {}
+    for cat, ids in dismissed.items():
+        ids = sorted(set(ids))
+        gk, gv = vs.get(model_key, "image", ids)
+        dv, has = align(ids, gk, gv, dim)
+        dv = dv[has]
+        if not len(dv) or not vec_of:
+            continue
+        names = sorted(vec_of)
+        sims = np.stack([vec_of[n] for n in names]) @ dv.T
+        for n, row in zip(names, sims):
+            near[(n, cat)] = float(row.max())
+    stats = summary.detectors.setdefault("seeds", {})
+
+    def screen(signals):
+        keep, dropped = screen_seed_signals(pol, signals, fired, labels, near)
+        for k, v in dropped.items():
+            stats[f"dropped_{k}"] = stats.get(f"dropped_{k}", 0) + v
+        return keep
+    return screen
+
+
+def _write_seeds(c, scope: int, confirmed: dict, best: dict, categories: dict, opts,
+                 screen=None) -> set[tuple[str, str]]:
     """Store each seed's neighbours and remake every seed signal (seeds are few: seeds × k rows)."""
     from audit.flag.seeds import SEED_CATEGORY, SEED_SEVERITY, signals_for_seed
 
@@ -761,8 +812,9 @@ def _write_seeds(c, scope: int, confirmed: dict, best: dict, categories: dict, o
             suppressed.update({i: set(json.loads(cs)) for i, cs in c.execute(
                 f"SELECT item_id, categories FROM flag_suppressed WHERE scope=? AND item_id IN ({marks})",
                 (scope, *chunk))})
-        for item_id, cat, sig in signals_for_seed(seed, neighbors, decisions, cats, min_cosine=opts.seed_min_cosine,
-                                                  suppressed=suppressed):
+        made = signals_for_seed(seed, neighbors, decisions, cats, min_cosine=opts.seed_min_cosine,
+                                suppressed=suppressed)
+        for item_id, cat, sig in (screen(made) if screen is not None else made):
             sev = categories[cat].severity if cat in categories else SEED_SEVERITY
             rows.append((scope, item_id, cat, f"2seed:{seed}", sev,
                          json.dumps([sig.to_dict()], default=float, ensure_ascii=False)))
