@@ -77,6 +77,9 @@ class FlagOptions:
     # per item (see audit.flag.dups).
     dup_exact_max: int = 200_000
     dup_probes: int = 8
+    # learn from review decisions (audit.flag.learned): per category with at least
+    # MIN_CONFIRMED confirmed and MIN_DISMISSED dismissed decided items
+    learn: bool = True
 
 
 @dataclass
@@ -411,6 +414,15 @@ def _run(audit, conn, pol, vs, model_key, dim, factory, opts: FlagOptions, run_i
     summary.decisions_seen = newest_decision
     row = state.scope_row(conn, ph, model_key)
     mode, why, recluster_why = _decide(conn, row, opts, ph, model_key, vcount)
+    from audit.flag import learned as lm
+
+    labels = lm.decided_labels(conn) if with_vectors and opts.learn else {}
+    usable = lm.usable_labels(labels, {cat.id for cat in pol.categories},
+                              set(vs.has(model_key, "image", sorted({i for i, _ in labels})))) if labels else {}
+    learned_fp = lm.labels_fingerprint(usable)
+    if mode == "incremental" and (row.get("learned_fp") or "") != learned_fp:
+        mode, why = "full", "the learned model changed (new review decisions): every item is scored again"
+        recluster_why = why
     full = mode == "full"
     summary.mode, summary.why = mode, why
     summary.reclustered, summary.recluster_why = bool(full and with_vectors), recluster_why if with_vectors else ""
@@ -480,6 +492,18 @@ def _run(audit, conn, pol, vs, model_key, dim, factory, opts: FlagOptions, run_i
     if pol.concepts or pol.negative_concepts:
         concept_det.prepare(make_ctx(empty))  # cluster centroids are scored even with no new row
     summary.thresholds = thresholds = concept_det.vectors.thresholds if concept_det.vectors else {}
+    models = {}
+    if usable and concept_det.vectors is not None:
+        from audit.flag.stream import align
+
+        def vectors_of(ids):
+            gk, gv = vs.get(model_key, "image", ids)
+            return align(ids, gk, gv, dim)[0]
+        tl = time.perf_counter()
+        models = lm.train(pol, usable, vectors_of, concept_det.vectors.image)
+        thresholds = summary.thresholds = {**thresholds, **{f"learned:{c}": m.record() for c, m in models.items()}}
+        summary.detectors["learned"] = {"models": len(models), "vetoed": 0, "added": 0,
+                                        "train_seconds": round(time.perf_counter() - tl, 3)}
     centroids = np.zeros((0, max(dim, 0)), np.float32)
     if with_vectors and full:
         from audit.cluster import choose_k
@@ -573,9 +597,22 @@ def _run(audit, conn, pol, vs, model_key, dim, factory, opts: FlagOptions, run_i
         signals, sup_cat, sup_con = _merge(results)
         t = lap("detect", t)
         direct_rows, sup_rows = [], []
-        for local, sigs in signals.items():
+        probs = {c: m.probability(b.image, concept_det.vectors.image) for c, m in models.items()}
+        rows_now = set(signals)
+        for c, m in models.items():
+            rows_now.update(int(r) for r in np.flatnonzero((probs[c] >= m.threshold) & b.has_image))
+        for local in sorted(rows_now):
+            sigs = signals.get(local, [])
             hits, sup = _combine(pol, sigs, sup_con.get(local, set()), sup_cat.get(local, set()))
             summary.suppressed += sup
+            if models and b.has_image[local]:
+                from audit.flag.combine import fired_names
+
+                hits, vetoed, added = lm.adjust_hits(pol, models, {c: float(p[local]) for c, p in probs.items()},
+                                                     fired_names(sigs, sup_con.get(local, set())), hits,
+                                                     sup_cat.get(local, set()))
+                summary.detectors["learned"]["vetoed"] += vetoed
+                summary.detectors["learned"]["added"] += added
             for hit, chosen in hits:
                 direct_rows.append((scope, b.item_ids[local], hit.category, "0direct", hit.severity,
                                     json.dumps([s.to_dict() for s in chosen], default=float, ensure_ascii=False)))
@@ -702,8 +739,8 @@ def _run(audit, conn, pol, vs, model_key, dim, factory, opts: FlagOptions, run_i
             summary.deactivated += c.total_changes - before
         c.execute("UPDATE findings SET status='known' WHERE policy_hash=? AND active=1 AND status='new' "
                   "AND run_id IS NOT ?", (ph, run_id))
-        c.execute("UPDATE flag_scopes SET state='complete', seq_done=?, vectors_seen=?, decisions_seen=? WHERE scope=?",
-                  (seq_top, vcount, newest_decision, scope))
+        c.execute("UPDATE flag_scopes SET state='complete', seq_done=?, vectors_seen=?, decisions_seen=?, learned_fp=? "
+                  "WHERE scope=?", (seq_top, vcount, newest_decision, learned_fp, scope))
         c.execute("INSERT INTO flag_runs (run_id, policy_hash, policy_name, policy_version, policy_path, model_key, "
                   "thresholds, at, seq_done, mode, why, reclustered, recluster_why, items_handled) "
                   "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
