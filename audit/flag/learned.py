@@ -94,10 +94,23 @@ class LearnedModel:
 
 
 def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = L2, iters: int = 50) -> tuple[np.ndarray, float]:
-    """Weights and bias of an L2-regularised, class-balanced logistic regression (Newton's method
-    on the normal equations: features are few hundred at most, samples few thousand)."""
+    """Weights and bias of an L2-regularised, class-balanced logistic regression (Newton's method).
+
+    With fewer samples than features (40 decisions, 512-d embeddings) the optimum lies in the
+    span of the samples (representer theorem), so it is solved there, in ``n`` dimensions, and
+    mapped back: the same weights at a fraction of the cost."""
     x = np.asarray(x, np.float64)
     y = np.asarray(y, np.float64)
+    n, d = x.shape
+    if n < d:
+        _, sv, vt = np.linalg.svd(x, full_matrices=False)
+        keep = sv > sv[0] * 1e-10 if len(sv) else sv > 0
+        w_small, b = _newton(x @ vt[keep].T, y, l2, iters)
+        return vt[keep].T @ w_small, b
+    return _newton(x, y, l2, iters)
+
+
+def _newton(x: np.ndarray, y: np.ndarray, l2: float, iters: int) -> tuple[np.ndarray, float]:
     n, d = x.shape
     pos = max(1.0, y.sum())
     neg = max(1.0, n - y.sum())
