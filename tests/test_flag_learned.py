@@ -1,5 +1,7 @@
 """A flagger that learns from review decisions (``audit.flag.learned``), in the toy world.
 
+Also: seed neighbours meet the rest of a category's flag themselves (``screen_seed_signals``).
+
 A loose policy (an explicit image threshold low enough that orange and purple triangles, red
 squares and red stars fire) is flagged; a simulated reviewer decides 40 findings truthfully
 through the real import path; the next ``audit flag`` trains a model per category on those
@@ -139,6 +141,8 @@ def test_after_40_truthful_decisions_the_next_flag_is_precise_and_complete(tmp_p
     print(f"first scan precision {p0:.3f} (own evidence); after 40 decisions, with via-cluster candidates {p_all:.3f}; own evidence: precision {precision:.3f} recall {recall:.3f}; "
           f"{rec}; {second.detectors.get('learned')}")
     assert precision >= 0.97 and recall >= 0.97, (precision, recall, rec, second.detectors.get("learned"))
+    # review candidates included: the learned model also decides which cluster members are candidates
+    assert p_all >= 0.97 and len(overall & rest_truth) >= 0.97 * len(rest_truth), (p_all, second.detectors)
     # the learned model shows in the findings' signals and in the report, with how it was derived
     sigs = [x for r in a.findings().to_dicts() for x in json.loads(r["signals"]) if x["kind"] == "learned"]
     assert sigs and all(x["detail"]["decisions"] == rec["decisions"] for x in sigs)

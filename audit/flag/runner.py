@@ -706,6 +706,9 @@ def _run(audit, conn, pol, vs, model_key, dim, factory, opts: FlagOptions, run_i
                                       model_key=model_key, dim=dim, centroids=centroids, concepts=concept_det,
                                       touched=None if full else touched, opts=opts)
             summary.detectors["clusters"] = stats
+            if models:
+                summary.detectors["learned"]["vetoed_via_cluster"] = _gate_via_cluster(
+                    c, vs, scope, models, concept_det.vectors.image, model_key, dim, dirty)
             summary.deactivated += _compose(c, store, scope, ph, dirty, run_id, now)
         cl.refresh_groups(c, scope=scope, policy_hash=ph, run_id=run_id, roots=roots, gone=gone_roots)
     timings["clusters"] = time.perf_counter() - tc
@@ -771,6 +774,29 @@ def _seed_merge(seed_ids, seed_vecs, ids, vecs, best, k):
     from audit.flag.seeds import top_neighbors
 
     return {**best, **top_neighbors(seed_ids, seed_vecs, [(ids, vecs)], k, best)}
+
+
+def _gate_via_cluster(c, vs, scope: int, models: dict, concept_vectors: dict, model_key: str, dim: int,
+                      pairs) -> int:
+    """Drop the "via cluster" evidence of members a category's learned model rejects: a member
+    is a candidate only when the model, trained on what reviewers decided, agrees it shows the
+    category (the cluster's flag gives no image evidence of the member's own). Returns how many
+    (item, category) pairs lost it; they are among ``pairs``, which ``_compose`` rewrites next."""
+    from audit.flag.stream import align
+
+    wanted = sorted({(i, cat) for i, cat in pairs if cat in models})
+    if not wanted:
+        return 0
+    ids = sorted({i for i, _ in wanted})
+    gk, gv = vs.get(model_key, "image", ids)
+    vecs, has = align(ids, gk, gv, dim)
+    row = {i: k for k, i in enumerate(ids)}
+    probs = {cat: m.probability(vecs, concept_vectors) for cat, m in models.items()}
+    reject = [(scope, i, cat) for i, cat in wanted if has[row[i]] and probs[cat][row[i]] < models[cat].threshold]
+    before = c.total_changes
+    c.executemany("DELETE FROM flag_signals WHERE scope=? AND item_id=? AND category=? AND source LIKE '1cluster:%'",
+                  reject)
+    return c.total_changes - before
 
 
 def _seed_screen(conn, vs, pol, model_key: str, dim: int, best: dict, detectors, make_ctx, summary):
