@@ -66,7 +66,7 @@ def toy_vectors():
     classes = [("red", "triangle")] * 40 + [("orange", "triangle")] * 30 + [("purple", "triangle")] * 30 \
         + [("red", "square")] * 30 + [("red", "star")] * 30
     scenes = [tw.random_scene(rng, colour=c, shape=s) for c, s in classes]
-    while len(scenes) < 400:
+    while len(scenes) < 300:
         s = tw.random_scene(rng)
         if (s.colour, s.shape) != ("red", "triangle"):
             scenes.append(s)
@@ -88,6 +88,7 @@ def _policy(tmp_path: Path):
     return load_policy(p)
 
 
+@pytest.mark.slow
 def test_near_misses_the_policy_does_not_name_do_not_fire(toy_vectors, tmp_path):
     from audit.flag.base import FlagContext
     from audit.flag.concepts import ConceptDetector

@@ -59,6 +59,9 @@ def test_fit_logistic_and_minimums():
     labels[("i99", "c")] = (0, 99)
     assert set(lm.usable_labels(labels, {"c"}, have | {"i99"})) == {"c"}
     assert lm.labels_fingerprint({}) == ""
+    img = {"concept:x", "concept:x/image"}
+    assert lm.without_image_evidence({"concept:x", "concept:x/image", "rule:r"}, img) == {"rule:r"}
+    assert lm.without_image_evidence({"concept:x", "concept:x/prompt"}, img) == {"concept:x", "concept:x/prompt"}
 
 
 def test_seed_neighbours_must_meet_the_rest_of_the_flag_and_dismissals_count(tmp_path):

@@ -42,6 +42,10 @@ MAX_CALIBRATION_SAMPLES = 20_000
 # Recorded with each calibrated threshold; a threshold calibrated by an older method (before the
 # reference vocabulary) is not reused by later runs but calibrated again.
 CALIBRATION_VERSION = 2
+# model key -> caption -> unit text vector of the reference vocabulary: embedded once per
+# process and model (a notebook or a test that flags again does not embed ~3,000 captions again);
+# the key names the weights (name + pretrained tag or checkpoint SHA-256), so entries never go stale
+_REFERENCE_VECTORS: dict[str, dict[str, np.ndarray]] = {}
 
 
 @dataclass
@@ -108,7 +112,7 @@ class ConceptDetector:
             cv.image[concept.id] = text if ex is None else l2_normalize(text + ex)
         for neg in policy.negative_concepts:
             cv.negative[neg.id] = l2_normalize(ensemble(_embed_texts(emb, neg.prompts())))
-        embedded: dict[str, np.ndarray] = {}
+        embedded: dict[str, np.ndarray] = _REFERENCE_VECTORS.setdefault(ctx.model_key, {}) if ctx.model_key else {}
 
         def references_for(texts, vec) -> np.ndarray:
             """Benign references for one concept (vocabulary embedded once, on first need)."""

@@ -207,7 +207,7 @@ def adjust_hits(policy, models: dict[str, LearnedModel], probabilities: dict[str
             out.append((hit, chosen))
             continue
         p = probabilities[hit.category]
-        without = fired - image_evidence_names(policy, hit.category)
+        without = without_image_evidence(fired, image_evidence_names(policy, hit.category))
         if p < model.threshold and not any(h.category == hit.category for h in evaluate_flags(policy, without)):
             vetoed += 1
             continue
@@ -223,6 +223,16 @@ def adjust_hits(policy, models: dict[str, LearnedModel], probabilities: dict[str
             added += 1
             out.append((hit, [_signal(model, probabilities[cat])]))
     return out, vetoed, added
+
+
+def without_image_evidence(fired: set[str], image_names: set[str]) -> set[str]:
+    """``fired`` less its image evidence: ``concept:X/image``, and the aggregate ``concept:X``
+    unless the prompt fired it (``concept:X/prompt``)."""
+    out = set(fired) - {n for n in image_names if n.endswith("/image")}
+    for base in (n for n in image_names if "/" not in n):
+        if f"{base}/prompt" not in out:
+            out.discard(base)
+    return out
 
 
 def _signal(model: LearnedModel, p: float):

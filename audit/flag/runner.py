@@ -6,18 +6,23 @@ bounded batches and incremental per policy and model (state: ``audit.flag.state`
    interrupted full run, or when the image vectors grew ``recluster_factor`` times since the
    clusters were trained; else *incremental*: only items with ``items.seq`` above the last
    completed run's watermark, plus items handled without an image vector that have one now;
-   *unchanged* when there is nothing new and no new review decision;
+   *unchanged* when there is nothing new and no new review decision; *full* as well when the
+   learned models (``audit.flag.learned``: review decisions per category, enough of each
+   kind) differ from those the stored evidence was scored with (``flag_scopes.learned_fp``);
 2. full: k-means centroids trained on a deterministic sample (``cluster_sample``) and kept;
    incremental: the kept centroids;
 3. per batch of ``batch_size`` items (keyset order; vectors by ``VectorStore.get``): the
-   detectors (one prompt-rule breaker for the whole run), combination flags, direct evidence
+   detectors (one prompt-rule breaker for the whole run), combination flags (a category with
+   a learned model has the image part of its flag decided by that model), direct evidence
    (``flag_signals``) and findings written in one transaction with the batch's cluster
    memberships, PDQ bands and (incremental) near-duplicate edges against the stored items;
 4. full: near-duplicate edges over everything (PDQ in memory by multi-index hashing, cosine
    block by block), one union-find write;
 5. clusters the run touched: stats from SQL, flags, "via cluster" evidence, ``clusters`` rows;
 6. seeds (human-confirmed items only): each seed's nearest neighbours are kept; new items are
-   compared with the seeds, a new seed searches the archive once;
+   compared with the seeds, a new seed searches the archive once; a neighbour carries a
+   category only when it meets the category's flag with the seed as its image evidence, and
+   not when it was dismissed in it or lies nearer a dismissed item than the seed;
 7. decisions' statuses, new → known, a full run's stale findings deactivated, the watermark
    and the run record (``flag_runs``: mode, why, reclustered, recluster_why, seq_done).
 
