@@ -21,7 +21,7 @@ from PIL import PngImagePlugin
 import audit
 
 pytest.importorskip("open_clip")
-from audit.embed.toy_model import TOY_CHECKPOINT  # noqa: E402
+from audit.embed.toy_model import TOY_CHECKPOINT
 
 pytestmark = pytest.mark.skipif(not Path(TOY_CHECKPOINT).is_file(), reason="toy-shapes checkpoint not in the package")
 

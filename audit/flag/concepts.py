@@ -97,7 +97,11 @@ class ConceptDetector:
         if self.vectors is not None:
             return self.vectors
         from audit.policy import calibrate_threshold
-        from audit.policy.calibrate import drop_paraphrases, ensemble, reference_captions
+        from audit.policy.calibrate import (
+            drop_paraphrases,
+            ensemble,
+            reference_captions,
+        )
 
         policy = ctx.policy
         cv = ConceptVectors()

@@ -195,7 +195,6 @@ def adjust_hits(policy, models: dict[str, LearnedModel], probabilities: dict[str
                 hits: list, suppressed_categories: set[str]) -> tuple[list, int, int]:
     """The hits of one item once the learned models decide the image part of their categories:
     (hits, vetoed, added). ``probabilities``: category -> the model's probability for the item."""
-    from audit.findings.store import Signal
     from audit.flag.combine import image_evidence_names
     from audit.policy import evaluate_flags
 
