@@ -388,7 +388,7 @@ class Audit:
         outgrown by ``recluster_factor``) recomputes everything. ``options``: fields of
         ``audit.flag.runner.FlagOptions`` (n_clusters, cluster_share, cluster_min_size,
         dup_pdq_distance, dup_min_cosine, seed_k, seed_min_cosine, batch_size, cluster_sample,
-        recluster_factor, block, dup_exact_max, dup_probes)."""
+        recluster_factor, block, dup_exact_max, dup_probes, learn)."""
         from audit.flag.runner import FlagOptions, run_flag
 
         return run_flag(self, policy, model=model, checkpoint=checkpoint, device=device, embedder=embedder,

@@ -189,10 +189,16 @@ def test_explicit_threshold_wins_and_previous_thresholds_are_reused():
     assert det.thresholds["red-triangle"]["image"] == {"value": 0.99, "source": "policy", "how": "set in the policy"}
     assert not any(n.endswith("/image") for r in det.signals for n in _names(det, r))
     ctx2 = make_context()
-    ctx2.previous_thresholds = {"red-triangle": {"image": {"value": 0.5, "source": "calibrated:samples", "how": "x"},
-                                                 "prompt": {"value": 0.6, "source": "calibrated:reference", "how": "y"}}}
+    from audit.flag.concepts import CALIBRATION_VERSION
+
+    ctx2.previous_thresholds = {"red-triangle": {
+        "image": {"value": 0.5, "source": "calibrated:samples", "how": "x", "calibration": CALIBRATION_VERSION},
+        "prompt": {"value": 0.6, "source": "calibrated:reference", "how": "y"}}}
     det2 = ConceptDetector().detect(ctx2)
     assert det2.thresholds["red-triangle"]["image"]["value"] == 0.5 and det2.thresholds["red-triangle"]["image"]["reused"]
+    # one calibrated by an older method (no version: before the reference vocabulary) is calibrated again
+    assert det2.thresholds["red-triangle"]["prompt"]["value"] != 0.6
+    assert det2.thresholds["red-triangle"]["prompt"]["calibration"] == CALIBRATION_VERSION
 
 
 def test_special_care_lowers_other_thresholds():

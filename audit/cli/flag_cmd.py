@@ -23,6 +23,7 @@ def flag_command(
     clusters: Optional[int] = typer.Option(None, "--clusters", min=1, help="Number of semantic clusters (default: about sqrt(items/2))."),
     cluster_share: float = typer.Option(0.5, "--cluster-share", min=0.01, max=1.0, help="Flag a cluster when this share of its members is flagged."),
     recluster_factor: float = typer.Option(2.0, "--recluster-factor", min=1.0, help="Retrain the clusters (a full run) once the archive's image vectors grew this many times since the last training."),
+    learn: bool = typer.Option(True, "--learn/--no-learn", help="Use models learned from review decisions (per category, once it has at least 5 confirmed and 5 dismissed items) to decide the image part of its flags."),
     wait: bool = typer.Option(False, "--wait", help="Wait for another run holding the index instead of exiting with code 3."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output (problems are still reported on stderr)."),
     json_out: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
@@ -44,7 +45,7 @@ def flag_command(
         summary = audit.open(index).flag(
             str(policy) if policy else None, model=model, checkpoint=str(checkpoint) if checkpoint else None,
             device=device, full=full, wait=wait, n_clusters=clusters, cluster_share=cluster_share,
-            recluster_factor=recluster_factor, progress=bar,
+            recluster_factor=recluster_factor, learn=learn, progress=bar,
         )  # fmt: skip
     data = summary.to_dict()
     if json_out:
@@ -57,6 +58,11 @@ def flag_command(
             if "image" in info:
                 stderr.print(f"  {name}: image ≥ {info['image']['value']:.4f} ({info['image']['source']}), "
                              f"prompt ≥ {info['prompt']['value']:.4f} ({info['prompt']['source']})")
+            elif name.startswith("learned:") and isinstance(info, dict):
+                dec, cvp, cvr = info.get("decisions") or {}, info.get("cv_precision"), info.get("cv_recall")
+                stderr.print(f"  {name}: model from {dec.get('confirmed', 0)} confirmed / {dec.get('dismissed', 0)} "
+                             f"dismissed, cross-validated precision {'—' if cvp is None else f'{cvp:.2f}'}, "
+                             f"recall {'—' if cvr is None else f'{cvr:.2f}'}")
         stderr.print(f"[bold]{data['findings']:,} findings[/] ({data['new_findings']:,} new) · "
                      f"{data['flagged_clusters']} of {data['clusters']} clusters flagged · "
                      f"{data['near_duplicate_groups']} near-duplicate groups · {data['seeds']} seeds · "

@@ -54,3 +54,38 @@ def merge(detections: list[Detections]) -> tuple[dict[int, list[Signal]], dict[i
         for row, cons in det.suppress_concepts.items():
             sup_con.setdefault(row, set()).update(cons)
     return signals, sup_cat, sup_con
+
+
+def image_evidence_names(policy, category: str) -> set[str]:
+    """The signal names by which image similarity satisfies ``category``'s flags: for every
+    concept its flags name (``concept:X`` or ``concept:X/image``), both names. What a seed (or
+    a learned model) may stand in for; prompt concepts, rules and hashes are not among them."""
+    out: set[str] = set()
+    for flag in policy.flags:
+        if flag.category != category:
+            continue
+        for entry in (*flag.all, *flag.any):
+            for name in entry.split("|"):
+                name = name.strip()
+                if name.startswith("concept:") and not name.endswith("/prompt"):
+                    base = name.split("/", 1)[0]
+                    out |= {base, f"{base}/image"}
+    return out
+
+
+def fires_with_image_evidence(policy, category: str, fired: set[str]) -> bool:
+    """Whether ``category`` fires for an item whose own signals are ``fired`` once the image
+    part of its flags is taken as given (``image_evidence_names``): the item must still meet
+    every other condition (a prompt rule of a combination) itself."""
+    from audit.policy import evaluate_flags
+
+    names = set(fired) | image_evidence_names(policy, category)
+    return any(hit.category == category for hit in evaluate_flags(policy, names))
+
+
+def fired_names(signals: list[Signal], suppressed_concepts: set[str]) -> set[str]:
+    """The names ``combine`` evaluates flags on: signal names (less cancelled concepts) and the
+    aggregate ``concept:X`` of ``concept:X/space``."""
+    kept = [s for s in signals
+            if not (s.kind == "concept" and s.name[len("concept:"):].split("/", 1)[0] in suppressed_concepts)]
+    return {s.name for s in kept} | {s.name.split("/", 1)[0] for s in kept if s.kind == "concept"}

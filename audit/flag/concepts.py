@@ -11,7 +11,10 @@ For each concept of the policy:
 * thresholds: the policy's, else those a previous run of the same policy and model used, else
   calibrated (``audit.policy.calibrate_threshold``): image thresholds by the ``samples`` method
   over the archive's image vectors, prompt thresholds by the ``reference`` method; references
-  are ``NEUTRAL_CAPTIONS``, the other concepts and the concept's own ``contrast`` texts.
+  are ``NEUTRAL_CAPTIONS`` and the shipped reference vocabulary less the captions the concept
+  names (``audit.policy.calibrate.reference_captions``) and less its paraphrases, the other
+  concepts and the concept's own ``contrast`` texts. The vocabulary is embedded only when a
+  threshold is calibrated (a run reusing its thresholds never embeds it).
   Value, source and explanation are recorded in ``flag_runs.thresholds``;
 * "special care" (as in the Stable Diffusion safety checker): when a ``special_care`` concept
   fires for an item, every other concept's thresholds for that item drop by the policy's
@@ -36,6 +39,13 @@ from audit.flag.base import Detections, FlagContext, margin
 from audit.imaging import DecodeError, decode_file
 
 MAX_CALIBRATION_SAMPLES = 20_000
+# Recorded with each calibrated threshold; a threshold calibrated by an older method (before the
+# reference vocabulary) is not reused by later runs but calibrated again.
+CALIBRATION_VERSION = 2
+# model key -> caption -> unit text vector of the reference vocabulary: embedded once per
+# process and model (a notebook or a test that flags again does not embed ~3,000 captions again);
+# the key names the weights (name + pretrained tag or checkpoint SHA-256), so entries never go stale
+_REFERENCE_VECTORS: dict[str, dict[str, np.ndarray]] = {}
 
 
 @dataclass
@@ -86,8 +96,12 @@ class ConceptDetector:
     def prepare(self, ctx: FlagContext) -> ConceptVectors:
         if self.vectors is not None:
             return self.vectors
-        from audit.policy import NEUTRAL_CAPTIONS, calibrate_threshold
-        from audit.policy.calibrate import ensemble
+        from audit.policy import calibrate_threshold
+        from audit.policy.calibrate import (
+            drop_paraphrases,
+            ensemble,
+            reference_captions,
+        )
 
         policy = ctx.policy
         cv = ConceptVectors()
@@ -102,7 +116,15 @@ class ConceptDetector:
             cv.image[concept.id] = text if ex is None else l2_normalize(text + ex)
         for neg in policy.negative_concepts:
             cv.negative[neg.id] = l2_normalize(ensemble(_embed_texts(emb, neg.prompts())))
-        neutral = _embed_texts(emb, list(NEUTRAL_CAPTIONS))
+        embedded: dict[str, np.ndarray] = _REFERENCE_VECTORS.setdefault(ctx.model_key, {}) if ctx.model_key else {}
+
+        def references_for(texts, vec) -> np.ndarray:
+            """Benign references for one concept (vocabulary embedded once, on first need)."""
+            captions = reference_captions(texts)
+            missing = [c for c in dict.fromkeys(captions) if c not in embedded]
+            if missing:
+                embedded.update(zip(missing, _embed_texts(emb, missing)))
+            return drop_paraphrases(vec, np.stack([embedded[c] for c in captions]))
         drawn: list = []
 
         def samples_now():  # drawn only when a threshold is calibrated
@@ -120,28 +142,32 @@ class ConceptDetector:
             rows = [v for other, v in cv.text.items() if other != cid]
             if contrast:
                 rows.extend(_embed_texts(emb, list(contrast)))
-            return np.stack(rows) if rows else np.zeros((0, neutral.shape[1]), np.float32)
+            dim = next(iter(cv.text.values())).shape[0] if cv.text else 0
+            return np.stack(rows) if rows else np.zeros((0, dim), np.float32)
 
-        def resolve(key: str, space: str, explicit: float | None, vec_text, vec_space, others) -> dict:
+        def resolve(key: str, space: str, explicit: float | None, vec_text, vec_space, others, texts) -> dict:
             if explicit is not None:
                 return {"value": float(explicit), "source": "policy", "how": "set in the policy"}
             prev = (previous.get(key) or {}).get(space)
-            if isinstance(prev, dict) and prev.get("source", "").startswith("calibrated"):
+            if isinstance(prev, dict) and prev.get("source", "").startswith("calibrated") \
+                    and prev.get("calibration") == CALIBRATION_VERSION:
                 return {**prev, "source": prev["source"], "reused": True}
+            neutral = references_for(texts, vec_text)
             if space == "image":
                 value, how = calibrate_threshold(vec_space, neutral, others, samples_now(), method="auto")
             else:
                 value, how = calibrate_threshold(vec_text, neutral, others, None, method="reference")
             method = how.split(":", 1)[0].split(" ", 1)[0]
-            return {"value": float(value), "source": f"calibrated:{method}", "how": how}
+            return {"value": float(value), "source": f"calibrated:{method}", "how": how,
+                    "calibration": CALIBRATION_VERSION}
 
         for concept in policy.concepts:
             others = others_for(concept.id, concept.contrast)
             cv.thresholds[concept.id] = {
                 "image": resolve(concept.id, "image", concept.image_threshold, cv.text[concept.id],
-                                 cv.image[concept.id], others),
+                                 cv.image[concept.id], others, concept.texts),
                 "prompt": resolve(concept.id, "prompt", concept.prompt_threshold, cv.text[concept.id],
-                                  cv.text[concept.id], others),
+                                  cv.text[concept.id], others, concept.texts),
                 "special_care": concept.special_care,
                 "exemplars": len(concept.exemplar_paths),
             }
@@ -149,8 +175,10 @@ class ConceptDetector:
             key = f"negative:{neg.id}"
             others = np.stack(list(cv.text.values())) if cv.text else None
             cv.thresholds[key] = {
-                "image": resolve(key, "image", neg.threshold, cv.negative[neg.id], cv.negative[neg.id], others),
-                "prompt": resolve(key, "prompt", neg.threshold, cv.negative[neg.id], cv.negative[neg.id], others),
+                "image": resolve(key, "image", neg.threshold, cv.negative[neg.id], cv.negative[neg.id], others,
+                                 neg.texts),
+                "prompt": resolve(key, "prompt", neg.threshold, cv.negative[neg.id], cv.negative[neg.id], others,
+                                  neg.texts),
                 "suppresses": list(neg.suppresses),
             }
         self.vectors = cv

@@ -6,18 +6,23 @@ bounded batches and incremental per policy and model (state: ``audit.flag.state`
    interrupted full run, or when the image vectors grew ``recluster_factor`` times since the
    clusters were trained; else *incremental*: only items with ``items.seq`` above the last
    completed run's watermark, plus items handled without an image vector that have one now;
-   *unchanged* when there is nothing new and no new review decision;
+   *unchanged* when there is nothing new and no new review decision; *full* as well when the
+   learned models (``audit.flag.learned``: review decisions per category, enough of each
+   kind) differ from those the stored evidence was scored with (``flag_scopes.learned_fp``);
 2. full: k-means centroids trained on a deterministic sample (``cluster_sample``) and kept;
    incremental: the kept centroids;
 3. per batch of ``batch_size`` items (keyset order; vectors by ``VectorStore.get``): the
-   detectors (one prompt-rule breaker for the whole run), combination flags, direct evidence
+   detectors (one prompt-rule breaker for the whole run), combination flags (a category with
+   a learned model has the image part of its flag decided by that model), direct evidence
    (``flag_signals``) and findings written in one transaction with the batch's cluster
    memberships, PDQ bands and (incremental) near-duplicate edges against the stored items;
 4. full: near-duplicate edges over everything (PDQ in memory by multi-index hashing, cosine
    block by block), one union-find write;
 5. clusters the run touched: stats from SQL, flags, "via cluster" evidence, ``clusters`` rows;
 6. seeds (human-confirmed items only): each seed's nearest neighbours are kept; new items are
-   compared with the seeds, a new seed searches the archive once;
+   compared with the seeds, a new seed searches the archive once; a neighbour carries a
+   category only when it meets the category's flag with the seed as its image evidence, and
+   not when it was dismissed in it or lies nearer a dismissed item than the seed;
 7. decisions' statuses, new → known, a full run's stale findings deactivated, the watermark
    and the run record (``flag_runs``: mode, why, reclustered, recluster_why, seq_done).
 
@@ -77,6 +82,9 @@ class FlagOptions:
     # per item (see audit.flag.dups).
     dup_exact_max: int = 200_000
     dup_probes: int = 8
+    # learn from review decisions (audit.flag.learned): per category with at least
+    # MIN_CONFIRMED confirmed and MIN_DISMISSED dismissed decided items
+    learn: bool = True
 
 
 @dataclass
@@ -411,6 +419,15 @@ def _run(audit, conn, pol, vs, model_key, dim, factory, opts: FlagOptions, run_i
     summary.decisions_seen = newest_decision
     row = state.scope_row(conn, ph, model_key)
     mode, why, recluster_why = _decide(conn, row, opts, ph, model_key, vcount)
+    from audit.flag import learned as lm
+
+    labels = lm.decided_labels(conn) if with_vectors and opts.learn else {}
+    usable = lm.usable_labels(labels, {cat.id for cat in pol.categories},
+                              set(vs.has(model_key, "image", sorted({i for i, _ in labels})))) if labels else {}
+    learned_fp = lm.labels_fingerprint(usable)
+    if mode == "incremental" and (row.get("learned_fp") or "") != learned_fp:
+        mode, why = "full", "the learned model changed (new review decisions): every item is scored again"
+        recluster_why = why
     full = mode == "full"
     summary.mode, summary.why = mode, why
     summary.reclustered, summary.recluster_why = bool(full and with_vectors), recluster_why if with_vectors else ""
@@ -480,6 +497,18 @@ def _run(audit, conn, pol, vs, model_key, dim, factory, opts: FlagOptions, run_i
     if pol.concepts or pol.negative_concepts:
         concept_det.prepare(make_ctx(empty))  # cluster centroids are scored even with no new row
     summary.thresholds = thresholds = concept_det.vectors.thresholds if concept_det.vectors else {}
+    models = {}
+    if usable and concept_det.vectors is not None:
+        from audit.flag.stream import align
+
+        def vectors_of(ids):
+            gk, gv = vs.get(model_key, "image", ids)
+            return align(ids, gk, gv, dim)[0]
+        tl = time.perf_counter()
+        models = lm.train(pol, usable, vectors_of, concept_det.vectors.image)
+        thresholds = summary.thresholds = {**thresholds, **{f"learned:{c}": m.record() for c, m in models.items()}}
+        summary.detectors["learned"] = {"models": len(models), "vetoed": 0, "added": 0,
+                                        "train_seconds": round(time.perf_counter() - tl, 3)}
     centroids = np.zeros((0, max(dim, 0)), np.float32)
     if with_vectors and full:
         from audit.cluster import choose_k
@@ -573,9 +602,22 @@ def _run(audit, conn, pol, vs, model_key, dim, factory, opts: FlagOptions, run_i
         signals, sup_cat, sup_con = _merge(results)
         t = lap("detect", t)
         direct_rows, sup_rows = [], []
-        for local, sigs in signals.items():
+        probs = {c: m.probability(b.image, concept_det.vectors.image) for c, m in models.items()}
+        rows_now = set(signals)
+        for c, m in models.items():
+            rows_now.update(int(r) for r in np.flatnonzero((probs[c] >= m.threshold) & b.has_image))
+        for local in sorted(rows_now):
+            sigs = signals.get(local, [])
             hits, sup = _combine(pol, sigs, sup_con.get(local, set()), sup_cat.get(local, set()))
             summary.suppressed += sup
+            if models and b.has_image[local]:
+                from audit.flag.combine import fired_names
+
+                hits, vetoed, added = lm.adjust_hits(pol, models, {c: float(p[local]) for c, p in probs.items()},
+                                                     fired_names(sigs, sup_con.get(local, set())), hits,
+                                                     sup_cat.get(local, set()))
+                summary.detectors["learned"]["vetoed"] += vetoed
+                summary.detectors["learned"]["added"] += added
             for hit, chosen in hits:
                 direct_rows.append((scope, b.item_ids[local], hit.category, "0direct", hit.severity,
                                     json.dumps([s.to_dict() for s in chosen], default=float, ensure_ascii=False)))
@@ -669,6 +711,9 @@ def _run(audit, conn, pol, vs, model_key, dim, factory, opts: FlagOptions, run_i
                                       model_key=model_key, dim=dim, centroids=centroids, concepts=concept_det,
                                       touched=None if full else touched, opts=opts)
             summary.detectors["clusters"] = stats
+            if models:
+                summary.detectors["learned"]["vetoed_via_cluster"] = _gate_via_cluster(
+                    c, vs, scope, models, concept_det.vectors.image, model_key, dim, dirty)
             summary.deactivated += _compose(c, store, scope, ph, dirty, run_id, now)
         cl.refresh_groups(c, scope=scope, policy_hash=ph, run_id=run_id, roots=roots, gone=gone_roots)
     timings["clusters"] = time.perf_counter() - tc
@@ -687,8 +732,9 @@ def _run(audit, conn, pol, vs, model_key, dim, factory, opts: FlagOptions, run_i
             fv, _ = align(fresh, gk, gv, dim)
             seed_best.update(top_neighbors(fresh, fv, iter_member_vectors(conn, vs, scope, model_key, dim, opts.block),
                                            opts.seed_k))
+        screen = _seed_screen(conn, vs, pol, model_key, dim, seed_best, detectors, make_ctx, summary)
         with transaction(conn) as c:
-            dirty = _write_seeds(c, scope, confirmed, seed_best, categories, opts)
+            dirty = _write_seeds(c, scope, confirmed, seed_best, categories, opts, screen)
             summary.deactivated += _compose(c, store, scope, ph, dirty, run_id, now)
     t = lap("seeds", t)
 
@@ -701,8 +747,8 @@ def _run(audit, conn, pol, vs, model_key, dim, factory, opts: FlagOptions, run_i
             summary.deactivated += c.total_changes - before
         c.execute("UPDATE findings SET status='known' WHERE policy_hash=? AND active=1 AND status='new' "
                   "AND run_id IS NOT ?", (ph, run_id))
-        c.execute("UPDATE flag_scopes SET state='complete', seq_done=?, vectors_seen=?, decisions_seen=? WHERE scope=?",
-                  (seq_top, vcount, newest_decision, scope))
+        c.execute("UPDATE flag_scopes SET state='complete', seq_done=?, vectors_seen=?, decisions_seen=?, learned_fp=? "
+                  "WHERE scope=?", (seq_top, vcount, newest_decision, learned_fp, scope))
         c.execute("INSERT INTO flag_runs (run_id, policy_hash, policy_name, policy_version, policy_path, model_key, "
                   "thresholds, at, seq_done, mode, why, reclustered, recluster_why, items_handled) "
                   "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
@@ -735,7 +781,80 @@ def _seed_merge(seed_ids, seed_vecs, ids, vecs, best, k):
     return {**best, **top_neighbors(seed_ids, seed_vecs, [(ids, vecs)], k, best)}
 
 
-def _write_seeds(c, scope: int, confirmed: dict, best: dict, categories: dict, opts) -> set[tuple[str, str]]:
+def _gate_via_cluster(c, vs, scope: int, models: dict, concept_vectors: dict, model_key: str, dim: int,
+                      pairs) -> int:
+    """Drop the "via cluster" evidence of members a category's learned model rejects: a member
+    is a candidate only when the model, trained on what reviewers decided, agrees it shows the
+    category (the cluster's flag gives no image evidence of the member's own). Returns how many
+    (item, category) pairs lost it; they are among ``pairs``, which ``_compose`` rewrites next."""
+    from audit.flag.stream import align
+
+    wanted = sorted({(i, cat) for i, cat in pairs if cat in models})
+    if not wanted:
+        return 0
+    ids = sorted({i for i, _ in wanted})
+    gk, gv = vs.get(model_key, "image", ids)
+    vecs, has = align(ids, gk, gv, dim)
+    row = {i: k for k, i in enumerate(ids)}
+    probs = {cat: m.probability(vecs, concept_vectors) for cat, m in models.items()}
+    reject = [(scope, i, cat) for i, cat in wanted if has[row[i]] and probs[cat][row[i]] < models[cat].threshold]
+    before = c.total_changes
+    c.executemany("DELETE FROM flag_signals WHERE scope=? AND item_id=? AND category=? AND source LIKE '1cluster:%'",
+                  reject)
+    return c.total_changes - before
+
+
+def _seed_screen(conn, vs, pol, model_key: str, dim: int, best: dict, detectors, make_ctx, summary):
+    """A filter for seed signals (``audit.flag.seeds.screen_seed_signals``): the neighbours'
+    own signals come from the run's detectors on those few items, dismissals from the review
+    log (``audit.flag.learned.decided_labels``)."""
+    from audit.flag.combine import fired_names
+    from audit.flag.learned import decided_labels
+    from audit.flag.seeds import screen_seed_signals
+    from audit.flag.stream import align, fetch_items, load_vectors
+
+    neighbours = sorted({item for nbrs in best.values() for _, item in nbrs})
+    fired: dict[str, set[str]] = {}
+    vec_of: dict[str, np.ndarray] = {}
+    for start in range(0, len(neighbours), 2000):
+        b, _ = fetch_items(conn, neighbours[start:start + 2000])
+        if not len(b):
+            continue
+        load_vectors(vs, model_key, dim, b)
+        signals, _, sup_con = _merge([det.detect(make_ctx(b)) for det in detectors])
+        for row, item_id in enumerate(b.item_ids):
+            fired[item_id] = fired_names(signals.get(row, []), sup_con.get(row, set()))
+            if b.has_image[row]:
+                vec_of[item_id] = b.image[row]
+    labels = decided_labels(conn)
+    dismissed: dict[str, list[str]] = {}
+    for (item_id, cat), (label, _) in labels.items():
+        if label == 0:
+            dismissed.setdefault(cat, []).append(item_id)
+    near: dict[tuple[str, str], float] = {}
+    for cat, ids in dismissed.items():
+        ids = sorted(set(ids))
+        gk, gv = vs.get(model_key, "image", ids)
+        dv, has = align(ids, gk, gv, dim)
+        dv = dv[has]
+        if not len(dv) or not vec_of:
+            continue
+        names = sorted(vec_of)
+        sims = np.stack([vec_of[n] for n in names]) @ dv.T
+        for n, row in zip(names, sims):
+            near[(n, cat)] = float(row.max())
+    stats = summary.detectors.setdefault("seeds", {})
+
+    def screen(signals):
+        keep, dropped = screen_seed_signals(pol, signals, fired, labels, near)
+        for k, v in dropped.items():
+            stats[f"dropped_{k}"] = stats.get(f"dropped_{k}", 0) + v
+        return keep
+    return screen
+
+
+def _write_seeds(c, scope: int, confirmed: dict, best: dict, categories: dict, opts,
+                 screen=None) -> set[tuple[str, str]]:
     """Store each seed's neighbours and remake every seed signal (seeds are few: seeds × k rows)."""
     from audit.flag.seeds import SEED_CATEGORY, SEED_SEVERITY, signals_for_seed
 
@@ -761,8 +880,9 @@ def _write_seeds(c, scope: int, confirmed: dict, best: dict, categories: dict, o
             suppressed.update({i: set(json.loads(cs)) for i, cs in c.execute(
                 f"SELECT item_id, categories FROM flag_suppressed WHERE scope=? AND item_id IN ({marks})",
                 (scope, *chunk))})
-        for item_id, cat, sig in signals_for_seed(seed, neighbors, decisions, cats, min_cosine=opts.seed_min_cosine,
-                                                  suppressed=suppressed):
+        made = signals_for_seed(seed, neighbors, decisions, cats, min_cosine=opts.seed_min_cosine,
+                                suppressed=suppressed)
+        for item_id, cat, sig in (screen(made) if screen is not None else made):
             sev = categories[cat].severity if cat in categories else SEED_SEVERITY
             rows.append((scope, item_id, cat, f"2seed:{seed}", sev,
                          json.dumps([sig.to_dict()], default=float, ensure_ascii=False)))

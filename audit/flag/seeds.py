@@ -6,6 +6,12 @@ the seed set. Each seed's ``k`` nearest neighbours (exact inner product over the
 image vectors, O(seeds · n · d)) with cosine ≥ ``min_cosine`` get a ``seed_neighbor`` signal
 in the seed's categories: those named by the confirming decision, else the categories the
 seed itself is flagged in, else ``seed-neighbor``.
+
+A neighbour must satisfy each category's flag like any other item; only the image-similarity
+part may come from the seed (``screen_seed_signals``): a combination category whose other
+condition (a prompt rule) the neighbour does not meet is not given to it. Dismissals count as
+evidence too: a neighbour dismissed in the category, or nearer to an item dismissed in it
+than to the seed, gets no seed signal there.
 """
 
 from __future__ import annotations
@@ -96,3 +102,26 @@ def signals_for_seed(seed: str, neighbors: list[tuple[float, str]], decisions: l
                 {"seed_item_id": seed, "rank": rank, "space": "image", "decision_id": last.decision_id,
                  "decided_by": last.decided_by})))
     return out
+
+
+def screen_seed_signals(policy, signals: list[tuple[str, str, Signal]], fired: Mapping[str, set[str]],
+                        labels: Mapping[tuple[str, str], tuple[int, int]],
+                        nearest_dismissed: Mapping[tuple[str, str], float]) -> tuple[list, dict]:
+    """The seed signals a neighbour may carry, and counts of those dropped by reason.
+
+    ``fired``: each neighbour's own signal names (``audit.flag.combine.fired_names``);
+    ``labels``: (item, category) -> (1 confirm / 0 dismiss, decision id);
+    ``nearest_dismissed``: (item, category) -> cosine to the nearest item dismissed in it."""
+    from audit.flag.combine import fires_with_image_evidence
+
+    keep, dropped = [], {"flag_not_met": 0, "dismissed": 0, "nearer_dismissed": 0}
+    for item_id, cat, sig in signals:
+        if cat != SEED_CATEGORY and policy.flags and not fires_with_image_evidence(policy, cat, fired.get(item_id, set())):
+            dropped["flag_not_met"] += 1
+        elif labels.get((item_id, cat), (1, 0))[0] == 0:
+            dropped["dismissed"] += 1
+        elif nearest_dismissed.get((item_id, cat), -2.0) > sig.score:
+            dropped["nearer_dismissed"] += 1
+        else:
+            keep.append((item_id, cat, sig))
+    return keep, dropped

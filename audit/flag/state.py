@@ -7,7 +7,7 @@ State is kept per *scope*: one policy (content hash) and one model key. Tables:
   previous full run was killed and starts over), ``seq_done`` (the highest ``items.seq`` the
   last completed run handled), ``vectors_seen`` (image vectors of the model then),
   ``decisions_seen``, and the clusters' training facts (``k``, ``trained_items``,
-  ``trained_run``);
+  ``trained_run``), ``learned_fp`` (the learned models the evidence was scored with);
 * ``flag_centroids``: the scope's k-means centroids (float32 blobs), kept until re-clustering;
 * ``cluster_members``: item → semantic cluster and cosine to its centroid;
 * ``cluster_terms``: per cluster, how many member prompts hold each word (top terms);
@@ -40,7 +40,7 @@ CREATE TABLE IF NOT EXISTS flag_scopes (
     state TEXT NOT NULL DEFAULT 'empty',
     seq_done INTEGER NOT NULL DEFAULT 0, vectors_seen INTEGER NOT NULL DEFAULT 0,
     decisions_seen INTEGER NOT NULL DEFAULT 0,
-    k INTEGER, trained_items INTEGER, trained_run INTEGER, dim INTEGER,
+    k INTEGER, trained_items INTEGER, trained_run INTEGER, dim INTEGER, learned_fp TEXT,
     UNIQUE (policy_hash, model_key)
 );
 CREATE TABLE IF NOT EXISTS flag_centroids (
@@ -87,6 +87,11 @@ CREATE TABLE IF NOT EXISTS seed_neighbors (
 FLAG_RUN_COLUMNS = {"seq_done": "INTEGER", "mode": "TEXT", "why": "TEXT", "reclustered": "INTEGER",
                     "recluster_why": "TEXT", "items_handled": "INTEGER"}
 
+# Columns of flag_scopes added later: ``learned_fp`` names the learned models
+# (``audit.flag.learned.labels_fingerprint``) the scope's stored evidence was scored with; a
+# run whose models differ re-scores everything (a full run), as a changed policy does.
+SCOPE_COLUMNS = {"learned_fp": "TEXT"}
+
 # Tables whose rows belong to one scope (cleared by a full run).
 SCOPED_TABLES = ("flag_centroids", "cluster_members", "cluster_terms", "cluster_state", "flag_pending",
                  "flag_signals", "flag_suppressed", "dup_groups", "pdq_bands", "seed_neighbors")
@@ -96,7 +101,7 @@ def ensure(conn: sqlite3.Connection) -> None:
     from audit.findings.store import FindingsStore
 
     FindingsStore(conn)  # flag_runs exists before its columns are added
-    ensure_tables(conn, DDL, columns={"flag_runs": FLAG_RUN_COLUMNS})
+    ensure_tables(conn, DDL, columns={"flag_runs": FLAG_RUN_COLUMNS, "flag_scopes": SCOPE_COLUMNS})
 
 
 def scope_row(conn: sqlite3.Connection, policy_hash: str, model_key: str) -> dict | None:

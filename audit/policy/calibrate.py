@@ -6,10 +6,17 @@ and image-text pairs: the "modality gap"), so a policy may leave ``image_thresho
 
 The method (``calibrate_threshold``), inputs being L2-normalisable embeddings of one model:
 
-* **references**: a fixed set of benign captions (``NEUTRAL_CAPTIONS``, ~100 everyday scenes)
-  plus "near misses" that must not fire (the policy's other concepts and the concept's own
-  ``contrast`` texts). A concept is not distinctive enough to fire on something unless that
-  thing is closer to it than any benign reference is.
+* **references**: benign captions: ``NEUTRAL_CAPTIONS`` (~100 everyday scenes) and the shipped
+  reference vocabulary (``reference_vocabulary()``: ~3,000 short clinical captions of people of
+  every age in everyday settings and clothing, swimwear and sport, medicine and anatomy
+  diagrams, art and statues, cartoons and anime, animals, objects, scenes, text and
+  screenshots, plain shapes and colours; built by ``tools/make_reference_vocabulary.py``),
+  less the captions the concept itself *names* (``names_caption``: "a red triangle on a
+  gray background" is no reference for "a red triangle", "a child reading" none for a concept
+  about minors, while "a red star" and "an adult reading" are), plus the near misses the policy
+  wrote (its other concepts and the concept's own ``contrast`` texts). A concept is not
+  distinctive enough to fire on something unless that thing is closer to it than any benign
+  reference is: near misses nobody wrote into the policy land in the background.
 
 * ``method="reference"`` (text space: prompt thresholds, or no samples available):
   ``threshold = max_j cos(concept, reference_j) + margin`` (margin 0.02 by default): the
@@ -23,7 +30,13 @@ The method (``calibrate_threshold``), inputs being L2-normalisable embeddings of
   archive's images), each sample is labelled zero-shot by its nearest text among the concept
   and the references. The samples not nearest to the concept form the *background*;
   ``threshold = percentile_q(background scores for the concept) + margin`` (q = 99.5,
-  margin 0.01). No labels are needed; at least ``min_background`` (20) background samples
+  margin 0.01) while fewer than ``min_foreground`` (5) samples are foreground. With a
+  foreground, the threshold is the cut between the two zero-shot labelled groups with the
+  fewest samples on the wrong side (foreground below, background above), placed mid-gap
+  between the two scores around it: a near miss at the background's top does not fire, and a
+  few true items a reference happened to describe better (a word the model never learned)
+  do not drag the threshold up into the concept's own scores.
+  No labels are needed; at least ``min_background`` (20) background samples
   are required, else the reference method is used. Choosing a high percentile of the
   background keeps false alarms near (100 - q) % of the archive while sitting below the
   scores of samples that truly show the concept.
@@ -36,9 +49,19 @@ show how the value came about.
 
 from __future__ import annotations
 
+import functools
+import json
+import re
+from pathlib import Path
+
 import numpy as np
 
-__all__ = ["NEUTRAL_CAPTIONS", "calibrate_threshold", "ensemble"]
+VOCABULARY_FILE = Path(__file__).with_name("data") / "reference_vocabulary.jsonl"
+# a reference caption this close (text-text cosine) to the concept is a paraphrase of it, not a near miss
+PARAPHRASE_COSINE = 0.95
+
+__all__ = ["NEUTRAL_CAPTIONS", "calibrate_threshold", "ensemble", "names_caption", "reference_captions",
+           "reference_vocabulary"]
 
 NEUTRAL_CAPTIONS: tuple[str, ...] = (
     "a photo of a street", "a bowl of fruit", "a cup of coffee on a table", "a city skyline",
@@ -71,6 +94,41 @@ NEUTRAL_CAPTIONS: tuple[str, ...] = (
 )
 
 
+@functools.lru_cache(maxsize=1)
+def reference_vocabulary() -> tuple[dict, ...]:
+    """The shipped reference vocabulary: ``{"caption", "group", "keys"}`` per caption."""
+    with open(VOCABULARY_FILE, encoding="utf-8") as fh:
+        return tuple(json.loads(line) for line in fh if line.strip())
+
+
+def _words(texts) -> set[str]:
+    return {w for t in texts for w in re.findall(r"[a-z0-9]+", str(t).lower())}
+
+
+def names_caption(concept_words: set[str], keys) -> bool:
+    """A concept names a caption when every key slot of the caption has an alternative among the
+    concept's words (a slotless caption is named by nothing)."""
+    return bool(keys) and all(any(w in concept_words for w in slot) for slot in keys)
+
+
+def reference_captions(concept_texts) -> list[str]:
+    """``NEUTRAL_CAPTIONS`` and the vocabulary's captions, less those ``concept_texts`` name
+    (the concept's own texts, not its templates: "on a white background" names no white shape)."""
+    words = _words(concept_texts)
+    own = {str(t).strip().lower() for t in concept_texts}
+    out = [c for c in NEUTRAL_CAPTIONS if c not in own]
+    out += [e["caption"] for e in reference_vocabulary()
+            if e["caption"] not in own and not names_caption(words, e.get("keys") or [])]
+    return out
+
+
+def drop_paraphrases(concept_text_emb, reference_embs, limit: float = PARAPHRASE_COSINE) -> np.ndarray:
+    """The reference rows whose text cosine to the concept stays below ``limit``."""
+    c = _unit(np.asarray(concept_text_emb, dtype=np.float64))
+    refs = _unit(np.atleast_2d(np.asarray(reference_embs, dtype=np.float64)))
+    return refs[refs @ c < limit]
+
+
 def _unit(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, dtype=np.float64)
     if x.ndim == 1:
@@ -94,10 +152,28 @@ def _as_matrix(x, dim: int) -> np.ndarray:
     return _unit(x.reshape(-1, dim))
 
 
+def _best_cut(scores: np.ndarray, foreground: np.ndarray) -> tuple[float, int, float, float]:
+    """(threshold, samples on the wrong side, score below, score above) of the 1-D cut between
+    ``foreground`` and the rest with the fewest foreground below plus background above; ties go
+    to the widest gap."""
+    order = np.argsort(scores, kind="stable")
+    x, fg = scores[order], foreground[order].astype(np.int64)
+    # cut i sits between x[i-1] and x[i]: fg below = cumsum before i, bg at or above = the rest
+    fg_below = np.concatenate([[0], np.cumsum(fg)])
+    bg_above = (len(x) - np.arange(len(x) + 1)) - (fg.sum() - fg_below)
+    wrong = fg_below + bg_above
+    lo = np.concatenate([[x[0] - 0.02], x])
+    hi = np.concatenate([x, [x[-1] + 0.02]])
+    width = hi - lo
+    best = np.flatnonzero(wrong == wrong.min())
+    i = int(best[np.argmax(width[best])])
+    return float(np.clip((lo[i] + hi[i]) / 2, -1.0, 1.0)), int(wrong[i]), float(lo[i]), float(hi[i])
+
+
 def calibrate_threshold(concept_text_emb, neutral_text_embs, other_concept_embs=None,
                         image_or_prompt_embs=None, *, method: str = "auto",
                         margin: float | None = None, percentile: float | None = None,
-                        k: float = 1.0, min_background: int = 20) -> tuple[float, str]:
+                        k: float = 1.0, min_background: int = 20, min_foreground: int = 5) -> tuple[float, str]:
     """A threshold for one concept and model, and a one-line explanation of how it was derived.
 
     ``concept_text_emb``: (d,) ensembled concept embedding (or (t, d) prompt embeddings,
@@ -134,9 +210,14 @@ def calibrate_threshold(concept_text_emb, neutral_text_embs, other_concept_embs=
             m = 0.01 if margin is None else margin
             base = float(np.percentile(background, q))
             threshold = float(np.clip(base + m, -1.0, 1.0))
+            gap = ""
+            if n_fg >= min_foreground:
+                threshold, wrong, lo, hi = _best_cut(scores, scores >= best_ref)
+                gap = (f"; with {n_fg} foreground samples: the cut with the fewest on the wrong side "
+                       f"({wrong}), mid-gap between {lo:.4f} and {hi:.4f} = {threshold:.4f}")
             return threshold, (
                 f"samples: {q:g}th percentile of concept scores over {len(background)} "
-                f"background samples ({base:.4f}) + margin {m:g} = {threshold:.4f}; "
+                f"background samples ({base:.4f}) + margin {m:g} = {base + m:.4f}{gap}; "
                 f"{n_fg} of {len(scores)} samples nearer the concept than any of "
                 f"{len(refs)} references")
         chosen = "reference"

@@ -214,6 +214,7 @@ def _summary(data: ReportData, meta: dict[str, Any], *, blur: bool, grayscale: b
         ("Policy hash", pol.get("content_hash") or pol.get("policy_hash") or "—"),
         ("Model", model_txt),
         ("Flag run", f'#{data.flag_run["run_id"]} at {data.flag_run["at"]}' if data.flag_run else "—"),
+        ("Learned from decisions", _learned(data.flag_run)),
         ("Catalog version", str(data.catalog_version)),
         ("Generated", f'{meta.get("generated_at", "")} by {meta.get("user", "")}@{meta.get("host", "")}'),
         ("Thumbnails", ("blurred; a click reveals a lightly blurred version" if blur else
@@ -363,6 +364,18 @@ def _detail(d: Any) -> str:
         val = v if isinstance(v, str) else json.dumps(v, default=str, ensure_ascii=False)
         bits.append(f'<span class="kv"><i>{esc(k)}</i> {esc(_short(val, 160))}</span>')
     return "".join(bits)
+
+
+def _learned(flag_run: dict | None) -> str:
+    """The flag run's learned models (``audit.flag.learned``): how each was derived."""
+    out = []
+    for key, rec in sorted(((flag_run or {}).get("thresholds") or {}).items()):
+        if not key.startswith("learned:") or not isinstance(rec, dict):
+            continue
+        dec = rec.get("decisions") or {}
+        out.append(f'{key[len("learned:"):]}: {dec.get("confirmed", 0)} confirmed, {dec.get("dismissed", 0)} dismissed, '
+                   f'cross-validated precision {_num(rec.get("cv_precision"), 2) or "—"}, recall {_num(rec.get("cv_recall"), 2) or "—"}')
+    return "; ".join(out) or "none (zero-shot thresholds only)"
 
 
 def _signals(signals: list[dict]) -> str:
