@@ -42,6 +42,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from audit.image_formats import container_kind, ensure_decoder, plugin_message
+
 if TYPE_CHECKING:
     from PIL import Image
 
@@ -194,6 +196,9 @@ def decode_file(path: str | os.PathLike, *, max_bytes: int = MAX_FILE_BYTES, **k
 
 def _decode(data: bytes, max_pixels: int, draft: tuple[int, int] | None, notes: "_Notes") -> DecodedImage:
     stream, has_mpf = _pixel_stream(data)
+    kind = container_kind(stream)
+    if (missing := ensure_decoder(kind)) is not None:  # HEIF/JPEG XL plugins load on first use
+        raise DecodeError(missing, {"format": kind})
     try:
         img = _open(stream)
     except DecodeError:
@@ -252,7 +257,7 @@ def _open(stream: bytes) -> "Image.Image":
     except MemoryError:
         raise
     except Exception as exc:  # noqa: BLE001 - Pillow raises many types for bad headers
-        raise DecodeError(f"corrupt or truncated image: {one_line(exc)}") from None
+        raise DecodeError(f"corrupt or truncated image: {plugin_message(one_line(exc), stream)}") from None
 
 
 def _frame_zero(img: "Image.Image", stream: bytes, facts: dict[str, Any], notes: "_Notes") -> "Image.Image":
@@ -376,7 +381,9 @@ def _signature(data: bytes) -> str | None:
         return "TIFF"
     if _is_webp(data):
         return "WebP"
-    return None
+    if data[:2] == b"BM":
+        return "BMP"
+    return container_kind(data)
 
 
 def _pixel_stream(data: bytes) -> tuple[bytes, bool]:
