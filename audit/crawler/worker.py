@@ -17,6 +17,7 @@ from typing import Any
 from audit.hashing import md5_hex, pdq_of_image, sha256_hex
 from audit.imaging import MAX_PIXELS, DecodeError, DecodedImage, decode_image, one_line
 from audit.ingest.base import Entry
+from audit.provenance import provenance_json
 from audit.safeio import NotRegularFile, TooLarge, open_regular, read_regular
 
 __all__ = ["MAX_PIXELS", "MAX_FILE_BYTES", "MAX_SIDECAR_BYTES", "ReadResult", "describe", "read_entry", "read_entries"]
@@ -99,6 +100,7 @@ def describe(data: bytes, *, sidecars: list[tuple[str, bytes]] = (), fields: dic
     except _ReadFailure as exc:
         item.update(status="error", error=str(exc))
     _add_metadata(item, data, image, sidecars, fields, list(problems))
+    item["provenance"] = provenance_json(data, item.get("format"))  # C2PA, IPTC source type
     return item
 
 
