@@ -50,10 +50,14 @@ ITEM_COLUMNS: tuple[tuple[str, str], ...] = (
     # and IPTC DigitalSourceType; NULL when the file states neither. Added after seq: older
     # catalogs gain it by ALTER TABLE (ensure_tables), so both orders are the same.
     ("provenance", "TEXT"),
+    # JSON list of {frame, pdq, quality}: sampled frames after frame 0 of an animation
+    # (audit.animation); NULL for still images
+    ("frame_pdq", "TEXT"),
 )
 
 # What of an item, when it changes on a re-read, makes it new to the later stages.
-SEQ_FIELDS = ("status", "prompt", "negative_prompt", "md5", "pdq", "model", "model_hash", "resources", "provenance")
+SEQ_FIELDS = ("status", "prompt", "negative_prompt", "md5", "pdq", "model", "model_hash", "resources", "provenance",
+              "frame_pdq")  # fmt: skip
 
 LOCATION_COLUMNS: tuple[tuple[str, str], ...] = (
     ("uri", "TEXT PRIMARY KEY"),

@@ -15,6 +15,10 @@ def policy_detectors(conn, policy) -> list:
 
     if wants_provenance(policy):
         out.append(ProvenanceDetector(conn))
+    from audit.flag.frames import FrameHashDetector, wanted as wants_frame_hashes
+
+    if wants_frame_hashes(policy):
+        out.append(FrameHashDetector(conn))
     if any(not g.empty for g in policy.faces):
         from audit.faces.detector import FaceDetector
         from audit.faces.models import load_face_model
