@@ -1,4 +1,5 @@
-"""Frames of animated images (GIF, APNG, animated WebP), sampled for PDQ and CLIP.
+"""Frames of animated images (GIF, APNG, animated WebP), sampled for PDQ and CLIP
+(videos: key frames by time, ``audit.video``, through the same ``later_frames``).
 
 Frame 0 is what ``decode_image`` gives every stage (the item's own PDQ and image vector).
 An animation can hide a different picture in a later frame, so up to ``MAX_FRAMES`` frames
@@ -56,10 +57,15 @@ def later_frames(data: bytes, n_frames: int, *, max_frames: int = MAX_FRAMES, bu
 
     from audit.imaging import _pixel_stream, one_line, to_rgb
 
+    from audit.video import is_video, key_frames
+
+    notes = warnings if warnings is not None else []
+    if is_video(data):  # key frames by time: the "index" is the frame's time in ms
+        yield from key_frames(data, max_frames=max_frames, warnings=notes)
+        return
     wanted = [i for i in sample_indices(n_frames, max_frames) if i > 0]
     if not wanted:
         return
-    notes = warnings if warnings is not None else []
     started = time.monotonic()
     try:
         img = Image.open(BytesIO(_pixel_stream(data)[0]))

@@ -53,6 +53,9 @@ ITEM_COLUMNS: tuple[tuple[str, str], ...] = (
     # JSON list of {frame, pdq, quality}: sampled frames after frame 0 of an animation
     # (audit.animation); NULL for still images
     ("frame_pdq", "TEXT"),
+    # JSON list of [pdq hex, quality, frame number, seconds]: the vPDQ hash of a video
+    # (audit.video), one PDQ a second; NULL for images
+    ("video_hash", "TEXT"),
 )
 
 # What of an item, when it changes on a re-read, makes it new to the later stages.

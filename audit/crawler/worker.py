@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from audit.animation import frame_pdq_json
+from audit.video import is_video, vpdq_json
 from audit.hashing import md5_hex, pdq_of_image, sha256_hex
 from audit.imaging import MAX_PIXELS, DecodeError, DecodedImage, decode_image, one_line
 from audit.ingest.base import Entry
@@ -174,9 +175,11 @@ def _decode(data: bytes, item: dict[str, Any]):
         item["pdq"], item["pdq_quality"] = pdq_of_image(decoded.rgb())
     except MemoryError:
         raise _ReadFailure("image too large to hash (out of memory)") from None
-    if decoded.frames > 1:  # animations: sampled later frames hashed too (audit.animation)
+    if decoded.frames > 1:  # animations and videos: sampled later frames hashed too (audit.animation)
         frame_notes: list[str] = []
         item["frame_pdq"] = frame_pdq_json(data, decoded.frames, frame_notes)
+        if is_video(data):
+            item["video_hash"] = vpdq_json(data, None, frame_notes)
         if frame_notes:
             item["warnings"] = json.dumps([*decoded.warnings, *frame_notes], ensure_ascii=False)
     return decoded.image

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from audit.animation import frame_key, parse_frame_pdq, sample_indices
+from audit.animation import frame_key, parse_frame_pdq, split_frame_key
 from audit.catalog.vectors import FRAME_SPACE
 from audit.findings.store import Signal
 from audit.flag.base import Detections, FlagContext
@@ -81,24 +81,21 @@ def _frame_pdq(conn, item_ids: list[str]) -> dict[str, list[dict]]:
 
 def frame_vectors(conn, store, model_key: str, item_ids: list[str]) -> dict[int, tuple[list[int], np.ndarray]]:
     """row -> (frame indices, (k, d) unit vectors) for the rows whose sampled frames have
-    vectors under ``model_key`` (animations embedded with frames; empty otherwise)."""
+    vectors under ``model_key`` (animations and videos embedded with frames; empty
+    otherwise). The frames are those the crawl sampled (``items.frame_pdq``): embed samples
+    the same ones (``audit.animation.later_frames``)."""
     if store.count(model_key, FRAME_SPACE) == 0:
         return {}
     row_of = {item_id: row for row, item_id in enumerate(item_ids)}
-    keys: list[str] = []
-    for start in range(0, len(item_ids), 900):
-        chunk = item_ids[start:start + 900]
-        marks = ",".join("?" * len(chunk))
-        for item_id, n in conn.execute(
-                f"SELECT item_id, frames FROM items WHERE item_id IN ({marks}) AND frames > 1", chunk):
-            keys += [frame_key(item_id, i) for i in sample_indices(n) if i > 0]
+    keys = [frame_key(item_id, f["frame"]) for item_id, frames in _frame_pdq(conn, item_ids).items()
+            for f in frames if isinstance(f.get("frame"), int)]  # fmt: skip
     if not keys:
         return {}
     got, vecs = store.get(model_key, FRAME_SPACE, keys)
     grouped: dict[int, tuple[list[int], list[int]]] = {}
     for at, key in enumerate(got):
-        item_id, _, index = key.rpartition("#")
+        item_id, index = split_frame_key(key)
         idx, ats = grouped.setdefault(row_of[item_id], ([], []))
-        idx.append(int(index))
+        idx.append(index)
         ats.append(at)
     return {row: (idx, vecs[ats]) for row, (idx, ats) in grouped.items()}

@@ -11,7 +11,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable, Iterator
 
 IMAGE_EXTS = frozenset({"png", "jpg", "jpeg", "jpe", "jfif", "webp", "gif", "bmp", "tif", "tiff", "avif", "heic", "heif",
-                        "hif", "jxl"})  # fmt: skip
+                        "hif", "jxl", "mp4", "m4v", "mov", "webm"})  # fmt: skip
 SIDECAR_EXTS = frozenset({"txt", "json", "yaml", "yml"})
 MANIFEST_SUFFIXES = (".jsonl", ".csv", ".parquet")
 # tarfile's "r|*" detects gzip, bzip2 and xz (zstd: ``members.tar_stream``); anything ending
