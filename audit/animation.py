@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 from io import BytesIO
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -50,13 +51,12 @@ def split_frame_key(key: str) -> tuple[str, int]:
 
 
 def later_frames(data: bytes, n_frames: int, *, max_frames: int = MAX_FRAMES, budget_s: float = FRAME_BUDGET_S,
-                 warnings: list[str] | None = None) -> Iterator[tuple[int, "Image.Image"]]:  # fmt: skip
+                 warnings: list[str] | None = None) -> Iterator[tuple[int, Image.Image]]:  # fmt: skip
     """(index, RGB frame) for the sampled frames after frame 0, as far as they decode.
     Problems are appended to ``warnings`` (one line each); nothing is raised for bad data."""
     from PIL import Image
 
     from audit.imaging import _pixel_stream, one_line, to_rgb
-
     from audit.video import is_video, key_frames
 
     notes = warnings if warnings is not None else []

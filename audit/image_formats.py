@@ -26,7 +26,7 @@ _JXL_CONTAINER = b"\x00\x00\x00\x0cJXL \r\n\x87\n"
 def container_kind(data: bytes) -> str | None:
     """"AVIF", "HEIF" or "JPEG XL" when the bytes start like one, else None. AVIF wins
     over HEIF when a file lists both brands (AVIF files also carry ``mif1``)."""
-    if data.startswith(_JXL_CONTAINER) or data.startswith(_JXL_CODESTREAM):
+    if data.startswith((_JXL_CONTAINER, _JXL_CODESTREAM)):
         return "JPEG XL"
     if len(data) < 16 or data[4:8] != b"ftyp":
         return None

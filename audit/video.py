@@ -22,8 +22,9 @@ import json
 import os
 import tempfile
 import time
+from collections.abc import Iterator
 from io import BytesIO
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 from audit.animation import MAX_FRAMES
 
@@ -83,7 +84,7 @@ def facts(data: bytes) -> dict[str, Any]:
                 "duration_s": duration, "codec": stream.codec_context.name}  # fmt: skip
 
 
-def first_frame(data: bytes) -> "Image.Image":
+def first_frame(data: bytes) -> Image.Image:
     """The first decodable frame, RGB."""
     container = _open(data)
     with container:
@@ -111,7 +112,7 @@ def budget_s(duration_s: float | None) -> float:
 
 
 def key_frames(data: bytes, *, max_frames: int = MAX_FRAMES, warnings: list[str] | None = None,
-               skip_first: bool = True) -> Iterator[tuple[int, "Image.Image"]]:  # fmt: skip
+               skip_first: bool = True) -> Iterator[tuple[int, Image.Image]]:  # fmt: skip
     """(time in ms, RGB key frame) spread over the video; problems go to ``warnings``."""
     notes = warnings if warnings is not None else []
     try:
@@ -141,7 +142,7 @@ def key_frames(data: bytes, *, max_frames: int = MAX_FRAMES, warnings: list[str]
                 return
             if frame is None:
                 continue
-            at = int(round((frame.time or 0.0) * 1000))
+            at = round((frame.time or 0.0) * 1000)
             if at in seen or (skip_first and at == 0):
                 seen.add(at)
                 continue

@@ -87,4 +87,4 @@ def xmp_packet(source_type: str, *, attribute: bool = False) -> bytes:
     return ('<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?><x:xmpmeta xmlns:x="adobe:ns:meta/">'
             '<rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#"><rdf:Description rdf:about="" '
             'xmlns:Iptc4xmpExt="http://iptc.org/std/Iptc4xmpExt/2008-02-29/"'
-            f'{prop}{"" if attribute else ""}</rdf:Description></rdf:RDF></x:xmpmeta><?xpacket end="w"?>').encode()
+            f'{prop}</rdf:Description></rdf:RDF></x:xmpmeta><?xpacket end="w"?>').encode()

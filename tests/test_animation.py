@@ -5,15 +5,20 @@ finding names the frame. A corrupt later frame costs the frames from there, neve
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import random
-from pathlib import Path
 
 import pytest
 from PIL import Image
 
 import audit
-from audit.animation import frame_pdq_json, later_frames, parse_frame_pdq, sample_indices
+from audit.animation import (
+    frame_pdq_json,
+    later_frames,
+    parse_frame_pdq,
+    sample_indices,
+)
 from audit.hashing import pdq_of_image
 
 N_FRAMES = 12
@@ -26,7 +31,7 @@ def test_sample_indices_first_last_evenly_spaced_bounded():
     assert sample_indices(N_FRAMES) == [0, 2, 3, 5, 6, 8, 9, 11]
     big = sample_indices(1000)
     assert len(big) == 8 and big[0] == 0 and big[-1] == 999
-    gaps = [b - a for a, b in zip(big, big[1:])]
+    gaps = [b - a for a, b in itertools.pairwise(big)]
     assert max(gaps) - min(gaps) <= 1
     assert sample_indices(1000, max_frames=3) == [0, 500, 999]
 
@@ -165,4 +170,4 @@ def test_frame_pdq_matches_the_frame_drawn():
     frames = _frames()
     got = {f["frame"]: f["pdq"] for f in parse_frame_pdq(frame_pdq_json(animation("PNG", frames), N_FRAMES, []))}
     direct, _ = pdq_of_image(frames[HIDDEN])
-    assert bin(int(got[HIDDEN], 16) ^ int(direct, 16)).count("1") <= 8  # lossless: the same picture
+    assert (int(got[HIDDEN], 16) ^ int(direct, 16)).bit_count() <= 8  # lossless: the same picture

@@ -14,9 +14,9 @@ import pytest
 
 av = pytest.importorskip("av")
 
-import audit  # noqa: E402
-from audit.imaging import DecodeError, decode_image  # noqa: E402
-from audit.video import is_video, key_frames, sample_times_ms  # noqa: E402
+import audit
+from audit.imaging import DecodeError, decode_image
+from audit.video import is_video, key_frames, sample_times_ms
 
 FPS = 10
 SECONDS = 3
@@ -96,7 +96,6 @@ def test_crawl_hashes_and_flag_names_the_key_frame(mp4, tmp_path):
     src = tmp_path / "src"
     src.mkdir()
     (src / "clip.mp4").write_bytes(mp4)
-    _, red = _scene_frames()
     policy = tmp_path / "p.toml"
     policy.write_text('[policy]\nname = "video"\n[[category]]\nid = "red-triangles"\nseverity = "high"\n'
                       '[[concept]]\nid = "red-triangle"\ntexts = ["a red triangle"]\nimage_threshold = 0.5\n'

@@ -28,7 +28,7 @@ from typing import Any
 
 from audit.provenance.sources import AI_SOURCE_TYPES, short_source_type
 
-__all__ = ["AI_SOURCE_TYPES", "short_source_type", "summary_line", "PROVENANCE_SIGNALS", "read_provenance", "provenance_json", "signals_of"]
+__all__ = ["AI_SOURCE_TYPES", "PROVENANCE_SIGNALS", "provenance_json", "read_provenance", "short_source_type", "signals_of", "summary_line"]
 
 AI_SIGNAL = "provenance:ai-generated"
 INVALID_SIGNAL = "provenance:c2pa-invalid"

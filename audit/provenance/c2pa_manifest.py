@@ -127,7 +127,7 @@ def _record(store: dict[str, Any], state: Any) -> dict[str, Any]:
         "actions": actions,
         "digital_source_types": list(dict.fromkeys(types)),
         "signer": {"common_name": _text(signature.get("common_name")), "issuer": _text(signature.get("issuer")),
-                   "alg": _text(signature.get("alg")), "time": _text(signature.get("time"))},  # fmt: skip
+                   "alg": _text(signature.get("alg")), "time": _text(signature.get("time"))},
         "validation_state": state_text,
         "signature_valid": state_text in ("Valid", "Trusted"),
         "trusted": state_text == "Trusted",
