@@ -42,6 +42,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from audit.image_formats import container_kind, ensure_decoder, plugin_message
+from audit.video import is_video
+
 if TYPE_CHECKING:
     from PIL import Image
 
@@ -193,7 +196,12 @@ def decode_file(path: str | os.PathLike, *, max_bytes: int = MAX_FILE_BYTES, **k
 
 
 def _decode(data: bytes, max_pixels: int, draft: tuple[int, int] | None, notes: "_Notes") -> DecodedImage:
+    if is_video(data):  # mp4/webm/mov: the first frame is the picture (audit.video)
+        return _decode_video(data, max_pixels)
     stream, has_mpf = _pixel_stream(data)
+    kind = container_kind(stream)
+    if (missing := ensure_decoder(kind)) is not None:  # HEIF/JPEG XL plugins load on first use
+        raise DecodeError(missing, {"format": kind})
     try:
         img = _open(stream)
     except DecodeError:
@@ -237,6 +245,25 @@ def _decode(data: bytes, max_pixels: int, draft: tuple[int, int] | None, notes: 
     return DecodedImage(img, facts["format"], width, height, facts["frames"])
 
 
+def _decode_video(data: bytes, max_pixels: int) -> DecodedImage:
+    from audit.video import VideoError, facts, first_frame, sample_times_ms
+
+    try:
+        info = facts(data)
+    except VideoError as exc:
+        raise DecodeError(str(exc), {"format": "VIDEO"}) from None
+    found = {"format": info["format"], "width": info["width"], "height": info["height"], "frames": 1}
+    if not info["width"] or not info["height"] or info["width"] * info["height"] > max_pixels:
+        raise DecodeError(f"video frame size {info['width']}x{info['height']} unusable", found)
+    try:
+        img = first_frame(data)
+    except VideoError as exc:
+        raise DecodeError(str(exc), found) from None
+    # frames: the key frames sampled over its length (audit.animation.later_frames samples them)
+    found["frames"] = len(sample_times_ms(info["duration_s"]))
+    return DecodedImage(img, found["format"], img.width, img.height, found["frames"])
+
+
 def _open(stream: bytes) -> "Image.Image":
     from PIL import Image, UnidentifiedImageError
 
@@ -252,7 +279,7 @@ def _open(stream: bytes) -> "Image.Image":
     except MemoryError:
         raise
     except Exception as exc:  # noqa: BLE001 - Pillow raises many types for bad headers
-        raise DecodeError(f"corrupt or truncated image: {one_line(exc)}") from None
+        raise DecodeError(f"corrupt or truncated image: {plugin_message(one_line(exc), stream)}") from None
 
 
 def _frame_zero(img: "Image.Image", stream: bytes, facts: dict[str, Any], notes: "_Notes") -> "Image.Image":
@@ -376,7 +403,9 @@ def _signature(data: bytes) -> str | None:
         return "TIFF"
     if _is_webp(data):
         return "WebP"
-    return None
+    if data[:2] == b"BM":
+        return "BMP"
+    return container_kind(data)
 
 
 def _pixel_stream(data: bytes) -> tuple[bytes, bool]:

@@ -93,7 +93,29 @@ def make_context(rows=ROWS) -> FlagContext:
     )
 
 
-DETECTORS = [ConceptDetector, PromptDetector, HashDetector]
+def provenance_detector():
+    """Over a catalog stand-in whose first rows carry provenance records: a valid AI-declaring
+    manifest, an invalid one, XMP only, and one that is not JSON."""
+    import sqlite3
+
+    from audit.flag.provenance import ProvenanceDetector
+
+    conn = sqlite3.connect(":memory:")
+    conn.execute("CREATE TABLE items (item_id TEXT PRIMARY KEY, provenance TEXT)")
+    manifest = {"claim_generator": "ToyGen 1.0", "signer": {"common_name": "Toy"}, "validation_state": "Valid",
+                "digital_source_types": ["trainedAlgorithmicMedia"], "signature_valid": True, "invalid": False}
+    records = [{"c2pa": manifest, "digital_source_types": ["trainedAlgorithmicMedia"], "ai_generated": True},
+               {"c2pa": {**manifest, "validation_state": "Invalid", "invalid": True, "failures": ["x"]},
+                "digital_source_types": [], "ai_generated": False},
+               {"xmp": {"digital_source_types": ["trainedAlgorithmicMedia"]}, "ai_generated": True}]
+    ids = make_context().item_ids
+    conn.executemany("INSERT INTO items VALUES (?, ?)", [(ids[i], json.dumps(r)) for i, r in enumerate(records)])
+    conn.execute("INSERT INTO items VALUES (?, ?)", (ids[3], "{not json"))
+    return ProvenanceDetector(conn)
+
+
+provenance_detector.__name__ = "ProvenanceDetector"
+DETECTORS = [ConceptDetector, PromptDetector, HashDetector, provenance_detector]
 
 
 @pytest.fixture(params=DETECTORS, ids=lambda d: d.__name__)
@@ -137,9 +159,9 @@ def test_contract_rows_kinds_names_numbers(detector):
     json.dumps(det.stats, default=float)
 
 
-def test_contract_deterministic(detector):
+def test_contract_deterministic(detector, request):
     a = detector.detect(make_context())
-    b = type(detector)().detect(make_context())
+    b = request.node.callspec.params["detector"]().detect(make_context())  # a fresh one, made the same way
     dump = lambda d: json.dumps({r: [s.to_dict() for s in sigs] for r, sigs in sorted(d.signals.items())}, sort_keys=True)
     assert dump(a) == dump(b)
     assert a.suppress_categories == b.suppress_categories and a.suppress_concepts == b.suppress_concepts
@@ -151,6 +173,14 @@ def test_contract_empty_context(detector):
 
 
 # ------------------------------------------------------------------------------ per detector
+
+
+def test_provenance_detector_fires_from_the_records():
+    det = provenance_detector().detect(make_context())
+    names = {row: sorted(s.name for s in sigs) for row, sigs in det.signals.items()}
+    assert names == {0: ["provenance:ai-generated", "provenance:c2pa"],
+                     1: ["provenance:c2pa", "provenance:c2pa-invalid"], 2: ["provenance:ai-generated"]}
+    assert det.stats["unreadable_records"] == 1
 
 
 def _names(det: Detections, row: int) -> set[str]:

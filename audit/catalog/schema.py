@@ -46,10 +46,21 @@ ITEM_COLUMNS: tuple[tuple[str, str], ...] = (
     # what the flag stage reads of it changes (status, prompts, hashes, resources). Stages
     # that follow the catalog keep the highest seq they have seen and read only rows above.
     ("seq", "INTEGER"),
+    # JSON object (audit.provenance): C2PA manifest (generator, actions, signer, validation)
+    # and IPTC DigitalSourceType; NULL when the file states neither. Added after seq: older
+    # catalogs gain it by ALTER TABLE (ensure_tables), so both orders are the same.
+    ("provenance", "TEXT"),
+    # JSON list of {frame, pdq, quality}: sampled frames after frame 0 of an animation
+    # (audit.animation); NULL for still images
+    ("frame_pdq", "TEXT"),
+    # JSON list of [pdq hex, quality, frame number, seconds]: the vPDQ hash of a video
+    # (audit.video), one PDQ a second; NULL for images
+    ("video_hash", "TEXT"),
 )
 
 # What of an item, when it changes on a re-read, makes it new to the later stages.
-SEQ_FIELDS = ("status", "prompt", "negative_prompt", "md5", "pdq", "model", "model_hash", "resources")
+SEQ_FIELDS = ("status", "prompt", "negative_prompt", "md5", "pdq", "model", "model_hash", "resources", "provenance",
+              "frame_pdq")  # fmt: skip
 
 LOCATION_COLUMNS: tuple[tuple[str, str], ...] = (
     ("uri", "TEXT PRIMARY KEY"),

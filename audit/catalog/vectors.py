@@ -101,6 +101,9 @@ CREATE TABLE IF NOT EXISTS embed_absent (
 """
 
 SPACES = ("image", "prompt")
+# Sampled later frames of animations, keyed "<item_id>#<frame index>" (audit.animation):
+# stored beside the image space, never indexed or searched on their own.
+FRAME_SPACE = "frame"
 LEGACY_TABLE = "vectors"  # float32 BLOB rows of the previous release
 DEAD_FRACTION = 0.05  # rewrite shards once dead rows exceed this share of a space's rows
 MERGE_FANOUT = 16  # small shards of one size tier merged this many at a time
@@ -201,7 +204,7 @@ class VectorStore:
     ) -> None:  # fmt: skip
         """Vectors and skips (item_id, reason) of one embed shard in one transaction:
         a crash leaves either all of the shard or none of it."""
-        assert space in SPACES, space
+        assert space in SPACES or space == FRAME_SPACE, space
         keys, vectors = _last_of_each(list(keys), vectors)
         now = utc_now()
         vs = None

@@ -14,9 +14,12 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from audit.animation import frame_pdq_json
+from audit.video import is_video, vpdq_json
 from audit.hashing import md5_hex, pdq_of_image, sha256_hex
 from audit.imaging import MAX_PIXELS, DecodeError, DecodedImage, decode_image, one_line
 from audit.ingest.base import Entry
+from audit.provenance import provenance_json
 from audit.safeio import NotRegularFile, TooLarge, open_regular, read_regular
 
 __all__ = ["MAX_PIXELS", "MAX_FILE_BYTES", "MAX_SIDECAR_BYTES", "ReadResult", "describe", "read_entry", "read_entries"]
@@ -104,6 +107,7 @@ def describe(data: bytes, *, sidecars: list[tuple[str, bytes]] = (), fields: dic
     except _ReadFailure as exc:
         item.update(status="error", error=str(exc))
     _add_metadata(item, data, image, sidecars, fields, list(problems))
+    item["provenance"] = provenance_json(data, item.get("format"))  # C2PA, IPTC source type
     return item
 
 
@@ -176,6 +180,13 @@ def _decode(data: bytes, item: dict[str, Any]):
         item["pdq"], item["pdq_quality"] = pdq_of_image(decoded.rgb())
     except MemoryError:
         raise _ReadFailure("image too large to hash (out of memory)") from None
+    if decoded.frames > 1:  # animations and videos: sampled later frames hashed too (audit.animation)
+        frame_notes: list[str] = []
+        item["frame_pdq"] = frame_pdq_json(data, decoded.frames, frame_notes)
+        if is_video(data):
+            item["video_hash"] = vpdq_json(data, None, frame_notes)
+        if frame_notes:
+            item["warnings"] = json.dumps([*decoded.warnings, *frame_notes], ensure_ascii=False)
     return decoded.image
 
 

@@ -26,6 +26,7 @@ from typing import Callable, Iterable, Iterator, Protocol, TypeVar
 
 import numpy as np
 
+from audit.animation import frame_key, later_frames
 from audit.embed.base import ImageSpec
 from audit.embed.openclip import EmbedderSpec, embedder_for
 from audit.imaging import DecodeError, decode_image
@@ -55,6 +56,9 @@ class ShardResult:
     skips: list[tuple[str, str]] = field(default_factory=list)  # (item_id, reason)
     timings: dict[str, float] = field(default_factory=dict)  # read_decode_s, encode_s, wall_s
     pid: int = 0
+    # sampled later frames of animations (audit.animation): keys "<item_id>#<frame>", vectors
+    frame_keys: list[str] = field(default_factory=list)
+    frame_vectors: np.ndarray | None = None
 
 
 def run_shard(task: ShardTask) -> ShardResult:
@@ -73,6 +77,8 @@ def run_shard(task: ShardTask) -> ShardResult:
     keys: list[str] = []
     skips: list[tuple[str, str]] = []
     parts: list[np.ndarray] = []
+    frame_keys: list[str] = []
+    frame_pixels: list[tuple[int, np.ndarray]] = []
     decode_s = encode_s = 0.0
     n = len(task.keys)
     bs = max(1, task.batch_size)
@@ -91,35 +97,47 @@ def run_shard(task: ShardTask) -> ShardResult:
                 ahead.append((chunks[ci + 1], submit(chunks[ci + 1])))
             good_keys, pixels = [], []
             for i, fut in zip(chunk, futs):
-                out, dt = fut.result()
+                out, later, dt = fut.result()
                 decode_s += dt
                 if isinstance(out, str):
                     skips.append((task.keys[i], out))
                 else:
                     good_keys.append(task.keys[i])
                     pixels.append(out)
+                    frame_pixels += later
+                    frame_keys += [frame_key(task.keys[i], index) for index, _ in later]
             if pixels:
                 t1 = time.perf_counter()
                 parts.append(emb.embed_pixels(np.stack(pixels)))
                 encode_s += time.perf_counter() - t1
                 keys += good_keys
     vecs = np.concatenate(parts) if parts else np.zeros((0, emb.dim), np.float32)
+    frame_vecs = None
+    if frame_pixels:
+        t1 = time.perf_counter()
+        frame_vecs = np.concatenate([emb.embed_pixels(np.stack([p for _, p in frame_pixels[i : i + bs]]))
+                                     for i in range(0, len(frame_pixels), bs)])  # fmt: skip
+        encode_s += time.perf_counter() - t1
     return ShardResult(task.shard_id, "image", keys, vecs, skips,
                        {"read_decode_s": decode_s, "encode_s": encode_s, "wall_s": time.perf_counter() - t0},
-                       os.getpid())  # fmt: skip
+                       os.getpid(), frame_keys, frame_vecs)  # fmt: skip
 
 
-def _timed_decode(uri: str, item_id: str, spec: ImageSpec, verify: bool) -> tuple[np.ndarray | str, float]:
+def _timed_decode(uri: str, item_id: str, spec: ImageSpec, verify: bool) -> tuple[np.ndarray | str, list, float]:
     t = time.perf_counter()
-    out = decode_item(uri, item_id, spec, verify=verify)
-    return out, time.perf_counter() - t
+    later: list[tuple[int, np.ndarray]] = []
+    out = decode_item(uri, item_id, spec, verify=verify, frames=later)
+    return out, later, time.perf_counter() - t
 
 
-def decode_item(uri: str, item_id: str | None, spec: ImageSpec, *, verify: bool = True) -> np.ndarray | str:
+def decode_item(uri: str, item_id: str | None, spec: ImageSpec, *, verify: bool = True,
+                frames: list | None = None) -> np.ndarray | str:  # fmt: skip
     """Model-ready uint8 pixels of the image at ``uri``, or a one-line reason it cannot be used.
 
     Decodes exactly as the crawl did (``decode_image``: same pixel limit, metadata never in
-    the way, truncated files as far as they go), so every item the crawl hashed is embedded."""
+    the way, truncated files as far as they go), so every item the crawl hashed is embedded.
+    ``frames``: a list that receives (index, pixels) of an animation's sampled later frames
+    (``audit.animation``; a later frame that fails ends them, never the item)."""
     from audit.ingest.reader import ReadError, read_uri
 
     try:
@@ -129,7 +147,11 @@ def decode_item(uri: str, item_id: str | None, spec: ImageSpec, *, verify: bool 
     if verify and item_id and hashlib.sha256(data).hexdigest() != item_id:
         return "content changed since the crawl (SHA-256 differs); crawl again"
     try:
-        return spec.pixels(decode_image(data).image)
+        decoded = decode_image(data)
+        pixels = spec.pixels(decoded.image)
+        if frames is not None and decoded.frames > 1:  # animations: the sampled later frames too
+            frames += [(index, spec.pixels(img)) for index, img in later_frames(data, decoded.frames)]
+        return pixels
     except DecodeError as exc:
         return f"undecodable image: {exc}"
     except MemoryError:

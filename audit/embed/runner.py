@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Iterator
 
 from audit.catalog.store import Catalog
-from audit.catalog.vectors import VectorStore, prompt_key
+from audit.catalog.vectors import FRAME_SPACE, VectorStore, prompt_key
 from audit.embed.executor import Executor, ShardResult, ShardTask, run_shard
 from audit.embed.pending import PendingWork
 from audit.embed.openclip import EmbedderSpec
@@ -185,6 +185,8 @@ class EmbedRunner:
 
     def _commit(self, r: ShardResult) -> None:
         space = "image" if r.kind == "image" else "prompt"
+        if r.frame_keys:  # before the image vectors: an item with its image vector has its frames
+            self.store.put_batch(self.key, FRAME_SPACE, r.frame_keys, r.frame_vectors)
         self.store.put_batch(self.key, space, r.keys, r.vectors, skips=r.skips)
         s = self.summary
         if r.kind == "image":

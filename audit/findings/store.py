@@ -24,7 +24,7 @@ SEVERITIES = ("critical", "high", "medium", "low")
 STATUSES = ("new", "known", "dismissed", "confirmed", "escalated")
 DECISIONS = ("confirm", "dismiss", "escalate")
 SIGNAL_KINDS = ("concept", "prompt_rule", "name", "hash_match", "face_match", "cluster", "seed_neighbor", "combination",
-                "negative", "learned")
+                "negative", "learned", "provenance")
 # Signals derived from other findings or decisions, not from the item itself.
 DERIVED_KINDS = ("cluster", "seed_neighbor")
 

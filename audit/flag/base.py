@@ -43,6 +43,9 @@ class FlagContext:
     sample_factory: Callable[[], np.ndarray] | None = None
     # thresholds a previous run of the same policy and model used: reused for consistency
     previous_thresholds: dict = field(default_factory=dict)
+    # row -> (frame indices, (k, d) unit vectors): sampled later frames of animations
+    # (audit.flag.frames); concepts score each row on its best frame
+    frame_vectors: dict = field(default_factory=dict)
     _embedder: Any = field(default=None, repr=False)
 
     def __len__(self) -> int:

@@ -91,6 +91,7 @@ class ConceptDetector:
 
     def __init__(self) -> None:
         self.vectors: ConceptVectors | None = None
+        self.best_frames: dict[tuple[str, int], int] = {}  # (concept, row) -> frame that scored (last image scores)
 
     # --- vectors and thresholds (also used for cluster centroids)
     def prepare(self, ctx: FlagContext) -> ConceptVectors:
@@ -194,9 +195,18 @@ class ConceptDetector:
         vecs, has = (ctx.image_vectors, ctx.has_image) if space == "image" else (ctx.prompt_vectors, ctx.has_prompt)
         table = cv.image if space == "image" else cv.text
         out = {}
+        frames = ctx.frame_vectors if space == "image" else {}
+        if space == "image":
+            self.best_frames = {}
         for cid, c in table.items():
             s = (vecs @ c).astype(np.float64) if len(vecs) else np.zeros(0)
             s[~has] = np.nan
+            for row, (indices, fv) in frames.items():  # an animation scores as its best frame
+                fs = fv @ c
+                j = int(np.argmax(fs))
+                if np.isnan(s[row]) or fs[j] > s[row]:
+                    s[row] = float(fs[j])
+                    self.best_frames[(cid, row)] = indices[j]
             out[cid] = s
         return out
 
@@ -227,6 +237,8 @@ class ConceptDetector:
                 for row in np.flatnonzero(s >= tt):
                     info = cv.thresholds[concept.id][space]
                     detail = {"space": space, "threshold_source": info["source"]}
+                    if space == "image" and (concept.id, int(row)) in self.best_frames:
+                        detail["frame"] = self.best_frames[(concept.id, int(row))]
                     if tt[row] != t:
                         detail["special_care"] = f"threshold lowered by {adjust:g} (a special-care concept fired)"
                     det.add(row, Signal("concept", f"concept:{concept.id}/{space}", round(float(s[row]), 6),

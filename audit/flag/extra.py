@@ -1,5 +1,5 @@
 """Detectors a policy asks for beyond the default three, given the catalog connection:
-resource names and hashes (``resources``) and face likeness (``faces``). Kept apart from
+resource names and hashes (``resources``), provenance (``provenance``) and face likeness (``faces``). Kept apart from
 ``runner`` so the run itself stays unaware of what they need (the catalog, dlib)."""
 
 from __future__ import annotations
@@ -11,6 +11,14 @@ def policy_detectors(conn, policy) -> list:
 
     if wanted(policy):
         out.append(ResourceDetector(conn))
+    from audit.flag.provenance import ProvenanceDetector, wanted as wants_provenance
+
+    if wants_provenance(policy):
+        out.append(ProvenanceDetector(conn))
+    from audit.flag.frames import FrameHashDetector, wanted as wants_frame_hashes
+
+    if wants_frame_hashes(policy):
+        out.append(FrameHashDetector(conn))
     if any(not g.empty for g in policy.faces):
         from audit.faces.detector import FaceDetector
         from audit.faces.models import load_face_model

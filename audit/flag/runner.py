@@ -480,9 +480,11 @@ def _run(audit, conn, pol, vs, model_key, dim, factory, opts: FlagOptions, run_i
             pdq=b.pdq, pdq_quality=b.pdq_quality, image_vectors=b.image, has_image=b.has_image,
             prompt_vectors=b.prompt_vectors, has_prompt=b.has_prompt, model_key=model_key,
             embedder_factory=factory, sample_factory=calibration_sample if with_vectors else None,
-            previous_thresholds=previous_thresholds)
+            previous_thresholds=previous_thresholds,
+            frame_vectors=frame_vectors(conn, vs, model_key, b.item_ids) if with_vectors else {})
 
     from audit.flag.concepts import ConceptDetector
+    from audit.flag.frames import frame_vectors
     from audit.flag.hashes import HashDetector
     from audit.flag.prompts import PromptDetector
     from audit.flag.stream import ItemBatch

@@ -10,11 +10,13 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable, Iterator
 
-IMAGE_EXTS = frozenset({"png", "jpg", "jpeg", "webp", "gif", "bmp", "tif", "tiff", "avif", "heic", "jxl"})
+IMAGE_EXTS = frozenset({"png", "jpg", "jpeg", "jpe", "jfif", "webp", "gif", "bmp", "tif", "tiff", "avif", "heic", "heif",
+                        "hif", "jxl", "mp4", "m4v", "mov", "webm"})  # fmt: skip
 SIDECAR_EXTS = frozenset({"txt", "json", "yaml", "yml"})
 MANIFEST_SUFFIXES = (".jsonl", ".csv", ".parquet", ".json")
-# tarfile's "r|*" detects gzip, bzip2 and xz; anything ending like this is read as an archive.
-TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tbz", ".tar.xz", ".txz")
+# tarfile's "r|*" detects gzip, bzip2 and xz (zstd: ``members.tar_stream``); anything ending
+# like this is read as an archive.
+TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tbz", ".tar.xz", ".txz", ".tar.zst", ".tzst")
 ZIP_SUFFIXES = (".zip",)
 ARCHIVE_SUFFIXES = TAR_SUFFIXES + ZIP_SUFFIXES
 

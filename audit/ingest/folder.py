@@ -8,10 +8,10 @@ the directory listing itself.
 - uri = the absolute path (``os.path.abspath``: symlinks are not resolved), passed through
   ``safe_uri`` so that names which are not UTF-8 stay storable; ``Entry.path`` keeps the real
   path for the worker that reads the file.
-- Images: png, jpg, jpeg, webp, gif, bmp, tif, tiff, avif, heic, jxl (any case). Other files
+- Images: png, jpg, jpeg, jpe, jfif, webp, gif, bmp, tif, tiff, avif, heic, heif, hif, jxl (any case). Other files
   are not entries, except sidecars: ``stem.txt``/``.json``/``.yaml``/``.yml`` (or
   ``name.png.txt`` and so on) in the same directory are attached as ``Sidecar(path=...)``.
-- Archives found in the walk (names ending .tar, .tar.gz, .tgz, .tar.bz2, .tar.xz, .zip in
+- Archives found in the walk (names ending .tar, .tar.gz, .tgz, .tar.bz2, .tar.xz, .tar.zst, .zip in
   any case, ``archive_kind``; archive members are judged by the same rule) are read as
   containers by ``archive.iter_archive``: ``unchanged()`` is asked first, members get uris
   ``"<archive path>!/<member>"``, which lie under the walked root, so deletions inside them

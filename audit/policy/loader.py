@@ -28,6 +28,7 @@ from typing import Any
 from audit.errors import InputError
 from audit.policy.schema import (
     BUILTIN_PROMPT_SIGNALS,
+    BUILTIN_PROVENANCE_SIGNALS,
     DEFAULT_TEMPLATES,
     MAX_PROMPT_CHARS,
     PROMPT_FIELDS,
@@ -531,7 +532,7 @@ def _check_signal(table: _Table, key: str, entry: str, known: frozenset[str]) ->
         if name not in known:
             what = {"concept": "concept", "rule": "rule", "names": "name list",
                     "hash": "hash list", "prompt": "built-in prompt signal",
-                    "face": "face gallery ([[faces]])"}[kind]
+                    "face": "face gallery ([[faces]])", "provenance": "provenance signal"}[kind]
             options = sorted(s for s in known if s.startswith(kind + ":"))
             close = difflib.get_close_matches(name, options, n=1)
             hint = f' (did you mean "{close[0]}"?)' if close else ""
@@ -631,7 +632,7 @@ def parse_policy(text: str, source_name: str = "policy.toml", *,
     negative_concepts = _negative_concepts(ctx, doc, {c.id for c in concepts})
     faces = _faces(ctx, doc, {c.id: c for c in concepts})
 
-    known: set[str] = set(BUILTIN_PROMPT_SIGNALS)
+    known: set[str] = set(BUILTIN_PROMPT_SIGNALS) | set(BUILTIN_PROVENANCE_SIGNALS)
     if not timeout_is_finding:
         known.discard(RULE_ERROR_SIGNAL)
     for concept in concepts:

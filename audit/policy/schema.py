@@ -15,6 +15,10 @@ combine into a category). Signal names are ``kind:id``:
 ``prompt:overlong``    the prompt is longer than 20,000 characters (an evasion path)
 ``prompt:rule-error``  a rule could not be evaluated on this prompt (regular expression timeout);
                        only with ``[policy] timeout_is_finding = true``
+``provenance:ai-generated``  the file's C2PA actions or XMP ``DigitalSourceType`` say a trained
+                       model made it (``trainedAlgorithmicMedia``, ``compositeWith...``)
+``provenance:c2pa-invalid``  a C2PA manifest is present but unreadable, or fails validation
+``provenance:c2pa``    a C2PA manifest is present
 ``kind:*``             any signal of that kind (``hash:*``, ``concept:*``, ``rule:*``, ``names:*``)
 =====================  ==========================================================================
 
@@ -39,9 +43,11 @@ PROMPT_FIELDS = ("prompt", "negative_prompt")
 RESOURCE_FIELDS = ("resources", "model")
 TEXT_FIELDS = PROMPT_FIELDS + RESOURCE_FIELDS
 DEFAULT_TEMPLATES = ("{}", "a photo of {}", "an image of {}")
-SIGNAL_KINDS = ("concept", "rule", "names", "hash", "prompt", "face")
+SIGNAL_KINDS = ("concept", "rule", "names", "hash", "prompt", "face", "provenance")
 RULE_ERROR_SIGNAL = "prompt:rule-error"
 BUILTIN_PROMPT_SIGNALS = ("prompt:overlong", RULE_ERROR_SIGNAL)
+# what the file's C2PA manifest / IPTC source type says (audit.provenance), always available
+BUILTIN_PROVENANCE_SIGNALS = ("provenance:ai-generated", "provenance:c2pa-invalid", "provenance:c2pa")
 MAX_PROMPT_CHARS = 20_000
 
 
@@ -208,7 +214,7 @@ class Policy:
 
     def signal_names(self) -> frozenset[str]:
         """Every concrete signal name this policy can produce."""
-        names: set[str] = set(BUILTIN_PROMPT_SIGNALS)
+        names: set[str] = set(BUILTIN_PROMPT_SIGNALS) | set(BUILTIN_PROVENANCE_SIGNALS)
         if not self.timeout_is_finding:
             names.discard(RULE_ERROR_SIGNAL)
         for concept in self.concepts:
@@ -231,6 +237,10 @@ class Policy:
         """Whether a rule or name list of this policy matches any of ``fields``."""
         wanted = set(fields)
         return any(wanted & set(x.fields) for x in (*self.rules, *self.name_lists))
+
+    def uses_provenance(self) -> bool:
+        """Whether a flag of this policy names a provenance signal."""
+        return any("provenance:" in entry for f in self.flags for entry in (*f.all, *f.any, *f.none))
 
     def has_resource_hashes(self) -> bool:
         return any(h.bank is not None and getattr(h.bank, "resources", None) for h in self.hashlists)

@@ -20,7 +20,7 @@ FINDING_FIELDS = ("finding_id", "item_id", "uri", "category", "severity", "statu
 EVIDENCE_FIELDS = (
     "policy_hash", "first_flagged", "last_flagged", "new_since_last_report", "review_candidate", "no_view", "missing",
     "verified_at_report", "sha256", "md5", "pdq", "size", "format", "width", "height", "generator", "model",
-    "model_hash", "resources", "prompt", "negative_prompt", "seed", "locations", "decision",
+    "model_hash", "resources", "prompt", "negative_prompt", "seed", "locations", "decision", "provenance",
 )  # fmt: skip
 SIGNAL_FIELDS = ("kind", "name", "score", "threshold", "margin", "detail")
 
@@ -56,8 +56,18 @@ def finding_record(data: ReportData, f: FindingRow, item=None) -> dict[str, Any]
         "model_hash": facts.get("model_hash"), "resources": item.resources, "prompt": facts.get("prompt"),
         "negative_prompt": facts.get("negative_prompt"), "seed": facts.get("seed"),
         "locations": [{k: loc[k] for k in ("uri", "size", "mtime_ns", "present", "missing_since")} for loc in item.locations],
-        "decision": f.decision,
+        "decision": f.decision, "provenance": _provenance(facts.get("provenance")),
     }  # fmt: skip
+
+
+def _provenance(text: Any) -> Any:
+    """The catalog's provenance JSON as an object (C2PA manifest, IPTC source type)."""
+    if not text:
+        return None
+    try:
+        return json.loads(text)
+    except (ValueError, TypeError):
+        return {"error": "provenance record unreadable"}
 
 
 def cluster_record(c: dict[str, Any]) -> dict[str, Any]:

@@ -25,7 +25,7 @@ SEVERITY_ORDER = {"critical": 0, "high": 1, "medium": 2, "low": 3}
 DECISION_STATUS = {"confirm": "confirmed", "dismiss": "dismissed", "escalate": "escalated"}
 
 _ITEM_TEXT = ("md5", "pdq", "format", "generator", "prompt", "negative_prompt", "seed", "sampler", "scheduler",
-              "model", "model_hash", "resources", "status", "error")  # fmt: skip
+              "model", "model_hash", "resources", "status", "error", "provenance")  # fmt: skip
 _ITEM_NUM = ("size", "width", "height", "frames", "pdq_quality", "steps", "cfg_scale")
 
 

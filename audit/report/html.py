@@ -450,6 +450,7 @@ def _card(data: ReportData, f: FindingRow) -> str:
     dims = f'{facts.get("format") or "?"} · {facts.get("width") or "?"}×{facts.get("height") or "?"} · {_size(facts.get("size"))}'
     gen = " · ".join(x for x in (facts.get("generator"), facts.get("model") and f'model {facts["model"]}',
                                  facts.get("model_hash") and f'hash {facts["model_hash"]}', facts.get("seed") and f'seed {facts["seed"]}') if x)  # fmt: skip
+    prov = _provenance_line(facts.get("provenance"))
     prior = ""
     if f.decision:
         prior = (f'<div class="prior">recorded: <b>{esc(f.decision["decision"])}</b> by {esc(f.decision.get("by"))} '
@@ -473,6 +474,7 @@ def _card(data: ReportData, f: FindingRow) -> str:
         f'<dt>Negative</dt><dd class="prompt neg">{_prompt(neg, f.signals, "negative_prompt")}</dd>'
         f'<dt>Generator</dt><dd>{esc(gen) or "<span class=muted>—</span>"}</dd>'
         + (f'<dt>Resources</dt><dd>{"".join(res)}</dd>' if res else "")
+        + (f'<dt>Provenance</dt><dd>{esc(prov)}</dd>' if prov else "")
         + f'<dt>File</dt><dd>{esc(dims)}</dd>'
         f'<dt>SHA-256</dt><dd class="mono sel">{esc(f.item_id)}</dd>'
         f'<dt>MD5 · PDQ</dt><dd class="mono"><span class="sel">{esc(facts.get("md5") or "—")}</span>'
@@ -486,6 +488,18 @@ def _card(data: ReportData, f: FindingRow) -> str:
         '<textarea class="note" rows="3" placeholder="Note (n)" aria-label="Note"></textarea>'
         f"{prior}</div></article>"
     )
+
+
+def _provenance_line(text) -> str:
+    """The C2PA / IPTC source-type record as one line (``audit.provenance.summary_line``)."""
+    if not text:
+        return ""
+    from audit.provenance import summary_line
+
+    try:
+        return _short(summary_line(json.loads(text)), 300)
+    except (ValueError, TypeError):
+        return "provenance record unreadable"
 
 
 def _help() -> str:

@@ -84,7 +84,7 @@ class _JsonlSink:
         return [self.fh.path, cl.path]
 
 
-_NESTED = ("signals", "resources", "locations", "decision")
+_NESTED = ("signals", "resources", "locations", "decision", "provenance")
 
 
 class CsvWriter(_Writer):
