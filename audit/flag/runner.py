@@ -61,8 +61,20 @@ CREATE TABLE IF NOT EXISTS flag_items (
 class FlagOptions:
     full: bool = False
     n_clusters: int | None = None  # None: choose_k(n)
-    cluster_share: float = 0.5
+    # A cluster is flagged for a category when at least ``cluster_min_flagged`` members AND at
+    # least ``cluster_share`` of its members are flagged directly (never on its centroid);
+    # ``cluster_min_size``: smaller clusters are never flagged. See audit.flag.cluster_review.
+    cluster_share: float = 0.25
+    cluster_min_flagged: int = 3
     cluster_min_size: int = 3
+    # "via cluster" candidates: members within ``cluster_margin`` below a concept threshold
+    # (and nearer to the flagged members than to the others), at most ``cluster_candidates``
+    # per cluster and category; the rest is counted on the cluster.
+    cluster_margin: float = 0.05
+    cluster_candidates: int = 10
+    # k = n_clusters, else about one cluster per ``cluster_size`` items (at most cluster_max_k)
+    cluster_size: int = 25
+    cluster_max_k: int = 4096
     dup_pdq_distance: int = 15
     dup_min_cosine: float | None = 0.98
     seed_k: int = 10
@@ -224,6 +236,11 @@ def run_flag(audit: "Audit", policy: "str | os.PathLike | Policy | None" = None,
         from audit.errors import UsageError
 
         raise UsageError("cluster_share must be in (0, 1]")
+    if opts.cluster_min_flagged < 1 or opts.cluster_candidates < 0 or opts.cluster_margin < 0 or opts.cluster_size < 1:
+        from audit.errors import UsageError
+
+        raise UsageError("cluster_min_flagged and cluster_size must be >= 1, cluster_candidates and "
+                         "cluster_margin >= 0")
     device = check_device(device)
     pol = policy if isinstance(policy, Policy) else load_policy(policy)
     conn = audit.catalog.conn
@@ -482,12 +499,10 @@ def _run(audit, conn, pol, vs, model_key, dim, factory, opts: FlagOptions, run_i
     summary.thresholds = thresholds = concept_det.vectors.thresholds if concept_det.vectors else {}
     centroids = np.zeros((0, max(dim, 0)), np.float32)
     if with_vectors and full:
-        from audit.cluster import choose_k
-
         sample, share = sample_vectors(conn, vs, model_key, dim, n_items, opts.cluster_sample)
         if len(sample):
             estimate = int(round(len(sample) / share))
-            k = int(min(opts.n_clusters or choose_k(estimate), len(sample)))
+            k = int(min(opts.n_clusters or cl.size_k(estimate, opts.cluster_size, opts.cluster_max_k), len(sample)))
             ts = time.perf_counter()
             centroids = cl.train(sample, k, opts.kmeans_seed)
             timings["kmeans"] = time.perf_counter() - ts
