@@ -374,24 +374,25 @@ def _compose(c, store, scope: int, ph: str, pairs, run_id: int, now: str) -> int
 
 
 def _apply_decisions(c, conn, ph: str) -> None:
-    """Statuses of the decided findings (item- or finding-level decisions; the latest wins)."""
-    from audit.review import latest_by_target
+    """Statuses of the decided findings: ``audit.review.LatestDecisions`` (the rule the
+    report shows too)."""
+    from audit.review import LatestDecisions
 
-    item_dec, finding_dec = latest_by_target(conn)
-    rows: list[tuple[str, str]] = []
-    for chunk in _in_chunks(item_dec):
+    latest = LatestDecisions.read(conn)
+    rows: list[tuple[str, str, str]] = []
+    for chunk in _in_chunks(sorted(latest.decided_items())):
         marks = ",".join("?" * len(chunk))
-        rows += c.execute(f"SELECT finding_id, item_id FROM findings WHERE policy_hash=? AND active=1 "
+        rows += c.execute(f"SELECT finding_id, item_id, category FROM findings WHERE policy_hash=? AND active=1 "
                           f"AND item_id IN ({marks})", (ph, *chunk)).fetchall()
-    for chunk in _in_chunks(finding_dec):
+    for chunk in _in_chunks(sorted(latest.findings)):
         marks = ",".join("?" * len(chunk))
-        rows += c.execute(f"SELECT finding_id, item_id FROM findings WHERE policy_hash=? AND active=1 "
+        rows += c.execute(f"SELECT finding_id, item_id, category FROM findings WHERE policy_hash=? AND active=1 "
                           f"AND finding_id IN ({marks})", (ph, *chunk)).fetchall()
     statuses = {}
-    for fid, item_id in rows:
-        cands = [d for d in (item_dec.get(item_id), finding_dec.get(fid)) if d is not None]
-        if cands:
-            statuses[fid] = max(cands, key=lambda d: d.decision_id).status
+    for fid, item_id, category in rows:
+        d = latest.for_finding(fid, item_id, category)
+        if d is not None:
+            statuses[fid] = d.status
     FindingsStore(conn).set_statuses_in(c, statuses)
 
 
