@@ -372,7 +372,11 @@ def test_cell_probed_near_duplicates_find_the_exact_pairs(tmp_path):
     policy = a.index_dir / "policy.toml"
     opts = dict(dup_exact_max=1_000, dup_probes=8, dup_pdq_distance=0)
     s = a.flag(policy, embedder=LookupEmbedder(), **opts)
-    assert s.mode == "full" and s.detectors["near_duplicates"]["cosine_search"] == "cells (probes=8)"
+    from audit.cluster import choose_k
+
+    k = a.catalog.conn.execute("SELECT count(*) FROM flag_centroids").fetchone()[0]
+    probes = min(k, max(8, -(-8 * k // choose_k(first))))  # 8 cells of a sqrt(n/2) clustering, scaled to k
+    assert s.mode == "full" and s.detectors["near_duplicates"]["cosine_search"] == f"cells (probes={probes})"
     write_items(a, data, first, n)
     s = a.flag(policy, embedder=LookupEmbedder(), **opts)
     assert s.mode == "incremental" and s.evaluated == n - first

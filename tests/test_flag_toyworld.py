@@ -458,7 +458,18 @@ def test_report_statuses_equal_the_index_after_mixed_decisions(toy, flagged):
         x, y = in_cl[0], in_cl[1]
         a.review(x["item_id"], decision="confirm", by="ann")                      # item, no category
         a.review(finding=x["finding_id"], decision="dismiss", by="bob")           # later: the finding wins
-        a.review(cluster=cl["cluster_id"], category=cat, decision="escalate", by="cy")  # later: every reviewed member
+        # the report page is the review unit: the flagged cluster with one decision for it ...
+        out = toy["root"] / "decisions-report"
+        a.report(out, formats=["html"], policy=TOY)
+        page = next(out.rglob("index.html")).read_text()
+        assert f'class="unit" data-cluster-id="{cl["cluster_id"]}" data-cat="{cat}"' in page
+        # ... whose download (the decisions format) review --import takes: later, every reviewed member
+        from audit.report.decisions import validate_decisions
+
+        entry = [{"cluster_id": cl["cluster_id"], "category": cat, "decision": "escalate", "note": "",
+                  "by": "cy", "at": "2026-12-02T04:00:00.000Z"}]
+        (toy["root"] / "cluster-decision.json").write_text(json.dumps(validate_decisions(entry)))
+        assert len(a.import_decisions(toy["root"] / "cluster-decision.json")) == 1
         a.review(y["item_id"], decision="dismiss", category=cat, by="dee")        # later: y's item + category
         z = two_cats[0]
         z_cats = sorted({f["category"] for f in found if f["item_id"] == z})

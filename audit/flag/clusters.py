@@ -3,23 +3,26 @@ where the new items land.
 
 * training: FAISS k-means (``audit.cluster.kmeans``, spherical) on a deterministic sample of
   the archive's image vectors (``stream.sample_vectors``, at most ``FlagOptions.cluster_sample``);
-  k = ``n_clusters`` or ``choose_k`` of the estimated number of vectors; the centroids are
-  kept in ``flag_centroids`` until the next re-clustering (archive grown by
-  ``recluster_factor``, policy or model changed, ``--full``);
+  k = ``n_clusters`` or ``size_k``: one cluster per ``cluster_size`` (25) estimated vectors, at
+  most ``cluster_max_k`` (4096), so a cluster is a set of near-alike generations (purity and
+  cost measured in benchmarks/bench_cluster.py); the centroids are kept in ``flag_centroids``
+  until the next re-clustering (archive grown by ``recluster_factor``, policy or model
+  changed, ``--full``);
 * members: each item with an image vector joins its nearest centroid (``cluster_members``,
   with the cosine), batch by batch; prompt words are counted per cluster (``cluster_terms``);
 * stats and flags, recomputed from SQL each run (sizes: one grouped count; flagged members:
   the sparse direct hits joined to their clusters), so they never drift: a cluster is flagged
-  for a category when its centroid alone fires the category's flags (reason ``centroid``), or
-  when at least ``cluster_share`` of its members (and ``cluster_min_size`` members) hold a
-  direct finding of that category (reason ``share``);
-* "via cluster" signals (``flag_signals`` source ``1cluster:<id>``) for the other members,
-  except members flagged directly at an equal or higher severity, members a negative bank
-  clears, and (centroid flags) members a negative concept cancels; remade only for flagged
+  for a category on member evidence only (``audit.flag.cluster_review``: at least
+  ``cluster_min_flagged`` members and ``cluster_share`` of them flagged directly), never on
+  its centroid; the centroid's concept scores are shown, not used;
+* "via cluster" signals (``flag_signals`` source ``1cluster:<id>``) for at most
+  ``cluster_candidates`` members close to the category (ranked), remade only for flagged
   clusters the run touched or whose flag state changed (``cluster_state``), dropped for
-  clusters no longer flagged;
+  clusters no longer flagged; the rest of a flagged cluster is counted in ``clusters.review``
+  (with the fired members and their scores), not listed;
 * ``clusters`` table rows (size, members, the 3 members nearest the centroid, top prompt
-  terms, centroid concept scores, flagged share) rewritten for the touched clusters only.
+  terms, centroid concept scores, flagged share, review summary) rewritten for the touched
+  clusters only.
 """
 
 from __future__ import annotations
@@ -50,6 +53,19 @@ def size_k(n: int, cluster_size: int, max_k: int) -> int:
     if n <= 0:
         return 0
     return int(max(1, min(max_k, round(n / cluster_size), n)))
+
+
+def cell_probes(base: int, k: int, n: int) -> int:
+    """Cells the near-duplicate search probes per item: ``base`` cells of a √(n/2)-cell
+    clustering (what ``dup_probes`` was tuned for), scaled to ``k`` cells so that the same
+    share of the archive is compared (same recall, same cost) however fine the clusters are."""
+    import math
+
+    from audit.cluster import choose_k
+
+    if k <= 0:
+        return base
+    return int(min(k, max(base, math.ceil(base * k / max(1, choose_k(n))))))
 
 
 def train(sample: np.ndarray, k: int, seed: int) -> np.ndarray:

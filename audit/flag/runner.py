@@ -86,6 +86,8 @@ class FlagOptions:
     block: int = 20_000  # vectors per block of the exact near-duplicate and seed passes
     # Up to this many image vectors cosine near-duplicates are exact (every pair); above it
     # they come from an inverted-file search over the clusters' cells, ``dup_probes`` cells
+    # of a √(n/2)-cell clustering per item (scaled to the clusters' k: the same share of the
+    # archive is searched whatever k the cluster size rule gives; ``clusters.cell_probes``)
     # per item (see audit.flag.dups).
     dup_exact_max: int = 200_000
     dup_probes: int = 8
@@ -563,8 +565,9 @@ def _run(audit, conn, pol, vs, model_key, dim, factory, opts: FlagOptions, run_i
 
     # exact cosine near-duplicates while the archive is small, cell probes above (recorded)
     probed = with_vectors and vs.count(model_key, "image") > opts.dup_exact_max if model_key else False
+    dup_probes = cl.cell_probes(opts.dup_probes, len(centroids), vcount if full else (row["trained_items"] or vcount))
     summary.detectors.setdefault("near_duplicates", {})["cosine_search"] = \
-        f"cells (probes={opts.dup_probes})" if probed else "exact"
+        f"cells (probes={dup_probes})" if probed else "exact"
     for b in batches():
         if not len(b):
             continue
@@ -639,7 +642,7 @@ def _run(audit, conn, pol, vs, model_key, dim, factory, opts: FlagOptions, run_i
                                                                                   opts.block), opts.dup_min_cosine)
                     elif opts.dup_min_cosine is not None:
                         edges += dups.cosine_edges_probed(ids, vecs, c, vs, scope, model_key, dim, centroids,
-                                                          opts.dup_min_cosine, opts.dup_probes)
+                                                          opts.dup_min_cosine, dup_probes)
                     timings["near_duplicates"] = timings.get("near_duplicates", 0.0) + time.perf_counter() - tp
                     if seed_ids:
                         seed_best = _seed_merge(seed_ids, seed_vecs, ids, vecs, seed_best, opts.seed_k)
@@ -663,7 +666,7 @@ def _run(audit, conn, pol, vs, model_key, dim, factory, opts: FlagOptions, run_i
         del full_pdq_ids, full_pdq_hex
         if opts.dup_min_cosine is not None and probed:
             edges += dups.cosine_edges_by_cells(conn, vs, scope, model_key, dim, centroids, opts.dup_min_cosine,
-                                                opts.dup_probes)
+                                                dup_probes)
         elif opts.dup_min_cosine is not None:
             for ids, x in iter_member_vectors(conn, vs, scope, model_key, dim, opts.block):
                 edges += dups.cosine_edges_within(ids, x, opts.dup_min_cosine)
