@@ -106,6 +106,8 @@ def main() -> None:
     ap.add_argument("--nprobe", type=int, default=2)
     ap.add_argument("--purity-items", type=int, default=4000)
     ap.add_argument("--purity-only", action="store_true")
+    ap.add_argument("--flag-path-only", action="store_true",
+                    help="purity and the flag stage's cluster path only (skip the near-duplicate steps)")
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "bench_cluster.json"))
     args = ap.parse_args()
     import faiss
@@ -159,6 +161,8 @@ def main() -> None:
     record("flag assign (batches)", m, f"O(n·k·d) = {n:,}·{k_rule}·{d}", k=k_rule, batch=opts.batch_size,
            sizes={"min": int(sizes.min()), "max": int(sizes.max()), "mean": round(float(sizes.mean()), 1)})
 
+    if args.flag_path_only:
+        return finish(args, n, d, steps, purity)
     k = args.k or cluster.choose_k(n)
     with PeakRSS() as m:
         km = cluster.kmeans(x, k, niter=args.niter, normalized=True)
@@ -209,9 +213,16 @@ def main() -> None:
         groups = cluster.group_members(labels)
     record("components (PDQ)", m, "O(n + pairs)", groups=len(groups))
 
+    finish(args, n, d, steps, purity)
+
+
+def finish(args, n: int, d: int, steps: list, purity: dict) -> None:
+    import faiss
+
     total = sum(r["seconds"] for r in steps if not r["step"].startswith("generate"))
     result = {
         "benchmark": "bench_cluster", "n": n, "dim": d, "planted_pairs": args.planted,
+        "flag_path_only": args.flag_path_only,
         "machine": {"cpus": os.cpu_count(), "faiss_threads": faiss.omp_get_max_threads(),
                     "python": platform.python_version(), "faiss": faiss.__version__, "numpy": np.__version__},
         "steps": steps, "total_seconds_excluding_generation": round(total, 2), "purity": purity,

@@ -199,6 +199,8 @@ function decisions(){
     if(s&&s.decision){out.push({finding_id:id,item_id:card.getAttribute('data-item-id'),decision:s.decision,note:s.note||'',by:by,at:s.at||new Date().toISOString()});}});
   units.forEach(function(u){var s=state[ukey(u)];
     if(s&&s.decision){out.push({cluster_id:u.getAttribute('data-cluster-id'),category:u.getAttribute('data-cat'),decision:s.decision,note:s.note||'',by:by,at:s.at||new Date().toISOString()});}});
+  /* in the order they were made: review --import appends them so, and the latest decision wins */
+  out.sort(function(a,b){return a.at<b.at?-1:(a.at>b.at?1:0);});
   return out;
 }
 window.auditDecisions=decisions;
