@@ -484,3 +484,33 @@ def test_report_statuses_equal_the_index_after_mixed_decisions(toy, flagged):
         z_status = {f["category"]: index_status[f["finding_id"]] for f in found if f["item_id"] == z}
         assert z_status[z_cats[0]] == "confirmed"  # the item decision of its category
         assert all(v not in ("confirmed", "dismissed") for c, v in z_status.items() if c != z_cats[0])
+
+
+def test_via_cluster_candidates_are_the_alike_members_just_below_the_threshold(toy, flagged, tmp_path):
+    """A threshold that leaves a fifth of the red triangles just below it: the flagged
+    clusters bring back (as ranked, capped candidates) only red triangles, none of the near
+    misses (red stars and squares, orange and purple triangles) that share their clusters."""
+    import numpy as np
+
+    from audit.flag.runner import FlagOptions, concept_scores
+
+    a, _ = flagged
+    names = {r["item_id"]: Path(r["uri"]).name for r in toy["items"]}
+    scores = {r["item_id"]: r["image_score"] for r in concept_scores(a, TOY).to_dicts() if r["concept"] == "red-triangle"}
+    reds = sorted(scores[i] for i, n in names.items() if label(n) == "red_triangle")
+    threshold = float(np.quantile(reds, 0.2))
+    policy = _write_policy(tmp_path / "p", '[[category]]\nid = "red-triangles"\nseverity = "critical"\n' + CONCEPT
+                           + f'image_threshold = {threshold!r}\nprompt_threshold = 1.0\n'
+                           + '[[flag]]\ncategory = "red-triangles"\nany = ["concept:red-triangle/image"]\n')
+    a.flag(policy)
+    found = _findings(a, "red-triangles")
+    via = [f for f in found if _kinds(f) == {"cluster"}]
+    below = {i for i, n in names.items() if label(n) == "red_triangle" and threshold - 0.05 <= scores[i] < threshold}
+    assert via and below
+    assert all(label(names[f["item_id"]]) == "red_triangle" for f in via), sorted(names[f["item_id"]] for f in via)
+    per_cluster = {}
+    for f in via:
+        (s,) = [s for s in f["signals"] if s["kind"] == "cluster"]
+        per_cluster.setdefault(s["detail"]["cluster_id"], []).append(s["detail"]["rank"])
+    assert all(sorted(r) == list(range(1, len(r) + 1)) and len(r) <= FlagOptions().cluster_candidates
+               for r in per_cluster.values())
