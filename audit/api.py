@@ -386,7 +386,8 @@ class Audit:
         new or changed (``items.seq``) since the last run of this policy and model, and items
         whose image vector arrived since; ``full`` (or a changed policy or model, or clusters
         outgrown by ``recluster_factor``) recomputes everything. ``options``: fields of
-        ``audit.flag.runner.FlagOptions`` (n_clusters, cluster_share, cluster_min_size,
+        ``audit.flag.runner.FlagOptions`` (n_clusters, cluster_size, cluster_max_k,
+        cluster_share, cluster_min_flagged, cluster_min_size, cluster_margin, cluster_candidates,
         dup_pdq_distance, dup_min_cosine, seed_k, seed_min_cosine, batch_size, cluster_sample,
         recluster_factor, block, dup_exact_max, dup_probes, learn)."""
         from audit.flag.runner import FlagOptions, run_flag

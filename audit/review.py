@@ -4,7 +4,10 @@ A decision targets an item, a finding or a cluster and says ``confirm``, ``dismi
 ``escalate`` (with a note, who and when). Nothing is ever updated or deleted; the latest
 decision on a target wins. A decision on a cluster is logged for the cluster *and* for each
 of its members at that moment (source ``cluster:<id>``), because clusters are recomputed by
-every flag run and their ids do not outlive it.
+every flag run and their ids do not outlive it; with a category (the report's cluster review
+unit), the members are those holding an active finding of that category in the cluster.
+Which decision holds for a finding: ``LatestDecisions`` (one rule for the flag stage and the
+report).
 
 What decisions change (applied by the flag stage, ``audit.flag.runner``):
 
@@ -107,6 +110,15 @@ def cluster_members(conn: sqlite3.Connection, cluster_id: str) -> list[str]:
     return list(json.loads(row[0] or "[]"))
 
 
+def _reviewed_members(conn: sqlite3.Connection, cluster_id: str, category: str) -> list[str]:
+    """Members a decision on a flagged cluster's review unit covers: those holding an active
+    finding of ``category`` in the cluster (the fired members and the listed candidates, what
+    the reviewer saw), not the members the report only counted."""
+    return [r[0] for r in conn.execute(
+        "SELECT item_id FROM findings WHERE cluster_id = ? AND category = ? AND active = 1 ORDER BY item_id",
+        (cluster_id, category))]
+
+
 def finding_row(conn: sqlite3.Connection, finding_id: str) -> tuple[str, str]:
     row = conn.execute("SELECT item_id, category FROM findings WHERE finding_id = ?", (finding_id,)).fetchone()
     if row is None:
@@ -166,6 +178,8 @@ def _plan(conn, *, item=None, finding=None, cluster=None, decision: str, note=No
     else:
         kind, target = "cluster", str(cluster)
         members = cluster_members(conn, target)
+        if category:
+            members = _reviewed_members(conn, target, category) or members
     return _Planned(kind, target, decision, note, category, by or _user(), at, source, members)
 
 
@@ -241,6 +255,37 @@ def all_decisions(conn: sqlite3.Connection) -> list[Decision]:
     cur = conn.execute("SELECT decision_id, target_kind, target_id, decision, category, decided_by, decided_at, "
                        "note, source FROM decisions ORDER BY decision_id")
     return [Decision(*row) for row in cur]
+
+
+class LatestDecisions:
+    """The one rule for "the latest decision wins", used by the flag stage (finding statuses)
+    and by the report (what each finding shows), so the two never disagree.
+
+    The decisions that apply to a finding (item, category): those on the finding itself, those
+    on its item with that category, and those on its item with no category (including the
+    per-member decisions a cluster decision logs, with the cluster decision's category). Of
+    these the latest (highest ``decision_id``) wins, whatever its target kind."""
+
+    def __init__(self, decisions):
+        self.items: dict[tuple[str, str | None], Decision] = {}
+        self.findings: dict[str, Decision] = {}
+        for d in sorted(decisions, key=lambda d: d.decision_id):
+            if d.target_kind == "item":
+                self.items[(d.target_id, d.category or None)] = d
+            elif d.target_kind == "finding":
+                self.findings[d.target_id] = d
+
+    @classmethod
+    def read(cls, conn: sqlite3.Connection) -> "LatestDecisions":
+        return cls(all_decisions(conn))
+
+    def decided_items(self) -> set[str]:
+        return {item_id for item_id, _ in self.items}
+
+    def for_finding(self, finding_id: str, item_id: str, category: str | None) -> Decision | None:
+        cands = [d for d in (self.findings.get(finding_id), self.items.get((item_id, category or None)),
+                             self.items.get((item_id, None))) if d is not None]
+        return max(cands, key=lambda d: d.decision_id) if cands else None
 
 
 def latest_by_target(conn: sqlite3.Connection) -> tuple[dict[str, Decision], dict[str, Decision]]:

@@ -2,6 +2,15 @@
 
     python benchmarks/bench_cluster.py                # 1,000,000 x 512-d vectors, 1,000,000 PDQ hashes
     python benchmarks/bench_cluster.py --n 100000     # smaller
+    python benchmarks/bench_cluster.py --purity-only  # cluster purity on toy-world images only
+
+Cluster size rule (what ``audit flag`` uses, ``audit.flag.clusters.size_k``): k = n /
+``cluster_size`` (25), at most ``cluster_max_k`` (4096). Purity: toy-world images (24
+colour-shape classes, 3 backgrounds, random size and position) embedded with the shipped
+toy-shapes CLIP, clustered with the flag stage's k-means for several cluster sizes; purity =
+share of items in their cluster's majority colour-shape class. Cost: the flag stage's path at
+``--n`` vectors: k-means trained on a ``cluster_sample`` (200,000) sample, then every vector
+joining its nearest centroid in batches of ``batch_size`` (20,000).
 
 Data: random unit vectors (Gaussian, normalised) and random 256-bit hashes, with planted
 near duplicates (``--planted`` pairs: vectors with noise at cosine ~0.99, hashes with up to 8
@@ -59,6 +68,32 @@ class PeakRSS:
         self.peak = max(self.peak, rss())
 
 
+def toy_purity(n_items: int, sizes=(400, 160, 100, 50, 25, 10)) -> dict:
+    """Purity of the flag stage's k-means on toy-world images for several cluster sizes."""
+    from audit.embed import toyworld as tw
+    from audit.embed.openclip import load_embedder
+    from audit.flag import clusters as flag_clusters
+
+    emb = load_embedder("toy-shapes")
+    scenes = tw.random_scenes(11, n_items)
+    t = time.perf_counter()
+    x = np.concatenate([emb.embed_images([tw.draw(s, 64) for s in scenes[i:i + 256]])
+                        for i in range(0, n_items, 256)])
+    embed_s = time.perf_counter() - t
+    labels = np.array([s.label for s in scenes])
+    rows = []
+    for size in sizes:
+        k = flag_clusters.size_k(n_items, size, 4096)
+        got, _ = flag_clusters.assign(flag_clusters.train(x, k, 1234), x)
+        majority = sum(np.bincount(labels[got == c]).max() for c in np.unique(got))
+        counts = np.bincount(got, minlength=k)
+        rows.append({"cluster_size": size, "k": k, "purity": round(float(majority / n_items), 4),
+                     "largest_cluster": int(counts.max()), "largest_share": round(float(counts.max() / n_items), 4)})
+        print(f"  purity: cluster_size {size:>4} k {k:>4}  purity {rows[-1]['purity']:.3f}  "
+              f"largest {rows[-1]['largest_cluster']} ({rows[-1]['largest_share']:.1%})", flush=True)
+    return {"items": n_items, "classes": 24, "embed_s": round(embed_s, 1), "by_cluster_size": rows}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=1_000_000)
@@ -69,6 +104,10 @@ def main() -> None:
     ap.add_argument("--min-cosine", type=float, default=0.98)
     ap.add_argument("--pdq-distance", type=int, default=15)
     ap.add_argument("--nprobe", type=int, default=2)
+    ap.add_argument("--purity-items", type=int, default=4000)
+    ap.add_argument("--purity-only", action="store_true")
+    ap.add_argument("--flag-path-only", action="store_true",
+                    help="purity and the flag stage's cluster path only (skip the near-duplicate steps)")
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "bench_cluster.json"))
     args = ap.parse_args()
     import faiss
@@ -98,6 +137,32 @@ def main() -> None:
         x[b] /= np.linalg.norm(x[b], axis=1, keepdims=True)
     record("generate vectors", m, "O(n·d)")
 
+    purity = toy_purity(args.purity_items)
+    if args.purity_only:
+        print(json.dumps(purity, indent=2))
+        return
+    # ---------------------------------------------------------------- the flag stage's cluster path
+    from audit.flag import clusters as flag_clusters
+    from audit.flag.runner import FlagOptions
+
+    opts = FlagOptions()
+    k_rule = flag_clusters.size_k(n, opts.cluster_size, opts.cluster_max_k)
+    sample = x[np.sort(rng.choice(n, min(n, opts.cluster_sample), replace=False))]
+    with PeakRSS() as m:
+        cents = flag_clusters.train(sample, k_rule, opts.kmeans_seed)
+    record("flag k-means train (size rule)", m,
+           f"O(niter·sample·k·d) = 20·{len(sample):,}·{k_rule}·{d}", k=k_rule, sample=len(sample))
+    del sample
+    with PeakRSS() as m:
+        sizes = np.zeros(k_rule, np.int64)
+        for s0 in range(0, n, opts.batch_size):
+            got, _ = flag_clusters.assign(cents, x[s0:s0 + opts.batch_size])
+            sizes += np.bincount(got, minlength=k_rule)
+    record("flag assign (batches)", m, f"O(n·k·d) = {n:,}·{k_rule}·{d}", k=k_rule, batch=opts.batch_size,
+           sizes={"min": int(sizes.min()), "max": int(sizes.max()), "mean": round(float(sizes.mean()), 1)})
+
+    if args.flag_path_only:
+        return finish(args, n, d, steps, purity)
     k = args.k or cluster.choose_k(n)
     with PeakRSS() as m:
         km = cluster.kmeans(x, k, niter=args.niter, normalized=True)
@@ -148,12 +213,19 @@ def main() -> None:
         groups = cluster.group_members(labels)
     record("components (PDQ)", m, "O(n + pairs)", groups=len(groups))
 
+    finish(args, n, d, steps, purity)
+
+
+def finish(args, n: int, d: int, steps: list, purity: dict) -> None:
+    import faiss
+
     total = sum(r["seconds"] for r in steps if not r["step"].startswith("generate"))
     result = {
         "benchmark": "bench_cluster", "n": n, "dim": d, "planted_pairs": args.planted,
+        "flag_path_only": args.flag_path_only,
         "machine": {"cpus": os.cpu_count(), "faiss_threads": faiss.omp_get_max_threads(),
                     "python": platform.python_version(), "faiss": faiss.__version__, "numpy": np.__version__},
-        "steps": steps, "total_seconds_excluding_generation": round(total, 2),
+        "steps": steps, "total_seconds_excluding_generation": round(total, 2), "purity": purity,
         "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     out = Path(args.out)

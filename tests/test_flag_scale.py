@@ -4,8 +4,8 @@ A synthetic archive is written through the project's own APIs (``Catalog.record`
 ``VectorStore.put``): clustered unit vectors, planted concept hits near a concept vector,
 planted near-duplicate pairs (cosine and PDQ), prompts with rule words concentrated in one
 cluster. The reference recomputes everything at once, in memory: the detectors over every item
-as one context, each item's nearest stored centroid, cluster flags and "via cluster"
-candidates, near-duplicate groups from exact all-pairs PDQ and cosine. The flag stage must
+as one context, each item's nearest stored centroid, cluster flags (enough members
+flagged directly) and "via cluster" candidates (members close to the category, ranked, capped), near-duplicate groups from exact all-pairs PDQ and cosine. The flag stage must
 match it after a full run, after a full run on 45k plus an incremental run on 5k, and after a
 run killed with SIGKILL midway (60k) and run again.
 """
@@ -152,7 +152,7 @@ def reference(a, data: dict, n: int, opts=None, _memo: dict = {}) -> dict:
     from audit.flag.base import FlagContext
     from audit.flag.combine import combine, merge
     from audit.flag.runner import FlagOptions, default_detectors
-    from audit.policy import evaluate_flags, load_policy
+    from audit.policy import load_policy
     from audit.policy.hashlists import pdq_hex_to_array
 
     opts = opts or FlagOptions()
@@ -190,26 +190,41 @@ def reference(a, data: dict, n: int, opts=None, _memo: dict = {}) -> dict:
         "SELECT vector FROM flag_centroids ORDER BY cluster")])
     assign = np.argmax(x @ cents.T, axis=1)
     concept = dets[0].vectors.image["red-triangle"]
+    threshold = dets[0].threshold("red-triangle", "image")
     cats = {c.id: c for c in pol.categories}
     ph = pol.content_hash
     via = {}
+
+    def unit_mean(v):
+        m = v.mean(axis=0) if len(v) else np.zeros(v.shape[1], np.float32)
+        return m / np.linalg.norm(m) if np.linalg.norm(m) > 0 else m
+
     for k in np.unique(assign):
         members = np.flatnonzero(assign == k)
-        reasons = {}
-        if float(cents[k] @ concept) >= 0.80:
-            for hit in evaluate_flags(pol, {"concept:red-triangle", "concept:red-triangle/image"}):
-                reasons[hit.category] = "centroid"
+        members = members[np.argsort([ids[m] for m in members])]  # the store's order: by item id
+        xm = x[members]
         for cat in cats:
-            share = sum((ids[m], cat) in direct for m in members) / len(members)
-            if share >= opts.cluster_share and len(members) >= opts.cluster_min_size and cat not in reasons:
-                reasons[cat] = "share"
-        for cat in reasons:
-            for m in members:
-                mine = {c for (i, c) in direct if i == ids[m]} if False else {
-                    c for c in cats if (ids[m], c) in direct}
+            flagged = np.array([(ids[m], cat) in direct for m in members])
+            # the cluster flag: member evidence only (count and share), never the centroid
+            if not (flagged.sum() >= opts.cluster_min_flagged and flagged.mean() >= opts.cluster_share
+                    and len(members) >= opts.cluster_min_size):
+                continue
+            to_f, to_u = xm @ unit_mean(xm[flagged]), xm @ unit_mean(xm[~flagged])
+            if cat == "shapes":  # an image-concept category: within the margin below its threshold
+                gap = xm @ concept - threshold
+                close = gap >= -opts.cluster_margin
+            else:
+                gap = to_f - to_u
+                close = np.ones(len(members), bool)
+            chosen = []
+            for r, m in enumerate(members):
+                mine = {c for c in cats if (ids[m], c) in direct}
                 if cat in mine or any(cats[c].rank >= cats[cat].rank for c in mine):
                     continue
-                via[(ids[m], cat)] = f"cluster:{ph[:12]}:semantic:{k}"
+                if to_f[r] > to_u[r] and close[r]:
+                    chosen.append((-float(gap[r]), ids[m]))
+            for _, item_id in sorted(chosen)[:opts.cluster_candidates]:
+                via[(item_id, cat)] = f"cluster:{ph[:12]}:semantic:{k}"
     return {"direct": direct, "via": via, "groups": groups, "assign": {ids[i]: int(assign[i]) for i in range(n)}}
 
 
@@ -357,7 +372,11 @@ def test_cell_probed_near_duplicates_find_the_exact_pairs(tmp_path):
     policy = a.index_dir / "policy.toml"
     opts = dict(dup_exact_max=1_000, dup_probes=8, dup_pdq_distance=0)
     s = a.flag(policy, embedder=LookupEmbedder(), **opts)
-    assert s.mode == "full" and s.detectors["near_duplicates"]["cosine_search"] == "cells (probes=8)"
+    from audit.cluster import choose_k
+
+    k = a.catalog.conn.execute("SELECT count(*) FROM flag_centroids").fetchone()[0]
+    probes = min(k, max(8, -(-8 * k // choose_k(first))))  # 8 cells of a sqrt(n/2) clustering, scaled to k
+    assert s.mode == "full" and s.detectors["near_duplicates"]["cosine_search"] == f"cells (probes={probes})"
     write_items(a, data, first, n)
     s = a.flag(policy, embedder=LookupEmbedder(), **opts)
     assert s.mode == "incremental" and s.evaluated == n - first

@@ -138,8 +138,8 @@ def flagged(toy):
     a.close()
 
 
-def _findings(a, category=None) -> list[dict]:
-    rows = a.findings().to_dicts()
+def _findings(a, category=None, policy_hash=None) -> list[dict]:
+    rows = a.findings(policy_hash=policy_hash).to_dicts()
     for r in rows:
         r["signals"] = json.loads(r["signals"])
     return [r for r in rows if category is None or r["category"] == category]
@@ -246,40 +246,72 @@ pdq_max_distance = 31
         assert s["detail"]["label"] == f"original-{[Path(o).stem for o in toy['originals']].index(stem)}"
 
 
-def test_cluster_with_flagged_centroid_pulls_in_members_below_threshold(toy, flagged, tmp_path):
+def test_cluster_flags_rest_on_member_evidence_and_list_only_close_candidates(toy, flagged):
+    """The toy policy: a semantic cluster is flagged for a category exactly when enough of its
+    members (count and share) are flagged directly; its "via cluster" findings are members close
+    to the concept (within the margin below the threshold, nearer the flagged members), ranked,
+    at most ``cluster_candidates``; the rest is counted on the cluster."""
+    from audit.flag.runner import FlagOptions, concept_scores
+
+    a, _ = flagged
+    opts = FlagOptions()
+    ph = audit.load_policy(TOY).content_hash  # other tests flag other policies on this index
+    scores = {r["item_id"]: r for r in concept_scores(a, TOY).to_dicts() if r["concept"] == "red-triangle"}
+    findings = _findings(a, policy_hash=ph)
+    direct = {(f["item_id"], f["category"]) for f in findings if _kinds(f) - {"cluster", "seed_neighbor"}}
+    via = [f for f in findings if _kinds(f) == {"cluster"}]
+    n_flagged = 0
+    for cl in a.clusters(kind="semantic", policy_hash=ph).to_dicts():
+        members = json.loads(cl["members"])
+        review = json.loads(cl["review"] or "{}")
+        for cat in ("red-triangles", "red-triangle-prompted"):
+            n = sum((m, cat) in direct for m in members)
+            should = n >= opts.cluster_min_flagged and n / len(members) >= opts.cluster_share
+            assert (cat in json.loads(cl["categories"])) == should, (cl["cluster_id"], cat, n, len(members))
+            if should:
+                n_flagged += 1
+                unit = review[cat]
+                assert unit["flagged"] == n and len(unit["fired"]) == min(n, 50)
+                assert len(unit["candidates"]) <= opts.cluster_candidates
+                assert unit["flagged"] + len(unit["candidates"]) + unit["rest"] == len(members)
+    assert n_flagged >= 1
+    for f in via:
+        (s,) = [s for s in f["signals"] if s["kind"] == "cluster"]
+        d = s["detail"]
+        assert d["reason"] == "members" and d["flagged_members"] >= opts.cluster_min_flagged
+        assert d["to_flagged"] > d["to_unflagged"]
+        own = scores[f["item_id"]]
+        assert own["image_score"] >= own["image_threshold"] - opts.cluster_margin
+        assert s["score"] == pytest.approx(own["image_score"], abs=1e-4) and s["margin"] >= 0
+    # precision of the "via cluster" candidates: red triangles (none of the near misses)
+    names = {r["item_id"]: Path(r["uri"]).name for r in toy["items"]}
+    wrong = [names[f["item_id"]] for f in via if label(names[f["item_id"]]) != "red_triangle"]
+    assert not wrong, wrong
+
+
+def test_centroid_alone_never_flags_a_cluster(toy, flagged, tmp_path):
+    """A threshold that the best cluster's centroid crosses while fewer members than the
+    minimum fire: the cluster is not flagged and no member is a "via cluster" finding."""
     from audit.flag.runner import concept_scores
 
     a, _ = flagged
-    policy = _write_policy(tmp_path / "c0", '[[category]]\nid = "red-triangles"\nseverity = "critical"\n' + CONCEPT
-                           + 'image_threshold = 0.5\nprompt_threshold = 1.0\n'
-                           + '[[flag]]\ncategory = "red-triangles"\nany = ["concept:red-triangle/image"]\n')
-    a.flag(policy)  # clusters, with centroid scores for the concept
-    scores = {r["item_id"]: r["image_score"] for r in concept_scores(a, policy).to_dicts()}
-    best = None
-    for cl in a.clusters(kind="semantic").to_dicts():
-        c = json.loads(cl["concept_scores"])["red-triangle"]["score"]
-        members = json.loads(cl["members"])
-        below = [m for m in members if scores[m] < c - 1e-4]
-        if below and (best is None or c > best[0]):
-            best = (c, cl["cluster_id"], members, below)
-    assert best is not None
-    centroid_score, cluster_id, members, below = best
-    threshold = centroid_score - 1e-4  # the centroid just crosses; some members do not
+    base = _write_policy(tmp_path / "c0", '[[category]]\nid = "red-triangles"\nseverity = "critical"\n' + CONCEPT
+                         + 'image_threshold = 0.5\nprompt_threshold = 1.0\n'
+                         + '[[flag]]\ncategory = "red-triangles"\nany = ["concept:red-triangle/image"]\n')
+    a.flag(base)
+    scores = {r["item_id"]: r["image_score"] for r in concept_scores(a, base).to_dicts()}
+    best = max(a.clusters(kind="semantic").to_dicts(), key=lambda c: json.loads(c["concept_scores"])["red-triangle"]["score"])
+    centroid = json.loads(best["concept_scores"])["red-triangle"]["score"]
+    members = json.loads(best["members"])
+    above = sum(scores[m] >= centroid - 1e-4 for m in members)
     policy = _write_policy(tmp_path / "c1", '[[category]]\nid = "red-triangles"\nseverity = "critical"\n' + CONCEPT
-                           + f'image_threshold = {threshold!r}\nprompt_threshold = 1.0\n'
+                           + f'image_threshold = {centroid - 1e-4!r}\nprompt_threshold = 1.0\n'
                            + '[[flag]]\ncategory = "red-triangles"\nany = ["concept:red-triangle/image"]\n')
-    a.flag(policy)
+    a.flag(policy, cluster_min_flagged=above + 1)
     cl = next(c for c in a.clusters(kind="semantic").to_dicts() if set(json.loads(c["members"])) == set(members))
-    assert cl["flagged"] == 1 and "red-triangles" in json.loads(cl["categories"])
-    found = {f["item_id"]: f for f in _findings(a, "red-triangles")}
-    for m in below:
-        f = found[m]
-        (s,) = [s for s in f["signals"] if s["kind"] == "cluster"]
-        assert s["detail"]["reason"] == "centroid" and s["detail"]["cluster_id"] == cl["cluster_id"]
-        assert s["detail"]["member_score"] < threshold <= s["score"]
-        assert "concept" not in _kinds(f) and f["cluster_id"] == cl["cluster_id"]
-    for m in set(members) - set(below):
-        assert "concept" in _kinds(found[m])  # at or above the item threshold: flagged directly
+    assert json.loads(cl["concept_scores"])["red-triangle"]["margin"] >= 0  # the centroid fires the concept
+    assert cl["flagged"] == 0 and cl["review"] is None
+    assert not [f for f in _findings(a, "red-triangles") if "cluster" in _kinds(f)]
 
 
 def test_confirmed_seed_brings_in_neighbours_dismissed_not_new(toy, flagged, tmp_path):
@@ -382,3 +414,103 @@ def test_default_policy_without_policy_flag(toy):
     assert any(s["name"] == "rule:violence-terms" and s["detail"]["text"] == "gore" for s in f["signals"])
     assert ("9002_blue_square.png", "graphic-violence") not in rows or \
         "prompt_rule" not in _kinds(rows[("9002_blue_square.png", "graphic-violence")])
+
+
+def test_precision_and_recall_per_category_with_near_misses(toy, flagged):
+    """Every finding of the toy policy, review candidates included, against what was drawn:
+    near misses the policy does not name (orange and purple triangles, red squares and stars)
+    are in the archive. "red-triangle-prompted" is a red triangle whose prompt says triangle."""
+    a, _ = flagged
+    ph = audit.load_policy(TOY).content_hash
+    names = {r["item_id"]: Path(r["uri"]).name for r in toy["items"]}
+    prompts = {r["item_id"]: (r["prompt"] or "").lower() for r in toy["items"]}
+    truth = {
+        "red-triangles": {i for i, n in names.items() if label(n) == "red_triangle"},
+        "red-triangle-prompted": {i for i, n in names.items() if label(n) == "red_triangle" and "triangle" in prompts[i]},
+    }
+    for cat, want in truth.items():
+        got = {f["item_id"] for f in _findings(a, cat, policy_hash=ph)}
+        tp = len(got & want)
+        precision, recall = tp / max(1, len(got)), tp / len(want)
+        assert recall >= 0.95 and precision >= 0.9, (cat, precision, recall, sorted(names[i] for i in got - want))
+
+
+def test_report_statuses_equal_the_index_after_mixed_decisions(toy, flagged):
+    """Item (with and without a category), finding and cluster decisions, in an order where
+    each kind overrides another: the report shows for every finding the status that
+    ``audit.open(DIR).findings()`` holds after the next flag run."""
+    from audit.report.data import gather
+
+    index = _copy_index(toy, "decisions")
+    ph = audit.load_policy(TOY).content_hash
+    with audit.open(index) as a:
+        a.flag(TOY)
+        found = _findings(a, policy_hash=ph)
+        flagged_cl = [c for c in a.clusters(kind="semantic", flagged_only=True, policy_hash=ph).to_dicts()]
+        assert flagged_cl
+        cl = flagged_cl[0]
+        cat = json.loads(cl["categories"])[0]
+        in_cl = [f for f in found if f["cluster_id"] == cl["cluster_id"] and f["category"] == cat]
+        in_cl_items = {f["item_id"] for f in in_cl}
+        two_cats = sorted(i for i in {f["item_id"] for f in found} - in_cl_items
+                          if len({f["category"] for f in found if f["item_id"] == i}) > 1)
+        assert len(in_cl) >= 3 and two_cats
+        x, y = in_cl[0], in_cl[1]
+        a.review(x["item_id"], decision="confirm", by="ann")                      # item, no category
+        a.review(finding=x["finding_id"], decision="dismiss", by="bob")           # later: the finding wins
+        # the report page is the review unit: the flagged cluster with one decision for it ...
+        out = toy["root"] / "decisions-report"
+        a.report(out, formats=["html"], policy=TOY)
+        page = next(out.rglob("index.html")).read_text()
+        assert f'class="unit" data-cluster-id="{cl["cluster_id"]}" data-cat="{cat}"' in page
+        # ... whose download (the decisions format) review --import takes: later, every reviewed member
+        from audit.report.decisions import validate_decisions
+
+        entry = [{"cluster_id": cl["cluster_id"], "category": cat, "decision": "escalate", "note": "",
+                  "by": "cy", "at": "2026-12-02T04:00:00.000Z"}]
+        (toy["root"] / "cluster-decision.json").write_text(json.dumps(validate_decisions(entry)))
+        assert len(a.import_decisions(toy["root"] / "cluster-decision.json")) == 1
+        a.review(y["item_id"], decision="dismiss", category=cat, by="dee")        # later: y's item + category
+        z = two_cats[0]
+        z_cats = sorted({f["category"] for f in found if f["item_id"] == z})
+        a.review(z, decision="confirm", category=z_cats[0], by="eve")             # one category of two
+        a.review(z, decision="dismiss", category="some-other-category", by="eve")  # applies to none of z's findings
+        a.flag(TOY)
+        index_status = {f["finding_id"]: f["status"] for f in _findings(a, policy_hash=ph)}
+        report_status = {f.finding_id: f.status for f in gather(a, policy_path=TOY).findings}
+        assert report_status == index_status
+        assert index_status[x["finding_id"]] == "escalated" and index_status[y["finding_id"]] == "dismissed"
+        assert all(index_status[f["finding_id"]] == "escalated" for f in in_cl[2:])
+        z_status = {f["category"]: index_status[f["finding_id"]] for f in found if f["item_id"] == z}
+        assert z_status[z_cats[0]] == "confirmed"  # the item decision of its category
+        assert all(v not in ("confirmed", "dismissed") for c, v in z_status.items() if c != z_cats[0])
+
+
+def test_via_cluster_candidates_are_the_alike_members_just_below_the_threshold(toy, flagged, tmp_path):
+    """A threshold that leaves a fifth of the red triangles just below it: the flagged
+    clusters bring back (as ranked, capped candidates) only red triangles, none of the near
+    misses (red stars and squares, orange and purple triangles) that share their clusters."""
+    import numpy as np
+
+    from audit.flag.runner import FlagOptions, concept_scores
+
+    a, _ = flagged
+    names = {r["item_id"]: Path(r["uri"]).name for r in toy["items"]}
+    scores = {r["item_id"]: r["image_score"] for r in concept_scores(a, TOY).to_dicts() if r["concept"] == "red-triangle"}
+    reds = sorted(scores[i] for i, n in names.items() if label(n) == "red_triangle")
+    threshold = float(np.quantile(reds, 0.2))
+    policy = _write_policy(tmp_path / "p", '[[category]]\nid = "red-triangles"\nseverity = "critical"\n' + CONCEPT
+                           + f'image_threshold = {threshold!r}\nprompt_threshold = 1.0\n'
+                           + '[[flag]]\ncategory = "red-triangles"\nany = ["concept:red-triangle/image"]\n')
+    a.flag(policy)
+    found = _findings(a, "red-triangles")
+    via = [f for f in found if _kinds(f) == {"cluster"}]
+    below = {i for i, n in names.items() if label(n) == "red_triangle" and threshold - 0.05 <= scores[i] < threshold}
+    assert via and below
+    assert all(label(names[f["item_id"]]) == "red_triangle" for f in via), sorted(names[f["item_id"]] for f in via)
+    per_cluster = {}
+    for f in via:
+        (s,) = [s for s in f["signals"] if s["kind"] == "cluster"]
+        per_cluster.setdefault(s["detail"]["cluster_id"], []).append(s["detail"]["rank"])
+    assert all(sorted(r) == list(range(1, len(r) + 1)) and len(r) <= FlagOptions().cluster_candidates
+               for r in per_cluster.values())

@@ -64,8 +64,14 @@ def test_scan_twice_then_new_files(tmp_path):
     assert code == 1 and first["exit_code"] == 1  # planted red triangles are critical
     assert first["stages"]["crawl"]["read"] == n_first
     assert first["new_by_severity"].get("critical", 0) >= 10
-    # members of the flagged red cluster that are not red triangles themselves: candidates
-    assert 0 < first["new_candidates_by_category"]["red-triangles"] < first["new_by_category"]["red-triangles"]
+    # "via cluster" candidates are only members close to the category: no red star of the
+    # flagged red cluster comes in that way (truth.json says what was drawn)
+    drawn = {t["path"]: t for t in json.loads((SAMPLE / "truth.json").read_text())}
+    via = [f for f in _new_findings(idx, first) if all(s["kind"] == "cluster" for s in json.loads(f["signals"]))]
+    assert first["new_candidates_by_category"].get("red-triangles", 0) == sum(f["category"] == "red-triangles" for f in via)
+    for f in via:
+        t = drawn[Path(f["uri"]).relative_to(archive).as_posix()]
+        assert (t["colour"], t["shape"]) == ("red", "triangle"), t
     assert Path(first["report"]).is_dir() and (Path(first["report"]) / "manifest.json").exists()
 
     code, second = scan(archive, idx)

@@ -20,8 +20,12 @@ def flag_command(
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Local weights of the model, when the index was embedded from a checkpoint file."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N, for embedding the policy's concept texts."),
     full: bool = typer.Option(False, "--full", help="Recompute everything: every item evaluated, clusters retrained, near-duplicate groups and seed neighbours rebuilt (default: only items new or changed since the last run of this policy and model)."),
-    clusters: Optional[int] = typer.Option(None, "--clusters", min=1, help="Number of semantic clusters (default: about sqrt(items/2))."),
-    cluster_share: float = typer.Option(0.5, "--cluster-share", min=0.01, max=1.0, help="Flag a cluster when this share of its members is flagged."),
+    clusters: Optional[int] = typer.Option(None, "--clusters", min=1, help="Number of semantic clusters (default: one per --cluster-size items, at most 4096)."),
+    cluster_size: int = typer.Option(25, "--cluster-size", min=1, help="Items per semantic cluster the number of clusters aims at (when --clusters is not given)."),
+    cluster_share: float = typer.Option(0.25, "--cluster-share", min=0.01, max=1.0, help="Flag a cluster only when at least this share of its members is flagged directly (and --cluster-min-flagged members)."),
+    cluster_min_flagged: int = typer.Option(3, "--cluster-min-flagged", min=1, help="Flag a cluster only when at least this many of its members are flagged directly."),
+    cluster_margin: float = typer.Option(0.05, "--cluster-margin", min=0.0, help="A flagged cluster's member is a review candidate only within this margin below the concept threshold (and nearer to the flagged members than to the others)."),
+    cluster_candidates: int = typer.Option(10, "--cluster-candidates", min=0, help="At most this many review candidates per flagged cluster and category; the rest is counted on the cluster."),
     recluster_factor: float = typer.Option(2.0, "--recluster-factor", min=1.0, help="Retrain the clusters (a full run) once the archive's image vectors grew this many times since the last training."),
     learn: bool = typer.Option(True, "--learn/--no-learn", help="Use models learned from review decisions (per category, once it has at least 5 confirmed and 5 dismissed items) to decide the image part of its flags."),
     wait: bool = typer.Option(False, "--wait", help="Wait for another run holding the index instead of exiting with code 3."),
@@ -45,6 +49,8 @@ def flag_command(
         summary = audit.open(index).flag(
             str(policy) if policy else None, model=model, checkpoint=str(checkpoint) if checkpoint else None,
             device=device, full=full, wait=wait, n_clusters=clusters, cluster_share=cluster_share,
+            cluster_size=cluster_size, cluster_min_flagged=cluster_min_flagged, cluster_margin=cluster_margin,
+            cluster_candidates=cluster_candidates,
             recluster_factor=recluster_factor, learn=learn, progress=bar,
         )  # fmt: skip
     data = summary.to_dict()

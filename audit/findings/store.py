@@ -76,7 +76,8 @@ CREATE TABLE IF NOT EXISTS clusters (
     flagged_share REAL,
     flagged INTEGER NOT NULL DEFAULT 0,
     categories TEXT,                 -- JSON list of category ids the cluster was flagged for
-    run_id INTEGER
+    run_id INTEGER,
+    review TEXT                      -- JSON {category: fired members, candidates, counts} (flagged semantic clusters)
 );
 CREATE INDEX IF NOT EXISTS clusters_policy ON clusters(policy_hash, kind);
 CREATE TABLE IF NOT EXISTS decisions (
@@ -138,6 +139,7 @@ def finding_id(policy_hash: str, item_id: str, category: str) -> str:
 
 # Columns added after the first release: an index made earlier gains them in place.
 _LATER_COLUMNS = {"reported_run": "INTEGER"}
+_LATER_CLUSTER_COLUMNS = {"review": "TEXT"}
 # Findings a reviewer has decided on are no news to anyone.
 DECIDED_STATUSES = ("dismissed", "confirmed", "escalated")
 
@@ -147,7 +149,7 @@ class FindingsStore:
         self.conn = conn
         # writes nothing when they exist; never on a read-only catalog (an older one there
         # reads its missing columns as NULL)
-        ensure_tables(conn, DDL, columns={"findings": _LATER_COLUMNS})
+        ensure_tables(conn, DDL, columns={"findings": _LATER_COLUMNS, "clusters": _LATER_CLUSTER_COLUMNS})
 
     def transaction(self):
         from audit.catalog.store import transaction
@@ -323,7 +325,7 @@ class FindingsStore:
         schema = {
             "cluster_id": pl.Utf8, "policy_hash": pl.Utf8, "kind": pl.Utf8, "size": pl.Int64, "members": pl.Utf8,
             "medoids": pl.Utf8, "top_terms": pl.Utf8, "concept_scores": pl.Utf8, "flagged_share": pl.Float64,
-            "flagged": pl.Int64, "categories": pl.Utf8, "run_id": pl.Int64,
+            "flagged": pl.Int64, "categories": pl.Utf8, "run_id": pl.Int64, "review": pl.Utf8,
         }  # fmt: skip
         where, params = ["1=1"], []
         if policy_hash:

@@ -3,23 +3,26 @@ where the new items land.
 
 * training: FAISS k-means (``audit.cluster.kmeans``, spherical) on a deterministic sample of
   the archive's image vectors (``stream.sample_vectors``, at most ``FlagOptions.cluster_sample``);
-  k = ``n_clusters`` or ``choose_k`` of the estimated number of vectors; the centroids are
-  kept in ``flag_centroids`` until the next re-clustering (archive grown by
-  ``recluster_factor``, policy or model changed, ``--full``);
+  k = ``n_clusters`` or ``size_k``: one cluster per ``cluster_size`` (25) estimated vectors, at
+  most ``cluster_max_k`` (4096), so a cluster is a set of near-alike generations (purity and
+  cost measured in benchmarks/bench_cluster.py); the centroids are kept in ``flag_centroids``
+  until the next re-clustering (archive grown by ``recluster_factor``, policy or model
+  changed, ``--full``);
 * members: each item with an image vector joins its nearest centroid (``cluster_members``,
   with the cosine), batch by batch; prompt words are counted per cluster (``cluster_terms``);
 * stats and flags, recomputed from SQL each run (sizes: one grouped count; flagged members:
   the sparse direct hits joined to their clusters), so they never drift: a cluster is flagged
-  for a category when its centroid alone fires the category's flags (reason ``centroid``), or
-  when at least ``cluster_share`` of its members (and ``cluster_min_size`` members) hold a
-  direct finding of that category (reason ``share``);
-* "via cluster" signals (``flag_signals`` source ``1cluster:<id>``) for the other members,
-  except members flagged directly at an equal or higher severity, members a negative bank
-  clears, and (centroid flags) members a negative concept cancels; remade only for flagged
+  for a category on member evidence only (``audit.flag.cluster_review``: at least
+  ``cluster_min_flagged`` members and ``cluster_share`` of them flagged directly), never on
+  its centroid; the centroid's concept scores are shown, not used;
+* "via cluster" signals (``flag_signals`` source ``1cluster:<id>``) for at most
+  ``cluster_candidates`` members close to the category (ranked), remade only for flagged
   clusters the run touched or whose flag state changed (``cluster_state``), dropped for
-  clusters no longer flagged;
+  clusters no longer flagged; the rest of a flagged cluster is counted in ``clusters.review``
+  (with the fired members and their scores), not listed;
 * ``clusters`` table rows (size, members, the 3 members nearest the centroid, top prompt
-  terms, centroid concept scores, flagged share) rewritten for the touched clusters only.
+  terms, centroid concept scores, flagged share, review summary) rewritten for the touched
+  clusters only.
 """
 
 from __future__ import annotations
@@ -41,6 +44,28 @@ def semantic_id(policy_hash: str, cluster: int) -> str:
 
 def group_id(policy_hash: str, root: str) -> str:
     return f"{policy_hash[:12]}:near_duplicate:{root[:16]}"
+
+
+def size_k(n: int, cluster_size: int, max_k: int) -> int:
+    """Clusters for ``n`` vectors: one per ``cluster_size`` (near-alike generations, a unit a
+    reviewer can decide at once), at most ``max_k`` (the cost of training and assignment
+    grows with k; see benchmarks/bench_cluster.py), at least 1."""
+    if n <= 0:
+        return 0
+    return int(max(1, min(max_k, round(n / cluster_size), n)))
+
+
+def cell_probes(base: int, k: int, n: int) -> int:
+    """Cells the near-duplicate search probes per item: ``base`` cells of a √(n/2)-cell
+    clustering (what ``dup_probes`` was tuned for), scaled to ``k`` cells so that the same
+    share of the archive is compared (same recall, same cost) however fine the clusters are."""
+    import math
+
+    from audit.cluster import choose_k
+
+    if k <= 0:
+        return base
+    return int(min(k, max(base, math.ceil(base * k / max(1, choose_k(n))))))
 
 
 def train(sample: np.ndarray, k: int, seed: int) -> np.ndarray:
@@ -121,10 +146,10 @@ def _json(x) -> str:
 
 def refresh(c, vs, *, scope: int, policy, policy_hash: str, run_id: int, model_key: str, dim: int,
             centroids: np.ndarray, concepts, touched: set[int] | None, opts) -> tuple[set[tuple[str, str]], dict]:
-    """Cluster stats, flags, "via cluster" signals and ``clusters`` rows (semantic) for the
+    """Cluster stats, flags, "via cluster" candidates and ``clusters`` rows (semantic) for the
     ``touched`` clusters (``None``: all), inside the caller's transaction. Returns the
     (item, category) pairs whose evidence changed, and counts for the summary."""
-    from audit.policy import evaluate_flags
+    from audit.flag.cluster_review import cluster_flags
 
     categories = {cat.id: cat for cat in policy.categories}
     sizes = dict(c.execute("SELECT cluster, count(*) FROM cluster_members WHERE scope = ? GROUP BY cluster",
@@ -142,7 +167,7 @@ def refresh(c, vs, *, scope: int, policy, policy_hash: str, run_id: int, model_k
     concept_vectors = concepts.vectors.image if concepts.vectors is not None else {}
     old_state = dict(c.execute("SELECT cluster_id, fingerprint FROM cluster_state WHERE scope = ?", (scope,)).fetchall())
     dirty: set[tuple[str, str]] = set()
-    stats = {"clusters_refreshed": 0, "clusters_flag_remade": 0}
+    stats = {"clusters_refreshed": 0, "clusters_flag_remade": 0, "candidates": 0, "summarised": 0}
     todo = range(len(centroids)) if touched is None else sorted(touched)
     for k in todo:
         cid = semantic_id(policy_hash, k)
@@ -153,29 +178,25 @@ def refresh(c, vs, *, scope: int, policy, policy_hash: str, run_id: int, model_k
                 dirty |= _drop_via(c, scope, cid)
             continue
         centroid = centroids[k]
-        scores, fired = {}, set()
+        scores = {}  # shown on the cluster; never a reason to flag it
         for concept_id, cvec in concept_vectors.items():
             s = float(centroid @ cvec)
             thr = concepts.threshold(concept_id, "image")
             scores[concept_id] = {"score": round(s, 6), "threshold": round(thr, 6), "margin": round(s - thr, 6)}
-            if s >= thr:
-                fired |= {f"concept:{concept_id}", f"concept:{concept_id}/image"}
-        reasons: dict[str, dict] = {}
-        for hit in evaluate_flags(policy, fired) if fired else ():
-            reasons[hit.category] = {"reason": "centroid", "signals": list(hit.signals)}
-        shares = {}
-        for cat, n in sorted(hits.get(k, {}).items()):
-            shares[cat] = n / size
-            if shares[cat] >= opts.cluster_share and size >= opts.cluster_min_size and cat not in reasons:
-                reasons[cat] = {"reason": "share", "share": round(shares[cat], 4)}
-        fingerprint = _json({"reasons": reasons, "size": size, "shares": {c_: round(v, 6) for c_, v in shares.items()}})
+        # member evidence only: enough members flagged directly, by count and by fraction
+        reasons = cluster_flags(hits.get(k, {}), size, categories, opts)
+        review: dict = {}
         if reasons:
             dirty |= _drop_via(c, scope, cid)
-            dirty |= _make_via(c, vs, scope=scope, policy=policy, cid=cid, cluster=k, size=size, reasons=reasons,
-                               shares=shares, scores=scores, concepts=concepts, model_key=model_key, dim=dim,
-                               categories=categories, opts=opts)
+            made, review = _make_via(c, vs, scope=scope, policy=policy, cid=cid, cluster=k, size=size,
+                                     reasons=reasons, concepts=concepts, model_key=model_key, dim=dim,
+                                     categories=categories, opts=opts)
+            dirty |= made
+            fingerprint = _json({"reasons": reasons, "size": size})
             c.execute("INSERT OR REPLACE INTO cluster_state VALUES (?,?,?)", (scope, cid, fingerprint))
             stats["clusters_flag_remade"] += 1
+            stats["candidates"] += sum(len(r["candidates"]) for r in review.values())
+            stats["summarised"] += sum(r["rest"] for r in review.values())
         elif cid in old_state:
             dirty |= _drop_via(c, scope, cid)
         medoids = [r[0] for r in c.execute(
@@ -187,11 +208,12 @@ def refresh(c, vs, *, scope: int, policy, policy_hash: str, run_id: int, model_k
         c.execute("DELETE FROM clusters WHERE cluster_id = ?", (cid,))
         # members as JSON, built by SQLite from the index (no Python loop over members)
         c.execute(
-            f"INSERT INTO clusters ({', '.join(CLUSTER_COLS)}) VALUES (?,?,'semantic',?,"
+            f"INSERT INTO clusters ({', '.join(CLUSTER_COLS)}, review) VALUES (?,?,'semantic',?,"
             "(SELECT json_group_array(item_id) FROM (SELECT item_id FROM cluster_members "
-            " WHERE scope = ? AND cluster = ? ORDER BY item_id)),?,?,?,?,?,?,?)",
+            " WHERE scope = ? AND cluster = ? ORDER BY item_id)),?,?,?,?,?,?,?,?)",
             (cid, policy_hash, size, scope, k, _json(medoids), _json(terms), _json(scores),
-             round(float(any_hit.get(k, 0)) / size, 6), int(bool(reasons)), _json(sorted(reasons)), run_id))
+             round(float(any_hit.get(k, 0)) / size, 6), int(bool(reasons)), _json(sorted(reasons)), run_id,
+             _json(review) if review else None))
         stats["clusters_refreshed"] += 1
     return dirty, stats
 
@@ -205,66 +227,37 @@ def _drop_via(c, scope: int, cid: str) -> set[tuple[str, str]]:
     return pairs
 
 
-def _make_via(c, vs, *, scope, policy, cid, cluster, size, reasons, shares, scores, concepts, model_key, dim,
-              categories, opts) -> set[tuple[str, str]]:
+def _make_via(c, vs, *, scope, policy, cid, cluster, size, reasons, concepts, model_key, dim,
+              categories, opts) -> tuple[set[tuple[str, str]], dict]:
+    """"Via cluster" signals for the chosen candidates of one flagged cluster, and its review
+    summary per category (``audit.flag.cluster_review.review_cluster``)."""
+    from audit.flag.cluster_review import review_cluster
     from audit.flag.stream import align
 
     members = [r[0] for r in c.execute("SELECT item_id FROM cluster_members WHERE scope = ? AND cluster = ? "
                                        "ORDER BY item_id", (scope, cluster))]
-    direct: dict[str, set[str]] = {}
-    for item_id, cat in c.execute(
-            "SELECT s.item_id, s.category FROM cluster_members m JOIN flag_signals s ON s.scope = m.scope "
+    direct: dict[str, dict[str, list]] = {}
+    for item_id, cat, sig_json in c.execute(
+            "SELECT s.item_id, s.category, s.signals FROM cluster_members m JOIN flag_signals s ON s.scope = m.scope "
             "AND s.item_id = m.item_id AND s.source = '0direct' WHERE m.scope = ? AND m.cluster = ?", (scope, cluster)):
-        direct.setdefault(item_id, set()).add(cat)
+        direct.setdefault(item_id, {})[cat] = json.loads(sig_json)
     suppressed = {item_id: set(json.loads(cats)) for item_id, cats in c.execute(
         "SELECT s.item_id, s.categories FROM cluster_members m JOIN flag_suppressed s ON s.scope = m.scope "
         "AND s.item_id = m.item_id WHERE m.scope = ? AND m.cluster = ?", (scope, cluster))}
-    item_scores: dict[str, np.ndarray] = {}
-    negated: dict[str, np.ndarray] = {}
-    if concepts.vectors is not None and concepts.vectors.image and any(
-            why["reason"] == "centroid" for why in reasons.values()):
-        got_keys, got = vs.get(model_key, "image", members)
-        vecs, _ = align(members, got_keys, got, dim)
-        item_scores = {cid_: vecs @ v for cid_, v in concepts.vectors.image.items()}
-        for neg in policy.negative_concepts:
-            neg_score = vecs @ concepts.vectors.negative[neg.id]
-            fires = neg_score >= concepts.threshold(f"negative:{neg.id}", "image")
-            for concept_id in neg.suppresses or [x.id for x in policy.concepts]:
-                if concept_id in item_scores:
-                    negated[concept_id] = negated.get(concept_id, np.zeros(len(members), bool)) | (
-                        fires & (item_scores[concept_id] <= neg_score))
+    got_keys, got = vs.get(model_key, "image", members)
+    vecs, _ = align(members, got_keys, got, dim)
+    review = review_cluster(policy, members, vecs, direct, suppressed, reasons, concepts, categories, opts)
     rows = []
-    for cat, why in reasons.items():
-        if cat not in categories:
-            continue
-        rank = categories[cat].rank
-        concept_ids = sorted({s.split(":", 1)[1].split("/", 1)[0] for s in why.get("signals", ())
-                              if s.startswith("concept:")})
-        for m, item_id in enumerate(members):
-            mine = direct.get(item_id, set())
-            if cat in mine or any(x in categories and categories[x].rank >= rank for x in mine):
-                continue  # already flagged directly, here or at an equal or higher severity
-            sup = suppressed.get(item_id, ())
-            if "*" in sup or cat in sup:
-                continue
-            if why["reason"] == "centroid":
-                if concept_ids and all(x in negated and negated[x][m] for x in concept_ids):
-                    continue
-                cs = scores.get(concept_ids[0], {}) if concept_ids else {}
-                detail = {"cluster_id": cid, "reason": "centroid", "concept": concept_ids[0] if concept_ids else None,
-                          "cluster_size": size}
-                if concept_ids and concept_ids[0] in item_scores:
-                    detail["member_score"] = round(float(item_scores[concept_ids[0]][m]), 6)
-                sig = Signal("cluster", f"cluster:{cid}", cs.get("score"), cs.get("threshold"), cs.get("margin"), detail)
-            else:
-                share = shares[cat]
-                sig = Signal("cluster", f"cluster:{cid}", round(share, 6), opts.cluster_share,
-                             round(share - opts.cluster_share, 6),
-                             {"cluster_id": cid, "reason": "share", "cluster_size": size,
-                              "flagged_members": int(round(share * size))})
-            rows.append((scope, item_id, cat, f"1cluster:{cid}", categories[cat].severity, _json([sig.to_dict()])))
+    for cat, summary in review.items():
+        for rank, cand in enumerate(summary["candidates"], 1):
+            detail = {"cluster_id": cid, "reason": "members", "cluster_size": size, "rank": rank,
+                      "flagged_members": summary["flagged"], **cand["detail"]}
+            sig = Signal("cluster", f"cluster:{cid}", cand["score"], cand["threshold"],
+                         round(cand["score"] - cand["threshold"], 6), detail)
+            rows.append((scope, cand["item_id"], cat, f"1cluster:{cid}", categories[cat].severity,
+                         _json([sig.to_dict()])))
     c.executemany("INSERT OR REPLACE INTO flag_signals VALUES (?,?,?,?,?,?)", rows)
-    return {(r[1], r[2]) for r in rows}
+    return {(r[1], r[2]) for r in rows}, review
 
 
 def refresh_groups(c, *, scope: int, policy_hash: str, run_id: int, roots: Iterable[str], gone: Iterable[str]) -> int:

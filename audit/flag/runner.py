@@ -66,8 +66,20 @@ CREATE TABLE IF NOT EXISTS flag_items (
 class FlagOptions:
     full: bool = False
     n_clusters: int | None = None  # None: choose_k(n)
-    cluster_share: float = 0.5
+    # A cluster is flagged for a category when at least ``cluster_min_flagged`` members AND at
+    # least ``cluster_share`` of its members are flagged directly (never on its centroid);
+    # ``cluster_min_size``: smaller clusters are never flagged. See audit.flag.cluster_review.
+    cluster_share: float = 0.25
+    cluster_min_flagged: int = 3
     cluster_min_size: int = 3
+    # "via cluster" candidates: members within ``cluster_margin`` below a concept threshold
+    # (and nearer to the flagged members than to the others), at most ``cluster_candidates``
+    # per cluster and category; the rest is counted on the cluster.
+    cluster_margin: float = 0.05
+    cluster_candidates: int = 10
+    # k = n_clusters, else about one cluster per ``cluster_size`` items (at most cluster_max_k)
+    cluster_size: int = 25
+    cluster_max_k: int = 4096
     dup_pdq_distance: int = 15
     dup_min_cosine: float | None = 0.98
     seed_k: int = 10
@@ -79,6 +91,8 @@ class FlagOptions:
     block: int = 20_000  # vectors per block of the exact near-duplicate and seed passes
     # Up to this many image vectors cosine near-duplicates are exact (every pair); above it
     # they come from an inverted-file search over the clusters' cells, ``dup_probes`` cells
+    # of a √(n/2)-cell clustering per item (scaled to the clusters' k: the same share of the
+    # archive is searched whatever k the cluster size rule gives; ``clusters.cell_probes``)
     # per item (see audit.flag.dups).
     dup_exact_max: int = 200_000
     dup_probes: int = 8
@@ -232,6 +246,11 @@ def run_flag(audit: "Audit", policy: "str | os.PathLike | Policy | None" = None,
         from audit.errors import UsageError
 
         raise UsageError("cluster_share must be in (0, 1]")
+    if opts.cluster_min_flagged < 1 or opts.cluster_candidates < 0 or opts.cluster_margin < 0 or opts.cluster_size < 1:
+        from audit.errors import UsageError
+
+        raise UsageError("cluster_min_flagged and cluster_size must be >= 1, cluster_candidates and "
+                         "cluster_margin >= 0")
     device = check_device(device)
     pol = policy if isinstance(policy, Policy) else load_policy(policy)
     conn = audit.catalog.conn
@@ -365,24 +384,25 @@ def _compose(c, store, scope: int, ph: str, pairs, run_id: int, now: str) -> int
 
 
 def _apply_decisions(c, conn, ph: str) -> None:
-    """Statuses of the decided findings (item- or finding-level decisions; the latest wins)."""
-    from audit.review import latest_by_target
+    """Statuses of the decided findings: ``audit.review.LatestDecisions`` (the rule the
+    report shows too)."""
+    from audit.review import LatestDecisions
 
-    item_dec, finding_dec = latest_by_target(conn)
-    rows: list[tuple[str, str]] = []
-    for chunk in _in_chunks(item_dec):
+    latest = LatestDecisions.read(conn)
+    rows: list[tuple[str, str, str]] = []
+    for chunk in _in_chunks(sorted(latest.decided_items())):
         marks = ",".join("?" * len(chunk))
-        rows += c.execute(f"SELECT finding_id, item_id FROM findings WHERE policy_hash=? AND active=1 "
+        rows += c.execute(f"SELECT finding_id, item_id, category FROM findings WHERE policy_hash=? AND active=1 "
                           f"AND item_id IN ({marks})", (ph, *chunk)).fetchall()
-    for chunk in _in_chunks(finding_dec):
+    for chunk in _in_chunks(sorted(latest.findings)):
         marks = ",".join("?" * len(chunk))
-        rows += c.execute(f"SELECT finding_id, item_id FROM findings WHERE policy_hash=? AND active=1 "
+        rows += c.execute(f"SELECT finding_id, item_id, category FROM findings WHERE policy_hash=? AND active=1 "
                           f"AND finding_id IN ({marks})", (ph, *chunk)).fetchall()
     statuses = {}
-    for fid, item_id in rows:
-        cands = [d for d in (item_dec.get(item_id), finding_dec.get(fid)) if d is not None]
-        if cands:
-            statuses[fid] = max(cands, key=lambda d: d.decision_id).status
+    for fid, item_id, category in rows:
+        d = latest.for_finding(fid, item_id, category)
+        if d is not None:
+            statuses[fid] = d.status
     FindingsStore(conn).set_statuses_in(c, statuses)
 
 
@@ -513,12 +533,10 @@ def _run(audit, conn, pol, vs, model_key, dim, factory, opts: FlagOptions, run_i
                                         "train_seconds": round(time.perf_counter() - tl, 3)}
     centroids = np.zeros((0, max(dim, 0)), np.float32)
     if with_vectors and full:
-        from audit.cluster import choose_k
-
         sample, share = sample_vectors(conn, vs, model_key, dim, n_items, opts.cluster_sample)
         if len(sample):
             estimate = int(round(len(sample) / share))
-            k = int(min(opts.n_clusters or choose_k(estimate), len(sample)))
+            k = int(min(opts.n_clusters or cl.size_k(estimate, opts.cluster_size, opts.cluster_max_k), len(sample)))
             ts = time.perf_counter()
             centroids = cl.train(sample, k, opts.kmeans_seed)
             timings["kmeans"] = time.perf_counter() - ts
@@ -578,8 +596,9 @@ def _run(audit, conn, pol, vs, model_key, dim, factory, opts: FlagOptions, run_i
 
     # exact cosine near-duplicates while the archive is small, cell probes above (recorded)
     probed = with_vectors and vs.count(model_key, "image") > opts.dup_exact_max if model_key else False
+    dup_probes = cl.cell_probes(opts.dup_probes, len(centroids), vcount if full else (row["trained_items"] or vcount))
     summary.detectors.setdefault("near_duplicates", {})["cosine_search"] = \
-        f"cells (probes={opts.dup_probes})" if probed else "exact"
+        f"cells (probes={dup_probes})" if probed else "exact"
     for b in batches():
         if not len(b):
             continue
@@ -667,7 +686,7 @@ def _run(audit, conn, pol, vs, model_key, dim, factory, opts: FlagOptions, run_i
                                                                                   opts.block), opts.dup_min_cosine)
                     elif opts.dup_min_cosine is not None:
                         edges += dups.cosine_edges_probed(ids, vecs, c, vs, scope, model_key, dim, centroids,
-                                                          opts.dup_min_cosine, opts.dup_probes)
+                                                          opts.dup_min_cosine, dup_probes)
                     timings["near_duplicates"] = timings.get("near_duplicates", 0.0) + time.perf_counter() - tp
                     if seed_ids:
                         seed_best = _seed_merge(seed_ids, seed_vecs, ids, vecs, seed_best, opts.seed_k)
@@ -691,7 +710,7 @@ def _run(audit, conn, pol, vs, model_key, dim, factory, opts: FlagOptions, run_i
         del full_pdq_ids, full_pdq_hex
         if opts.dup_min_cosine is not None and probed:
             edges += dups.cosine_edges_by_cells(conn, vs, scope, model_key, dim, centroids, opts.dup_min_cosine,
-                                                opts.dup_probes)
+                                                dup_probes)
         elif opts.dup_min_cosine is not None:
             for ids, x in iter_member_vectors(conn, vs, scope, model_key, dim, opts.block):
                 edges += dups.cosine_edges_within(ids, x, opts.dup_min_cosine)

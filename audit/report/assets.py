@@ -102,6 +102,8 @@ mark{background:#ffe08a;color:inherit;border-radius:2px;padding:0 1px}
 .decide button[aria-pressed=true][data-decision=escalate]{background:#6941c6;border-color:#6941c6;color:#fff}
 .note{font:inherit;font-size:12px;border:1px solid #d0d5dd;border-radius:6px;padding:4px 6px;resize:vertical;min-height:44px}
 .decide .note{margin:0}
+.unit{display:flex;gap:12px;justify-content:space-between;border:1px dashed var(--line);border-radius:8px;padding:8px 10px;margin:6px 0;font-size:12px}
+.unit .fired{margin:4px 0 0;padding-left:18px}.unit-decide{min-width:200px}
 .prior{font-size:11px;color:var(--muted)}
 .hidden{display:none!important}
 .help{position:fixed;right:18px;top:56px;z-index:20;background:#fff;border:1px solid var(--line);border-radius:10px;box-shadow:0 10px 30px #0002;padding:12px 16px;width:330px}
@@ -128,6 +130,22 @@ function paint(card){
   var n=card.querySelector('textarea.note'); if(n && document.activeElement!==n){n.value=s.note||'';}
 }
 function count(){var n=0;for(var k in state){if(state[k]&&state[k].decision){n++;}}$('ndec').textContent=String(n);}
+/* a flagged cluster is one review unit: one decision for the cluster (state key "cluster:<id>:<category>") */
+var units=Array.prototype.slice.call(document.querySelectorAll('div.unit'));
+function ukey(u){return 'cluster:'+u.getAttribute('data-cluster-id')+':'+u.getAttribute('data-cat');}
+function upaint(u){var s=state[ukey(u)]||{};
+  u.querySelectorAll('.decide button').forEach(function(b){b.setAttribute('aria-pressed',String(b.getAttribute('data-decision')===s.decision));});
+  var n=u.querySelector('textarea.note'); if(n && document.activeElement!==n){n.value=s.note||'';}}
+units.forEach(function(u){
+  upaint(u);
+  u.querySelectorAll('.decide button').forEach(function(b){b.addEventListener('click',function(){
+    var k=ukey(u), s=state[k]||{}, d=b.getAttribute('data-decision');
+    if(s.decision===d){delete s.decision;}else{s.decision=d;s.at=new Date().toISOString();}
+    s.cluster_id=u.getAttribute('data-cluster-id'); s.category=u.getAttribute('data-cat');
+    state[k]=s; save(); upaint(u); count();});});
+  var n=u.querySelector('textarea.note');
+  n.addEventListener('input',function(){var k=ukey(u),s=state[k]||{};s.note=n.value;s.cluster_id=u.getAttribute('data-cluster-id');s.category=u.getAttribute('data-cat');state[k]=s;save();});
+});
 function decide(card,decision){
   var id=card.getAttribute('data-finding-id'), s=state[id]||{};
   if(s.decision===decision){delete s.decision;}else{s.decision=decision;s.at=new Date().toISOString();}
@@ -179,6 +197,10 @@ function decisions(){
   var by=(rv.value||'').trim(), out=[];
   cards.forEach(function(card){var id=card.getAttribute('data-finding-id'),s=state[id];
     if(s&&s.decision){out.push({finding_id:id,item_id:card.getAttribute('data-item-id'),decision:s.decision,note:s.note||'',by:by,at:s.at||new Date().toISOString()});}});
+  units.forEach(function(u){var s=state[ukey(u)];
+    if(s&&s.decision){out.push({cluster_id:u.getAttribute('data-cluster-id'),category:u.getAttribute('data-cat'),decision:s.decision,note:s.note||'',by:by,at:s.at||new Date().toISOString()});}});
+  /* in the order they were made: review --import appends them so, and the latest decision wins */
+  out.sort(function(a,b){return a.at<b.at?-1:(a.at>b.at?1:0);});
   return out;
 }
 window.auditDecisions=decisions;

@@ -72,7 +72,7 @@ def _provenance(text: Any) -> Any:
 
 def cluster_record(c: dict[str, Any]) -> dict[str, Any]:
     return {k: c.get(k) for k in ("cluster_id", "kind", "size", "members", "medoids", "top_terms", "concept_scores",
-                                  "flagged_share", "flagged", "categories", "policy_hash")}  # fmt: skip
+                                  "flagged_share", "flagged", "categories", "policy_hash", "review")}  # fmt: skip
 
 
 def dumps(obj: Any) -> str:

@@ -343,9 +343,7 @@ def _gather(audit, conn: sqlite3.Connection, store, policy_path) -> ReportData:
     if policy_hash is not None:
         for c in store.clusters(policy_hash=policy_hash).to_dicts():
             if c["cluster_id"] in wanted or c["flagged"]:
-                for key, default in (("members", []), ("medoids", []), ("top_terms", []), ("concept_scores", {}), ("categories", [])):
-                    c[key] = _json(c[key], default)
-                clusters.append(c)
+                clusters.append(_cluster_dict(c))
 
     policy_info: dict[str, Any] = {"policy_hash": policy_hash, "loaded": policy is not None}
     if policy is not None:
@@ -362,17 +360,18 @@ def _gather(audit, conn: sqlite3.Connection, store, policy_path) -> ReportData:
     )  # fmt: skip
 
 
-def _latest_decisions(conn: sqlite3.Connection) -> dict[tuple, dict[str, Any]]:
+def _latest_decisions(conn: sqlite3.Connection):
+    """``audit.review.LatestDecisions`` of the decisions log (texts read leniently: a note
+    that is not valid UTF-8 must not stop a report)."""
+    from audit.review import Decision, LatestDecisions
+
     if not _table_exists(conn, "decisions"):
-        return {}
-    out: dict[tuple, dict[str, Any]] = {}
-    for kind, target, decision, note, category, by, at in conn.execute(
-        "SELECT target_kind, target_id, decision, CAST(note AS BLOB), category, decided_by, decided_at "
-        "FROM decisions ORDER BY decision_id"
-    ):
-        d = {"decision": decision, "note": _text(note), "by": _text(by), "at": at}
-        out[(kind, target) if kind != "item" else (kind, target, category)] = d
-    return out
+        return LatestDecisions([])
+    rows = conn.execute(
+        "SELECT decision_id, target_kind, target_id, decision, category, CAST(decided_by AS BLOB), decided_at, "
+        "CAST(note AS BLOB), source FROM decisions ORDER BY decision_id")
+    return LatestDecisions(Decision(did, kind, target, decision, category, _text(by), at, _text(note), source)
+                           for did, kind, target, decision, category, by, at, note, source in rows)
 
 
 def _items(conn: sqlite3.Connection, ids: list[str]) -> dict[str, Item]:
@@ -488,10 +487,10 @@ class FindingSource:
 
     def cluster_rows(self) -> Iterator[dict[str, Any]]:
         sql = ("SELECT cluster_id, policy_hash, kind, size, members, medoids, top_terms, concept_scores, flagged_share, "
-               "flagged, categories, run_id FROM clusters WHERE policy_hash = ? AND (flagged = 1 OR cluster_id IN "
+               "flagged, categories, run_id, review FROM clusters WHERE policy_hash = ? AND (flagged = 1 OR cluster_id IN "
                "(SELECT cluster_id FROM findings WHERE policy_hash = ? AND active = 1)) ORDER BY size DESC, cluster_id")  # fmt: skip
         keys = ("cluster_id", "policy_hash", "kind", "size", "members", "medoids", "top_terms", "concept_scores",
-                "flagged_share", "flagged", "categories", "run_id")  # fmt: skip
+                "flagged_share", "flagged", "categories", "run_id", "review")  # fmt: skip
         if self.policy_hash is None or not _table_exists(self.conn, "clusters"):
             return
         for rows in self._rows(sql, (self.policy_hash, self.policy_hash)):
@@ -514,8 +513,9 @@ class FindingSource:
 
 
 def _cluster_dict(c: dict[str, Any]) -> dict[str, Any]:
-    for key, default in (("members", []), ("medoids", []), ("top_terms", []), ("concept_scores", {}), ("categories", [])):
-        c[key] = _json(c[key], default)
+    for key, default in (("members", []), ("medoids", []), ("top_terms", []), ("concept_scores", {}), ("categories", []),
+                         ("review", {})):
+        c[key] = _json(c.get(key), default)
     return c
 
 
@@ -532,7 +532,8 @@ def finding_rows(rows, categories: dict, decisions: dict, prev: dict | None) -> 
         category = _text(category) or ""
         if category not in categories:
             categories[category] = {"severity": severity, "no_view": True, "description": "", "in_policy": False}
-        decision = decisions.get(("finding", fid)) or decisions.get(("item", item_id, category)) or decisions.get(("item", item_id, None))
+        d = decisions.for_finding(fid, item_id, category)
+        decision = {"decision": d.decision, "note": d.note, "by": d.decided_by, "at": d.decided_at} if d else None
         sigs = _json(_text(signals), [])
         out.append(FindingRow(
             finding_id=fid, item_id=item_id, uri=None, category=category, severity=severity,
@@ -591,7 +592,7 @@ def gather_stream(audit, conn: sqlite3.Connection, *, policy_path: str | Path | 
         for chunk in _chunks(ids):
             marks = ",".join("?" * len(chunk))
             keys = ("cluster_id", "policy_hash", "kind", "size", "medoids", "top_terms", "concept_scores",
-                    "flagged_share", "flagged", "categories", "run_id")  # fmt: skip
+                    "flagged_share", "flagged", "categories", "run_id", "review")  # fmt: skip
             # members are left out: the page shows a cluster's size and terms, never its member list
             for row in conn.execute(f"SELECT {', '.join(keys)} FROM clusters WHERE cluster_id IN ({marks})", chunk):
                 clusters.append(_cluster_dict({**dict(zip(keys, row)), "members": None}))

@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 DECISION_KEYS = ("finding_id", "item_id", "decision", "note", "by", "at")
+CLUSTER_DECISION_KEYS = ("cluster_id", "category", "decision", "note", "by", "at")
 DECISION_VALUES = ("confirm", "dismiss", "escalate")
 _HEX = re.compile(r"^[0-9a-f]+$")
 
@@ -19,12 +20,16 @@ def validate_decisions(data: Any) -> list[dict[str, str]]:
         where = f"entry {i}"
         if not isinstance(entry, dict):
             raise ValueError(f"{where}: expected an object")
-        if set(entry) != set(DECISION_KEYS):
-            raise ValueError(f"{where}: keys must be exactly {', '.join(DECISION_KEYS)}; got {', '.join(sorted(entry))}")
-        for k in DECISION_KEYS:
+        keys = CLUSTER_DECISION_KEYS if "cluster_id" in entry else DECISION_KEYS
+        if set(entry) != set(keys):
+            raise ValueError(f"{where}: keys must be exactly {', '.join(keys)}; got {', '.join(sorted(entry))}")
+        for k in keys:
             if not isinstance(entry[k], str):
                 raise ValueError(f"{where}: {k!r} must be a string")
-        if not _HEX.match(entry["finding_id"]) or not _HEX.match(entry["item_id"]) or len(entry["item_id"]) != 64:
+        if keys is CLUSTER_DECISION_KEYS:
+            if not entry["cluster_id"].strip() or not entry["category"].strip():
+                raise ValueError(f"{where}: cluster_id and category must not be empty")
+        elif not _HEX.match(entry["finding_id"]) or not _HEX.match(entry["item_id"]) or len(entry["item_id"]) != 64:
             raise ValueError(f"{where}: finding_id/item_id must be lowercase hex (item_id a SHA-256)")
         if entry["decision"] not in DECISION_VALUES:
             raise ValueError(f"{where}: decision must be one of {', '.join(DECISION_VALUES)}")

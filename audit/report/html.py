@@ -265,6 +265,7 @@ def _findings(data: ReportData, limit: int = MAX_HTML_FINDINGS) -> str:
         order = sorted(groups, key=lambda k: (k is None, -len(groups[k]), k or ""))
         for cid in order:
             out.append(_cluster_head(cid, clusters.get(cid), len(groups[cid])))
+            out.append(_review_unit(cid, clusters.get(cid), cat))
             out.extend(_card(data, f) for f in groups[cid])
             out.append("</div>")
         out.append("</section>")
@@ -295,6 +296,42 @@ def _cluster_head(cid: str | None, c: dict | None, n: int) -> str:
             bits.append("terms: " + ", ".join(esc(t[0] if isinstance(t, (list, tuple)) else t) for t in terms[:8]))
     return (f'<div class="group" data-cluster="{esc(cid)}"><h3 class="gh">Cluster <code>{esc(cid)}</code> '
             f'<span class="count">{n}</span> <span class="muted">{" · ".join(bits)}</span></h3>')  # fmt: skip
+
+
+def _review_unit(cid: str | None, c: dict | None, category: str) -> str:
+    """A cluster flagged for ``category`` is one review unit: the members that fired (ids and
+    scores, never images), what was left out, and one decision for the whole cluster (the
+    download writes it as a ``cluster_id`` entry that ``audit review --import`` logs for the
+    cluster's members with findings of ``category``)."""
+    review = (c or {}).get("review") or {}
+    unit = review.get(category) if isinstance(review, dict) else None
+    if not cid or not isinstance(unit, dict) or category not in ((c or {}).get("categories") or []):
+        return ""
+    fired = unit.get("fired") or []
+    rows = "".join(
+        f'<li><span class="mono">{esc(str(f.get("item_id", ""))[:16])}</span> {esc(f.get("name"))} '
+        f'{_num(f.get("score"))} ≥ {_num(f.get("threshold"))}</li>' for f in fired[:10] if isinstance(f, dict))
+    more = len(fired) - 10 if len(fired) > 10 else 0
+    cands = unit.get("candidates") or []
+    return (
+        f'<div class="unit" data-cluster-id="{esc(cid)}" data-cat="{esc(category)}">'
+        f'<div class="unit-evidence"><b>Cluster review unit</b> · flagged on member evidence: '
+        f'{esc(unit.get("flagged"))} of {esc((c or {}).get("size"))} members flagged directly '
+        f'(minimum {esc(unit.get("min_flagged"))} and {float(unit.get("min_fraction") or 0) * 100:.0f}%) · '
+        f'{len(cands)} review candidate{"" if len(cands) == 1 else "s"} (closest first, of {esc(unit.get("eligible"))} '
+        f'close to the category) · {esc(unit.get("rest"))} other members not listed'
+        f'<ul class="fired">{rows}{f"<li class=muted>and {more} more</li>" if more else ""}</ul></div>'
+        '<div class="decide unit-decide" role="group" aria-label="Decision for the whole cluster">'
+        '<button type="button" data-decision="confirm" title="Confirm the cluster">Confirm cluster</button>'
+        '<button type="button" data-decision="dismiss" title="Dismiss the cluster">Dismiss cluster</button>'
+        '<button type="button" data-decision="escalate" title="Escalate the cluster">Escalate cluster</button>'
+        '<textarea class="note" rows="2" placeholder="Note for the cluster" aria-label="Note"></textarea>'
+        "</div></div>"
+    )
+
+
+def _num(x) -> str:
+    return f"{x:.4f}" if isinstance(x, (int, float)) else "—"
 
 
 def _spans(signals: list[dict], field: str, text: str) -> list[tuple[int, int]]:
