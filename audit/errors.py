@@ -12,11 +12,13 @@ import os
 import typing
 
 
+@enum.unique  # each code means one thing to a script reading it
 class ExitCode(enum.IntEnum):
     OK = 0
-    FINDINGS = 1  # `audit scan`: findings at or above --fail-on
+    FINDINGS = 1  # `audit scan`: findings at or above --fail-on; `audit check-prompt`: denied
     USAGE = 2  # bad flag, invalid policy, missing index, unreadable input
     ENVIRONMENT = 3  # weights unavailable, dependency missing, lock held, disk full, read-only index
+    REPORT_CHANGED = 4  # `audit report --verify`: the report folder no longer matches its manifest
     INTERNAL = 70  # sysexits EX_SOFTWARE: a bug in audit, not in the input
     INTERRUPTED = 130
 

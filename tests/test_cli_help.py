@@ -6,7 +6,9 @@ import pytest
 import typer.main
 
 from audit.cli.app import _register_commands, app
-from tests.conftest import REPO, run_cli
+from audit.errors import ExitCode
+from tests.cli_helper import audit_cli
+from tests.conftest import REPO
 
 _register_commands()
 COMMAND = typer.main.get_command(app)
@@ -29,13 +31,12 @@ def test_command_has_help_and_every_option_is_documented(name):
 
 
 def test_top_level_help_lists_commands():
-    res = run_cli("--help")
-    assert res.returncode == 0
+    res = audit_cli("--help")
     for name in NAMES:
         assert name in res.stdout
 
 
 def test_version_and_unknown_command():
-    assert run_cli("--version").stdout.startswith("audit ")
-    bad = run_cli("no-such-command")
-    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert audit_cli("--version").stdout.startswith("audit ")
+    bad = audit_cli("no-such-command", expected=ExitCode.USAGE)
+    assert "Traceback" not in bad.stderr

@@ -11,6 +11,7 @@ import typer
 
 from audit.cli.app import app
 from audit.cli.output import pretrained_tag
+from audit.errors import ExitCode
 
 
 @app.command("check-prompt")
@@ -66,7 +67,7 @@ def check_prompt_command(
             sys.stdout.write(json.dumps(answer, ensure_ascii=False) + "\n")
         else:
             sys.stdout.write(_human(answer) + "\n")
-        raise typer.Exit(1 if denied else 0)
+        raise typer.Exit(int(ExitCode.FINDINGS if denied else ExitCode.OK))
     bad = False
     for number, line in enumerate(sys.stdin, 1):
         if not line.strip():
@@ -83,7 +84,7 @@ def check_prompt_command(
         denied |= answer.get("verdict") == "deny"
         sys.stdout.write(json.dumps(answer, ensure_ascii=False) + "\n")
         sys.stdout.flush()
-    raise typer.Exit(1 if denied else (2 if bad else 0))
+    raise typer.Exit(int(ExitCode.FINDINGS if denied else (ExitCode.USAGE if bad else ExitCode.OK)))
 
 
 def _human(answer: dict) -> str:

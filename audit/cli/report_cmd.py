@@ -11,6 +11,7 @@ import typer
 from audit.cli.app import app
 from audit.cli import options
 from audit.cli.output import emit_json, progress_bar, stderr
+from audit.errors import ExitCode
 
 
 @app.command("report")
@@ -23,7 +24,7 @@ def report_command(
     grayscale: bool = typer.Option(False, "--grayscale", help="Grayscale thumbnails."),
     html_limit: Optional[int] = typer.Option(None, "--html-limit", min=0, help="Findings shown on the page, most severe first (default 5000); the data files always hold all."),
     force: bool = typer.Option(False, "--force", help="Replace an earlier report in an existing --out folder."),
-    verify: Optional[Path] = typer.Option(None, "--verify", help="Check the report folder DIR against its manifest.json and exit: 0 intact, 1 changed, 2 not a report."),
+    verify: Optional[Path] = typer.Option(None, "--verify", help="Check the report folder DIR against its manifest.json and exit: 0 intact, 4 changed, 2 not a report."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
     json_out: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
 ) -> None:
@@ -45,8 +46,8 @@ def report_command(
         if json_out:
             emit_json({"command": "report", "verify": True, **res.to_dict()})
         print(("audit: " if not res.ok else "") + res.message, file=sys.stderr)
-        if not res.ok:
-            sys.exit(1)  # the report changed since it was made
+        if not res.ok:  # the report changed since it was made: not "findings", its own code
+            raise typer.Exit(int(ExitCode.REPORT_CHANGED))
         return
     if index is None:
         raise UsageError("give --index DIR (or --verify REPORT_DIR)")
