@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 import re
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
@@ -63,7 +64,6 @@ class KMeansResult:
 def kmeans(vectors: np.ndarray, k: int | None = None, *, niter: int = 20, seed: int = 1234,
            max_points_per_centroid: int = 256, normalized: bool = False) -> KMeansResult:
     """Spherical FAISS k-means on (unit) vectors; deterministic for a given seed and input order."""
-    import time
 
     import faiss
 

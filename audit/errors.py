@@ -9,6 +9,7 @@ from __future__ import annotations
 import enum
 import errno
 import os
+import resource
 import typing
 
 
@@ -135,7 +136,6 @@ _WRITE_ERRORS = ("SQLITE_IOERR_WRITE", "SQLITE_IOERR_FSYNC", "SQLITE_IOERR_TRUNC
 def _no_room_left(path: "str | os.PathLike | None") -> str | None:
     """What explains a failed write to ``path``: a file size limit or a (nearly) full file
     system; None when neither does."""
-    import resource
 
     soft, _ = resource.getrlimit(resource.RLIMIT_FSIZE)
     if soft != resource.RLIM_INFINITY:

@@ -51,5 +51,6 @@ print("audit", audit.__version__, "imports with the lowest versions")
 PYCODE
 "$VENV/bin/python" -m pytest -q -x -p no:cacheprovider \
     tests/test_cluster.py tests/test_policy_rules.py tests/test_frames.py tests/test_index_build.py \
-    tests/test_toy_model.py tests/test_crawl.py
+    tests/test_toy_model.py tests/test_crawl.py tests/test_embed.py tests/test_search.py tests/test_report.py \
+    tests/test_policy_loader.py tests/test_cli_options.py tests/test_cli_help.py -k "not browser"
 echo "lowest versions: installed and tested in $(( $(date +%s) - start )) s ($VENV)"

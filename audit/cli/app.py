@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import signal
 import sys
+import traceback
 from typing import NoReturn, Optional
 
 import typer
@@ -96,8 +97,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def _fail(exc: BaseException | None, message: str, code: int) -> int:
     if _state["traceback"] and exc is not None:
-        import traceback
-
         traceback.print_exception(exc, file=sys.stderr)
     print(message.splitlines()[0] if message else "audit: error", file=sys.stderr)
     return code

@@ -11,7 +11,7 @@ import typer
 
 from audit.cli.app import app
 from audit.cli.output import pretrained_tag
-from audit.errors import ExitCode
+from audit.errors import ExitCode, UsageError
 
 
 @app.command("check-prompt")
@@ -35,7 +35,6 @@ def check_prompt_command(
     {"prompt", "negative_prompt", "resources", "id"}; one answer per line, a bad line gets
     an error object. Exit code 1 when any request is denied, 2 on usage errors.
     """
-    from audit.errors import UsageError
     from audit.policy import load_policy
     from audit.policy.gate import PromptGate
 

@@ -11,7 +11,7 @@ import typer
 from audit.cli.app import app
 from audit.cli import options
 from audit.cli.output import emit_json, progress_bar, stderr
-from audit.errors import ExitCode
+from audit.errors import ExitCode, UsageError
 
 
 @app.command("report")
@@ -36,7 +36,6 @@ def report_command(
 
     An existing non-empty --out folder is refused (exit 2) unless --force and it holds an earlier report.
     """
-    from audit.errors import UsageError
 
     formats = ",".join(options.report_formats(formats))
     if verify is not None:

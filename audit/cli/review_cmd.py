@@ -10,6 +10,7 @@ import typer
 from audit.cli.app import app
 from audit.cli import options
 from audit.cli.output import emit_json, stderr
+from audit.errors import UsageError
 
 
 @app.command("review")
@@ -32,7 +33,6 @@ def review_command(
     run (their nearest neighbours become findings) and can be exported as a hash list.
     """
     import audit
-    from audit.errors import UsageError
 
     decision = options.decision(decision)
     targets = [name for name, v in (("--import", import_file), ("--item", item), ("--cluster", cluster),

@@ -11,6 +11,7 @@ import typer
 from audit.cli.app import app
 from audit.cli import options
 from audit.cli.output import emit_json, pretrained_tag, progress_bar, stderr, warn_run_problems
+from audit.errors import ExitCode
 
 
 @app.command("scan")
@@ -45,7 +46,6 @@ def scan_command(
     ones are not new).
     """
     import audit
-    from audit.errors import ExitCode
     from audit.scan import mark_reported, run_scan
 
     fail_on = options.fail_on(fail_on)  # every fixed-vocabulary option before any work

@@ -267,7 +267,6 @@ def term_pattern(term: str) -> str:
     ("self harm", "self-harm", "selfharm"); word boundaries apply where the phrase starts or ends
     with a word character.
     """
-    import re
 
     norm = normalize_term(term)
     tokens = [t for t in re.split(r"[\W_]+", norm) if t]
