@@ -10,6 +10,7 @@ from typing import List, Optional
 import typer
 
 from audit.cli.app import app
+from audit.cli import options
 from audit.cli.output import pretrained_tag
 from audit.errors import ExitCode, UsageError
 
@@ -19,7 +20,7 @@ def check_prompt_command(
     prompt: Optional[str] = typer.Argument(None, help="The prompt to check. Leave out (or '-') to read requests as JSON lines on stdin."),
     negative: Optional[str] = typer.Option(None, "--negative", "-n", help="The request's negative prompt."),
     resource: Optional[List[str]] = typer.Option(None, "--resource", "-r", help="A model, LoRA or embedding the request uses: name, hash or Civitai AIR (repeatable)."),
-    policy: Optional[Path] = typer.Option(None, "--policy", "-p", help="Policy file (TOML). Default: the policy shipped with audit."),
+    policy: Optional[Path] = typer.Option(None, "--policy", "-p", envvar=options.POLICY_ENV, help="Policy file (TOML). Default: the policy shipped with audit."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="CLIP model whose text tower scores the prompt against the policy's concepts (e.g. toy-shapes, ViT-B-32). Default: rules, names and resource lists only."),
     pretrained: str = typer.Option("laion2b_s34b_b79k", "--pretrained", help="open_clip pretrained tag of --model ('none': random weights, benchmarks only)."),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Local weights of --model."),

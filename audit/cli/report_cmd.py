@@ -16,10 +16,10 @@ from audit.errors import ExitCode, UsageError
 
 @app.command("report")
 def report_command(
-    index: Optional[Path] = typer.Option(None, "--index", "-i", help="Index directory whose findings to report."),
+    index: Optional[Path] = typer.Option(None, "--index", "-i", envvar=options.INDEX_ENV, help="Index directory whose findings to report."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Report folder. Default: reports/<index name>/<UTC timestamp>/ under the current directory."),
     formats: str = typer.Option("html,jsonl,parquet,csv", "--format", "-f", help="Comma-separated: html, jsonl, parquet, csv (jsonl also writes clusters.jsonl)."),
-    policy: Optional[Path] = typer.Option(None, "--policy", "-p", help="Report the findings of this policy file (default: the policy of the latest `audit flag`)."),
+    policy: Optional[Path] = typer.Option(None, "--policy", "-p", envvar=options.POLICY_ENV, help="Report the findings of this policy file (default: the policy of the latest `audit flag`)."),
     blur: bool = typer.Option(True, "--blur/--no-blur", help="--no-blur: a click reveals the clear thumbnail instead of a lightly blurred one. Thumbnails always start heavily blurred."),
     grayscale: bool = typer.Option(False, "--grayscale", help="Grayscale thumbnails."),
     html_limit: Optional[int] = typer.Option(None, "--html-limit", min=0, help="Findings shown on the page, most severe first (default 5000); the data files always hold all."),

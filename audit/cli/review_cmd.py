@@ -15,7 +15,7 @@ from audit.errors import UsageError
 
 @app.command("review")
 def review_command(
-    index: Path = typer.Option(..., "--index", "-i", help="Index directory."),
+    index: Path = typer.Option(..., "--index", "-i", envvar=options.INDEX_ENV, help="Index directory."),
     import_file: Optional[Path] = typer.Option(None, "--import", help="JSON list of {item_id|finding_id|cluster_id, decision, note, by?, at?, category?}."),
     item: Optional[str] = typer.Option(None, "--item", help="Item to decide on (id, unique id prefix, or uri)."),
     cluster: Optional[str] = typer.Option(None, "--cluster", help="Cluster to decide on (every member gets the decision)."),

@@ -26,7 +26,7 @@ def escape_control(text: str | None) -> str:
 
 @app.command("search")
 def search_command(
-    index: Path = typer.Option(..., "--index", "-i", help="Index directory."),
+    index: Path = typer.Option(..., "--index", "-i", envvar=options.INDEX_ENV, help="Index directory."),
     text: Optional[str] = typer.Option(None, "--text", "-t", help="Find items that match this text."),
     image: Optional[Path] = typer.Option(None, "--image", help="Find items that look like this image file."),
     item: Optional[str] = typer.Option(None, "--item", help="Find items near this item (id, unique id prefix, or uri)."),
@@ -34,7 +34,7 @@ def search_command(
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Model key or name (needed when several models are embedded)."),
     space: str = typer.Option("image", "--space", help="Search image vectors (image) or prompt vectors (prompt)."),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Local weights of the model, when the index was embedded from a checkpoint file."),
-    device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N, for embedding the query."),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N or auto, for embedding the query."),
     json_out: bool = typer.Option(False, "--json", help="Print the results as JSON on stdout."),
 ) -> None:
     """Nearest items to a text, an image or an item, with cosine scores, a location and the prompt."""
