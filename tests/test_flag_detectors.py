@@ -140,7 +140,10 @@ def test_contract_rows_kinds_names_numbers(detector):
 def test_contract_deterministic(detector):
     a = detector.detect(make_context())
     b = type(detector)().detect(make_context())
-    dump = lambda d: json.dumps({r: [s.to_dict() for s in sigs] for r, sigs in sorted(d.signals.items())}, sort_keys=True)
+
+    def dump(d):
+        return json.dumps({r: [s.to_dict() for s in sigs] for r, sigs in sorted(d.signals.items())}, sort_keys=True)
+
     assert dump(a) == dump(b)
     assert a.suppress_categories == b.suppress_categories and a.suppress_concepts == b.suppress_concepts
 

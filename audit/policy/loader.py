@@ -30,7 +30,6 @@ from audit.policy.schema import (
     BUILTIN_PROMPT_SIGNALS,
     DEFAULT_TEMPLATES,
     MAX_PROMPT_CHARS,
-    PROMPT_FIELDS,
     RULE_ERROR_SIGNAL,
     SEVERITIES,
     SIGNAL_KINDS,
