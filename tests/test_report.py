@@ -121,7 +121,7 @@ def test_findings_records_in_every_format(fx, tmp_path):
     assert len(clusters) == 1 and clusters[0]["size"] == 3 and clusters[0]["kind"] == "semantic"
 
 
-@pytest.mark.parametrize("name", ["html", "jsonl", "parquet", "csv"])
+@pytest.mark.parametrize("name", sorted(writers()))  # every registered writer
 def test_writer_contract(fx, tmp_path, name):
     with audit.open(fx.index) as a:
         data = gather(a)
