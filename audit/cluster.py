@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 import re
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
@@ -63,7 +64,6 @@ class KMeansResult:
 def kmeans(vectors: np.ndarray, k: int | None = None, *, niter: int = 20, seed: int = 1234,
            max_points_per_centroid: int = 256, normalized: bool = False) -> KMeansResult:
     """Spherical FAISS k-means on (unit) vectors; deterministic for a given seed and input order."""
-    import time
 
     import faiss
 
@@ -245,24 +245,12 @@ def connected_components(n: int, i: np.ndarray, j: np.ndarray) -> np.ndarray:
     """Component label of each of ``n`` nodes given undirected edges (i, j)."""
     if n == 0:
         return np.zeros(0, np.int64)
-    try:
-        from scipy.sparse import coo_matrix
-        from scipy.sparse.csgraph import connected_components as cc
+    from scipy.sparse import coo_matrix  # a declared dependency; loaded only when clustering
+    from scipy.sparse.csgraph import connected_components as cc
 
-        graph = coo_matrix((np.ones(len(i), dtype=np.int8), (i, j)), shape=(n, n))
-        _, labels = cc(graph, directed=False)
-        return labels.astype(np.int64)
-    except ImportError:  # pragma: no cover - numpy union-find (pointer jumping)
-        parent = np.arange(n)
-        while True:
-            lo = np.minimum(parent[i], parent[j])
-            np.minimum.at(parent, i, lo)
-            np.minimum.at(parent, j, lo)
-            new = parent[parent]
-            if np.array_equal(new, parent) and np.array_equal(parent[i], parent[j]):
-                break
-            parent = new
-        return parent
+    graph = coo_matrix((np.ones(len(i), dtype=np.int8), (i, j)), shape=(n, n))
+    _, labels = cc(graph, directed=False)
+    return labels.astype(np.int64)
 
 
 def near_duplicate_groups(n: int, *, pdq: np.ndarray | None = None, pdq_valid: np.ndarray | None = None,

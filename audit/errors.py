@@ -9,14 +9,17 @@ from __future__ import annotations
 import enum
 import errno
 import os
+import resource
 import typing
 
 
+@enum.unique  # each code means one thing to a script reading it
 class ExitCode(enum.IntEnum):
     OK = 0
-    FINDINGS = 1  # `audit scan`: findings at or above --fail-on
+    FINDINGS = 1  # `audit scan`: findings at or above --fail-on; `audit check-prompt`: denied
     USAGE = 2  # bad flag, invalid policy, missing index, unreadable input
     ENVIRONMENT = 3  # weights unavailable, dependency missing, lock held, disk full, read-only index
+    REPORT_CHANGED = 4  # `audit report --verify`: the report folder no longer matches its manifest
     INTERNAL = 70  # sysexits EX_SOFTWARE: a bug in audit, not in the input
     INTERRUPTED = 130
 
@@ -133,7 +136,6 @@ _WRITE_ERRORS = ("SQLITE_IOERR_WRITE", "SQLITE_IOERR_FSYNC", "SQLITE_IOERR_TRUNC
 def _no_room_left(path: "str | os.PathLike | None") -> str | None:
     """What explains a failed write to ``path``: a file size limit or a (nearly) full file
     system; None when neither does."""
-    import resource
 
     soft, _ = resource.getrlimit(resource.RLIMIT_FSIZE)
     if soft != resource.RLIM_INFINITY:

@@ -152,9 +152,9 @@ def main(argv: list[str] | None = None) -> int:
         exact_codes = manifest.spec.get("codec") == "Flat" or manifest.spec.get("kind") in ("flat", "hnsw")
         for name, Q in Qsets.items():
             t = time.perf_counter()
-            _, I = index.search(Q, K)
+            _, ids = index.search(Q, K)
             dt = time.perf_counter() - t
-            got = np.where(I >= 0, id_to_row[np.maximum(I, 0)], -1)
+            got = np.where(ids >= 0, id_to_row[np.maximum(ids, 0)], -1)
             row[f"recall_{name}"] = round(recall(got, truth[name]), 4)
             if name == "near":
                 row["batch_ms_per_query"] = round(1000 * dt / len(Q), 3)

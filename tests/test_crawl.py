@@ -15,6 +15,8 @@ import pytest
 
 import audit
 from audit.catalog.lock import IndexLock
+from audit.errors import ExitCode
+from tests.cli_helper import audit_cli
 from tests.conftest import run_cli, write_generation
 
 DESIGN_COLUMNS = (
@@ -157,12 +159,10 @@ def test_second_crawl_on_a_locked_index_exits_3(tmp_path, archive):
 
 def test_cli_crawl_json_summary_and_errors(tmp_path, archive):
     idx = tmp_path / "idx"
-    res = run_cli("crawl", str(archive), "--index", str(idx), "--json", "--quiet")
-    assert res.returncode == 0, res.stderr
-    summary = json.loads(res.stdout)
+    summary = audit_cli("crawl", archive, "--index", idx, "--json", "--quiet").json()
     assert summary["command"] == "crawl" and summary["read"] == 12 and summary["errors"] == 0
-    missing = run_cli("crawl", str(tmp_path / "nope"), "--index", str(idx))
-    assert missing.returncode == 2 and missing.stderr.startswith("audit: error:")
+    missing = audit_cli("crawl", tmp_path / "nope", "--index", idx, expected=ExitCode.USAGE)
+    assert missing.stderr.startswith("audit: error:")
     assert "Traceback" not in missing.stderr
 
 
@@ -171,8 +171,7 @@ def test_library_open_missing_index_is_an_input_error(tmp_path):
 
     with pytest.raises(InputError):
         audit.open(tmp_path / "none")
-    res = run_cli("crawl", "--help")
-    assert res.returncode == 0 and "--index" in res.stdout
+    assert "--index" in audit_cli("crawl", "--help").stdout
 
 
 def test_unchanged_remote_objects_are_not_downloaded_again(tmp_path, archive, monkeypatch):

@@ -309,7 +309,7 @@ def test_python_warnings_are_recorded_every_time_not_printed(capfd):
     assert "Skipping tag" not in capfd.readouterr().err
     # outside a decode, warnings go where they always went
     with pytest.warns(UserWarning, match="outside"):
-        warnings.warn("outside", UserWarning)
+        warnings.warn("outside", UserWarning, stacklevel=1)
 
 
 def test_libtiff_output_on_fd_2_is_captured_not_printed(capfd):

@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 
 import audit
-from conftest import make_archive_dir, run_cli, write_generation
+from audit.errors import ExitCode
+from cli_helper import audit_cli
+from conftest import make_archive_dir, write_generation
 
 POLICY = """
 [policy]
@@ -155,17 +157,15 @@ def test_incremental_policy_change_and_dismissal(flagged, tmp_path):
 def test_cli_flag_json_and_errors(flagged, tmp_path):
     a, _, policy, _, _ = flagged
     a.close()
-    proc = run_cli("flag", "--index", str(tmp_path / "idx"), "--policy", str(policy), "--json", "-q")
-    assert proc.returncode == 0, proc.stderr
-    data = json.loads(proc.stdout)
+    data = audit_cli("flag", "--index", tmp_path / "idx", "--policy", policy, "--json", "-q").json()
     assert data["command"] == "flag" and data["findings"] > 0 and data["policy"]["name"] == "fast"
     assert set(data["by_category"]) == {"triangles", "red-triangles", "known-match"}
-    proc = run_cli("flag", "--index", str(tmp_path / "nope"), "--policy", str(policy))
-    assert proc.returncode == 2 and proc.stderr.count("\n") == 1
+    proc = audit_cli("flag", "--index", tmp_path / "nope", "--policy", policy, expected=ExitCode.USAGE)
+    assert proc.stderr.count("\n") == 1
     bad = tmp_path / "bad.toml"
     bad.write_text(POLICY.format(version="1").replace('any = ["rule:triangle"]', 'any = ["rule:nope"]'))
-    proc = run_cli("flag", "--index", str(tmp_path / "idx"), "--policy", str(bad))
-    assert proc.returncode == 2 and "bad.toml" in proc.stderr
+    proc = audit_cli("flag", "--index", tmp_path / "idx", "--policy", bad, expected=ExitCode.USAGE)
+    assert "bad.toml" in proc.stderr
 
 
 def test_default_policy_needs_embeddings_for_its_concepts(flagged, tmp_path):

@@ -145,7 +145,7 @@ def write_items(a, data: dict, start: int, stop: int) -> None:
 # ------------------------------------------------------------------------------ the reference
 
 
-def reference(a, data: dict, n: int, opts=None, _memo: dict = {}) -> dict:
+def reference(a, data: dict, n: int, opts=None, _memo: dict = {}) -> dict:  # noqa: B006 - a deliberate memo
     """Everything at once, in memory, with the centroids the run stored (what does not
     depend on the centroids is computed once per archive)."""
     from audit.cluster import connected_components, cosine_pairs, group_members, pdq_pairs

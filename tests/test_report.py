@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import audit
-from audit.errors import UsageError
+from audit.errors import ExitCode, UsageError
 from audit.report import parse_formats, verify_report
 from audit.report.base import FINDING_FIELDS, SIGNAL_FIELDS, writers
 from audit.report.data import gather
@@ -24,7 +24,7 @@ from audit.report.testing import HUGE_PROMPT, XSS_NAME, XSS_PROMPT, build_fixtur
 from audit.report.thumbs import check_and_thumbnail
 
 sys.path.insert(0, str(Path(__file__).parent))
-from conftest import run_cli  # noqa: E402
+from cli_helper import audit_cli  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -121,7 +121,7 @@ def test_findings_records_in_every_format(fx, tmp_path):
     assert len(clusters) == 1 and clusters[0]["size"] == 3 and clusters[0]["kind"] == "semantic"
 
 
-@pytest.mark.parametrize("name", ["html", "jsonl", "parquet", "csv"])
+@pytest.mark.parametrize("name", sorted(writers()))  # every registered writer
 def test_writer_contract(fx, tmp_path, name):
     with audit.open(fx.index) as a:
         data = gather(a)
@@ -232,25 +232,25 @@ def test_manifest_chain_of_custody(fx, tmp_path):
 def test_verify_cli_detects_changes(fx, tmp_path):
     s = _report(fx, tmp_path / "r")
     out = Path(s.out_dir)
-    r = run_cli("report", "--verify", str(out))
-    assert r.returncode == 0, r.stderr
+    r = audit_cli("report", "--verify", out)
     assert "intact" in r.stderr
     copy = tmp_path / "copy"
     shutil.copytree(out, copy)
     (copy / "findings.csv").write_text("finding_id\n", "utf-8")
-    r = run_cli("report", "--verify", str(copy))
-    assert r.returncode == 1 and "findings.csv" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    # a changed report has its own code, not FINDINGS (1), which --fail-on uses
+    r = audit_cli("report", "--verify", copy, expected=ExitCode.REPORT_CHANGED)
+    assert "findings.csv" in r.stderr and len(r.stderr.strip().splitlines()) == 1
     (copy / "findings.csv").unlink()
     shutil.copy(out / "findings.csv", copy / "findings.csv")
     assert verify_report(copy).ok
     (copy / "extra.txt").write_text("x")
-    r = run_cli("report", "--verify", str(copy), "--json")
-    assert r.returncode == 1 and "extra.txt" in r.stderr and json.loads(r.stdout)["ok"] is False
+    r = audit_cli("report", "--verify", copy, "--json", expected=ExitCode.REPORT_CHANGED)
+    assert "extra.txt" in r.stderr and r.json()["ok"] is False
     (copy / "extra.txt").unlink()
     (copy / "index.html").unlink()
     assert "index.html: missing" in verify_report(copy).problems
-    r = run_cli("report", "--verify", str(tmp_path))
-    assert r.returncode == 2 and "manifest.json" in r.stderr
+    r = audit_cli("report", "--verify", tmp_path, expected=ExitCode.USAGE)
+    assert "manifest.json" in r.stderr
 
 
 # ----------------------------------------------------------------------------- bad input
@@ -324,10 +324,10 @@ def test_existing_output_folder(fx, tmp_path):
     out = tmp_path / "r"
     out.mkdir()
     (out / "notes.txt").write_text("mine")
-    r = run_cli("report", "--index", str(fx.index), "--out", str(out))
-    assert r.returncode == 2 and "exists and is not empty" in r.stderr
-    r = run_cli("report", "--index", str(fx.index), "--out", str(out), "--force")
-    assert r.returncode == 2 and (out / "notes.txt").read_text() == "mine"
+    r = audit_cli("report", "--index", fx.index, "--out", out, expected=ExitCode.USAGE)
+    assert "exists and is not empty" in r.stderr
+    audit_cli("report", "--index", fx.index, "--out", out, "--force", expected=ExitCode.USAGE)
+    assert (out / "notes.txt").read_text() == "mine"
     first = _report(fx, tmp_path / "r2")
     with pytest.raises(UsageError):
         _report(fx, first.out_dir)
@@ -373,15 +373,13 @@ def test_new_since_last_report_and_decisions(fx, tmp_path):
 
 
 def test_cli_json_and_usage(fx, tmp_path):
-    r = run_cli("report", "--index", str(fx.index), "--out", str(tmp_path / "r"), "--json", "--grayscale", "-q")
-    assert r.returncode == 0, r.stderr
-    data = json.loads(r.stdout)
+    data = audit_cli("report", "--index", fx.index, "--out", tmp_path / "r", "--json", "--grayscale", "-q").json()
     assert data["command"] == "report" and data["counts"]["findings"] == 9 and len(data["manifest_sha256"]) == 64
-    assert run_cli("report").returncode == 2
-    assert run_cli("report", "--index", str(fx.index), "--out", str(tmp_path / "x"), "--format", "pdf").returncode == 2
-    assert run_cli("report", "--index", str(tmp_path / "nowhere")).returncode == 2
-    h = run_cli("report", "--help")
-    assert h.returncode == 0 and "--verify" in h.stdout and "--no-blur" in h.stdout
+    audit_cli("report", expected=ExitCode.USAGE)
+    audit_cli("report", "--index", fx.index, "--out", tmp_path / "x", "--format", "pdf", expected=ExitCode.USAGE)
+    audit_cli("report", "--index", tmp_path / "nowhere", expected=ExitCode.USAGE)
+    h = audit_cli("report", "--help")
+    assert "--verify" in h.stdout and "--no-blur" in h.stdout
 
 
 def test_report_of_a_real_flag_run(tmp_path):

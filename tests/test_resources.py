@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from PIL import Image, PngImagePlugin
+from PIL import PngImagePlugin
 
 from conftest import shape_image
 

@@ -9,9 +9,10 @@ import json
 import pytest
 
 import audit
-from audit.errors import InputError, UsageError
+from audit.errors import ExitCode, InputError, UsageError
 from audit.findings.store import FindingsStore
-from conftest import make_archive_dir, run_cli
+from cli_helper import audit_cli
+from conftest import make_archive_dir
 
 
 @pytest.fixture()
@@ -86,8 +87,8 @@ def test_import_validates_every_entry_and_writes_nothing_on_error(idx):
         with pytest.raises(InputError, match=message):
             a.import_decisions(f)
         assert a.decisions().is_empty()
-        proc = run_cli("review", "--index", str(tmp / "idx"), "--import", str(f))
-        assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0 and "entry 2" in proc.stderr
+        proc = audit_cli("review", "--index", tmp / "idx", "--import", f, expected=ExitCode.USAGE)
+        assert proc.stderr.strip().count("\n") == 0 and "entry 2" in proc.stderr
     (tmp / "d.json").write_text("{not json")
     with pytest.raises(InputError, match="not a JSON file"):
         a.import_decisions(tmp / "d.json")
@@ -105,9 +106,7 @@ def test_export_bank_of_confirmed_items(idx):
     a.review(ids[3], decision="confirm")
     a.review(ids[3], decision="dismiss")  # no longer confirmed
     out = tmp / "bank.csv"
-    proc = run_cli("review", "--index", str(tmp / "idx"), "--export-bank", str(out), "--json")
-    assert proc.returncode == 0, proc.stderr
-    assert json.loads(proc.stdout)["exported_rows"] == 3
+    assert audit_cli("review", "--index", tmp / "idx", "--export-bank", out, "--json").json()["exported_rows"] == 3
     rows = list(csv.DictReader(out.open()))
     assert [r["hash_type"] for r in rows] == ["pdq", "md5", "sha256"]
     item = a.items().filter(a.items()["item_id"] == ids[2]).to_dicts()[0]
@@ -122,13 +121,11 @@ def test_export_bank_of_confirmed_items(idx):
 def test_cli_review_item_and_usage_errors(idx):
     a, ids, tmp = idx
     a.close()
-    proc = run_cli("review", "--index", str(tmp / "idx"), "--item", ids[4], "--decision", "dismiss",
-                   "--note", "benign", "--by", "carol", "--json")
-    assert proc.returncode == 0, proc.stderr
-    assert json.loads(proc.stdout)["decision_id"] >= 1
+    proc = audit_cli("review", "--index", tmp / "idx", "--item", ids[4], "--decision", "dismiss",
+                     "--note", "benign", "--by", "carol", "--json")
+    assert proc.json()["decision_id"] >= 1
     for args in (["--item", ids[4]], ["--item", ids[4], "--cluster", "c1", "--decision", "confirm"], []):
-        proc = run_cli("review", "--index", str(tmp / "idx"), *args)
-        assert proc.returncode == 2, (args, proc.stderr)
+        audit_cli("review", "--index", tmp / "idx", *args, expected=ExitCode.USAGE)
     with audit.open(tmp / "idx") as b:
         log = b.decisions().to_dicts()
     assert [(d["target_id"], d["decision"], d["decided_by"], d["note"]) for d in log] == [(ids[4], "dismiss", "carol", "benign")]

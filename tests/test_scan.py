@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 
 from audit.catalog.lock import IndexLock
+from audit.errors import ExitCode
+from tests.cli_helper import audit_cli
 from tests.conftest import REPO, run_cli
 
 SAMPLE = REPO / "samples" / "archive"
@@ -25,12 +27,10 @@ TOY_POLICY = REPO / "samples" / "policy" / "toy.toml"
 
 
 def scan(archive: Path, idx: Path, *extra: str):
-    res = run_cli(
-        "scan", str(archive), "--index", str(idx), "--model", "toy-shapes", "--policy", str(TOY_POLICY),
-        "--fail-on", "critical", "--quiet", "--json", *extra,
-    )  # fmt: skip
-    assert res.returncode in (0, 1), res.stderr
-    return res.returncode, json.loads(res.stdout)
+    res = audit_cli("scan", archive, "--index", idx, "--model", "toy-shapes", "--policy", TOY_POLICY,
+                    "--fail-on", "critical", "--quiet", "--json", *extra, expected=None)
+    assert res.exit_status in (ExitCode.OK, ExitCode.FINDINGS), res.stderr
+    return res.returncode, res.json()
 
 
 def _wait_for_first_image_vector(catalog: Path, proc: subprocess.Popen, timeout: float = 120.0) -> None:
@@ -115,12 +115,12 @@ def test_second_scan_on_a_locked_index_exits_3(tmp_path):
 
 
 def test_bad_fail_on_and_bad_policy_are_usage_errors(tmp_path):
-    res = run_cli("scan", str(SAMPLE), "--index", str(tmp_path / "i"), "--fail-on", "severe", "--quiet")
-    assert res.returncode == 2 and "--fail-on" in res.stderr
+    res = audit_cli("scan", SAMPLE, "--index", tmp_path / "i", "--fail-on", "severe", "--quiet", expected=ExitCode.USAGE)
+    assert "--fail-on" in res.stderr
     bad = tmp_path / "bad.toml"
     bad.write_text("[policy]\nname = 1\n[[categry]]\n")
-    res = run_cli("scan", str(SAMPLE), "--index", str(tmp_path / "j"), "--policy", str(bad), "--quiet")
-    assert res.returncode == 2 and res.stderr.startswith("audit: error:") and "Traceback" not in res.stderr
+    res = audit_cli("scan", SAMPLE, "--index", tmp_path / "j", "--policy", bad, "--quiet", expected=ExitCode.USAGE)
+    assert res.stderr.startswith("audit: error:") and "Traceback" not in res.stderr
 
 
 @pytest.mark.slow

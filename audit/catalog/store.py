@@ -9,7 +9,6 @@ checking the file (and read-only access) are in ``audit.catalog.access``.
 from __future__ import annotations
 
 import json
-import marshal
 import os
 import sqlite3
 from contextlib import contextmanager
@@ -146,7 +145,7 @@ class Catalog:
         """name -> (size, mtime_ns, rowid) of the readable files catalogued directly in
         ``directory``, or None when no listing is cached for it."""
         row = self.conn.execute("SELECT listing FROM dir_listings WHERE dir = ?", (directory,)).fetchone()
-        return marshal.loads(row[0]) if row else None
+        return decode_listing(row[0]) if row else None
 
     def dir_listing_if_unchanged(self, directory: str, mtime_ns: int) -> dict[str, tuple[int, int, int]] | None:
         """The cached listing of ``directory`` when it was listed in full at this mtime and
@@ -154,7 +153,7 @@ class Catalog:
         row = self.conn.execute(
             "SELECT listing FROM dir_listings WHERE dir = ? AND dir_mtime_ns = ?", (directory, mtime_ns)
         ).fetchone()
-        return marshal.loads(row[0]) if row else None
+        return decode_listing(row[0]) if row else None
 
     def build_dir_listings(self, directories: Iterable[str], mtimes: dict[str, int] | None = None) -> None:
         """Cache each directory's listing from its location rows (the truth), with the
@@ -172,7 +171,7 @@ class Catalog:
                 name = uri[len(directory) + 1 :]
                 if "/" not in name and "!/" not in name and size is not None and mtime_ns:
                     listing[name] = (size, mtime_ns, rowid)
-            rows.append((directory, marshal.dumps(listing), mtimes.get(directory)))
+            rows.append((directory, encode_listing(listing), mtimes.get(directory)))
         with self.transaction() as c:
             c.executemany(
                 "INSERT INTO dir_listings (dir, listing, dir_mtime_ns) VALUES (?, ?, ?) ON CONFLICT(dir) "
@@ -376,6 +375,30 @@ def _owned_ranges(root_uri: str) -> list[tuple[str, str]]:
 def _prefix_range(prefix: str) -> tuple[str, str]:
     """[lo, hi) covering every string that starts with ``prefix`` (an index range scan)."""
     return prefix, prefix[:-1] + chr(ord(prefix[-1]) + 1)
+
+
+def encode_listing(listing: dict[str, tuple[int, int, int]]) -> bytes:
+    """A cached directory listing as compact JSON: ``{name: [size, mtime_ns, rowid]}``."""
+    return json.dumps(listing, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def decode_listing(blob: object) -> dict[str, tuple[int, int, int]] | None:
+    """The listing ``encode_listing`` wrote, or None for anything else (a damaged row, or the
+    marshal format of older releases): the crawl then looks the directory's files up again,
+    one by one, and caches a fresh listing. A cache is never a reason to fail."""
+    try:
+        data = json.loads(bytes(blob).decode("utf-8")) if isinstance(blob, (bytes, bytearray, memoryview)) else None
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(data, dict):
+        return None
+    listing = {}
+    for name, entry in data.items():
+        if not (isinstance(entry, list) and len(entry) == 3
+                and all(isinstance(v, int) and not isinstance(v, bool) for v in entry)):
+            return None
+        listing[name] = (entry[0], entry[1], entry[2])
+    return listing
 
 
 def _chunks(seq: Sequence[Any], n: int) -> Iterator[Sequence[Any]]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import signal
 import sys
+import traceback
 from typing import NoReturn, Optional
 
 import typer
@@ -19,7 +20,7 @@ app = typer.Typer(
     name="audit",
     help="Audit archives of AI-generated images: catalog, embed, index, flag and report.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion for bash, zsh, fish, PowerShell
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
@@ -53,6 +54,7 @@ def _register_commands() -> None:
     from audit.cli import report_cmd  # noqa: F401
     from audit.cli import scan_cmd  # noqa: F401
     from audit.cli import check_prompt_cmd, faces_cmd  # noqa: F401
+    from audit.cli import info_cmd  # noqa: F401
 
 
 def _raise_interrupt(signum, frame):  # SIGTERM from cron/systemd: stop like Ctrl-C
@@ -96,8 +98,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def _fail(exc: BaseException | None, message: str, code: int) -> int:
     if _state["traceback"] and exc is not None:
-        import traceback
-
         traceback.print_exception(exc, file=sys.stderr)
     print(message.splitlines()[0] if message else "audit: error", file=sys.stderr)
     return code

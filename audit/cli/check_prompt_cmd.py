@@ -10,7 +10,9 @@ from typing import List, Optional
 import typer
 
 from audit.cli.app import app
+from audit.cli import options
 from audit.cli.output import pretrained_tag
+from audit.errors import ExitCode, UsageError
 
 
 @app.command("check-prompt")
@@ -18,7 +20,7 @@ def check_prompt_command(
     prompt: Optional[str] = typer.Argument(None, help="The prompt to check. Leave out (or '-') to read requests as JSON lines on stdin."),
     negative: Optional[str] = typer.Option(None, "--negative", "-n", help="The request's negative prompt."),
     resource: Optional[List[str]] = typer.Option(None, "--resource", "-r", help="A model, LoRA or embedding the request uses: name, hash or Civitai AIR (repeatable)."),
-    policy: Optional[Path] = typer.Option(None, "--policy", "-p", help="Policy file (TOML). Default: the policy shipped with audit."),
+    policy: Optional[Path] = typer.Option(None, "--policy", "-p", envvar=options.POLICY_ENV, help="Policy file (TOML). Default: the policy shipped with audit."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="CLIP model whose text tower scores the prompt against the policy's concepts (e.g. toy-shapes, ViT-B-32). Default: rules, names and resource lists only."),
     pretrained: str = typer.Option("laion2b_s34b_b79k", "--pretrained", help="open_clip pretrained tag of --model ('none': random weights, benchmarks only)."),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Local weights of --model."),
@@ -34,7 +36,6 @@ def check_prompt_command(
     {"prompt", "negative_prompt", "resources", "id"}; one answer per line, a bad line gets
     an error object. Exit code 1 when any request is denied, 2 on usage errors.
     """
-    from audit.errors import UsageError
     from audit.policy import load_policy
     from audit.policy.gate import PromptGate
 
@@ -66,7 +67,7 @@ def check_prompt_command(
             sys.stdout.write(json.dumps(answer, ensure_ascii=False) + "\n")
         else:
             sys.stdout.write(_human(answer) + "\n")
-        raise typer.Exit(1 if denied else 0)
+        raise typer.Exit(int(ExitCode.FINDINGS if denied else ExitCode.OK))
     bad = False
     for number, line in enumerate(sys.stdin, 1):
         if not line.strip():
@@ -83,7 +84,7 @@ def check_prompt_command(
         denied |= answer.get("verdict") == "deny"
         sys.stdout.write(json.dumps(answer, ensure_ascii=False) + "\n")
         sys.stdout.flush()
-    raise typer.Exit(1 if denied else (2 if bad else 0))
+    raise typer.Exit(int(ExitCode.FINDINGS if denied else (ExitCode.USAGE if bad else ExitCode.OK)))
 
 
 def _human(answer: dict) -> str:

@@ -17,7 +17,7 @@ INDEX_HELP = "Index directory (created if missing)."
 @app.command()
 def crawl(
     sources: List[str] = typer.Argument(..., help="Folders, files, manifests (.jsonl/.csv/.parquet), archives (.tar/.zip, webdataset shards) or fsspec URLs."),
-    index: Path = typer.Option(..., "--index", "-i", help=INDEX_HELP),
+    index: Path = typer.Option(..., "--index", "-i", envvar=options.INDEX_ENV, help=INDEX_HELP),
     workers: Optional[int] = typer.Option(None, "--workers", min=0, help="Worker processes for decoding and hashing (default: one per core; 0 = in-process)."),
     executor: str = typer.Option("local", "--executor", help=options.EXECUTOR_HELP),
     wait: bool = typer.Option(False, "--wait", help="Wait for another run holding the index instead of exiting with code 3."),

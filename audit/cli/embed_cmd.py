@@ -1,4 +1,4 @@
-"""``audit embed --index DIR [--model NAME] [--pretrained TAG] [--checkpoint PATH] [--device cpu|cuda] [--batch-size N]``"""
+"""``audit embed --index DIR [--model NAME] [--pretrained TAG] [--checkpoint PATH] [--device cpu|cuda|auto] [--batch-size N]``"""
 
 from __future__ import annotations
 
@@ -15,11 +15,11 @@ from audit.cli.output import emit_json, pretrained_tag, progress_bar, stderr
 @app.command("embed")
 def embed_command(
     ctx: typer.Context,
-    index: Path = typer.Option(..., "--index", "-i", help="Index directory (made by `audit crawl`)."),
+    index: Path = typer.Option(..., "--index", "-i", envvar=options.INDEX_ENV, help="Index directory (made by `audit crawl`)."),
     model: str = typer.Option("ViT-B-32", "--model", "-m", help="open_clip model name, or toy-shapes (the shipped toy-world CLIP)."),
     pretrained: str = typer.Option("laion2b_s34b_b79k", "--pretrained", help="open_clip pretrained tag (downloaded once into the Hugging Face cache; HF_HUB_OFFLINE and HF_HOME are honoured); 'none' for random weights (benchmarks only)."),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Local weights: .safetensors, or a weights-only .pt/.bin (never unpickled). Identity: its SHA-256."),
-    device: str = typer.Option("cpu", "--device", help="cpu or cuda[:N]."),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda[:N], or auto: CUDA when this machine can use it, else the CPU."),
     precision: str = typer.Option("auto", "--precision", help="auto (bf16 on CPUs with native bf16 after a check against fp32, else fp32; fp16 autocast on CUDA), fp32, bf16, fp16."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b", min=1, help="Images per batch and per commit (default 32 on CPU, 256 on CUDA)."),
     workers: Optional[int] = typer.Option(None, "--workers", min=0, help="Worker processes, each with its own model (default: one per core on CPU, 0 on CUDA; 0 = in this process)."),

@@ -8,6 +8,7 @@ import typer
 
 from audit.cli.app import app
 from audit.cli.output import emit_json, stderr
+from audit.errors import InputError
 
 faces_app = typer.Typer(help="Face-likeness galleries ([[faces]] in a policy; needs pip install \".[faces]\").",
                         no_args_is_help=True)
@@ -22,7 +23,6 @@ def export_gallery_command(
 ) -> None:
     """Describe every reference photo's largest face and write labels + descriptors, so a
     gallery can be shared without sharing photos. Photos without a face are listed."""
-    from audit.errors import InputError
     from audit.faces.gallery import GalleryError, export_gallery
 
     if not folder.is_dir():

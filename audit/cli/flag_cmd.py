@@ -14,8 +14,8 @@ from audit.cli.output import emit_json, progress_bar, stderr, warn_run_problems
 
 @app.command("flag")
 def flag_command(
-    index: Path = typer.Option(..., "--index", "-i", help="Index directory (crawled, embedded and indexed)."),
-    policy: Optional[Path] = typer.Option(None, "--policy", "-p", help="Policy file (TOML). Default: the policy shipped with audit."),
+    index: Path = typer.Option(..., "--index", "-i", envvar=options.INDEX_ENV, help="Index directory (crawled, embedded and indexed)."),
+    policy: Optional[Path] = typer.Option(None, "--policy", "-p", envvar=options.POLICY_ENV, help="Policy file (TOML). Default: the policy shipped with audit."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Model key or name whose vectors to use (needed when several are embedded)."),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Local weights of the model, when the index was embedded from a checkpoint file."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N, for embedding the policy's concept texts."),

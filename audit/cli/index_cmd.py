@@ -8,12 +8,13 @@ from typing import Optional
 import typer
 
 from audit.cli.app import app
+from audit.cli import options
 from audit.cli.output import emit_json, progress_bar, stderr
 
 
 @app.command("index")
 def index_command(
-    index: Path = typer.Option(..., "--index", "-i", help="Index directory (made by `audit crawl`, embedded by `audit embed`)."),
+    index: Path = typer.Option(..., "--index", "-i", envvar=options.INDEX_ENV, help="Index directory (made by `audit crawl`, embedded by `audit embed`)."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Only this model (its key, or its name when unambiguous). Default: every embedded model."),
     memory_budget: Optional[str] = typer.Option(None, "--memory-budget", help="Memory the index may use, e.g. 4GB, 512MB; picks the index type. Default: as last built, else 4GB."),
     index_type: Optional[str] = typer.Option(None, "--index-type", help="Force a type: flat, ivf[NLIST][,flat|sq8|pqM], hnsw[M]; 'auto' returns to the automatic choice."),
@@ -31,7 +32,6 @@ def index_command(
     atomic: a killed run leaves the previous index usable.
     """
     import audit
-    from audit.cli import options
 
     options.index_type(index_type)  # before any work: an empty or unknown value is exit 2
     options.memory_budget(memory_budget)

@@ -11,6 +11,11 @@ from typing import Sequence
 
 from audit.errors import UsageError
 
+# Environment variables that stand for the options a session repeats on every command
+# (`export AUDIT_INDEX=indexes/prod`); an option given on the command line wins.
+INDEX_ENV = "AUDIT_INDEX"
+POLICY_ENV = "AUDIT_POLICY"
+
 
 def one_of(flag: str, value: str | None, allowed: Sequence[str]) -> str | None:
     """``value`` when it is one of ``allowed`` (None passes: the option was not given)."""

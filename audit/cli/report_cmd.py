@@ -11,19 +11,20 @@ import typer
 from audit.cli.app import app
 from audit.cli import options
 from audit.cli.output import emit_json, progress_bar, stderr
+from audit.errors import ExitCode, UsageError
 
 
 @app.command("report")
 def report_command(
-    index: Optional[Path] = typer.Option(None, "--index", "-i", help="Index directory whose findings to report."),
+    index: Optional[Path] = typer.Option(None, "--index", "-i", envvar=options.INDEX_ENV, help="Index directory whose findings to report."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Report folder. Default: reports/<index name>/<UTC timestamp>/ under the current directory."),
     formats: str = typer.Option("html,jsonl,parquet,csv", "--format", "-f", help="Comma-separated: html, jsonl, parquet, csv (jsonl also writes clusters.jsonl)."),
-    policy: Optional[Path] = typer.Option(None, "--policy", "-p", help="Report the findings of this policy file (default: the policy of the latest `audit flag`)."),
+    policy: Optional[Path] = typer.Option(None, "--policy", "-p", envvar=options.POLICY_ENV, help="Report the findings of this policy file (default: the policy of the latest `audit flag`)."),
     blur: bool = typer.Option(True, "--blur/--no-blur", help="--no-blur: a click reveals the clear thumbnail instead of a lightly blurred one. Thumbnails always start heavily blurred."),
     grayscale: bool = typer.Option(False, "--grayscale", help="Grayscale thumbnails."),
     html_limit: Optional[int] = typer.Option(None, "--html-limit", min=0, help="Findings shown on the page, most severe first (default 5000); the data files always hold all."),
     force: bool = typer.Option(False, "--force", help="Replace an earlier report in an existing --out folder."),
-    verify: Optional[Path] = typer.Option(None, "--verify", help="Check the report folder DIR against its manifest.json and exit: 0 intact, 1 changed, 2 not a report."),
+    verify: Optional[Path] = typer.Option(None, "--verify", help="Check the report folder DIR against its manifest.json and exit: 0 intact, 4 changed, 2 not a report."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
     json_out: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
 ) -> None:
@@ -35,7 +36,6 @@ def report_command(
 
     An existing non-empty --out folder is refused (exit 2) unless --force and it holds an earlier report.
     """
-    from audit.errors import UsageError
 
     formats = ",".join(options.report_formats(formats))
     if verify is not None:
@@ -45,8 +45,8 @@ def report_command(
         if json_out:
             emit_json({"command": "report", "verify": True, **res.to_dict()})
         print(("audit: " if not res.ok else "") + res.message, file=sys.stderr)
-        if not res.ok:
-            sys.exit(1)  # the report changed since it was made
+        if not res.ok:  # the report changed since it was made: not "findings", its own code
+            raise typer.Exit(int(ExitCode.REPORT_CHANGED))
         return
     if index is None:
         raise UsageError("give --index DIR (or --verify REPORT_DIR)")

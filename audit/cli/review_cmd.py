@@ -10,11 +10,12 @@ import typer
 from audit.cli.app import app
 from audit.cli import options
 from audit.cli.output import emit_json, stderr
+from audit.errors import UsageError
 
 
 @app.command("review")
 def review_command(
-    index: Path = typer.Option(..., "--index", "-i", help="Index directory."),
+    index: Path = typer.Option(..., "--index", "-i", envvar=options.INDEX_ENV, help="Index directory."),
     import_file: Optional[Path] = typer.Option(None, "--import", help="JSON list of {item_id|finding_id|cluster_id, decision, note, by?, at?, category?}."),
     item: Optional[str] = typer.Option(None, "--item", help="Item to decide on (id, unique id prefix, or uri)."),
     cluster: Optional[str] = typer.Option(None, "--cluster", help="Cluster to decide on (every member gets the decision)."),
@@ -32,7 +33,6 @@ def review_command(
     run (their nearest neighbours become findings) and can be exported as a hash list.
     """
     import audit
-    from audit.errors import UsageError
 
     decision = options.decision(decision)
     targets = [name for name, v in (("--import", import_file), ("--item", item), ("--cluster", cluster),

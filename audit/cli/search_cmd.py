@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -11,6 +12,7 @@ import typer
 from audit.cli.app import app
 from audit.cli import options
 from audit.cli.output import emit_json, stderr
+from audit.errors import UsageError
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
@@ -24,7 +26,7 @@ def escape_control(text: str | None) -> str:
 
 @app.command("search")
 def search_command(
-    index: Path = typer.Option(..., "--index", "-i", help="Index directory."),
+    index: Path = typer.Option(..., "--index", "-i", envvar=options.INDEX_ENV, help="Index directory."),
     text: Optional[str] = typer.Option(None, "--text", "-t", help="Find items that match this text."),
     image: Optional[Path] = typer.Option(None, "--image", help="Find items that look like this image file."),
     item: Optional[str] = typer.Option(None, "--item", help="Find items near this item (id, unique id prefix, or uri)."),
@@ -32,12 +34,11 @@ def search_command(
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Model key or name (needed when several models are embedded)."),
     space: str = typer.Option("image", "--space", help="Search image vectors (image) or prompt vectors (prompt)."),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Local weights of the model, when the index was embedded from a checkpoint file."),
-    device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N, for embedding the query."),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N or auto, for embedding the query."),
     json_out: bool = typer.Option(False, "--json", help="Print the results as JSON on stdout."),
 ) -> None:
     """Nearest items to a text, an image or an item, with cosine scores, a location and the prompt."""
     import audit
-    from audit.errors import UsageError
 
     given = [flag for flag, v in (("--text", text), ("--image", image), ("--item", item)) if v is not None]
     if len(given) != 1:
@@ -90,7 +91,6 @@ def _print_table(df) -> None:
         if r["match"] == "negative_prompt":
             prompt = "[matched negative prompt] " + prompt
         table.add_row(str(r["rank"]), f"{r['score']:.4f}", r["item_id"][:12], Text(uri), Text(prompt))
-    import sys
 
     # piped into a file or grep: wide lines rather than uris folded at 80 columns
     Console(highlight=False, soft_wrap=False, width=None if sys.stdout.isatty() else 240).print(table)

@@ -1,6 +1,7 @@
 """``check_device``: the ``--device`` of every command, checked before any work.
 
-``cpu``, ``cuda`` and ``cuda:N`` are accepted (case-insensitive, returned lower-case). A
+``cpu``, ``cuda``, ``cuda:N`` and ``auto`` (CUDA where this machine can give it, else the
+CPU) are accepted (case-insensitive, returned lower-case; ``auto`` as what it chose). A
 malformed value is a usage error (exit 2); CUDA that this machine cannot give (torch built
 without CUDA, no driver, ``CUDA_VISIBLE_DEVICES`` hiding every GPU, ``N`` out of range) is an
 environment error (exit 3) naming what was asked and what is there. torch is imported only
@@ -16,7 +17,7 @@ from audit.errors import EnvironmentProblem, UsageError
 
 __all__ = ["check_device", "DEVICE_HELP"]
 
-DEVICE_HELP = "cpu, cuda or cuda:N"
+DEVICE_HELP = "cpu, cuda, cuda:N or auto"
 _DEVICE = re.compile(r"(cpu|cuda)(?::(\d{1,3}))?")
 
 
@@ -26,6 +27,10 @@ def check_device(device: object, flag: str = "--device", *, probe: bool = True) 
     if not isinstance(device, str):
         raise UsageError(f"{flag} must be {DEVICE_HELP}, not {device!r}")
     value = device.strip().lower()
+    if value == "auto":
+        if not probe:  # the workers' GPUs are not visible from here
+            raise UsageError(f"{flag} auto chooses from this machine's devices; with --executor ray name cpu or cuda")
+        return "cuda" if _cuda_usable() else "cpu"
     match = _DEVICE.fullmatch(value)
     if match is None or (match.group(1) == "cpu" and match.group(2) is not None):
         raise UsageError(f"{flag} must be {DEVICE_HELP}, not {device!r}")
@@ -33,6 +38,16 @@ def check_device(device: object, flag: str = "--device", *, probe: bool = True) 
         return value
     _check_cuda(value, None if match.group(2) is None else int(match.group(2)), flag)
     return value
+
+
+def _cuda_usable() -> bool:
+    """Whether torch is installed, built with CUDA and sees at least one device."""
+    try:
+        import torch
+
+        return bool(torch.cuda.is_available()) and int(torch.cuda.device_count()) > 0
+    except Exception:  # noqa: BLE001 - no torch, or a broken driver: the CPU it is
+        return False
 
 
 def _check_cuda(value: str, ordinal: int | None, flag: str) -> None:

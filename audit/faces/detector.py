@@ -22,6 +22,7 @@ import numpy as np
 
 from audit.findings.store import Signal
 from audit.flag.base import Detections, FlagContext
+from audit.timeutil import utc_now
 
 BATCH = 32  # items described between two commits of their descriptors
 
@@ -109,7 +110,6 @@ class FaceDetector:
         from audit.faces.describe import describe_faces
         from audit.imaging import DecodeError, decode_image
         from audit.ingest.reader import ReadError, read_uri
-        from audit.timeutil import utc_now
 
         errors = 0
         batch = []

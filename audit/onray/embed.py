@@ -31,7 +31,6 @@ import pickle
 import signal
 import time
 from dataclasses import replace
-from itertools import islice
 from typing import Callable, Iterable, Iterator
 
 import numpy as np

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
+import stat as _stat
 from typing import Iterable, Sequence
 
 from audit.errors import InputError
@@ -40,7 +42,6 @@ def fingerprint(path: str) -> tuple:
         st = os.stat(path)
     except OSError as exc:
         return ("missing", exc.strerror or type(exc).__name__)
-    import stat as _stat
 
     if _stat.S_ISDIR(st.st_mode):
         try:
@@ -52,8 +53,6 @@ def fingerprint(path: str) -> tuple:
 
 
 def _node_view(paths: Sequence[str]) -> dict:
-    import socket
-
     try:
         import audit
 

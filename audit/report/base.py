@@ -3,8 +3,8 @@
 A writer is two things: a ``name`` (the ``--format`` word) and ``write(data, out_dir)``
 returning the paths it created inside ``out_dir`` (new, owner-only files; see
 ``files.write_private``). Writers get a ``ReportData`` and never read the catalog or the
-original files. ``tests/test_report_writers.py`` runs one contract test against every
-registered writer.
+original files. ``tests/test_report.py::test_writer_contract`` runs one contract test against every
+registered writer (``tests/test_registry_coverage.py``: every writer is registered).
 """
 
 from __future__ import annotations

@@ -78,7 +78,7 @@ def _check(item: Item, reader, *, blur: bool, grayscale: bool, thumbnails: bool 
     item.checked = True
     item.present = False
     errors = []
-    for loc in sorted(item.locations, key=lambda l: not l["present"]):
+    for loc in sorted(item.locations, key=lambda location: not location["present"]):
         uri = loc["uri"]
         if not uri:
             continue
