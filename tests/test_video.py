@@ -14,9 +14,9 @@ import pytest
 
 av = pytest.importorskip("av")
 
-import audit
-from audit.imaging import DecodeError, decode_image
-from audit.video import is_video, key_frames, sample_times_ms
+import audit  # noqa: E402
+from audit.imaging import DecodeError, decode_image  # noqa: E402
+from audit.video import is_video, key_frames, sample_times_ms  # noqa: E402
 
 FPS = 10
 SECONDS = 3
@@ -59,7 +59,10 @@ def test_first_frame_is_the_picture_and_key_frames_cover_the_length(mp4):
     notes: list[str] = []
     got = dict(key_frames(mp4, warnings=notes))
     assert sorted(got) == [1000, 2000], (sorted(got), notes)  # the key frames after the first
-    red = lambda img: int(((np.asarray(img)[..., 0] > 150) & (np.asarray(img)[..., 2] < 100)).sum())
+
+    def red(img):
+        return int(((np.asarray(img)[..., 0] > 150) & (np.asarray(img)[..., 2] < 100)).sum())
+
     assert red(got[2000]) > 200 and red(got[1000]) < 20
 
 

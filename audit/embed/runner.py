@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Iterator
 
 from audit.catalog.store import Catalog
-from audit.catalog.vectors import FRAME_SPACE, VectorStore, prompt_key
+from audit.catalog.vectors import FRAME_SPACE, VectorStore
 from audit.embed.executor import Executor, ShardResult, ShardTask, run_shard
 from audit.embed.pending import PendingWork
 from audit.embed.openclip import EmbedderSpec

@@ -8,35 +8,40 @@ applies to every category the item has a finding in.
 
 from __future__ import annotations
 
+import hashlib
+import json
+from dataclasses import dataclass, field
+
+import numpy as np
+
 LABELS = {"confirm": 1, "dismiss": 0}
 
 
 def decided_labels(conn) -> dict[tuple[str, str], tuple[int, int]]:
-    """(item_id, category) -> (label 1 confirm / 0 dismiss, decision id) of the latest
-    confirm/dismiss decision that holds for the pair (escalations are no label)."""
-    from audit.review import latest_by_target
+    """(item_id, category) -> (label 1 confirm / 0 dismiss, decision id) of the decision that
+    holds for the pair under the one rule of ``audit.review.LatestDecisions`` (the rule the
+    flag stage and the report use); escalations are no label."""
+    from audit.review import LatestDecisions
 
-    items, findings = latest_by_target(conn)
-    out: dict[tuple[str, str], tuple[int, int]] = {}
+    latest = LatestDecisions.read(conn)
+    best: dict[tuple[str, str], object] = {}
 
     def put(key, d):
-        if d.decision in LABELS and (key not in out or out[key][1] < d.decision_id):
-            out[key] = (LABELS[d.decision], d.decision_id)
+        if d is not None and (key not in best or best[key].decision_id < d.decision_id):
+            best[key] = d
 
-    owners: dict[str, tuple[str, str]] = {}
-    if findings or any(d.category is None for d in items.values()):
-        owners = {fid: (item, cat) for fid, item, cat in conn.execute(
-            "SELECT finding_id, item_id, category FROM findings")}
-    by_item: dict[str, set[str]] = {}
-    for item, cat in owners.values():
-        by_item.setdefault(item, set()).add(cat)
-    for item_id, d in items.items():
-        for cat in ([d.category] if d.category else sorted(by_item.get(item_id, ()))):
-            put((item_id, cat), d)
-    for fid, d in findings.items():
-        if fid in owners:
-            put(owners[fid], d)
-    return out
+    if latest.items or latest.findings:
+        covered: set[tuple[str, str]] = set()
+        for fid, item, cat in conn.execute("SELECT finding_id, item_id, category FROM findings"):
+            covered.add((item, cat))
+            put((item, cat), latest.for_finding(fid, item, cat))
+        # an item decision naming a category the item has no finding in (yet) still labels it
+        for (item, cat), d in latest.items.items():
+            if cat and (item, cat) not in covered:
+                put((item, cat), d)
+                put((item, cat), latest.items.get((item, None)))
+    # the pair's latest decision decides; an escalation is no label
+    return {k: (LABELS[d.decision], d.decision_id) for k, d in best.items() if d.decision in LABELS}
 
 
 # ------------------------------------------------------------------------------ the model
@@ -49,11 +54,6 @@ def decided_labels(conn) -> dict[tuple[str, str], tuple[int, int]]:
 # item that fired only through image evidence is dropped when it says no. Signals, rules and
 # hash matches that make a category fire without image evidence are never overruled.
 
-import hashlib
-import json
-from dataclasses import dataclass, field
-
-import numpy as np
 
 LEARNER_VERSION = 1
 MIN_CONFIRMED = 5  # never used with fewer decisions than these of each kind
