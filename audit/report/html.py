@@ -50,12 +50,13 @@ def _short(text: str | None, n: int = DISPLAY_VALUE_CHARS) -> str:
     return text if len(text) <= n else text[:n] + "…"
 
 
-def _num(v: Any, digits: int = 3) -> str:
-    if isinstance(v, bool) or v is None:
-        return "" if v is None else str(v)
-    if isinstance(v, float):
-        return f"{v:.{digits}f}"
-    return str(v)
+def _num(v: Any, digits: int = 4) -> str:
+    """A score or count for a table cell: floats to ``digits`` places, "—" for none."""
+    if v is None:
+        return "—"
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return str(v)
+    return f"{v:.{digits}f}"
 
 
 def _size(n: Any) -> str:
@@ -328,10 +329,6 @@ def _review_unit(cid: str | None, c: dict | None, category: str) -> str:
         '<textarea class="note" rows="2" placeholder="Note for the cluster" aria-label="Note"></textarea>'
         "</div></div>"
     )
-
-
-def _num(x) -> str:
-    return f"{x:.4f}" if isinstance(x, (int, float)) else "—"
 
 
 def _spans(signals: list[dict], field: str, text: str) -> list[tuple[int, int]]:
