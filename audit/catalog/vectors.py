@@ -108,6 +108,11 @@ SHARD_BYTES = 64 << 20  # shards at least this large (or TARGET_ROWS_MAX rows) a
 TARGET_ROWS_MIN, TARGET_ROWS_MAX = 4096, 1 << 20
 _IN = 2000  # keys per IN (...) query
 _OPEN_MAPS = 256  # shard maps kept open per store
+# Pages of the open shard maps a reader has touched count in its RSS (they stay mapped
+# until the map is closed): a pass over every vector would show the whole vector file. Past
+# this many resident file-backed bytes the maps' pages are released (MADV_DONTNEED: dropped
+# from this process only; the page cache keeps them, so a later read is a minor fault).
+_MAPPED_RESIDENT_MAX = 256 << 20
 
 
 @dataclass(frozen=True)
@@ -161,6 +166,7 @@ class VectorStore:
         self.index_dir = _index_dir(conn)
         self.read_only = bool(getattr(conn, "read_only", False))
         self._maps: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._resident_floor = _file_resident_bytes()
         self._spaces: dict[tuple[str, str], tuple[int, int]] = {}
         self._legacy = _has_legacy(conn)
         if not self.read_only:
@@ -664,7 +670,24 @@ class VectorStore:
         for group in np.split(order, bounds):
             m = self._map(int(sids[group[0]]))
             out[group] = m[pos[group]]
+        # measured against the level after the last release (shared libraries count there too)
+        if _file_resident_bytes() > self._resident_floor + _MAPPED_RESIDENT_MAX:
+            self._release_pages()
+            self._resident_floor = _file_resident_bytes()
         return out
+
+    def _release_pages(self) -> None:
+        """Drop the open maps' pages from this process (they stay open and readable)."""
+        import mmap
+
+        for m in self._maps.values():
+            raw = getattr(m, "_mmap", None)
+            if raw is None:
+                continue
+            try:
+                raw.madvise(mmap.MADV_DONTNEED)
+            except (AttributeError, OSError, ValueError):  # no madvise here (not Linux): pages stay
+                return
 
     def _map(self, sid: int) -> np.ndarray:
         m = self._maps.get(sid)
@@ -706,6 +729,19 @@ class VectorStore:
 
 
 # ---------------------------------------------------------------------- helpers
+
+
+def _file_resident_bytes() -> int:
+    """Resident file-backed and shared bytes of this process (``/proc/self/statm``'s third
+    field; 0 where there is no /proc)."""
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            return int(f.read().split()[2]) * _PAGE
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
 def _index_dir(conn: sqlite3.Connection) -> Path:

@@ -274,15 +274,24 @@ def nearest_cells(centroids: np.ndarray, x: np.ndarray, probes: int) -> np.ndarr
 def cosine_edges_probed(q_ids: Sequence[str], q: np.ndarray, conn, vs, scope: int, model_key: str, dim: int,
                         centroids: np.ndarray, min_cosine: float, probes: int) -> list[tuple[str, str]]:
     """Edges (query, member) with cosine ≥ ``min_cosine`` between the query vectors and the
-    members of each query's ``probes`` nearest cells; each cell is read once."""
+    members of each query's ``probes`` nearest cells. The queries are grouped by cell (one
+    sort), so each cell is read once for all of them: an incremental run passes all its new
+    items at once and reads each probed cell once per run."""
     if not len(q_ids) or not len(centroids):
         return []
     nearest = nearest_cells(centroids, q, probes)
+    cell_of = nearest.ravel()
+    query_of = np.repeat(np.arange(len(q_ids)), nearest.shape[1])
+    order = np.argsort(cell_of, kind="stable")
+    cell_of, query_of = cell_of[order], query_of[order]
+    bounds = np.flatnonzero(np.diff(cell_of)) + 1
     cells = _CellVectors(conn, vs, scope, model_key, dim, keep=1)
     out = []
-    for cell in np.unique(nearest):
-        rows = np.flatnonzero((nearest == cell).any(axis=1))
-        ids, x = cells.get(int(cell))
+    for rows_at in np.split(np.arange(len(cell_of)), bounds):
+        if not len(rows_at):
+            continue
+        rows = query_of[rows_at]  # the queries probing this cell (each once: a query's probes differ)
+        ids, x = cells.get(int(cell_of[rows_at[0]]))
         if not ids:
             continue
         r, col = _range_pairs(q[rows], x, min_cosine)

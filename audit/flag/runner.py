@@ -508,6 +508,8 @@ def _run(audit, conn, pol, vs, model_key, dim, factory, opts: FlagOptions, run_i
     gone_roots: set[str] = set()
     full_pdq_ids: list[str] = []
     full_pdq_hex: list[str] = []
+    probe_ids: list[str] = []  # an incremental run's items for the cell-probe search, and their vectors
+    probe_vecs: list[np.ndarray] = []
     confirmed = _confirmed_members(conn, scope) if with_vectors and not full else {}
     searched = {r[0] for r in conn.execute("SELECT DISTINCT seed FROM seed_neighbors WHERE scope=?", (scope,))} \
         if not full else set()
@@ -622,8 +624,9 @@ def _run(audit, conn, pol, vs, model_key, dim, factory, opts: FlagOptions, run_i
                         edges += dups.cosine_edges(ids, vecs, iter_member_vectors(c, vs, scope, model_key, dim,
                                                                                   opts.block), opts.dup_min_cosine)
                     elif opts.dup_min_cosine is not None:
-                        edges += dups.cosine_edges_probed(ids, vecs, c, vs, scope, model_key, dim, centroids,
-                                                          opts.dup_min_cosine, opts.dup_probes)
+                        # searched once after the batches, grouped by cell (each cell read once per run)
+                        probe_ids += ids
+                        probe_vecs.append(vecs.astype(np.float16))
                     timings["near_duplicates"] = timings.get("near_duplicates", 0.0) + time.perf_counter() - tp
                     if seed_ids:
                         seed_best = _seed_merge(seed_ids, seed_vecs, ids, vecs, seed_best, opts.seed_k)
@@ -639,6 +642,19 @@ def _run(audit, conn, pol, vs, model_key, dim, factory, opts: FlagOptions, run_i
         t = lap("write", t)
     summary.errors.extend({"detector": prompt_det.name, **trouble.to_dict()}
                           for trouble in (prompt_det.breaker.troubles() if prompt_det.breaker else ()))
+
+    # --- an incremental run's cosine edges by cell probes: all its items at once (a SIGKILL
+    # before this commit leaves the watermark where it was: the rerun handles them again)
+    if probe_ids:
+        tp = time.perf_counter()
+        edges = dups.cosine_edges_probed(probe_ids, np.concatenate(probe_vecs).astype(np.float32), conn, vs, scope,
+                                         model_key, dim, centroids, opts.dup_min_cosine, opts.dup_probes)
+        del probe_vecs
+        with transaction(conn) as c:
+            changed, gone = dups.union(c, scope, edges)
+            roots.update(changed)
+            gone_roots.update(gone)
+        timings["near_duplicates"] = timings.get("near_duplicates", 0.0) + time.perf_counter() - tp
 
     # --- a full run's near-duplicate edges: all hashes at once, vectors block by block
     if with_vectors and full and len(centroids):
