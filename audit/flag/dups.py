@@ -122,12 +122,20 @@ def pdq_edges_lookup(conn, scope: int, item_ids: Sequence[str], words: np.ndarra
 def pdq_edges_within(item_ids: Sequence[str], pdq_hex: Sequence[str], max_distance: int) -> list[tuple[str, str]]:
     """Edges among one set of eligible hashes (exact multi-index hashing in memory)."""
     from audit.policy.hashlists import pdq_hex_to_array
+
+    return pdq_edges_within_arrays(np.array([i.encode() for i in item_ids], dtype=bytes),
+                                   pdq_hex_to_array(list(pdq_hex)), max_distance)
+
+
+def pdq_edges_within_arrays(item_ids: np.ndarray, codes: np.ndarray, max_distance: int) -> list[tuple[str, str]]:
+    """``pdq_edges_within`` of ids as a bytes array and hashes as (n, 32) uint8 (a full run
+    keeps every hash this way: ~100 bytes an item, not two Python strings)."""
     from audit.cluster import pdq_pairs
 
     if len(item_ids) < 2:
         return []
-    i, j = pdq_pairs(pdq_hex_to_array(list(pdq_hex)), max_distance)
-    return [(item_ids[a], item_ids[b]) for a, b in zip(i.tolist(), j.tolist())]
+    i, j = pdq_pairs(codes, max_distance)
+    return [(item_ids[a].decode(), item_ids[b].decode()) for a, b in zip(i.tolist(), j.tolist())]
 
 
 def _range_pairs(q: np.ndarray, x: np.ndarray, min_cosine: float) -> tuple[np.ndarray, np.ndarray]:

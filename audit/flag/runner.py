@@ -394,6 +394,7 @@ def _run(audit, conn, pol, vs, model_key, dim, factory, opts: FlagOptions, run_i
     from audit.flag.concepts import MAX_CALIBRATION_SAMPLES
     from audit.flag.stream import count_items, fetch_items, iter_all_items, iter_member_vectors, load_vectors, \
         sample_vectors
+    from audit.policy.hashlists import pdq_hex_to_array
     from audit.timeutil import utc_now
 
     t = time.perf_counter()
@@ -506,8 +507,8 @@ def _run(audit, conn, pol, vs, model_key, dim, factory, opts: FlagOptions, run_i
     touched: set[int] = set()
     roots: set[str] = set()
     gone_roots: set[str] = set()
-    full_pdq_ids: list[str] = []
-    full_pdq_hex: list[str] = []
+    full_pdq_ids: list[np.ndarray] = []  # a full run's eligible hashes: ids (bytes) and (n, 32) uint8 codes
+    full_pdq_codes: list[np.ndarray] = []
     probe_ids: list[str] = []  # an incremental run's items for the cell-probe search, and their vectors
     probe_vecs: list[np.ndarray] = []
     confirmed = _confirmed_members(conn, scope) if with_vectors and not full else {}
@@ -615,8 +616,8 @@ def _run(audit, conn, pol, vs, model_key, dim, factory, opts: FlagOptions, run_i
                 dups.insert_bands(c, scope, pdq_ids, words)
                 edges = []
                 if full:
-                    full_pdq_ids += pdq_ids
-                    full_pdq_hex += pdq_hex
+                    full_pdq_ids.append(np.array([i.encode() for i in pdq_ids], dtype=bytes))
+                    full_pdq_codes.append(pdq_hex_to_array(pdq_hex))
                 else:
                     tp = time.perf_counter()
                     edges += dups.pdq_edges_lookup(c, scope, pdq_ids, words, opts.dup_pdq_distance)
@@ -659,8 +660,12 @@ def _run(audit, conn, pol, vs, model_key, dim, factory, opts: FlagOptions, run_i
     # --- a full run's near-duplicate edges: all hashes at once, vectors block by block
     if with_vectors and full and len(centroids):
         tp = time.perf_counter()
-        edges = dups.pdq_edges_within(full_pdq_ids, full_pdq_hex, opts.dup_pdq_distance)
-        del full_pdq_ids, full_pdq_hex
+        pdq_ids = np.concatenate(full_pdq_ids) if full_pdq_ids else np.zeros(0, dtype=bytes)
+        del full_pdq_ids
+        codes = np.concatenate(full_pdq_codes) if full_pdq_codes else np.zeros((0, 32), np.uint8)
+        del full_pdq_codes
+        edges = dups.pdq_edges_within_arrays(pdq_ids, codes, opts.dup_pdq_distance)
+        del pdq_ids, codes
         if opts.dup_min_cosine is not None and probed:
             edges += dups.cosine_edges_by_cells(conn, vs, scope, model_key, dim, centroids, opts.dup_min_cosine,
                                                 opts.dup_probes)
