@@ -472,6 +472,18 @@ class VectorStore:
                 parts.append(_stack_legacy([r[1] for r in rows]))
         return out_keys, self._concat(parts, s)
 
+    def get_selected(self, model_key: str, space: str, keys_sql: str, params: Sequence = ()
+                     ) -> tuple[list[str], np.ndarray]:
+        """Vectors of the keys a query selects (``keys_sql``: a SELECT with one column named
+        ``key``), joined inside SQLite: no list of keys goes through Python and back (a
+        cell of the flag stage's near-duplicate search reads its members this way)."""
+        s = self._space(model_key, space)
+        if s is None or self._legacy:
+            return self.get(model_key, space, [r[0] for r in self.conn.execute(keys_sql, tuple(params))])
+        return self._read(lambda: self.conn.execute(
+            f"SELECT r.key, r.shard_id, r.row FROM ({keys_sql}) q JOIN vector_rows r ON r.vspace = ? AND r.key = q.key",
+            (*params, s[0])).fetchall(), s[1])  # fmt: skip
+
     def iter_all(self, model_key: str, space: str, batch: int = 65536) -> Iterator[tuple[list[str], np.ndarray]]:
         """Every vector of one model and space, in key order, in bounded batches.
 
