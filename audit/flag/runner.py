@@ -613,12 +613,12 @@ def _run(audit, conn, pol, vs, model_key, dim, factory, opts: FlagOptions, run_i
                 pdq_ids = [ids[i] for i in np.flatnonzero(ok)]
                 pdq_hex = [b.pdq[rows[i]] for i in np.flatnonzero(ok)]
                 words = dups.pdq_words(pdq_hex)
-                dups.insert_bands(c, scope, pdq_ids, words)
                 edges = []
-                if full:
+                if full:  # bands written once, sorted, after the batches
                     full_pdq_ids.append(np.array([i.encode() for i in pdq_ids], dtype=bytes))
                     full_pdq_codes.append(pdq_hex_to_array(pdq_hex))
                 else:
+                    dups.insert_bands(c, scope, pdq_ids, words)
                     tp = time.perf_counter()
                     edges += dups.pdq_edges_lookup(c, scope, pdq_ids, words, opts.dup_pdq_distance)
                     if opts.dup_min_cosine is not None and not probed:
@@ -665,6 +665,8 @@ def _run(audit, conn, pol, vs, model_key, dim, factory, opts: FlagOptions, run_i
         codes = np.concatenate(full_pdq_codes) if full_pdq_codes else np.zeros((0, 32), np.uint8)
         del full_pdq_codes
         edges = dups.pdq_edges_within_arrays(pdq_ids, codes, opts.dup_pdq_distance)
+        with transaction(conn) as c:
+            dups.insert_bands_sorted(c, scope, pdq_ids, codes)
         del pdq_ids, codes
         if opts.dup_min_cosine is not None and probed:
             edges += dups.cosine_edges_by_cells(conn, vs, scope, model_key, dim, centroids, opts.dup_min_cosine,
