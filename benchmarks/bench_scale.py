@@ -357,6 +357,7 @@ def main(argv=None) -> int:
                   file=sys.stderr)  # fmt: skip
             return 2
         stages = [s for s in stages if s != "build"]
+        cfg["index"] = str(index)  # the archive may have been copied or moved since it was built
         if args.new_items is not None and not (out / "incremental.done").exists():
             cfg["new_items"] = n_new  # planted items lie below the built plan's end; more are plain items
     else:
