@@ -215,6 +215,8 @@ def run_stage(name: str, argv: list[str], *, timeout: float | None = None) -> di
         stdout, stderr = out.read(), err.read()
     res = {"stage": name, "seconds": round(wall, 2), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
            "exit_code": p.returncode,
+           # CPU seconds of the stage's process (user + system): comparable across machine loads
+           "cpu_s": round(usage.ru_utime + usage.ru_stime, 1),
            # the machine is shared: the 1-minute load average at the stage's start and end
            "loadavg_1m": [round(load_start[0], 2), round(os.getloadavg()[0], 2)]}  # fmt: skip
     res["output"] = _json_output(stdout)
