@@ -380,7 +380,7 @@ def test_an_interrupt_just_after_commit_keeps_the_committed_shard(tmp_path):
 def test_vectors_of_selected_keys_equal_get_and_pages_are_released(tmp_path, monkeypatch):
     """get_selected (keys chosen by a query, joined inside SQLite) gives what get gives; a
     reader past the resident-page budget drops the maps' pages and still reads the same."""
-    import audit.catalog.vectors as vectors
+    from audit.catalog import vectors
 
     a, vs = _store(tmp_path, dim=32)
     key = vs.register_model(MODEL, 32)

@@ -104,7 +104,6 @@ def pdq_edges_lookup(conn, scope: int, item_ids: Sequence[str], words: np.ndarra
     if not len(item_ids):
         return []
     masks = _probe_masks(max_distance)
-    m = len(item_ids)
     probes = (words.astype(np.uint64)[:, :, None] ^ masks[None, None, :]).astype(np.int64)
     keys = ((np.arange(BANDS, dtype=np.int64) << 32)[None, :, None] | probes).reshape(-1)  # (m * 8 * P)
     order = np.argsort(keys, kind="stable")
