@@ -104,7 +104,9 @@ def resolve_item(conn: sqlite3.Connection, item: str) -> str:
 
 
 def cluster_members(conn: sqlite3.Connection, cluster_id: str) -> list[str]:
-    row = conn.execute("SELECT members FROM clusters WHERE cluster_id = ?", (cluster_id,)).fetchone()
+    from audit.findings.store import members_sql
+
+    row = conn.execute(f"SELECT {members_sql(conn)} FROM clusters WHERE cluster_id = ?", (cluster_id,)).fetchone()
     if row is None:
         raise InputError(f"no cluster {cluster_id!r} in this index (see `audit flag --json` or Audit.clusters())")
     return list(json.loads(row[0] or "[]"))

@@ -203,6 +203,7 @@ def add_items(index: Path, start: int, stop: int, *, dim: int, n_clusters: int, 
 def run_stage(name: str, argv: list[str], *, timeout: float | None = None) -> dict:
     """Run ``argv`` in a fresh process: wall time, peak RSS of that process, its JSON output."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    load_start = os.getloadavg()
     t = time.perf_counter()
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         p = subprocess.Popen(argv, stdout=out, stderr=err, env=env, cwd=str(REPO))
@@ -213,7 +214,11 @@ def run_stage(name: str, argv: list[str], *, timeout: float | None = None) -> di
         err.seek(0)
         stdout, stderr = out.read(), err.read()
     res = {"stage": name, "seconds": round(wall, 2), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
-           "exit_code": p.returncode}  # fmt: skip
+           "exit_code": p.returncode,
+           # CPU seconds of the stage's process (user + system): comparable across machine loads
+           "cpu_s": round(usage.ru_utime + usage.ru_stime, 1),
+           # the machine is shared: the 1-minute load average at the stage's start and end
+           "loadavg_1m": [round(load_start[0], 2), round(os.getloadavg()[0], 2)]}  # fmt: skip
     res["output"] = _json_output(stdout)
     if p.returncode not in (0, 1):
         res["error"] = stderr[-3000:]
@@ -319,6 +324,10 @@ def main(argv=None) -> int:
     p.add_argument("--hits", type=int, default=None, help="planted concept hits (default max(20, N/1000))")
     p.add_argument("--dups", type=int, default=None, help="planted near-duplicate pairs (default max(20, N/200))")
     p.add_argument("--new-share", type=float, default=0.01, help="share of new items in the incremental scan")
+    p.add_argument("--new-items", type=int, default=None,
+                   help="new items in the incremental scan (instead of --new-share; with --reuse it replaces the "
+                        "archive's count while its incremental items are not added yet)")
+    p.add_argument("--tag", default="", help="suffix of the results file name (benchmarks/results/bench_scale-<N><tag>.json)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--keep", action="store_true", help="leave the built archive in --out")
     p.add_argument("--reuse", action="store_true", help="use the archive already built in --out")
@@ -331,7 +340,7 @@ def main(argv=None) -> int:
     if bad:
         p.error(f"unknown stage {bad[0]!r} (choose from {', '.join(STAGES)})")
     n, dim = args.items, args.dim
-    n_new = max(1, int(n * args.new_share))
+    n_new = args.new_items if args.new_items is not None else max(1, int(n * args.new_share))
     cfg_clusters = args.clusters or max(1000, n // 1000)
     n_hits = args.hits if args.hits is not None else max(20, n // 1000)
     n_dups = args.dups if args.dups is not None else max(20, n // 200)
@@ -350,6 +359,9 @@ def main(argv=None) -> int:
                   file=sys.stderr)  # fmt: skip
             return 2
         stages = [s for s in stages if s != "build"]
+        cfg["index"] = str(index)  # the archive may have been copied or moved since it was built
+        if args.new_items is not None and not (out / "incremental.done").exists():
+            cfg["new_items"] = n_new  # planted items lie below the built plan's end; more are plain items
     else:
         if index.exists():
             print(f"{index} exists: pass --reuse to use it, or another --out", file=sys.stderr)
@@ -423,7 +435,7 @@ def main(argv=None) -> int:
     (out / "bench_scale.json").write_text(json.dumps(record, indent=2, default=str))
     res_dir = REPO / "benchmarks" / "results"
     res_dir.mkdir(exist_ok=True)
-    (res_dir / f"bench_scale-{n}.json").write_text(json.dumps(record, indent=2, default=str))
+    (res_dir / f"bench_scale-{n}{args.tag}.json").write_text(json.dumps(record, indent=2, default=str))
     if temp and not args.keep:
         shutil.rmtree(out, ignore_errors=True)
     elif not args.keep and not args.reuse:
@@ -444,7 +456,7 @@ def _short(output):
 
 
 def _table(results: list[dict]) -> None:
-    print(f"{'stage':<22}{'seconds':>10}{'peak RSS MB':>14}  notes")
+    print(f"{'stage':<22}{'seconds':>10}{'peak RSS MB':>14}{'load':>12}  notes")
     for r in results:
         notes = []
         if "recall" in r:
@@ -456,7 +468,8 @@ def _table(results: list[dict]) -> None:
             notes.append(f"{r['findings_jsonl_lines']} findings in findings.jsonl")
         if r.get("error"):
             notes.append(f"FAILED exit {r['exit_code']}")
-        print(f"{r['stage']:<22}{r['seconds']:>10.1f}{r['peak_rss_mb']:>14.1f}  {'; '.join(notes)}")
+        load = "/".join(f"{x:.1f}" for x in r.get("loadavg_1m", ()))
+        print(f"{r['stage']:<22}{r['seconds']:>10.1f}{r['peak_rss_mb']:>14.1f}{load:>12}  {'; '.join(notes)}")
 
 
 if __name__ == "__main__":

@@ -48,19 +48,32 @@ def test_an_abandoned_lazy_read_holds_no_statement_on_the_catalog(small):
         assert busy == 0
 
 
-def test_cluster_members_uses_a_member_table_where_the_flag_stage_keeps_one(small):
+def test_cluster_members_read_the_member_table_a_cluster_row_names(small):
+    """A cluster row as older releases wrote it (the JSON member list) and one as the flag
+    stage writes it now (a reference to its cluster_members rows) read the same way
+    everywhere: cluster_members, findings(member_of=), clusters()' members, review."""
+    import json
+
+    from audit.findings.store import members_ref
+    from audit.flag import state
+    from audit.review import cluster_members as review_members
+
     cid = small.cluster_ids[2]
     with audit.open(small.index) as a:
-        from_json = a.cluster_members(cid)
-        assert from_json["item_id"].to_list() == sorted(small.cluster_items[cid])
         conn = a.catalog.conn
-        # a member table that disagrees with the JSON list: the table must win
-        conn.execute("CREATE TABLE cluster_members (cluster_id TEXT NOT NULL, item_id TEXT NOT NULL)")
-        conn.execute("CREATE INDEX cluster_members_cluster ON cluster_members(cluster_id)")
+        assert a.cluster_members(cid)["item_id"].to_list() == sorted(small.cluster_items[cid])
+        assert review_members(conn, cid) == json.loads(a.clusters(cluster_id=cid)["members"][0])
+        # the member rows and the JSON list disagree: the reference must be what is read
+        state.ensure(conn)
         keep = sorted(small.cluster_items[cid])[:5]
-        conn.executemany("INSERT INTO cluster_members VALUES (?, ?)", [(cid, i) for i in keep])
+        conn.executemany("INSERT INTO cluster_members VALUES (7, ?, 3, 0.5)", [(i,) for i in reversed(keep)])
+        conn.execute("INSERT INTO cluster_members VALUES (7, 'other-cluster-item', 4, 0.5)")
+        conn.execute("UPDATE clusters SET members = ? WHERE cluster_id = ?", (members_ref(7, 3), cid))
         assert a.cluster_members(cid)["item_id"].to_list() == keep
         assert sorted(a.findings(member_of=cid)["item_id"].to_list()) == keep
+        assert json.loads(a.clusters(cluster_id=cid)["members"][0]) == keep
+        assert json.loads(a.clusters(cluster_id=cid, lazy=True).collect()["members"][0]) == keep
+        assert review_members(conn, cid) == keep
     from audit.errors import InputError
 
     with audit.open(small.index) as a, pytest.raises(InputError):

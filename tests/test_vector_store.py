@@ -375,3 +375,32 @@ def test_an_interrupt_just_after_commit_keeps_the_committed_shard(tmp_path):
         vs.put_batch(MODEL.key, "image", ["other"], x[:1])
     vs._txn = plain
     assert sorted(p.name for p in (tmp_path / "idx" / "vectors").rglob("*.f16")) == before
+
+
+def test_vectors_of_selected_keys_equal_get_and_pages_are_released(tmp_path, monkeypatch):
+    """get_selected (keys chosen by a query, joined inside SQLite) gives what get gives; a
+    reader past the resident-page budget drops the maps' pages and still reads the same."""
+    from audit.catalog import vectors
+
+    a, vs = _store(tmp_path, dim=32)
+    key = vs.register_model(MODEL, 32)
+    keys, x = _keys(3000), _unit(3000, 32)
+    vs.put(key, "image", keys, x)
+    conn = a.catalog.conn
+    conn.execute("CREATE TEMP TABLE chosen (k TEXT)")
+    chosen = keys[::3] + ["no-such-key"]
+    conn.executemany("INSERT INTO chosen VALUES (?)", [(k,) for k in chosen])
+    got_keys, got = vs.get_selected(key, "image", "SELECT k AS key FROM chosen", ())
+    want_keys, want = vs.get(key, "image", chosen)
+    order = {k: i for i, k in enumerate(want_keys)}
+    assert sorted(got_keys) == sorted(want_keys) == sorted(keys[::3])
+    assert np.array_equal(got, want[[order[k] for k in got_keys]])
+    released = []
+    monkeypatch.setattr(vectors, "_MAPPED_RESIDENT_MAX", 0)  # every read is past the budget
+    release = VectorStore._release_pages
+    monkeypatch.setattr(VectorStore, "_release_pages", lambda self: (released.append(len(self._maps)), release(self)))
+    for _ in range(2):  # read, release, read the released pages again
+        again_keys, again = vs.get(key, "image", chosen)
+        assert again_keys == want_keys and np.array_equal(again, want)
+    assert released
+    a.close()

@@ -111,6 +111,11 @@ SHARD_BYTES = 64 << 20  # shards at least this large (or TARGET_ROWS_MAX rows) a
 TARGET_ROWS_MIN, TARGET_ROWS_MAX = 4096, 1 << 20
 _IN = 2000  # keys per IN (...) query
 _OPEN_MAPS = 256  # shard maps kept open per store
+# Pages of the open shard maps a reader has touched count in its RSS (they stay mapped
+# until the map is closed): a pass over every vector would show the whole vector file. Past
+# this many resident file-backed bytes the maps' pages are released (MADV_DONTNEED: dropped
+# from this process only; the page cache keeps them, so a later read is a minor fault).
+_MAPPED_RESIDENT_MAX = 256 << 20
 
 
 @dataclass(frozen=True)
@@ -164,6 +169,7 @@ class VectorStore:
         self.index_dir = _index_dir(conn)
         self.read_only = bool(getattr(conn, "read_only", False))
         self._maps: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._resident_floor = _file_resident_bytes()
         self._spaces: dict[tuple[str, str], tuple[int, int]] = {}
         self._legacy = _has_legacy(conn)
         if not self.read_only:
@@ -469,6 +475,18 @@ class VectorStore:
                 parts.append(_stack_legacy([r[1] for r in rows]))
         return out_keys, self._concat(parts, s)
 
+    def get_selected(self, model_key: str, space: str, keys_sql: str, params: Sequence = ()
+                     ) -> tuple[list[str], np.ndarray]:
+        """Vectors of the keys a query selects (``keys_sql``: a SELECT with one column named
+        ``key``), joined inside SQLite: no list of keys goes through Python and back (a
+        cell of the flag stage's near-duplicate search reads its members this way)."""
+        s = self._space(model_key, space)
+        if s is None or self._legacy:
+            return self.get(model_key, space, [r[0] for r in self.conn.execute(keys_sql, tuple(params))])
+        return self._read(lambda: self.conn.execute(
+            f"SELECT r.key, r.shard_id, r.row FROM ({keys_sql}) q JOIN vector_rows r ON r.vspace = ? AND r.key = q.key",
+            (*params, s[0])).fetchall(), s[1])  # fmt: skip
+
     def iter_all(self, model_key: str, space: str, batch: int = 65536) -> Iterator[tuple[list[str], np.ndarray]]:
         """Every vector of one model and space, in key order, in bounded batches.
 
@@ -667,7 +685,24 @@ class VectorStore:
         for group in np.split(order, bounds):
             m = self._map(int(sids[group[0]]))
             out[group] = m[pos[group]]
+        # measured against the level after the last release (shared libraries count there too)
+        if _file_resident_bytes() > self._resident_floor + _MAPPED_RESIDENT_MAX:
+            self._release_pages()
+            self._resident_floor = _file_resident_bytes()
         return out
+
+    def _release_pages(self) -> None:
+        """Drop the open maps' pages from this process (they stay open and readable)."""
+        import mmap
+
+        for m in self._maps.values():
+            raw = getattr(m, "_mmap", None)
+            if raw is None:
+                continue
+            try:
+                raw.madvise(mmap.MADV_DONTNEED)
+            except (AttributeError, OSError, ValueError):  # no madvise here (not Linux): pages stay
+                return
 
     def _map(self, sid: int) -> np.ndarray:
         m = self._maps.get(sid)
@@ -709,6 +744,19 @@ class VectorStore:
 
 
 # ---------------------------------------------------------------------- helpers
+
+
+def _file_resident_bytes() -> int:
+    """Resident file-backed and shared bytes of this process (``/proc/self/statm``'s third
+    field; 0 where there is no /proc)."""
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            return int(f.read().split()[2]) * _PAGE
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
 def _index_dir(conn: sqlite3.Connection) -> Path:

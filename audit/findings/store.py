@@ -69,7 +69,9 @@ CREATE TABLE IF NOT EXISTS clusters (
     policy_hash TEXT NOT NULL,
     kind TEXT NOT NULL,              -- "semantic" | "near_duplicate"
     size INTEGER NOT NULL,
-    members TEXT NOT NULL,           -- JSON list of item_ids
+    members TEXT NOT NULL,           -- JSON list of item_ids, or (semantic clusters of the flag
+                                     -- stage) {"scope": s, "cluster": k}: the members are the
+                                     -- cluster_members rows of that scope and cluster
     medoids TEXT,                    -- JSON list of item_ids closest to the centroid
     top_terms TEXT,                  -- JSON list of [term, count]
     concept_scores TEXT,             -- JSON {concept_id: {score, threshold, margin}}
@@ -335,7 +337,8 @@ class FindingsStore:
         _where_in(where, params, "cluster_id", cluster_id)
         if flagged_only:
             where.append("flagged = 1")
-        return SqlQuery({n: n for n in schema}, schema, f"FROM clusters WHERE {' AND '.join(where)}", tuple(params),
+        columns = {n: n for n in schema} | {"members": members_sql(self.conn)}
+        return SqlQuery(columns, schema, f"FROM clusters WHERE {' AND '.join(where)}", tuple(params),
                         "size DESC", page_key="rowid")  # fmt: skip
 
     def clusters(self, *, lazy: bool = False, **filters) -> pl.DataFrame | pl.LazyFrame:
@@ -377,16 +380,37 @@ def _where_in(where: list[str], params: list[Any], column: str, value) -> None:
     params.append(json.dumps([v for v in value]))
 
 
-def cluster_member_ids_sql(conn: sqlite3.Connection, cluster_id: str) -> tuple[str, list[Any]]:
-    """(SQL selecting the item ids of one cluster, its parameters).
+# The flag stage keeps a semantic cluster's members only in its ``cluster_members`` rows (an
+# incremental run touching most clusters must not rewrite every member list): the cluster
+# row's ``members`` then holds {"scope": s, "cluster": k}. Older indexes (and near-duplicate
+# groups) hold the JSON list itself; both read the same through these two helpers.
+def members_ref(scope: int, cluster: int) -> str:
+    return json.dumps({"scope": int(scope), "cluster": int(cluster)})
 
-    A ``cluster_members(cluster_id, item_id)`` table (one row per member, indexed), where
-    the flag stage keeps one, answers from its index; otherwise the cluster row's
-    ``members`` JSON list is expanded by SQLite (one row read, never the whole table)."""
+
+# the ``members`` column as a JSON list of item ids, whichever way the row holds it (the
+# sorted member rows of a reference, read from the (scope, cluster) index); a query selecting
+# it reads ``FROM clusters``
+_MEMBERS_SQL = ("(CASE WHEN substr(clusters.members, 1, 1) = '{' THEN (SELECT json_group_array(item_id) FROM "
+                "(SELECT item_id FROM cluster_members WHERE scope = json_extract(clusters.members, '$.scope') "
+                "AND cluster = json_extract(clusters.members, '$.cluster') ORDER BY item_id)) "
+                "ELSE clusters.members END)")
+
+
+def members_sql(conn: sqlite3.Connection) -> str:
+    """The SQL expression of ``clusters.members`` as a JSON list (an index the flag stage
+    never ran on has no cluster_members table, and no references either)."""
     has_table = conn.execute(
         "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'cluster_members'").fetchone() is not None
-    if has_table:
-        cols = {r[1] for r in conn.execute("PRAGMA table_info(cluster_members)")}
-        if {"cluster_id", "item_id"} <= cols:
-            return "SELECT item_id FROM cluster_members WHERE cluster_id = ?", [cluster_id]
+    return _MEMBERS_SQL if has_table else "clusters.members"
+
+
+def cluster_member_ids_sql(conn: sqlite3.Connection, cluster_id: str) -> tuple[str, list[Any]]:
+    """(SQL selecting the item ids of one cluster, its parameters): a reference row reads its
+    ``cluster_members`` rows from their index; a JSON list is expanded by SQLite (one row
+    read, never the whole table)."""
+    row = conn.execute("SELECT members FROM clusters WHERE cluster_id = ?", (cluster_id,)).fetchone()
+    if row is not None and isinstance(row[0], str) and row[0].startswith("{"):
+        ref = json.loads(row[0])
+        return "SELECT item_id FROM cluster_members WHERE scope = ? AND cluster = ?", [ref["scope"], ref["cluster"]]
     return ("SELECT je.value AS item_id FROM clusters c, json_each(c.members) je WHERE c.cluster_id = ?", [cluster_id])

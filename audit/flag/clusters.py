@@ -20,8 +20,9 @@ where the new items land.
   clusters the run touched or whose flag state changed (``cluster_state``), dropped for
   clusters no longer flagged; the rest of a flagged cluster is counted in ``clusters.review``
   (with the fired members and their scores), not listed;
-* ``clusters`` table rows (size, members, the 3 members nearest the centroid, top prompt
-  terms, centroid concept scores, flagged share, review summary) rewritten for the touched
+* ``clusters`` table rows (size, the 3 members nearest the centroid, top prompt terms,
+  centroid concept scores, flagged share, review summary; ``members`` names the
+  cluster_members rows, ``audit.findings.store.members_ref``) rewritten for the touched
   clusters only.
 """
 
@@ -32,7 +33,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from audit.findings.store import Signal
+from audit.findings.store import Signal, members_ref
 
 CLUSTER_COLS = ("cluster_id", "policy_hash", "kind", "size", "members", "medoids", "top_terms",
                 "concept_scores", "flagged_share", "flagged", "categories", "run_id")
@@ -206,14 +207,12 @@ def refresh(c, vs, *, scope: int, policy, policy_hash: str, run_id: int, model_k
             "SELECT term, n FROM cluster_terms WHERE scope = ? AND cluster = ? ORDER BY n DESC, term LIMIT 10",
             (scope, k))]
         c.execute("DELETE FROM clusters WHERE cluster_id = ?", (cid,))
-        # members as JSON, built by SQLite from the index (no Python loop over members)
-        c.execute(
-            f"INSERT INTO clusters ({', '.join(CLUSTER_COLS)}, review) VALUES (?,?,'semantic',?,"
-            "(SELECT json_group_array(item_id) FROM (SELECT item_id FROM cluster_members "
-            " WHERE scope = ? AND cluster = ? ORDER BY item_id)),?,?,?,?,?,?,?,?)",
-            (cid, policy_hash, size, scope, k, _json(medoids), _json(terms), _json(scores),
-             round(float(any_hit.get(k, 0)) / size, 6), int(bool(reasons)), _json(sorted(reasons)), run_id,
-             _json(review) if review else None))
+        # members stay in cluster_members: the row names them (members_ref), so a run that
+        # touches a cluster writes one small row, not its member list
+        c.execute(f"INSERT INTO clusters ({', '.join(CLUSTER_COLS)}, review) VALUES (?,?,'semantic',?,?,?,?,?,?,?,?,?,?)",
+                  (cid, policy_hash, size, members_ref(scope, k), _json(medoids), _json(terms), _json(scores),
+                   round(float(any_hit.get(k, 0)) / size, 6), int(bool(reasons)), _json(sorted(reasons)), run_id,
+                   _json(review) if review else None))
         stats["clusters_refreshed"] += 1
     return dirty, stats
 

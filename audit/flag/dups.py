@@ -71,6 +71,22 @@ def insert_bands(c, scope: int, item_ids: Sequence[str], words: np.ndarray) -> N
                   [(scope, int(k), item_number(i)) for i, row in zip(item_ids, keys) for k in row])
 
 
+def insert_bands_sorted(c, scope: int, item_ids: np.ndarray, codes: np.ndarray, chunk: int = 200_000) -> None:
+    """A full run's bands, all at once, band by band in key order: appends to the table's
+    B-tree instead of random inserts (which rewrite most of its pages each batch)."""
+    if not len(item_ids):
+        return
+    words = np.ascontiguousarray(codes, dtype=np.uint8).view(">u4").reshape(len(codes), BANDS).astype(np.int64)
+    numbers = np.array([int(i[:15], 16) for i in item_ids], dtype=np.int64)
+    for band in range(BANDS):
+        keys = (np.int64(band) << 32) | words[:, band]
+        order = np.lexsort((numbers, keys))
+        for start in range(0, len(order), chunk):
+            at = order[start:start + chunk]
+            c.executemany("INSERT OR IGNORE INTO pdq_bands VALUES (?,?,?)",
+                          zip([scope] * len(at), keys[at].tolist(), numbers[at].tolist()))
+
+
 def _hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     x = (a ^ b).astype(np.uint32)
     if hasattr(np, "bitwise_count"):
@@ -80,54 +96,91 @@ def _hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def pdq_edges_lookup(conn, scope: int, item_ids: Sequence[str], words: np.ndarray, max_distance: int
                      ) -> list[tuple[str, str]]:
-    """Edges between the given (new) hashes and the scope's stored ones (``pdq_bands``),
-    verified against the catalog's current hashes; the new items' own bands must not be
-    stored yet (pairs among them are ``pdq_edges_within``)."""
+    """Edges between the given (new) hashes and the scope's stored ones (``pdq_bands``, which
+    may hold the new items' own bands too: pairs among them are found the same way),
+    verified against the catalog's current hashes. Each query is verified only against the
+    items its own probes found (never against every candidate of the batch), and its own
+    band rows are left out before anything is fetched: ~ new × 264 index lookups."""
     if not len(item_ids):
         return []
     masks = _probe_masks(max_distance)
     probes = (words.astype(np.uint64)[:, :, None] ^ masks[None, None, :]).astype(np.int64)
-    keys = (np.arange(BANDS, dtype=np.int64) << 32)[None, :, None] | probes  # (m, 8, P)
-    flat = np.unique(keys.reshape(-1))
-    hits: set[int] = set()
-    for start in range(0, len(flat), 5000):
-        chunk = flat[start:start + 5000].tolist()
+    keys = ((np.arange(BANDS, dtype=np.int64) << 32)[None, :, None] | probes).reshape(-1)  # (m * 8 * P)
+    order = np.argsort(keys, kind="stable")
+    keys = keys[order]
+    owner = (order // (BANDS * len(masks))).astype(np.int64)  # the query of each sorted probe key
+    uniq = keys[np.r_[True, keys[1:] != keys[:-1]]] if len(keys) else keys
+    own = np.array([item_number(i) for i in item_ids], dtype=np.int64)
+    pair_q: list[np.ndarray] = []
+    pair_num: list[np.ndarray] = []
+    for start in range(0, len(uniq), 5000):
+        chunk = uniq[start:start + 5000].tolist()
         marks = ",".join("?" * len(chunk))
-        hits.update(r[0] for r in conn.execute(
-            f"SELECT DISTINCT item FROM pdq_bands WHERE scope = ? AND key IN ({marks})", (scope, *chunk)))
-    if not hits:
+        rows = conn.execute(f"SELECT key, item FROM pdq_bands WHERE scope = ? AND key IN ({marks})",
+                            (scope, *chunk)).fetchall()
+        if not rows:
+            continue
+        rk = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+        ri = np.fromiter((r[1] for r in rows), dtype=np.int64, count=len(rows))
+        lo, hi = np.searchsorted(keys, rk, "left"), np.searchsorted(keys, rk, "right")
+        n_each = hi - lo
+        total = int(n_each.sum())
+        if not total:
+            continue
+        firsts = np.cumsum(n_each) - n_each
+        at = np.repeat(lo, n_each) + (np.arange(total) - np.repeat(firsts, n_each))
+        q, num = owner[at], np.repeat(ri, n_each)
+        keep = own[q] != num  # the query's own band rows
+        pair_q.append(q[keep])
+        pair_num.append(num[keep])
+    if not pair_q:
         return []
-    cand_ids, cand_pdq = [], []
-    for num in sorted(hits):
-        lo = f"{num:015x}"
+    pairs = np.unique(np.stack([np.concatenate(pair_q), np.concatenate(pair_num)], axis=1), axis=0)
+    if not len(pairs):
+        return []
+    cand_num, cand_ids, cand_pdq = [], [], []
+    for num in np.unique(pairs[:, 1]).tolist():
+        lo_id = f"{num:015x}"
         for item_id, pdq, quality in conn.execute(
                 "SELECT i.item_id, i.pdq, i.pdq_quality FROM items i JOIN cluster_members m "
                 "ON m.scope = ? AND m.item_id = i.item_id WHERE i.item_id >= ? AND i.item_id < ?",
-                (scope, lo, lo + "g")):
+                (scope, lo_id, lo_id + "g")):
             if eligible([pdq], [quality])[0]:
+                cand_num.append(num)
                 cand_ids.append(item_id)
                 cand_pdq.append(pdq)
     if not cand_ids:
         return []
+    cn = np.array(cand_num, dtype=np.int64)  # ascending (numbers visited in order)
     cw = pdq_words(cand_pdq)
-    out = []
-    for start in range(0, len(item_ids), 512):  # (512, candidates) distance blocks
-        d = _hamming(words[start:start + 512, None, :], cw[None, :, :])
-        r, col = np.nonzero(d <= max_distance)
-        out.extend((item_ids[start + a], cand_ids[b]) for a, b in zip(r.tolist(), col.tolist())
-                   if item_ids[start + a] != cand_ids[b])
-    return out
+    lo, hi = np.searchsorted(cn, pairs[:, 1], "left"), np.searchsorted(cn, pairs[:, 1], "right")
+    n_each = hi - lo
+    total = int(n_each.sum())
+    firsts = np.cumsum(n_each) - n_each
+    cand = np.repeat(lo, n_each) + (np.arange(total) - np.repeat(firsts, n_each))
+    q = np.repeat(pairs[:, 0], n_each)
+    close = _hamming(words[q], cw[cand]) <= max_distance
+    return [(item_ids[a], cand_ids[b]) for a, b in zip(q[close].tolist(), cand[close].tolist())
+            if item_ids[a] != cand_ids[b]]
 
 
 def pdq_edges_within(item_ids: Sequence[str], pdq_hex: Sequence[str], max_distance: int) -> list[tuple[str, str]]:
     """Edges among one set of eligible hashes (exact multi-index hashing in memory)."""
     from audit.policy.hashlists import pdq_hex_to_array
+
+    return pdq_edges_within_arrays(np.array([i.encode() for i in item_ids], dtype=bytes),
+                                   pdq_hex_to_array(list(pdq_hex)), max_distance)
+
+
+def pdq_edges_within_arrays(item_ids: np.ndarray, codes: np.ndarray, max_distance: int) -> list[tuple[str, str]]:
+    """``pdq_edges_within`` of ids as a bytes array and hashes as (n, 32) uint8 (a full run
+    keeps every hash this way: ~100 bytes an item, not two Python strings)."""
     from audit.cluster import pdq_pairs
 
     if len(item_ids) < 2:
         return []
-    i, j = pdq_pairs(pdq_hex_to_array(list(pdq_hex)), max_distance)
-    return [(item_ids[a], item_ids[b]) for a, b in zip(i.tolist(), j.tolist())]
+    i, j = pdq_pairs(codes, max_distance)
+    return [(item_ids[a].decode(), item_ids[b].decode()) for a, b in zip(i.tolist(), j.tolist())]
 
 
 def _range_pairs(q: np.ndarray, x: np.ndarray, min_cosine: float) -> tuple[np.ndarray, np.ndarray]:
@@ -225,11 +278,6 @@ def union(c, scope: int, edges: Iterable[tuple[str, str]]) -> tuple[set[str], se
 # are the same or neighbours: probing a few cells finds nearly every such pair (the
 # benchmark measures the recall of planted pairs), at ~N × probes × N/k products.
 
-def _cell_ids(conn, scope: int, cell: int) -> list[str]:
-    return [r[0] for r in conn.execute("SELECT item_id FROM cluster_members WHERE scope = ? AND cluster = ?",
-                                       (scope, cell))]
-
-
 class _CellVectors:
     """Members' vectors of cells, fetched through the vector store, a few cells cached."""
 
@@ -240,14 +288,11 @@ class _CellVectors:
     def get(self, cell: int) -> tuple[list[str], np.ndarray]:
         hit = self._cache.pop(cell, None)
         if hit is None:
-            from audit.flag.stream import align
-
-            ids = _cell_ids(self.conn, self.scope, cell)
-            got_keys, got = self.vs.get(self.model_key, "image", ids) if ids else ([], None)
-            mat, has = align(ids, got_keys, got, self.dim) if ids else (np.zeros((0, self.dim), np.float32),
-                                                                        np.zeros(0, bool))
-            keep = np.flatnonzero(has)
-            hit = ([ids[i] for i in keep], np.ascontiguousarray(mat[keep], dtype=np.float32))
+            # members joined with their vector rows inside SQLite (members without a vector
+            # drop out), in the order SQLite finds them
+            ids, mat = self.vs.get_selected(self.model_key, "image", "SELECT item_id AS key FROM cluster_members "
+                                            "WHERE scope = ? AND cluster = ?", (self.scope, cell))
+            hit = (ids, np.ascontiguousarray(mat, dtype=np.float32).reshape(len(ids), self.dim))
         self._cache[cell] = hit  # most recently used last
         while len(self._cache) > self.keep:
             self._cache.pop(next(iter(self._cache)))
@@ -274,15 +319,24 @@ def nearest_cells(centroids: np.ndarray, x: np.ndarray, probes: int) -> np.ndarr
 def cosine_edges_probed(q_ids: Sequence[str], q: np.ndarray, conn, vs, scope: int, model_key: str, dim: int,
                         centroids: np.ndarray, min_cosine: float, probes: int) -> list[tuple[str, str]]:
     """Edges (query, member) with cosine ≥ ``min_cosine`` between the query vectors and the
-    members of each query's ``probes`` nearest cells; each cell is read once."""
+    members of each query's ``probes`` nearest cells. The queries are grouped by cell (one
+    sort), so each cell is read once for all of them: an incremental run passes all its new
+    items at once and reads each probed cell once per run."""
     if not len(q_ids) or not len(centroids):
         return []
     nearest = nearest_cells(centroids, q, probes)
+    cell_of = nearest.ravel()
+    query_of = np.repeat(np.arange(len(q_ids)), nearest.shape[1])
+    order = np.argsort(cell_of, kind="stable")
+    cell_of, query_of = cell_of[order], query_of[order]
+    bounds = np.flatnonzero(np.diff(cell_of)) + 1
     cells = _CellVectors(conn, vs, scope, model_key, dim, keep=1)
     out = []
-    for cell in np.unique(nearest):
-        rows = np.flatnonzero((nearest == cell).any(axis=1))
-        ids, x = cells.get(int(cell))
+    for rows_at in np.split(np.arange(len(cell_of)), bounds):
+        if not len(rows_at):
+            continue
+        rows = query_of[rows_at]  # the queries probing this cell (each once: a query's probes differ)
+        ids, x = cells.get(int(cell_of[rows_at[0]]))
         if not ids:
             continue
         r, col = _range_pairs(q[rows], x, min_cosine)

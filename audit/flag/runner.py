@@ -422,6 +422,7 @@ def _run(audit, conn, pol, vs, model_key, dim, factory, opts: FlagOptions, run_i
     from audit.flag.concepts import MAX_CALIBRATION_SAMPLES
     from audit.flag.stream import count_items, fetch_items, iter_all_items, iter_member_vectors, load_vectors, \
         sample_vectors
+    from audit.policy.hashlists import pdq_hex_to_array
     from audit.timeutil import utc_now
 
     t = time.perf_counter()
@@ -555,8 +556,10 @@ def _run(audit, conn, pol, vs, model_key, dim, factory, opts: FlagOptions, run_i
     touched: set[int] = set()
     roots: set[str] = set()
     gone_roots: set[str] = set()
-    full_pdq_ids: list[str] = []
-    full_pdq_hex: list[str] = []
+    full_pdq_ids: list[np.ndarray] = []  # a full run's eligible hashes: ids (bytes) and (n, 32) uint8 codes
+    full_pdq_codes: list[np.ndarray] = []
+    probe_ids: list[str] = []  # an incremental run's items for the cell-probe search, and their vectors
+    probe_vecs: list[np.ndarray] = []
     confirmed = _confirmed_members(conn, scope) if with_vectors and not full else {}
     searched = {r[0] for r in conn.execute("SELECT DISTINCT seed FROM seed_neighbors WHERE scope=?", (scope,))} \
         if not full else set()
@@ -673,20 +676,21 @@ def _run(audit, conn, pol, vs, model_key, dim, factory, opts: FlagOptions, run_i
                 pdq_ids = [ids[i] for i in np.flatnonzero(ok)]
                 pdq_hex = [b.pdq[rows[i]] for i in np.flatnonzero(ok)]
                 words = dups.pdq_words(pdq_hex)
-                dups.insert_bands(c, scope, pdq_ids, words)
                 edges = []
-                if full:
-                    full_pdq_ids += pdq_ids
-                    full_pdq_hex += pdq_hex
+                if full:  # bands written once, sorted, after the batches
+                    full_pdq_ids.append(np.array([i.encode() for i in pdq_ids], dtype=bytes))
+                    full_pdq_codes.append(pdq_hex_to_array(pdq_hex))
                 else:
+                    dups.insert_bands(c, scope, pdq_ids, words)
                     tp = time.perf_counter()
                     edges += dups.pdq_edges_lookup(c, scope, pdq_ids, words, opts.dup_pdq_distance)
                     if opts.dup_min_cosine is not None and not probed:
                         edges += dups.cosine_edges(ids, vecs, iter_member_vectors(c, vs, scope, model_key, dim,
                                                                                   opts.block), opts.dup_min_cosine)
                     elif opts.dup_min_cosine is not None:
-                        edges += dups.cosine_edges_probed(ids, vecs, c, vs, scope, model_key, dim, centroids,
-                                                          opts.dup_min_cosine, dup_probes)
+                        # searched once after the batches, grouped by cell (each cell read once per run)
+                        probe_ids += ids
+                        probe_vecs.append(vecs.astype(np.float16))
                     timings["near_duplicates"] = timings.get("near_duplicates", 0.0) + time.perf_counter() - tp
                     if seed_ids:
                         seed_best = _seed_merge(seed_ids, seed_vecs, ids, vecs, seed_best, opts.seed_k)
@@ -703,11 +707,30 @@ def _run(audit, conn, pol, vs, model_key, dim, factory, opts: FlagOptions, run_i
     summary.errors.extend({"detector": prompt_det.name, **trouble.to_dict()}
                           for trouble in (prompt_det.breaker.troubles() if prompt_det.breaker else ()))
 
+    # --- an incremental run's cosine edges by cell probes: all its items at once (a SIGKILL
+    # before this commit leaves the watermark where it was: the rerun handles them again)
+    if probe_ids:
+        tp = time.perf_counter()
+        edges = dups.cosine_edges_probed(probe_ids, np.concatenate(probe_vecs).astype(np.float32), conn, vs, scope,
+                                         model_key, dim, centroids, opts.dup_min_cosine, dup_probes)
+        del probe_vecs
+        with transaction(conn) as c:
+            changed, gone = dups.union(c, scope, edges)
+            roots.update(changed)
+            gone_roots.update(gone)
+        timings["near_duplicates"] = timings.get("near_duplicates", 0.0) + time.perf_counter() - tp
+
     # --- a full run's near-duplicate edges: all hashes at once, vectors block by block
     if with_vectors and full and len(centroids):
         tp = time.perf_counter()
-        edges = dups.pdq_edges_within(full_pdq_ids, full_pdq_hex, opts.dup_pdq_distance)
-        del full_pdq_ids, full_pdq_hex
+        pdq_ids = np.concatenate(full_pdq_ids) if full_pdq_ids else np.zeros(0, dtype=bytes)
+        del full_pdq_ids
+        codes = np.concatenate(full_pdq_codes) if full_pdq_codes else np.zeros((0, 32), np.uint8)
+        del full_pdq_codes
+        edges = dups.pdq_edges_within_arrays(pdq_ids, codes, opts.dup_pdq_distance)
+        with transaction(conn) as c:
+            dups.insert_bands_sorted(c, scope, pdq_ids, codes)
+        del pdq_ids, codes
         if opts.dup_min_cosine is not None and probed:
             edges += dups.cosine_edges_by_cells(conn, vs, scope, model_key, dim, centroids, opts.dup_min_cosine,
                                                 dup_probes)

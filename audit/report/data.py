@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from audit.findings.store import is_review_candidate
+from audit.findings.store import is_review_candidate, members_sql
 from audit.report.files import clean_text
 
 SEVERITY_ORDER = {"critical": 0, "high": 1, "medium": 2, "low": 3}
@@ -486,8 +486,8 @@ class FindingSource:
             yield [items[r[0]] for r in rows]
 
     def cluster_rows(self) -> Iterator[dict[str, Any]]:
-        sql = ("SELECT cluster_id, policy_hash, kind, size, members, medoids, top_terms, concept_scores, flagged_share, "
-               "flagged, categories, run_id, review FROM clusters WHERE policy_hash = ? AND (flagged = 1 OR cluster_id IN "
+        sql = (f"SELECT cluster_id, policy_hash, kind, size, {members_sql(self.conn)}, medoids, top_terms, "
+               "concept_scores, flagged_share, flagged, categories, run_id, review FROM clusters WHERE policy_hash = ? AND (flagged = 1 OR cluster_id IN "
                "(SELECT cluster_id FROM findings WHERE policy_hash = ? AND active = 1)) ORDER BY size DESC, cluster_id")  # fmt: skip
         keys = ("cluster_id", "policy_hash", "kind", "size", "members", "medoids", "top_terms", "concept_scores",
                 "flagged_share", "flagged", "categories", "run_id", "review")  # fmt: skip
