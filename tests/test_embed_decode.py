@@ -64,3 +64,18 @@ def test_draft_leaves_small_and_non_jpeg_images_alone(tmp_path):
         got = decode_item(str(p), None, spec)
         # 300 px short side: a 1/2 scale would fall below 224, so the full decode is used
         assert np.array_equal(got, spec.pixels(decode_image(buf.getvalue()).image))
+
+
+
+def test_hybrid_executor_returns_every_task_once():
+    """CPU ``audit embed``: this process runs shards next to a pool; every task comes back
+    exactly once, whichever side ran it."""
+    from audit.embed.executor import HybridExecutor, LocalExecutor
+
+    ex = HybridExecutor(LocalExecutor(1, threads=1))
+    try:
+        results = list(ex.map_unordered(abs, iter(range(-12, 12))))
+    finally:
+        ex.close()
+    assert sorted(results) == sorted(abs(i) for i in range(-12, 12))
+    assert ex.workers == 2
