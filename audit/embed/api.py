@@ -88,9 +88,9 @@ def run_embed(
         if hybrid and n_workers > 1:
             from audit.embed.openclip import planned_spec
 
-            warm = embedder.spec if embedder is not None else planned_spec(
+            warm = getattr(embedder, "spec", None) if embedder is not None else planned_spec(
                 model, pretrained, checkpoint, device, precision, identity=identity)  # fmt: skip
-            pool = LocalExecutor(n_workers - 1, threads=threads, warm=replace(warm, threads=threads))
+            pool = LocalExecutor(n_workers - 1, threads=threads, warm=replace(warm, threads=threads) if warm else None)
         emb = embedder or load_embedder(model, pretrained, checkpoint=checkpoint, device=device, precision=precision,
                                         identity=identity)  # fmt: skip
         if getattr(emb, "spec", None) is None:
@@ -119,6 +119,11 @@ def run_embed(
                     spec = replace(emb.spec, threads=threads)
                     executor = LocalExecutor(n_workers, threads=threads)
                     decode_threads = 1
+                    if embedder is None:  # the workers build their own; free this copy's (GPU) memory
+                        emb.model = None
+                        import gc
+
+                        gc.collect()
                 runner = EmbedRunner(audit.catalog, spec, executor, dim=emb.dim, batch_size=bs,
                                      decode_threads=decode_threads, progress=progress)  # fmt: skip
                 runner.summary.workers = max(1, n_workers) if hybrid else n_workers
