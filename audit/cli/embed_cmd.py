@@ -22,7 +22,7 @@ def embed_command(
     device: str = typer.Option("cpu", "--device", help="cpu, cuda[:N], or auto: CUDA when this machine can use it, else the CPU."),
     precision: str = typer.Option("auto", "--precision", help="auto (bf16 on CPUs with native bf16 after a check against fp32, else fp32; fp16 autocast on CUDA), fp32, bf16, fp16."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b", min=1, help="Images per batch and per commit (default 32 on CPU, 256 on CUDA)."),
-    workers: Optional[int] = typer.Option(None, "--workers", min=0, help="Worker processes, each with its own model (default: one per core on CPU, 0 on CUDA; 0 = in this process)."),
+    workers: Optional[int] = typer.Option(None, "--workers", min=0, help="Processes running the model, each with its own copy (default: one per core on CPU, this process being one of them; 0 on CUDA; 0 = in this process only)."),
     executor: str = typer.Option("local", "--executor", help=options.EXECUTOR_HELP),
     no_images: bool = typer.Option(False, "--no-images", help="Embed prompts only."),
     no_prompts: bool = typer.Option(False, "--no-prompts", help="Embed images only."),

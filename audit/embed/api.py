@@ -35,7 +35,7 @@ def run_embed(
     from dataclasses import replace
 
     from audit.embed.device import check_device
-    from audit.embed.executor import InlineExecutor, LocalExecutor
+    from audit.embed.executor import HybridExecutor, InlineExecutor, LocalExecutor
     from audit.embed.openclip import PRECISIONS, load_embedder, remember
     from audit.embed.runner import EmbedRunner, default_workers
 
@@ -58,6 +58,7 @@ def run_embed(
     if precision not in PRECISIONS:
         raise UsageError(f"--precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
     # weights are resolved (and may fail with exit 3) before the index is touched
+    identity = None
     if embedder is None and not retry_skipped:
         # A scan with nothing new must not pay for loading a model.
         from audit.embed.openclip import resolve_identity
@@ -74,45 +75,80 @@ def run_embed(
                                  precision=precision, batch_size=batch_size, workers=workers, images=images,
                                  prompts=prompts, retry_skipped=retry_skipped, wait=wait, progress=progress,
                                  argv=argv, embedder=embedder)  # fmt: skip
-    emb = embedder or load_embedder(model, pretrained, checkpoint=checkpoint, device=device, precision=precision)
-    if getattr(emb, "spec", None) is None:
-        raise UsageError("embedder has no spec (build it with audit.embed.openclip.load_embedder)")
-    device = emb.spec.device
+    cores = os.cpu_count() or 1
     is_cuda = device.startswith("cuda")
     n_workers = default_workers(device) if workers is None else workers
-    bs = batch_size or (256 if is_cuda else 32)
-    cores = os.cpu_count() or 1
-    with IndexLock(audit.index_dir, wait=wait), audit.recorded_run("embed", argv) as run:
-        executor = None
-        try:
-            if retry_skipped:
-                from audit.catalog.vectors import VectorStore
-                from audit.embed.pending import PendingWork
+    # CPU with N >= 1 model processes: this process is one of them (it loads and checks the
+    # model anyway), the other N - 1 start first and build theirs meanwhile
+    hybrid = not is_cuda and n_workers >= 1
+    threads = max(1, cores // max(1, n_workers))
+    pool = None
+    torch_threads = _set_torch_threads(threads) if hybrid else None
+    try:
+        if hybrid and n_workers > 1:
+            from audit.embed.openclip import planned_spec
 
-                PendingWork(audit.catalog.conn, VectorStore(audit.catalog.conn), emb.identity.key).retry_skipped()
-            if n_workers == 0:
-                remember(emb)  # shards run here, on the embedder just loaded
-                executor = InlineExecutor()
-                spec = emb.spec
-                decode_threads = cores if is_cuda else 1
-            else:
-                threads = max(1, cores // n_workers)
-                spec = replace(emb.spec, threads=threads)
-                executor = LocalExecutor(n_workers, threads=threads)
-                decode_threads = 1
-                if embedder is None:  # the workers build their own; free this copy's memory
-                    emb.model = None
-                    import gc
+            warm = getattr(embedder, "spec", None) if embedder is not None else planned_spec(
+                model, pretrained, checkpoint, device, precision, identity=identity)  # fmt: skip
+            pool = LocalExecutor(n_workers - 1, threads=threads, warm=replace(warm, threads=threads) if warm else None)
+        emb = embedder or load_embedder(model, pretrained, checkpoint=checkpoint, device=device, precision=precision,
+                                        identity=identity)  # fmt: skip
+        if getattr(emb, "spec", None) is None:
+            raise UsageError("embedder has no spec (build it with audit.embed.openclip.load_embedder)")
+        device = emb.spec.device
+        bs = batch_size or (256 if is_cuda else 32)
+        with IndexLock(audit.index_dir, wait=wait), audit.recorded_run("embed", argv) as run:
+            executor = None
+            try:
+                if retry_skipped:
+                    from audit.catalog.vectors import VectorStore
+                    from audit.embed.pending import PendingWork
 
-                    gc.collect()
-            runner = EmbedRunner(audit.catalog, spec, executor, dim=emb.dim, batch_size=bs,
-                                 decode_threads=decode_threads, progress=progress)  # fmt: skip
-            runner.summary.precision = dict(getattr(emb, "precision_report", {}) or {})
-            run.summary = runner.summary  # recorded as far as it got, also when interrupted
-            return runner.run(images=images, prompts=prompts)
-        finally:
-            if executor is not None:
-                executor.close()
+                    PendingWork(audit.catalog.conn, VectorStore(audit.catalog.conn), emb.identity.key).retry_skipped()
+                remember(emb)  # shards that run here use the embedder just loaded
+                if n_workers == 0 or (hybrid and pool is None):
+                    executor = InlineExecutor()
+                    spec = emb.spec
+                    decode_threads = cores if is_cuda else 1
+                elif hybrid:
+                    spec = replace(emb.spec, threads=threads)
+                    executor, pool = HybridExecutor(pool), None
+                    decode_threads = 1
+                else:  # CUDA with worker processes asked for: each holds its own model
+                    threads = max(1, cores // n_workers)
+                    spec = replace(emb.spec, threads=threads)
+                    executor = LocalExecutor(n_workers, threads=threads)
+                    decode_threads = 1
+                    if embedder is None:  # the workers build their own; free this copy's (GPU) memory
+                        emb.model = None
+                        import gc
+
+                        gc.collect()
+                runner = EmbedRunner(audit.catalog, spec, executor, dim=emb.dim, batch_size=bs,
+                                     decode_threads=decode_threads, progress=progress)  # fmt: skip
+                runner.summary.workers = max(1, n_workers) if hybrid else n_workers
+                runner.summary.precision = dict(getattr(emb, "precision_report", {}) or {})
+                run.summary = runner.summary  # recorded as far as it got, also when interrupted
+                return runner.run(images=images, prompts=prompts)
+            finally:
+                if executor is not None:
+                    executor.close()
+    finally:
+        if pool is not None:
+            pool.close()
+        if torch_threads is not None:
+            _set_torch_threads(torch_threads)
+
+
+def _set_torch_threads(n: int) -> int:
+    """Set torch's intra-op threads in this process; returns the previous value (restored
+    afterwards: a notebook's own torch work is not left on one thread)."""
+    import torch
+
+    was = torch.get_num_threads()
+    if n != was:
+        torch.set_num_threads(n)
+    return was
 
 
 def _run_embed_on_ray(audit: "Audit", *, model, pretrained, checkpoint, device: str, precision: str,

@@ -147,7 +147,12 @@ def decode_item(uri: str, item_id: str | None, spec: ImageSpec, *, verify: bool 
     if verify and item_id and hashlib.sha256(data).hexdigest() != item_id:
         return "content changed since the crawl (SHA-256 differs); crawl again"
     try:
-        decoded = decode_image(data)
+        # JPEG: let libjpeg scale down in the DCT (1/2, 1/4, 1/8) to no less than the model's
+        # input on each side; the shortest-side resize then starts from about a quarter of the
+        # pixels. Same picture within JPEG's own rounding (tests/test_embed_decode.py: cosine
+        # to the full decode >= 0.999), at about half the decode + resize time.
+        px = spec.image_size
+        decoded = decode_image(data, draft=(px, px))
         pixels = spec.pixels(decoded.image)
         if frames is not None and decoded.frames > 1:  # animations: the sampled later frames too
             frames += [(index, spec.pixels(img)) for index, img in later_frames(data, decoded.frames)]
@@ -192,17 +197,26 @@ def _worker_init(threads: int) -> None:
         pass
 
 
+def warm_worker(spec: EmbedderSpec) -> int:
+    """Build (and cache) the embedder for ``spec`` in this worker before its first shard."""
+    embedder_for(spec)
+    return os.getpid()
+
+
 class LocalExecutor:
     """A local process pool; each worker builds the model once (``embedder_for``) and runs
     whole shards with ``threads`` torch threads. At most ``window`` shards are in flight,
     so memory stays bounded however many items there are."""
 
-    def __init__(self, workers: int, *, threads: int = 1, window: int | None = None):
+    def __init__(self, workers: int, *, threads: int = 1, window: int | None = None, warm: EmbedderSpec | None = None):
         self.workers = max(1, workers)
         self.window = window or self.workers * 2
         ctx = multiprocessing.get_context("forkserver")
         ctx.set_forkserver_preload(["torch", "open_clip", "audit.embed.executor"])
         self.pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx, initializer=_worker_init, initargs=(threads,))
+        # ``warm``: start the processes and build their models now, while the caller loads
+        # (and checks) its own copy: start-up costs the slower of the two, not their sum
+        self._warming = [self.pool.submit(warm_worker, warm) for _ in range(self.workers)] if warm else []
 
     def map_unordered(self, fn: Callable[[T], R], tasks: Iterable[T]) -> Iterator[R]:
         inflight: set[Future] = set()
@@ -222,3 +236,47 @@ class LocalExecutor:
 
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+class HybridExecutor:
+    """CPU: this process embeds shards too, next to a pool of ``pool.workers`` processes.
+
+    The calling process has already loaded (and checked) a model; running shards on it
+    saves one model build and one torch import at start-up, which on a small machine is
+    most of what stands between a run and the model's own rate. Between its own shards it
+    hands the pool's finished results on, so commits never wait for long."""
+
+    def __init__(self, pool: LocalExecutor):
+        self.pool = pool
+        self.workers = pool.workers + 1
+
+    def map_unordered(self, fn: Callable[[T], R], tasks: Iterable[T]) -> Iterator[R]:
+        inflight: set[Future] = set()
+        it = iter(tasks)
+        exhausted = False
+        while True:
+            while not exhausted and len(inflight) < self.pool.window:
+                try:
+                    inflight.add(self.pool.pool.submit(fn, next(it)))
+                except StopIteration:
+                    exhausted = True
+            done = {f for f in inflight if f.done()}
+            inflight -= done
+            for fut in done:
+                yield fut.result()
+            if not exhausted:
+                try:
+                    task = next(it)
+                except StopIteration:
+                    exhausted = True
+                else:
+                    yield fn(task)
+                    continue
+            if not inflight:
+                return
+            done, inflight = wait(inflight, return_when=FIRST_COMPLETED)
+            for fut in done:
+                yield fut.result()
+
+    def close(self) -> None:
+        self.pool.close()

@@ -293,8 +293,8 @@ def resolve_identity(
 ) -> ModelIdentity:
     """The identity ``load_embedder`` would give these arguments, without building the
     model (a checkpoint is hashed; weights are located but not loaded)."""
-    if checkpoint is None and (model != TOY_MODEL or _toy_tag(pretrained)):
-        _import_open_clip()  # tags resolve through open_clip's registry; a file needs none
+    if checkpoint is None and pretrained and (model != TOY_MODEL or _toy_tag(pretrained)):
+        _import_open_clip()  # tags resolve through open_clip's registry; a file or random weights need none
     return _resolve(model, pretrained, checkpoint, None)[3]
 
 
@@ -321,6 +321,27 @@ def _resolve(model, pretrained, checkpoint, identity):
         ident = identity or ModelIdentity(model, None, None)
 
     return path, overlay, seed, ident
+
+
+def planned_spec(
+    model: str = DEFAULT_MODEL,
+    pretrained: str | None = DEFAULT_PRETRAINED,
+    checkpoint: str | os.PathLike | None = None,
+    device: str = "cpu",
+    precision: str = "auto",
+    *,
+    identity: ModelIdentity | None = None,
+) -> EmbedderSpec:
+    """The ``spec`` that ``load_embedder`` will most likely give these arguments, without
+    building anything: ``auto`` is taken to pass its check. Lets worker processes build
+    their models while the caller loads and checks its own (a failed check sends a spec
+    that differs, and they rebuild)."""
+    path, _, _, ident = _resolve(model, pretrained, checkpoint, identity)
+    return EmbedderSpec(
+        model=model, pretrained=pretrained if ident.pretrained else None,
+        checkpoint=path if ident.checkpoint_sha256 else None, device=str(device),
+        precision=resolve_precision(str(device), precision), identity=ident,
+    )  # fmt: skip
 
 
 def load_embedder(
