@@ -13,17 +13,13 @@ from tests.conftest import REPO
 _register_commands()
 COMMAND = typer.main.get_command(app)
 NAMES = sorted(COMMAND.commands)  # type: ignore[attr-defined]
-# New commands whose README section the lead adds at merge (strict: remove the name then)
-README_PENDING = {"info"}
 
 
 def test_the_core_commands_exist():
     assert {"crawl", "embed", "index", "search"} <= set(NAMES)
 
 
-@pytest.mark.parametrize("name", [
-    pytest.param(n, marks=pytest.mark.xfail(strict=True, reason="README section added at merge"))
-    if n in README_PENDING else n for n in NAMES])
+@pytest.mark.parametrize("name", NAMES)
 def test_command_has_help_and_every_option_is_documented(name):
     cmd = COMMAND.commands[name]  # type: ignore[attr-defined]
     assert cmd.help and len(cmd.help.strip()) > 20, f"{name} has no help text"
