@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -72,6 +73,17 @@ def test_scan_twice_then_new_files(tmp_path):
     for f in via:
         t = drawn[Path(f["uri"]).relative_to(archive).as_posix()]
         assert (t["colour"], t["shape"]) == ("red", "triangle"), t
+    # the quickstart's promise: every finding is right (no red star, directly or via a
+    # cluster) and every red-triangle image is found (copies share one item)
+    found = _new_findings(idx, first)
+    for f in found:
+        t = drawn[Path(f["uri"]).relative_to(archive).as_posix()]
+        assert (t["colour"], t["shape"]) == ("red", "triangle"), (f["category"], t)
+    red_paths = {p for p, t in drawn.items() if (t["colour"], t["shape"]) == ("red", "triangle")}
+    found_paths = {Path(f["uri"]).relative_to(archive).as_posix() for f in found if f["category"] == "red-triangles"}
+    red_ids = {hashlib.sha256((archive / p).read_bytes()).hexdigest() for p in red_paths}
+    found_ids = {hashlib.sha256((archive / p).read_bytes()).hexdigest() for p in found_paths}
+    assert found_ids == red_ids
     assert Path(first["report"]).is_dir() and (Path(first["report"]) / "manifest.json").exists()
 
     code, second = scan(archive, idx)

@@ -103,8 +103,11 @@ def review_cluster(policy, members: list[str], vecs: np.ndarray, direct: dict[st
             negated = _negated(policy, concepts, vecs, concept_ids)
             ok &= ~negated
         else:
+            # no image concept to be near: "nearer the flagged members than the rest" alone
+            # lets a member in by a hair in a mixed cluster, so it must also sit within the
+            # flagged members' own spread (as close to their mean as the least typical of them)
             gap = to_flagged - to_unflagged
-            ok = np.ones(len(members), bool)
+            ok = to_flagged >= float(to_flagged[flagged].min()) - 1e-6
         chosen = np.flatnonzero(eligible & closer & ok)
         chosen = sorted(chosen.tolist(), key=lambda r: (-float(gap[r]), members[r]))
         cands = []

@@ -32,8 +32,9 @@ The method (``calibrate_threshold``), inputs being L2-normalisable embeddings of
   ``threshold = percentile_q(background scores for the concept) + margin`` (q = 99.5,
   margin 0.01) while fewer than ``min_foreground`` (5) samples are foreground. With a
   foreground, the threshold is the cut between the two zero-shot labelled groups with the
-  fewest samples on the wrong side (foreground below, background above), placed mid-gap
-  between the two scores around it: a near miss at the background's top does not fire, and a
+  fewest samples on the wrong side (foreground below, background above; of the cuts within
+  one sample of the fewest, the one at the widest gap), placed mid-gap between the two scores
+  around it: a near miss at the background's top does not fire, and a
   few true items a reference happened to describe better (a word the model never learned)
   do not drag the threshold up into the concept's own scores.
   No labels are needed; at least ``min_background`` (20) background samples
@@ -152,10 +153,12 @@ def _as_matrix(x, dim: int) -> np.ndarray:
     return _unit(x.reshape(-1, dim))
 
 
-def _best_cut(scores: np.ndarray, foreground: np.ndarray) -> tuple[float, int, float, float]:
+def _best_cut(scores: np.ndarray, foreground: np.ndarray, slack: int = 1) -> tuple[float, int, float, float]:
     """(threshold, samples on the wrong side, score below, score above) of the 1-D cut between
-    ``foreground`` and the rest with the fewest foreground below plus background above; ties go
-    to the widest gap."""
+    ``foreground`` and the rest with the fewest foreground below plus background above, or one
+    more (``slack``), the widest gap among those. The labels are zero-shot guesses: one true
+    item a reference happened to describe better must not pin the cut to a sliver just above
+    it when a gap many times wider lies one label away."""
     order = np.argsort(scores, kind="stable")
     x, fg = scores[order], foreground[order].astype(np.int64)
     # cut i sits between x[i-1] and x[i]: fg below = cumsum before i, bg at or above = the rest
@@ -165,7 +168,7 @@ def _best_cut(scores: np.ndarray, foreground: np.ndarray) -> tuple[float, int, f
     lo = np.concatenate([[x[0] - 0.02], x])
     hi = np.concatenate([x, [x[-1] + 0.02]])
     width = hi - lo
-    best = np.flatnonzero(wrong == wrong.min())
+    best = np.flatnonzero(wrong <= wrong.min() + slack)
     i = int(best[np.argmax(width[best])])
     return float(np.clip((lo[i] + hi[i]) / 2, -1.0, 1.0)), int(wrong[i]), float(lo[i]), float(hi[i])
 
