@@ -54,11 +54,15 @@ def test_reread_restores_the_facts_of_old_rows_only(tmp_path):
     assert {f[2] for f in fresh.values()} == {READER_VERSION}
     _as_before_the_formats_change(idx, ["anim.gif", "declared.jpg", "still.png"])
     a = audit.open(idx)
+    seq = dict(a.items().select("uri", "seq").iter_rows())
     assert a.crawl([src], workers=0).read == 0  # unchanged files: an ordinary crawl keeps the old rows
     assert _facts(idx)["anim.gif"] == (None, None, None)
     s = a.crawl([src], workers=0, reread="stale")
     assert (s.read, s.reread, s.unchanged, s.changed, s.new_items) == (3, 3, 1, 0, 0)
     assert _facts(idx) == fresh
+    # the facts that came back make the rows new to the flag stage; the untouched row is not
+    raised = {uri.rsplit("/", 1)[-1] for uri, n in a.items().select("uri", "seq").iter_rows() if n > seq[uri]}
+    assert raised == {"anim.gif", "declared.jpg"}  # still.png: no provenance, no frames, nothing changed
     assert a.crawl([src], workers=0, reread="stale").read == 0  # nothing stale is left
     s = a.crawl([src], workers=0, reread="all")
     assert (s.read, s.reread, s.unchanged) == (4, 4, 0) and _facts(idx) == fresh
