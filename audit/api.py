@@ -75,8 +75,13 @@ class Audit:
         argv: Sequence[str] | None = None,
         trust_dir_mtime: bool = False,
         executor: str = "local",
+        reread: str | None = None,
     ):
         """Catalog every generation under ``sources``; returns a ``CrawlSummary``.
+
+        ``reread="stale"``: also read again the unchanged files whose rows an older reader
+        wrote (before provenance, animation frames and video hashes: ``READER_VERSION``) or
+        that failed to decode; ``reread="all"``: every file (after a parser fix).
 
         ``executor="ray"``: reads run as Ray tasks on the cluster named by ``RAY_ADDRESS``
         (a local Ray instance when unset); every node must see the sources as this
@@ -115,7 +120,8 @@ class Audit:
                 check_visible(ray, [s.root_uri for s in opened], what="source")  # before any work
                 pool = RayReadPool(ray)
             run = stack.enter_context(self.recorded_run("crawl", argv))
-            crawler = Crawler(self.catalog, run_id=run.run_id, workers=workers, progress=progress, pool=pool)
+            crawler = Crawler(self.catalog, run_id=run.run_id, workers=workers, progress=progress, pool=pool,
+                              reread=reread)
             run.summary = crawler.summary  # recorded as far as it got, also when interrupted
             return crawler.crawl(opened)
 

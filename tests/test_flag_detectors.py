@@ -116,8 +116,34 @@ def provenance_detector():
 
 
 provenance_detector.__name__ = "ProvenanceDetector"
+
+# the toy list's vpdq row (samples/policy/banks/known.csv, "toy-known-video"): three frames
+TOY_VIDEO = [hashlib.sha256(f"toy-video-frame-{i}".encode()).hexdigest() for i in range(3)]
+
+
+def video_hash_detector():
+    """Over a catalog stand-in with video hashes: the listed video re-encoded (frames a few bits
+    off, one extra frame: 3 of 4 = 75 % < 80 %, so a fourth close frame is added: 4 of 5 = 80 %),
+    a video of other frames, one not JSON."""
+    import sqlite3
+
+    from audit.flag.videos import VideoHashDetector
+
+    conn = sqlite3.connect(":memory:")
+    conn.execute("CREATE TABLE items (item_id TEXT PRIMARY KEY, video_hash TEXT)")
+    other = [hashlib.sha256(f"other-frame-{i}".encode()).hexdigest() for i in range(4)]
+    near = [_flip(h, 6) for h in TOY_VIDEO] + [_flip(TOY_VIDEO[2], 9), other[0]]
+    ids = make_context().item_ids
+    rows = [(ids[0], json.dumps([[h, 100, i, float(i)] for i, h in enumerate(near)])),
+            (ids[1], json.dumps([[h, 100, i, float(i)] for i, h in enumerate(other)])),
+            (ids[2], "[not json")]
+    conn.executemany("INSERT INTO items VALUES (?, ?)", rows)
+    return VideoHashDetector(conn)
+
+
+video_hash_detector.__name__ = "VideoHashDetector"
 # The registry itself (a new default detector is covered), plus the detectors a policy adds.
-DETECTORS = [type(d) for d in default_detectors()] + [provenance_detector]
+DETECTORS = [type(d) for d in default_detectors()] + [provenance_detector, video_hash_detector]
 
 
 @pytest.fixture(params=DETECTORS, ids=lambda d: d.__name__)
@@ -186,6 +212,20 @@ def test_provenance_detector_fires_from_the_records():
     assert names == {0: ["provenance:ai-generated", "provenance:c2pa"],
                      1: ["provenance:c2pa", "provenance:c2pa-invalid"], 2: ["provenance:ai-generated"]}
     assert det.stats["unreadable_records"] == 1
+
+
+def test_video_hash_detector_reports_the_match_percentages():
+    det = video_hash_detector().detect(make_context())
+    assert set(det.signals) == {0}
+    (s,) = det.signals[0]
+    assert s.kind == "hash_match" and s.name == "hash:toy-known"
+    d = s.detail
+    assert d["hash_type"] == "vpdq" and d["label"] == "toy-known-video" and d["line"] == 5
+    # 4 of the 5 query frames are within 31 bits of a listed frame; all 3 listed frames matched
+    assert (d["query_match_percent"], d["compared_match_percent"]) == (80.0, 100.0)
+    assert (d["query_frames"], d["compared_frames"], d["first_match_ms"]) == (5, 3, 0)
+    assert (s.score, s.threshold, s.margin) == (80.0, 80.0, 0.0)
+    assert det.stats["videos_checked"] == 3
 
 
 def _names(det: Detections, row: int) -> set[str]:

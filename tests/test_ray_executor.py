@@ -164,6 +164,42 @@ def test_driver_sigkilled_midway_then_next_run_finishes(cluster, local_scan, tmp
         assert_consistent(idx)
 
 
+def test_animation_frames_are_embedded_on_ray_as_locally(cluster, tmp_path):
+    """Later frames of an animation get vectors in space ``frame`` (keys item_id#frame) on the
+    Ray pipeline that does not run ``run_shard`` (decode tasks + CLIP actors: the CUDA shape,
+    here on CPU actors) as the local executors do. (The CPU actor path runs ``run_shard``.)"""
+    import io
+
+    from audit.animation import frame_key
+    from audit.catalog.vectors import FRAME_SPACE
+    from audit.embed import toyworld as tw
+    from audit.embed.executor import InlineExecutor
+    from audit.embed.openclip import load_embedder
+    from audit.embed.runner import EmbedRunner
+    from audit.onray.embed import RayEmbedExecutor
+
+    src = tmp_path / "src"
+    write_generation(src / "still.png", "blue", "circle")
+    frames = [tw.draw(tw.random_scene(__import__("random").Random(i), colour=c, shape="triangle"), px=96)
+              for i, c in enumerate(["blue", "green", "red", "yellow"])]
+    buf = io.BytesIO()
+    frames[0].save(buf, "GIF", save_all=True, append_images=frames[1:], duration=100, loop=0)
+    (src / "anim.gif").write_bytes(buf.getvalue())
+    emb = load_embedder("toy-shapes", device="cpu")
+    got = {}
+    for name, make in (("local", lambda: InlineExecutor()),
+                       ("ray-split", lambda: RayEmbedExecutor(ray, device="cpu", image_spec=emb.preprocess,
+                                                              split_decode=True))):
+        idx = tmp_path / name
+        audit.crawl([src], idx, workers=0)
+        a = audit.open(idx)
+        EmbedRunner(a.catalog, emb.spec, make(), dim=emb.dim, batch_size=2).run()
+        got[name] = vectors(idx, FRAME_SPACE)
+    gif_id = audit.open(tmp_path / "local").items().filter(pl.col("uri").str.ends_with("anim.gif"))["item_id"][0]
+    assert sorted(got["local"]) == [frame_key(gif_id, i) for i in (1, 2, 3)]
+    assert_same_vectors(got["ray-split"], got["local"])
+
+
 def test_an_undecodable_file_is_the_same_skip_as_locally(cluster, tmp_path):
     src = tmp_path / "src"
     write_generation(src / "good.png", "red", "circle")

@@ -36,12 +36,13 @@ def test_every_detector_is_registered():
     from audit.faces.detector import FaceDetector
     from audit.flag.frames import FrameHashDetector
     from audit.flag.provenance import ProvenanceDetector
+    from audit.flag.videos import VideoHashDetector
 
     # added by audit/flag/extra.py only when a policy asks for them (resource lists, [[faces]],
-    # provenance signals, hash lists over animation frames); their contract is tested in
+    # provenance signals, hash lists over animation frames, vpdq rows); their contract is tested in
     # tests/test_resources.py, tests/test_faces_flag.py, tests/test_flag_detectors.py and
     # tests/test_animation.py
-    policy_dependent = {ResourceDetector, FaceDetector, ProvenanceDetector, FrameHashDetector}
+    policy_dependent = {ResourceDetector, FaceDetector, ProvenanceDetector, FrameHashDetector, VideoHashDetector}
     registered = {type(d) for d in default_detectors()}
     assert registered and not registered & policy_dependent
     assert _implementations([audit.flag, audit.faces], "detect") == registered | policy_dependent

@@ -56,11 +56,15 @@ ITEM_COLUMNS: tuple[tuple[str, str], ...] = (
     # JSON list of [pdq hex, quality, frame number, seconds]: the vPDQ hash of a video
     # (audit.video), one PDQ a second; NULL for images
     ("video_hash", "TEXT"),
+    # audit.crawler.worker.READER_VERSION of the reader that wrote the row: NULL for rows read
+    # before provenance, frames and video hashes existed. ``audit crawl --reread`` re-reads
+    # the files of rows under the current version (and error rows) even when unchanged.
+    ("reader_version", "INTEGER"),
 )
 
 # What of an item, when it changes on a re-read, makes it new to the later stages.
 SEQ_FIELDS = ("status", "prompt", "negative_prompt", "md5", "pdq", "model", "model_hash", "resources", "provenance",
-              "frame_pdq")  # fmt: skip
+              "frame_pdq", "video_hash")  # fmt: skip
 
 LOCATION_COLUMNS: tuple[tuple[str, str], ...] = (
     ("uri", "TEXT PRIMARY KEY"),

@@ -140,6 +140,17 @@ class Catalog:
                 found[uri] = (size, mtime_ns, status if present else "missing", item_id, rowid)
         return found
 
+    def stale_items(self, item_ids: Sequence[str], reader_version: int) -> set[str]:
+        """The ids among ``item_ids`` whose row a reader older than ``reader_version`` wrote,
+        or that failed to decode (a decoder added since may read them): ``crawl --reread``."""
+        out: set[str] = set()
+        for chunk in _chunks(list(item_ids), _IN_CHUNK):
+            marks = ",".join("?" * len(chunk))
+            out.update(r[0] for r in self.conn.execute(
+                f"SELECT item_id FROM items WHERE item_id IN ({marks}) AND (status = 'error' OR "
+                "reader_version IS NULL OR reader_version < ?)", (*chunk, reader_version)))  # fmt: skip
+        return out
+
     # --- per-directory listings: a rescan's shortcut past one lookup per file
     def dir_listing(self, directory: str) -> dict[str, tuple[int, int, int]] | None:
         """name -> (size, mtime_ns, rowid) of the readable files catalogued directly in

@@ -22,6 +22,8 @@ def crawl(
     executor: str = typer.Option("local", "--executor", help=options.EXECUTOR_HELP),
     wait: bool = typer.Option(False, "--wait", help="Wait for another run holding the index instead of exiting with code 3."),
     trust_dir_mtime: bool = typer.Option(False, "--trust-dir-mtime", help="Skip the files of local directories whose mtime is unchanged since their last full listing: one stat per directory instead of per file (a file rewritten in place without a rename is then missed until a normal crawl)."),
+    reread: bool = typer.Option(False, "--reread", help="Also read again unchanged files whose catalog rows lack what this version reads (rows from before provenance, animation frames and video hashes) or that failed to decode."),
+    reread_all: bool = typer.Option(False, "--reread-all", help="Read every file again, changed or not (e.g. after a metadata parser fix)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
     json_out: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
 ) -> None:
@@ -39,13 +41,16 @@ def crawl(
     opened = [open_source(s, trust_dir_mtime=trust_dir_mtime) for s in sources]  # a bad SOURCE fails before any work
     with progress_bar("crawl", quiet=quiet) as progress:
         summary = audit.open(index, create=True).crawl(opened, workers=workers, wait=wait, progress=progress,
-                                                           executor=executor)
+                                                           executor=executor,
+                                                           reread="all" if reread_all else "stale" if reread else None)
     data = summary.to_dict()
     if json_out:
         emit_json({"command": "crawl", "index": str(index), **data})
     if not quiet:
         stderr.print(
-            f"[bold]{data['listed']:,}[/] listed · {data['read']:,} read · {data['unchanged']:,} unchanged · "
+            f"[bold]{data['listed']:,}[/] listed · {data['read']:,} read"
+            + (f" ({data['reread']:,} re-read)" if reread or reread_all else "")
+            + f" · {data['unchanged']:,} unchanged · "
             f"{data['new_items']:,} new items · {data['changed']:,} changed · {data['moved']:,} moved · "
             f"{data['missing']:,} missing · [{'red' if data['errors'] else 'green'}]{data['errors']:,} errors[/] "
             f"in {data['duration_s']:.1f}s"

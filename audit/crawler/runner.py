@@ -57,6 +57,7 @@ class CrawlSummary:
     missing: int = 0
     errors: int = 0
     containers_skipped: int = 0
+    reread: int = 0  # unchanged files read again (``reread``)
     bytes_read: int = 0
     duration_s: float = 0.0
     error_reasons: Counter = field(default_factory=Counter)
@@ -73,9 +74,19 @@ ProgressFn = Callable[[str, int], None]  # (event, count): "listed", "done", "to
 
 class Crawler:
     def __init__(self, catalog: Catalog, *, run_id: int, workers: int | None = None, progress: ProgressFn | None = None,
-                 pool=None):  # fmt: skip
+                 pool=None, reread: str | None = None):  # fmt: skip
         """``pool``: where reads run instead of a local process pool, an object with
-        ``workers``, ``submit(fn, task) -> Future`` and ``shutdown`` (``audit.onray.crawl``)."""
+        ``workers``, ``submit(fn, task) -> Future`` and ``shutdown`` (``audit.onray.crawl``).
+
+        ``reread``: read unchanged files again, ``"stale"``: those whose catalog row an older
+        reader wrote (``READER_VERSION``: rows from before provenance, frames and video
+        hashes) or that failed to decode; ``"all"``: every file. Archives and directories
+        are then listed in full (their unchanged shortcuts are off), and each re-read row
+        is upserted as a changed file's would be (its place in the change sequence moves
+        only when what the later stages read changed)."""
+        if reread not in (None, "stale", "all"):
+            raise ValueError(f"reread must be None, 'stale' or 'all', not {reread!r}")
+        self.reread = reread
         self.catalog = catalog
         self.run_id = run_id
         self.workers = pool.workers if pool is not None else (os.cpu_count() or 1) if workers is None else workers
@@ -145,6 +156,8 @@ class Crawler:
             self.catalog.build_dir_listings(sorted(self._rebuild), self._dir_mtimes)
 
     def _unchanged(self, uri: str, size: int, mtime_ns: int) -> bool:
+        if self.reread:  # every file is looked at one by one in _dispatch
+            return False
         if uri.endswith("/"):  # a directory (trust_dir_mtime): keep its listing for what follows
             if self._root is None:
                 return False
@@ -223,7 +236,7 @@ class Crawler:
         chunk.clear()
         self.summary.listed += len(entries)
         self.progress("listed", len(entries))
-        if self._root is not None:
+        if self._root is not None and not self.reread:
             entries = self._unchanged_by_listing(entries)
             if not entries:
                 return
@@ -241,9 +254,21 @@ class Crawler:
                 and k[0] == e.size
                 and k[1] == e.mtime_ns
             ):
-                unchanged.append(k[4] if self._root is not None else e.uri)
+                unchanged.append((e, k))
             else:
                 todo.append(e)
+        if unchanged and self.reread:
+            from audit.crawler.worker import READER_VERSION
+
+            stale = (None if self.reread == "all"
+                     else self.catalog.stale_items([k[3] for _, k in unchanged], READER_VERSION))  # fmt: skip
+            again = [(e, k) for e, k in unchanged if stale is None or k[3] in stale]
+            if again:
+                todo += [e for e, _ in again]
+                self.summary.reread += len(again)
+                chosen = {id(e) for e, _ in again}
+                unchanged = [(e, k) for e, k in unchanged if id(e) not in chosen]
+        unchanged = [k[4] if self._root is not None else e.uri for e, k in unchanged]
         if unchanged:
             if self._root is not None:
                 self._mark_seen(unchanged)

@@ -24,6 +24,10 @@ from audit.safeio import NotRegularFile, TooLarge, open_regular, read_regular
 
 __all__ = ["MAX_PIXELS", "MAX_FILE_BYTES", "MAX_SIDECAR_BYTES", "ReadResult", "describe", "read_entry", "read_entries"]
 
+# What the reader gets out of a file; raise it when it learns a new fact (a column, a format)
+# so ``audit crawl --reread`` knows which rows were read without it. 2: provenance (C2PA,
+# IPTC), animation frames (frame_pdq), videos (video_hash), HEIC/AVIF/JXL decoders.
+READER_VERSION = 2
 MAX_FILE_BYTES = 1 << 30
 MAX_SIDECAR_BYTES = 4 << 20
 
@@ -108,6 +112,7 @@ def describe(data: bytes, *, sidecars: list[tuple[str, bytes]] = (), fields: dic
         item.update(status="error", error=str(exc))
     _add_metadata(item, data, image, sidecars, fields, list(problems))
     item["provenance"] = provenance_json(data, item.get("format"))  # C2PA, IPTC source type
+    item["reader_version"] = READER_VERSION
     return item
 
 

@@ -1,5 +1,6 @@
 """Detectors a policy asks for beyond the default three, given the catalog connection:
-resource names and hashes (``resources``), provenance (``provenance``) and face likeness (``faces``). Kept apart from
+resource names and hashes (``resources``), provenance (``provenance``), animation frames and known videos
+(``frames``, ``videos``) and face likeness (``faces``). Kept apart from
 ``runner`` so the run itself stays unaware of what they need (the catalog, dlib)."""
 
 from __future__ import annotations
@@ -19,6 +20,10 @@ def policy_detectors(conn, policy) -> list:
 
     if wants_frame_hashes(policy):
         out.append(FrameHashDetector(conn))
+    from audit.flag.videos import VideoHashDetector, wanted as wants_video_hashes
+
+    if wants_video_hashes(policy):
+        out.append(VideoHashDetector(conn))
     if any(not g.empty for g in policy.faces):
         from audit.faces.detector import FaceDetector
         from audit.faces.models import load_face_model

@@ -15,6 +15,10 @@ the results back as shards finish (order not preserved, like ``map_unordered``):
   fed with model-ready uint8 pixels through the object store. The decode stage is what
   keeps a GPU busy: ViT-B/32 wants ~2,000 decoded images a second.
 
+Both embed what the local executors embed: an animation's or video's sampled later frames
+(``audit.animation``) go back in the shard's result (vector space ``frame``, keys
+``<item_id>#<frame>``), which the driver commits before the image vectors.
+
 Ray retries (Ray Data's defaults): a task that loses its worker is re-run, an actor that
 dies is restarted and its shard re-run (``max_restarts=-1``, ``max_task_retries=-1``). A re-run shard
 commits the same keys again, which ``VectorStore.put_batch`` treats as a no-op replace, so
@@ -35,6 +39,7 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
+from audit.animation import frame_key
 from audit.embed.executor import ShardResult, ShardTask, decode_item
 from audit.errors import EnvironmentProblem
 
@@ -96,17 +101,23 @@ def decode_shard(batch: dict, image_spec) -> dict:
         task: ShardTask = pickle.loads(blob)
         t0 = time.perf_counter()
         keys, pixels, skips = [], [], []
+        frame_keys, frame_pixels = [], []
         if task.kind == "image":
             for key, uri in zip(task.keys, task.payloads):
-                got = decode_item(uri, key, image_spec, verify=task.verify_sha256)
+                later: list[tuple[int, np.ndarray]] = []
+                got = decode_item(uri, key, image_spec, verify=task.verify_sha256, frames=later)
                 if isinstance(got, str):
                     skips.append((key, got))
                 else:
                     keys.append(key)
                     pixels.append(got)
+                    # animations and videos: their sampled later frames, as run_shard embeds them
+                    frame_keys += [frame_key(key, index) for index, _ in later]
+                    frame_pixels += [p for _, p in later]
         size = image_spec.image_size
         stacked = np.stack(pixels) if pixels else np.zeros((0, size, size, 3), np.uint8)
-        out.append(pickle.dumps((task, keys, stacked, skips, time.perf_counter() - t0), protocol=5))
+        frames = (frame_keys, np.stack(frame_pixels)) if frame_pixels else ([], None)
+        out.append(pickle.dumps((task, keys, stacked, skips, time.perf_counter() - t0, frames), protocol=5))
     return {"decoded": out}
 
 
@@ -126,7 +137,7 @@ class EncodeWorker:
         out = []
         for blob in batch["decoded"]:
             _maybe_kill_self(self.calls)
-            task, keys, pixels, skips, decode_s = pickle.loads(blob)
+            task, keys, pixels, skips, decode_s, (frame_keys, frame_pixels) = pickle.loads(blob)
             emb = embedder_for(_node_spec(task.spec))
             t1 = time.perf_counter()
             if task.kind == "prompt":
@@ -136,9 +147,14 @@ class EncodeWorker:
                 vecs = emb.embed_pixels(pixels)
             else:
                 vecs = np.zeros((0, emb.dim), np.float32)
+            frame_vecs = None
+            if frame_pixels is not None:  # in the shard's batch size, as run_shard does
+                bs = max(1, task.batch_size)
+                frame_vecs = np.concatenate([emb.embed_pixels(frame_pixels[i:i + bs])
+                                             for i in range(0, len(frame_pixels), bs)])  # fmt: skip
             timings = {"read_decode_s": decode_s, "encode_s": time.perf_counter() - t1}
             out.append(pickle.dumps(ShardResult(task.shard_id, task.kind, list(keys), vecs, list(skips), timings,
-                                                os.getpid()), protocol=5))  # fmt: skip
+                                                os.getpid(), list(frame_keys), frame_vecs), protocol=5))  # fmt: skip
             self.calls += 1
         return {"result": out}
 

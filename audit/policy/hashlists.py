@@ -1,6 +1,6 @@
 """Hash lists (known items) and negative banks: parsing and matching.
 
-A list is a CSV with columns ``hash_type`` (``pdq``, ``md5``, ``sha256`` or ``resource``), ``hash`` and
+A list is a CSV with columns ``hash_type`` (``pdq``, ``md5``, ``sha256``, ``resource`` or ``vpdq``), ``hash`` and
 ``label`` (optional). The header is optional and case-insensitive; a UTF-8 BOM, blank lines,
 ``#`` comment lines and extra columns are tolerated; hex is normalised (case, ``0x``, spaces).
 A bad row is an ``InputError`` naming file and line.
@@ -18,6 +18,9 @@ checkpoint, LoRA or embedding (A1111 ``Model hash`` / Civitai AutoV2: 10 hex dig
 (``urn:air:sd1:lora:civitai:12345@67890``); ``audit.policy.resources`` matches them against
 the item's recorded resources.
 
+``vpdq`` rows name a known video by its vPDQ features (a JSON list in the ``hash`` cell);
+``audit.policy.vpdq`` parses and matches them (the reference matcher's percentages).
+
 A negative bank is the same file format; a match against it means "known false positive:
 suppress findings of this item" (``match_negative``).
 """
@@ -33,6 +36,7 @@ from typing import Iterable, NamedTuple, Sequence
 import numpy as np
 
 from audit.errors import InputError
+from audit.policy.vpdq import VpdqVideo, parse_vpdq_cell
 
 __all__ = [
     "HASH_LENGTHS",
@@ -61,9 +65,10 @@ class HashBank:
     sha256: dict[str, str] = field(default_factory=dict)
     # model-file hashes and Civitai AIRs: (normalised value, label, line)
     resources: list[tuple[str, str, int]] = field(default_factory=list)
+    vpdq: list[VpdqVideo] = field(default_factory=list)  # known videos (``audit.policy.vpdq``)
 
     def __len__(self) -> int:
-        return len(self.pdq_hex) + len(self.md5) + len(self.sha256) + len(self.resources)
+        return len(self.pdq_hex) + len(self.md5) + len(self.sha256) + len(self.resources) + len(self.vpdq)
 
 
 class PdqMatches(NamedTuple):
@@ -89,6 +94,7 @@ def parse_hash_bank(text: str, source: str) -> HashBank:
     md5: dict[str, str] = {}
     sha: dict[str, str] = {}
     resources: list[tuple[str, str, int]] = []
+    videos: list[VpdqVideo] = []
     columns: dict[str, int] | None = None
     reader = csv.reader(io.StringIO(text))
     for row in reader:
@@ -125,9 +131,16 @@ def parse_hash_bank(text: str, source: str) -> HashBank:
                                  f"{cells[columns['hash']]!r}")
             resources.append((normalised, label, line))
             continue
+        if kind == "vpdq":
+            try:
+                features = parse_vpdq_cell(cells[columns["hash"]])
+            except ValueError as exc:
+                raise InputError(f"{source}:{line}: hash: {exc}") from None
+            videos.append(VpdqVideo(label, line, tuple(f[0] for f in features), tuple(f[1] for f in features)))
+            continue
         if kind not in HASH_LENGTHS:
             raise InputError(f"{source}:{line}: hash_type {kind!r} is not one of "
-                             "pdq, md5, sha256, resource")
+                             "pdq, md5, sha256, resource, vpdq")
         if len(value) != HASH_LENGTHS[kind] or not set(value) <= _HEX:
             raise InputError(f"{source}:{line}: hash: {kind} must be {HASH_LENGTHS[kind]} "
                              f"hex digits, got {cells[columns['hash']]!r}")
@@ -140,7 +153,7 @@ def parse_hash_bank(text: str, source: str) -> HashBank:
         else:
             sha.setdefault(value, label)
     array = pdq_hex_to_array(pdq_hex)
-    return HashBank(source, array, pdq_hex, pdq_labels, pdq_lines, md5, sha, resources)
+    return HashBank(source, array, pdq_hex, pdq_labels, pdq_lines, md5, sha, resources, videos)
 
 
 def load_hash_bank(path: str | Path, *, display: str | None = None) -> HashBank:

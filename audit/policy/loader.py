@@ -60,7 +60,7 @@ _KEYS: dict[str, tuple[str, ...]] = {
     "names": ("id", "names", "path", "fields", "description"),
     "flag": ("id", "category", "all", "any", "none", "min_any", "description"),
     "hashlist": ("id", "path", "category", "pdq_max_distance", "pdq_min_quality", "negative",
-                 "suppresses", "description"),
+                 "suppresses", "vpdq_query_match", "vpdq_compared_match", "description"),
     "negative_bank": ("id", "path", "pdq_max_distance", "pdq_min_quality", "suppresses",
                       "description"),
     "negative_concept": ("id", "texts", "threshold", "suppresses", "templates", "description"),
@@ -440,10 +440,19 @@ def _hashlists(ctx, doc, categories: set[str]) -> tuple[list[HashList], list[Has
                                                    "defined", item=item)
             shown = table.data["path"]
             bank = load_hash_bank(path, display=shown)
+            if is_negative and bank.vpdq:
+                raise InputError(f"{shown}:{bank.vpdq[0].line}: hash_type 'vpdq' is for [[hashlist]] "
+                                 "(known videos), not negative banks")
+            for key in ("vpdq_query_match", "vpdq_compared_match"):
+                if is_negative and table.has(key):
+                    raise table.fail(key, f"{key} is for [[hashlist]] with vpdq rows")
+            query_match = table.number("vpdq_query_match", 0, 100)
+            compared_match = table.number("vpdq_compared_match", 0, 100)
             entry = HashList(
                 ident, path, category, table.integer("pdq_max_distance", 0, 256, 31),
                 table.integer("pdq_min_quality", 0, 100, 50), is_negative, suppresses,
-                table.string("description", ""), ctx.src.key(kind, table.index, None), bank)
+                table.string("description", ""), ctx.src.key(kind, table.index, None), bank,
+                80.0 if query_match is None else query_match, 0.0 if compared_match is None else compared_match)
             (negative if is_negative else positive).append(entry)
             pairs_ids.append(ident)
     _unique(all_tables, pairs_ids, "hash list")

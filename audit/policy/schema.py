@@ -138,6 +138,10 @@ class HashList:
     description: str = ""
     line: int = 0
     bank: "HashBank | None" = field(default=None, repr=False, compare=False)
+    # ``vpdq`` rows (known videos): a video matches when this share of its frames (%) match
+    # the listed video and this share of the listed video's frames match it (vpdq's defaults)
+    vpdq_query_match: float = 80.0
+    vpdq_compared_match: float = 0.0
 
     @property
     def signal(self) -> str:
