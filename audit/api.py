@@ -5,12 +5,8 @@ Every CLI command is one method here, so a notebook and a shell use the same ver
 
 from __future__ import annotations
 
-import getpass
 import os
-import socket
-import sys
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
 
@@ -19,13 +15,13 @@ import polars as pl
 if TYPE_CHECKING:  # pragma: no cover
     from audit.ingest.base import Source
 
-from audit import __version__
 from audit.catalog.lock import IndexLock
+from audit.catalog.runs import RunRecord, recorded_run
 from audit.errors import UsageError
 from audit.catalog.schema import ITEM_COLUMNS, LOCATION_COLUMNS
 from audit.catalog.store import Catalog
+from audit.embed import DEFAULT_MODEL, DEFAULT_PRETRAINED
 from audit.frames import SqlQuery, collect_query, frame, lazy_query, polars_type
-from audit.timeutil import utc_now
 
 _LOCATION_FIRST = ("uri", "source", "container", "size", "mtime_ns", "status", "error", "first_seen", "last_seen")
 _ITEM_ONLY = [n for n, _ in ITEM_COLUMNS if n not in ("item_id", "size", "status", "error", "first_seen", "last_seen")]
@@ -125,7 +121,7 @@ class Audit:
             run.summary = crawler.summary  # recorded as far as it got, also when interrupted
             return crawler.crawl(opened)
 
-    def scan(self, sources, *, policy=None, model: str = "ViT-B-32", pretrained: str | None = "laion2b_s34b_b79k",
+    def scan(self, sources, *, policy=None, model: str = DEFAULT_MODEL, pretrained: str | None = DEFAULT_PRETRAINED,
              checkpoint=None, device: str = "cpu", batch_size: int | None = None, workers: int | None = None,
              report: bool = False, out=None, fail_on: str | None = None, wait: bool = False, progress=None,
              argv: Sequence[str] | None = None, trust_dir_mtime: bool = False, mark: bool = True,
@@ -190,31 +186,9 @@ class Audit:
 
     @contextmanager
     def recorded_run(self, command: str, argv: Sequence[str] | None = None) -> Iterator["RunRecord"]:
-        """Record one run of ``command`` in the catalog (who, when, command line, outcome).
-
-        The caller sets ``run.summary`` (anything with ``to_dict()``); the run ends as
-        ``ok``, ``interrupted`` (Ctrl-C, SIGTERM) or ``failed``, with that summary."""
-        self.catalog.require_writable(command)
-        run = RunRecord(self._begin_run(command, argv))
-        try:
+        """Record one run of ``command`` in the catalog: ``audit.catalog.runs.recorded_run``."""
+        with recorded_run(self.catalog, command, argv) as run:
             yield run
-            run.status = "ok"
-        except KeyboardInterrupt:
-            run.status = "interrupted"
-            raise
-        finally:
-            summary = run.summary.to_dict() if run.summary is not None else {}
-            self.catalog.finish_run(run.run_id, status=run.status, summary=summary, now=utc_now())
-
-    def _begin_run(self, command: str, argv: Sequence[str] | None) -> int:
-        return self.catalog.begin_run(
-            command,
-            argv=list(argv if argv is not None else sys.argv),
-            tool_version=__version__,
-            user=_user(),
-            host=socket.gethostname(),
-            now=utc_now(),
-        )
 
     # --- investigation
     def items(self, *, include_missing: bool = False, lazy: bool = False, item_ids: Iterable[str] | str | None = None,
@@ -274,7 +248,7 @@ class Audit:
         return frame(self.catalog.conn, f"SELECT {', '.join(schema)} FROM runs ORDER BY run_id", (), schema)
 
     # --- embeddings (audit/embed)
-    def embed(self, *, model: str = "ViT-B-32", pretrained: str | None = "laion2b_s34b_b79k",
+    def embed(self, *, model: str = DEFAULT_MODEL, pretrained: str | None = DEFAULT_PRETRAINED,
               checkpoint: str | os.PathLike | None = None, device: str = "cpu", precision: str = "auto",
               batch_size: int | None = None, workers: int | None = None, images: bool = True,
               prompts: bool = True, retry_skipped: bool = False, wait: bool = False, progress=None,
@@ -284,7 +258,7 @@ class Audit:
         ``embedder``: an already loaded ``OpenClipEmbedder`` (skips loading; notebooks)."""
         from audit.embed.api import run_embed
 
-        return run_embed(self, model=model, pretrained=pretrained, checkpoint=checkpoint, device=device,
+        return run_embed(self.catalog, model=model, pretrained=pretrained, checkpoint=checkpoint, device=device,
                          precision=precision, batch_size=batch_size, workers=workers, images=images,
                          prompts=prompts, retry_skipped=retry_skipped, wait=wait, progress=progress,
                          argv=argv, embedder=embedder, executor=executor)  # fmt: skip
@@ -367,7 +341,7 @@ class Audit:
         file whose findings to report (default: that of the latest flag run)."""
         from audit.report import build_report
 
-        return build_report(self, out, formats, policy=policy, blur=blur, grayscale=grayscale, force=force,
+        return build_report(self.catalog, out, formats, policy=policy, blur=blur, grayscale=grayscale, force=force,
                             html_limit=html_limit, argv=argv, progress=progress)  # fmt: skip
 
     def _vectors(self):
@@ -398,7 +372,7 @@ class Audit:
         recluster_factor, block, dup_exact_max, dup_probes, learn)."""
         from audit.flag.runner import FlagOptions, run_flag
 
-        return run_flag(self, policy, model=model, checkpoint=checkpoint, device=device, embedder=embedder,
+        return run_flag(self.catalog, policy, model=model, checkpoint=checkpoint, device=device, embedder=embedder,
                         options=FlagOptions(full=full, **options), wait=wait, progress=progress, argv=argv)
 
     def _findings_store(self):
@@ -462,16 +436,3 @@ class Audit:
 
         return export_bank(self.catalog.conn, path)
 
-
-@dataclass
-class RunRecord:
-    run_id: int
-    status: str = "failed"
-    summary: Any = None
-
-
-def _user() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return str(os.getuid())

@@ -21,6 +21,18 @@ def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def item_id(data: bytes) -> str:
+    """The id of a generation: the SHA-256 (64 lowercase hex digits) of its file's bytes,
+    so the same content found at two locations is one item."""
+    return sha256_hex(data)
+
+
+def verify_item(data: bytes, expected_item_id: str) -> bool:
+    """Whether ``data`` is still the content catalogued as ``expected_item_id`` (a file
+    rewritten since the crawl is not)."""
+    return item_id(data) == expected_item_id
+
+
 def md5_hex(data: bytes) -> str:
     return hashlib.md5(data, usedforsecurity=False).hexdigest()
 

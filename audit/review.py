@@ -31,10 +31,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from audit.catalog.runs import current_user
 from audit.errors import InputError, UsageError
-from audit.findings.store import DECISIONS, FindingsStore
+from audit.findings.store import FindingsStore
+from audit.vocabulary import DECISION_STATUS, DECISIONS
 
-DECISION_STATUS = {"confirm": "confirmed", "dismiss": "dismissed", "escalate": "escalated"}
 TARGET_KEYS = ("item_id", "finding_id", "cluster_id")
 IMPORT_KEYS = frozenset({*TARGET_KEYS, "decision", "note", "by", "at", "category"})
 
@@ -54,15 +55,6 @@ class Decision:
     @property
     def status(self) -> str:
         return DECISION_STATUS[self.decision]
-
-
-def _user() -> str:
-    import getpass
-
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return str(os.getuid())
 
 
 def _timestamp(value: Any, where: str) -> str:
@@ -182,7 +174,7 @@ def _plan(conn, *, item=None, finding=None, cluster=None, decision: str, note=No
         members = cluster_members(conn, target)
         if category:
             members = _reviewed_members(conn, target, category) or members
-    return _Planned(kind, target, decision, note, category, by or _user(), at, source, members)
+    return _Planned(kind, target, decision, note, category, by or current_user(), at, source, members)
 
 
 def record(conn: sqlite3.Connection, *, item: str | None = None, finding: str | None = None,

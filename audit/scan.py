@@ -21,8 +21,10 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 from audit.catalog.lock import IndexLock
+from audit.embed import DEFAULT_MODEL, DEFAULT_PRETRAINED
 from audit.errors import ExitCode, UsageError
-from audit.findings.store import SEVERITIES, is_review_candidate_json
+from audit.findings.store import is_review_candidate_json
+from audit.vocabulary import SEVERITIES, severities_at_or_above
 
 # Opens a progress context for a stage: ``with bars("embed") as progress: ...``
 ProgressFactory = Callable[[str], Any]
@@ -73,7 +75,7 @@ def _nullcontext_progress(stage: str):
 def severity_at_or_above(severity: str) -> tuple[str, ...]:
     if severity not in SEVERITIES:
         raise UsageError(f"--fail-on must be one of {', '.join(SEVERITIES)}, not {severity!r}")
-    return SEVERITIES[: SEVERITIES.index(severity) + 1]
+    return severities_at_or_above(severity)
 
 
 def mark_reported(audit_index, summary: ScanSummary) -> int:
@@ -94,8 +96,8 @@ def run_scan(
     sources: Sequence[Any],
     *,
     policy=None,
-    model: str = "ViT-B-32",
-    pretrained: str | None = "laion2b_s34b_b79k",
+    model: str = DEFAULT_MODEL,
+    pretrained: str | None = DEFAULT_PRETRAINED,
     checkpoint=None,
     device: str = "cpu",
     batch_size: int | None = None,

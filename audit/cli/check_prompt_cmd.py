@@ -11,6 +11,7 @@ import typer
 
 from audit.cli.app import app
 from audit.cli import options
+from audit.embed import DEFAULT_PRETRAINED
 from audit.cli.output import pretrained_tag
 from audit.errors import ExitCode, UsageError
 
@@ -22,7 +23,7 @@ def check_prompt_command(
     resource: Optional[List[str]] = typer.Option(None, "--resource", "-r", help="A model, LoRA or embedding the request uses: name, hash or Civitai AIR (repeatable)."),
     policy: Optional[Path] = typer.Option(None, "--policy", "-p", envvar=options.POLICY_ENV, help="Policy file (TOML). Default: the policy shipped with audit."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="CLIP model whose text tower scores the prompt against the policy's concepts (e.g. toy-shapes, ViT-B-32). Default: rules, names and resource lists only."),
-    pretrained: str = typer.Option("laion2b_s34b_b79k", "--pretrained", help="open_clip pretrained tag of --model ('none': random weights, benchmarks only)."),
+    pretrained: str = typer.Option(DEFAULT_PRETRAINED, "--pretrained", help="open_clip pretrained tag of --model ('none': random weights, benchmarks only)."),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Local weights of --model."),
     deny_at: str = typer.Option("low", "--deny-at", help="Deny when a category of this severity or higher fires: critical, high, medium or low."),
     json_out: bool = typer.Option(False, "--json", help="Print the answer as one JSON object (batch input always answers JSON lines)."),
@@ -39,8 +40,10 @@ def check_prompt_command(
     from audit.policy import load_policy
     from audit.policy.gate import PromptGate
 
-    if deny_at not in ("critical", "high", "medium", "low"):
-        raise UsageError(f"--deny-at must be one of critical, high, medium, low (got {deny_at!r})")
+    from audit.vocabulary import SEVERITIES
+
+    if deny_at not in SEVERITIES:
+        raise UsageError(f"--deny-at must be one of {', '.join(SEVERITIES)} (got {deny_at!r})")
     batch = prompt is None or prompt == "-"
     if batch and (negative is not None or resource):
         raise UsageError("--negative and --resource go with a PROMPT argument; on stdin put them in each JSON line")

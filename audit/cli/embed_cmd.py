@@ -9,6 +9,7 @@ import typer
 
 from audit.cli.app import app
 from audit.cli import options
+from audit.embed import DEFAULT_MODEL, DEFAULT_PRETRAINED
 from audit.cli.output import emit_json, pretrained_tag, progress_bar, stderr
 
 
@@ -16,8 +17,8 @@ from audit.cli.output import emit_json, pretrained_tag, progress_bar, stderr
 def embed_command(
     ctx: typer.Context,
     index: Path = typer.Option(..., "--index", "-i", envvar=options.INDEX_ENV, help="Index directory (made by `audit crawl`)."),
-    model: str = typer.Option("ViT-B-32", "--model", "-m", help="open_clip model name, or toy-shapes (the shipped toy-world CLIP)."),
-    pretrained: str = typer.Option("laion2b_s34b_b79k", "--pretrained", help="open_clip pretrained tag (downloaded once into the Hugging Face cache; HF_HUB_OFFLINE and HF_HOME are honoured); 'none' for random weights (benchmarks only)."),
+    model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="open_clip model name, or toy-shapes (the shipped toy-world CLIP)."),
+    pretrained: str = typer.Option(DEFAULT_PRETRAINED, "--pretrained", help="open_clip pretrained tag (downloaded once into the Hugging Face cache; HF_HUB_OFFLINE and HF_HOME are honoured); 'none' for random weights (benchmarks only)."),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Local weights: .safetensors, or a weights-only .pt/.bin (never unpickled). Identity: its SHA-256."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda[:N], or auto: CUDA when this machine can use it, else the CPU."),
     precision: str = typer.Option("auto", "--precision", help="auto (bf16 on CPUs with native bf16 after a check against fp32, else fp32; fp16 autocast on CUDA), fp32, bf16, fp16."),

@@ -42,7 +42,9 @@ def review_command(
     if not targets and export_bank is None:
         raise UsageError("give --import FILE, --item ID, --cluster ID or --finding ID (or --export-bank FILE)")
     if targets and targets[0] != "--import" and decision is None:
-        raise UsageError("--decision confirm|dismiss|escalate is required with " + targets[0])
+        from audit.vocabulary import DECISIONS
+
+        raise UsageError(f"--decision {'|'.join(DECISIONS)} is required with " + targets[0])
     if import_file is not None and decision is not None:
         raise UsageError("--decision goes with --item/--cluster/--finding; an import file holds its own decisions")
     out: dict = {"command": "review", "index": str(index)}

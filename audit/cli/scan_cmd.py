@@ -10,6 +10,7 @@ import typer
 
 from audit.cli.app import app
 from audit.cli import options
+from audit.embed import DEFAULT_MODEL, DEFAULT_PRETRAINED
 from audit.cli.output import emit_json, pretrained_tag, progress_bar, stderr, warn_run_problems
 from audit.errors import ExitCode
 
@@ -19,8 +20,8 @@ def scan_command(
     sources: List[str] = typer.Argument(..., help="What to crawl: folders, files, manifests, archives or fsspec URLs (as for `audit crawl`)."),
     index: Path = typer.Option(..., "--index", "-i", envvar=options.INDEX_ENV, help="Index directory (created if missing)."),
     policy: Optional[Path] = typer.Option(None, "--policy", "-p", envvar=options.POLICY_ENV, help="Policy file (TOML); default: the packaged default policy."),
-    model: str = typer.Option("ViT-B-32", "--model", "-m", help="open_clip model name, or toy-shapes (the shipped toy-world CLIP)."),
-    pretrained: str = typer.Option("laion2b_s34b_b79k", "--pretrained", help="open_clip pretrained tag; 'none' for random weights (benchmarks only)."),
+    model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="open_clip model name, or toy-shapes (the shipped toy-world CLIP)."),
+    pretrained: str = typer.Option(DEFAULT_PRETRAINED, "--pretrained", help="open_clip pretrained tag; 'none' for random weights (benchmarks only)."),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Local weights (.safetensors, or weights-only .pt/.bin) for air-gapped sites."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N, or auto (CUDA when usable here, else the CPU); checked before any work: exit 3 when CUDA is asked for and not usable here."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b", min=1, help="Images per embedding batch."),

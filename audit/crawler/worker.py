@@ -16,7 +16,7 @@ from typing import Any
 
 from audit.animation import frame_pdq_json
 from audit.video import is_video, vpdq_json
-from audit.hashing import md5_hex, pdq_of_image, sha256_hex
+from audit.hashing import item_id, md5_hex, pdq_of_image
 from audit.imaging import MAX_PIXELS, DecodeError, DecodedImage, decode_image, one_line
 from audit.ingest.base import Entry
 from audit.provenance import provenance_json
@@ -98,7 +98,7 @@ def describe(data: bytes, *, sidecars: list[tuple[str, bytes]] = (), fields: dic
     that raises, is only listed in ``metadata_errors`` (with ``problems``, e.g. sidecars
     that could not be read) on a row whose pixels were audited."""
     item: dict[str, Any] = {
-        "item_id": sha256_hex(data),
+        "item_id": item_id(data),
         "md5": md5_hex(data),
         "size": len(data),
         "status": "ok",

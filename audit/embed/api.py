@@ -1,4 +1,7 @@
-"""``Audit.embed``: load the model, hold the index lock, run the ``EmbedRunner``."""
+"""``Audit.embed``: load the model, hold the index lock, run the ``EmbedRunner``.
+
+Works on the ``Catalog`` (its connection, index folder and run records), not on the
+``Audit`` facade that calls it."""
 
 from __future__ import annotations
 
@@ -6,18 +9,20 @@ import os
 from typing import TYPE_CHECKING, Sequence
 
 from audit.catalog.lock import IndexLock
+from audit.catalog.runs import recorded_run
+from audit.embed import DEFAULT_MODEL, DEFAULT_PRETRAINED
 from audit.errors import UsageError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from audit.api import Audit
+    from audit.catalog.store import Catalog
     from audit.embed.runner import EmbedSummary
 
 
 def run_embed(
-    audit: "Audit",
+    catalog: "Catalog",
     *,
-    model: str = "ViT-B-32",
-    pretrained: str | None = "laion2b_s34b_b79k",
+    model: str = DEFAULT_MODEL,
+    pretrained: str | None = DEFAULT_PRETRAINED,
     checkpoint: str | os.PathLike | None = None,
     device: str = "cpu",
     precision: str = "auto",
@@ -64,14 +69,14 @@ def run_embed(
         from audit.embed.openclip import resolve_identity
 
         identity = resolve_identity(model, pretrained, checkpoint)
-        with IndexLock(audit.index_dir, wait=wait):
-            idle = _nothing_pending(audit, identity, images, prompts)
+        with IndexLock(catalog.index_dir, wait=wait):
+            idle = _nothing_pending(catalog, identity, images, prompts)
             if idle is not None:
-                with audit.recorded_run("embed", argv) as run:
+                with recorded_run(catalog, "embed", argv) as run:
                     run.summary = idle
                 return idle
     if on_ray:
-        return _run_embed_on_ray(audit, model=model, pretrained=pretrained, checkpoint=checkpoint, device=device,
+        return _run_embed_on_ray(catalog, model=model, pretrained=pretrained, checkpoint=checkpoint, device=device,
                                  precision=precision, batch_size=batch_size, workers=workers, images=images,
                                  prompts=prompts, retry_skipped=retry_skipped, wait=wait, progress=progress,
                                  argv=argv, embedder=embedder)  # fmt: skip
@@ -97,14 +102,14 @@ def run_embed(
             raise UsageError("embedder has no spec (build it with audit.embed.openclip.load_embedder)")
         device = emb.spec.device
         bs = batch_size or (256 if is_cuda else 32)
-        with IndexLock(audit.index_dir, wait=wait), audit.recorded_run("embed", argv) as run:
+        with IndexLock(catalog.index_dir, wait=wait), recorded_run(catalog, "embed", argv) as run:
             executor = None
             try:
                 if retry_skipped:
                     from audit.catalog.vectors import VectorStore
                     from audit.embed.pending import PendingWork
 
-                    PendingWork(audit.catalog.conn, VectorStore(audit.catalog.conn), emb.identity.key).retry_skipped()
+                    PendingWork(catalog.conn, VectorStore(catalog.conn), emb.identity.key).retry_skipped()
                 remember(emb)  # shards that run here use the embedder just loaded
                 if n_workers == 0 or (hybrid and pool is None):
                     executor = InlineExecutor()
@@ -124,7 +129,7 @@ def run_embed(
                         import gc
 
                         gc.collect()
-                runner = EmbedRunner(audit.catalog, spec, executor, dim=emb.dim, batch_size=bs,
+                runner = EmbedRunner(catalog, spec, executor, dim=emb.dim, batch_size=bs,
                                      decode_threads=decode_threads, progress=progress)  # fmt: skip
                 runner.summary.workers = max(1, n_workers) if hybrid else n_workers
                 runner.summary.precision = dict(getattr(emb, "precision_report", {}) or {})
@@ -151,7 +156,7 @@ def _set_torch_threads(n: int) -> int:
     return was
 
 
-def _run_embed_on_ray(audit: "Audit", *, model, pretrained, checkpoint, device: str, precision: str,
+def _run_embed_on_ray(catalog: "Catalog", *, model, pretrained, checkpoint, device: str, precision: str,
                       batch_size, workers, images, prompts, retry_skipped, wait, progress, argv,
                       embedder) -> "EmbedSummary":
     """``run_embed`` with ``executor="ray"``: the same runner and commits, shards on Ray Data.
@@ -183,34 +188,34 @@ def _run_embed_on_ray(audit: "Audit", *, model, pretrained, checkpoint, device: 
     if embedder is None:  # the actors build their own
         emb.model = None
     bs = batch_size or (256 if is_cuda else 32)
-    with IndexLock(audit.index_dir, wait=wait), audit.recorded_run("embed", argv) as run, ray_session() as ray:
+    with IndexLock(catalog.index_dir, wait=wait), recorded_run(catalog, "embed", argv) as run, ray_session() as ray:
         if retry_skipped:
             from audit.catalog.vectors import VectorStore
             from audit.embed.pending import PendingWork
 
-            PendingWork(audit.catalog.conn, VectorStore(audit.catalog.conn), spec.identity.key).retry_skipped()
+            PendingWork(catalog.conn, VectorStore(catalog.conn), spec.identity.key).retry_skipped()
         executor = RayEmbedExecutor(ray, device=spec.device, image_spec=image_spec, threads=1, actors=workers or None)
-        runner = EmbedRunner(audit.catalog, spec, executor, dim=dim, batch_size=bs, decode_threads=1, progress=progress)
+        runner = EmbedRunner(catalog, spec, executor, dim=dim, batch_size=bs, decode_threads=1, progress=progress)
         runner.summary.precision = report
         runner.summary.executor = "ray"
         run.summary = runner.summary  # recorded as far as it got, also when interrupted
         return runner.run(images=images, prompts=prompts)
 
 
-def _nothing_pending(audit: "Audit", identity, images: bool, prompts: bool) -> "EmbedSummary | None":
+def _nothing_pending(catalog: "Catalog", identity, images: bool, prompts: bool) -> "EmbedSummary | None":
     """An empty summary when no image and no prompt lacks a vector of ``identity``;
     None when there is work (or the model was never used on this index)."""
     from audit.catalog.vectors import VectorStore
     from audit.embed.runner import EmbedSummary
 
-    store = VectorStore(audit.catalog.conn)
+    store = VectorStore(catalog.conn)
     known = {m["key"]: m for m in store.models()}
     if identity.key not in known:
         return None
     from audit.embed.pending import PendingWork
 
     key = identity.key
-    pending = PendingWork(audit.catalog.conn, store, key)
+    pending = PendingWork(catalog.conn, store, key)
     if pending.any_pending(images, prompts):
         return None
     summary = EmbedSummary(model_key=key, identity=identity.to_dict(), dim=int(known[key]["dim"]))

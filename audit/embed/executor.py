@@ -15,7 +15,6 @@ decoding overlaps the model also when one process holds it (``--device cuda``).
 
 from __future__ import annotations
 
-import hashlib
 import multiprocessing
 import os
 import time
@@ -29,6 +28,7 @@ import numpy as np
 from audit.animation import frame_key, later_frames
 from audit.embed.base import ImageSpec
 from audit.embed.openclip import EmbedderSpec, embedder_for
+from audit.hashing import verify_item
 from audit.imaging import DecodeError, decode_image
 
 T = TypeVar("T")
@@ -144,7 +144,7 @@ def decode_item(uri: str, item_id: str | None, spec: ImageSpec, *, verify: bool 
         data = read_uri(uri)
     except ReadError as exc:
         return str(exc)
-    if verify and item_id and hashlib.sha256(data).hexdigest() != item_id:
+    if verify and item_id and not verify_item(data, item_id):
         return "content changed since the crawl (SHA-256 differs); crawl again"
     try:
         # JPEG: let libjpeg scale down in the DCT (1/2, 1/4, 1/8) to no less than the model's

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 
 from audit.catalog.vectors import ModelIdentity
+from audit.embed import DEFAULT_MODEL, DEFAULT_PRETRAINED
 from audit.embed.base import ImageSpec, l2_normalize
 from audit.errors import DependencyMissing, InputError, UsageError, WeightsUnavailable
 
@@ -47,8 +48,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MODEL = "ViT-B-32"
-DEFAULT_PRETRAINED = "laion2b_s34b_b79k"
 TOY_MODEL = "toy-shapes"
 BF16_MIN_COSINE = 0.995
 RANDOM_SEED = 0

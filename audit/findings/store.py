@@ -19,10 +19,9 @@ import polars as pl
 from audit.catalog.access import ensure_tables
 from audit.frames import SqlQuery, collect_query, frame, lazy_query
 from audit.timeutil import utc_now
+# the vocabulary (defined in audit.vocabulary), re-exported: DECIDED_STATUSES are no news to anyone
+from audit.vocabulary import DECIDED_STATUSES, DECISIONS, SEVERITIES, STATUSES  # noqa: F401
 
-SEVERITIES = ("critical", "high", "medium", "low")
-STATUSES = ("new", "known", "dismissed", "confirmed", "escalated")
-DECISIONS = ("confirm", "dismiss", "escalate")
 SIGNAL_KINDS = ("concept", "prompt_rule", "name", "hash_match", "face_match", "cluster", "seed_neighbor", "combination",
                 "negative", "learned", "provenance")
 # Signals derived from other findings or decisions, not from the item itself.
@@ -142,8 +141,6 @@ def finding_id(policy_hash: str, item_id: str, category: str) -> str:
 # Columns added after the first release: an index made earlier gains them in place.
 _LATER_COLUMNS = {"reported_run": "INTEGER"}
 _LATER_CLUSTER_COLUMNS = {"review": "TEXT"}
-# Findings a reviewer has decided on are no news to anyone.
-DECIDED_STATUSES = ("dismissed", "confirmed", "escalated")
 
 
 class FindingsStore:

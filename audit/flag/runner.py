@@ -48,6 +48,7 @@ from audit.flag.seeds import SEED_SEVERITY, seed_neighbor_signals
 
 if TYPE_CHECKING:  # pragma: no cover
     from audit.api import Audit
+    from audit.catalog.store import Catalog
     from audit.policy import Policy
 
 # The steps of a flag run, in order, as a progress bar counts them.
@@ -230,11 +231,12 @@ def default_detectors():
     return [ConceptDetector(), PromptDetector(), HashDetector()]
 
 
-def run_flag(audit: "Audit", policy: "str | os.PathLike | Policy | None" = None, *, model: str | None = None,
+def run_flag(catalog: "Catalog", policy: "str | os.PathLike | Policy | None" = None, *, model: str | None = None,
              checkpoint: str | os.PathLike | None = None, device: str = "cpu", embedder=None,
              options: FlagOptions | None = None, wait: bool = False, progress=None,
              argv: Sequence[str] | None = None) -> FlagSummary:
     from audit.catalog.lock import IndexLock
+    from audit.catalog.runs import recorded_run
     from audit.catalog.vectors import VectorStore
     from audit.index.search import resolve_model
     from audit.policy import Policy, load_policy
@@ -253,12 +255,12 @@ def run_flag(audit: "Audit", policy: "str | os.PathLike | Policy | None" = None,
                          "cluster_margin >= 0")
     device = check_device(device)
     pol = policy if isinstance(policy, Policy) else load_policy(policy)
-    conn = audit.catalog.conn
+    conn = catalog.conn
     vs = VectorStore(conn)
     if not vs.models() and not model and not (pol.concepts or pol.negative_concepts):
         identity = {"key": "", "dim": 0}  # a rules/hash-lists-only policy runs without embeddings
     else:
-        identity = resolve_model(vs, model, audit.index_dir)
+        identity = resolve_model(vs, model, catalog.index_dir)
     model_key = identity["key"]
     dim = int(identity["dim"])
 
@@ -267,7 +269,7 @@ def run_flag(audit: "Audit", policy: "str | os.PathLike | Policy | None" = None,
             return embedder
         from audit.index.search import Searcher
 
-        return Searcher(audit.index_dir, conn).embedder(identity, checkpoint=str(checkpoint) if checkpoint else None,
+        return Searcher(catalog.index_dir, conn).embedder(identity, checkpoint=str(checkpoint) if checkpoint else None,
                                                         device=device)
 
     t0 = time.perf_counter()
@@ -284,8 +286,8 @@ def run_flag(audit: "Audit", policy: "str | os.PathLike | Policy | None" = None,
             report("done", 1)
         return now
 
-    with IndexLock(audit.index_dir, wait=wait), audit.recorded_run("flag", argv) as run:
-        summary = _run(audit, conn, pol, vs, model_key, dim, factory, opts, run.run_id, timings, lap)
+    with IndexLock(catalog.index_dir, wait=wait), recorded_run(catalog, "flag", argv) as run:
+        summary = _run(catalog, conn, pol, vs, model_key, dim, factory, opts, run.run_id, timings, lap)
         summary.duration_s = time.perf_counter() - t0
         report("done", len(FLAG_PHASES) - len(phases_done))  # phases an unchanged run skips
         run.summary = summary
@@ -416,7 +418,7 @@ def _merge_stats(into: dict, stats: dict) -> None:
             into[key] = into.get(key, 0) + value
 
 
-def _run(audit, conn, pol, vs, model_key, dim, factory, opts: FlagOptions, run_id, timings, lap) -> FlagSummary:
+def _run(catalog, conn, pol, vs, model_key, dim, factory, opts: FlagOptions, run_id, timings, lap) -> FlagSummary:
     from audit.catalog.store import transaction
     from audit.flag import clusters as cl, dups, state
     from audit.flag.concepts import MAX_CALIBRATION_SAMPLES
@@ -434,7 +436,7 @@ def _run(audit, conn, pol, vs, model_key, dim, factory, opts: FlagOptions, run_i
     with_vectors = bool(model_key) and dim > 0
     n_items = count_items(conn)
     summary.items = n_items
-    seq_top = audit.catalog.max_item_seq()  # read first: rows written later are the next run's
+    seq_top = catalog.max_item_seq()  # read first: rows written later are the next run's
     vcount = vs.count(model_key, "image") if with_vectors else 0
     newest_decision = conn.execute("SELECT coalesce(max(decision_id), 0) FROM decisions").fetchone()[0]
     summary.decisions_seen = newest_decision

@@ -32,10 +32,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from audit.vocabulary import SEVERITIES
+
 if TYPE_CHECKING:  # pragma: no cover
     from audit.policy.hashlists import HashBank
 
-SEVERITIES = ("critical", "high", "medium", "low")
 SEVERITY_RANK = {name: rank for rank, name in enumerate(reversed(SEVERITIES))}  # low=0 … critical=3
 PROMPT_FIELDS = ("prompt", "negative_prompt")
 # fields of the generation metadata that rules and name lists may also match: the names of

@@ -2,11 +2,11 @@
 
 Public API::
 
-    build_report(audit, out=None, formats=("html", "jsonl", "parquet", "csv"), policy=None,
+    build_report(catalog, out=None, formats=("html", "jsonl", "parquet", "csv"), policy=None,
                  blur=True, grayscale=False, force=False) -> ReportSummary
     verify_report(report_dir) -> VerifyResult
 
-(``Audit.report(...)`` and ``audit report`` call ``build_report``.)
+(``Audit.report(...)`` and ``audit report`` call ``build_report`` with the index's ``Catalog``.)
 
 Output folder: ``reports/<index name>/<UTC timestamp>/`` under the current directory by
 default; a second report in the same second gets ``-2``. An ``--out`` folder that exists
@@ -24,17 +24,19 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import sys
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from audit.report.base import FORMATS, ReportWriter
 from audit.report.manifest import MANIFEST, VerifyResult, verify_report
+
+if TYPE_CHECKING:  # pragma: no cover
+    from audit.catalog.store import Catalog
 
 __all__ = ["FORMATS", "ReportSummary", "ReportWriter", "VerifyResult", "build_report", "verify_report", "parse_formats"]
 
@@ -120,7 +122,7 @@ def resolve_out(out: str | os.PathLike | None, index_name: str, *, force: bool,
     return target, replaceable_report(target)
 
 
-def build_report(audit, out: str | os.PathLike | None = None, formats: str | Sequence[str] | None = None, *,
+def build_report(catalog: "Catalog", out: str | os.PathLike | None = None, formats: str | Sequence[str] | None = None, *,
                  policy: str | os.PathLike | None = None, blur: bool = True, grayscale: bool = False,
                  force: bool = False, html_limit: int | None = None, argv: Sequence[str] | None = None,
                  progress=None) -> ReportSummary:  # fmt: skip
@@ -130,22 +132,22 @@ def build_report(audit, out: str | os.PathLike | None = None, formats: str | Seq
     fmts = parse_formats(formats)
     started = utc_now()
     now = datetime.now(timezone.utc)
-    target, replace = resolve_out(out, audit.index_dir.name, force=force, now=now)
+    target, replace = resolve_out(out, catalog.index_dir.name, force=force, now=now)
     limit = MAX_HTML_FINDINGS if html_limit is None else max(0, int(html_limit))
-    with _snapshot(audit) as conn:
-        return _build(audit, conn, target, replace, fmts, started, limit, policy=policy, blur=blur,
+    with _snapshot(catalog) as conn:
+        return _build(catalog, conn, target, replace, fmts, started, limit, policy=policy, blur=blur,
                       grayscale=grayscale, force=force, argv=argv, progress=progress)  # fmt: skip
 
 
 @contextmanager
-def _snapshot(audit):
+def _snapshot(catalog: "Catalog"):
     """A read-only connection to the catalog holding one read snapshot for the whole report
     (its findings are read in batches while it is written: a flag run committing meanwhile
     is seen whole or not at all), apart from the connection that records the run."""
     from audit.catalog.access import connect
     from audit.errors import raise_storage_error
 
-    main = audit.catalog.conn
+    main = catalog.conn
     try:
         conn = connect(main.path, read_only=True, immutable=main.immutable)
     except Exception as exc:  # noqa: BLE001 - sqlite3.Error, OSError: named as storage problems
@@ -161,30 +163,28 @@ def _snapshot(audit):
             conn.close()
 
 
-def _build(audit, conn, target: Path, replace, fmts, started: str, limit: int, *, policy, blur: bool, grayscale: bool,
+def _build(catalog, conn, target: Path, replace, fmts, started: str, limit: int, *, policy, blur: bool, grayscale: bool,
            force: bool, argv, progress) -> ReportSummary:  # fmt: skip
     from audit import __version__
-    from audit.api import _user
+    from audit.catalog.runs import command_line, current_host, current_user, recorded_run
     from audit.report.data import gather_stream
     from audit.report.thumbs import check_stream
 
-    data = gather_stream(audit, conn, policy_path=policy, shown=limit if "html" in fmts else 0)
+    data = gather_stream(catalog, conn, policy_path=policy, shown=limit if "html" in fmts else 0)
     if progress:
         progress("total", data.source.count_items())
     check_stream(data, blur=blur, grayscale=grayscale, thumbnails="html" in fmts, progress=progress)
 
-    if audit.read_only:
-        data.notes.append(f"the index is read-only ({audit.read_only_reason}): this report is not recorded in its "
+    if catalog.read_only:
+        data.notes.append(f"the index is read-only ({catalog.read_only_reason}): this report is not recorded in its "
                           "catalog, so the next report cannot tell what is new since this one")  # fmt: skip
-    run_id = None if audit.read_only else _begin(audit, argv)
-    status = "failed"
-    summary: ReportSummary | None = None
-    try:
+    # a read-only index, or a catalog that cannot take the run record, still reports
+    with recorded_run(catalog, "report", argv, best_effort=True) as run:
         meta = {
             "report_id": str(uuid.uuid4()),
             "tool": {"name": "audit", "version": __version__, "python": sys.version.split()[0]},
-            "command_line": list(argv if argv is not None else sys.argv),
-            "started": started, "generated_at": started, "user": _user(), "host": socket.gethostname(),
+            "command_line": command_line(argv),
+            "started": started, "generated_at": started, "user": current_user(), "host": current_host(),
             "cwd": os.getcwd(),
             "options": {"formats": list(fmts), "blur": blur, "grayscale": grayscale, "html_limit": limit,
                         "policy": str(policy) if policy is not None else None, "force": force},
@@ -196,13 +196,10 @@ def _build(audit, conn, target: Path, replace, fmts, started: str, limit: int, *
             counts=data.counts(), manifest_sha256=manifest_sha, policy=data.policy, notes=data.notes + notes,
             started=started, finished=meta["finished"],
         )  # fmt: skip
-        status = "ok"
+        # what the run row says: where the report went and what it holds (not the whole summary)
+        run.summary = {"out": summary.out_dir, "report_id": summary.report_id,
+                       "manifest_sha256": summary.manifest_sha256, "findings": summary.findings}  # fmt: skip
         return summary
-    except KeyboardInterrupt:
-        status = "interrupted"
-        raise
-    finally:
-        _finish(audit, run_id, status, summary)
 
 
 def _write_and_install(target: Path, replace: list[str] | None, data, meta: dict[str, Any], fmts, *, blur: bool,
@@ -249,29 +246,3 @@ def _write_and_install(target: Path, replace: list[str] | None, data, meta: dict
         staging.close()
     return [target / p.name for p in files], manifest_sha, notes
 
-
-def _begin(audit, argv) -> int | None:
-    import sqlite3
-
-    from audit.errors import EnvironmentProblem
-
-    try:
-        return audit._begin_run("report", argv)
-    except (sqlite3.Error, EnvironmentProblem):  # a catalog that cannot take the run record still reports
-        return None
-
-
-def _finish(audit, run_id: int | None, status: str, summary: ReportSummary | None) -> None:
-    import sqlite3
-
-    from audit.errors import EnvironmentProblem
-    from audit.timeutil import utc_now
-
-    if run_id is None:
-        return
-    payload = {"out": summary.out_dir, "report_id": summary.report_id, "manifest_sha256": summary.manifest_sha256,
-               "findings": summary.findings} if summary else {}  # fmt: skip
-    try:
-        audit.catalog.finish_run(run_id, status=status, summary=payload, now=utc_now())
-    except (sqlite3.Error, EnvironmentProblem):
-        pass

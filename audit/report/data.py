@@ -20,9 +20,8 @@ from typing import Any, Iterator
 
 from audit.findings.store import is_review_candidate, members_sql
 from audit.report.files import clean_text
+from audit.vocabulary import DECISION_STATUS, SEVERITY_ORDER
 
-SEVERITY_ORDER = {"critical": 0, "high": 1, "medium": 2, "low": 3}
-DECISION_STATUS = {"confirm": "confirmed", "dismiss": "dismissed", "escalate": "escalated"}
 
 _ITEM_TEXT = ("md5", "pdq", "format", "generator", "prompt", "negative_prompt", "seed", "sampler", "scheduler",
               "model", "model_hash", "resources", "status", "error", "provenance")  # fmt: skip
@@ -545,7 +544,7 @@ def finding_rows(rows, categories: dict, decisions: dict, prev: dict | None) -> 
     return out
 
 
-def gather_stream(audit, conn: sqlite3.Connection, *, policy_path: str | Path | None = None,
+def gather_stream(catalog, conn: sqlite3.Connection, *, policy_path: str | Path | None = None,
                   shown: int) -> ReportData:  # fmt: skip
     """A ``ReportData`` that reads its findings in batches from ``conn`` (which holds the
     report's read snapshot): ``findings``/``items`` are the first ``shown`` findings (what
@@ -554,7 +553,7 @@ def gather_stream(audit, conn: sqlite3.Connection, *, policy_path: str | Path | 
     from audit.findings.store import FindingsStore
 
     FindingsStore(conn)
-    catalog_version = audit.catalog.version()
+    catalog_version = catalog.version()
     policy, policy_hash, run, notes = resolve_policy(conn, policy_path)
     prev = previous_report(conn)
     categories: dict[str, dict[str, Any]] = {}
@@ -604,7 +603,7 @@ def gather_stream(audit, conn: sqlite3.Connection, *, policy_path: str | Path | 
         policy_info.update(name=run["policy_name"], version=run["policy_version"], content_hash=policy_hash,
                            path=run["policy_path"])  # fmt: skip
     return ReportData(
-        index_name=audit.index_dir.name, index_dir=str(audit.index_dir), findings=findings, items=items,
+        index_name=catalog.index_dir.name, index_dir=str(catalog.index_dir), findings=findings, items=items,
         clusters=clusters, categories=categories, policy=policy_info,
         model=model_identity(conn, run["model_key"] if run else None), flag_run=run,
         catalog_version=catalog_version, previous_report=prev, notes=notes, other_policies=other, source=source,

@@ -6,9 +6,10 @@ import re
 from datetime import datetime
 from typing import Any
 
+from audit.vocabulary import DECISIONS
+
 DECISION_KEYS = ("finding_id", "item_id", "decision", "note", "by", "at")
 CLUSTER_DECISION_KEYS = ("cluster_id", "category", "decision", "note", "by", "at")
-DECISION_VALUES = ("confirm", "dismiss", "escalate")
 _HEX = re.compile(r"^[0-9a-f]+$")
 
 
@@ -31,8 +32,8 @@ def validate_decisions(data: Any) -> list[dict[str, str]]:
                 raise ValueError(f"{where}: cluster_id and category must not be empty")
         elif not _HEX.match(entry["finding_id"]) or not _HEX.match(entry["item_id"]) or len(entry["item_id"]) != 64:
             raise ValueError(f"{where}: finding_id/item_id must be lowercase hex (item_id a SHA-256)")
-        if entry["decision"] not in DECISION_VALUES:
-            raise ValueError(f"{where}: decision must be one of {', '.join(DECISION_VALUES)}")
+        if entry["decision"] not in DECISIONS:
+            raise ValueError(f"{where}: decision must be one of {', '.join(DECISIONS)}")
         if not entry["by"].strip():
             raise ValueError(f"{where}: 'by' is empty")
         try:

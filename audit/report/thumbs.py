@@ -18,10 +18,10 @@ pixels themselves, not a CSS filter, protect the reviewer:
 
 from __future__ import annotations
 
-import hashlib
 import io
 from typing import Callable
 
+from audit.hashing import verify_item
 from audit.imaging import DecodeError, decode_image
 from audit.report.data import Item, ReportData, Thumb
 
@@ -89,7 +89,7 @@ def _check(item: Item, reader, *, blur: bool, grayscale: bool, thumbnails: bool 
             continue
         item.present = True
         item.read_uri = uri
-        item.verified = hashlib.sha256(raw).hexdigest() == item.item_id
+        item.verified = verify_item(raw, item.item_id)
         if not item.verified:
             item.read_error = f"{uri}: content differs from the catalogued SHA-256 (changed since the crawl)"
             continue  # maybe another location still holds the original
