@@ -101,3 +101,22 @@ def test_int8_vit_b32_random_weights_agree_with_fp32():
     assert q.precision == "int8", q.precision_report
     imgs = _scenes(5, 4, px=224)
     assert np.sum(fp32.embed_images(imgs) * q.embed_images(imgs), axis=1).min() >= int8.INT8_MIN_COSINE
+
+
+def test_cli_embed_int8_then_text_search_in_its_own_space(tmp_path, toy_pair):
+    """`audit embed --precision int8` stores vectors under the +int8 key; `audit search --text`
+    embeds the query with the int8 text tower of that space."""
+    import json
+
+    from cli_helper import audit_cli
+    from embed_fixtures import toy_scene_archive
+
+    src, idx = tmp_path / "src", tmp_path / "idx"
+    toy_scene_archive(src, 12)
+    audit_cli("crawl", src, "--index", idx, "-q", "--workers", "0")
+    out = json.loads(audit_cli("embed", "--index", idx, "--model", "toy-shapes", "--precision", "int8",
+                               "--workers", "0", "--json", "-q").stdout)  # fmt: skip
+    assert out["model_key"].endswith("+int8") and out["precision"]["precision"] == "int8"
+    audit_cli("index", "--index", idx, "-q")
+    hits = json.loads(audit_cli("search", "--index", idx, "--text", "a red circle", "-k", "3", "--json").stdout)
+    assert len(hits["results"]) == 3

@@ -89,11 +89,21 @@ def _export(module, example, path: Path, input_name: str) -> None:
         root.setLevel(max(level, logging.ERROR))
         try:
             fp32, q = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
-            with torch.inference_mode():
-                # the TorchScript exporter: no onnxscript needed; dynamic batch by dynamic_axes
-                torch.onnx.export(module, (example,), str(fp32), input_names=[input_name], output_names=["features"],
-                                  dynamic_axes={input_name: {0: "batch"}, "features": {0: "batch"}},
-                                  opset_version=OPSET, dynamo=False)  # fmt: skip
+            # Grad on and weights requiring it: otherwise nn.MultiheadAttention takes its fused
+            # fast path (aten::_native_multi_head_attention), which has no ONNX export.
+            params = [p for p in module.parameters() if not p.requires_grad]
+            for p in params:
+                p.requires_grad_(True)
+            try:
+                with torch.enable_grad():
+                    # the TorchScript exporter: no onnxscript needed; dynamic batch by dynamic_axes
+                    torch.onnx.export(module, (example,), str(fp32), input_names=[input_name],
+                                      output_names=["features"],
+                                      dynamic_axes={input_name: {0: "batch"}, "features": {0: "batch"}},
+                                      opset_version=OPSET, dynamo=False)  # fmt: skip
+            finally:
+                for p in params:
+                    p.requires_grad_(False)
             quantize_dynamic(str(fp32), str(q), weight_type=QuantType.QInt8, per_channel=True,
                              op_types_to_quantize=["MatMul", "Gemm"])
             os.replace(q, path)

@@ -431,16 +431,20 @@ def _checked_int8(emb, build, report: dict, *, device: str, model: str, must_be_
         int8.require()
     probe_images, probe_texts = _calibration_inputs(emb.preprocess.image_size)
     pixels = np.stack([emb.preprocess.pixels(img) for img in probe_images])
-    emb.embed_pixels(pixels)  # warm-up: the timing below is of the steady state
-    t0 = time.perf_counter()
-    ref_i = emb.embed_pixels(pixels)
-    fp32_s = time.perf_counter() - t0
+
+    def timed() -> tuple[np.ndarray, float]:
+        emb.embed_pixels(pixels)  # warm-up; then the best of two: a shared CPU is noisy
+        best = float("inf")
+        for _ in range(2):
+            t0 = time.perf_counter()
+            out = emb.embed_pixels(pixels)
+            best = min(best, time.perf_counter() - t0)
+        return out, best
+
+    ref_i, fp32_s = timed()
     ref_t = emb.embed_texts(probe_texts, trim=False)
     emb.set_precision("int8")
-    emb.embed_pixels(pixels)
-    t0 = time.perf_counter()
-    got_i = emb.embed_pixels(pixels)
-    int8_s = time.perf_counter() - t0
+    got_i, int8_s = timed()
     cos_i, cos_t = int8.min_cosines(ref_i, got_i, ref_t, emb.embed_texts(probe_texts))
     report.update(min_cosine_image=round(cos_i, 6), min_cosine_text=round(cos_t, 6), probes=len(probe_images),
                   int8_speedup_vs_fp32=round(fp32_s / max(int8_s, 1e-9), 3))  # fmt: skip
