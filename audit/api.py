@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
 
-import polars as pl
+from audit._lazy import LazyModule
 
 if TYPE_CHECKING:  # pragma: no cover
     from audit.ingest.base import Source
@@ -21,7 +21,14 @@ from audit.errors import UsageError
 from audit.catalog.schema import ITEM_COLUMNS, LOCATION_COLUMNS
 from audit.catalog.store import Catalog
 from audit.embed import DEFAULT_MODEL, DEFAULT_PRETRAINED
-from audit.frames import SqlQuery, collect_query, frame, lazy_query, polars_type
+
+if TYPE_CHECKING:
+    import polars as pl
+
+    from audit.frames import SqlQuery
+else:  # polars loads on the first frame asked for, not for a crawl
+    pl = LazyModule("polars")
+_frames = LazyModule("audit.frames")
 
 _LOCATION_FIRST = ("uri", "source", "container", "size", "mtime_ns", "status", "error", "first_seen", "last_seen")
 _ITEM_ONLY = [n for n, _ in ITEM_COLUMNS if n not in ("item_id", "size", "status", "error", "first_seen", "last_seen")]
@@ -176,10 +183,10 @@ class Audit:
                   "model": pl.Utf8, "resources": pl.Utf8, "generator": pl.Utf8, "categories": pl.Utf8}  # fmt: skip
         # the correlated subquery's parameter comes first: it sits in the SELECT list; its
         # unary + keeps SQLite on the item index (the policy index would scan every finding)
-        q = SqlQuery(columns, schema,
+        q = _frames.SqlQuery(columns, schema,
                      f"FROM (SELECT DISTINCT item_id FROM ({members_sql})) m "
                      "JOIN items i ON i.item_id = m.item_id", (row[0], *params), "m.item_id", page_key="m.item_id")  # fmt: skip
-        lf = lazy_query(self.catalog.conn, q, name="cluster_members")
+        lf = _frames.lazy_query(self.catalog.conn, q, name="cluster_members")
         lf = lf.with_columns(pl.col("categories").str.json_decode(pl.List(pl.Utf8)))
         lf = lf.with_columns(pl.when(pl.col("categories").list.len() > 0).then(pl.col("categories")).alias("categories"))
         return lf if lazy else lf.collect()
@@ -203,7 +210,9 @@ class Audit:
         the query uses and stopping once ``head(n)`` has its rows."""
         q = self._items_query(include_missing=include_missing, item_ids=item_ids, uri_prefix=uri_prefix,
                               generator=generator, status=status)  # fmt: skip
-        return lazy_query(self.catalog.conn, q, name="items") if lazy else collect_query(self.catalog.conn, q)
+        if lazy:
+            return _frames.lazy_query(self.catalog.conn, q, name="items")
+        return _frames.collect_query(self.catalog.conn, q)
 
     def _items_query(self, *, include_missing: bool, item_ids, uri_prefix, generator, status) -> SqlQuery:
         from audit.findings.store import _where_in
@@ -217,8 +226,8 @@ class Audit:
         columns.update({c: last_seen if c == "last_seen" else f"l.{c}" for c in _LOCATION_FIRST})
         columns.update({c: f"i.{c}" for c in _ITEM_ONLY})
         schema = {"item_id": pl.Utf8}
-        schema.update({c: polars_type(loc_types[c]) for c in _LOCATION_FIRST})
-        schema.update({c: polars_type(item_types[c]) for c in _ITEM_ONLY})
+        schema.update({c: _frames.polars_type(loc_types[c]) for c in _LOCATION_FIRST})
+        schema.update({c: _frames.polars_type(item_types[c]) for c in _ITEM_ONLY})
         casts = {}
         if include_missing:
             columns.update({"present": "l.present", "missing_since": "l.missing_since"})
@@ -238,14 +247,14 @@ class Audit:
         _where_in(where, params, "i.status", status)
         source = ("FROM locations l LEFT JOIN items i ON i.item_id = l.item_id "
                   "LEFT JOIN scans s ON s.root_uri = l.root" + (f" WHERE {' AND '.join(where)}" if where else ""))  # fmt: skip
-        return SqlQuery(columns, schema, source, tuple(params), "l.uri", casts, page_key="l.uri")
+        return _frames.SqlQuery(columns, schema, source, tuple(params), "l.uri", casts, page_key="l.uri")
 
     def runs(self) -> pl.DataFrame:
         schema = {
             "run_id": pl.Int64, "command": pl.Utf8, "argv": pl.Utf8, "tool_version": pl.Utf8, "user": pl.Utf8,
             "host": pl.Utf8, "started": pl.Utf8, "finished": pl.Utf8, "status": pl.Utf8, "summary": pl.Utf8,
         }  # fmt: skip
-        return frame(self.catalog.conn, f"SELECT {', '.join(schema)} FROM runs ORDER BY run_id", (), schema)
+        return _frames.frame(self.catalog.conn, f"SELECT {', '.join(schema)} FROM runs ORDER BY run_id", (), schema)
 
     # --- embeddings (audit/embed)
     def embed(self, *, model: str = DEFAULT_MODEL, pretrained: str | None = DEFAULT_PRETRAINED,

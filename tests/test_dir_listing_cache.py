@@ -60,3 +60,27 @@ def test_a_bad_cache_entry_lists_the_directory_again(tmp_path, archive, kind, tr
     (archive / "sub1" / "gen_0001.png").unlink()
     third = crawl()
     assert (third.read, third.unchanged, third.missing) == (0, 11, 1)
+
+
+def test_a_rescan_settles_unchanged_files_from_the_listing_and_reads_the_changed_one(tmp_path):
+    """The folder source compares its stats with the cached listing itself (``FilesUnchanged``):
+    names that are not UTF-8 match too, a file rewritten with a new size or mtime is read."""
+    import os
+
+    from PIL import Image
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(3):
+        Image.new("RGB", (8, 8), (60 * i, 0, 0)).save(src / f"{i}.png")
+    odd = os.fsencode(str(src)) + b"/caf\xe9_\xff.png"
+    Image.new("RGB", (8, 8), (0, 0, 200)).save(os.fsdecode(odd), format="PNG")
+    first = audit.crawl([str(src)], tmp_path / "idx", workers=0)
+    assert (first.read, first.unchanged) == (4, 0)
+    again = audit.crawl([str(src)], tmp_path / "idx", workers=0)
+    assert (again.listed, again.read, again.unchanged, again.missing) == (4, 0, 4, 0)
+    Image.new("RGB", (9, 9), (1, 2, 3)).save(src / "1.png")
+    st = os.stat(src / "1.png")
+    os.utime(src / "1.png", ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    third = audit.crawl([str(src)], tmp_path / "idx", workers=0)
+    assert (third.listed, third.read, third.unchanged, third.changed) == (4, 1, 3, 1)

@@ -125,16 +125,22 @@ class ModelIdentity:
     name: str  # open_clip architecture, e.g. "ViT-B-32" or "toy-shapes"
     pretrained: str | None = None  # open_clip pretrained tag, e.g. "laion2b_s34b_b79k"
     checkpoint_sha256: str | None = None  # SHA-256 of a local weights file
+    # None for float precisions (fp32/bf16/fp16 vectors are one space); "int8" vectors are
+    # a space of their own (``audit.embed.int8``): key "NAME/WEIGHTS+int8"
+    precision: str | None = None
 
     @property
     def key(self) -> str:
         weights = self.checkpoint_sha256 or self.pretrained or "random"
         if self.checkpoint_sha256:
             weights = "sha256:" + self.checkpoint_sha256[:16]
-        return f"{self.name}/{weights}"
+        return f"{self.name}/{weights}" + (f"+{self.precision}" if self.precision else "")
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "key": self.key}
+        out = {**asdict(self), "key": self.key}
+        if out["precision"] is None:
+            del out["precision"]  # identities stored before int8 read the same
+        return out
 
 
 def prompt_key(text: str) -> str:

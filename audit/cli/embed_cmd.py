@@ -21,7 +21,7 @@ def embed_command(
     pretrained: str = typer.Option(DEFAULT_PRETRAINED, "--pretrained", help="open_clip pretrained tag (downloaded once into the Hugging Face cache; HF_HUB_OFFLINE and HF_HOME are honoured); 'none' for random weights (benchmarks only)."),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Local weights: .safetensors, or a weights-only .pt/.bin (never unpickled). Identity: its SHA-256."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda[:N], or auto: CUDA when this machine can use it, else the CPU."),
-    precision: str = typer.Option("auto", "--precision", help="auto (bf16 on CPUs with native bf16 after a check against fp32, else fp32; fp16 autocast on CUDA), fp32, bf16, fp16."),
+    precision: str = typer.Option("auto", "--precision", help="auto (bf16 on CPUs with native bf16 after a check against fp32; elsewhere int8 where it passes its check and was measured faster than fp32 here, else fp32; fp16 autocast on CUDA), fp32, bf16, fp16, int8 (ONNX Runtime, CPU, its own vector space; extra [int8])."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b", min=1, help="Images per batch and per commit (default 32 on CPU, 256 on CUDA)."),
     workers: Optional[int] = typer.Option(None, "--workers", min=0, help="Processes running the model, each with its own copy (default: one per core on CPU, this process being one of them; 0 on CUDA; 0 = in this process only)."),
     executor: str = typer.Option("local", "--executor", help=options.EXECUTOR_HELP),

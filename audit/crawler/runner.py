@@ -10,18 +10,26 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-
-import numpy as np
 import time
 from collections import Counter, deque
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from audit.catalog.store import Catalog
-from audit.crawler.worker import ReadResult, read_entries
-from audit.ingest.base import ContainerDone, ContainerUnchanged, DirectoryListed, DirectoryUnchanged, Entry, Source
+from audit.ingest.base import (
+    ContainerDone,
+    ContainerUnchanged,
+    DirectoryListed,
+    DirectoryUnchanged,
+    Entry,
+    FilesUnchanged,
+    Source,
+)
 from audit.timeutil import utc_now
+
+if TYPE_CHECKING:
+    from audit.crawler.worker import ReadResult
 
 _UNLOADED = object()
 # Entries per task sent to a worker: enough to amortise inter-process overhead, small
@@ -117,7 +125,8 @@ class Crawler:
         # unchanged tree then writes almost nothing); their rowids are marked here instead,
         # and whatever is left unmarked afterwards has gone missing.
         self._root = source.root_uri if source.complete else None
-        self._seen = np.zeros(self.catalog.max_location_rowid() + 1 if source.complete else 0, dtype=np.uint8)
+        # A byte per catalogued rowid (a bytearray, not numpy: a rescan imports only what it uses).
+        self._seen = bytearray(self.catalog.max_location_rowid() + 1 if source.complete else 0)
         self._seen_count = 0
         self._listings: dict[str, Any] = {}
         self._rebuild: set[str] = set()
@@ -125,7 +134,13 @@ class Crawler:
         self._unchanged_dir: tuple[str, Any] | None = None  # (directory, listing) of the last check
         chunk: list[Entry] = []
         chunk_bytes = 0
-        for listed in source.entries(self._unchanged):
+        # A complete local tree compares unchanged files against the cached listing itself:
+        # no Entry, chunk or lookup per file on a rescan.
+        if self._root is not None and getattr(source, "accepts_known_files", False):
+            listed_iter = source.entries(self._unchanged, known_files=self._known_files)
+        else:
+            listed_iter = source.entries(self._unchanged)
+        for listed in listed_iter:
             if isinstance(listed, Entry):
                 chunk.append(listed)
                 chunk_bytes += carried_bytes(listed)
@@ -141,6 +156,9 @@ class Crawler:
             elif isinstance(listed, DirectoryListed):
                 self._dir_mtimes[listed.uri] = listed.mtime_ns
                 self._rebuild.add(listed.uri)
+            elif isinstance(listed, FilesUnchanged):
+                self._mark_seen(listed.rowids)
+                self._count_unlisted_unchanged(len(listed.rowids))
             elif isinstance(listed, DirectoryUnchanged):
                 self._directory_unchanged(listed.uri)
             elif isinstance(listed, ContainerDone):
@@ -175,13 +193,14 @@ class Crawler:
         self._count_unlisted_unchanged(len(listing))
 
     def _mark_seen(self, rowids: Iterable[int]) -> None:
-        ids = np.fromiter(rowids, dtype=np.int64)
-        if not len(ids):
-            return
-        ids = np.unique(ids[ids < len(self._seen)])
-        fresh = ids[self._seen[ids] == 0]
-        self._seen[fresh] = 1
-        self._seen_count += int(len(fresh))
+        seen = self._seen
+        limit = len(seen)
+        fresh = 0
+        for i in rowids:
+            if i < limit and not seen[i]:
+                seen[i] = 1
+                fresh += 1
+        self._seen_count += fresh
 
     def _container_unchanged(self, uri: str, members: str = "!/") -> None:
         if self._root is not None:
@@ -199,6 +218,18 @@ class Crawler:
         self.summary.unchanged += n
         self.progress("listed", n)
         self.progress("done", n)
+
+    def _known_files(self, directory: str) -> dict[str, tuple[int, int, int]] | None:
+        """The cached listing of ``directory`` (kept for its remaining entries)."""
+        listings = self._listings
+        if len(listings) > 256:
+            listings.clear()
+        listing = listings.get(directory, _UNLOADED)
+        if listing is _UNLOADED:
+            listing = listings[directory] = self.catalog.dir_listing(directory)
+            if listing is None:
+                self._rebuild.add(directory)
+        return listing
 
     def _unchanged_by_listing(self, entries: list[Entry]) -> list[Entry]:
         """Settle the unchanged files of cached directory listings without a lookup per
@@ -299,6 +330,8 @@ class Crawler:
             self._collect(block=True)
 
     def _submit(self, task: list[Entry], known: dict[str, Any]) -> None:
+        from audit.crawler.worker import read_entries  # numpy, PIL, pdqhash: only once a file is read
+
         if self._start_pool() is None:
             self._absorb(read_entries(task), known)
             return

@@ -102,7 +102,9 @@ class Searcher:
         if cache_key in self._embedders:
             return self._embedders[cache_key]
         factory = self._embedder_factory or load_embedder
-        emb = factory(identity["name"], pretrained=identity.get("pretrained"), checkpoint=checkpoint, device=device)
+        extra = {"precision": identity["precision"]} if identity.get("precision") else {}  # an int8 space
+        emb = factory(identity["name"], pretrained=identity.get("pretrained"), checkpoint=checkpoint, device=device,
+                      **extra)  # fmt: skip
         key = getattr(getattr(emb, "identity", None), "key", None)
         if key is not None and key != identity["key"]:
             hint = (
@@ -230,14 +232,17 @@ class Searcher:
         return pl.DataFrame([{c: r.get(c) for c in RESULT_SCHEMA} for r in rows], schema=RESULT_SCHEMA, orient="row")
 
 
-def load_embedder(name: str, *, pretrained: str | None = None, checkpoint: str | None = None, device: str = "cpu"):
+def load_embedder(name: str, *, pretrained: str | None = None, checkpoint: str | None = None, device: str = "cpu",
+                  precision: str = "fp32"):
     """The query embedder for a stored model identity (``audit.embed.openclip``)."""
     try:
         from audit.embed.openclip import load_embedder as load
     except ImportError as exc:
         raise DependencyMissing(f"text and image queries need the open_clip embedder: {exc}") from None
-    # one query at a time: fp32 is cheap and skips the bf16 calibration at load
-    return load(name, pretrained=pretrained, checkpoint=checkpoint, device=device, precision="fp32")
+    # one query at a time: fp32 is cheap and skips the bf16 calibration at load; an int8
+    # space (``precision="int8"``) is queried with its own (cached) int8 towers
+    return load(name, pretrained=pretrained, checkpoint=checkpoint, device=device, precision=precision,
+                calibrate=precision == "fp32")
 
 
 def excerpt(text: str | None, n: int = EXCERPT_CHARS) -> str | None:

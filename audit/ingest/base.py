@@ -90,7 +90,19 @@ class DirectoryUnchanged:
     source: str
 
 
-Listed = Entry | ContainerUnchanged | ContainerDone | DirectoryListed | DirectoryUnchanged
+@dataclass(frozen=True)
+class FilesUnchanged:
+    """Yielded by a source given ``known_files`` (the crawler's cached directory listing):
+    the catalogued rowids of files in ``uri`` (a directory) whose size and mtime, just
+    stat'ed, match the listing. A rescan then builds no Entry for an unchanged file."""
+
+    uri: str
+    rowids: list[int]
+
+
+Listed = Entry | ContainerUnchanged | ContainerDone | DirectoryListed | DirectoryUnchanged | FilesUnchanged
+# directory uri -> {name: (size, mtime_ns, rowid)} of its catalogued files, or None
+KnownFiles = Callable[[str], "dict[str, tuple[int, int, int]] | None"]
 
 
 @runtime_checkable

@@ -65,7 +65,16 @@ from audit.ingest.datasets import (
     part_json_name,
     part_records,
 )
-from audit.ingest.base import DirectoryListed, DirectoryUnchanged, Entry, Listed, Sidecar, UnchangedCheck
+from audit.ingest.base import (
+    DirectoryListed,
+    DirectoryUnchanged,
+    Entry,
+    FilesUnchanged,
+    KnownFiles,
+    Listed,
+    Sidecar,
+    UnchangedCheck,
+)
 from audit.safeio import TooLarge, open_regular, read_regular
 
 CHUNK = 65536
@@ -79,6 +88,7 @@ class FolderSource:
     """A local directory, walked recursively, or one local file."""
 
     complete = True
+    accepts_known_files = True  # ``entries(unchanged, known_files=...)``: see ``FilesUnchanged``
 
     def __init__(
         self,
@@ -95,9 +105,13 @@ class FolderSource:
         self.root_uri = safe_uri(self.root)
         self.open_archives = open_archives
         self.max_member_bytes = max_member_bytes
+        self._known_files: KnownFiles | None = None
         self._tables: dict[str, dict[str, Any]] = {}  # directory -> {name: datasets.MetadataTable} found in it
 
-    def entries(self, unchanged: UnchangedCheck) -> Iterator[Listed]:
+    def entries(self, unchanged: UnchangedCheck, known_files: KnownFiles | None = None) -> Iterator[Listed]:
+        """``known_files``: the catalogued files of a directory; image files matching it by
+        size and mtime are reported together as ``FilesUnchanged`` instead of one Entry each."""
+        self._known_files = known_files
         try:
             st = os.stat(self.root)
         except OSError as exc:
@@ -208,6 +222,9 @@ class FolderSource:
         shards = self._dataset_files(dirpath, prefix, parquets) if parquets else ()
         part = self._part_records(dirpath, prefix, sidecars) if images and _PART_DIR.match(os.path.basename(dirpath)) else None
         image = self._image
+        known_files = self._known_files
+        if known_files is not None and images:
+            images = yield from self._settle_unchanged(images, safe_uri(prefix)[:-1], known_files)
         for de in images:
             entry = image(de, prefix, sidecars, found_dirs)
             if entry is not None:
@@ -268,6 +285,36 @@ class FolderSource:
                 continue
             visited[key] = path
             stack.append(path)
+
+    @staticmethod
+    def _settle_unchanged(
+        images: list[os.DirEntry[str]], dir_uri: str, known_files: KnownFiles
+    ) -> Iterator[Listed]:
+        """Yields one ``FilesUnchanged`` for the images the catalogued listing of ``dir_uri``
+        matches (one stat each, kept in the DirEntry); returns the rest, to become Entries."""
+        listing = known_files(dir_uri)
+        if not listing:
+            return images
+        rest: list[os.DirEntry[str]] = []
+        rowids: list[int] = []
+        is_reg = _stat.S_ISREG
+        for de in images:
+            name = de.name
+            known = listing.get(name if name.isascii() else safe_uri(name))
+            if known is not None:
+                try:
+                    st = de.stat()
+                except OSError:
+                    rest.append(de)  # the Entry path reports why
+                    continue
+                mtime = st.st_mtime_ns
+                if mtime and st.st_size == known[0] and mtime == known[1] and is_reg(st.st_mode):
+                    rowids.append(known[2])
+                    continue
+            rest.append(de)
+        if rowids:
+            yield FilesUnchanged(dir_uri, rowids)
+        return rest
 
     def _image(
         self, de: os.DirEntry[str], prefix: str, sidecars: dict[str, list[str]], found_dirs: list[str]
