@@ -24,7 +24,7 @@ from audit.catalog.lock import IndexLock
 from audit.errors import UsageError
 from audit.catalog.schema import ITEM_COLUMNS, LOCATION_COLUMNS
 from audit.catalog.store import Catalog
-from audit.frames import SqlQuery, collect_query, frame, lazy_query, polars_type
+from audit.frames import IDS_TYPE, RESOURCES_TYPE, SqlQuery, collect_query, frame, lazy_query, polars_type
 from audit.timeutil import utc_now
 
 _LOCATION_FIRST = ("uri", "source", "container", "size", "mtime_ns", "status", "error", "first_seen", "last_seen")
@@ -176,9 +176,9 @@ class Audit:
         # unary + keeps SQLite on the item index (the policy index would scan every finding)
         q = SqlQuery(columns, schema,
                      f"FROM (SELECT DISTINCT item_id FROM ({members_sql})) m "
-                     "JOIN items i ON i.item_id = m.item_id", (row[0], *params), "m.item_id", page_key="m.item_id")  # fmt: skip
+                     "JOIN items i ON i.item_id = m.item_id", (row[0], *params), "m.item_id", page_key="m.item_id",
+                     decode={"resources": RESOURCES_TYPE, "categories": IDS_TYPE})  # fmt: skip
         lf = lazy_query(self.catalog.conn, q, name="cluster_members")
-        lf = lf.with_columns(pl.col("categories").str.json_decode(pl.List(pl.Utf8)))
         lf = lf.with_columns(pl.when(pl.col("categories").list.len() > 0).then(pl.col("categories")).alias("categories"))
         return lf if lazy else lf.collect()
 
@@ -258,7 +258,8 @@ class Audit:
         _where_in(where, params, "i.status", status)
         source = ("FROM locations l LEFT JOIN items i ON i.item_id = l.item_id "
                   "LEFT JOIN scans s ON s.root_uri = l.root" + (f" WHERE {' AND '.join(where)}" if where else ""))  # fmt: skip
-        return SqlQuery(columns, schema, source, tuple(params), "l.uri", casts, page_key="l.uri")
+        decode = {"resources": RESOURCES_TYPE} if "resources" in columns else {}
+        return SqlQuery(columns, schema, source, tuple(params), "l.uri", casts, page_key="l.uri", decode=decode)
 
     def runs(self) -> pl.DataFrame:
         schema = {
@@ -408,7 +409,8 @@ class Audit:
     def findings(self, *, policy_hash: str | None = None, all_policies: bool = False, active_only: bool = True,
                  lazy: bool = False, category=None, severity=None, status=None, cluster_id=None, item_id=None,
                  member_of: str | None = None) -> pl.DataFrame | pl.LazyFrame:  # fmt: skip
-        """Findings (design.md fields; ``signals`` as JSON text) of the latest flag run's policy
+        """Findings (design.md fields; ``signals`` a list of structs {kind, name, score,
+        threshold, margin, detail}, ``detail`` as JSON text: ``explode("signals")``) of the latest flag run's policy
         (or ``policy_hash``, or every policy with ``all_policies``).
 
         Filters run in SQLite (each one value or a list): ``category``, ``severity``,
