@@ -145,6 +145,21 @@ class Audit:
 
         return show(self, ids, limit=limit, blur=blur, grayscale=grayscale)
 
+    def embedding_map(self, *, model: str | None = None, max_points: int = 2000):
+        """A 2-D map (PCA) of at most ``max_points`` image embeddings, sampled as the vector
+        store streams them, flagged clusters in colour: SVG points, never images."""
+        from audit.plots import embedding_map
+
+        return embedding_map(self, model=model, max_points=max_points)
+
+    def score_histograms(self, policy=None, *, model: str | None = None, bins: int = 30):
+        """Per concept of ``policy``, histograms of the items' image and prompt scores with
+        the thresholds a flag run would use now (SVG)."""
+        from audit.flag.runner import concept_scores
+        from audit.plots import score_histograms
+
+        return score_histograms(concept_scores(self, policy, model=model), bins=bins)
+
     def cluster(self, cluster_id: str) -> pl.DataFrame:
         """The members of one cluster with their prompts, models, resources and findings."""
         return self.cluster_members(cluster_id)

@@ -30,8 +30,22 @@ def test_notebook_runs_top_to_bottom(tmp_path, monkeypatch):
     html = "".join(
         o.get("data", {}).get("text/html", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs
     )
-    # the flagged cluster is red triangles, a no_view category: its grid shows no image at all
-    assert "withheld" in html and "<img" not in html
+    # the flagged cluster is red triangles, a no_view category: those members are withheld,
+    # and no grid cell showing an image names a no_view category (its other members, red
+    # stars with no finding, may be shown blurred)
+    cells = html.split('<div style="border:1px solid #ddd')[1:]
+    assert cells and any("withheld: red-triangles is no_view" in c for c in cells)
+    for c in cells:
+        if "<img" in c:
+            assert "red-triangles" not in c and "known-match" not in c and "withheld" not in c
+    # the plots: SVG of points and bars, never an embedded picture
+    svgs = [o["data"]["image/svg+xml"] for c in nb.cells if c.cell_type == "code" for o in c.outputs
+            if "image/svg+xml" in o.get("data", {})]  # fmt: skip
+    assert len(svgs) == 2
+    embedding_map, histograms = svgs
+    assert "<image" not in embedding_map + histograms and "<img" not in embedding_map + histograms
+    assert embedding_map.count("<circle") > 100 and "red-triangles" in embedding_map
+    assert "red-triangle · image" in histograms and "threshold 0." in histograms
     a = audit.open(tmp_path / "idx")
     decisions = a.decisions()
     assert set(decisions["decision"]) >= {"confirm"}
