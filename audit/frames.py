@@ -109,14 +109,17 @@ class SqlQuery:
                 _READS.active += 1
             try:
                 rows = conn.execute(sql, (*self.params, last, size)).fetchall()
+                # building and decoding the page (polars work with the GIL released) is inside
+                # the guard too: the thread must not come back to Python during shutdown
+                page = self._finish(pl.DataFrame([r[:-1] for r in rows], schema=schema, orient="row")) if rows else None
             finally:
                 with _READS:
                     _READS.active -= 1
                     _READS.notify_all()
-            if not rows:
+            if page is None:
                 return
             last = rows[-1][-1]
-            yield self._finish(pl.DataFrame([r[:-1] for r in rows], schema=schema, orient="row"))
+            yield page
             if len(rows) < size:
                 return
             size = min(size * 2, batch_rows)
