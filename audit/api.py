@@ -443,7 +443,9 @@ class Audit:
         """Semantic clusters and near-duplicate groups of the latest flag run's policy,
         largest first (a lazy frame: in storage order); ``kind`` ("semantic", "near_duplicate"), ``flagged_only`` and
         ``cluster_id`` filter in SQLite; ``lazy=True``: a LazyFrame (leave ``members`` out
-        of a ``select`` and the member lists are never read)."""
+        of a ``select`` and the member lists are never read). ``members``, ``medoids`` and
+        ``categories`` are lists of strings, ``flagged`` a boolean; ``top_terms``,
+        ``concept_scores`` and ``review`` stay JSON text (shapes keyed by term and concept)."""
         return self._findings_store().clusters(policy_hash=policy_hash or self._current_policy_hash(), kind=kind,
                                                flagged_only=flagged_only, cluster_id=cluster_id, lazy=lazy)  # fmt: skip
 
