@@ -154,6 +154,21 @@ class Audit:
 
         return show(self, ids, limit=limit, blur=blur, grayscale=grayscale)
 
+    def embedding_map(self, *, model: str | None = None, max_points: int = 2000):
+        """A 2-D map (PCA) of at most ``max_points`` image embeddings, sampled as the vector
+        store streams them, flagged clusters in colour: SVG points, never images."""
+        from audit.plots import embedding_map
+
+        return embedding_map(self, model=model, max_points=max_points)
+
+    def score_histograms(self, policy=None, *, model: str | None = None, bins: int = 30):
+        """Per concept of ``policy``, histograms of the items' image and prompt scores with
+        the thresholds a flag run would use now (SVG)."""
+        from audit.flag.runner import concept_scores
+        from audit.plots import score_histograms
+
+        return score_histograms(concept_scores(self, policy, model=model), bins=bins)
+
     def cluster(self, cluster_id: str) -> pl.DataFrame:
         """The members of one cluster with their prompts, models, resources and findings."""
         return self.cluster_members(cluster_id)
@@ -185,9 +200,9 @@ class Audit:
         # unary + keeps SQLite on the item index (the policy index would scan every finding)
         q = _frames.SqlQuery(columns, schema,
                      f"FROM (SELECT DISTINCT item_id FROM ({members_sql})) m "
-                     "JOIN items i ON i.item_id = m.item_id", (row[0], *params), "m.item_id", page_key="m.item_id")  # fmt: skip
+                     "JOIN items i ON i.item_id = m.item_id", (row[0], *params), "m.item_id", page_key="m.item_id",
+                     decode={"resources": _frames.RESOURCES_TYPE, "categories": _frames.IDS_TYPE})  # fmt: skip
         lf = _frames.lazy_query(self.catalog.conn, q, name="cluster_members")
-        lf = lf.with_columns(pl.col("categories").str.json_decode(pl.List(pl.Utf8)))
         lf = lf.with_columns(pl.when(pl.col("categories").list.len() > 0).then(pl.col("categories")).alias("categories"))
         return lf if lazy else lf.collect()
 
@@ -247,7 +262,8 @@ class Audit:
         _where_in(where, params, "i.status", status)
         source = ("FROM locations l LEFT JOIN items i ON i.item_id = l.item_id "
                   "LEFT JOIN scans s ON s.root_uri = l.root" + (f" WHERE {' AND '.join(where)}" if where else ""))  # fmt: skip
-        return _frames.SqlQuery(columns, schema, source, tuple(params), "l.uri", casts, page_key="l.uri")
+        decode = {"resources": _frames.RESOURCES_TYPE} if "resources" in columns else {}
+        return _frames.SqlQuery(columns, schema, source, tuple(params), "l.uri", casts, page_key="l.uri", decode=decode)
 
     def runs(self) -> pl.DataFrame:
         schema = {
@@ -397,7 +413,8 @@ class Audit:
     def findings(self, *, policy_hash: str | None = None, all_policies: bool = False, active_only: bool = True,
                  lazy: bool = False, category=None, severity=None, status=None, cluster_id=None, item_id=None,
                  member_of: str | None = None) -> pl.DataFrame | pl.LazyFrame:  # fmt: skip
-        """Findings (design.md fields; ``signals`` as JSON text) of the latest flag run's policy
+        """Findings (design.md fields; ``signals`` a list of structs {kind, name, score,
+        threshold, margin, detail}, ``detail`` as JSON text: ``explode("signals")``) of the latest flag run's policy
         (or ``policy_hash``, or every policy with ``all_policies``).
 
         Filters run in SQLite (each one value or a list): ``category``, ``severity``,
@@ -415,7 +432,9 @@ class Audit:
         """Semantic clusters and near-duplicate groups of the latest flag run's policy,
         largest first (a lazy frame: in storage order); ``kind`` ("semantic", "near_duplicate"), ``flagged_only`` and
         ``cluster_id`` filter in SQLite; ``lazy=True``: a LazyFrame (leave ``members`` out
-        of a ``select`` and the member lists are never read)."""
+        of a ``select`` and the member lists are never read). ``members``, ``medoids`` and
+        ``categories`` are lists of strings, ``flagged`` a boolean; ``top_terms``,
+        ``concept_scores`` and ``review`` stay JSON text (shapes keyed by term and concept)."""
         return self._findings_store().clusters(policy_hash=policy_hash or self._current_policy_hash(), kind=kind,
                                                flagged_only=flagged_only, cluster_id=cluster_id, lazy=lazy)  # fmt: skip
 

@@ -9,6 +9,10 @@ a filter is applied to each batch as it arrives, so at most one batch of unfilte
 is in memory. Filters SQLite can answer from an index are keyword arguments of the
 ``Audit`` methods (pushed into the ``WHERE`` clause); a polars ``filter`` on a lazy frame
 streams through the whole table instead (bounded memory, time proportional to its size).
+
+Columns SQLite holds as JSON text (a finding's ``signals``, an item's ``resources``, a
+cluster's ``members``/``categories``) are decoded into polars types per batch (``decode``),
+so eager and lazy frames show the same nested columns: ``findings().explode("signals")``.
 """
 
 from __future__ import annotations
@@ -24,6 +28,22 @@ import polars as pl
 _SQL_TO_POLARS = {"TEXT": pl.Utf8, "INTEGER": pl.Int64, "REAL": pl.Float64, "BLOB": pl.Binary}
 TIMESTAMP_COLUMNS = {"first_seen", "last_seen", "missing_since", "item_first_seen", "started", "finished", "decided_at"}
 _STAMP = pl.Datetime(time_unit="us", time_zone="UTC")
+# A signal as the frames show it. ``detail`` differs by kind (a span, a bank label, a
+# cluster summary...): one struct would be the union of every kind's keys, mostly null, and
+# change whenever a detector adds one; so it stays JSON text (``json.loads`` it, or
+# ``pl.col("detail").str.json_path_match("$.label")``).
+SIGNAL_TYPE = pl.Struct({"kind": pl.Utf8, "name": pl.Utf8, "score": pl.Float64, "threshold": pl.Float64,
+                         "margin": pl.Float64, "detail": pl.Utf8})  # fmt: skip
+SIGNALS_TYPE = pl.List(SIGNAL_TYPE)
+RESOURCES_TYPE = pl.List(pl.Struct({"kind": pl.Utf8, "name": pl.Utf8, "hash": pl.Utf8, "weight": pl.Float64}))
+IDS_TYPE = pl.List(pl.Utf8)
+
+
+def signals_sql(column: str) -> str:
+    """SQL turning a stored JSON list of signal dicts into the same list with each ``detail``
+    as JSON text (``|| ''`` drops SQLite's JSON subtype, so ``json_set`` stores a string)."""
+    return (f"(CASE WHEN json_valid({column}) THEN (SELECT json_group_array(json_set(value, '$.detail', "
+            f"json_extract(value, '$.detail') || '')) FROM json_each({column})) END)")  # fmt: skip
 BATCH_ROWS = 10_000  # rows per batch: ~50 MB of Python rows at 50k, ~10 MB here
 FIRST_LAZY_ROWS = 1_000  # a lazy frame's first batch; later ones double up to BATCH_ROWS
 
@@ -63,6 +83,8 @@ class SqlQuery:
     params: tuple = ()
     order_by: str = ""
     casts: dict[str, pl.DataType] = field(default_factory=dict)
+    # output name -> the polars type its JSON text is decoded into (``SIGNALS_TYPE``, ...)
+    decode: dict[str, pl.DataType] = field(default_factory=dict)
     # A unique, indexed expression (a rowid, a primary key) by which a lazy frame reads the
     # result in pages: each page is its own short statement, so a frame that polars stops
     # reading early (a head()) leaves no statement open on the catalog connection.
@@ -87,14 +109,17 @@ class SqlQuery:
                 _READS.active += 1
             try:
                 rows = conn.execute(sql, (*self.params, last, size)).fetchall()
+                # building and decoding the page (polars work with the GIL released) is inside
+                # the guard too: the thread must not come back to Python during shutdown
+                page = self._finish(pl.DataFrame([r[:-1] for r in rows], schema=schema, orient="row")) if rows else None
             finally:
                 with _READS:
                     _READS.active -= 1
                     _READS.notify_all()
-            if not rows:
+            if page is None:
                 return
             last = rows[-1][-1]
-            yield self._finish(pl.DataFrame([r[:-1] for r in rows], schema=schema, orient="row"))
+            yield page
             if len(rows) < size:
                 return
             size = min(size * 2, batch_rows)
@@ -108,7 +133,7 @@ class SqlQuery:
     def output_schema(self) -> dict[str, pl.DataType]:
         out = {}
         for name, dtype in self.schema.items():
-            out[name] = self.casts.get(name, _STAMP if name in TIMESTAMP_COLUMNS else dtype)
+            out[name] = self.decode.get(name) or self.casts.get(name, _STAMP if name in TIMESTAMP_COLUMNS else dtype)
         return out
 
     def batches(self, conn: sqlite3.Connection, names: Sequence[str] | None = None, batch_rows: int = BATCH_ROWS,
@@ -133,8 +158,28 @@ class SqlQuery:
 
     def _finish(self, df: pl.DataFrame) -> pl.DataFrame:
         df = _stamps(df)
+        decode = {n: t for n, t in self.decode.items() if n in df.columns}
+        if decode:
+            df = df.with_columns(decode_json(df[n], t) for n, t in decode.items())
         casts = {n: t for n, t in self.casts.items() if n in df.columns}
         return df.with_columns(pl.col(n).cast(t) for n, t in casts.items()) if casts else df
+
+
+def decode_json(texts: pl.Series, dtype: pl.DataType) -> pl.Series:
+    """JSON text -> ``dtype``, vectorised; a batch polars cannot decode (a value of another
+    shape, written by hand or by an old release) is decoded row by row, and a row that does
+    not fit becomes null rather than failing the whole frame."""
+    try:
+        return texts.str.json_decode(dtype)
+    except pl.exceptions.PolarsError:
+        pass
+    out = []
+    for text in texts:
+        try:
+            out.append(pl.Series([text], dtype=pl.Utf8).str.json_decode(dtype)[0] if text is not None else None)
+        except pl.exceptions.PolarsError:
+            out.append(None)
+    return pl.Series(texts.name, out, dtype=dtype)
 
 
 def collect_query(conn: sqlite3.Connection, q: SqlQuery) -> pl.DataFrame:

@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 import audit
+from audit.findings.store import signal_dicts
 from audit.animation import (
     frame_pdq_json,
     later_frames,
@@ -125,7 +126,7 @@ def test_hash_list_finds_the_frame(tmp_path):
     audit.crawl([str(src)], index, workers=0)
     with audit.open(index) as a:
         a.flag(str(policy))
-        found = {r["uri"].rsplit("/", 1)[1]: json.loads(r["signals"]) for r in a.findings().iter_rows(named=True)}
+        found = {r["uri"].rsplit("/", 1)[1]: signal_dicts(r["signals"]) for r in a.findings().iter_rows(named=True)}
     assert "first_alone.png" not in found
     anim = [s for s in found["anim.gif"] if s["name"] == "hash:bank"]
     assert anim and anim[0]["detail"]["frame"] == HIDDEN and anim[0]["score"] <= 31
@@ -158,7 +159,7 @@ def test_clip_concept_finds_the_frame_and_names_it(tmp_path):
         a.crawl([str(src)], workers=0)
         a.embed(model="toy-shapes", workers=0)
         a.flag(str(policy))
-        found = {r["uri"].rsplit("/", 1)[1]: json.loads(r["signals"]) for r in a.findings().iter_rows(named=True)}
+        found = {r["uri"].rsplit("/", 1)[1]: signal_dicts(r["signals"]) for r in a.findings().iter_rows(named=True)}
     assert "anim.gif" in found, sorted(found)
     sig = next(s for s in found["anim.gif"] if s["name"] == "concept:red-triangle/image")
     assert sig["detail"]["frame"] == HIDDEN

@@ -6,13 +6,13 @@ the derived items live in tmp_path only."""
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import shutil
 from pathlib import Path
 
 import pytest
+from audit.findings.store import signal_dicts
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
@@ -86,7 +86,7 @@ def test_flag_finds_the_protected_face_only_and_is_incremental(indexed):
     assert found.height == 1
     row = found.row(0, named=True)
     assert row["uri"].endswith("protected.png") and row["category"] == "real-person"
-    (signal,) = [s for s in json.loads(row["signals"]) if s["kind"] == "face_match"]
+    (signal,) = [s for s in signal_dicts(row["signals"]) if s["kind"] == "face_match"]
     assert signal["name"] == "face:protected" and signal["detail"]["label"] == "barack-obama"
     assert signal["score"] == signal["detail"]["distance"] <= 0.6 and signal["margin"] > 0
 

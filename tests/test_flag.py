@@ -4,12 +4,12 @@ acceptance tests live in test_flag_toyworld.py.)"""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 
 import audit
+from audit.findings.store import signal_dicts
 from audit.errors import ExitCode
 from cli_helper import audit_cli
 from conftest import make_archive_dir, write_generation
@@ -96,7 +96,7 @@ def test_rules_hashes_combination_and_negative_bank(flagged):
     for item_id, cats in by_item.items():
         for cat, r in cats.items():
             assert r["status"] == "new" and r["uri"]
-            sigs = json.loads(r["signals"])
+            sigs = signal_dicts(r["signals"])
             if cat == "triangles":
                 assert "triangle" in prompts[item_id]
                 sig = sigs[0]
@@ -107,10 +107,10 @@ def test_rules_hashes_combination_and_negative_bank(flagged):
     # the combination: both rules must hold
     red_tri = {i for i, c in by_item.items() if "red-triangles" in c}
     assert red_tri == {i for i, p in prompts.items() if "red triangle" in p}
-    combo = json.loads(by_item[next(iter(red_tri))]["red-triangles"]["signals"])
+    combo = signal_dicts(by_item[next(iter(red_tri))]["red-triangles"]["signals"])
     assert {s["name"] for s in combo} == {"rule:triangle", "rule:red", "flag:red-and-triangle"}
     assert by_item[known["item_id"]]["known-match"]["severity"] == "critical"
-    hs = json.loads(by_item[known["item_id"]]["known-match"]["signals"])[0]
+    hs = signal_dicts(by_item[known["item_id"]]["known-match"]["signals"])[0]
     assert hs["kind"] == "hash_match" and hs["detail"]["label"] == "known-one" and hs["detail"]["hash_type"] == "md5"
     assert fp["item_id"] not in by_item and s.suppressed >= 1
     runs = a.catalog.conn.execute("SELECT policy_hash, policy_name FROM flag_runs").fetchall()

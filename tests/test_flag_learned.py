@@ -19,6 +19,7 @@ import pytest
 from PIL import PngImagePlugin
 
 import audit
+from audit.findings.store import signal_dicts
 
 pytest.importorskip("open_clip")
 from audit.embed.toy_model import TOY_CHECKPOINT
@@ -117,7 +118,7 @@ def test_after_40_truthful_decisions_the_next_flag_is_precise_and_complete(tmp_p
         """Items found; ``own_evidence``: less the "via cluster" candidates whose only signal is
         their cluster's flag (cluster flagging on member evidence is issue 13's other half)."""
         return {r["item_id"] for r in a.findings().to_dicts() if r["category"] == "red-triangles"
-                and not (own_evidence and {x["kind"] for x in json.loads(r["signals"])} == {"cluster"})}
+                and not (own_evidence and {x["kind"] for x in r["signals"]} == {"cluster"})}
 
     before, before_own = found(), found(own_evidence=True)
     assert len(before - truth) >= 10, "the loose policy must make false alarms for the test to mean anything"
@@ -147,7 +148,7 @@ def test_after_40_truthful_decisions_the_next_flag_is_precise_and_complete(tmp_p
     # review candidates included: the learned model also decides which cluster members are candidates
     assert p_all >= 0.97 and len(overall & rest_truth) >= 0.97 * len(rest_truth), (p_all, second.detectors)
     # the learned model shows in the findings' signals and in the report, with how it was derived
-    sigs = [x for r in a.findings().to_dicts() for x in json.loads(r["signals"]) if x["kind"] == "learned"]
+    sigs = [x for r in a.findings().to_dicts() for x in signal_dicts(r["signals"]) if x["kind"] == "learned"]
     assert sigs and all(x["detail"]["decisions"] == rec["decisions"] for x in sigs)
     rep = a.report(tmp_path / "report", formats=["html"])
     html = next((tmp_path / "report").glob("*.html")).read_text()

@@ -20,6 +20,7 @@ import pytest
 from PIL import Image, PngImagePlugin
 
 import audit
+from audit.findings.store import signal_dicts
 from conftest import run_cli
 
 pytest.importorskip("open_clip")
@@ -141,7 +142,7 @@ def flagged(toy):
 def _findings(a, category=None, policy_hash=None) -> list[dict]:
     rows = a.findings(policy_hash=policy_hash).to_dicts()
     for r in rows:
-        r["signals"] = json.loads(r["signals"])
+        r["signals"] = signal_dicts(r["signals"])
     return [r for r in rows if category is None or r["category"] == category]
 
 
@@ -262,12 +263,12 @@ def test_cluster_flags_rest_on_member_evidence_and_list_only_close_candidates(to
     via = [f for f in findings if _kinds(f) == {"cluster"}]
     n_flagged = 0
     for cl in a.clusters(kind="semantic", policy_hash=ph).to_dicts():
-        members = json.loads(cl["members"])
+        members = cl["members"]
         review = json.loads(cl["review"] or "{}")
         for cat in ("red-triangles", "red-triangle-prompted"):
             n = sum((m, cat) in direct for m in members)
             should = n >= opts.cluster_min_flagged and n / len(members) >= opts.cluster_share
-            assert (cat in json.loads(cl["categories"])) == should, (cl["cluster_id"], cat, n, len(members))
+            assert (cat in (cl["categories"] or [])) == should, (cl["cluster_id"], cat, n, len(members))
             if should:
                 n_flagged += 1
                 unit = review[cat]
@@ -302,13 +303,13 @@ def test_centroid_alone_never_flags_a_cluster(toy, flagged, tmp_path):
     scores = {r["item_id"]: r["image_score"] for r in concept_scores(a, base).to_dicts()}
     best = max(a.clusters(kind="semantic").to_dicts(), key=lambda c: json.loads(c["concept_scores"])["red-triangle"]["score"])
     centroid = json.loads(best["concept_scores"])["red-triangle"]["score"]
-    members = json.loads(best["members"])
+    members = best["members"]
     above = sum(scores[m] >= centroid - 1e-4 for m in members)
     policy = _write_policy(tmp_path / "c1", '[[category]]\nid = "red-triangles"\nseverity = "critical"\n' + CONCEPT
                            + f'image_threshold = {centroid - 1e-4!r}\nprompt_threshold = 1.0\n'
                            + '[[flag]]\ncategory = "red-triangles"\nany = ["concept:red-triangle/image"]\n')
     a.flag(policy, cluster_min_flagged=above + 1)
-    cl = next(c for c in a.clusters(kind="semantic").to_dicts() if set(json.loads(c["members"])) == set(members))
+    cl = next(c for c in a.clusters(kind="semantic").to_dicts() if set(c["members"]) == set(members))
     assert json.loads(cl["concept_scores"])["red-triangle"]["margin"] >= 0  # the centroid fires the concept
     assert cl["flagged"] == 0 and cl["review"] is None
     assert not [f for f in _findings(a, "red-triangles") if "cluster" in _kinds(f)]
@@ -449,7 +450,7 @@ def test_report_statuses_equal_the_index_after_mixed_decisions(toy, flagged):
         flagged_cl = [c for c in a.clusters(kind="semantic", flagged_only=True, policy_hash=ph).to_dicts()]
         assert flagged_cl
         cl = flagged_cl[0]
-        cat = json.loads(cl["categories"])[0]
+        cat = cl["categories"][0]
         in_cl = [f for f in found if f["cluster_id"] == cl["cluster_id"] and f["category"] == cat]
         in_cl_items = {f["item_id"] for f in in_cl}
         two_cats = sorted(i for i in {f["item_id"] for f in found} - in_cl_items

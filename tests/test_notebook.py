@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import nbformat
+import polars as pl
 import pytest
 from nbclient import NotebookClient
 
@@ -29,12 +30,22 @@ def test_notebook_runs_top_to_bottom(tmp_path, monkeypatch):
     html = "".join(
         o.get("data", {}).get("text/html", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs
     )
-    # the flagged cluster is red triangles, a no_view category: its grid shows no image at all
-    assert "withheld" in html and "<img" not in html
+    # the flagged cluster is red triangles, a no_view category: its grid shows no image at all,
+    # not even of the members that fired nothing themselves (red stars: near-alike to it)
+    assert "withheld: red-triangles is no_view" in html and "<img" not in html
+    # the plots: SVG of points and bars, never an embedded picture
+    svgs = [o["data"]["image/svg+xml"] for c in nb.cells if c.cell_type == "code" for o in c.outputs
+            if "image/svg+xml" in o.get("data", {})]  # fmt: skip
+    assert len(svgs) == 2
+    embedding_map, histograms = svgs
+    assert "<image" not in embedding_map + histograms and "<img" not in embedding_map + histograms
+    assert embedding_map.count("<circle") > 100 and "red-triangles" in embedding_map
+    assert "red-triangle · image" in histograms and "threshold 0." in histograms
     a = audit.open(tmp_path / "idx")
     decisions = a.decisions()
     assert set(decisions["decision"]) >= {"confirm"}
-    assert a.findings().filter(a.findings()["signals"].str.contains('"seed_neighbor"')).height > 0
+    kinds = a.findings().explode("signals").select(pl.col("signals").struct.field("kind"))["kind"]
+    assert (kinds == "seed_neighbor").any()
 
 
 def test_show_escapes_text_and_blurs(tmp_path):

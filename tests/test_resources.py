@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from audit.findings.store import signal_dicts
 from PIL import PngImagePlugin
 
 from conftest import shape_image
@@ -106,7 +107,7 @@ any = ["names:persons"]
     by_file: dict[str, dict] = {}
     for row in found.iter_rows(named=True):
         name = row["uri"].rsplit("/", 1)[-1]
-        for s in json.loads(row["signals"]):
+        for s in signal_dicts(row["signals"]):
             by_file.setdefault(name, {})[s["name"]] = s
     return by_file
 

@@ -68,7 +68,7 @@ def test_scan_twice_then_new_files(tmp_path):
     # "via cluster" candidates are only members close to the category: no red star of the
     # flagged red cluster comes in that way (truth.json says what was drawn)
     drawn = {t["path"]: t for t in json.loads((SAMPLE / "truth.json").read_text())}
-    via = [f for f in _new_findings(idx, first) if all(s["kind"] == "cluster" for s in json.loads(f["signals"]))]
+    via = [f for f in _new_findings(idx, first) if all(s["kind"] == "cluster" for s in f["signals"])]
     assert first["new_candidates_by_category"].get("red-triangles", 0) == sum(f["category"] == "red-triangles" for f in via)
     for f in via:
         t = drawn[Path(f["uri"]).relative_to(archive).as_posix()]
@@ -102,7 +102,7 @@ def test_scan_twice_then_new_files(tmp_path):
     new = _new_findings(idx, third)
     # Findings from an item's own signals are about the new files; re-clustering the grown
     # archive may also put older items in a flagged cluster ("via cluster").
-    direct = [f for f in new if any(s["kind"] != "cluster" for s in json.loads(f["signals"]))]
+    direct = [f for f in new if any(s["kind"] != "cluster" for s in f["signals"])]
     assert direct and all(Path(f["uri"]).name in later_names for f in direct)
     # the summary tells those review candidates apart, per category
     candidates = Counter(f["category"] for f in new if f not in direct)

@@ -11,6 +11,7 @@ import random
 
 import numpy as np
 import pytest
+from audit.findings.store import signal_dicts
 
 av = pytest.importorskip("av")
 
@@ -112,7 +113,7 @@ def test_crawl_hashes_and_flag_names_the_key_frame(mp4, tmp_path):
         assert len(vpdq) >= SECONDS and all(len(h[0]) == 64 for h in vpdq)
         a.embed(model="toy-shapes", workers=0)
         a.flag(str(policy))
-        found = [json.loads(r["signals"]) for r in a.findings().iter_rows(named=True)]
+        found = [signal_dicts(r["signals"]) for r in a.findings().iter_rows(named=True)]
     assert len(found) == 1
     sig = next(s for s in found[0] if s["name"] == "concept:red-triangle/image")
     assert sig["detail"]["frame"] == 2000

@@ -17,7 +17,7 @@ from typing import Any, Iterable, Sequence
 import polars as pl
 
 from audit.catalog.access import ensure_tables
-from audit.frames import SqlQuery, collect_query, frame, lazy_query
+from audit.frames import IDS_TYPE, SIGNALS_TYPE, SqlQuery, collect_query, frame, lazy_query, signals_sql
 from audit.timeutil import utc_now
 # the vocabulary (defined in audit.vocabulary), re-exported: DECIDED_STATUSES are no news to anyone
 from audit.vocabulary import DECIDED_STATUSES, DECISIONS, SEVERITIES, STATUSES  # noqa: F401
@@ -299,7 +299,7 @@ class FindingsStore:
             "finding_id": "f.finding_id", "item_id": "f.item_id",
             "uri": "(SELECT min(uri) FROM locations l WHERE l.item_id = f.item_id AND l.present = 1)",
             "category": "f.category", "severity": "f.severity", "status": "f.status", "cluster_id": "f.cluster_id",
-            "signals": "f.signals", "policy_hash": "f.policy_hash", "first_flagged": "f.first_flagged",
+            "signals": signals_sql("f.signals"), "policy_hash": "f.policy_hash", "first_flagged": "f.first_flagged",
             "last_flagged": "f.last_flagged", "run_id": "f.run_id",
         }  # fmt: skip
         schema = {
@@ -310,7 +310,7 @@ class FindingsStore:
         order = ("CASE f.severity WHEN 'critical' THEN 0 WHEN 'high' THEN 1 WHEN 'medium' THEN 2 ELSE 3 END, "
                  "f.category, f.item_id")  # fmt: skip
         return SqlQuery(columns, schema, f"FROM findings f WHERE {' AND '.join(where)}", tuple(params), order,
-                        page_key="f.rowid")  # fmt: skip
+                        page_key="f.rowid", decode={"signals": SIGNALS_TYPE})  # fmt: skip
 
     def findings(self, *, lazy: bool = False, **filters) -> pl.DataFrame | pl.LazyFrame:
         """Findings joined with one present location per item (uri), most severe first;
@@ -335,8 +335,11 @@ class FindingsStore:
         if flagged_only:
             where.append("flagged = 1")
         columns = {n: n for n in schema} | {"members": members_sql(self.conn)}
+        # member lists and categories as lists of ids, flagged as a boolean; top_terms,
+        # concept_scores and review keep their JSON text (mixed shapes keyed by concept)
         return SqlQuery(columns, schema, f"FROM clusters WHERE {' AND '.join(where)}", tuple(params),
-                        "size DESC", page_key="rowid")  # fmt: skip
+                        "size DESC", casts={"flagged": pl.Boolean}, page_key="rowid",
+                        decode={"members": IDS_TYPE, "medoids": IDS_TYPE, "categories": IDS_TYPE})  # fmt: skip
 
     def clusters(self, *, lazy: bool = False, **filters) -> pl.DataFrame | pl.LazyFrame:
         q = self.clusters_query(**filters)
@@ -359,9 +362,23 @@ class FindingsStore:
         return dict(rows.fetchall())
 
 
-def signals_of(row_signals: str | Sequence[dict]) -> list[Signal]:
+def signal_dicts(row_signals: str | Sequence[dict] | None) -> list[dict[str, Any]]:
+    """A finding's signals as plain dicts with ``detail`` a dict: from the stored JSON text,
+    or from a ``findings()`` row (a list of structs whose ``detail`` is JSON text)."""
+    if row_signals is None:
+        return []
     data = json.loads(row_signals) if isinstance(row_signals, str) else row_signals
-    return [Signal(**s) for s in data]
+    out = []
+    for s in data:
+        s = dict(s)
+        detail = s.get("detail")
+        s["detail"] = (json.loads(detail) if isinstance(detail, str) else detail) or {}
+        out.append(s)
+    return out
+
+
+def signals_of(row_signals: str | Sequence[dict] | None) -> list[Signal]:
+    return [Signal(**s) for s in signal_dicts(row_signals)]
 
 
 def _where_in(where: list[str], params: list[Any], column: str, value) -> None:

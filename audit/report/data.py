@@ -194,6 +194,8 @@ def _text(v) -> str | None:
 def _json(v, default):
     if v is None:
         return default
+    if not isinstance(v, (str, bytes)):  # already decoded (a frame's list column)
+        return v
     try:
         return json.loads(v)
     except (TypeError, ValueError):
@@ -515,6 +517,8 @@ def _cluster_dict(c: dict[str, Any]) -> dict[str, Any]:
     for key, default in (("members", []), ("medoids", []), ("top_terms", []), ("concept_scores", {}), ("categories", []),
                          ("review", {})):
         c[key] = _json(c.get(key), default)
+    if c.get("flagged") is not None:  # a frame's Boolean, or SQLite's 0/1: the report writes 0/1
+        c["flagged"] = int(c["flagged"])
     return c
 
 
