@@ -213,9 +213,9 @@ def reference(a, data: dict, n: int, opts=None, _memo: dict = {}) -> dict:  # no
             if cat == "shapes":  # an image-concept category: within the margin below its threshold
                 gap = xm @ concept - threshold
                 close = gap >= -opts.cluster_margin
-            else:
+            else:  # no image concept: within the flagged members' own spread around their mean
                 gap = to_f - to_u
-                close = np.ones(len(members), bool)
+                close = to_f >= float(to_f[flagged].min()) - 1e-6
             chosen = []
             for r, m in enumerate(members):
                 mine = {c for c in cats if (ids[m], c) in direct}
