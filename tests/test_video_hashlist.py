@@ -16,6 +16,7 @@ import pytest
 av = pytest.importorskip("av")
 vpdq = pytest.importorskip("vpdq")
 
+from audit.findings.store import signal_dicts  # noqa: E402
 import audit  # noqa: E402
 from audit.errors import InputError  # noqa: E402
 from audit.policy import load_policy  # noqa: E402
@@ -87,7 +88,7 @@ def test_a_listed_video_fires_with_its_match_percentages_and_others_do_not(tmp_p
         uris = {r["item_id"]: r["uri"].rsplit("/", 1)[-1] for r in a.items().iter_rows(named=True)}
         assert all(r["video_hash"] for r in a.items().iter_rows(named=True))
         a.flag(policy)
-        found = {uris[r["item_id"]]: json.loads(r["signals"]) for r in a.findings().iter_rows(named=True)}
+        found = {uris[r["item_id"]]: signal_dicts(r["signals"]) for r in a.findings().iter_rows(named=True)}
     assert set(found) == {"reencoded.webm"}
     (sig,) = [s for s in found["reencoded.webm"] if s["detail"].get("hash_type") == "vpdq"]
     d = sig["detail"]
@@ -109,7 +110,7 @@ def test_match_thresholds_are_the_lists(tmp_path):
         a.crawl([str(src)], workers=0)
         a.flag(policy)
         (row,) = a.findings().iter_rows(named=True)
-    (sig,) = json.loads(row["signals"])
+    (sig,) = signal_dicts(row["signals"])
     assert (sig["detail"]["query_match_percent"], sig["detail"]["compared_match_percent"]) == (50.0, 50.0)
 
 
