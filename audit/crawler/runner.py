@@ -135,8 +135,9 @@ class Crawler:
         chunk: list[Entry] = []
         chunk_bytes = 0
         # A complete local tree compares unchanged files against the cached listing itself:
-        # no Entry, chunk or lookup per file on a rescan.
-        if self._root is not None and getattr(source, "accepts_known_files", False):
+        # no Entry, chunk or lookup per file on a rescan (not when re-reading: then every file
+        # is looked at one by one in _dispatch).
+        if self._root is not None and not self.reread and getattr(source, "accepts_known_files", False):
             listed_iter = source.entries(self._unchanged, known_files=self._known_files)
         else:
             listed_iter = source.entries(self._unchanged)
