@@ -218,16 +218,22 @@ class LocalExecutor:
         # (and checks) its own copy: start-up costs the slower of the two, not their sum
         self._warming = [self.pool.submit(warm_worker, warm) for _ in range(self.workers)] if warm else []
 
+    def top_up(self, fn: Callable[[T], R], it: Iterator[T], inflight: set[Future]) -> bool:
+        """Submit tasks from ``it`` until ``window`` are in flight; True once ``it`` is spent."""
+        while len(inflight) < self.window:
+            try:
+                inflight.add(self.pool.submit(fn, next(it)))
+            except StopIteration:
+                return True
+        return False
+
     def map_unordered(self, fn: Callable[[T], R], tasks: Iterable[T]) -> Iterator[R]:
         inflight: set[Future] = set()
         it = iter(tasks)
         exhausted = False
         while True:
-            while not exhausted and len(inflight) < self.window:
-                try:
-                    inflight.add(self.pool.submit(fn, next(it)))
-                except StopIteration:
-                    exhausted = True
+            if not exhausted:
+                exhausted = self.top_up(fn, it, inflight)
             if not inflight:
                 return
             done, inflight = wait(inflight, return_when=FIRST_COMPLETED)
@@ -255,11 +261,8 @@ class HybridExecutor:
         it = iter(tasks)
         exhausted = False
         while True:
-            while not exhausted and len(inflight) < self.pool.window:
-                try:
-                    inflight.add(self.pool.pool.submit(fn, next(it)))
-                except StopIteration:
-                    exhausted = True
+            if not exhausted:
+                exhausted = self.pool.top_up(fn, it, inflight)
             done = {f for f in inflight if f.done()}
             inflight -= done
             for fut in done:

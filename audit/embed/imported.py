@@ -315,16 +315,8 @@ class _Importer:
             for uri in self._uris(p):
                 candidates.setdefault(uri, []).append(i)
         found: dict[int, tuple[str, Any, Any]] = {}
-        uris = list(candidates)
-        for lo in range(0, len(uris), _IN):
-            chunk = uris[lo : lo + _IN]
-            cur = self.conn.execute(
-                "SELECT l.uri, l.item_id, i.prompt, i.negative_prompt FROM locations l JOIN items i ON i.item_id = l.item_id "
-                f"WHERE l.present = 1 AND l.uri IN ({','.join('?' * len(chunk))})", chunk,
-            )  # fmt: skip
-            for uri, item_id, prompt, negative in cur:
-                for i in candidates[uri]:
-                    found.setdefault(i, (item_id, prompt, negative))
+        self._lookup("SELECT l.uri, l.item_id, i.prompt, i.negative_prompt FROM locations l "
+                     "JOIN items i ON i.item_id = l.item_id WHERE l.present = 1 AND l.uri", candidates, found)
         missing = [i for i, p in enumerate(paths) if i not in found and isinstance(p, str) and p]
         if missing:
             self._by_key(paths, missing, found)
@@ -344,15 +336,18 @@ class _Importer:
             k = paths[i].strip("/")
             keys.setdefault(k, []).append(i)
             keys.setdefault(k.rsplit("/", 1)[-1], []).append(i)  # the key alone, without its shard folder
-        names = list(keys)
+        self._lookup("SELECT k.key, k.item_id, i.prompt, i.negative_prompt FROM temp.import_keys k "
+                     "JOIN items i ON i.item_id = k.item_id WHERE k.key", keys, found)
+
+    def _lookup(self, select: str, rows_of: dict[str, list[int]], found: dict[int, tuple[str, Any, Any]]) -> None:
+        """``select`` (ending in the column to match, its ``IN (...)`` added here) for the
+        names of ``rows_of``, in chunks SQLite takes; each row of a name gets the first item
+        found for it."""
+        names = list(rows_of)
         for lo in range(0, len(names), _IN):
             chunk = names[lo : lo + _IN]
-            cur = self.conn.execute(
-                "SELECT k.key, k.item_id, i.prompt, i.negative_prompt FROM temp.import_keys k "
-                f"JOIN items i ON i.item_id = k.item_id WHERE k.key IN ({','.join('?' * len(chunk))})", chunk,
-            )  # fmt: skip
-            for key, item_id, prompt, negative in cur:
-                for i in keys[key]:
+            for name, item_id, prompt, negative in self.conn.execute(f"{select} IN ({','.join('?' * len(chunk))})", chunk):
+                for i in rows_of[name]:
                     found.setdefault(i, (item_id, prompt, negative))
 
     def _build_keys(self) -> None:
