@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import html
 import json
-import sqlite3
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -73,43 +72,6 @@ class Grid:
         return "\n".join(rows + ([f"... {self.omitted} more"] if self.omitted else []))
 
 
-def _flagged_cluster_categories(conn, wanted: list[str]) -> dict[str, set[str]]:
-    """item -> the categories of the flagged clusters holding it. A flagged cluster's members
-    that fired nothing themselves are still near-alike to those that did (often just under a
-    threshold), so a grid treats them as of the cluster's categories: a no_view cluster's
-    members are never shown, listed as findings or not."""
-    out: dict[str, set[str]] = {}
-    if not wanted:
-        return out
-    try:
-        rows = conn.execute("SELECT members, categories FROM clusters WHERE flagged = 1").fetchall()
-    except sqlite3.OperationalError:  # no flag run yet
-        return out
-    refs: dict[tuple[int, int], set[str]] = {}
-    wanted_set = set(wanted)
-    for members, cats in rows:
-        try:
-            cats = set(json.loads(cats or "[]"))
-            ref = json.loads(members or "[]")
-        except ValueError:
-            continue
-        if isinstance(ref, dict):  # members kept in cluster_members, named by (scope, cluster)
-            refs.setdefault((int(ref["scope"]), int(ref["cluster"])), set()).update(cats)
-        else:  # an explicit member list (near-duplicate groups, older indexes)
-            for item_id in wanted_set.intersection(ref):
-                out.setdefault(item_id, set()).update(cats)
-    if refs:
-        scopes = sorted({scope for scope, _ in refs})
-        marks = ",".join("?" * len(wanted))
-        for scope, item_id, cluster in conn.execute(
-            f"SELECT scope, item_id, cluster FROM cluster_members WHERE scope IN ({','.join('?' * len(scopes))}) "
-            f"AND item_id IN ({marks})", [*scopes, *wanted]):
-            cats = refs.get((scope, cluster))
-            if cats:
-                out.setdefault(item_id, set()).update(cats)
-    return out
-
-
 def show(audit_index, ids: Any, *, limit: int = 24, blur: bool = True, grayscale: bool = False) -> Grid:
     """A grid of ``ids`` (item ids, or a DataFrame with an ``item_id`` column)."""
     from audit.report.data import resolve_policy
@@ -137,9 +99,10 @@ def show(audit_index, ids: Any, *, limit: int = 24, blur: bool = True, grayscale
             wanted,
         ):
             facts[item_id] = (prompt, uri)
+    from audit.findings.store import flagged_cluster_categories
     from audit.ingest.reader import read_uri
 
-    cluster_hidden = _flagged_cluster_categories(conn, wanted)
+    cluster_hidden = flagged_cluster_categories(conn, wanted)
     cells = []
     for item_id in wanted:
         prompt, uri = facts.get(item_id, (None, None))

@@ -419,6 +419,43 @@ def members_sql(conn: sqlite3.Connection) -> str:
     return _MEMBERS_SQL if has_table else "clusters.members"
 
 
+def flagged_cluster_categories(conn: sqlite3.Connection, wanted: Sequence[str]) -> dict[str, set[str]]:
+    """item -> the categories of the flagged clusters holding it. A flagged cluster's members
+    that fired nothing themselves are still near-alike to those that did (often just under a
+    threshold), so a view treats them as of the cluster's categories (``audit.notebook.show``: a no_view
+    cluster's members are never shown, listed as findings or not)."""
+    out: dict[str, set[str]] = {}
+    if not wanted:
+        return out
+    try:
+        rows = conn.execute("SELECT members, categories FROM clusters WHERE flagged = 1").fetchall()
+    except sqlite3.OperationalError:  # no flag run yet
+        return out
+    refs: dict[tuple[int, int], set[str]] = {}
+    wanted_set = set(wanted)
+    for members, cats in rows:
+        try:
+            cats = set(json.loads(cats or "[]"))
+            ref = json.loads(members or "[]")
+        except ValueError:
+            continue
+        if isinstance(ref, dict):  # members kept in cluster_members, named by (scope, cluster)
+            refs.setdefault((int(ref["scope"]), int(ref["cluster"])), set()).update(cats)
+        else:  # an explicit member list (near-duplicate groups, older indexes)
+            for item_id in wanted_set.intersection(ref):
+                out.setdefault(item_id, set()).update(cats)
+    if refs:
+        scopes = sorted({scope for scope, _ in refs})
+        marks = ",".join("?" * len(wanted))
+        for scope, item_id, cluster in conn.execute(
+            f"SELECT scope, item_id, cluster FROM cluster_members WHERE scope IN ({','.join('?' * len(scopes))}) "
+            f"AND item_id IN ({marks})", [*scopes, *wanted]):
+            cats = refs.get((scope, cluster))
+            if cats:
+                out.setdefault(item_id, set()).update(cats)
+    return out
+
+
 def cluster_member_ids_sql(conn: sqlite3.Connection, cluster_id: str) -> tuple[str, list[Any]]:
     """(SQL selecting the item ids of one cluster, its parameters): a reference row reads its
     ``cluster_members`` rows from their index; a JSON list is expanded by SQLite (one row
