@@ -7,7 +7,8 @@ arguments, captures stdout and stderr, and asserts that the exit status is the e
 
 In-process is what most CLI tests need: the same ``main()`` the console script calls, at a
 fraction of a subprocess's start-up (no fresh import of torch per call). Tests of signals,
-kills and process exit (``exit_with``) keep their subprocesses (``conftest.run_cli``).
+kills and process exit (``exit_with``), and of the ``python -m audit`` entry point itself, keep
+their subprocesses: ``audit_subprocess`` runs ``python -m audit`` and returns the completed process.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import io
 import json
 import os
 import signal
+import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,3 +102,14 @@ def audit_cli(*args: Any, expected: "ExitCode | None" = ExitCode.OK, stdin: str 
             f"audit {' '.join(argv)}: exit status {status!r}, expected {expected!r}\n"
             f"--- stderr ---\n{result.stderr}\n--- stdout ---\n{result.stdout[:2000]}")
     return result
+
+
+def audit_subprocess(*args: Any, cwd: Path | None = None, env: dict | None = None,
+                     timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run ``python -m audit ARGS`` in a fresh process and return it completed (text output).
+
+    Only for what needs a process of its own: signals, kills, start-up cost, the environment a
+    fresh interpreter sees, the entry point. Everything else uses ``audit_cli``."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([sys.executable, "-m", "audit", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, env=full_env, timeout=timeout)

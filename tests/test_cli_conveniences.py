@@ -7,7 +7,7 @@ import pytest
 
 from audit.embed.device import check_device
 from audit.errors import ExitCode, UsageError
-from cli_helper import audit_cli
+from tests.cli_helper import audit_cli
 
 TOY_POLICY = """
 [policy]

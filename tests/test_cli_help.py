@@ -8,7 +8,7 @@ import typer.main
 from audit.cli.app import _register_commands, app
 from audit.errors import ExitCode
 from tests.cli_helper import audit_cli
-from tests.conftest import REPO
+from tests.paths import REPO
 
 _register_commands()
 COMMAND = typer.main.get_command(app)

@@ -12,7 +12,7 @@ import time
 import pytest
 
 import audit
-from tests.conftest import write_generation
+from tests.toy_world import write_generation
 
 
 @pytest.mark.slow
@@ -69,7 +69,7 @@ def test_embed_sigkilled_at_random_moments_leaves_a_whole_vector_store(tmp_path)
     import numpy as np
 
     from audit.catalog.vectors import VectorStore
-    from embed_fixtures import random_toy_checkpoint, toy_scene_archive
+    from tests.embed_fixtures import random_toy_checkpoint, toy_scene_archive
 
     n = 160
     toy_scene_archive(tmp_path / "src", n, prompts_per=4)

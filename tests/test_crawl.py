@@ -17,7 +17,8 @@ import audit
 from audit.catalog.lock import IndexLock
 from audit.errors import ExitCode
 from tests.cli_helper import audit_cli
-from tests.conftest import run_cli, write_generation
+from tests.cli_helper import audit_subprocess
+from tests.toy_world import write_generation
 
 DESIGN_COLUMNS = (
     "uri source size mtime_ns status error format width height frames md5 pdq pdq_quality generator prompt "
@@ -151,7 +152,7 @@ def test_second_crawl_on_a_locked_index_exits_3(tmp_path, archive):
     idx = tmp_path / "idx"
     crawl(idx, archive)
     with IndexLock(idx):
-        res = run_cli("crawl", str(archive), "--index", str(idx), "--quiet")
+        res = audit_subprocess("crawl", str(archive), "--index", str(idx), "--quiet")
     assert res.returncode == 3
     assert "in use by another audit run" in res.stderr and "Traceback" not in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1

@@ -14,7 +14,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from bomb_fixtures import tar_gz_bomb, zip_bomb
+from tests.bomb_fixtures import tar_gz_bomb, zip_bomb
 
 MEMBERS = 12
 MEMBER_BYTES = 64 << 20  # 768 MiB per bomb: the old crawler held all of it at once

@@ -27,7 +27,9 @@ from PIL import Image, ImageDraw, PngImagePlugin
 import audit
 from audit.crawler.worker import describe
 from audit.imaging import MAX_WARNING_CHARS, MAX_WARNINGS, DecodeError, decode_file, decode_image
-from tests.conftest import REPO, run_cli, shape_image
+from tests.cli_helper import audit_subprocess
+from tests.paths import REPO
+from tests.toy_world import shape_image
 
 TOY_POLICY = REPO / "samples" / "policy" / "toy.toml"
 MiB = 1 << 20
@@ -355,7 +357,7 @@ def test_crawl_records_libtiff_output_in_the_row_and_keeps_stderr_clean(tmp_path
     # in the main process (with the progress display on), and in worker processes
     for workers, quiet in (("0", ()), ("2", ("--quiet",))):
         idx = tmp_path / f"idx{workers}"
-        res = run_cli("crawl", str(folder), "--index", str(idx), "--workers", workers, *quiet, timeout=120)
+        res = audit_subprocess("crawl", str(folder), "--index", str(idx), "--workers", workers, *quiet, timeout=120)
         assert res.returncode == 0, res.stderr
         assert LIBTIFF_LINE not in res.stderr and "Warning" not in res.stderr, res.stderr
         rows = {Path(r["uri"]).name: r for r in audit.open(idx).items().iter_rows(named=True)}
@@ -502,7 +504,7 @@ def test_red_triangles_with_huge_text_chunks_are_all_flagged(tmp_path):
             tw.draw(scene, px=64).save(folder / f"benign_{benign}_{scene.colour}_{scene.shape}.png")
             benign += 1
     idx = tmp_path / "idx"
-    res = run_cli("scan", str(folder), "--index", str(idx), "--model", "toy-shapes", "--policy", str(TOY_POLICY),
+    res = audit_subprocess("scan", str(folder), "--index", str(idx), "--model", "toy-shapes", "--policy", str(TOY_POLICY),
                   "--fail-on", "critical", "--quiet", "--json", timeout=600)  # fmt: skip
     assert res.returncode == 1, res.stderr  # critical findings: the red triangles
     a = audit.open(idx)

@@ -18,8 +18,8 @@ import pytest
 
 import audit
 from audit.catalog.vectors import VectorStore, prompt_key
-from conftest import run_cli
-from embed_fixtures import random_toy_checkpoint, toy_scene_archive
+from tests.cli_helper import audit_subprocess
+from tests.embed_fixtures import random_toy_checkpoint, toy_scene_archive
 
 
 @pytest.fixture(scope="module")
@@ -185,7 +185,7 @@ def test_sigkill_midway_then_rerun_embeds_only_the_missing(tmp_path, ckpt):
         before = c.execute("SELECT count(*) FROM vector_keys WHERE space='image'").fetchone()[0]
     assert before % 2 == 0 and before < n  # whole batches only
 
-    r = run_cli("embed", "--index", str(tmp_path / "idx"), "--model", "toy-shapes", "--checkpoint", str(ckpt),
+    r = audit_subprocess("embed", "--index", str(tmp_path / "idx"), "--model", "toy-shapes", "--checkpoint", str(ckpt),
                 "--workers", "0", "--json", "--quiet")  # fmt: skip
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
@@ -195,7 +195,7 @@ def test_sigkill_midway_then_rerun_embeds_only_the_missing(tmp_path, ckpt):
 
 def test_cli_json_summary(tmp_path, ckpt):
     _crawled(tmp_path, 4)
-    r = run_cli("embed", "--index", str(tmp_path / "idx"), "--model", "toy-shapes", "--checkpoint", str(ckpt),
+    r = audit_subprocess("embed", "--index", str(tmp_path / "idx"), "--model", "toy-shapes", "--checkpoint", str(ckpt),
                 "--workers", "0", "--json")  # fmt: skip
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
@@ -206,11 +206,11 @@ def test_cli_json_summary(tmp_path, ckpt):
 
 def test_cli_bad_checkpoint_is_a_usage_error(tmp_path):
     audit.open(tmp_path / "idx", create=True)
-    r = run_cli("embed", "--index", str(tmp_path / "idx"), "--model", "toy-shapes", "--checkpoint", str(tmp_path / "nope.safetensors"))
+    r = audit_subprocess("embed", "--index", str(tmp_path / "idx"), "--model", "toy-shapes", "--checkpoint", str(tmp_path / "nope.safetensors"))
     assert r.returncode == 2 and "checkpoint not found" in r.stderr
     pickled = tmp_path / "evil.pkl"
     pickled.write_bytes(b"x")
-    r = run_cli("embed", "--index", str(tmp_path / "idx"), "--model", "toy-shapes", "--checkpoint", str(pickled))
+    r = audit_subprocess("embed", "--index", str(tmp_path / "idx"), "--model", "toy-shapes", "--checkpoint", str(pickled))
     assert r.returncode == 2 and ".safetensors" in r.stderr
 
 

@@ -108,8 +108,8 @@ def test_cli_embed_int8_then_text_search_in_its_own_space(tmp_path, toy_pair):
     embeds the query with the int8 text tower of that space."""
     import json
 
-    from cli_helper import audit_cli
-    from embed_fixtures import toy_scene_archive
+    from tests.cli_helper import audit_cli
+    from tests.embed_fixtures import toy_scene_archive
 
     src, idx = tmp_path / "src", tmp_path / "idx"
     toy_scene_archive(src, 12)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from audit.embed.openclip import BF16_MIN_COSINE, cpu_supports_bf16, load_embedder
-from embed_fixtures import random_toy_checkpoint
+from tests.embed_fixtures import random_toy_checkpoint
 
 needs_bf16 = pytest.mark.skipif(not cpu_supports_bf16(), reason="no native bf16 on this CPU")
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from embed_fixtures import random_toy_checkpoint
+from tests.embed_fixtures import random_toy_checkpoint
 
 PROMPTS = [
     "a red circle",

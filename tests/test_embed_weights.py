@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 import audit
-from conftest import run_cli
-from embed_fixtures import random_toy_checkpoint
+from tests.cli_helper import audit_subprocess
+from tests.embed_fixtures import random_toy_checkpoint
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
@@ -79,7 +79,7 @@ def test_pretrained_tag_loads_from_the_hf_cache_offline(tmp_path):
 
 def test_missing_weights_exit_3_with_the_fix(tmp_path):
     audit.open(tmp_path / "idx", create=True)
-    r = run_cli("embed", "--index", str(tmp_path / "idx"), env=_offline_env(tmp_path / "empty-hf"))
+    r = audit_subprocess("embed", "--index", str(tmp_path / "idx"), env=_offline_env(tmp_path / "empty-hf"))
     assert r.returncode == 3, (r.returncode, r.stderr)
     line = r.stderr.strip().splitlines()[-1]
     assert line.startswith("audit: error:") and "ViT-B-32/laion2b_s34b_b79k" in line
@@ -94,7 +94,7 @@ def test_default_model_loads_from_a_hub_laid_out_cache(tmp_path):
     from safetensors.torch import save_file
 
     from audit.embed.openclip import _create
-    from embed_fixtures import toy_scene_archive
+    from tests.embed_fixtures import toy_scene_archive
 
     model = _create("ViT-B-32", {}, 3)
     weights = tmp_path / "w.safetensors"
@@ -104,7 +104,7 @@ def test_default_model_loads_from_a_hub_laid_out_cache(tmp_path):
     weights.unlink()
     toy_scene_archive(tmp_path / "src", 4, px=96)
     audit.open(tmp_path / "idx", create=True).crawl([str(tmp_path / "src")], workers=0)
-    r = run_cli("embed", "--index", str(tmp_path / "idx"), "--workers", "0", "--json", "--quiet", env=_offline_env(hf_home))
+    r = audit_subprocess("embed", "--index", str(tmp_path / "idx"), "--workers", "0", "--json", "--quiet", env=_offline_env(hf_home))
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert out["model_key"] == "ViT-B-32/laion2b_s34b_b79k" and out["images_embedded"] == 4 and out["dim"] == 512

@@ -12,7 +12,7 @@ import pytest
 
 from audit.catalog.vectors import ModelIdentity
 from audit.embed.base import Embedder, ImageSpec
-from embed_fixtures import random_toy_checkpoint
+from tests.embed_fixtures import random_toy_checkpoint
 
 
 def _toy_random(tmp_path_factory):

@@ -11,8 +11,8 @@ import pytest
 import audit
 from audit.findings.store import signal_dicts
 from audit.errors import ExitCode
-from cli_helper import audit_cli
-from conftest import make_archive_dir, write_generation
+from tests.cli_helper import audit_cli
+from tests.toy_world import make_archive_dir, write_generation
 
 POLICY = """
 [policy]

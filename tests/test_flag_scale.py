@@ -29,10 +29,11 @@ import pytest
 import audit
 from audit.catalog.vectors import ModelIdentity, VectorStore
 from audit.timeutil import utc_now
+from tests.paths import REPO
+from tests.synthetic_space import CONCEPT, D, LookupEmbedder, unit
 
 pytestmark = pytest.mark.slow
 
-D = 32
 MODEL = ModelIdentity("fake-clip", pretrained="synthetic")
 RULE_LABEL = 3  # the true cluster whose prompts mostly say "triangle"
 
@@ -71,28 +72,6 @@ any = ["rule:triangle"]
 """
 
 
-def _unit(x):
-    return (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
-
-
-CONCEPT = _unit(np.random.default_rng(99).normal(size=D))
-
-
-class LookupEmbedder:
-    """Text vectors of the synthetic space: the concept's texts map to the planted concept
-    direction, every other text to a fixed random direction of its own."""
-
-    def embed_texts(self, texts):
-        out = []
-        for t in texts:
-            if "red triangle" in t:
-                out.append(CONCEPT)
-            else:
-                seed = int(hashlib.sha256(t.encode()).hexdigest()[:8], 16)
-                out.append(_unit(np.random.default_rng(seed).normal(size=D)))
-        return np.stack(out)
-
-
 def _flip_hex(h: str, bits, rng) -> str:
     b = bytearray(bytes.fromhex(h))
     for bit in rng.choice(256, bits, replace=False):
@@ -103,16 +82,16 @@ def _flip_hex(h: str, bits, rng) -> str:
 def synthetic(n: int, seed: int = 0) -> dict:
     """Items 0..n-1 (the first m of a larger archive are the same items: generated per item)."""
     rng = np.random.default_rng(seed)
-    centres = _unit(rng.normal(size=(60, D)))
+    centres = unit(rng.normal(size=(60, D)))
     labels = rng.integers(0, 60, n)
-    x = _unit(centres[labels] + 0.35 * rng.normal(size=(n, D)) / np.sqrt(D) * 3)
+    x = unit(centres[labels] + 0.35 * rng.normal(size=(n, D)) / np.sqrt(D) * 3)
     hits = np.arange(7, n, 500)  # planted concept hits (some just below the threshold)
     strength = np.where(np.arange(len(hits)) % 5 == 0, 0.55, 0.08)
-    x[hits] = _unit(CONCEPT + strength[:, None] * rng.normal(size=(len(hits), D)))
+    x[hits] = unit(CONCEPT + strength[:, None] * rng.normal(size=(len(hits), D)))
     pdq = [rng.bytes(32).hex() for _ in range(n)]
     quality = rng.choice([100, 100, 100, 30], n).tolist()
     dup_a = np.arange(11, n, 250)  # planted cosine near duplicates: a and a+1
-    x[dup_a + 1] = _unit(x[dup_a] + 0.03 * rng.normal(size=(len(dup_a), D)))
+    x[dup_a + 1] = unit(x[dup_a] + 0.03 * rng.normal(size=(len(dup_a), D)))
     for j, a in enumerate(range(13, n - 1, 300)):  # planted PDQ near duplicates: 3..15 bits, and 20 (not)
         bits = [3, 8, 12, 15, 20][j % 5]
         pdq[a + 1] = _flip_hex(pdq[a], bits, rng)
@@ -298,9 +277,9 @@ def test_incremental_and_full_runs_equal_the_exact_computation(tmp_path):
 
 _CHILD = """
 import sys
-sys.path.insert(0, {tests!r})
+sys.path.insert(0, {repo!r})
 import audit
-from test_flag_scale import LookupEmbedder
+from tests.synthetic_space import LookupEmbedder
 a = audit.open({index!r})
 a.flag({policy!r}, embedder=LookupEmbedder(), batch_size=5000)
 """
@@ -317,7 +296,7 @@ def test_sigkill_midway_then_rerun_gives_the_uninterrupted_result(tmp_path):
     want = stored(clean)
 
     index = tmp_path / "killed"
-    code = _CHILD.format(tests=str(Path(__file__).parent), index=str(index), policy=str(index / "policy.toml"))
+    code = _CHILD.format(repo=str(REPO), index=str(index), policy=str(index / "policy.toml"))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent.parent),
                                                         os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

@@ -3,8 +3,6 @@ test_frames_scale.py)."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 
 import polars as pl
 import pytest
@@ -12,8 +10,7 @@ import pytest
 import audit
 from audit.findings.store import Finding, FindingsStore, Signal
 
-sys.path.insert(0, str(Path(__file__).parent))
-from scale_fixtures import build_scale_index, item_id  # noqa: E402
+from tests.scale_fixtures import build_scale_index, item_id
 
 
 @pytest.fixture()

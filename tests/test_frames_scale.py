@@ -17,8 +17,7 @@ import pytest
 
 import audit
 
-sys.path.insert(0, str(Path(__file__).parent))
-from scale_fixtures import build_scale_index  # noqa: E402
+from tests.scale_fixtures import build_scale_index
 
 pytestmark = pytest.mark.slow
 

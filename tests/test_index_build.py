@@ -15,7 +15,7 @@ import pytest
 from audit.catalog.vectors import VectorStore
 from audit.index.build import recall_at
 from audit.index.files import IndexCorrupt, load_index, manifest_path, model_dir, safe_name
-from index_fixtures import MODEL, add_items, clustered, item_id, new_audit
+from tests.index_fixtures import MODEL, add_items, clustered, item_id, new_audit
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -118,7 +118,7 @@ def test_ivf_recall_matches_flat_on_clustered_vectors(tmp_path):
 
 
 def test_prompt_index_and_prompt_space_search(tmp_path):
-    from index_fixtures import add_prompt_vectors
+    from tests.index_fixtures import add_prompt_vectors
 
     a = new_audit(tmp_path)
     x, _, _ = clustered(60, seed=6)
@@ -168,10 +168,10 @@ def test_silent_bit_flip_is_caught_by_verify(tmp_path):
 _KILLER = textwrap.dedent(
     """
     import os, signal, sys
-    sys.path.insert(0, {tests!r})
+    sys.path.insert(0, {repo!r})
     import audit.index.files as files
     import audit
-    from index_fixtures import add_items, clustered
+    from tests.index_fixtures import add_items, clustered
 
     kill_at = int(sys.argv[1])
     real_replace, calls = files.os.replace, [0]
@@ -199,7 +199,7 @@ def test_killed_writer_leaves_the_old_index_loadable(tmp_path, kill_at):
     a.index()
     before = load_index(a.index_dir, MODEL.key, "image", verify=True)[0]
     script = tmp_path / "killer.py"
-    script.write_text(_KILLER.format(tests=str(REPO / "tests"), index=str(a.index_dir)))
+    script.write_text(_KILLER.format(repo=str(REPO), index=str(a.index_dir)))
     proc = subprocess.run([sys.executable, str(script), str(kill_at)], capture_output=True, text=True, timeout=120)
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     after, index, keys = load_index(a.index_dir, MODEL.key, "image", verify=True)

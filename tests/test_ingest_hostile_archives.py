@@ -184,7 +184,7 @@ def test_member_namer_is_injective_on_hostile_name_sets() -> None:
 
 @pytest.mark.slow  # loads the toy embedding model
 def test_duplicates_are_crawled_and_embedded_each(tmp_path: Path) -> None:
-    from embed_fixtures import random_toy_checkpoint, toy_scene_archive
+    from tests.embed_fixtures import random_toy_checkpoint, toy_scene_archive
 
     imgs = [p.read_bytes() for p in toy_scene_archive(tmp_path / "imgs", 6)]
     for kind in ("tar", "tar.gz", "zip"):

@@ -240,7 +240,7 @@ def test_file_url_prefix_with_fifos_never_blocks(tmp_path: Path) -> None:
 
 
 def test_report_finishes_when_an_original_was_replaced_by_a_fifo(tmp_path: Path) -> None:
-    from conftest import run_cli
+    from tests.cli_helper import audit_subprocess
 
     from audit.report.testing import build_fixture
 
@@ -248,7 +248,7 @@ def test_report_finishes_when_an_original_was_replaced_by_a_fifo(tmp_path: Path)
     original = fx.archive / "blue_triangle.png"  # a flagged, viewable item
     original.unlink()
     os.mkfifo(original)
-    proc = run_cli("report", "--index", str(fx.index), "--out", str(tmp_path / "r"), timeout=120)
+    proc = audit_subprocess("report", "--index", str(fx.index), "--out", str(tmp_path / "r"), timeout=120)
     assert proc.returncode == 0, proc.stderr
     manifest = json.loads((tmp_path / "r" / "manifest.json").read_text("utf-8"))
     [item] = [i for i in manifest["items"] if i["item_id"] == fx.items["blue_triangle"]]

@@ -3,35 +3,18 @@ UserComment in every encoding and byte order, WebP EXIF, JPEG COM, alpha "stealt
 
 from __future__ import annotations
 
-import gzip
 import io
-import struct
 import zlib
 
-import numpy as np
 from PIL import Image
 
 from audit.meta import extract
-
-INFOTEXT = "a red circle on a white background\nNegative prompt: blue square\nSteps: 12, Sampler: Euler a, CFG scale: 6.5, Seed: 42, Model: toy-shapes"
-
-
-def _chunk(ctype: bytes, body: bytes) -> bytes:
-    return struct.pack(">I", len(body)) + ctype + body + struct.pack(">I", zlib.crc32(ctype + body) & 0xFFFFFFFF)
-
-
-def png_with_chunks(before: list[bytes] = (), after: list[bytes] = (), mode: str = "RGB") -> bytes:
-    buffer = io.BytesIO()
-    Image.new(mode, (4, 4), "white").save(buffer, "PNG")
-    data = buffer.getvalue()
-    iend = data.rindex(b"IEND") - 4
-    idat = data.index(b"IDAT") - 4
-    return data[:idat] + b"".join(before) + data[idat:iend] + b"".join(after) + data[iend:]
+from tests.meta_fixtures import INFOTEXT, jpeg_with_exif, png_chunk, png_with_chunks, stealth_image, tiff
 
 
 def test_ztxt_after_idat_is_found():
     body = b"parameters\x00\x00" + zlib.compress(INFOTEXT.encode("latin-1"))
-    result = extract(png_with_chunks(after=[_chunk(b"zTXt", body)]))
+    result = extract(png_with_chunks(after=[png_chunk(b"zTXt", body)]))
     assert result.best.prompt == "a red circle on a white background"
     assert result.best.seed == "42" and result.best.steps == 12 and result.best.cfg_scale == 6.5
     assert result.found == ["a1111@png:zTXt:parameters"]
@@ -41,50 +24,12 @@ def test_itxt_compressed_and_plain_and_utf8_in_text():
     prompt = "a green star, caf\u00e9 \u30c6\u30b9\u30c8"
     text = INFOTEXT.replace("a red circle on a white background", prompt)
     compressed = b"parameters\x00\x01\x00\x00\x00" + zlib.compress(text.encode("utf-8"))
-    assert extract(png_with_chunks([_chunk(b"iTXt", compressed)])).best.prompt == prompt
+    assert extract(png_with_chunks([png_chunk(b"iTXt", compressed)])).best.prompt == prompt
     plain = b"parameters\x00\x00\x00\x00\x00" + text.encode("utf-8")
-    assert extract(png_with_chunks([_chunk(b"iTXt", plain)])).best.prompt == prompt
+    assert extract(png_with_chunks([png_chunk(b"iTXt", plain)])).best.prompt == prompt
     # UTF-8 written into a Latin-1 tEXt chunk, as most generators do
     latin = b"parameters\x00" + text.encode("utf-8")
-    assert extract(png_with_chunks([_chunk(b"tEXt", latin)])).best.prompt == prompt
-
-
-def tiff(entries: list[tuple[int, int, bytes]], big_endian: bool, exif_entries=None) -> bytes:
-    """A minimal TIFF: IFD0 with ``entries`` (tag, type, value bytes) and an optional Exif IFD."""
-    e = ">" if big_endian else "<"
-    head = (b"MM" if big_endian else b"II") + struct.pack(e + "HI", 42, 8)
-
-    def ifd(items, start, next_ifd_pointer=None):
-        items = list(items)
-        if next_ifd_pointer is not None:
-            items.append((0x8769, 4, struct.pack(e + "I", next_ifd_pointer)))
-        items.sort()
-        table_size = 2 + 12 * len(items) + 4
-        data_at = start + table_size
-        table, blob = struct.pack(e + "H", len(items)), b""
-        for tag, typ, value in items:
-            count = len(value) if typ in (1, 2, 7) else len(value) // 4
-            if len(value) <= 4:
-                table += struct.pack(e + "HHI", tag, typ, count) + value.ljust(4, b"\x00")
-            else:
-                table += struct.pack(e + "HHI", tag, typ, count) + struct.pack(e + "I", data_at + len(blob))
-                blob += value
-        return table + struct.pack(e + "I", 0) + blob
-
-    if exif_entries is None:
-        return head + ifd(entries, 8)
-    first = ifd(entries, 8, next_ifd_pointer=0)
-    exif_at = 8 + len(first)
-    first = ifd(entries, 8, next_ifd_pointer=exif_at)
-    return head + first + ifd(exif_entries, exif_at)
-
-
-def jpeg_with_exif(tiff_bytes: bytes) -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", (4, 4), "white").save(buffer, "JPEG")
-    data = buffer.getvalue()
-    segment = b"Exif\x00\x00" + tiff_bytes
-    return data[:2] + b"\xff\xe1" + struct.pack(">H", len(segment) + 2) + segment + data[2:]
+    assert extract(png_with_chunks([png_chunk(b"tEXt", latin)])).best.prompt == prompt
 
 
 def test_user_comment_unicode_big_endian_inside_little_endian_tiff():
@@ -145,26 +90,9 @@ def test_jpeg_comment_is_raw_evidence_not_a_prompt():
     assert [p.location for p in result.raw] == ["jpeg:COM"]
 
 
-def _stealth_image(text: str, compressed: bool, rgb: bool) -> Image.Image:
-    payload = gzip.compress(text.encode()) if compressed else text.encode()
-    signature = (b"stealth_rgb" if rgb else b"stealth_png") + (b"comp" if compressed else b"info")
-    bits = np.unpackbits(np.frombuffer(signature + struct.pack(">I", len(payload) * 8) + payload, dtype=np.uint8))
-    width = height = 64
-    pixels = np.full((height, width, 4), 200, dtype=np.uint8)
-    planes = 3 if rgb else 1
-    stream = np.zeros(width * height * planes, dtype=np.uint8)
-    stream[: len(bits)] = bits
-    column_major = stream.reshape(width, height, planes).transpose(1, 0, 2)  # x outer, y inner
-    if rgb:
-        pixels[:, :, :3] = (pixels[:, :, :3] & 0xFE) | column_major
-        return Image.fromarray(pixels[:, :, :3], "RGB")
-    pixels[:, :, 3] = (pixels[:, :, 3] & 0xFE) | column_major[:, :, 0]
-    return Image.fromarray(pixels, "RGBA")
-
-
 def test_stealth_alpha_plain_and_gzip_found_without_text_chunks():
     for compressed in (False, True):
-        image = _stealth_image(INFOTEXT, compressed, rgb=False)
+        image = stealth_image(INFOTEXT, compressed, rgb=False)
         buffer = io.BytesIO()
         image.save(buffer, "PNG")
         result = extract(buffer.getvalue())
@@ -173,7 +101,7 @@ def test_stealth_alpha_plain_and_gzip_found_without_text_chunks():
 
 
 def test_stealth_rgb_read_when_pixels_are_given():
-    image = _stealth_image(INFOTEXT, True, rgb=True)
+    image = stealth_image(INFOTEXT, True, rgb=True)
     buffer = io.BytesIO()
     image.save(buffer, "PNG")
     data = buffer.getvalue()

@@ -13,7 +13,7 @@ import struct
 
 import pytest
 from PIL import Image, ImageDraw
-from test_meta_containers import _chunk, jpeg_with_exif, png_with_chunks, tiff
+from tests.meta_fixtures import png_chunk, jpeg_with_exif, png_with_chunks, tiff
 
 from audit.meta import extract
 
@@ -46,7 +46,7 @@ def xmp_packet(description: str | None = None, user_comment: str | None = None, 
 
 
 def png_with_xmp(packet: str) -> bytes:
-    return png_with_chunks([_chunk(b"iTXt", b"XML:com.adobe.xmp\x00\x00\x00\x00\x00" + packet.encode("utf-8"))])
+    return png_with_chunks([png_chunk(b"iTXt", b"XML:com.adobe.xmp\x00\x00\x00\x00\x00" + packet.encode("utf-8"))])
 
 
 def jpeg_with_xmp(packet: str) -> bytes:
@@ -72,7 +72,7 @@ ED_REQUEST = {"prompt": PROMPT, "negative_prompt": "blurry", "seed": 3000000001,
 
 def ed_png(record: dict) -> bytes:
     # sdkit: PngInfo().add_text(key, str(val)) for every field, in the request's order
-    return png_with_chunks([_chunk(b"tEXt", k.encode() + b"\x00" + str(v).encode()) for k, v in record.items()])
+    return png_with_chunks([png_chunk(b"tEXt", k.encode() + b"\x00" + str(v).encode()) for k, v in record.items()])
 
 
 def assert_easy_diffusion(meta) -> None:
@@ -123,7 +123,7 @@ def test_easy_diffusion_damaged_values_are_not_fatal():
 
 
 def test_png_prompt_chunk_alone_is_not_easy_diffusion():
-    result = extract(png_with_chunks([_chunk(b"tEXt", b"prompt\x00" + PROMPT.encode())]))
+    result = extract(png_with_chunks([png_chunk(b"tEXt", b"prompt\x00" + PROMPT.encode())]))
     assert all(not f.startswith("easydiffusion") for f in result.found)
 
 
@@ -219,7 +219,7 @@ def test_fooocus_mre_comment_json():
               "base_model": "toyShapesXL_v1.safetensors", "refiner_model": "None", "l1": "shapes_lora.safetensors",
               "w1": 0.5, "l2": "None", "w2": 0.5, "l3": "None", "w3": 0.5, "l4": "None", "w4": 0.5, "l5": "None", "w5": 0.5,
               "freeu": False, "img2img": False, "revision": False, "software": "Fooocus-MRE v2.0.78.5"}
-    data = png_with_chunks([_chunk(b"tEXt", b"Comment\x00" + json.dumps(record).encode())])
+    data = png_with_chunks([png_chunk(b"tEXt", b"Comment\x00" + json.dumps(record).encode())])
     meta = extract(data).best
     assert meta.generator == "fooocus-mre"
     assert (meta.prompt, meta.seed, meta.steps, meta.cfg_scale, meta.sampler, meta.scheduler, meta.model) == (
@@ -231,8 +231,8 @@ def test_fooocus_mre_comment_json():
 # --- plain text chunks named after fields (diffusers scripts, hosted services) -----------------------------------
 
 def test_plain_text_chunks_named_after_fields():
-    chunks = [_chunk(b"tEXt", b"prompt\x00" + PROMPT.encode()), _chunk(b"tEXt", b"negative_prompt\x00blurry"),
-              _chunk(b"tEXt", b"seed\x0077"), _chunk(b"tEXt", b"model\x00toy-shapes"), _chunk(b"tEXt", b"steps\x00many")]
+    chunks = [png_chunk(b"tEXt", b"prompt\x00" + PROMPT.encode()), png_chunk(b"tEXt", b"negative_prompt\x00blurry"),
+              png_chunk(b"tEXt", b"seed\x0077"), png_chunk(b"tEXt", b"model\x00toy-shapes"), png_chunk(b"tEXt", b"steps\x00many")]
     result = extract(png_with_chunks(chunks))
     meta = result.best
     assert (meta.generator, meta.prompt, meta.negative_prompt, meta.seed, meta.model, meta.steps) == (
@@ -247,5 +247,5 @@ def test_plain_text_chunks_never_outrank_a_known_writer():
              "3": {"class_type": "KSampler", "inputs": {"seed": 5, "steps": 9, "cfg": 5.0, "sampler_name": "euler",
                                                        "scheduler": "normal", "model": ["4", 0], "positive": ["6", 0],
                                                        "latent_image": ["5", 0]}}}
-    result = extract(png_with_chunks([_chunk(b"tEXt", b"prompt\x00" + json.dumps(graph).encode())]))
+    result = extract(png_with_chunks([png_chunk(b"tEXt", b"prompt\x00" + json.dumps(graph).encode())]))
     assert result.best.generator == "comfyui" and result.found == ["comfyui@png:tEXt:prompt"]

@@ -8,7 +8,7 @@ import io
 import json
 
 from PIL import Image, ImageDraw
-from test_meta_containers import _chunk
+from tests.meta_fixtures import png_chunk
 
 import audit
 from audit.meta import extract
@@ -40,9 +40,9 @@ def tensorart_png(generation_data: dict | str, prompt: dict | str | None = GRAPH
     image.save(buffer, "PNG")
     data = buffer.getvalue()
     text = generation_data if isinstance(generation_data, str) else json.dumps(generation_data)
-    chunks = [_chunk(b"tEXt", b"generation_data\x00" + text.encode() + b"\x00")]  # NUL-terminated, as TensorArt writes
+    chunks = [png_chunk(b"tEXt", b"generation_data\x00" + text.encode() + b"\x00")]  # NUL-terminated, as TensorArt writes
     if prompt is not None:
-        chunks.append(_chunk(b"tEXt", b"prompt\x00" + (prompt if isinstance(prompt, str) else json.dumps(prompt)).encode()))
+        chunks.append(png_chunk(b"tEXt", b"prompt\x00" + (prompt if isinstance(prompt, str) else json.dumps(prompt)).encode()))
     iend = data.rindex(b"IEND") - 4
     return data[:iend] + b"".join(chunks) + data[iend:]
 

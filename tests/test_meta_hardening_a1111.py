@@ -18,7 +18,7 @@ from PIL import Image
 
 from audit.meta import extract
 from audit.meta.a1111 import parse_infotext
-from tests.test_meta_containers import _chunk, _stealth_image, jpeg_with_exif, png_with_chunks, tiff
+from tests.meta_fixtures import png_chunk, stealth_image, jpeg_with_exif, png_with_chunks, tiff
 
 PROMPT = "a red triangle on a grey background"
 PARAMS = "Steps: 20, Sampler: DPM++ 2M, Schedule type: Karras, CFG scale: 7, Seed: 1234, Size: 512x512"
@@ -177,7 +177,7 @@ def test_old_hypernet_parameters():
 def test_malformed_infotexts_never_raise(text):
     meta = parse_infotext(text)
     assert meta is None or isinstance(meta.prompt, str)
-    assert isinstance(extract(png_with_chunks([_chunk(b"tEXt", b"parameters\x00" + text.encode("utf-8", "replace"))])).errors, list)
+    assert isinstance(extract(png_with_chunks([png_chunk(b"tEXt", b"parameters\x00" + text.encode("utf-8", "replace"))])).errors, list)
 
 
 # --- containers -----------------------------------------------------------------------------
@@ -187,7 +187,7 @@ def test_malformed_infotexts_never_raise(text):
 def test_png_itxt_with_language_tag_after_idat(compressed):
     text = INFOTEXT.encode()
     body = b"parameters\x00" + bytes([int(compressed), 0]) + b"en-US\x00Parameters\x00" + (zlib.compress(text) if compressed else text)
-    result = extract(png_with_chunks(after=[_chunk(b"iTXt", body)]))
+    result = extract(png_with_chunks(after=[png_chunk(b"iTXt", body)]))
     assert result.best.prompt == PROMPT and result.found == ["a1111@png:iTXt:parameters"]
 
 
@@ -272,7 +272,7 @@ def test_novelai_alpha_stealth_json():
     record = json.dumps({"Description": "a purple star on a black background", "Software": "NovelAI",
                          "Source": "NovelAI Diffusion V4.5 1229B44F", "Comment": comment})
     buffer = io.BytesIO()
-    _stealth_image(record, compressed=True, rgb=False).save(buffer, "PNG")
+    stealth_image(record, compressed=True, rgb=False).save(buffer, "PNG")
     result = extract(buffer.getvalue())
     assert result.best.generator == "novelai" and result.best.seed == "1234"
     assert result.best.prompt == "a purple star on a black background"
@@ -281,20 +281,20 @@ def test_novelai_alpha_stealth_json():
 def test_rgb_stealth_in_an_rgba_image_when_pixels_are_given():
     # the extension fills its RGB buffer from RGBA pixels too, so rgb mode can hide in RGBA
     buffer = io.BytesIO()
-    _stealth_image(INFOTEXT, compressed=True, rgb=True).convert("RGBA").save(buffer, "PNG")
+    stealth_image(INFOTEXT, compressed=True, rgb=True).convert("RGBA").save(buffer, "PNG")
     data = buffer.getvalue()
     assert extract(data, Image.open(io.BytesIO(data))).best.seed == "1234"
 
 
 def test_lossless_webp_alpha_stealth():
     buffer = io.BytesIO()
-    _stealth_image(INFOTEXT, compressed=False, rgb=False).save(buffer, "WEBP", lossless=True)
+    stealth_image(INFOTEXT, compressed=False, rgb=False).save(buffer, "WEBP", lossless=True)
     result = extract(buffer.getvalue())
     assert result.found == ["a1111@webp:stealth:stealth_pnginfo"] and result.best.prompt == PROMPT
 
 
 def test_stealth_length_beyond_the_image_is_an_error_not_an_exception():
-    image = _stealth_image(INFOTEXT, compressed=True, rgb=False).crop((0, 0, 4, 64))  # cut the payload short
+    image = stealth_image(INFOTEXT, compressed=True, rgb=False).crop((0, 0, 4, 64))  # cut the payload short
     buffer = io.BytesIO()
     image.save(buffer, "PNG")
     result = extract(buffer.getvalue())

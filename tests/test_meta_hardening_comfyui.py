@@ -14,7 +14,7 @@ import random
 import time
 
 from PIL import Image
-from test_meta_containers import _chunk, jpeg_with_exif, png_with_chunks, tiff
+from tests.meta_fixtures import png_chunk, jpeg_with_exif, png_with_chunks, tiff
 
 from audit.meta import extract
 from audit.meta.base import MetadataText
@@ -30,7 +30,7 @@ def png(prompt=None, workflow=None, **more) -> bytes:
     for key, value in (("prompt", prompt), ("workflow", workflow), *more.items()):
         if value is not None:
             text = value if isinstance(value, str) else json.dumps(value)  # ComfyUI: json.dumps, ASCII escapes
-            chunks.append(_chunk(b"tEXt", key.encode() + b"\x00" + text.encode("latin-1")))
+            chunks.append(png_chunk(b"tEXt", key.encode() + b"\x00" + text.encode("latin-1")))
     return png_with_chunks(chunks)
 
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 import io
 import json
 
-from test_meta_containers import (
-    _chunk,
-    _stealth_image,
+from tests.meta_fixtures import (
+    png_chunk,
+    stealth_image,
     jpeg_with_exif,
     png_with_chunks,
     tiff,
@@ -22,7 +22,7 @@ from audit.meta import extract
 
 def _png(*chunks: tuple[str, str]) -> bytes:
     """A PNG with iTXt chunks (UTF-8 text, as PIL's add_text writes non-Latin-1 values)."""
-    return png_with_chunks([_chunk(b"iTXt", key.encode() + b"\x00\x00\x00\x00\x00" + text.encode()) for key, text in chunks])
+    return png_with_chunks([png_chunk(b"iTXt", key.encode() + b"\x00\x00\x00\x00\x00" + text.encode()) for key, text in chunks])
 
 
 def _resources(meta, kind):
@@ -200,7 +200,7 @@ def test_novelai_stealth_alpha_json_and_webp_style_exif_software():
     record = {"Description": "a red triangle", "Software": "NovelAI", "Source": "NovelAI Diffusion V4 ABCDEF12",
               "Comment": json.dumps(_novelai_comment(prompt="a red triangle"))}
     buffer = io.BytesIO()
-    _stealth_image(json.dumps(record), compressed=True, rgb=False).save(buffer, "PNG")
+    stealth_image(json.dumps(record), compressed=True, rgb=False).save(buffer, "PNG")
     best = extract(buffer.getvalue()).best
     assert (best.generator, best.prompt, best.seed, best.model_hash) == ("novelai", "a red triangle", "2156638429", "ABCDEF12")
     # WebP/JPEG: EXIF Software carries what PNG's Source says; UserComment holds {"Comment": ...}
@@ -423,7 +423,7 @@ def test_tensorart_generation_data_utf8_in_text_chunk():
               "prompt": "a red triangle, «grey» background", "negativePrompt": "blurry", "width": 512, "height": 768,
               "samplerName": "Euler a", "sdVae": "Automatic", "steps": 25, "cfgScale": 7, "seed": "1234567890123", "clipSkip": 2,
               "baseModel": {"modelId": "9", "modelFileName": "Toy Shapes XL", "hash": "CD34"}}
-    data = png_with_chunks([_chunk(b"tEXt", b"generation_data\x00" + json.dumps(record, ensure_ascii=False).encode() + b"\x00")])
+    data = png_with_chunks([png_chunk(b"tEXt", b"generation_data\x00" + json.dumps(record, ensure_ascii=False).encode() + b"\x00")])
     best = extract(data).best
     assert (best.generator, best.prompt, best.seed, best.sampler, best.model, best.model_hash) == (
         "tensorart", "a red triangle, «grey» background", "1234567890123", "Euler a", "Toy Shapes XL", "CD34")
@@ -438,7 +438,7 @@ def test_manifest_column_holding_an_infotext():
 
 def test_unreadable_own_records_are_reported_not_raised():
     for key in ("invokeai_metadata", "sd-metadata", "parameters-json", "generation_data"):
-        result = extract(png_with_chunks([_chunk(b"tEXt", key.encode() + b'\x00{"positive_prompt": "a red')]))
+        result = extract(png_with_chunks([png_chunk(b"tEXt", key.encode() + b'\x00{"positive_prompt": "a red')]))
         assert any(key in error for error in result.errors), key
     result = extract(_png(("Software", "NovelAI"), ("Description", "a red triangle"), ("Comment", '{"uc": "grey')))
     assert result.best.prompt == "a red triangle" and any("Comment" in e for e in result.errors)

@@ -142,9 +142,9 @@ def test_comfyui_primary_sampler_is_the_first_pass():
 
 
 def test_comfyui_broken_json_is_an_error_not_an_exception():
-    from test_meta_containers import _chunk, png_with_chunks
+    from tests.meta_fixtures import png_chunk, png_with_chunks
 
-    data = png_with_chunks([_chunk(b"tEXt", b'prompt\x00{"3": {"class_type": "KSampler", ')])
+    data = png_with_chunks([png_chunk(b"tEXt", b'prompt\x00{"3": {"class_type": "KSampler", ')])
     result = extract(data)
     assert not result.has_generation_metadata
     assert result.errors[0].startswith("comfyui graph in png:tEXt:prompt is not valid JSON")
@@ -208,11 +208,11 @@ def test_graph_beats_save_node_infotext_of_similar_richness():
         "5": _node("KSampler", seed=3, steps=20, cfg=7, sampler_name="euler", scheduler="normal", denoise=1.0,
                    model=["1", 0], positive=["2", 0], negative=["3", 0], latent_image=["4", 0]),
     }
-    from test_meta_containers import _chunk, png_with_chunks
+    from tests.meta_fixtures import png_chunk, png_with_chunks
 
     infotext = "unknown\nNegative prompt: unknown\nSteps: 20, Sampler: euler, CFG scale: 7, Seed: 0, Model hash: ab, Model: x"
-    data = png_with_chunks([_chunk(b"tEXt", b"parameters\x00" + infotext.encode()),
-                            _chunk(b"tEXt", b"prompt\x00" + json.dumps(graph).encode())])
+    data = png_with_chunks([png_chunk(b"tEXt", b"parameters\x00" + infotext.encode()),
+                            png_chunk(b"tEXt", b"prompt\x00" + json.dumps(graph).encode())])
     result = extract(data)
     assert result.best.prompt == "an orange star"
     assert set(result.found) == {"comfyui@png:tEXt:prompt", "a1111@png:tEXt:parameters"}
@@ -245,9 +245,9 @@ def test_sidecars_and_manifest_fields():
 
 
 def test_embedded_metadata_outranks_sidecar():
-    from test_meta_containers import INFOTEXT, _chunk, png_with_chunks
+    from tests.meta_fixtures import INFOTEXT, png_chunk, png_with_chunks
 
-    data = png_with_chunks([_chunk(b"tEXt", b"parameters\x00" + INFOTEXT.encode())])
+    data = png_with_chunks([png_chunk(b"tEXt", b"parameters\x00" + INFOTEXT.encode())])
     result = extract(data, sidecars=[("a.txt", b"something else entirely")], fields={"prompt": "another"})
     assert result.best.prompt == "a red circle on a white background"
     assert len(result.found) == 3

@@ -13,7 +13,7 @@ import zlib
 
 import pytest
 from PIL import Image, ImageDraw
-from test_meta_containers import _chunk, png_with_chunks, tiff
+from tests.meta_fixtures import png_chunk, png_with_chunks, tiff
 
 from audit.meta import extract
 
@@ -55,7 +55,7 @@ def test_exif_chunk_user_comment_unicode_any_order(big_endian, encoding):
 
 def test_exif_chunk_ascii_comment_and_exif_header_kept():
     exif = b"Exif\x00\x00" + comment_exif(b"ASCII\x00\x00\x00" + INFOTEXT.encode(), big_endian=True)
-    data = png_with_chunks(before=[_chunk(b"eXIf", exif)])  # a writer that kept the JPEG header
+    data = png_with_chunks(before=[png_chunk(b"eXIf", exif)])  # a writer that kept the JPEG header
     assert_civitai_infotext(extract(data))
 
 
@@ -80,7 +80,7 @@ def raw_profile(payload: bytes, name: str = "exif", declared: int | None = None)
 def test_raw_profile_type_exif_ztxt_from_imagemagick(big_endian):
     exif = b"Exif\x00\x00" + comment_exif(b"UNICODE\x00" + INFOTEXT.encode("utf-16-be"), big_endian)
     body = b"Raw profile type exif\x00\x00" + zlib.compress(raw_profile(exif).encode("ascii"))
-    result = extract(png_with_chunks(before=[_chunk(b"zTXt", body)]))
+    result = extract(png_with_chunks(before=[png_chunk(b"zTXt", body)]))
     assert_civitai_infotext(result)
     assert result.found == ["civitai@png:raw-exif:UserComment"]
     assert not result.errors
@@ -89,13 +89,13 @@ def test_raw_profile_type_exif_ztxt_from_imagemagick(big_endian):
 def test_raw_profile_type_app1_text_from_exiftool():
     exif = comment_exif(b"ASCII\x00\x00\x00" + INFOTEXT.encode(), big_endian=False)
     text = raw_profile(b"Exif\x00\x00" + exif, name="APP1").encode("ascii")
-    result = extract(png_with_chunks(after=[_chunk(b"tEXt", b"Raw profile type APP1\x00" + text)]))
+    result = extract(png_with_chunks(after=[png_chunk(b"tEXt", b"Raw profile type APP1\x00" + text)]))
     assert_civitai_infotext(result)
 
 
 def test_exif_chunk_beside_parameters_keeps_both_pieces():
-    parameters = _chunk(b"tEXt", b"parameters\x00" + INFOTEXT.encode())
-    exif = _chunk(b"eXIf", comment_exif(b"UNICODE\x00" + INFOTEXT.encode("utf-16-le"), big_endian=False))
+    parameters = png_chunk(b"tEXt", b"parameters\x00" + INFOTEXT.encode())
+    exif = png_chunk(b"eXIf", comment_exif(b"UNICODE\x00" + INFOTEXT.encode("utf-16-le"), big_endian=False))
     result = extract(png_with_chunks(before=[parameters, exif]))
     assert_civitai_infotext(result)
     assert result.found == ["civitai@png:tEXt:parameters"]  # one infotext reading per file
@@ -112,7 +112,7 @@ def pixels_still_read(data: bytes) -> None:
 
 def test_truncated_exif_chunk_is_an_error_not_a_crash():
     exif = comment_exif(b"UNICODE\x00" + INFOTEXT.encode("utf-16-be"), big_endian=True)
-    data = png_with_chunks(before=[_chunk(b"eXIf", exif[:40])])
+    data = png_with_chunks(before=[png_chunk(b"eXIf", exif[:40])])
     result = extract(data)
     assert not result.has_generation_metadata
     assert any("outside the block" in e or "truncated" in e for e in result.errors)
@@ -123,7 +123,7 @@ def test_exif_chunk_with_wrong_offsets_and_garbage():
     exif = bytearray(comment_exif(b"UNICODE\x00" + INFOTEXT.encode("utf-16-be"), big_endian=False))
     exif[4:8] = (999_999).to_bytes(4, "little")  # IFD0 far outside
     for body in (bytes(exif), b"II*", b"not a tiff at all", b""):
-        data = png_with_chunks(before=[_chunk(b"eXIf", body)])
+        data = png_with_chunks(before=[png_chunk(b"eXIf", body)])
         result = extract(data)
         assert not result.has_generation_metadata
         assert result.errors, body[:8]
@@ -133,17 +133,17 @@ def test_exif_chunk_with_wrong_offsets_and_garbage():
 def test_raw_profile_damaged_hex_and_wrong_length():
     exif = b"Exif\x00\x00" + comment_exif(b"ASCII\x00\x00\x00" + INFOTEXT.encode(), big_endian=True)
     wrong_length = raw_profile(exif, declared=len(exif) + 10)
-    result = extract(png_with_chunks(before=[_chunk(b"tEXt", b"Raw profile type exif\x00" + wrong_length.encode())]))
+    result = extract(png_with_chunks(before=[png_chunk(b"tEXt", b"Raw profile type exif\x00" + wrong_length.encode())]))
     assert_civitai_infotext(result)  # the bytes are all there: read them, say the header lied
     assert any("header says" in e for e in result.errors)
 
     damaged = raw_profile(exif)
     damaged = damaged[:60] + "zz" + damaged[62:]
-    data = png_with_chunks(before=[_chunk(b"tEXt", b"Raw profile type exif\x00" + damaged.encode())])
+    data = png_with_chunks(before=[png_chunk(b"tEXt", b"Raw profile type exif\x00" + damaged.encode())])
     result = extract(data)
     assert any("hex dump damaged" in e for e in result.errors)
     pixels_still_read(data)
 
     for text in ("", "\nexif\n", "\nexif\nabc\n00", "\nexif\n 4\n4d4d"):
-        result = extract(png_with_chunks(before=[_chunk(b"tEXt", b"Raw profile type exif\x00" + text.encode())]))
+        result = extract(png_with_chunks(before=[png_chunk(b"tEXt", b"Raw profile type exif\x00" + text.encode())]))
         assert result.errors and not result.has_generation_metadata, text

@@ -13,7 +13,7 @@ import io
 import json
 
 from PIL import Image, ImageDraw
-from test_meta_containers import _chunk
+from tests.meta_fixtures import png_chunk
 
 from audit.meta import extract
 
@@ -30,7 +30,7 @@ def toy_png(**chunks: str) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, "PNG")
     data = buffer.getvalue()
-    body = [_chunk(b"tEXt", key.encode() + b"\x00" + text.encode("utf-8")) for key, text in chunks.items()]
+    body = [png_chunk(b"tEXt", key.encode() + b"\x00" + text.encode("utf-8")) for key, text in chunks.items()]
     iend = data.rindex(b"IEND") - 4
     return data[:iend] + b"".join(body) + data[iend:]
 

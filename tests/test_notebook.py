@@ -10,7 +10,7 @@ import pytest
 from nbclient import NotebookClient
 
 import audit
-from tests.conftest import REPO
+from tests.paths import REPO
 
 NOTEBOOK = REPO / "notebooks" / "investigate.ipynb"
 
@@ -49,7 +49,7 @@ def test_notebook_runs_top_to_bottom(tmp_path, monkeypatch):
 
 
 def test_show_escapes_text_and_blurs(tmp_path):
-    from tests.conftest import write_generation
+    from tests.toy_world import write_generation
 
     img = write_generation(tmp_path / "a" / "x.png", "blue", "square", seed=3)
     from PIL import PngImagePlugin, Image

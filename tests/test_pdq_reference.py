@@ -8,7 +8,7 @@ import pytest
 
 from audit.crawler.worker import describe
 from audit.hashing import pdq_distance
-from tests.conftest import CORPORA
+from tests.paths import CORPORA
 
 REF = CORPORA / "pdq-reference"
 pytestmark = pytest.mark.skipif(not (REF / "EXPECTED.json").exists(), reason="../shared/corpora not present")

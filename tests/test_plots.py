@@ -4,8 +4,6 @@ flagged clusters marked, text escaped, never an embedded image."""
 from __future__ import annotations
 
 import re
-import sys
-from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -14,8 +12,7 @@ import audit
 from audit.catalog.vectors import ModelIdentity, VectorStore
 from audit.plots import PALETTE, GREY, project_2d, score_histograms
 
-sys.path.insert(0, str(Path(__file__).parent))
-from scale_fixtures import build_scale_index, item_id  # noqa: E402
+from tests.scale_fixtures import build_scale_index, item_id
 
 
 def test_projection_keeps_the_axis_of_most_variance():

@@ -21,7 +21,8 @@ from audit.policy import parse_policy
 from audit.policy._engine import compile_pattern
 from audit.policy.breaker import MAX_TIMEOUTS, SLOW_GRACE_S, PatternBreaker, clock
 from audit.policy.rules import compile_rules, match_prompt, match_rules
-from tests.conftest import a1111_infotext, run_cli, shape_image
+from tests.cli_helper import audit_subprocess
+from tests.toy_world import a1111_infotext, shape_image
 
 EVIL = r"(a|aa)+(?=b)"
 
@@ -178,7 +179,7 @@ def test_the_loader_validates_the_opt_in():
 
 def test_the_packaged_policies_do_not_turn_timeouts_into_findings():
     from audit.policy import load_policy
-    from tests.conftest import REPO
+    from tests.paths import REPO
 
     for path in (None, REPO / "samples" / "policy" / "toy.toml"):
         policy = load_policy(path)
@@ -205,9 +206,9 @@ def test_audit_flag_with_a_catastrophic_rule_is_fast_warns_once_and_finds_nothin
     idx = tmp_path / "idx"
     policy = tmp_path / "evil.toml"
     policy.write_text(evil_policy(int(timeout * 1000)))
-    assert run_cli("crawl", str(archive), "--index", str(idx), "--workers", "0", "--quiet").returncode == 0
+    assert audit_subprocess("crawl", str(archive), "--index", str(idx), "--workers", "0", "--quiet").returncode == 0
 
-    res = run_cli("flag", "--index", str(idx), "--policy", str(policy), "--json", "--quiet")
+    res = audit_subprocess("flag", "--index", str(idx), "--policy", str(policy), "--json", "--quiet")
     assert res.returncode == 0, res.stderr
     data = json.loads(res.stdout)
     # every prompt times out on every variant without the breaker: n x timeout at the least
@@ -232,8 +233,8 @@ def test_with_the_opt_in_timeouts_are_findings_but_still_bounded(tmp_path):
     idx = tmp_path / "idx"
     policy = tmp_path / "evil.toml"
     policy.write_text(evil_policy(100, opt_in=True))
-    assert run_cli("crawl", str(archive), "--index", str(idx), "--workers", "0", "--quiet").returncode == 0
-    res = run_cli("flag", "--index", str(idx), "--policy", str(policy), "--json", "--quiet")
+    assert audit_subprocess("crawl", str(archive), "--index", str(idx), "--workers", "0", "--quiet").returncode == 0
+    res = audit_subprocess("flag", "--index", str(idx), "--policy", str(policy), "--json", "--quiet")
     data = json.loads(res.stdout)
     (error,) = data["errors"]
     # a finding for each prompt that timed out before the breaker tripped, none after
@@ -246,7 +247,7 @@ def test_audit_scan_warns_once_even_with_quiet_and_records_the_flag_error(tmp_pa
     archive = _archive(tmp_path / "archive", n)
     policy = tmp_path / "evil.toml"
     policy.write_text(evil_policy(250))
-    res = run_cli("scan", str(archive), "--index", str(tmp_path / "idx"), "--policy", str(policy),
+    res = audit_subprocess("scan", str(archive), "--index", str(tmp_path / "idx"), "--policy", str(policy),
                   "--model", "toy-shapes", "--workers", "0", "--fail-on", "critical", "--quiet", "--json")
     assert res.returncode == 0, res.stderr  # no finding: the timeouts are not findings
     data = json.loads(res.stdout)

@@ -23,7 +23,9 @@ import pytest
 
 import audit
 from audit.catalog.vectors import VectorStore
-from tests.conftest import REPO, run_cli, write_generation
+from tests.cli_helper import audit_subprocess
+from tests.paths import REPO
+from tests.toy_world import write_generation
 
 ray = pytest.importorskip("ray")
 
@@ -138,7 +140,7 @@ def _count_vectors(idx) -> int:
 
 def test_driver_sigkilled_midway_then_next_run_finishes(cluster, local_scan, tmp_path):
     first = tmp_path / "first"
-    res = run_cli("crawl", str(SAMPLE), "--index", str(first), "--executor", "ray", "--quiet", env={"RAY_ADDRESS": cluster})
+    res = audit_subprocess("crawl", str(SAMPLE), "--index", str(first), "--executor", "ray", "--quiet", env={"RAY_ADDRESS": cluster})
     assert res.returncode == 0, res.stderr[-2000:]
     shutil.copytree(first, tmp_path / "second")
     total = len(vectors(local_scan))
@@ -155,7 +157,7 @@ def test_driver_sigkilled_midway_then_next_run_finishes(cluster, local_scan, tmp
         proc.wait()
         done = _count_vectors(idx)
         assert 0 < done < total
-        res = run_cli("embed", "--index", str(idx), "--model", "toy-shapes", "--no-prompts", "--json", "--quiet",
+        res = audit_subprocess("embed", "--index", str(idx), "--model", "toy-shapes", "--no-prompts", "--json", "--quiet",
                       "--executor", finisher, env={"RAY_ADDRESS": cluster})  # fmt: skip
         assert res.returncode == 0, res.stderr[-2000:]
         out = json.loads(res.stdout)
@@ -229,7 +231,7 @@ def test_sources_every_node_sees_pass_and_urls_are_not_checked(cluster, tmp_path
 
 
 def test_bad_executor_is_a_usage_error(tmp_path):
-    res = run_cli("crawl", str(SAMPLE), "--index", str(tmp_path / "i"), "--executor", "dask")
+    res = audit_subprocess("crawl", str(SAMPLE), "--index", str(tmp_path / "i"), "--executor", "dask")
     assert res.returncode == 2 and "--executor must be one of local, ray" in res.stderr
 
 
@@ -257,7 +259,7 @@ def test_a_node_that_cannot_see_a_source_stops_the_run_before_any_work(cluster, 
             check_visible(ray, [str(hidden)])
         with pytest.raises(InputError, match=r"a.png is not the same on Ray node .*missing there"):
             check_visible(ray, [str(hidden / "a.png")], what="image")
-        res = run_cli("crawl", str(hidden), "--index", str(tmp_path / "idx"), "--executor", "ray",
+        res = audit_subprocess("crawl", str(hidden), "--index", str(tmp_path / "idx"), "--executor", "ray",
                       env={"RAY_ADDRESS": cluster})  # fmt: skip
         lines = [ln for ln in res.stderr.splitlines() if ln.strip() and "WARNING" not in ln]
         assert res.returncode == 2 and "is not the same on Ray node" in lines[-1], res.stderr[-2000:]

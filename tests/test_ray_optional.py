@@ -6,7 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from tests.conftest import REPO
+from tests.paths import REPO
 
 NO_RAY = "import sys; sys.modules['ray'] = None; sys.modules['ray.data'] = None\n"  # import ray -> ImportError
 

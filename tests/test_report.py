@@ -9,7 +9,6 @@ import json
 import re
 import shutil
 import stat
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -23,8 +22,7 @@ from audit.report.data import gather
 from audit.report.testing import HUGE_PROMPT, XSS_NAME, XSS_PROMPT, build_fixture, check_writer
 from audit.report.thumbs import check_and_thumbnail
 
-sys.path.insert(0, str(Path(__file__).parent))
-from cli_helper import audit_cli  # noqa: E402
+from tests.cli_helper import audit_cli
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,8 +16,7 @@ import audit
 from audit.report.decisions import validate_decisions
 from audit.report.testing import XSS_NAME, build_fixture
 
-sys.path.insert(0, str(Path(__file__).parent))
-from conftest import run_cli  # noqa: E402
+from tests.cli_helper import audit_subprocess
 
 CHROMIUM = os.environ.get("AUDIT_CHROMIUM", "/usr/bin/chromium")
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -191,7 +189,7 @@ def test_decisions_download_matches_format(page, report, tmp_path):
 
 
 def _review_available() -> bool:
-    return run_cli("review", "--help").returncode == 0
+    return audit_subprocess("review", "--help").returncode == 0
 
 
 def test_decisions_round_trip_through_review_import(page, report, tmp_path):
@@ -202,7 +200,7 @@ def test_decisions_round_trip_through_review_import(page, report, tmp_path):
     sent = json.loads(path.read_text("utf-8"))
     index = tmp_path / "idx"
     shutil.copytree(fx.index, index)
-    r = run_cli("review", "--index", str(index), "--import", str(path))
+    r = audit_subprocess("review", "--index", str(index), "--import", str(path))
     assert r.returncode == 0, r.stderr
     with audit.open(index) as a:
         from audit.findings.store import FindingsStore

@@ -23,8 +23,7 @@ from audit.report import verify_report
 from audit.report.manifest import FORMAT
 from audit.report.testing import build_fixture
 
-sys.path.insert(0, str(Path(__file__).parent))
-from conftest import run_cli  # noqa: E402
+from tests.cli_helper import audit_subprocess
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +90,7 @@ def test_planted_parent_path_is_refused(index, tmp_path):
     victim = _victim(tmp_path)
     out = tmp_path / "r"
     _plant(out, {"../outside/victim": _sha(victim)})
-    r = run_cli("report", "--index", str(index), "--out", str(out), "--force")
+    r = audit_subprocess("report", "--index", str(index), "--out", str(out), "--force")
     assert r.returncode == ExitCode.USAGE, r.stderr
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "unsafe path" in lines[0] and "nothing was deleted" in lines[0]
@@ -238,7 +237,7 @@ def test_live_staging_and_odd_leftovers_are_never_removed(index, tmp_path):
     try:
         # flock locks are per open file: this process's own lock must not look free to
         # itself through another descriptor, so run the report in a child process
-        r = run_cli("report", "--index", str(index), "--out", str(parent / "r"), "-q")
+        r = audit_subprocess("report", "--index", str(index), "--out", str(parent / "r"), "-q")
         assert r.returncode == 0, r.stderr
     finally:
         os.close(fd)

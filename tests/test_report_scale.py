@@ -19,8 +19,7 @@ import pytest
 import audit
 from audit.report import verify_report
 
-sys.path.insert(0, str(Path(__file__).parent))
-from scale_fixtures import build_scale_index  # noqa: E402
+from tests.scale_fixtures import build_scale_index
 
 pytestmark = pytest.mark.slow
 

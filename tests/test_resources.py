@@ -13,7 +13,7 @@ import pytest
 from audit.findings.store import signal_dicts
 from PIL import PngImagePlugin
 
-from conftest import shape_image
+from tests.toy_world import shape_image
 
 FULL_SHA = "7C6BAD76EB0F1E2D3C4B5A69788796A5B4C3D2E1F00112233445566778899AAB"
 

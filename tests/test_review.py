@@ -11,8 +11,8 @@ import pytest
 import audit
 from audit.errors import ExitCode, InputError, UsageError
 from audit.findings.store import FindingsStore
-from cli_helper import audit_cli
-from conftest import make_archive_dir
+from tests.cli_helper import audit_cli
+from tests.toy_world import make_archive_dir
 
 
 @pytest.fixture()

@@ -8,7 +8,7 @@ import polars as pl
 
 import audit
 from audit.sample import make_sample_archive
-from tests.conftest import REPO
+from tests.paths import REPO
 
 SAMPLE = REPO / "samples" / "archive"
 

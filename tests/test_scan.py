@@ -20,7 +20,8 @@ import pytest
 from audit.catalog.lock import IndexLock
 from audit.errors import ExitCode
 from tests.cli_helper import audit_cli
-from tests.conftest import REPO, run_cli
+from tests.cli_helper import audit_subprocess
+from tests.paths import REPO
 
 SAMPLE = REPO / "samples" / "archive"
 LATER = REPO / "samples" / "archive-later"
@@ -123,7 +124,7 @@ def test_second_scan_on_a_locked_index_exits_3(tmp_path):
     idx = tmp_path / "idx"
     idx.mkdir()
     with IndexLock(idx):
-        res = run_cli("scan", str(SAMPLE), "--index", str(idx), "--model", "toy-shapes", "--quiet")
+        res = audit_subprocess("scan", str(SAMPLE), "--index", str(idx), "--model", "toy-shapes", "--quiet")
     assert res.returncode == 3 and "in use" in res.stderr
 
 

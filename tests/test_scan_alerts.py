@@ -18,7 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import make_archive_dir, run_cli
+from tests.cli_helper import audit_subprocess
+
+from tests.toy_world import make_archive_dir
 
 POLICY = """
 [policy]
@@ -60,7 +62,7 @@ def scan_args(archive: Path, idx: Path, policy: Path, *extra: str) -> list[str]:
 
 
 def scan(archive: Path, idx: Path, policy: Path) -> tuple[int, dict]:
-    res = run_cli(*scan_args(archive, idx, policy))
+    res = audit_subprocess(*scan_args(archive, idx, policy))
     assert res.returncode in (0, 1), res.stderr
     return res.returncode, json.loads(res.stdout)
 
@@ -72,8 +74,8 @@ def unreported(idx: Path) -> int:
 
 def test_findings_of_a_plain_flag_run_are_reported_by_the_next_scan_once(setup):
     archive, policy, idx = setup
-    assert run_cli("crawl", str(archive), "--index", str(idx), "--workers", "0", "--quiet").returncode == 0
-    res = run_cli("flag", "--index", str(idx), "--policy", str(policy), "--quiet", "--json")
+    assert audit_subprocess("crawl", str(archive), "--index", str(idx), "--workers", "0", "--quiet").returncode == 0
+    res = audit_subprocess("flag", "--index", str(idx), "--policy", str(policy), "--quiet", "--json")
     assert res.returncode == 0, res.stderr
     flagged = json.loads(res.stdout)
     assert flagged["by_category"] == {"red-triangles": 4, "squares": 4}

@@ -13,7 +13,7 @@ import audit.index.search as search_mod
 from audit.catalog.vectors import VectorStore
 from audit.cli.app import main
 from audit.errors import IndexMissing, InputError, UsageError, WeightsUnavailable
-from index_fixtures import MODEL, add_items, clustered, new_audit
+from tests.index_fixtures import MODEL, add_items, clustered, new_audit
 
 
 class TinyEmbedder:

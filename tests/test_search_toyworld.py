@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from PIL import Image, PngImagePlugin
 
-from conftest import run_cli
+from tests.cli_helper import audit_subprocess
 
 pytestmark = pytest.mark.slow
 
@@ -53,13 +53,13 @@ def toy_index(tmp_path_factory):
         ("embed", "--index", str(index), "--model", "toy-shapes", "--workers", "0", "-q"),
         ("index", "--index", str(index), "-q"),
     ):
-        proc = run_cli(*args)
+        proc = audit_subprocess(*args)
         assert proc.returncode == 0, f"audit {args[0]} failed: {proc.stderr[-2000:]}"
     return archive, index
 
 
 def _search(index: Path, *query: str, k: int = 10) -> list[dict]:
-    proc = run_cli("search", "--index", str(index), *query, "-k", str(k), "--json")
+    proc = audit_subprocess("search", "--index", str(index), *query, "-k", str(k), "--json")
     assert proc.returncode == 0, proc.stderr[-2000:]
     return json.loads(proc.stdout)["results"]
 
@@ -91,6 +91,6 @@ def test_image_query_with_a_resized_reencoded_copy_finds_the_original(toy_index,
 def test_human_table_and_item_query(toy_index):
     archive, index = toy_index
     first = _search(index, "--text", "a red triangle", k=1)[0]
-    proc = run_cli("search", "--index", str(index), "--item", first["item_id"][:16], "-k", "3")
+    proc = audit_subprocess("search", "--index", str(index), "--item", first["item_id"][:16], "-k", "3")
     assert proc.returncode == 0 and Path(first["uri"]).name in proc.stdout
     assert "generation number" in proc.stdout

@@ -31,8 +31,8 @@ import audit
 from audit.catalog.access import CATALOG_FILE
 from audit.errors import CatalogDamaged, ExitCode, IndexMissing, IndexReadOnly
 
-sys.path.insert(0, str(Path(__file__).parent))
-from conftest import make_archive_dir, run_cli  # noqa: E402
+from tests.cli_helper import audit_subprocess
+from tests.toy_world import make_archive_dir
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -152,7 +152,7 @@ def test_open_never_creates_an_index(tmp_path):
     assert list((tmp_path / "empty").iterdir()) == []
     for cmd in (["search", "--text", "x"], ["report", "--out", str(tmp_path / "r")], ["flag"], ["index"],
                 ["review", "--item", "abc", "--decision", "confirm"]):  # fmt: skip
-        r = run_cli(cmd[0], "--index", str(tmp_path / "empty"), *cmd[1:])
+        r = audit_subprocess(cmd[0], "--index", str(tmp_path / "empty"), *cmd[1:])
         assert r.returncode == ExitCode.USAGE, (cmd, r.stderr)
         _one_line(r.stderr, "no audit index", str(tmp_path / "empty"))
     assert list((tmp_path / "empty").iterdir()) == [] and not (tmp_path / "r").exists()
@@ -200,7 +200,7 @@ def test_damaged_catalog_is_refused_and_left_untouched(idx, kind):
         assert "\n" not in msg and str(idx / CATALOG_FILE) in msg and words in msg
         assert "restore it from a backup" in msg and "audit crawl" in msg
     for cmd in (["search", "--item", "abc"], ["crawl", str(idx.parent / "archive"), "--workers", "0"]):
-        r = run_cli(cmd[0], *cmd[1:], "--index", str(idx))
+        r = audit_subprocess(cmd[0], *cmd[1:], "--index", str(idx))
         assert r.returncode == ExitCode.USAGE, (cmd, r.returncode, r.stderr)
         _one_line(r.stderr, str(idx / CATALOG_FILE), words)
     assert _snapshot(idx) == before, "the damaged catalog (and its folder) must be left exactly as it was"
@@ -213,7 +213,7 @@ def test_every_command_refuses_an_empty_catalog(idx, tmp_path):
     for cmd in (["search", "--text", "x"], ["report", "--out", str(tmp_path / "r")], ["flag"], ["index"],
                 ["embed", "--model", "toy-shapes"], ["review", "--item", "abc", "--decision", "confirm"],
                 ["scan", str(idx.parent / "archive"), "--model", "toy-shapes"]):  # fmt: skip
-        r = run_cli(cmd[0], "--index", str(idx), *cmd[1:])
+        r = audit_subprocess(cmd[0], "--index", str(idx), *cmd[1:])
         assert r.returncode == ExitCode.USAGE, (cmd, r.returncode, r.stderr)
         _one_line(r.stderr, "empty (0 bytes)", str(idx / CATALOG_FILE))
     assert _snapshot(idx) == before and (idx / CATALOG_FILE).stat().st_size == 0
@@ -223,7 +223,7 @@ def test_stale_write_ahead_log_without_catalog_is_refused(idx):
     """A -wal left where the catalog was deleted would be replayed onto a new empty file."""
     (idx / CATALOG_FILE).unlink()
     (idx / f"{CATALOG_FILE}-wal").write_bytes(b"\x37\x7f\x06\x82" + os.urandom(4092))
-    r = run_cli("crawl", str(idx.parent / "archive"), "--index", str(idx), "--workers", "0")
+    r = audit_subprocess("crawl", str(idx.parent / "archive"), "--index", str(idx), "--workers", "0")
     assert r.returncode == ExitCode.USAGE
     _one_line(r.stderr, f"{CATALOG_FILE}-wal", "no catalog.sqlite")
     assert not (idx / CATALOG_FILE).exists()
@@ -257,7 +257,7 @@ def test_sigkill_during_creation_leaves_no_catalog_or_a_whole_one(tmp_path, at):
             assert c.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() is not None
     archive = tmp_path / "archive"
     make_archive_dir(archive, n=3)
-    r = run_cli("crawl", str(archive), "--index", str(index), "--workers", "0", "-q")
+    r = audit_subprocess("crawl", str(archive), "--index", str(index), "--workers", "0", "-q")
     assert r.returncode == 0, r.stderr
     assert audit.open(index).items().height == 3
     assert not [p.name for p in index.iterdir() if p.name.startswith(".catalog")], "temporary catalogs removed"

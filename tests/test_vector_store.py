@@ -75,7 +75,7 @@ def _model_outputs(emb) -> np.ndarray:
 @pytest.mark.slow
 def test_fp16_keeps_the_direction_of_toy_model_vectors(tmp_path):
     from audit.embed.openclip import load_embedder
-    from embed_fixtures import random_toy_checkpoint
+    from tests.embed_fixtures import random_toy_checkpoint
 
     emb = load_embedder("toy-shapes", None, checkpoint=random_toy_checkpoint(tmp_path / "t.safetensors"), precision="fp32")
     cos = _fp16_cosines(_model_outputs(emb), tmp_path)
@@ -246,13 +246,11 @@ def _sqlite_bytes(conn) -> int:
 def _legacy_index(root: Path) -> tuple[Path, dict]:
     """An index as the previous release wrote it: catalog DDL with the BLOB ``vectors``
     table, vectors put through the previous release's own VectorStore (tests/legacy_vectors_v1.py)."""
-    sys.path.insert(0, str(TESTS))
-    import legacy_vectors_v1 as v1
-
     from audit.catalog import schema
     from audit.catalog.access import create_catalog
     from audit.catalog.store import Catalog
     from audit.findings.store import DDL as FINDINGS_DDL
+    from tests import legacy_vectors_v1 as v1
 
     idx = root / "legacy"
     create_catalog(idx, "\n".join((schema.DDL, v1.DDL, FINDINGS_DDL)))
