@@ -5,13 +5,12 @@ Prompts are short clinical phrases and toy-world stand-ins only."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from audit.errors import ExitCode
+from tests.cli_helper import audit_cli
+from tests.paths import REPO
 
 TOY_POLICY = """
 [policy]
@@ -51,9 +50,8 @@ def toy_policy(tmp_path):
 
 
 def _cli(*args, stdin: str | None = None):
-    out = subprocess.run([sys.executable, "-m", "audit", "check-prompt", *args], input=stdin, capture_output=True,
-                         text=True, cwd=REPO, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
-    return out.returncode, out.stdout, out.stderr
+    out = audit_cli("check-prompt", *args, stdin=stdin, cwd=REPO, expected=None)
+    return out.exit_status, out.stdout, out.stderr
 
 
 def test_library_allow_and_deny_with_spans():
@@ -109,13 +107,13 @@ def test_prompt_concepts_with_the_toy_text_tower(toy_policy):
 
 def test_cli_single_request_exit_codes():
     code, out, _ = _cli("a yellow star", "--json")
-    assert code == 0 and json.loads(out)["verdict"] == "allow"
+    assert code == ExitCode.OK and json.loads(out)["verdict"] == "allow"
     code, out, _ = _cli("a gory scene", "--negative", "blurry", "--json")
-    assert code == 1 and json.loads(out)["categories"][0]["category"] == "graphic-violence"
+    assert code == ExitCode.FINDINGS and json.loads(out)["categories"][0]["category"] == "graphic-violence"
     code, out, _ = _cli("a gory scene")
-    assert code == 1 and out.startswith("deny")
+    assert code == ExitCode.FINDINGS and out.startswith("deny")
     code, _, err = _cli("x", "--deny-at", "sometimes")
-    assert code == 2 and "--deny-at" in err
+    assert code == ExitCode.USAGE and "--deny-at" in err
 
 
 def test_cli_batch_json_lines_bad_line_is_an_error_object(toy_policy):
@@ -128,17 +126,17 @@ def test_cli_batch_json_lines_bad_line_is_an_error_object(toy_policy):
     ]) + "\n"
     code, out, err = _cli("--policy", str(toy_policy), stdin=lines)
     answers = [json.loads(line) for line in out.splitlines()]
-    assert code == 1 and not err
+    assert code == ExitCode.FINDINGS and not err
     assert [a.get("id") for a in answers] == ["a", None, "c", None, None]
     assert answers[0]["verdict"] == "allow" and answers[2]["verdict"] == "deny"
     assert answers[1] == {"line": 2, "error": answers[1]["error"]} and "not valid JSON" in answers[1]["error"]
     assert "prompt must be a string" in answers[3]["error"] and "unknown field 'colour'" in answers[4]["error"]
     code, out, _ = _cli("--policy", str(toy_policy), stdin="{oops\n" + json.dumps({"prompt": "a red circle"}) + "\n")
-    assert code == 2 and len(out.splitlines()) == 2  # nothing denied, a bad line: usage error
+    assert code == ExitCode.USAGE and len(out.splitlines()) == 2  # nothing denied, a bad line: usage error
 
 
 def test_cli_usage_errors(toy_policy):
     code, _, err = _cli("--resource", "x", stdin="")
-    assert code == 2 and "--resource" in err
+    assert code == ExitCode.USAGE and "--resource" in err
     code, _, err = _cli("a red circle", "--policy", str(toy_policy.with_name("missing.toml")))
-    assert code == 2 and "policy file not found" in err
+    assert code == ExitCode.USAGE and "policy file not found" in err

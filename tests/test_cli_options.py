@@ -10,7 +10,8 @@ import sys
 import pytest
 
 from audit.errors import EnvironmentProblem, UsageError
-from tests.cli_helper import audit_subprocess
+from audit.errors import ExitCode
+from tests.cli_helper import audit_cli
 from tests.toy_world import make_archive_dir
 
 try:
@@ -95,8 +96,8 @@ def test_cuda_is_checked_even_when_there_is_nothing_to_embed(tmp_path):
     a = audit.open(tmp_path / "idx", create=True)
     a.crawl([tmp_path / "archive"], workers=0)
     a.embed(model="toy-shapes", workers=0)
-    res = audit_subprocess("embed", "--index", str(tmp_path / "idx"), "--model", "toy-shapes", "--device", "cuda", "--quiet")
-    assert res.returncode == 3, res.stderr
+    res = audit_cli("embed", "--index", tmp_path / "idx", "--model", "toy-shapes", "--device", "cuda", "--quiet",
+                    expected=ExitCode.ENVIRONMENT)
     assert res.stderr.strip().splitlines() == [res.stderr.strip()] and "CUDA" in res.stderr
     # the same with cpu: nothing to do, and no torch import on that path
     script = ("import sys; from audit.cli.app import main; "

@@ -17,7 +17,6 @@ import audit
 from audit.catalog.lock import IndexLock
 from audit.errors import ExitCode
 from tests.cli_helper import audit_cli
-from tests.cli_helper import audit_subprocess
 from tests.toy_world import write_generation
 
 DESIGN_COLUMNS = (
@@ -152,8 +151,7 @@ def test_second_crawl_on_a_locked_index_exits_3(tmp_path, archive):
     idx = tmp_path / "idx"
     crawl(idx, archive)
     with IndexLock(idx):
-        res = audit_subprocess("crawl", str(archive), "--index", str(idx), "--quiet")
-    assert res.returncode == 3
+        res = audit_cli("crawl", archive, "--index", idx, "--quiet", expected=ExitCode.ENVIRONMENT)
     assert "in use by another audit run" in res.stderr and "Traceback" not in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1
 

@@ -15,7 +15,7 @@ from PIL import Image
 import audit
 from audit.crawler.worker import READER_VERSION
 from tests.c2pa_fixtures import xmp_packet
-from tests.cli_helper import audit_subprocess
+from tests.cli_helper import audit_cli
 from tests.toy_world import write_generation
 
 FACTS = ("provenance", "frame_pdq", "reader_version")
@@ -73,8 +73,7 @@ def test_cli_reread(tmp_path):
     src, idx = _source(tmp_path), tmp_path / "idx"
     audit.crawl([src], idx, workers=0)
     _as_before_the_formats_change(idx, ["anim.gif"])
-    res = audit_subprocess("crawl", str(src), "--index", str(idx), "--workers", "0", "--reread", "--json")
-    assert res.returncode == 0, res.stderr
+    res = audit_cli("crawl", src, "--index", idx, "--workers", "0", "--reread", "--json")
     out = json.loads(res.stdout)
     assert (out["read"], out["reread"], out["unchanged"]) == (1, 1, 3)
     assert "1 read (1 re-read)" in res.stderr

@@ -17,7 +17,8 @@ from PIL import Image, ImageDraw
 
 import audit
 from audit.catalog.vectors import VectorStore, prompt_key
-from tests.cli_helper import audit_subprocess
+from audit.errors import ExitCode
+from tests.cli_helper import audit_cli
 
 DIM = 24
 MODEL, TAG = "ViT-L-14", "openai"
@@ -169,11 +170,10 @@ def test_cli_embed_import(tmp_path: Path) -> None:
     folder, index = catalogue(tmp_path, 2)
     out = tmp_path / "emb"
     write_part(out, 0, [str(folder / "000.png"), str(folder / "001.png")], None, unit(np.random.default_rng(3), 2))
-    res = audit_subprocess("embed", "--index", str(index), "--import", str(out), "--model", MODEL, "--pretrained", TAG, "--json", "-q")
-    assert res.returncode == 0, res.stderr
+    res = audit_cli("embed", "--index", index, "--import", out, "--model", MODEL, "--pretrained", TAG, "--json", "-q")
     data = json.loads(res.stdout)
     assert data["command"] == "embed-import" and data["image_vectors"] == 2 and data["model_key"] == KEY
-    unstated = audit_subprocess("embed", "--index", str(index), "--import", str(out))
-    assert unstated.returncode == 2 and "--model" in unstated.stderr and "Traceback" not in unstated.stderr
-    missing = audit_subprocess("embed", "--index", str(index), "--import", str(tmp_path / "nope"), "--model", MODEL)
-    assert missing.returncode == 2 and "not a directory" in missing.stderr
+    unstated = audit_cli("embed", "--index", index, "--import", out, expected=ExitCode.USAGE)
+    assert "--model" in unstated.stderr and "Traceback" not in unstated.stderr
+    missing = audit_cli("embed", "--index", index, "--import", tmp_path / "nope", "--model", MODEL, expected=ExitCode.USAGE)
+    assert "not a directory" in missing.stderr

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 import audit
+from audit.errors import ExitCode
 from tests.cli_helper import audit_subprocess
 from tests.embed_fixtures import random_toy_checkpoint
 
@@ -35,6 +36,8 @@ def put_in_hf_cache(hf_home: Path, repo_id: str, weights: Path, filename: str = 
 
 
 def _offline_env(hf_home: Path) -> dict:
+    """Hugging Face Hub reads these when it is imported: they take effect only in a fresh process,
+    which is why the tests below run ``audit`` as a subprocess."""
     return {"HF_HOME": str(hf_home), "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(hf_home / "hub"),
             "HUGGINGFACE_HUB_CACHE": str(hf_home / "hub")}  # fmt: skip
 
@@ -80,7 +83,7 @@ def test_pretrained_tag_loads_from_the_hf_cache_offline(tmp_path):
 def test_missing_weights_exit_3_with_the_fix(tmp_path):
     audit.open(tmp_path / "idx", create=True)
     r = audit_subprocess("embed", "--index", str(tmp_path / "idx"), env=_offline_env(tmp_path / "empty-hf"))
-    assert r.returncode == 3, (r.returncode, r.stderr)
+    assert r.returncode == ExitCode.ENVIRONMENT, (r.returncode, r.stderr)
     line = r.stderr.strip().splitlines()[-1]
     assert line.startswith("audit: error:") and "ViT-B-32/laion2b_s34b_b79k" in line
     assert "--checkpoint" in line and "HF_HOME" in line
@@ -105,6 +108,6 @@ def test_default_model_loads_from_a_hub_laid_out_cache(tmp_path):
     toy_scene_archive(tmp_path / "src", 4, px=96)
     audit.open(tmp_path / "idx", create=True).crawl([str(tmp_path / "src")], workers=0)
     r = audit_subprocess("embed", "--index", str(tmp_path / "idx"), "--workers", "0", "--json", "--quiet", env=_offline_env(hf_home))
-    assert r.returncode == 0, r.stderr
+    assert r.returncode == ExitCode.OK, r.stderr
     out = json.loads(r.stdout)
     assert out["model_key"] == "ViT-B-32/laion2b_s34b_b79k" and out["images_embedded"] == 4 and out["dim"] == 512

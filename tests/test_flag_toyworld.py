@@ -21,7 +21,7 @@ from PIL import Image, PngImagePlugin
 
 import audit
 from audit.findings.store import signal_dicts
-from tests.cli_helper import audit_subprocess
+from tests.cli_helper import audit_cli
 
 pytest.importorskip("open_clip")
 from audit.embed.toy_model import TOY_CHECKPOINT  # noqa: E402
@@ -373,15 +373,13 @@ def test_negative_bank_suppresses_known_false_positive(toy, flagged, tmp_path):
 
 def test_cli_flag_and_review_on_the_archive(toy, flagged):
     index = _copy_index(toy, "cli")
-    proc = audit_subprocess("flag", "--index", str(index), "--policy", str(TOY), "--json", "-q")
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    proc = audit_cli("flag", "--index", index, "--policy", TOY, "--json", "-q")
     data = json.loads(proc.stdout)
     assert data["by_category"]["red-triangles"] >= RED_TRIANGLES * 0.95 and data["clusters"] >= 10
     assert data["thresholds"]["red-triangle"]["image"]["source"] == "calibrated:samples"
     with audit.open(index) as a:
         cid = a.clusters(kind="semantic")["cluster_id"][0]
-    proc = audit_subprocess("review", "--index", str(index), "--cluster", cid, "--decision", "escalate", "--note", "look", "--json")
-    assert proc.returncode == 0, proc.stderr
+    audit_cli("review", "--index", index, "--cluster", cid, "--decision", "escalate", "--note", "look", "--json")
     with audit.open(index) as a:
         assert a.decisions()["target_kind"].to_list()[0] == "cluster"
         assert len(a.decisions()) >= 2
@@ -402,8 +400,7 @@ def test_default_policy_without_policy_flag(toy):
         a.crawl([extra], workers=0)
         a.embed(model="toy-shapes", workers=0)
         a.index()
-    proc = audit_subprocess("flag", "--index", str(index), "--json", "-q")
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    proc = audit_cli("flag", "--index", index, "--json", "-q")
     data = json.loads(proc.stdout)
     assert data["policy"]["name"] == "audit-default"
     assert {"minor", "sexual", "graphic-violence"} <= set(data["thresholds"])

@@ -21,7 +21,7 @@ from audit.policy import parse_policy
 from audit.policy._engine import compile_pattern
 from audit.policy.breaker import MAX_TIMEOUTS, SLOW_GRACE_S, PatternBreaker, clock
 from audit.policy.rules import compile_rules, match_prompt, match_rules
-from tests.cli_helper import audit_subprocess
+from tests.cli_helper import audit_cli
 from tests.toy_world import a1111_infotext, shape_image
 
 EVIL = r"(a|aa)+(?=b)"
@@ -206,10 +206,9 @@ def test_audit_flag_with_a_catastrophic_rule_is_fast_warns_once_and_finds_nothin
     idx = tmp_path / "idx"
     policy = tmp_path / "evil.toml"
     policy.write_text(evil_policy(int(timeout * 1000)))
-    assert audit_subprocess("crawl", str(archive), "--index", str(idx), "--workers", "0", "--quiet").returncode == 0
+    audit_cli("crawl", archive, "--index", idx, "--workers", "0", "--quiet")
 
-    res = audit_subprocess("flag", "--index", str(idx), "--policy", str(policy), "--json", "--quiet")
-    assert res.returncode == 0, res.stderr
+    res = audit_cli("flag", "--index", idx, "--policy", policy, "--json", "--quiet")
     data = json.loads(res.stdout)
     # every prompt times out on every variant without the breaker: n x timeout at the least
     assert data["duration_s"] < 0.4 * n * timeout, data["duration_s"]
@@ -233,8 +232,8 @@ def test_with_the_opt_in_timeouts_are_findings_but_still_bounded(tmp_path):
     idx = tmp_path / "idx"
     policy = tmp_path / "evil.toml"
     policy.write_text(evil_policy(100, opt_in=True))
-    assert audit_subprocess("crawl", str(archive), "--index", str(idx), "--workers", "0", "--quiet").returncode == 0
-    res = audit_subprocess("flag", "--index", str(idx), "--policy", str(policy), "--json", "--quiet")
+    audit_cli("crawl", archive, "--index", idx, "--workers", "0", "--quiet")
+    res = audit_cli("flag", "--index", idx, "--policy", policy, "--json", "--quiet", expected=None)
     data = json.loads(res.stdout)
     (error,) = data["errors"]
     # a finding for each prompt that timed out before the breaker tripped, none after
@@ -247,9 +246,9 @@ def test_audit_scan_warns_once_even_with_quiet_and_records_the_flag_error(tmp_pa
     archive = _archive(tmp_path / "archive", n)
     policy = tmp_path / "evil.toml"
     policy.write_text(evil_policy(250))
-    res = audit_subprocess("scan", str(archive), "--index", str(tmp_path / "idx"), "--policy", str(policy),
-                  "--model", "toy-shapes", "--workers", "0", "--fail-on", "critical", "--quiet", "--json")
-    assert res.returncode == 0, res.stderr  # no finding: the timeouts are not findings
+    # exit OK, no finding: the timeouts are not findings
+    res = audit_cli("scan", archive, "--index", tmp_path / "idx", "--policy", policy,
+                    "--model", "toy-shapes", "--workers", "0", "--fail-on", "critical", "--quiet", "--json")
     data = json.loads(res.stdout)
     assert data["new_findings"] == 0
     assert data["durations"]["flag"] < 0.4 * n * 0.25

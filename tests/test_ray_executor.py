@@ -2,7 +2,7 @@
 
 One Ray instance per module (starting Ray takes seconds); drivers run in this process
 (the library) or as subprocesses connected to it through ``RAY_ADDRESS`` (the CLI), as on
-a cluster. Faults are real: a Ray worker process SIGKILLs itself once (``AUDIT_RAY_KILL_ONCE``),
+a cluster: the CLI runs in a process of its own because this one is already Ray's driver. Faults are real: a Ray worker process SIGKILLs itself once (``AUDIT_RAY_KILL_ONCE``),
 a driver process is SIGKILLed midway.
 """
 
@@ -23,7 +23,8 @@ import pytest
 
 import audit
 from audit.catalog.vectors import VectorStore
-from tests.cli_helper import audit_subprocess
+from audit.errors import ExitCode
+from tests.cli_helper import audit_cli, audit_subprocess
 from tests.paths import REPO
 from tests.toy_world import write_generation
 
@@ -141,7 +142,7 @@ def _count_vectors(idx) -> int:
 def test_driver_sigkilled_midway_then_next_run_finishes(cluster, local_scan, tmp_path):
     first = tmp_path / "first"
     res = audit_subprocess("crawl", str(SAMPLE), "--index", str(first), "--executor", "ray", "--quiet", env={"RAY_ADDRESS": cluster})
-    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.returncode == ExitCode.OK, res.stderr[-2000:]
     shutil.copytree(first, tmp_path / "second")
     total = len(vectors(local_scan))
     for idx, finisher in ((first, "ray"), (tmp_path / "second", "local")):
@@ -159,7 +160,7 @@ def test_driver_sigkilled_midway_then_next_run_finishes(cluster, local_scan, tmp
         assert 0 < done < total
         res = audit_subprocess("embed", "--index", str(idx), "--model", "toy-shapes", "--no-prompts", "--json", "--quiet",
                       "--executor", finisher, env={"RAY_ADDRESS": cluster})  # fmt: skip
-        assert res.returncode == 0, res.stderr[-2000:]
+        assert res.returncode == ExitCode.OK, res.stderr[-2000:]
         out = json.loads(res.stdout)
         assert out["images_embedded"] == total - done and out["image_vectors_total"] == total
         assert_same_vectors(vectors(idx), vectors(local_scan))
@@ -231,8 +232,8 @@ def test_sources_every_node_sees_pass_and_urls_are_not_checked(cluster, tmp_path
 
 
 def test_bad_executor_is_a_usage_error(tmp_path):
-    res = audit_subprocess("crawl", str(SAMPLE), "--index", str(tmp_path / "i"), "--executor", "dask")
-    assert res.returncode == 2 and "--executor must be one of local, ray" in res.stderr
+    res = audit_cli("crawl", SAMPLE, "--index", tmp_path / "i", "--executor", "dask", expected=ExitCode.USAGE)
+    assert "--executor must be one of local, ray" in res.stderr
 
 
 def test_a_node_that_cannot_see_a_source_stops_the_run_before_any_work(cluster, tmp_path):
@@ -262,7 +263,7 @@ def test_a_node_that_cannot_see_a_source_stops_the_run_before_any_work(cluster, 
         res = audit_subprocess("crawl", str(hidden), "--index", str(tmp_path / "idx"), "--executor", "ray",
                       env={"RAY_ADDRESS": cluster})  # fmt: skip
         lines = [ln for ln in res.stderr.splitlines() if ln.strip() and "WARNING" not in ln]
-        assert res.returncode == 2 and "is not the same on Ray node" in lines[-1], res.stderr[-2000:]
+        assert res.returncode == ExitCode.USAGE and "is not the same on Ray node" in lines[-1], res.stderr[-2000:]
         assert audit.open(tmp_path / "idx").items().height == 0  # nothing was read
     finally:
         os.killpg(node.pid, signal.SIGTERM)

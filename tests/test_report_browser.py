@@ -16,7 +16,8 @@ import audit
 from audit.report.decisions import validate_decisions
 from audit.report.testing import XSS_NAME, build_fixture
 
-from tests.cli_helper import audit_subprocess
+from audit.errors import ExitCode
+from tests.cli_helper import audit_cli
 
 CHROMIUM = os.environ.get("AUDIT_CHROMIUM", "/usr/bin/chromium")
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -189,7 +190,7 @@ def test_decisions_download_matches_format(page, report, tmp_path):
 
 
 def _review_available() -> bool:
-    return audit_subprocess("review", "--help").returncode == 0
+    return audit_cli("review", "--help", expected=None).exit_status == ExitCode.OK
 
 
 def test_decisions_round_trip_through_review_import(page, report, tmp_path):
@@ -200,8 +201,7 @@ def test_decisions_round_trip_through_review_import(page, report, tmp_path):
     sent = json.loads(path.read_text("utf-8"))
     index = tmp_path / "idx"
     shutil.copytree(fx.index, index)
-    r = audit_subprocess("review", "--index", str(index), "--import", str(path))
-    assert r.returncode == 0, r.stderr
+    audit_cli("review", "--index", index, "--import", path)
     with audit.open(index) as a:
         from audit.findings.store import FindingsStore
 

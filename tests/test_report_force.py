@@ -8,6 +8,7 @@ import fcntl
 import hashlib
 import json
 import os
+import signal
 import shutil
 import subprocess
 import sys
@@ -23,7 +24,7 @@ from audit.report import verify_report
 from audit.report.manifest import FORMAT
 from audit.report.testing import build_fixture
 
-from tests.cli_helper import audit_subprocess
+from tests.cli_helper import audit_cli, audit_subprocess
 
 
 @pytest.fixture(scope="module")
@@ -90,8 +91,7 @@ def test_planted_parent_path_is_refused(index, tmp_path):
     victim = _victim(tmp_path)
     out = tmp_path / "r"
     _plant(out, {"../outside/victim": _sha(victim)})
-    r = audit_subprocess("report", "--index", str(index), "--out", str(out), "--force")
-    assert r.returncode == ExitCode.USAGE, r.stderr
+    r = audit_cli("report", "--index", index, "--out", out, "--force", expected=ExitCode.USAGE)
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "unsafe path" in lines[0] and "nothing was deleted" in lines[0]
     assert victim.read_text() == "precious" and (out / "manifest.json").exists()
@@ -187,7 +187,7 @@ def _report_killed_at(index: Path, out: Path, c_function: str, nth: int = 1) -> 
         a.report({str(out)!r}, force=True)
     """
     r = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=120)
-    assert r.returncode == -9, r.stderr
+    assert r.returncode == -signal.SIGKILL, r.stderr
 
 
 def _leftovers(folder: Path) -> list[str]:
@@ -238,7 +238,7 @@ def test_live_staging_and_odd_leftovers_are_never_removed(index, tmp_path):
         # flock locks are per open file: this process's own lock must not look free to
         # itself through another descriptor, so run the report in a child process
         r = audit_subprocess("report", "--index", str(index), "--out", str(parent / "r"), "-q")
-        assert r.returncode == 0, r.stderr
+        assert r.returncode == ExitCode.OK, r.stderr
     finally:
         os.close(fd)
     assert (live / "index.html").read_text() == "being written"

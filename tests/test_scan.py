@@ -20,7 +20,6 @@ import pytest
 from audit.catalog.lock import IndexLock
 from audit.errors import ExitCode
 from tests.cli_helper import audit_cli
-from tests.cli_helper import audit_subprocess
 from tests.paths import REPO
 
 SAMPLE = REPO / "samples" / "archive"
@@ -32,7 +31,7 @@ def scan(archive: Path, idx: Path, *extra: str):
     res = audit_cli("scan", archive, "--index", idx, "--model", "toy-shapes", "--policy", TOY_POLICY,
                     "--fail-on", "critical", "--quiet", "--json", *extra, expected=None)
     assert res.exit_status in (ExitCode.OK, ExitCode.FINDINGS), res.stderr
-    return res.returncode, res.json()
+    return res.exit_status, res.json()
 
 
 def _wait_for_first_image_vector(catalog: Path, proc: subprocess.Popen, timeout: float = 120.0) -> None:
@@ -63,7 +62,7 @@ def test_scan_twice_then_new_files(tmp_path):
     n_first = sum(1 for p in archive.rglob("*") if p.suffix in (".png", ".jpg"))
 
     code, first = scan(archive, idx, "--report", "--out", str(tmp_path / "report1"))
-    assert code == 1 and first["exit_code"] == 1  # planted red triangles are critical
+    assert code == ExitCode.FINDINGS and first["exit_code"] == ExitCode.FINDINGS  # planted red triangles are critical
     assert first["stages"]["crawl"]["read"] == n_first
     assert first["new_by_severity"].get("critical", 0) >= 10
     # "via cluster" candidates are only members close to the category: no red star of the
@@ -89,7 +88,7 @@ def test_scan_twice_then_new_files(tmp_path):
     assert Path(first["report"]).is_dir() and (Path(first["report"]) / "manifest.json").exists()
 
     code, second = scan(archive, idx)
-    assert code == 0 and second["new_findings"] == 0
+    assert code == ExitCode.OK and second["new_findings"] == 0
     assert second["stages"]["crawl"]["read"] == 0
     assert second["stages"]["embed"]["images_embedded"] == 0
 
@@ -98,7 +97,7 @@ def test_scan_twice_then_new_files(tmp_path):
     code, third = scan(archive, idx)
     assert third["stages"]["crawl"]["read"] == len(list(LATER.iterdir()))
     assert third["stages"]["embed"]["images_embedded"] == len(list(LATER.iterdir()))
-    assert code == 1 and third["new_by_severity"].get("critical", 0) >= 1
+    assert code == ExitCode.FINDINGS and third["new_by_severity"].get("critical", 0) >= 1
     later_names = {p.name for p in LATER.iterdir()}
     new = _new_findings(idx, third)
     # Findings from an item's own signals are about the new files; re-clustering the grown
@@ -124,8 +123,8 @@ def test_second_scan_on_a_locked_index_exits_3(tmp_path):
     idx = tmp_path / "idx"
     idx.mkdir()
     with IndexLock(idx):
-        res = audit_subprocess("scan", str(SAMPLE), "--index", str(idx), "--model", "toy-shapes", "--quiet")
-    assert res.returncode == 3 and "in use" in res.stderr
+        res = audit_cli("scan", SAMPLE, "--index", idx, "--model", "toy-shapes", "--quiet", expected=ExitCode.ENVIRONMENT)
+    assert "in use" in res.stderr
 
 
 def test_bad_fail_on_and_bad_policy_are_usage_errors(tmp_path):
@@ -154,7 +153,7 @@ def test_interrupted_scan_exits_130_and_the_next_scan_finishes(tmp_path, sig):
     if sig == signal.SIGKILL:
         assert proc.returncode == -signal.SIGKILL
     else:
-        assert proc.returncode == 130, err
+        assert proc.returncode == ExitCode.INTERRUPTED, err
         assert err.strip().splitlines()[-1].startswith("audit: interrupted"), err
         assert "Traceback" not in err
         assert _last_run_status(idx / "catalog.sqlite") == "interrupted"
@@ -195,8 +194,8 @@ def test_a_signal_after_the_outcome_is_decided_does_not_change_the_exit_code(tmp
         "    def __del__(self):\n"
         "        os.kill(os.getpid(), signal.SIGINT)\n"
         "late = Late()\n"
-        "exit_with(3)\n"
+        f"exit_with({int(ExitCode.ENVIRONMENT)})\n"
     )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     res = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=60)
-    assert res.returncode == 3, res.stderr
+    assert res.returncode == ExitCode.ENVIRONMENT, res.stderr

@@ -6,7 +6,6 @@ reported (and fails --fail-on) by the next scan; a completed scan's findings are
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import sqlite3
@@ -18,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli_helper import audit_subprocess
+from audit.errors import ExitCode
+from tests.cli_helper import audit_cli
 
 from tests.toy_world import make_archive_dir
 
@@ -61,10 +61,10 @@ def scan_args(archive: Path, idx: Path, policy: Path, *extra: str) -> list[str]:
             "--workers", "0", "--fail-on", "critical", "--quiet", "--json", *extra]
 
 
-def scan(archive: Path, idx: Path, policy: Path) -> tuple[int, dict]:
-    res = audit_subprocess(*scan_args(archive, idx, policy))
-    assert res.returncode in (0, 1), res.stderr
-    return res.returncode, json.loads(res.stdout)
+def scan(archive: Path, idx: Path, policy: Path) -> tuple[ExitCode, dict]:
+    res = audit_cli(*scan_args(archive, idx, policy), expected=None)
+    assert res.exit_status in (ExitCode.OK, ExitCode.FINDINGS), res.stderr
+    return res.exit_status, res.json()
 
 
 def unreported(idx: Path) -> int:
@@ -74,21 +74,19 @@ def unreported(idx: Path) -> int:
 
 def test_findings_of_a_plain_flag_run_are_reported_by_the_next_scan_once(setup):
     archive, policy, idx = setup
-    assert audit_subprocess("crawl", str(archive), "--index", str(idx), "--workers", "0", "--quiet").returncode == 0
-    res = audit_subprocess("flag", "--index", str(idx), "--policy", str(policy), "--quiet", "--json")
-    assert res.returncode == 0, res.stderr
-    flagged = json.loads(res.stdout)
+    audit_cli("crawl", archive, "--index", idx, "--workers", "0", "--quiet")
+    flagged = audit_cli("flag", "--index", idx, "--policy", policy, "--quiet", "--json").json()
     assert flagged["by_category"] == {"red-triangles": 4, "squares": 4}
 
     code, first = scan(archive, idx, policy)  # (a) what `audit flag` found is news to cron
-    assert code == 1 and first["exit_code"] == 1
+    assert code == ExitCode.FINDINGS and first["exit_code"] == ExitCode.FINDINGS
     assert first["new_findings"] == 8
     assert first["new_by_category"] == {"red-triangles": 4, "squares": 4}
     assert first["new_by_severity"] == {"critical": 4, "low": 4}
     assert unreported(idx) == 0
 
     code, second = scan(archive, idx, policy)  # (c) a completed scan's findings are not news again
-    assert code == 0 and second["new_findings"] == 0 and second["new_by_category"] == {}
+    assert code == ExitCode.OK and second["new_findings"] == 0 and second["new_by_category"] == {}
 
 
 def test_a_scan_killed_after_flagging_has_its_findings_reported_by_the_next(setup):
@@ -119,11 +117,11 @@ def test_a_scan_killed_after_flagging_has_its_findings_reported_by_the_next(setu
     assert unreported(idx) == 8  # committed, never delivered
 
     code, after = scan(archive, idx, policy)
-    assert code == 1, "the next scan must report what the killed scan found"
+    assert code == ExitCode.FINDINGS, "the next scan must report what the killed scan found"
     assert after["new_by_category"] == {"red-triangles": 4, "squares": 4}
     assert after["stages"]["flag"]["mode"] == "unchanged"  # nothing re-evaluated: only reported
     code, again = scan(archive, idx, policy)
-    assert code == 0 and again["new_findings"] == 0
+    assert code == ExitCode.OK and again["new_findings"] == 0
 
 
 def _wait_for_flag_findings(catalog: Path, proc: subprocess.Popen, timeout: float = 180.0) -> None:
@@ -156,7 +154,7 @@ def test_decided_findings_are_not_new_and_the_library_marks_unless_told_not_to(s
 
     held = run_scan(a, [archive], policy=policy, model="toy-shapes", workers=0, fail_on="critical", mark=False)
     assert held.new_by_category == {"red-triangles": 3}  # dismissed and escalated: not news
-    assert held.exit_code == 1 and not held.reported
+    assert held.exit_code == ExitCode.FINDINGS and not held.reported
     again = run_scan(a, [archive], policy=policy, model="toy-shapes", workers=0, fail_on="critical", mark=False)
     assert again.new_by_category == {"red-triangles": 3}  # not marked: still new
     assert mark_reported(a, again) == 3 and again.reported

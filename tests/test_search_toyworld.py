@@ -9,14 +9,13 @@ must return that image first.
 
 from __future__ import annotations
 
-import json
 import random
 from pathlib import Path
 
 import pytest
 from PIL import Image, PngImagePlugin
 
-from tests.cli_helper import audit_subprocess
+from tests.cli_helper import audit_cli
 
 pytestmark = pytest.mark.slow
 
@@ -49,19 +48,16 @@ def toy_index(tmp_path_factory):
         # the prompt never names the shape: image search must find it from pixels alone
         _save(archive / f"{i:04d}_{s.colour}_{s.shape}.png", tw.draw(s, px=128), f"generation number {i}", i)
     for args in (
-        ("crawl", str(archive), "--index", str(index), "-q"),
-        ("embed", "--index", str(index), "--model", "toy-shapes", "--workers", "0", "-q"),
-        ("index", "--index", str(index), "-q"),
+        ("crawl", archive, "--index", index, "-q"),
+        ("embed", "--index", index, "--model", "toy-shapes", "--workers", "0", "-q"),
+        ("index", "--index", index, "-q"),
     ):
-        proc = audit_subprocess(*args)
-        assert proc.returncode == 0, f"audit {args[0]} failed: {proc.stderr[-2000:]}"
+        audit_cli(*args)
     return archive, index
 
 
 def _search(index: Path, *query: str, k: int = 10) -> list[dict]:
-    proc = audit_subprocess("search", "--index", str(index), *query, "-k", str(k), "--json")
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    return json.loads(proc.stdout)["results"]
+    return audit_cli("search", "--index", index, *query, "-k", k, "--json").json()["results"]
 
 
 def test_text_query_finds_red_triangles(toy_index):
@@ -91,6 +87,6 @@ def test_image_query_with_a_resized_reencoded_copy_finds_the_original(toy_index,
 def test_human_table_and_item_query(toy_index):
     archive, index = toy_index
     first = _search(index, "--text", "a red triangle", k=1)[0]
-    proc = audit_subprocess("search", "--index", str(index), "--item", first["item_id"][:16], "-k", "3")
-    assert proc.returncode == 0 and Path(first["uri"]).name in proc.stdout
+    proc = audit_cli("search", "--index", index, "--item", first["item_id"][:16], "-k", "3")
+    assert Path(first["uri"]).name in proc.stdout
     assert "generation number" in proc.stdout

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
 import resource
 import shlex
 import shutil
@@ -31,7 +32,7 @@ import audit
 from audit.catalog.access import CATALOG_FILE
 from audit.errors import CatalogDamaged, ExitCode, IndexMissing, IndexReadOnly
 
-from tests.cli_helper import audit_subprocess
+from tests.cli_helper import audit_cli
 from tests.toy_world import make_archive_dir
 
 REPO = Path(__file__).resolve().parents[1]
@@ -152,8 +153,7 @@ def test_open_never_creates_an_index(tmp_path):
     assert list((tmp_path / "empty").iterdir()) == []
     for cmd in (["search", "--text", "x"], ["report", "--out", str(tmp_path / "r")], ["flag"], ["index"],
                 ["review", "--item", "abc", "--decision", "confirm"]):  # fmt: skip
-        r = audit_subprocess(cmd[0], "--index", str(tmp_path / "empty"), *cmd[1:])
-        assert r.returncode == ExitCode.USAGE, (cmd, r.stderr)
+        r = audit_cli(cmd[0], "--index", tmp_path / "empty", *cmd[1:], expected=ExitCode.USAGE)
         _one_line(r.stderr, "no audit index", str(tmp_path / "empty"))
     assert list((tmp_path / "empty").iterdir()) == [] and not (tmp_path / "r").exists()
 
@@ -200,8 +200,7 @@ def test_damaged_catalog_is_refused_and_left_untouched(idx, kind):
         assert "\n" not in msg and str(idx / CATALOG_FILE) in msg and words in msg
         assert "restore it from a backup" in msg and "audit crawl" in msg
     for cmd in (["search", "--item", "abc"], ["crawl", str(idx.parent / "archive"), "--workers", "0"]):
-        r = audit_subprocess(cmd[0], *cmd[1:], "--index", str(idx))
-        assert r.returncode == ExitCode.USAGE, (cmd, r.returncode, r.stderr)
+        r = audit_cli(cmd[0], *cmd[1:], "--index", idx, expected=ExitCode.USAGE)
         _one_line(r.stderr, str(idx / CATALOG_FILE), words)
     assert _snapshot(idx) == before, "the damaged catalog (and its folder) must be left exactly as it was"
 
@@ -213,8 +212,7 @@ def test_every_command_refuses_an_empty_catalog(idx, tmp_path):
     for cmd in (["search", "--text", "x"], ["report", "--out", str(tmp_path / "r")], ["flag"], ["index"],
                 ["embed", "--model", "toy-shapes"], ["review", "--item", "abc", "--decision", "confirm"],
                 ["scan", str(idx.parent / "archive"), "--model", "toy-shapes"]):  # fmt: skip
-        r = audit_subprocess(cmd[0], "--index", str(idx), *cmd[1:])
-        assert r.returncode == ExitCode.USAGE, (cmd, r.returncode, r.stderr)
+        r = audit_cli(cmd[0], "--index", idx, *cmd[1:], expected=ExitCode.USAGE)
         _one_line(r.stderr, "empty (0 bytes)", str(idx / CATALOG_FILE))
     assert _snapshot(idx) == before and (idx / CATALOG_FILE).stat().st_size == 0
 
@@ -223,8 +221,7 @@ def test_stale_write_ahead_log_without_catalog_is_refused(idx):
     """A -wal left where the catalog was deleted would be replayed onto a new empty file."""
     (idx / CATALOG_FILE).unlink()
     (idx / f"{CATALOG_FILE}-wal").write_bytes(b"\x37\x7f\x06\x82" + os.urandom(4092))
-    r = audit_subprocess("crawl", str(idx.parent / "archive"), "--index", str(idx), "--workers", "0")
-    assert r.returncode == ExitCode.USAGE
+    r = audit_cli("crawl", idx.parent / "archive", "--index", idx, "--workers", "0", expected=ExitCode.USAGE)
     _one_line(r.stderr, f"{CATALOG_FILE}-wal", "no catalog.sqlite")
     assert not (idx / CATALOG_FILE).exists()
 
@@ -248,7 +245,7 @@ def _kill_child(index: Path, at: str) -> subprocess.CompletedProcess:
 def test_sigkill_during_creation_leaves_no_catalog_or_a_whole_one(tmp_path, at):
     index = tmp_path / "idx"
     r = _kill_child(index, at)
-    assert r.returncode == -9, r.stderr
+    assert r.returncode == -signal.SIGKILL, r.stderr
     path = index / CATALOG_FILE
     if path.exists():  # judged with plain SQLite, before audit opens it again
         with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as c:
@@ -257,8 +254,7 @@ def test_sigkill_during_creation_leaves_no_catalog_or_a_whole_one(tmp_path, at):
             assert c.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() is not None
     archive = tmp_path / "archive"
     make_archive_dir(archive, n=3)
-    r = audit_subprocess("crawl", str(archive), "--index", str(index), "--workers", "0", "-q")
-    assert r.returncode == 0, r.stderr
+    audit_cli("crawl", archive, "--index", index, "--workers", "0", "-q")
     assert audit.open(index).items().height == 3
     assert not [p.name for p in index.iterdir() if p.name.startswith(".catalog")], "temporary catalogs removed"
 
@@ -325,9 +321,9 @@ def test_read_only_mount_readers_work_writers_exit_3(idx, tmp_path):
     ]
     results = in_namespace(ro_mount(idx, ro), *readers, *(c for _, c in writers))
     search, report, notebook = results[:3]
-    assert search.returncode == 0, search.stderr
+    assert search.returncode == ExitCode.OK, search.stderr
     assert json.loads(search.stdout)["results"][0]["item_id"] == item
-    assert report.returncode == 0, report.stderr
+    assert report.returncode == ExitCode.OK, report.stderr
     notes = json.loads((out / "manifest.json").read_text())["notes"]
     assert any("read-only" in n and "not recorded" in n for n in notes)
     assert notebook.returncode == 0 and notebook.stdout.split() == ["True", "read-only", "file", "system", "6", "0", "0"]
@@ -400,7 +396,7 @@ def test_read_only_mount_while_a_writer_holds_the_lock(idx, tmp_path):
         audit_cmd("search", "--index", ro, "--item", _item(idx), "-k", "1", "--json"),
         f"{holder} & {wait}; {audit_cmd('search', '--index', ro, '--item', 'abc')}; rc=$?; kill $!; exit $rc",
     )
-    assert free.returncode == 0, free.stderr
+    assert free.returncode == ExitCode.OK, free.stderr
     assert held.returncode == ExitCode.ENVIRONMENT
     _one_line(held.stderr, "being written by another audit run")
 
@@ -441,8 +437,7 @@ def test_file_size_limit_is_disk_full_and_a_rerun_finishes(tmp_path):
     assert r.returncode == ExitCode.ENVIRONMENT, r.stderr
     _one_line(r.stderr, f"disk full writing {index / CATALOG_FILE}", "file size limit")
     assert _consistent(index) < 30
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0, r.stderr
+    audit_cli(*cmd[3:])  # the rerun, without the limit
     assert _consistent(index) == 30
 
 
@@ -466,7 +461,7 @@ def test_full_file_system_is_exit_3_and_a_rerun_with_space_finishes(tmp_path):
     _one_line(full.stderr, f"disk full writing {index / CATALOG_FILE}")
     ok, n = after_full.stdout.split()
     assert ok == "ok" and int(n) < 30
-    assert grow.returncode == 0 and rerun.returncode == 0, rerun.stderr
+    assert grow.returncode == 0 and rerun.returncode == ExitCode.OK, rerun.stderr
     assert after_rerun.stdout.split() == ["ok", "30"]
 
 
