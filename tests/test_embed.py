@@ -19,7 +19,7 @@ import pytest
 import audit
 from audit.catalog.vectors import VectorStore, prompt_key
 from audit.errors import ExitCode
-from tests.cli_helper import audit_subprocess
+from tests.cli_helper import audit_cli
 from tests.embed_fixtures import random_toy_checkpoint, toy_scene_archive
 
 
@@ -186,21 +186,17 @@ def test_sigkill_midway_then_rerun_embeds_only_the_missing(tmp_path, ckpt):
         before = c.execute("SELECT count(*) FROM vector_keys WHERE space='image'").fetchone()[0]
     assert before % 2 == 0 and before < n  # whole batches only
 
-    r = audit_subprocess("embed", "--index", str(tmp_path / "idx"), "--model", "toy-shapes", "--checkpoint", str(ckpt),
-                "--workers", "0", "--json", "--quiet")  # fmt: skip
-    assert r.returncode == ExitCode.OK, r.stderr
+    r = audit_cli("embed", "--index", tmp_path / "idx", "--model", "toy-shapes", "--checkpoint", ckpt,
+                  "--workers", "0", "--json", "--quiet")
     out = json.loads(r.stdout)
     assert out["images_embedded"] == n - before and out["image_vectors_total"] == n
     assert out["images_skipped"] == 0
 
 
-# The CLI runs below stay subprocesses: in process, an `audit embed` left process-wide torch state
-# that moved the vectors of later in-process embeds in this module past the tolerance.
 def test_cli_json_summary(tmp_path, ckpt):
     _crawled(tmp_path, 4)
-    r = audit_subprocess("embed", "--index", str(tmp_path / "idx"), "--model", "toy-shapes", "--checkpoint", str(ckpt),
-                "--workers", "0", "--json")  # fmt: skip
-    assert r.returncode == ExitCode.OK, r.stderr
+    r = audit_cli("embed", "--index", tmp_path / "idx", "--model", "toy-shapes", "--checkpoint", ckpt,
+                  "--workers", "0", "--json")
     out = json.loads(r.stdout)
     assert out["command"] == "embed" and out["images_embedded"] == 4
     assert out["identity"]["checkpoint_sha256"] and out["precision"]["precision"] in ("bf16", "fp32")
@@ -209,12 +205,14 @@ def test_cli_json_summary(tmp_path, ckpt):
 
 def test_cli_bad_checkpoint_is_a_usage_error(tmp_path):
     audit.open(tmp_path / "idx", create=True)
-    r = audit_subprocess("embed", "--index", str(tmp_path / "idx"), "--model", "toy-shapes", "--checkpoint", str(tmp_path / "nope.safetensors"))
-    assert r.returncode == ExitCode.USAGE and "checkpoint not found" in r.stderr
+    r = audit_cli("embed", "--index", tmp_path / "idx", "--model", "toy-shapes", "--checkpoint",
+                  tmp_path / "nope.safetensors", expected=ExitCode.USAGE)
+    assert "checkpoint not found" in r.stderr
     pickled = tmp_path / "evil.pkl"
     pickled.write_bytes(b"x")
-    r = audit_subprocess("embed", "--index", str(tmp_path / "idx"), "--model", "toy-shapes", "--checkpoint", str(pickled))
-    assert r.returncode == ExitCode.USAGE and ".safetensors" in r.stderr
+    r = audit_cli("embed", "--index", tmp_path / "idx", "--model", "toy-shapes", "--checkpoint", pickled,
+                  expected=ExitCode.USAGE)
+    assert ".safetensors" in r.stderr
 
 
 def test_weights_only_torch_checkpoint_loads_and_pickles_are_refused(tmp_path, ckpt):
