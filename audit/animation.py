@@ -50,8 +50,14 @@ def split_frame_key(key: str) -> tuple[str, int]:
     return item_id, int(index)
 
 
-def later_frames(data: bytes, n_frames: int, *, max_frames: int = MAX_FRAMES, budget_s: float = FRAME_BUDGET_S,
-                 warnings: list[str] | None = None) -> Iterator[tuple[int, Image.Image]]:  # fmt: skip
+def later_frames(
+    data: bytes,
+    n_frames: int,
+    *,
+    max_frames: int = MAX_FRAMES,
+    budget_s: float = FRAME_BUDGET_S,
+    warnings: list[str] | None = None,
+) -> Iterator[tuple[int, Image.Image]]:
     """(index, RGB frame) for the sampled frames after frame 0, as far as they decode.
     Problems are appended to ``warnings`` (one line each); nothing is raised for bad data."""
     from PIL import Image

@@ -123,16 +123,34 @@ class Audit:
                 check_visible(ray, [s.root_uri for s in opened], what="source")  # before any work
                 pool = RayReadPool(ray)
             run = stack.enter_context(self.recorded_run("crawl", argv))
-            crawler = Crawler(self.catalog, run_id=run.run_id, workers=workers, progress=progress, pool=pool,
-                              reread=reread)
+            crawler = Crawler(
+                self.catalog, run_id=run.run_id, workers=workers, progress=progress, pool=pool, reread=reread
+            )
             run.summary = crawler.summary  # recorded as far as it got, also when interrupted
             return crawler.crawl(opened)
 
-    def scan(self, sources, *, policy=None, model: str = DEFAULT_MODEL, pretrained: str | None = DEFAULT_PRETRAINED,
-             checkpoint=None, device: str = "cpu", batch_size: int | None = None, workers: int | None = None,
-             report: bool = False, out=None, fail_on: str | None = None, wait: bool = False, progress=None,
-             argv: Sequence[str] | None = None, trust_dir_mtime: bool = False, mark: bool = True,
-             full: bool = False, executor: str = "local"):  # fmt: skip
+    def scan(
+        self,
+        sources,
+        *,
+        policy=None,
+        model: str = DEFAULT_MODEL,
+        pretrained: str | None = DEFAULT_PRETRAINED,
+        checkpoint=None,
+        device: str = "cpu",
+        batch_size: int | None = None,
+        workers: int | None = None,
+        report: bool = False,
+        out=None,
+        fail_on: str | None = None,
+        wait: bool = False,
+        progress=None,
+        argv: Sequence[str] | None = None,
+        trust_dir_mtime: bool = False,
+        mark: bool = True,
+        full: bool = False,
+        executor: str = "local",
+    ):
         """crawl -> embed -> index -> flag (-> report) under one hold of the index lock;
         returns a ``ScanSummary`` whose ``exit_code`` is 1 when a new finding is at or above
         ``fail_on``. ``progress``: a function stage -> context manager yielding a callback.
@@ -141,10 +159,27 @@ class Audit:
         recomputes everything (see ``flag``)."""
         from audit.scan import run_scan
 
-        return run_scan(self, sources, policy=policy, model=model, pretrained=pretrained, checkpoint=checkpoint,
-                        device=device, batch_size=batch_size, workers=workers, report=report, out=out,
-                        fail_on=fail_on, wait=wait, progress=progress, argv=argv,
-                        trust_dir_mtime=trust_dir_mtime, mark=mark, full=full, executor=executor)  # fmt: skip
+        return run_scan(
+            self,
+            sources,
+            policy=policy,
+            model=model,
+            pretrained=pretrained,
+            checkpoint=checkpoint,
+            device=device,
+            batch_size=batch_size,
+            workers=workers,
+            report=report,
+            out=out,
+            fail_on=fail_on,
+            wait=wait,
+            progress=progress,
+            argv=argv,
+            trust_dir_mtime=trust_dir_mtime,
+            mark=mark,
+            full=full,
+            executor=executor,
+        )
 
     # --- notebook helpers (audit/notebook.py)
     def show(self, ids, *, limit: int = 24, blur: bool = True, grayscale: bool = False):
@@ -182,28 +217,48 @@ class Audit:
         from audit.findings.store import cluster_member_ids_sql
 
         self._findings_store()
-        row = self.catalog.conn.execute("SELECT policy_hash FROM clusters WHERE cluster_id = ?", (cluster_id,)).fetchone()
+        row = self.catalog.conn.execute(
+            "SELECT policy_hash FROM clusters WHERE cluster_id = ?", (cluster_id,)
+        ).fetchone()
         if row is None:
             raise InputError(f"no cluster {cluster_id!r} in this index")
         members_sql, params = cluster_member_ids_sql(self.catalog.conn, cluster_id)
         columns = {
             "item_id": "m.item_id",
             "uri": "(SELECT min(uri) FROM locations l WHERE l.item_id = m.item_id AND l.present = 1)",
-            "prompt": "i.prompt", "negative_prompt": "i.negative_prompt", "model": "i.model",
-            "resources": "i.resources", "generator": "i.generator",
+            "prompt": "i.prompt",
+            "negative_prompt": "i.negative_prompt",
+            "model": "i.model",
+            "resources": "i.resources",
+            "generator": "i.generator",
             "categories": "(SELECT json_group_array(category) FROM (SELECT DISTINCT category FROM findings f "
-                          "WHERE f.item_id = m.item_id AND +f.policy_hash = ? AND f.active = 1 ORDER BY category))",
-        }  # fmt: skip
-        schema = {"item_id": pl.Utf8, "uri": pl.Utf8, "prompt": pl.Utf8, "negative_prompt": pl.Utf8,
-                  "model": pl.Utf8, "resources": pl.Utf8, "generator": pl.Utf8, "categories": pl.Utf8}  # fmt: skip
+            "WHERE f.item_id = m.item_id AND +f.policy_hash = ? AND f.active = 1 ORDER BY category))",
+        }
+        schema = {
+            "item_id": pl.Utf8,
+            "uri": pl.Utf8,
+            "prompt": pl.Utf8,
+            "negative_prompt": pl.Utf8,
+            "model": pl.Utf8,
+            "resources": pl.Utf8,
+            "generator": pl.Utf8,
+            "categories": pl.Utf8,
+        }
         # the correlated subquery's parameter comes first: it sits in the SELECT list; its
         # unary + keeps SQLite on the item index (the policy index would scan every finding)
-        q = _frames.SqlQuery(columns, schema,
-                     f"FROM (SELECT DISTINCT item_id FROM ({members_sql})) m "
-                     "JOIN items i ON i.item_id = m.item_id", (row[0], *params), "m.item_id", page_key="m.item_id",
-                     decode={"resources": _frames.RESOURCES_TYPE, "categories": _frames.IDS_TYPE})  # fmt: skip
+        q = _frames.SqlQuery(
+            columns,
+            schema,
+            f"FROM (SELECT DISTINCT item_id FROM ({members_sql})) m JOIN items i ON i.item_id = m.item_id",
+            (row[0], *params),
+            "m.item_id",
+            page_key="m.item_id",
+            decode={"resources": _frames.RESOURCES_TYPE, "categories": _frames.IDS_TYPE},
+        )
         lf = _frames.lazy_query(self.catalog.conn, q, name="cluster_members")
-        lf = lf.with_columns(pl.when(pl.col("categories").list.len() > 0).then(pl.col("categories")).alias("categories"))
+        lf = lf.with_columns(
+            pl.when(pl.col("categories").list.len() > 0).then(pl.col("categories")).alias("categories")
+        )
         return lf if lazy else lf.collect()
 
     @contextmanager
@@ -213,9 +268,16 @@ class Audit:
             yield run
 
     # --- investigation
-    def items(self, *, include_missing: bool = False, lazy: bool = False, item_ids: Iterable[str] | str | None = None,
-              uri_prefix: str | None = None, generator: str | Iterable[str] | None = None,
-              status: str | Iterable[str] | None = None) -> pl.DataFrame | pl.LazyFrame:  # fmt: skip
+    def items(
+        self,
+        *,
+        include_missing: bool = False,
+        lazy: bool = False,
+        item_ids: Iterable[str] | str | None = None,
+        uri_prefix: str | None = None,
+        generator: str | Iterable[str] | None = None,
+        status: str | Iterable[str] | None = None,
+    ) -> pl.DataFrame | pl.LazyFrame:
         """The catalog, one row per location, with the content's facts and metadata.
 
         Filters run in SQLite: ``item_ids`` (one id or many; uses the item index),
@@ -223,8 +285,13 @@ class Audit:
         ``generator``/``status`` (one value or many). ``lazy=True``: a polars LazyFrame
         that reads the catalog in batches only when collected, selecting only the columns
         the query uses and stopping once ``head(n)`` has its rows."""
-        q = self._items_query(include_missing=include_missing, item_ids=item_ids, uri_prefix=uri_prefix,
-                              generator=generator, status=status)  # fmt: skip
+        q = self._items_query(
+            include_missing=include_missing,
+            item_ids=item_ids,
+            uri_prefix=uri_prefix,
+            generator=generator,
+            status=status,
+        )
         if lazy:
             return _frames.lazy_query(self.catalog.conn, q, name="items")
         return _frames.collect_query(self.catalog.conn, q)
@@ -260,51 +327,119 @@ class Audit:
             params += [uri_prefix, uri_prefix + "\U0010ffff", len(uri_prefix), uri_prefix]
         _where_in(where, params, "i.generator", generator)
         _where_in(where, params, "i.status", status)
-        source = ("FROM locations l LEFT JOIN items i ON i.item_id = l.item_id "
-                  "LEFT JOIN scans s ON s.root_uri = l.root" + (f" WHERE {' AND '.join(where)}" if where else ""))  # fmt: skip
+        source = (
+            "FROM locations l LEFT JOIN items i ON i.item_id = l.item_id "
+            "LEFT JOIN scans s ON s.root_uri = l.root" + (f" WHERE {' AND '.join(where)}" if where else "")
+        )
         decode = {"resources": _frames.RESOURCES_TYPE} if "resources" in columns else {}
         return _frames.SqlQuery(columns, schema, source, tuple(params), "l.uri", casts, page_key="l.uri", decode=decode)
 
     def runs(self) -> pl.DataFrame:
         schema = {
-            "run_id": pl.Int64, "command": pl.Utf8, "argv": pl.Utf8, "tool_version": pl.Utf8, "user": pl.Utf8,
-            "host": pl.Utf8, "started": pl.Utf8, "finished": pl.Utf8, "status": pl.Utf8, "summary": pl.Utf8,
-        }  # fmt: skip
+            "run_id": pl.Int64,
+            "command": pl.Utf8,
+            "argv": pl.Utf8,
+            "tool_version": pl.Utf8,
+            "user": pl.Utf8,
+            "host": pl.Utf8,
+            "started": pl.Utf8,
+            "finished": pl.Utf8,
+            "status": pl.Utf8,
+            "summary": pl.Utf8,
+        }
         return _frames.frame(self.catalog.conn, f"SELECT {', '.join(schema)} FROM runs ORDER BY run_id", (), schema)
 
     # --- embeddings (audit/embed)
-    def embed(self, *, model: str = DEFAULT_MODEL, pretrained: str | None = DEFAULT_PRETRAINED,
-              checkpoint: str | os.PathLike | None = None, device: str = "cpu", precision: str = "auto",
-              batch_size: int | None = None, workers: int | None = None, images: bool = True,
-              prompts: bool = True, retry_skipped: bool = False, wait: bool = False, progress=None,
-              argv: Sequence[str] | None = None, embedder=None, executor: str = "local"):  # fmt: skip
+    def embed(
+        self,
+        *,
+        model: str = DEFAULT_MODEL,
+        pretrained: str | None = DEFAULT_PRETRAINED,
+        checkpoint: str | os.PathLike | None = None,
+        device: str = "cpu",
+        precision: str = "auto",
+        batch_size: int | None = None,
+        workers: int | None = None,
+        images: bool = True,
+        prompts: bool = True,
+        retry_skipped: bool = False,
+        wait: bool = False,
+        progress=None,
+        argv: Sequence[str] | None = None,
+        embedder=None,
+        executor: str = "local",
+    ):
         """Embed the images and prompts of ok items that have no vector for this model yet;
         returns an ``EmbedSummary``. ``pretrained=None`` (no checkpoint) means random weights.
         ``embedder``: an already loaded ``OpenClipEmbedder`` (skips loading; notebooks)."""
         from audit.embed.api import run_embed
 
-        return run_embed(self.catalog, model=model, pretrained=pretrained, checkpoint=checkpoint, device=device,
-                         precision=precision, batch_size=batch_size, workers=workers, images=images,
-                         prompts=prompts, retry_skipped=retry_skipped, wait=wait, progress=progress,
-                         argv=argv, embedder=embedder, executor=executor)  # fmt: skip
+        return run_embed(
+            self.catalog,
+            model=model,
+            pretrained=pretrained,
+            checkpoint=checkpoint,
+            device=device,
+            precision=precision,
+            batch_size=batch_size,
+            workers=workers,
+            images=images,
+            prompts=prompts,
+            retry_skipped=retry_skipped,
+            wait=wait,
+            progress=progress,
+            argv=argv,
+            embedder=embedder,
+            executor=executor,
+        )
 
-    def import_embeddings(self, folder: str | os.PathLike, *, model: str, pretrained: str | None = None,
-                          checkpoint: str | os.PathLike | None = None, path_prefix: str = "",
-                          base: str | os.PathLike | None = None, batch: int | None = None, wait: bool = False,
-                          progress=None, argv: Sequence[str] | None = None):  # fmt: skip
+    def import_embeddings(
+        self,
+        folder: str | os.PathLike,
+        *,
+        model: str,
+        pretrained: str | None = None,
+        checkpoint: str | os.PathLike | None = None,
+        path_prefix: str = "",
+        base: str | os.PathLike | None = None,
+        batch: int | None = None,
+        wait: bool = False,
+        progress=None,
+        argv: Sequence[str] | None = None,
+    ):
         """Store precomputed vectors (clip-retrieval output: ``img_emb/``, ``text_emb/``,
         ``metadata/``) for catalogued items under the stated model identity, matched by
         ``image_path``; resumable. Returns an ``ImportSummary`` (see ``audit.embed.imported``)."""
         from audit.embed.imported import BATCH, import_embeddings
 
-        return import_embeddings(self, folder, model=model, pretrained=pretrained, checkpoint=checkpoint,
-                                 path_prefix=path_prefix, base=base, batch=batch or BATCH, wait=wait,
-                                 progress=progress, argv=argv)  # fmt: skip
+        return import_embeddings(
+            self,
+            folder,
+            model=model,
+            pretrained=pretrained,
+            checkpoint=checkpoint,
+            path_prefix=path_prefix,
+            base=base,
+            batch=batch or BATCH,
+            wait=wait,
+            progress=progress,
+            argv=argv,
+        )
 
     # --- FAISS indexes and search (audit/index)
-    def index(self, *, model: str | None = None, memory_budget: str | int | None = None, index_type: str | None = None,
-              rebuild: bool = False, verify: bool = False, wait: bool = False, progress=None,
-              argv: Sequence[str] | None = None, **options):  # fmt: skip
+    def index(
+        self,
+        *,
+        model: str | None = None,
+        memory_budget: str | int | None = None,
+        index_type: str | None = None,
+        rebuild: bool = False,
+        verify: bool = False,
+        wait: bool = False,
+        progress=None,
+        argv: Sequence[str] | None = None,
+        **options,
+    ):
         """Build or update the image and prompt FAISS indexes of every model (or ``model``);
         returns an ``IndexSummary``. ``memory_budget``/``index_type`` default to what each
         index was built with (else 4 GiB, automatic). ``options`` go to ``IndexBuilder``."""
@@ -318,14 +453,31 @@ class Audit:
         with IndexLock(self.index_dir, wait=wait):
             with self.recorded_run("index", argv) as run:
                 PromptRefs(self.catalog.conn).refresh()
-                builder = IndexBuilder(self.index_dir, vs, memory_budget=memory_budget, index_type=index_type,
-                                       rebuild=rebuild, verify=verify, progress=progress, **options)  # fmt: skip
+                builder = IndexBuilder(
+                    self.index_dir,
+                    vs,
+                    memory_budget=memory_budget,
+                    index_type=index_type,
+                    rebuild=rebuild,
+                    verify=verify,
+                    progress=progress,
+                    **options,
+                )
                 run.summary = build_all(builder, models)
                 return run.summary
 
-    def search(self, text: str | None = None, image=None, item: str | None = None, *, k: int = 10,
-               model: str | None = None, space: str = "image", checkpoint: str | None = None,
-               device: str = "cpu") -> pl.DataFrame:  # fmt: skip
+    def search(
+        self,
+        text: str | None = None,
+        image=None,
+        item: str | None = None,
+        *,
+        k: int = 10,
+        model: str | None = None,
+        space: str = "image",
+        checkpoint: str | None = None,
+        device: str = "cpu",
+    ) -> pl.DataFrame:
         """Nearest items to a text, an image (path or PIL image) or an item id: rank, item_id,
         score (cosine), uri (a present location), present, prompt_excerpt, match."""
         from audit.embed.device import check_device
@@ -356,9 +508,19 @@ class Audit:
         return s.search(identity["key"], space, s.item_vector(identity["key"], item, space), k, exclude=item)
 
     # --- evidence reports (audit/report)
-    def report(self, out: str | os.PathLike | None = None, formats=None, *, policy: str | os.PathLike | None = None,
-               blur: bool = True, grayscale: bool = False, force: bool = False, html_limit: int | None = None,
-               argv: Sequence[str] | None = None, progress=None):  # fmt: skip
+    def report(
+        self,
+        out: str | os.PathLike | None = None,
+        formats=None,
+        *,
+        policy: str | os.PathLike | None = None,
+        blur: bool = True,
+        grayscale: bool = False,
+        force: bool = False,
+        html_limit: int | None = None,
+        argv: Sequence[str] | None = None,
+        progress=None,
+    ):
         """Write an evidence report of the current findings; returns a ``ReportSummary``.
 
         ``out``: default ``reports/<index name>/<UTC timestamp>/`` under the current directory;
@@ -366,8 +528,18 @@ class Audit:
         file whose findings to report (default: that of the latest flag run)."""
         from audit.report import build_report
 
-        return build_report(self.catalog, out, formats, policy=policy, blur=blur, grayscale=grayscale, force=force,
-                            html_limit=html_limit, argv=argv, progress=progress)  # fmt: skip
+        return build_report(
+            self.catalog,
+            out,
+            formats,
+            policy=policy,
+            blur=blur,
+            grayscale=grayscale,
+            force=force,
+            html_limit=html_limit,
+            argv=argv,
+            progress=progress,
+        )
 
     def _vectors(self):
         from audit.catalog.vectors import VectorStore
@@ -382,10 +554,20 @@ class Audit:
         return self._search_cache
 
     # --- flag and review (audit/flag, audit/cluster.py, audit/review.py)
-    def flag(self, policy: "str | os.PathLike | None" = None, *, model: str | None = None,
-             checkpoint: str | os.PathLike | None = None, device: str = "cpu", full: bool = False,
-             embedder=None, wait: bool = False, progress=None, argv: Sequence[str] | None = None,
-             **options):  # fmt: skip
+    def flag(
+        self,
+        policy: "str | os.PathLike | None" = None,
+        *,
+        model: str | None = None,
+        checkpoint: str | os.PathLike | None = None,
+        device: str = "cpu",
+        full: bool = False,
+        embedder=None,
+        wait: bool = False,
+        progress=None,
+        argv: Sequence[str] | None = None,
+        **options,
+    ):
         """Signals, clusters and findings under ``policy`` (a file, a loaded ``Policy``, or
         ``None`` for the packaged default); returns a ``FlagSummary``. Incremental: only items
         new or changed (``items.seq``) since the last run of this policy and model, and items
@@ -397,8 +579,18 @@ class Audit:
         recluster_factor, block, dup_exact_max, dup_probes, learn)."""
         from audit.flag.runner import FlagOptions, run_flag
 
-        return run_flag(self.catalog, policy, model=model, checkpoint=checkpoint, device=device, embedder=embedder,
-                        options=FlagOptions(full=full, **options), wait=wait, progress=progress, argv=argv)
+        return run_flag(
+            self.catalog,
+            policy,
+            model=model,
+            checkpoint=checkpoint,
+            device=device,
+            embedder=embedder,
+            options=FlagOptions(full=full, **options),
+            wait=wait,
+            progress=progress,
+            argv=argv,
+        )
 
     def _findings_store(self):
         from audit.findings.store import FindingsStore
@@ -410,9 +602,20 @@ class Audit:
         row = self.catalog.conn.execute("SELECT policy_hash FROM flag_runs ORDER BY run_id DESC LIMIT 1").fetchone()
         return row[0] if row else None
 
-    def findings(self, *, policy_hash: str | None = None, all_policies: bool = False, active_only: bool = True,
-                 lazy: bool = False, category=None, severity=None, status=None, cluster_id=None, item_id=None,
-                 member_of: str | None = None) -> pl.DataFrame | pl.LazyFrame:  # fmt: skip
+    def findings(
+        self,
+        *,
+        policy_hash: str | None = None,
+        all_policies: bool = False,
+        active_only: bool = True,
+        lazy: bool = False,
+        category=None,
+        severity=None,
+        status=None,
+        cluster_id=None,
+        item_id=None,
+        member_of: str | None = None,
+    ) -> pl.DataFrame | pl.LazyFrame:
         """Findings (design.md fields; ``signals`` a list of structs {kind, name, score,
         threshold, margin, detail}, ``detail`` as JSON text: ``explode("signals")``) of the latest flag run's policy
         (or ``policy_hash``, or every policy with ``all_policies``).
@@ -423,34 +626,70 @@ class Audit:
         ``lazy=True``: a LazyFrame read in batches when collected."""
         store = self._findings_store()
         ph = None if all_policies else (policy_hash or self._current_policy_hash())
-        return store.findings(policy_hash=ph, active_only=active_only, lazy=lazy, category=category,
-                              severity=severity, status=status, cluster_id=cluster_id, item_id=item_id,
-                              member_of=member_of)  # fmt: skip
+        return store.findings(
+            policy_hash=ph,
+            active_only=active_only,
+            lazy=lazy,
+            category=category,
+            severity=severity,
+            status=status,
+            cluster_id=cluster_id,
+            item_id=item_id,
+            member_of=member_of,
+        )
 
-    def clusters(self, *, policy_hash: str | None = None, kind: str | None = None, flagged_only: bool = False,
-                 cluster_id=None, lazy: bool = False) -> pl.DataFrame | pl.LazyFrame:  # fmt: skip
+    def clusters(
+        self,
+        *,
+        policy_hash: str | None = None,
+        kind: str | None = None,
+        flagged_only: bool = False,
+        cluster_id=None,
+        lazy: bool = False,
+    ) -> pl.DataFrame | pl.LazyFrame:
         """Semantic clusters and near-duplicate groups of the latest flag run's policy,
         largest first (a lazy frame: in storage order); ``kind`` ("semantic", "near_duplicate"), ``flagged_only`` and
         ``cluster_id`` filter in SQLite; ``lazy=True``: a LazyFrame (leave ``members`` out
         of a ``select`` and the member lists are never read). ``members``, ``medoids`` and
         ``categories`` are lists of strings, ``flagged`` a boolean; ``top_terms``,
         ``concept_scores`` and ``review`` stay JSON text (shapes keyed by term and concept)."""
-        return self._findings_store().clusters(policy_hash=policy_hash or self._current_policy_hash(), kind=kind,
-                                               flagged_only=flagged_only, cluster_id=cluster_id, lazy=lazy)  # fmt: skip
+        return self._findings_store().clusters(
+            policy_hash=policy_hash or self._current_policy_hash(),
+            kind=kind,
+            flagged_only=flagged_only,
+            cluster_id=cluster_id,
+            lazy=lazy,
+        )
 
     def decisions(self) -> pl.DataFrame:
         """The review log, oldest first (append-only; the latest decision on a target wins)."""
         return self._findings_store().decisions()
 
-    def review(self, item: str | None = None, *, cluster: str | None = None, finding: str | None = None,
-               decision: str, note: str | None = None, by: str | None = None,
-               category: str | None = None) -> int:
+    def review(
+        self,
+        item: str | None = None,
+        *,
+        cluster: str | None = None,
+        finding: str | None = None,
+        decision: str,
+        note: str | None = None,
+        by: str | None = None,
+        category: str | None = None,
+    ) -> int:
         """Record a decision (confirm, dismiss, escalate) on an item, a cluster or a finding;
         returns the decision id. Applied by the next ``flag`` run."""
         from audit.review import record
 
-        return record(self.catalog.conn, item=item, cluster=cluster, finding=finding, decision=decision,
-                      note=note, by=by, category=category)
+        return record(
+            self.catalog.conn,
+            item=item,
+            cluster=cluster,
+            finding=finding,
+            decision=decision,
+            note=note,
+            by=by,
+            category=category,
+        )
 
     def import_decisions(self, path: str | os.PathLike, *, by: str | None = None) -> list[int]:
         """Append the decisions of a JSON file (all or nothing); returns their ids."""
@@ -463,4 +702,3 @@ class Audit:
         from audit.review import export_bank
 
         return export_bank(self.catalog.conn, path)
-

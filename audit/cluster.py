@@ -35,8 +35,15 @@ import numpy as np
 from audit.embed.base import l2_normalize
 
 __all__ = [
-    "choose_k", "kmeans", "pdq_pairs", "cosine_pairs", "connected_components",
-    "near_duplicate_groups", "nearest_to_centroid", "top_terms", "KMeansResult",
+    "choose_k",
+    "kmeans",
+    "pdq_pairs",
+    "cosine_pairs",
+    "connected_components",
+    "near_duplicate_groups",
+    "nearest_to_centroid",
+    "top_terms",
+    "KMeansResult",
 ]
 
 PDQ_MIH_MAX_RADIUS = 15  # 16 chunks x 16 bits: exact for distances <= 15
@@ -61,8 +68,15 @@ class KMeansResult:
     seconds: dict = field(default_factory=dict)
 
 
-def kmeans(vectors: np.ndarray, k: int | None = None, *, niter: int = 20, seed: int = 1234,
-           max_points_per_centroid: int = 256, normalized: bool = False) -> KMeansResult:
+def kmeans(
+    vectors: np.ndarray,
+    k: int | None = None,
+    *,
+    niter: int = 20,
+    seed: int = 1234,
+    max_points_per_centroid: int = 256,
+    normalized: bool = False,
+) -> KMeansResult:
     """Spherical FAISS k-means on (unit) vectors; deterministic for a given seed and input order."""
 
     import faiss
@@ -77,8 +91,16 @@ def kmeans(vectors: np.ndarray, k: int | None = None, *, niter: int = 20, seed: 
     if k == 1:
         centroids = l2_normalize(x.mean(axis=0, keepdims=True))
     else:
-        km = faiss.Kmeans(d, k, niter=niter, seed=seed, spherical=True, verbose=False,
-                          max_points_per_centroid=max_points_per_centroid, min_points_per_centroid=1)
+        km = faiss.Kmeans(
+            d,
+            k,
+            niter=niter,
+            seed=seed,
+            spherical=True,
+            verbose=False,
+            max_points_per_centroid=max_points_per_centroid,
+            min_points_per_centroid=1,
+        )
         km.train(x)
         centroids = l2_normalize(km.centroids)
     times["train_s"] = time.perf_counter() - t
@@ -102,8 +124,9 @@ def _popcount_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return pop8[x.view(np.uint8)].sum(axis=1)  # pragma: no cover
 
 
-def _bucket_pairs(values: np.ndarray, ids: np.ndarray, words: np.ndarray, radius: int,
-                  out_i: list, out_j: list) -> None:
+def _bucket_pairs(
+    values: np.ndarray, ids: np.ndarray, words: np.ndarray, radius: int, out_i: list, out_j: list
+) -> None:
     """Verified pairs among ``ids`` that share the same chunk ``values``."""
     order = np.argsort(values, kind="stable")
     v = values[order]
@@ -123,7 +146,7 @@ def _bucket_pairs(values: np.ndarray, ids: np.ndarray, words: np.ndarray, radius
         out_i.append(ia[keep])
         out_j.append(ib[keep])
     for r in np.flatnonzero(lengths > _SMALL_RUN):
-        members = sorted_ids[starts[r]:starts[r] + lengths[r]]
+        members = sorted_ids[starts[r] : starts[r] + lengths[r]]
         i, j = _flat_binary_pairs(words[members].view(np.uint8).reshape(-1, 32), radius)
         out_i.append(members[i])
         out_j.append(members[j])
@@ -142,8 +165,9 @@ def _flat_binary_pairs(codes: np.ndarray, radius: int) -> tuple[np.ndarray, np.n
     return rows[keep], ids[keep]
 
 
-def pdq_pairs(hashes: np.ndarray, max_distance: int = 15, valid: np.ndarray | None = None
-              ) -> tuple[np.ndarray, np.ndarray]:
+def pdq_pairs(
+    hashes: np.ndarray, max_distance: int = 15, valid: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Pairs (i < j) of rows of an (n, 32) uint8 PDQ array within ``max_distance`` bits.
 
     ``valid``: rows to consider (e.g. PDQ quality ≥ 50); others never pair.
@@ -170,9 +194,16 @@ def pdq_pairs(hashes: np.ndarray, max_distance: int = 15, valid: np.ndarray | No
     return key // len(hashes), key % len(hashes)
 
 
-def cosine_pairs(vectors: np.ndarray, min_cosine: float, *, exact_below: int = 20_000,
-                 centroids: np.ndarray | None = None, nprobe: int = 2, normalized: bool = False,
-                 block: int = 2048) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def cosine_pairs(
+    vectors: np.ndarray,
+    min_cosine: float,
+    *,
+    exact_below: int = 20_000,
+    centroids: np.ndarray | None = None,
+    nprobe: int = 2,
+    normalized: bool = False,
+    block: int = 2048,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Pairs (i < j) with cosine ≥ ``min_cosine``, and their cosines.
 
     Exact (FAISS ``IndexFlatIP`` range search) below ``exact_below`` vectors. Above, cells of
@@ -195,7 +226,7 @@ def cosine_pairs(vectors: np.ndarray, min_cosine: float, *, exact_below: int = 2
         index.add(x)
         radius = float(np.nextafter(np.float32(min_cosine), np.float32(-2)))  # faiss IP range: score > radius
         for start in range(0, n, 65536):
-            q = x[start:start + 65536]
+            q = x[start : start + 65536]
             lims, scores, ids = index.range_search(q, radius)
             rows = np.repeat(np.arange(start, start + len(q)), np.diff(lims).astype(np.int64))
             ids = ids.astype(np.int64)
@@ -220,13 +251,13 @@ def cosine_pairs(vectors: np.ndarray, min_cosine: float, *, exact_below: int = 2
     a_order = np.argsort(flat_cells, kind="stable")
     a_bounds = np.searchsorted(flat_cells[a_order], np.arange(k + 1))
     for c in range(k):
-        home_rows = h_order[h_bounds[c]:h_bounds[c + 1]]
+        home_rows = h_order[h_bounds[c] : h_bounds[c + 1]]
         if len(home_rows) == 0:
             continue
-        cand = np.unique(flat_rows[a_order[a_bounds[c]:a_bounds[c + 1]]])  # every vector probing c (home ones too)
+        cand = np.unique(flat_rows[a_order[a_bounds[c] : a_bounds[c + 1]]])  # every vector probing c (home ones too)
         xc = x[cand]
         for b in range(0, len(home_rows), block):
-            rows = home_rows[b:b + block]
+            rows = home_rows[b : b + block]
             sim = x[rows] @ xc.T
             r, col = np.nonzero(sim >= min_cosine)
             i, j = rows[r], cand[col]
@@ -253,10 +284,16 @@ def connected_components(n: int, i: np.ndarray, j: np.ndarray) -> np.ndarray:
     return labels.astype(np.int64)
 
 
-def near_duplicate_groups(n: int, *, pdq: np.ndarray | None = None, pdq_valid: np.ndarray | None = None,
-                          pdq_max_distance: int = 15, vectors: np.ndarray | None = None,
-                          min_cosine: float | None = 0.97, centroids: np.ndarray | None = None
-                          ) -> tuple[np.ndarray, dict]:
+def near_duplicate_groups(
+    n: int,
+    *,
+    pdq: np.ndarray | None = None,
+    pdq_valid: np.ndarray | None = None,
+    pdq_max_distance: int = 15,
+    vectors: np.ndarray | None = None,
+    min_cosine: float | None = 0.97,
+    centroids: np.ndarray | None = None,
+) -> tuple[np.ndarray, dict]:
     """Component label per item (items alone keep their own label) and edge counts per source."""
     edges_i, edges_j = [], []
     stats = {}

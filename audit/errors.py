@@ -49,8 +49,6 @@ class CatalogDamaged(InputError):
     It is never overwritten or repaired in place: the message says what to do instead."""
 
 
-
-
 class EnvironmentProblem(AuditError):
     exit_code = ExitCode.ENVIRONMENT
 
@@ -112,8 +110,10 @@ def storage_error(exc: BaseException, path: "str | os.PathLike | None" = None) -
         return None
     where = str(path or "the catalog")
     if name.startswith("SQLITE_CORRUPT") or name == "SQLITE_NOTADB":
-        return CatalogDamaged(f"{where} is corrupt ({exc}); restore it from a backup, or start a new index "
-                              "with `audit crawl SOURCE --index NEW_DIR`")  # fmt: skip
+        return CatalogDamaged(
+            f"{where} is corrupt ({exc}); restore it from a backup, or start a new index "
+            "with `audit crawl SOURCE --index NEW_DIR`"
+        )
     if name == "SQLITE_FULL":
         return DiskFull(f"disk full writing {where} ({exc})")
     if name.startswith("SQLITE_READONLY") or name == "SQLITE_PERM":

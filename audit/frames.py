@@ -32,8 +32,16 @@ _STAMP = pl.Datetime(time_unit="us", time_zone="UTC")
 # cluster summary...): one struct would be the union of every kind's keys, mostly null, and
 # change whenever a detector adds one; so it stays JSON text (``json.loads`` it, or
 # ``pl.col("detail").str.json_path_match("$.label")``).
-SIGNAL_TYPE = pl.Struct({"kind": pl.Utf8, "name": pl.Utf8, "score": pl.Float64, "threshold": pl.Float64,
-                         "margin": pl.Float64, "detail": pl.Utf8})  # fmt: skip
+SIGNAL_TYPE = pl.Struct(
+    {
+        "kind": pl.Utf8,
+        "name": pl.Utf8,
+        "score": pl.Float64,
+        "threshold": pl.Float64,
+        "margin": pl.Float64,
+        "detail": pl.Utf8,
+    }
+)
 SIGNALS_TYPE = pl.List(SIGNAL_TYPE)
 RESOURCES_TYPE = pl.List(pl.Struct({"kind": pl.Utf8, "name": pl.Utf8, "hash": pl.Utf8, "weight": pl.Float64}))
 IDS_TYPE = pl.List(pl.Utf8)
@@ -42,8 +50,12 @@ IDS_TYPE = pl.List(pl.Utf8)
 def signals_sql(column: str) -> str:
     """SQL turning a stored JSON list of signal dicts into the same list with each ``detail``
     as JSON text (``|| ''`` drops SQLite's JSON subtype, so ``json_set`` stores a string)."""
-    return (f"(CASE WHEN json_valid({column}) THEN (SELECT json_group_array(json_set(value, '$.detail', "
-            f"json_extract(value, '$.detail') || '')) FROM json_each({column})) END)")  # fmt: skip
+    return (
+        f"(CASE WHEN json_valid({column}) THEN (SELECT json_group_array(json_set(value, '$.detail', "
+        f"json_extract(value, '$.detail') || '')) FROM json_each({column})) END)"
+    )
+
+
 BATCH_ROWS = 10_000  # rows per batch: ~50 MB of Python rows at 50k, ~10 MB here
 FIRST_LAZY_ROWS = 1_000  # a lazy frame's first batch; later ones double up to BATCH_ROWS
 
@@ -65,8 +77,9 @@ def frame(conn: sqlite3.Connection, sql: str, params: Sequence[Any], schema: dic
 def _stamps(df: pl.DataFrame) -> pl.DataFrame:
     stamps = [c for c in df.columns if c in TIMESTAMP_COLUMNS]
     if stamps:
-        df = df.with_columns(pl.col(c).str.to_datetime("%Y-%m-%dT%H:%M:%S%.fZ", time_unit="us", time_zone="UTC")
-                             for c in stamps)  # fmt: skip
+        df = df.with_columns(
+            pl.col(c).str.to_datetime("%Y-%m-%dT%H:%M:%S%.fZ", time_unit="us", time_zone="UTC") for c in stamps
+        )
     return df
 
 
@@ -92,11 +105,18 @@ class SqlQuery:
 
     def page_sql(self, names: Sequence[str]) -> str:
         cols = ", ".join(f"{self.columns[n]} AS {n}" for n in names)
-        return (f"SELECT * FROM (SELECT {cols}, {self.page_key} AS _page {self.source}) "
-                "WHERE _page > ? ORDER BY _page LIMIT ?")  # fmt: skip
+        return (
+            f"SELECT * FROM (SELECT {cols}, {self.page_key} AS _page {self.source}) "
+            "WHERE _page > ? ORDER BY _page LIMIT ?"
+        )
 
-    def pages(self, conn: sqlite3.Connection, names: Sequence[str], batch_rows: int = BATCH_ROWS,
-              first_rows: int | None = None) -> Iterator[pl.DataFrame]:  # fmt: skip
+    def pages(
+        self,
+        conn: sqlite3.Connection,
+        names: Sequence[str],
+        batch_rows: int = BATCH_ROWS,
+        first_rows: int | None = None,
+    ) -> Iterator[pl.DataFrame]:
         """The result in ``page_key`` order, one statement per page (see ``page_key``)."""
         schema = {n: self.schema[n] for n in names}
         sql = self.page_sql(names)
@@ -136,8 +156,13 @@ class SqlQuery:
             out[name] = self.decode.get(name) or self.casts.get(name, _STAMP if name in TIMESTAMP_COLUMNS else dtype)
         return out
 
-    def batches(self, conn: sqlite3.Connection, names: Sequence[str] | None = None, batch_rows: int = BATCH_ROWS,
-                first_rows: int | None = None) -> Iterator[pl.DataFrame]:  # fmt: skip
+    def batches(
+        self,
+        conn: sqlite3.Connection,
+        names: Sequence[str] | None = None,
+        batch_rows: int = BATCH_ROWS,
+        first_rows: int | None = None,
+    ) -> Iterator[pl.DataFrame]:
         """The result in DataFrames of at most ``batch_rows`` rows, read as they are asked for
         (from ``first_rows`` rows, doubling: a ``head(5)`` reads a small first batch).
         One statement: SQLite keeps its read snapshot until the last row (or until the
@@ -189,8 +214,9 @@ def collect_query(conn: sqlite3.Connection, q: SqlQuery) -> pl.DataFrame:
     return pl.concat(parts)
 
 
-def lazy_query(conn: sqlite3.Connection, q: SqlQuery, *, name: str = "sqlite",
-               batch_rows: int = BATCH_ROWS) -> pl.LazyFrame:  # fmt: skip
+def lazy_query(
+    conn: sqlite3.Connection, q: SqlQuery, *, name: str = "sqlite", batch_rows: int = BATCH_ROWS
+) -> pl.LazyFrame:
     """A LazyFrame over ``q`` that reads SQLite in batches when collected (see module doc):
     in ``q.page_key`` order, a page per statement, when ``q`` has one.
 
@@ -200,8 +226,9 @@ def lazy_query(conn: sqlite3.Connection, q: SqlQuery, *, name: str = "sqlite",
 
     out_schema = q.output_schema()
 
-    def source(with_columns: list[str] | None, predicate: pl.Expr | None, n_rows: int | None,
-               batch_size: int | None) -> Iterator[pl.DataFrame]:  # fmt: skip
+    def source(
+        with_columns: list[str] | None, predicate: pl.Expr | None, n_rows: int | None, batch_size: int | None
+    ) -> Iterator[pl.DataFrame]:
         # the predicate may use columns the projection leaves out: read both, project after
         names = list(q.columns) if with_columns is None or predicate is not None else list(with_columns)
         left = n_rows
@@ -226,8 +253,7 @@ def lazy_query(conn: sqlite3.Connection, q: SqlQuery, *, name: str = "sqlite",
         finally:
             gen.close()
 
-    return register_io_source(source, schema=out_schema, explain_name=name,
-                              explain_detail=q.source[:120])  # fmt: skip
+    return register_io_source(source, schema=out_schema, explain_name=name, explain_detail=q.source[:120])
 
 
 # Polars runs a lazy source on its own threads and may read a page ahead after ``collect``

@@ -24,7 +24,7 @@ _JXL_CONTAINER = b"\x00\x00\x00\x0cJXL \r\n\x87\n"
 
 
 def container_kind(data: bytes) -> str | None:
-    """"AVIF", "HEIF" or "JPEG XL" when the bytes start like one, else None. AVIF wins
+    """ "AVIF", "HEIF" or "JPEG XL" when the bytes start like one, else None. AVIF wins
     over HEIF when a file lists both brands (AVIF files also carry ``mif1``)."""
     if data.startswith((_JXL_CONTAINER, _JXL_CODESTREAM)):
         return "JPEG XL"

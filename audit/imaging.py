@@ -135,8 +135,14 @@ class DecodedImage:
 _ORIENTATION_TRANSPOSE = {2: 0, 3: 3, 4: 1, 5: 5, 6: 4, 7: 6, 8: 2}
 
 
-def decode_image(data: bytes, *, max_pixels: int = MAX_PIXELS, draft: tuple[int, int] | None = None,
-                 orientation: bool = False, capture_stderr: bool | None = None) -> DecodedImage:  # fmt: skip
+def decode_image(
+    data: bytes,
+    *,
+    max_pixels: int = MAX_PIXELS,
+    draft: tuple[int, int] | None = None,
+    orientation: bool = False,
+    capture_stderr: bool | None = None,
+) -> DecodedImage:
     """The pixels of ``data`` (frame 0), or ``DecodeError``. Never raises anything else for
     bad bytes. ``draft``: let JPEG decode at a reduced scale of at least this size
     (thumbnails). ``orientation``: also read the EXIF orientation (best effort).

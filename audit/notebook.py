@@ -68,7 +68,9 @@ class Grid:
         return "".join(parts)
 
     def __repr__(self) -> str:
-        rows = [f"{c.item_id[:12]}  {'[withheld] ' if c.withheld else ''}{_clip(c.prompt or '', 60)}" for c in self.cells]
+        rows = [
+            f"{c.item_id[:12]}  {'[withheld] ' if c.withheld else ''}{_clip(c.prompt or '', 60)}" for c in self.cells
+        ]
         return "\n".join(rows + ([f"... {self.omitted} more"] if self.omitted else []))
 
 
@@ -108,8 +110,14 @@ def show(audit_index, ids: Any, *, limit: int = 24, blur: bool = True, grayscale
         prompt, uri = facts.get(item_id, (None, None))
         cell = Cell(item_id=item_id, uri=uri, prompt=prompt)
         for category, signals in findings.get(item_id, []):
-            best = max((s for s in signals if s.get("score") is not None), key=lambda s: s.get("margin") or 0, default=None)
-            score = f" {best['kind']} {best['score']:.3f}/{best['threshold']:.3f}" if best and best.get("threshold") is not None else ""
+            best = max(
+                (s for s in signals if s.get("score") is not None), key=lambda s: s.get("margin") or 0, default=None
+            )
+            score = (
+                f" {best['kind']} {best['score']:.3f}/{best['threshold']:.3f}"
+                if best and best.get("threshold") is not None
+                else ""
+            )
             cell.caption.append(f"{category}{score}")
         categories = {c for c, _ in findings.get(item_id, [])} | cluster_hidden.get(item_id, set())
         hidden = categories & no_view if no_view is not None else categories

@@ -45,8 +45,9 @@ class SvgPlot:
         Path(path).write_text(self.svg, encoding="utf-8")
 
 
-def sample_vectors(audit_index, *, model: str | None = None, space: str = "image",
-                   max_points: int = 2000) -> tuple[list[str], np.ndarray]:  # fmt: skip
+def sample_vectors(
+    audit_index, *, model: str | None = None, space: str = "image", max_points: int = 2000
+) -> tuple[list[str], np.ndarray]:
     """At most ``max_points`` (key, vector) of one model and space, read as a prefix in key
     order (a random sample: see the module doc); never the whole store."""
     from audit.catalog.vectors import VectorStore
@@ -89,15 +90,26 @@ def embedding_map(audit_index, *, model: str | None = None, max_points: int = 20
     xy = project_2d(vectors)
     sample = pl.DataFrame({"item_id": keys}, schema={"item_id": pl.Utf8})
     # membership of the sampled items only: the flagged clusters' member lists stream past
-    flagged = (audit_index.clusters(flagged_only=True, lazy=True)
-               .select("cluster_id", "size", "categories", "members").explode("members")
-               .join(sample.lazy(), left_on="members", right_on="item_id", how="semi").collect())  # fmt: skip
-    order = (flagged.group_by("cluster_id").agg(pl.len().alias("n"), pl.first("size"), pl.first("categories"))
-             .sort(["n", "cluster_id"], descending=[True, False]))  # fmt: skip
+    flagged = (
+        audit_index.clusters(flagged_only=True, lazy=True)
+        .select("cluster_id", "size", "categories", "members")
+        .explode("members")
+        .join(sample.lazy(), left_on="members", right_on="item_id", how="semi")
+        .collect()
+    )
+    order = (
+        flagged.group_by("cluster_id")
+        .agg(pl.len().alias("n"), pl.first("size"), pl.first("categories"))
+        .sort(["n", "cluster_id"], descending=[True, False])
+    )
     colour_of = {cid: PALETTE[i % len(PALETTE)] for i, cid in enumerate(order["cluster_id"])}
     cluster_of = dict(zip(flagged["members"], flagged["cluster_id"]))
-    found = set(audit_index.findings(lazy=True).select("item_id")
-                .join(sample.lazy(), on="item_id", how="semi").collect()["item_id"])  # fmt: skip
+    found = set(
+        audit_index.findings(lazy=True)
+        .select("item_id")
+        .join(sample.lazy(), on="item_id", how="semi")
+        .collect()["item_id"]
+    )
     pad, width, height = 28, size, size
     inner = size - 2 * pad
     parts = [_head(width, height + 22 * min(len(order), MAX_LEGEND) + 40, "Embedding map")]
@@ -115,25 +127,35 @@ def embedding_map(audit_index, *, model: str | None = None, max_points: int = 20
             r = 3.2 if keys[i] in cluster_of else 2.4
             parts.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="{r}" fill="{fill}"{ring} fill-opacity="0.85"/>')
     y = height + 4
-    parts.append(f'<text x="{pad}" y="{y}" class="t">{len(keys)} points (PCA of image embeddings); '
-                 f"ringed: an active finding; colour: a flagged cluster</text>")  # fmt: skip
+    parts.append(
+        f'<text x="{pad}" y="{y}" class="t">{len(keys)} points (PCA of image embeddings); '
+        f"ringed: an active finding; colour: a flagged cluster</text>"
+    )
     for row in order.head(MAX_LEGEND).iter_rows(named=True):
         y += 22
         cats = ", ".join(row["categories"] or [])
-        parts.append(f'<circle cx="{pad + 6}" cy="{y - 4}" r="5" fill="{colour_of[row["cluster_id"]]}"/>'
-                     f'<text x="{pad + 18}" y="{y}" class="t">{escape(row["cluster_id"])} · {escape(cats)} · '
-                     f'{row["n"]} of {row["size"]} members in the sample</text>')  # fmt: skip
+        parts.append(
+            f'<circle cx="{pad + 6}" cy="{y - 4}" r="5" fill="{colour_of[row["cluster_id"]]}"/>'
+            f'<text x="{pad + 18}" y="{y}" class="t">{escape(row["cluster_id"])} · {escape(cats)} · '
+            f"{row['n']} of {row['size']} members in the sample</text>"
+        )
     if len(order) > MAX_LEGEND:
         y += 22
-        parts.append(f'<text x="{pad}" y="{y}" class="t">{len(order) - MAX_LEGEND} more flagged clusters '
-                     "(colours repeat)</text>")  # fmt: skip
+        parts.append(
+            f'<text x="{pad}" y="{y}" class="t">{len(order) - MAX_LEGEND} more flagged clusters (colours repeat)</text>'
+        )
     parts.append("</svg>")
     summary = f"embedding map: {len(keys)} points, {len(order)} flagged clusters, {len(found)} with findings"
     return SvgPlot("".join(parts), summary)
 
 
-def score_histograms(scores: pl.DataFrame, *, bins: int = 30, spaces: tuple[str, ...] = ("image", "prompt"),
-                     panel: tuple[int, int] = (300, 160)) -> SvgPlot:  # fmt: skip
+def score_histograms(
+    scores: pl.DataFrame,
+    *,
+    bins: int = 30,
+    spaces: tuple[str, ...] = ("image", "prompt"),
+    panel: tuple[int, int] = (300, 160),
+) -> SvgPlot:
     """Per concept and space, a histogram of the items' scores with the threshold marked:
     ``scores`` is ``Audit.concept_scores()`` (concept, image_score, image_threshold, ...)."""
     panels = []
@@ -153,13 +175,20 @@ def score_histograms(scores: pl.DataFrame, *, bins: int = 30, spaces: tuple[str,
     for k, (concept, space, vals, thr) in enumerate(panels):
         parts.append(_histogram(k % cols * pw, k // cols * ph, pw, ph, concept, space, vals, thr, bins))
     parts.append("</svg>")
-    summary = "; ".join(f"{c}/{s}: {int((v >= t).sum()) if t is not None else '?'} of {len(v)} at or above "
-                        f"{t if t is None else round(t, 3)}" for c, s, v, t in panels) or "no concept scores"  # fmt: skip
+    summary = (
+        "; ".join(
+            f"{c}/{s}: {int((v >= t).sum()) if t is not None else '?'} of {len(v)} at or above "
+            f"{t if t is None else round(t, 3)}"
+            for c, s, v, t in panels
+        )
+        or "no concept scores"
+    )
     return SvgPlot("".join(parts), summary)
 
 
-def _histogram(ox: float, oy: float, w: int, h: int, concept: str, space: str, vals: np.ndarray,
-               thr: float | None, bins: int) -> str:  # fmt: skip
+def _histogram(
+    ox: float, oy: float, w: int, h: int, concept: str, space: str, vals: np.ndarray, thr: float | None, bins: int
+) -> str:
     left, right, top, bottom = 36, 10, 34, 24
     iw, ih = w - left - right, h - top - bottom
     lo, hi = float(vals.min()), float(vals.max())
@@ -176,32 +205,42 @@ def _histogram(ox: float, oy: float, w: int, h: int, concept: str, space: str, v
         hi = lo + bins * width
     counts, edges = np.histogram(vals, bins=bins, range=(lo, hi))
     peak = max(int(counts.max()), 1)
-    out = [f'<g transform="translate({ox},{oy})">',
-           f'<text x="{left}" y="12" class="h">{escape(concept)} · {escape(space)}</text>']  # fmt: skip
+    out = [
+        f'<g transform="translate({ox},{oy})">',
+        f'<text x="{left}" y="12" class="h">{escape(concept)} · {escape(space)}</text>',
+    ]
     bw = iw / bins
     for i, n in enumerate(counts):
         if not n:
             continue
         bh = n / peak * ih
         above = thr is not None and edges[i] >= thr - 1e-9
-        out.append(f'<rect x="{left + i * bw:.1f}" y="{top + ih - bh:.1f}" width="{max(bw - 1, 0.5):.1f}" '
-                   f'height="{bh:.1f}" fill="{"#D55E00" if above else "#0072B2"}"/>')  # fmt: skip
+        out.append(
+            f'<rect x="{left + i * bw:.1f}" y="{top + ih - bh:.1f}" width="{max(bw - 1, 0.5):.1f}" '
+            f'height="{bh:.1f}" fill="{"#D55E00" if above else "#0072B2"}"/>'
+        )
     out.append(f'<line x1="{left}" y1="{top + ih}" x2="{left + iw}" y2="{top + ih}" stroke="#888"/>')
-    out.append(f'<text x="{left}" y="{h - 8}" class="t">{lo:.2f}</text>'
-               f'<text x="{left + iw}" y="{h - 8}" class="t" text-anchor="end">{hi:.2f}</text>'
-               f'<text x="{left - 4}" y="{top + 8}" class="t" text-anchor="end">{peak}</text>')  # fmt: skip
+    out.append(
+        f'<text x="{left}" y="{h - 8}" class="t">{lo:.2f}</text>'
+        f'<text x="{left + iw}" y="{h - 8}" class="t" text-anchor="end">{hi:.2f}</text>'
+        f'<text x="{left - 4}" y="{top + 8}" class="t" text-anchor="end">{peak}</text>'
+    )
     if thr is not None:
         tx = left + (thr - lo) / (hi - lo) * iw
         n_above = int((vals >= thr).sum())
-        out.append(f'<line x1="{tx:.1f}" y1="{top - 4}" x2="{tx:.1f}" y2="{top + ih}" stroke="#000" '
-                   f'stroke-dasharray="3,2"/><text x="{left}" y="25" class="t">'
-                   f"threshold {thr:.3f}: {n_above} of {len(vals)} at or above</text>")  # fmt: skip
+        out.append(
+            f'<line x1="{tx:.1f}" y1="{top - 4}" x2="{tx:.1f}" y2="{top + ih}" stroke="#000" '
+            f'stroke-dasharray="3,2"/><text x="{left}" y="25" class="t">'
+            f"threshold {thr:.3f}: {n_above} of {len(vals)} at or above</text>"
+        )
     out.append("</g>")
     return "".join(out)
 
 
 def _head(width: float, height: float, title: str) -> str:
-    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-            f'viewBox="0 0 {width} {height}" role="img" aria-label="{escape(title)}">'
-            "<style>.t{font:10px system-ui,sans-serif;fill:#444}.h{font:bold 11px system-ui,sans-serif;fill:#222}"
-            '</style><rect width="100%" height="100%" fill="#fff"/>')  # fmt: skip
+    return (
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}" role="img" aria-label="{escape(title)}">'
+        "<style>.t{font:10px system-ui,sans-serif;fill:#444}.h{font:bold 11px system-ui,sans-serif;fill:#222}"
+        '</style><rect width="100%" height="100%" fill="#fff"/>'
+    )

@@ -83,8 +83,9 @@ def resolve_item(conn: sqlite3.Connection, item: str) -> str:
         return row[0]
     if len(item) >= 4 and all(c in "0123456789abcdefABCDEF" for c in item):
         lo = item.lower()
-        rows = conn.execute("SELECT item_id FROM items WHERE item_id >= ? AND item_id < ? LIMIT 2",
-                            (lo, lo + "g")).fetchall()
+        rows = conn.execute(
+            "SELECT item_id FROM items WHERE item_id >= ? AND item_id < ? LIMIT 2", (lo, lo + "g")
+        ).fetchall()
         if len(rows) == 1:
             return rows[0][0]
         if len(rows) > 1:
@@ -108,9 +109,13 @@ def _reviewed_members(conn: sqlite3.Connection, cluster_id: str, category: str) 
     """Members a decision on a flagged cluster's review unit covers: those holding an active
     finding of ``category`` in the cluster (the fired members and the listed candidates, what
     the reviewer saw), not the members the report only counted."""
-    return [r[0] for r in conn.execute(
-        "SELECT item_id FROM findings WHERE cluster_id = ? AND category = ? AND active = 1 ORDER BY item_id",
-        (cluster_id, category))]
+    return [
+        r[0]
+        for r in conn.execute(
+            "SELECT item_id FROM findings WHERE cluster_id = ? AND category = ? AND active = 1 ORDER BY item_id",
+            (cluster_id, category),
+        )
+    ]
 
 
 def finding_row(conn: sqlite3.Connection, finding_id: str) -> tuple[str, str]:
@@ -149,14 +154,26 @@ def _write(store: FindingsStore, planned: list[_Planned]) -> list[int]:
                 cur = c.execute(
                     "INSERT INTO decisions (target_kind, target_id, decision, note, category, decided_by, "
                     "decided_at, source) VALUES (?,?,?,?,?,?,?,?)",
-                    (kind, target, p.decision, p.note, p.category, p.by, at, source))
+                    (kind, target, p.decision, p.note, p.category, p.by, at, source),
+                )
                 if kind == p.target_kind:
                     ids.append(int(cur.lastrowid))
     return ids
 
 
-def _plan(conn, *, item=None, finding=None, cluster=None, decision: str, note=None, by=None, at=None,
-          category=None, source="cli") -> _Planned:
+def _plan(
+    conn,
+    *,
+    item=None,
+    finding=None,
+    cluster=None,
+    decision: str,
+    note=None,
+    by=None,
+    at=None,
+    category=None,
+    source="cli",
+) -> _Planned:
     given = [k for k, v in (("item", item), ("finding", finding), ("cluster", cluster)) if v]
     if len(given) != 1:
         raise UsageError("give exactly one target: --item, --cluster (or a finding id)")
@@ -177,13 +194,31 @@ def _plan(conn, *, item=None, finding=None, cluster=None, decision: str, note=No
     return _Planned(kind, target, decision, note, category, by or current_user(), at, source, members)
 
 
-def record(conn: sqlite3.Connection, *, item: str | None = None, finding: str | None = None,
-           cluster: str | None = None, decision: str, note: str | None = None, by: str | None = None,
-           category: str | None = None, source: str = "cli") -> int:
+def record(
+    conn: sqlite3.Connection,
+    *,
+    item: str | None = None,
+    finding: str | None = None,
+    cluster: str | None = None,
+    decision: str,
+    note: str | None = None,
+    by: str | None = None,
+    category: str | None = None,
+    source: str = "cli",
+) -> int:
     """Append one decision; returns its id. A cluster decision also logs one per member."""
     store = FindingsStore(conn)
-    planned = _plan(conn, item=item, finding=finding, cluster=cluster, decision=decision, note=note, by=by,
-                    category=category, source=source)
+    planned = _plan(
+        conn,
+        item=item,
+        finding=finding,
+        cluster=cluster,
+        decision=decision,
+        note=note,
+        by=by,
+        category=category,
+        source=source,
+    )
     return _write(store, [planned])[0]
 
 
@@ -216,8 +251,9 @@ def import_decisions(conn: sqlite3.Connection, path: str | os.PathLike, *, by: s
         if set(targets) == {"finding_id", "item_id"}:  # the report page's format: item_id is a check
             targets, check_item = ["finding_id"], entry["item_id"]
         if len(targets) != 1:
-            raise InputError(f"{where}: give exactly one of item_id, finding_id, cluster_id "
-                             "(or finding_id with its item_id)")
+            raise InputError(
+                f"{where}: give exactly one of item_id, finding_id, cluster_id (or finding_id with its item_id)"
+            )
         for key in (*TARGET_KEYS, "note", "by", "category"):
             if entry.get(key) is not None and not isinstance(entry[key], str):
                 raise InputError(f"{where}: {key!r} must be a string")
@@ -229,11 +265,24 @@ def import_decisions(conn: sqlite3.Connection, path: str | os.PathLike, *, by: s
             if check_item is not None:
                 owner, _ = finding_row(conn, entry["finding_id"])
                 if owner != str(check_item).strip().lower():
-                    raise InputError(f"item_id {str(check_item)[:16]}… is not the item of finding "
-                                     f"{entry['finding_id']} ({owner[:16]}…)")
-            planned.append(_plan(conn, item=None if check_item else entry.get("item_id"), finding=entry.get("finding_id"),
-                                 cluster=entry.get("cluster_id"), decision=decision, note=entry.get("note"),
-                                 by=entry.get("by") or by, at=at, category=entry.get("category"), source=source))
+                    raise InputError(
+                        f"item_id {str(check_item)[:16]}… is not the item of finding "
+                        f"{entry['finding_id']} ({owner[:16]}…)"
+                    )
+            planned.append(
+                _plan(
+                    conn,
+                    item=None if check_item else entry.get("item_id"),
+                    finding=entry.get("finding_id"),
+                    cluster=entry.get("cluster_id"),
+                    decision=decision,
+                    note=entry.get("note"),
+                    by=entry.get("by") or by,
+                    at=at,
+                    category=entry.get("category"),
+                    source=source,
+                )
+            )
         except (InputError, UsageError) as exc:
             raise InputError(f"{where}: {exc}") from None
     if not planned:
@@ -246,8 +295,10 @@ def import_decisions(conn: sqlite3.Connection, path: str | os.PathLike, *, by: s
 
 def all_decisions(conn: sqlite3.Connection) -> list[Decision]:
     FindingsStore(conn)  # tables exist
-    cur = conn.execute("SELECT decision_id, target_kind, target_id, decision, category, decided_by, decided_at, "
-                       "note, source FROM decisions ORDER BY decision_id")
+    cur = conn.execute(
+        "SELECT decision_id, target_kind, target_id, decision, category, decided_by, decided_at, "
+        "note, source FROM decisions ORDER BY decision_id"
+    )
     return [Decision(*row) for row in cur]
 
 
@@ -277,8 +328,15 @@ class LatestDecisions:
         return {item_id for item_id, _ in self.items}
 
     def for_finding(self, finding_id: str, item_id: str, category: str | None) -> Decision | None:
-        cands = [d for d in (self.findings.get(finding_id), self.items.get((item_id, category or None)),
-                             self.items.get((item_id, None))) if d is not None]
+        cands = [
+            d
+            for d in (
+                self.findings.get(finding_id),
+                self.items.get((item_id, category or None)),
+                self.items.get((item_id, None)),
+            )
+            if d is not None
+        ]
         return max(cands, key=lambda d: d.decision_id) if cands else None
 
 

@@ -50,7 +50,9 @@ def open_regular(path: str | os.PathLike, *, nofollow: bool = False) -> BinaryIO
         fd = os.open(path, flags)
     except OSError as exc:
         if nofollow and exc.errno == errno.ELOOP and os.path.islink(path):
-            raise NotRegularFile(errno.EINVAL, "not a regular file (symbolic link): not read", os.fspath(path)) from None
+            raise NotRegularFile(
+                errno.EINVAL, "not a regular file (symbolic link): not read", os.fspath(path)
+            ) from None
         raise
     try:
         mode = os.fstat(fd).st_mode

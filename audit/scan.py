@@ -58,12 +58,19 @@ class ScanSummary:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "command": "scan", "index": self.index, "exit_code": self.exit_code, "fail_on": self.fail_on,
-            "new_findings": len(self.new_findings), "new_by_category": self.new_by_category,
-            "new_by_severity": self.new_by_severity, "new_candidates_by_category": self.new_candidates_by_category,
-            "errors": self.errors, "report": self.report,
-            "durations": {k: round(v, 3) for k, v in self.durations.items()}, "stages": self.stages,
-        }  # fmt: skip
+            "command": "scan",
+            "index": self.index,
+            "exit_code": self.exit_code,
+            "fail_on": self.fail_on,
+            "new_findings": len(self.new_findings),
+            "new_by_category": self.new_by_category,
+            "new_by_severity": self.new_by_severity,
+            "new_candidates_by_category": self.new_candidates_by_category,
+            "errors": self.errors,
+            "report": self.report,
+            "durations": {k: round(v, 3) for k, v in self.durations.items()},
+            "stages": self.stages,
+        }
 
 
 def _nullcontext_progress(stage: str):
@@ -86,7 +93,8 @@ def mark_reported(audit_index, summary: ScanSummary) -> int:
     if summary.reported or summary.flag_run_id is None:
         return 0
     marked = FindingsStore(audit_index.catalog.conn).mark_reported(
-        [f["finding_id"] for f in summary.new_findings], summary.flag_run_id)
+        [f["finding_id"] for f in summary.new_findings], summary.flag_run_id
+    )
     summary.reported = True
     return marked
 
@@ -155,37 +163,60 @@ def run_scan(
             from audit.onray.session import ray_session
 
             on_ray.enter_context(ray_session())
-        crawl = stage("crawl", lambda bar: audit_index.crawl(opened, workers=workers, progress=bar, argv=argv,
-                                                                   executor=executor))
+        crawl = stage(
+            "crawl", lambda bar: audit_index.crawl(opened, workers=workers, progress=bar, argv=argv, executor=executor)
+        )
         embedded = stage(
             "embed",
             lambda bar: audit_index.embed(
-                model=model, pretrained=pretrained, checkpoint=checkpoint, device=device, batch_size=batch_size,
-                workers=workers, progress=bar, argv=argv, executor=executor,
+                model=model,
+                pretrained=pretrained,
+                checkpoint=checkpoint,
+                device=device,
+                batch_size=batch_size,
+                workers=workers,
+                progress=bar,
+                argv=argv,
+                executor=executor,
             ),
-        )  # fmt: skip
+        )
         stage("index", lambda bar: audit_index.index(model=embedded.model_key, progress=bar))
         flagged = stage(
-            "flag", lambda bar: audit_index.flag(loaded_policy, model=embedded.model_key, checkpoint=checkpoint,
-                                                 device=flag_device, full=full, progress=bar, argv=argv)
-        )  # fmt: skip
+            "flag",
+            lambda bar: audit_index.flag(
+                loaded_policy,
+                model=embedded.model_key,
+                checkpoint=checkpoint,
+                device=flag_device,
+                full=full,
+                progress=bar,
+                argv=argv,
+            ),
+        )
         import polars as pl
 
         new = FindingsStore(audit_index.catalog.conn).unreported(flagged.policy["hash"])
         summary.flag_run_id = flagged.run_id
         new = new.with_columns(
-            pl.col("signals").map_elements(is_review_candidate_json, return_dtype=pl.Boolean).alias("candidate"))
-        summary.new_findings = new.select("finding_id", "item_id", "uri", "category", "severity", "candidate").to_dicts()
+            pl.col("signals").map_elements(is_review_candidate_json, return_dtype=pl.Boolean).alias("candidate")
+        )
+        summary.new_findings = new.select(
+            "finding_id", "item_id", "uri", "category", "severity", "candidate"
+        ).to_dicts()
         if report:
-            rep = stage("report", lambda bar: audit_index.report(out, policy=loaded_policy.path, argv=argv, progress=bar))
+            rep = stage(
+                "report", lambda bar: audit_index.report(out, policy=loaded_policy.path, argv=argv, progress=bar)
+            )
             summary.report = rep.out_dir
     summary.errors = {
         "crawl": {"count": crawl.errors, "reasons": dict(crawl.error_reasons)},
         "embed": {"count": embedded.images_skipped, "reasons": dict(embedded.skip_reasons)},
         # problems of the flag run itself (a policy rule disabled after timeouts): message ->
         # prompt fields it could not check
-        "flag": {"count": len(flagged.errors),
-                 "reasons": {e["message"]: e.get("not_checked", 0) + e.get("timeouts", 0) for e in flagged.errors}},
+        "flag": {
+            "count": len(flagged.errors),
+            "reasons": {e["message"]: e.get("not_checked", 0) + e.get("timeouts", 0) for e in flagged.errors},
+        },
     }
     if failing and any(f["severity"] in failing for f in summary.new_findings):
         summary.exit_code = int(ExitCode.FINDINGS)

@@ -36,8 +36,26 @@ BUDGET_S_PER_MINUTE = 10.0  # seconds of decoding (key frames + vPDQ) per minute
 MIN_BUDGET_S = 5.0
 VPDQ_SECONDS_PER_HASH = 1.0
 MAX_VPDQ_FEATURES = 3600  # an hour at one a second; longer videos keep the first hour
-_VIDEO_BRANDS = frozenset({b"isom", b"iso2", b"iso4", b"iso5", b"iso6", b"mp41", b"mp42", b"avc1", b"M4V ", b"M4VP",
-                           b"qt  ", b"dash", b"3gp4", b"3gp5", b"mmp4", b"MSNV"})  # fmt: skip
+_VIDEO_BRANDS = frozenset(
+    {
+        b"isom",
+        b"iso2",
+        b"iso4",
+        b"iso5",
+        b"iso6",
+        b"mp41",
+        b"mp42",
+        b"avc1",
+        b"M4V ",
+        b"M4VP",
+        b"qt  ",
+        b"dash",
+        b"3gp4",
+        b"3gp5",
+        b"mmp4",
+        b"MSNV",
+    }
+)
 _EBML = b"\x1a\x45\xdf\xa3"
 
 
@@ -80,8 +98,13 @@ def facts(data: bytes) -> dict[str, Any]:
             fmt = "WEBM"
         elif data[8:12] == b"qt  ":
             fmt = "MOV"
-        return {"format": fmt, "width": stream.codec_context.width, "height": stream.codec_context.height,
-                "duration_s": duration, "codec": stream.codec_context.name}  # fmt: skip
+        return {
+            "format": fmt,
+            "width": stream.codec_context.width,
+            "height": stream.codec_context.height,
+            "duration_s": duration,
+            "codec": stream.codec_context.name,
+        }
 
 
 def first_frame(data: bytes) -> Image.Image:
@@ -111,8 +134,9 @@ def budget_s(duration_s: float | None) -> float:
     return max(MIN_BUDGET_S, BUDGET_S_PER_MINUTE * (duration_s or 0.0) / 60.0)
 
 
-def key_frames(data: bytes, *, max_frames: int = MAX_FRAMES, warnings: list[str] | None = None,
-               skip_first: bool = True) -> Iterator[tuple[int, Image.Image]]:  # fmt: skip
+def key_frames(
+    data: bytes, *, max_frames: int = MAX_FRAMES, warnings: list[str] | None = None, skip_first: bool = True
+) -> Iterator[tuple[int, Image.Image]]:
     """(time in ms, RGB key frame) spread over the video; problems go to ``warnings``."""
     notes = warnings if warnings is not None else []
     try:
@@ -130,8 +154,10 @@ def key_frames(data: bytes, *, max_frames: int = MAX_FRAMES, warnings: list[str]
         seen: set[int] = set()
         for target in sample_times_ms(duration, max_frames):
             if time.monotonic() - started > limit:
-                notes.append(f"key-frame sampling stopped at {target} ms: over the {limit:g} s budget "
-                             f"({BUDGET_S_PER_MINUTE:g} s per minute of video)")  # fmt: skip
+                notes.append(
+                    f"key-frame sampling stopped at {target} ms: over the {limit:g} s budget "
+                    f"({BUDGET_S_PER_MINUTE:g} s per minute of video)"
+                )
                 return
             try:
                 if tb:
@@ -175,8 +201,10 @@ def vpdq_json(data: bytes, duration_s: float | None, warnings: list[str]) -> str
             os.unlink(path)
         except OSError:
             pass
-    rows = [[str(f.hex), int(f.quality), int(f.frame_number), round(float(f.timestamp), 3)]
-            for f in features[:MAX_VPDQ_FEATURES]]  # fmt: skip
+    rows = [
+        [str(f.hex), int(f.quality), int(f.frame_number), round(float(f.timestamp), 3)]
+        for f in features[:MAX_VPDQ_FEATURES]
+    ]
     return json.dumps(rows) if rows else None
 
 

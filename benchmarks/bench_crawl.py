@@ -41,7 +41,9 @@ def make_images(root: Path, n: int, px: int) -> None:
         d = ImageDraw.Draw(img)
         for _ in range(3):  # some texture so PNG/JPEG sizes are realistic
             x0, y0 = rng.randrange(px // 2), rng.randrange(px // 2)
-            d.ellipse((x0, y0, x0 + rng.randrange(20, px // 2), y0 + rng.randrange(20, px // 2)), fill=rng.choice(colours))
+            d.ellipse(
+                (x0, y0, x0 + rng.randrange(20, px // 2), y0 + rng.randrange(20, px // 2)), fill=rng.choice(colours)
+            )
         text = (
             f"a photo of a shape number {i}, masterpiece\nNegative prompt: blurry\n"
             f"Steps: 20, Sampler: Euler a, CFG scale: 7, Seed: {i}, Size: {px}x{px}, Model hash: abc123, Model: bench"
@@ -169,7 +171,9 @@ def run_step(name: str, *args: str) -> dict:
     else:
         cmd = [sys.executable, __file__, "--step", name, *args]
     t0 = time.perf_counter()
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True, env={**os.environ, "PYTHONPATH": str(HERE.parent)})
+    out = subprocess.run(
+        cmd, capture_output=True, text=True, check=True, env={**os.environ, "PYTHONPATH": str(HERE.parent)}
+    )
     wall = time.perf_counter() - t0
     if name == "crawl":
         data = json.loads(out.stdout)
@@ -216,23 +220,49 @@ def main() -> None:
             import audit  # noqa: F401 - imports are start-up, not crawling: the walk pays none either
             import audit.api, audit.crawler.runner, audit.ingest  # noqa: E401,F401
         t0 = time.perf_counter()
-        n = {"decode_loop": step_decode_loop, "plain_loop": step_plain_loop, "scandir": step_scandir, "scandir_stat": step_scandir_stat, "crawl": step_crawl,
-         "crawl_trust_dir_mtime": step_crawl_trusting_dir_mtimes}[name](*rest)
+        n = {
+            "decode_loop": step_decode_loop,
+            "plain_loop": step_plain_loop,
+            "scandir": step_scandir,
+            "scandir_stat": step_scandir_stat,
+            "crawl": step_crawl,
+            "crawl_trust_dir_mtime": step_crawl_trusting_dir_mtimes,
+        }[name](*rest)
         dt = time.perf_counter() - t0
-        rss = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
-        print(json.dumps({"step": name, "files": n, "seconds": round(dt, 3), "rate": round(n / dt, 1), "peak_rss_mib": round(rss / 1024, 1)}))
+        rss = max(
+            resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        )
+        print(
+            json.dumps(
+                {
+                    "step": name,
+                    "files": n,
+                    "seconds": round(dt, 3),
+                    "rate": round(n / dt, 1),
+                    "peak_rss_mib": round(rss / 1024, 1),
+                }
+            )
+        )
         return
 
     work = args.work
     images = work / f"images_{args.images}_{args.px}"
     small = work / f"small_{args.rescan_files}"
-    print(f"preparing {args.images} images of {args.px}px and {args.rescan_files} small files under {work} ...", file=sys.stderr)
+    print(
+        f"preparing {args.images} images of {args.px}px and {args.rescan_files} small files under {work} ...",
+        file=sys.stderr,
+    )
     make_images(images, args.images, args.px)
     make_small_files(small, args.rescan_files)
 
     idx1, idx2 = work / "idx_images", work / "idx_small"
-    results: dict = {"cpus": os.cpu_count(), "images": args.images, "rescan_files": args.rescan_files,
-                     "repeats": args.repeats, "loadavg_start": os.getloadavg()}  # fmt: skip
+    results: dict = {
+        "cpus": os.cpu_count(),
+        "images": args.images,
+        "rescan_files": args.rescan_files,
+        "repeats": args.repeats,
+        "loadavg_start": os.getloadavg(),
+    }
     # 1. first crawl vs the plain 2-process loop, whole processes, interleaved; every crawl
     # starts from an empty index
     crawls, loops = [], []
@@ -256,7 +286,9 @@ def main() -> None:
     print(f"{'step':<22}{'files':>9}{'wall s':>9}{'files/s':>10}{'load':>6}")
     for key in ("first_crawl", "plain_loop", "rescan", "scandir_stat_walk"):
         for r in results[key]:
-            print(f"{key:<22}{r['files']:>9}{r['wall_s_with_startup']:>9.2f}{r['rate_with_startup']:>10.0f}{r['loadavg_1m_before']:>6.1f}")
+            print(
+                f"{key:<22}{r['files']:>9}{r['wall_s_with_startup']:>9.2f}{r['rate_with_startup']:>10.0f}{r['loadavg_1m_before']:>6.1f}"
+            )
     print(f"first crawl / plain 2-process loop, rate   = {results['crawl_vs_plain_loop_rate']} (target >= 0.85)")
     print(f"rescan / walk that stats every file, time  = {results['rescan_vs_stat_walk_time']} (target <= 3)")
     RESULTS.mkdir(exist_ok=True)

@@ -44,7 +44,9 @@ def images(n: int, px: int):
         d = ImageDraw.Draw(img)
         for _ in range(3):
             x0, y0 = rng.randrange(px // 2), rng.randrange(px // 2)
-            d.ellipse((x0, y0, x0 + rng.randrange(20, px // 2), y0 + rng.randrange(20, px // 2)), fill=rng.choice(colours))
+            d.ellipse(
+                (x0, y0, x0 + rng.randrange(20, px // 2), y0 + rng.randrange(20, px // 2)), fill=rng.choice(colours)
+            )
         buf = io.BytesIO()
         img.save(buf, "PNG")
         yield f"{i:08d}.png", buf.getvalue(), f"a shape number {i}, masterpiece"
@@ -69,8 +71,11 @@ def build(root: Path, n: int, px: int, rows_per_shard: int) -> dict[str, Path]:
     def flush_shard():
         nonlocal rows, shard_no
         if rows:
-            pq.write_table(pa.Table.from_pylist(rows), layouts["parquet-shards"] / "data" / f"train-{shard_no:05d}.parquet",
-                           row_group_size=100)  # fmt: skip
+            pq.write_table(
+                pa.Table.from_pylist(rows),
+                layouts["parquet-shards"] / "data" / f"train-{shard_no:05d}.parquet",
+                row_group_size=100,
+            )
             rows, shard_no = [], shard_no + 1
 
     def flush_part():
@@ -80,8 +85,10 @@ def build(root: Path, n: int, px: int, rows_per_shard: int) -> dict[str, Path]:
             with zipfile.ZipFile(layouts["diffusiondb-zip"] / "images" / f"part-{part_no:06d}.zip", "w") as zf:
                 for name, (data, _) in part.items():
                     zf.writestr(name, data)
-                zf.writestr(f"part-{part_no:06d}.json", json.dumps({k: {"p": p, "se": 1, "c": 7.0, "st": 20, "sa": "k_lms"}
-                                                                    for k, (_, p) in part.items()}))  # fmt: skip
+                zf.writestr(
+                    f"part-{part_no:06d}.json",
+                    json.dumps({k: {"p": p, "se": 1, "c": 7.0, "st": 20, "sa": "k_lms"} for k, (_, p) in part.items()}),
+                )
             part = {}
 
     for name, data, prompt in images(n, px):
@@ -122,8 +129,13 @@ print(json.dumps({"read": s.read, "errors": s.errors, "first_s": first, "rescan_
 def measure(src: Path, index: Path, workers: int) -> dict:
     shutil.rmtree(index, ignore_errors=True)
     env = {**os.environ, "PYTHONPATH": str(HERE.parent)}
-    out = subprocess.run([sys.executable, "-c", CHILD, str(src), str(index), str(workers)], capture_output=True,
-                         text=True, env=env, check=True)  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-c", CHILD, str(src), str(index), str(workers)],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -135,16 +147,24 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     args = ap.parse_args()
     layouts = build(WORK, args.images, args.px, args.rows_per_shard)
-    results = {"images": args.images, "px": args.px, "rows_per_shard": args.rows_per_shard, "workers": args.workers,
-               "cpus": os.cpu_count(), "layouts": {}}  # fmt: skip
+    results = {
+        "images": args.images,
+        "px": args.px,
+        "rows_per_shard": args.rows_per_shard,
+        "workers": args.workers,
+        "cpus": os.cpu_count(),
+        "layouts": {},
+    }
     for name, path in layouts.items():
         r = measure(path, WORK / f"idx-{name}", args.workers)
         r["items_per_s"] = round(r["read"] / r["first_s"], 1)
         r["bytes_on_disk_mb"] = round(sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 2**20, 1)
         results["layouts"][name] = r
-        print(f"{name:16s} {r['read']:>6} items  first {r['first_s']:6.1f}s ({r['items_per_s']:6.1f}/s)  "
-              f"rescan {r['rescan_s']:5.2f}s  prompts {r['with_prompt']}/{r['rows']}  peak {r['peak_rss_mb']:.0f} MB",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"{name:16s} {r['read']:>6} items  first {r['first_s']:6.1f}s ({r['items_per_s']:6.1f}/s)  "
+            f"rescan {r['rescan_s']:5.2f}s  prompts {r['with_prompt']}/{r['rows']}  peak {r['peak_rss_mb']:.0f} MB",
+            file=sys.stderr,
+        )
     base = results["layouts"]["folder"]["items_per_s"]
     for r in results["layouts"].values():
         r["rate_vs_folder"] = round(r["items_per_s"] / base, 2)

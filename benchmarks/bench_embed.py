@@ -101,8 +101,20 @@ def make_prompts(n: int, unique_share: float = 0.25, seed: int = 1) -> list[str]
     from audit.embed import toyworld
 
     rng = random.Random(seed)
-    styles = ["highly detailed", "4k", "studio lighting", "sharp focus", "trending on artstation", "octane render",
-              "masterpiece", "best quality", "soft shadows", "minimalist", "flat colours", "vector art"]  # fmt: skip
+    styles = [
+        "highly detailed",
+        "4k",
+        "studio lighting",
+        "sharp focus",
+        "trending on artstation",
+        "octane render",
+        "masterpiece",
+        "best quality",
+        "soft shadows",
+        "minimalist",
+        "flat colours",
+        "vector art",
+    ]
     uniq = []
     for scene in toyworld.random_scenes(seed, max(1, int(n * unique_share))):
         text = toyworld.captions(scene, rng)[0]
@@ -205,7 +217,9 @@ def _model_only_step(kind: str, seconds: float, onnx_path: str | None) -> float:
 
         from audit.embed.openclip import load_embedder
 
-        visual = quantize_dynamic(load_embedder("ViT-B-32", None, precision="fp32").model.visual, {torch.nn.Linear}, dtype=torch.qint8)
+        visual = quantize_dynamic(
+            load_embedder("ViT-B-32", None, precision="fp32").model.visual, {torch.nn.Linear}, dtype=torch.qint8
+        )
 
         def run():
             with torch.inference_mode():
@@ -240,8 +254,13 @@ def model_only(kind: str, seconds: float, procs: int, onnx_path: Path | None = N
         if p.returncode != 0:
             raise SystemExit(f"model-only {kind} failed: {err.strip()[-1500:]}")
         rates.append(float(out.strip().splitlines()[-1]))
-    return {"kind": kind, "procs": procs, "images_per_s": round(sum(rates), 2), "per_process": [round(r, 2) for r in rates],
-            "loadavg_1m_before": round(load, 2)}  # fmt: skip
+    return {
+        "kind": kind,
+        "procs": procs,
+        "images_per_s": round(sum(rates), 2),
+        "per_process": [round(r, 2) for r in rates],
+        "loadavg_1m_before": round(load, 2),
+    }
 
 
 def measured_gflop_per_image() -> float:
@@ -270,8 +289,10 @@ def check_below_peak(label: str, images_per_s: float, gflop_per_image: float, pe
     """A rate implying more than the machine's measured matmul peak is a measuring error."""
     share = images_per_s * gflop_per_image / peak
     if share > 1.0:
-        raise SystemExit(f"{label}: {images_per_s:.1f} img/s x {gflop_per_image:.2f} GFLOP = {100 * share:.0f}% "
-                         f"of the measured peak {peak:.0f} GFLOP/s: the measurement is wrong")  # fmt: skip
+        raise SystemExit(
+            f"{label}: {images_per_s:.1f} img/s x {gflop_per_image:.2f} GFLOP = {100 * share:.0f}% "
+            f"of the measured peak {peak:.0f} GFLOP/s: the measurement is wrong"
+        )
     return round(share, 3)
 
 
@@ -290,9 +311,16 @@ def export_int8_onnx(work: Path) -> tuple[Path, dict]:
     info: dict = {}
     if not int8_path.exists():
         t = time.perf_counter()
-        torch.onnx.export(emb.model.visual.eval(), (torch.randn(2, 3, 224, 224),), str(fp32_path), input_names=["pixels"],
-                          output_names=["features"], dynamic_axes={"pixels": {0: "n"}, "features": {0: "n"}},
-                          opset_version=17, dynamo=False)  # fmt: skip
+        torch.onnx.export(
+            emb.model.visual.eval(),
+            (torch.randn(2, 3, 224, 224),),
+            str(fp32_path),
+            input_names=["pixels"],
+            output_names=["features"],
+            dynamic_axes={"pixels": {0: "n"}, "features": {0: "n"}},
+            opset_version=17,
+            dynamo=False,
+        )
         info["export_s"] = round(time.perf_counter() - t, 1)
         t = time.perf_counter()
         quantize_dynamic(str(fp32_path), str(int8_path), weight_type=QuantType.QInt8)
@@ -308,7 +336,11 @@ def export_int8_onnx(work: Path) -> tuple[Path, dict]:
     v = sess.run(None, {"pixels": emb.preprocess.normalize(pixels).numpy()})[0]
     v /= np.linalg.norm(v, axis=1, keepdims=True)
     cos = (ref * v).sum(1)
-    info.update(min_cosine_vs_fp32=round(float(cos.min()), 5), mean_cosine_vs_fp32=round(float(cos.mean()), 5), probes=len(images))
+    info.update(
+        min_cosine_vs_fp32=round(float(cos.min()), 5),
+        mean_cosine_vs_fp32=round(float(cos.mean()), 5),
+        probes=len(images),
+    )
     return int8_path, info
 
 
@@ -337,7 +369,19 @@ def tree_rss_sampler(pid: int, stop: threading.Event, out: dict) -> None:
 
 
 def audit_embed(index: Path, workers: int | None, batch: int | None, extra: list[str] = ()) -> dict:
-    cmd = [sys.executable, "-m", "audit", "embed", "--index", str(index), "--pretrained", "none", "--json", "--quiet", *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "audit",
+        "embed",
+        "--index",
+        str(index),
+        "--pretrained",
+        "none",
+        "--json",
+        "--quiet",
+        *extra,
+    ]
     if workers is not None:
         cmd += ["--workers", str(workers)]
     if batch is not None:
@@ -361,7 +405,11 @@ def audit_embed(index: Path, workers: int | None, batch: int | None, extra: list
 
 def crawl(index: Path, src: Path) -> float:
     t = time.perf_counter()
-    r = subprocess.run([sys.executable, "-m", "audit", "crawl", str(src), "--index", str(index), "--quiet"], capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "-m", "audit", "crawl", str(src), "--index", str(index), "--quiet"],
+        capture_output=True,
+        text=True,
+    )
     if r.returncode != 0:
         raise SystemExit(f"crawl failed: {r.stderr[-2000:]}")
     return time.perf_counter() - t
@@ -393,13 +441,18 @@ def prompts_bench(prompts: list[str], baseline_n: int) -> dict:
     cos = np.sum(ref * v[: len(sub)], axis=1)
     lengths = (tokens != 0).sum(1).float()
     return {
-        "prompts": len(prompts), "unique": len(set(prompts)), "mean_tokens": round(float(lengths.mean()), 1),
-        "ours_precision": ours.precision, "ours_s": round(ours_s, 3), "ours_prompts_per_s": round(len(prompts) / ours_s, 1),
-        "baseline_prompts_timed": len(sub), "baseline_s": round(base_s, 3),
+        "prompts": len(prompts),
+        "unique": len(set(prompts)),
+        "mean_tokens": round(float(lengths.mean()), 1),
+        "ours_precision": ours.precision,
+        "ours_s": round(ours_s, 3),
+        "ours_prompts_per_s": round(len(prompts) / ours_s, 1),
+        "baseline_prompts_timed": len(sub),
+        "baseline_s": round(base_s, 3),
         "baseline_prompts_per_s": round(len(sub) / base_s, 1),
         "speedup": round((len(prompts) / ours_s) / (len(sub) / base_s), 2),
         "min_cosine_vs_fp32_full_context": round(float(cos.min()), 5),
-    }  # fmt: skip
+    }
 
 
 def _embed_run(work: Path, label: str, src: Path, n: int, args, extra: list[str]) -> dict:
@@ -413,15 +466,22 @@ def _embed_run(work: Path, label: str, src: Path, n: int, args, extra: list[str]
     load = os.getloadavg()[0]
     run = audit_embed(index, args.workers, args.batch_size, ["--no-prompts", *extra])
     return {
-        "images": run["images_embedded"], "skipped": run["images_skipped"], "crawl_s": round(crawl_s, 2),
-        "embed_s": run["duration_s"], "process_wall_s": run["process_wall_s"],
+        "images": run["images_embedded"],
+        "skipped": run["images_skipped"],
+        "crawl_s": round(crawl_s, 2),
+        "embed_s": run["duration_s"],
+        "process_wall_s": run["process_wall_s"],
         "startup_s": round(run["process_wall_s"] - run["duration_s"], 2),
         "images_per_s": run["images_per_s"],
         "images_per_s_incl_startup": round(run["images_embedded"] / run["process_wall_s"], 2),
-        "read_decode_s": run["read_decode_s"], "encode_s": run["encode_s"],
-        "peak_rss_mb": run.get("peak_rss_mb"), "workers": run["workers"], "batch_size": run["batch_size"],
-        "precision": run["precision"], "loadavg_1m_before": round(load, 2),
-    }  # fmt: skip
+        "read_decode_s": run["read_decode_s"],
+        "encode_s": run["encode_s"],
+        "peak_rss_mb": run.get("peak_rss_mb"),
+        "workers": run["workers"],
+        "batch_size": run["batch_size"],
+        "precision": run["precision"],
+        "loadavg_1m_before": round(load, 2),
+    }
 
 
 def main(argv=None) -> int:
@@ -432,13 +492,17 @@ def main(argv=None) -> int:
     ap.add_argument("--per-prompt", type=int, default=4, help="images per prompt in the generated archive")
     ap.add_argument("--naive-images", type=int, default=48, help="files timed for the naive loop (a rate)")
     ap.add_argument("--batched-images", type=int, default=192, help="files timed for the batched fp32 loop")
-    ap.add_argument("--baseline-prompts", type=int, default=1024, help="prompts timed for the full-context fp32 baseline")
+    ap.add_argument(
+        "--baseline-prompts", type=int, default=1024, help="prompts timed for the full-context fp32 baseline"
+    )
     ap.add_argument("--workers", type=int, default=None, help="audit embed --workers (default: its own)")
     ap.add_argument("--batch-size", type=int, default=None)
     ap.add_argument("--repeats", type=int, default=3, help="interleaved repeats of bf16 model-only / audit embed")
     ap.add_argument("--model-seconds", type=float, default=10.0, help="seconds each model-only measurement runs")
     ap.add_argument("--model-only-step", nargs=3, help=argparse.SUPPRESS)
-    ap.add_argument("--jpeg", action="store_true", default=True, help="images as JPEG (quality 90, photo-like noise); --png for PNG")
+    ap.add_argument(
+        "--jpeg", action="store_true", default=True, help="images as JPEG (quality 90, photo-like noise); --png for PNG"
+    )
     ap.add_argument("--png", dest="jpeg", action="store_false")
     ap.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
     ap.add_argument("--keep", type=Path, default=None, help="keep generated data here (reused when present)")
@@ -459,13 +523,21 @@ def main(argv=None) -> int:
 
     work = args.keep or Path(tempfile.mkdtemp(prefix="bench_embed-"))
     res: dict = {
-        "machine": {"cpu_count": os.cpu_count(), "processor": platform.processor() or platform.machine(),
-                    "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
-                    "bf16_native": cpu_supports_bf16(), "loadavg_start": os.getloadavg()},
+        "machine": {
+            "cpu_count": os.cpu_count(),
+            "processor": platform.processor() or platform.machine(),
+            "torch": torch.__version__,
+            "torch_threads": torch.get_num_threads(),
+            "bf16_native": cpu_supports_bf16(),
+            "loadavg_start": os.getloadavg(),
+        },
         "args": {k: str(v) for k, v in vars(args).items()},
-    }  # fmt: skip
+    }
     small_n = max(8, args.images // 4)
-    big_src, small_src = work / f"images_{'jpg' if args.jpeg else 'png'}", work / f"images_small_{'jpg' if args.jpeg else 'png'}"
+    big_src, small_src = (
+        work / f"images_{'jpg' if args.jpeg else 'png'}",
+        work / f"images_small_{'jpg' if args.jpeg else 'png'}",
+    )
     ext = "*.jpg" if args.jpeg else "*.png"
     if not (big_src.exists() and len(list(big_src.rglob(ext))) >= args.images):
         log(f"drawing {args.images} images of {args.px} px ...")
@@ -524,13 +596,17 @@ def main(argv=None) -> int:
     gpi, peak = res["gflop_per_image"], res["peak_gflops"]
     res["share_of_peak"] = {
         "model_only_bf16": [check_below_peak("bf16 model-only", m["images_per_s"], gpi, peak["bf16"]) for m in models],
-        "model_only_fp32": check_below_peak("fp32 model-only", res["model_only_fp32"]["images_per_s"], gpi, peak["fp32"]),
+        "model_only_fp32": check_below_peak(
+            "fp32 model-only", res["model_only_fp32"]["images_per_s"], gpi, peak["fp32"]
+        ),
         "audit_embed_auto": [check_below_peak("audit embed", r["images_per_s"], gpi, peak["bf16"]) for r in runs],
     }
     res["e2e_vs_model_only"] = {
         "fp32": round(res["audit_embed_fp32"]["images_per_s_incl_startup"] / res["model_only_fp32"]["images_per_s"], 3),
         "int8": round(res["audit_embed_int8"]["images_per_s_incl_startup"] / res["model_only_int8"]["images_per_s"], 3),
-        "int8_model_vs_bf16_model": round(res["model_only_int8"]["images_per_s"] / sorted(m["images_per_s"] for m in models)[len(models) // 2], 3),
+        "int8_model_vs_bf16_model": round(
+            res["model_only_int8"]["images_per_s"] / sorted(m["images_per_s"] for m in models)[len(models) // 2], 3
+        ),
     }
     full = runs[-1]
     res["audit_embed_full"] = full
@@ -556,42 +632,80 @@ def _table(r: dict) -> None:
     f, s, p = r["audit_embed_full"], r["audit_embed_small"], r["prompts"]
     rows = [
         ("images: naive README loop (1 at a time, fp32)", f"{r['naive_images_per_s']:.1f} img/s", "1.0x"),
-        ("images: batched fp32 loop (batch 32)", f"{r['batched_fp32_images_per_s']:.1f} img/s",
-         f"{r['batched_fp32_images_per_s'] / r['naive_images_per_s']:.1f}x"),
-        (f"images: audit embed ({f['precision'].get('precision')}, {f['workers']} workers, files -> stored)",
-         f"{f['images_per_s']:.1f} img/s", f"{r['image_speedup_vs_naive']:.1f}x"),
+        (
+            "images: batched fp32 loop (batch 32)",
+            f"{r['batched_fp32_images_per_s']:.1f} img/s",
+            f"{r['batched_fp32_images_per_s'] / r['naive_images_per_s']:.1f}x",
+        ),
+        (
+            f"images: audit embed ({f['precision'].get('precision')}, {f['workers']} workers, files -> stored)",
+            f"{f['images_per_s']:.1f} img/s",
+            f"{r['image_speedup_vs_naive']:.1f}x",
+        ),
         ("  same, including process start + model load", f"{f['images_per_s_incl_startup']:.1f} img/s", ""),
-        ("  vs the bf16 model alone, same repeat (median)", f"{r['audit_embed_vs_bf16_model_only']['median']:.2f}x",
-         str(r['audit_embed_vs_bf16_model_only']['per_repeat'])),
-        (f"model only, ready tensors, {r['model_only_fp32']['procs']} procs x 1 thread: fp32",
-         f"{r['model_only_fp32']['images_per_s']:.1f} img/s", ""),
+        (
+            "  vs the bf16 model alone, same repeat (median)",
+            f"{r['audit_embed_vs_bf16_model_only']['median']:.2f}x",
+            str(r["audit_embed_vs_bf16_model_only"]["per_repeat"]),
+        ),
+        (
+            f"model only, ready tensors, {r['model_only_fp32']['procs']} procs x 1 thread: fp32",
+            f"{r['model_only_fp32']['images_per_s']:.1f} img/s",
+            "",
+        ),
         ("  bf16 (each repeat)", " ".join(f"{m['images_per_s']:.1f}" for m in r["model_only_bf16"]) + " img/s", ""),
-        ("  int8 ONNX Runtime dynamic", f"{r['model_only_int8_onnx']['images_per_s']:.1f} img/s",
-         f"cos>={r['int8_onnx']['min_cosine_vs_fp32']}"),
+        (
+            "  int8 ONNX Runtime dynamic",
+            f"{r['model_only_int8_onnx']['images_per_s']:.1f} img/s",
+            f"cos>={r['int8_onnx']['min_cosine_vs_fp32']}",
+        ),
         ("  int8 PyTorch dynamic (nn.Linear)", f"{r['model_only_int8_torch']['images_per_s']:.1f} img/s", ""),
-        ("  int8 the product's path (audit.embed.int8)", f"{r['model_only_int8']['images_per_s']:.1f} img/s",
-         f"{r['e2e_vs_model_only']['int8_model_vs_bf16_model']:.2f}x bf16 model"),
-        (f"audit embed --precision fp32 ({r['audit_embed_fp32']['images']} images, incl. start-up)",
-         f"{r['audit_embed_fp32']['images_per_s_incl_startup']:.1f} img/s", f"{r['e2e_vs_model_only']['fp32']:.2f}x fp32 model"),
-        (f"audit embed --precision bf16 ({r['audit_embed_bf16_small']['images']} images, incl. start-up)",
-         f"{r['audit_embed_bf16_small']['images_per_s_incl_startup']:.1f} img/s", ""),
-        (f"audit embed --precision int8 ({r['audit_embed_int8']['images']} images, incl. start-up; "
-         f"ran {r['audit_embed_int8']['precision'].get('precision')})",
-         f"{r['audit_embed_int8']['images_per_s_incl_startup']:.1f} img/s", f"{r['e2e_vs_model_only']['int8']:.2f}x int8 model"),
-        (f"  share of measured bf16 matmul peak at {r['gflop_per_image']:.2f} GFLOP/img", f"{100 * r['fraction_of_bf16_peak']:.0f}% of {r['peak_gflops']['bf16']:.0f} GFLOP/s",
-         f"(fp32 peak {r['peak_gflops']['fp32']:.0f})"),
-        (f"  peak RSS, {s['images']} vs {f['images']} images", f"{s['peak_rss_mb']:.0f} vs {f['peak_rss_mb']:.0f} MB",
-         f"{r['rss_growth']:.2f}x"),
+        (
+            "  int8 the product's path (audit.embed.int8)",
+            f"{r['model_only_int8']['images_per_s']:.1f} img/s",
+            f"{r['e2e_vs_model_only']['int8_model_vs_bf16_model']:.2f}x bf16 model",
+        ),
+        (
+            f"audit embed --precision fp32 ({r['audit_embed_fp32']['images']} images, incl. start-up)",
+            f"{r['audit_embed_fp32']['images_per_s_incl_startup']:.1f} img/s",
+            f"{r['e2e_vs_model_only']['fp32']:.2f}x fp32 model",
+        ),
+        (
+            f"audit embed --precision bf16 ({r['audit_embed_bf16_small']['images']} images, incl. start-up)",
+            f"{r['audit_embed_bf16_small']['images_per_s_incl_startup']:.1f} img/s",
+            "",
+        ),
+        (
+            f"audit embed --precision int8 ({r['audit_embed_int8']['images']} images, incl. start-up; "
+            f"ran {r['audit_embed_int8']['precision'].get('precision')})",
+            f"{r['audit_embed_int8']['images_per_s_incl_startup']:.1f} img/s",
+            f"{r['e2e_vs_model_only']['int8']:.2f}x int8 model",
+        ),
+        (
+            f"  share of measured bf16 matmul peak at {r['gflop_per_image']:.2f} GFLOP/img",
+            f"{100 * r['fraction_of_bf16_peak']:.0f}% of {r['peak_gflops']['bf16']:.0f} GFLOP/s",
+            f"(fp32 peak {r['peak_gflops']['fp32']:.0f})",
+        ),
+        (
+            f"  peak RSS, {s['images']} vs {f['images']} images",
+            f"{s['peak_rss_mb']:.0f} vs {f['peak_rss_mb']:.0f} MB",
+            f"{r['rss_growth']:.2f}x",
+        ),
         ("prompts: full 77-token fp32, each prompt", f"{p['baseline_prompts_per_s']:.0f} prompts/s", "1.0x"),
-        (f"prompts: embed_texts ({p['unique']}/{p['prompts']} unique, trimmed, {p['ours_precision']})",
-         f"{p['ours_prompts_per_s']:.0f} prompts/s", f"{p['speedup']:.1f}x"),
-    ]  # fmt: skip
+        (
+            f"prompts: embed_texts ({p['unique']}/{p['prompts']} unique, trimmed, {p['ours_precision']})",
+            f"{p['ours_prompts_per_s']:.0f} prompts/s",
+            f"{p['speedup']:.1f}x",
+        ),
+    ]
     w = max(len(a) for a, _, _ in rows)
     print(f"\n{'':{w}}  {'rate':>28}  speed-up")
     for a, b, c in rows:
         print(f"{a:{w}}  {b:>28}  {c}")
-    print(f"(cpu {r['machine']['processor']}, {r['machine']['cpu_count']} cores, load {r['machine']['loadavg_start'][0]:.1f} -> "
-          f"{r['machine']['loadavg_end'][0]:.1f}; min cosine trimmed/bf16 vs full/fp32 prompts {p['min_cosine_vs_fp32_full_context']})")
+    print(
+        f"(cpu {r['machine']['processor']}, {r['machine']['cpu_count']} cores, load {r['machine']['loadavg_start'][0]:.1f} -> "
+        f"{r['machine']['loadavg_end'][0]:.1f}; min cosine trimmed/bf16 vs full/fp32 prompts {p['min_cosine_vs_fp32_full_context']})"
+    )
 
 
 if __name__ == "__main__":

@@ -57,9 +57,14 @@ def time_describe(paths: list[Path], repeat: int) -> dict:
             found = describe_faces(model, img, max_side=512)
             per_image.append((time.perf_counter() - t) * 1000)
             faces += len(found)
-    return {"images": len(images), "repeat": repeat, "faces_per_pass": faces // repeat,
-            "ms_mean": round(statistics.mean(per_image), 1), "ms_p50": round(statistics.median(per_image), 1),
-            "ms_p95": round(sorted(per_image)[int(0.95 * (len(per_image) - 1))], 1)}
+    return {
+        "images": len(images),
+        "repeat": repeat,
+        "faces_per_pass": faces // repeat,
+        "ms_mean": round(statistics.mean(per_image), 1),
+        "ms_p50": round(statistics.median(per_image), 1),
+        "ms_p95": round(sorted(per_image)[int(0.95 * (len(per_image) - 1))], 1),
+    }
 
 
 def gate_share(work: Path) -> dict:
@@ -73,8 +78,9 @@ def gate_share(work: Path) -> dict:
     with audit.open(index) as a:
         a.embed(model="toy-shapes", pretrained=None)
     # a one-person gallery (a random descriptor): the benchmark measures cost, not matches
-    write_descriptor_file(Gallery(["someone"], np.random.default_rng(0).normal(0, 0.1, (1, 128)).astype("float32")),
-                          work / "gallery.npz")
+    write_descriptor_file(
+        Gallery(["someone"], np.random.default_rng(0).normal(0, 0.1, (1, 128)).astype("float32")), work / "gallery.npz"
+    )
     policy = work / "policy.toml"
     policy.write_text("""
 [policy]
@@ -99,10 +105,15 @@ all = ["face:protected"]
     seconds = time.perf_counter() - t
     stats = summary.detectors["faces"]
     evaluated = summary.evaluated
-    return {"items": evaluated, "gated_out": stats["gated_out"], "described": stats["described"],
-            "skip_share": round(stats["gated_out"] / evaluated, 4) if evaluated else None,
-            "gate_threshold": summary.thresholds.get("person", {}).get("image"),
-            "flag_seconds": round(seconds, 2), "ms_per_described": stats["ms_per_described"]}
+    return {
+        "items": evaluated,
+        "gated_out": stats["gated_out"],
+        "described": stats["described"],
+        "skip_share": round(stats["gated_out"] / evaluated, 4) if evaluated else None,
+        "gate_threshold": summary.thresholds.get("person", {}).get("image"),
+        "flag_seconds": round(seconds, 2),
+        "ms_per_described": stats["ms_per_described"],
+    }
 
 
 def main() -> None:

@@ -93,27 +93,43 @@ def main() -> None:
                 t = time.perf_counter()
                 s = a.crawl([str(folder)], workers=0)
                 crawl_s = time.perf_counter() - t
-                row = {"kind": kind, "files": args.n, "mb": round(nbytes / 1e6, 2), "errors": s.errors,
-                       "crawl_s": round(crawl_s, 2), "crawl_files_per_s": round(args.n / crawl_s, 1)}
+                row = {
+                    "kind": kind,
+                    "files": args.n,
+                    "mb": round(nbytes / 1e6, 2),
+                    "errors": s.errors,
+                    "crawl_s": round(crawl_s, 2),
+                    "crawl_files_per_s": round(args.n / crawl_s, 1),
+                }
                 if args.embed:
                     t = time.perf_counter()
                     e = a.embed(model="toy-shapes", workers=0)
                     embed_s = time.perf_counter() - t
-                    frames = a.catalog.conn.execute("SELECT count(*) FROM vector_rows r JOIN vector_spaces s "
-                                                    "ON r.vspace = s.vspace WHERE s.space = 'frame'").fetchone()[0]
-                    row.update(embed_s=round(embed_s, 2), embed_files_per_s=round(e.images_embedded / embed_s, 1),
-                               frame_vectors=frames)
+                    frames = a.catalog.conn.execute(
+                        "SELECT count(*) FROM vector_rows r JOIN vector_spaces s "
+                        "ON r.vspace = s.vspace WHERE s.space = 'frame'"
+                    ).fetchone()[0]
+                    row.update(
+                        embed_s=round(embed_s, 2),
+                        embed_files_per_s=round(e.images_embedded / embed_s, 1),
+                        frame_vectors=frames,
+                    )
             rows.append(row)
             print(json.dumps(row), flush=True)
-    out = {"args": vars(args), "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                                           "platform": platform.platform()}, "rows": rows}
+    out = {
+        "args": vars(args),
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "rows": rows,
+    }
     path = Path(__file__).resolve().parent / "results" / "bench_frames.json"
     path.parent.mkdir(exist_ok=True)
     path.write_text(json.dumps(out, indent=2) + "\n")
     print(f"{'kind':<10} {'files':>5} {'MB':>6} {'crawl files/s':>14} {'embed files/s':>14}")
     for r in rows:
-        print(f"{r['kind']:<10} {r['files']:>5} {r['mb']:>6} {r['crawl_files_per_s']:>14} "
-              f"{r.get('embed_files_per_s', '-'):>14}")
+        print(
+            f"{r['kind']:<10} {r['files']:>5} {r['mb']:>6} {r['crawl_files_per_s']:>14} "
+            f"{r.get('embed_files_per_s', '-'):>14}"
+        )
 
 
 if __name__ == "__main__":

@@ -87,9 +87,13 @@ def main() -> None:
             timings.append(time.perf_counter() - t)
             denied += answer["verdict"] == "deny"
             with_signals += bool(answer["signals"])
-        result[mode] = {"compile_s": round(compile_s, 2), "warm-up": _percentiles(timings[:args.warmup]),
-                        "timed": _percentiles(timings[args.warmup:]), "denied": denied,
-                        "with_signals": with_signals}
+        result[mode] = {
+            "compile_s": round(compile_s, 2),
+            "warm-up": _percentiles(timings[: args.warmup]),
+            "timed": _percentiles(timings[args.warmup :]),
+            "denied": denied,
+            "with_signals": with_signals,
+        }
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "gate.json").write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))

@@ -84,7 +84,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dim", type=int, default=512)
     ap.add_argument("--clusters", type=int, default=2000)
     ap.add_argument("--queries", type=int, default=1000)
-    ap.add_argument("--variants", default="auto,ivf,sq8", help="comma list: auto and/or --index-type values; ';' separates types containing commas")
+    ap.add_argument(
+        "--variants",
+        default="auto,ivf,sq8",
+        help="comma list: auto and/or --index-type values; ';' separates types containing commas",
+    )
     ap.add_argument("--memory-budget", default="4GB")
     ap.add_argument("--single", type=int, default=200, help="queries timed one at a time")
     ap.add_argument("--keep", action="store_true", help="keep the temporary index directory")
@@ -129,16 +133,32 @@ def main(argv: list[str] | None = None) -> int:
     flat_single = _single(flat, Qsets["near"][: args.single])
     del flat
 
-    rows = [{
-        "variant": "exact", "index": "Flat (IndexFlatIP)", "params": {}, "recall_near": 1.0, "recall_far": 1.0,
-        "rescored_near": 1.0, "rescored_far": 1.0, "build_s": 0.0,
-        "batch_ms_per_query": round(1000 * flat_batch["near"] / args.queries, 3),
-        "single_p50_ms": flat_single[0], "single_p95_ms": flat_single[1],
-        "index_mb": round(args.n * args.dim * 4 / 2**20, 1), "estimated_mb": None, "tuned_recall": 1.0,
-    }]  # fmt: skip
+    rows = [
+        {
+            "variant": "exact",
+            "index": "Flat (IndexFlatIP)",
+            "params": {},
+            "recall_near": 1.0,
+            "recall_far": 1.0,
+            "rescored_near": 1.0,
+            "rescored_far": 1.0,
+            "build_s": 0.0,
+            "batch_ms_per_query": round(1000 * flat_batch["near"] / args.queries, 3),
+            "single_p50_ms": flat_single[0],
+            "single_p95_ms": flat_single[1],
+            "index_mb": round(args.n * args.dim * 4 / 2**20, 1),
+            "estimated_mb": None,
+            "tuned_recall": 1.0,
+        }
+    ]
     for variant in variants:
-        builder = IndexBuilder(work / "idx", vs, memory_budget=args.memory_budget, rebuild=True,
-                               index_type=None if variant == "auto" else variant)  # fmt: skip
+        builder = IndexBuilder(
+            work / "idx",
+            vs,
+            memory_budget=args.memory_budget,
+            rebuild=True,
+            index_type=None if variant == "auto" else variant,
+        )
         t = time.perf_counter()
         res = builder.update(ident.key, "image", args.dim)
         build_s = time.perf_counter() - t
@@ -147,8 +167,13 @@ def main(argv: list[str] | None = None) -> int:
         for p, v in manifest.params.items():
             ps.set_index_parameter(index, p, v)
         id_to_row = np.array([row_of[k.decode()] for k in ikeys], dtype=np.int64)
-        row: dict = {"variant": variant, "index": res.index, "params": res.params, "build_s": round(build_s, 2),
-                     "tuned_recall": res.tuned_recall}  # fmt: skip
+        row: dict = {
+            "variant": variant,
+            "index": res.index,
+            "params": res.params,
+            "build_s": round(build_s, 2),
+            "tuned_recall": res.tuned_recall,
+        }
         exact_codes = manifest.spec.get("codec") == "Flat" or manifest.spec.get("kind") in ("flat", "hnsw")
         for name, Q in Qsets.items():
             t = time.perf_counter()
@@ -170,23 +195,40 @@ def main(argv: list[str] | None = None) -> int:
         p50, p95 = _single(index, Qsets["near"][: args.single])
         row.update(single_p50_ms=p50, single_p95_ms=p95)
         d = model_dir(work / "idx", ident.key)
-        row["index_mb"] = round(((d / manifest.index_file).stat().st_size + (d / manifest.keys_file).stat().st_size) / 2**20, 1)
+        row["index_mb"] = round(
+            ((d / manifest.index_file).stat().st_size + (d / manifest.keys_file).stat().st_size) / 2**20, 1
+        )
         row["estimated_mb"] = round(manifest.spec["estimated_bytes"] / 2**20, 1)
         rows.append(row)
-        print(f"  {variant}: {res.index} {res.params} built in {build_s:.1f}s, recall@10 near {row['recall_near']:.4f} "
-              f"far {row['recall_far']:.4f}", file=sys.stderr, flush=True)  # fmt: skip
+        print(
+            f"  {variant}: {res.index} {res.params} built in {build_s:.1f}s, recall@10 near {row['recall_near']:.4f} "
+            f"far {row['recall_far']:.4f}",
+            file=sys.stderr,
+            flush=True,
+        )
         del index
 
     report = {
         "benchmark": "index_recall",
-        "n": args.n, "dim": args.dim, "clusters": args.clusters, "queries": args.queries, "k": K,
-        "memory_budget": args.memory_budget, "target_recall_at_10": 0.95,
-        "data_generation_s": round(gen_s, 2), "store_insert_s": round(store_s, 2),
+        "n": args.n,
+        "dim": args.dim,
+        "clusters": args.clusters,
+        "queries": args.queries,
+        "k": K,
+        "memory_budget": args.memory_budget,
+        "target_recall_at_10": 0.95,
+        "data_generation_s": round(gen_s, 2),
+        "store_insert_s": round(store_s, 2),
         "peak_rss_mb": round(peak_rss_mb(), 1),
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-                    "faiss": faiss.__version__, "faiss_threads": faiss.omp_get_max_threads()},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "faiss": faiss.__version__,
+            "faiss_threads": faiss.omp_get_max_threads(),
+        },
         "rows": rows,
-    }  # fmt: skip
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     _print_table(report)
@@ -204,8 +246,11 @@ def _variants(text: str) -> list[str]:
         out, toks = [], [t.strip() for t in text.split(",") if t.strip()]
         i = 0
         while i < len(toks):
-            if toks[i].lower().startswith("ivf") and i + 1 < len(toks) and toks[i + 1].lower() in ("flat", "sq8") or (
-                toks[i].lower().startswith("ivf") and i + 1 < len(toks) and toks[i + 1].lower().startswith("pq")
+            if (
+                toks[i].lower().startswith("ivf")
+                and i + 1 < len(toks)
+                and toks[i + 1].lower() in ("flat", "sq8")
+                or (toks[i].lower().startswith("ivf") and i + 1 < len(toks) and toks[i + 1].lower().startswith("pq"))
             ):
                 out.append(f"{toks[i]},{toks[i + 1]}")
                 i += 2
@@ -226,17 +271,44 @@ def _single(index, Q: np.ndarray) -> tuple[float, float]:
 
 
 def _print_table(r: dict) -> None:
-    print(f"\nrecall@10 vs exact: {r['n']:,} x {r['dim']}-d vectors, {r['clusters']:,} clusters, "
-          f"{r['queries']:,} queries per set, budget {r['memory_budget']}; peak RSS {r['peak_rss_mb']:.0f} MB")  # fmt: skip
-    head = ["variant", "index", "params", "recall near", "recall far", "rescored near", "rescored far", "build s",
-            "batch ms/q", "1-query p50 ms", "p95 ms", "index MB", "est. MB"]  # fmt: skip
+    print(
+        f"\nrecall@10 vs exact: {r['n']:,} x {r['dim']}-d vectors, {r['clusters']:,} clusters, "
+        f"{r['queries']:,} queries per set, budget {r['memory_budget']}; peak RSS {r['peak_rss_mb']:.0f} MB"
+    )
+    head = [
+        "variant",
+        "index",
+        "params",
+        "recall near",
+        "recall far",
+        "rescored near",
+        "rescored far",
+        "build s",
+        "batch ms/q",
+        "1-query p50 ms",
+        "p95 ms",
+        "index MB",
+        "est. MB",
+    ]
     lines = [head]
     for x in r["rows"]:
-        lines.append([x["variant"], x["index"], ",".join(f"{k}={v}" for k, v in x["params"].items()) or "-",
-                      f"{x['recall_near']:.4f}", f"{x['recall_far']:.4f}", f"{x['rescored_near']:.4f}",
-                      f"{x['rescored_far']:.4f}", f"{x['build_s']:.1f}", f"{x['batch_ms_per_query']:.3f}",
-                      f"{x['single_p50_ms']:.2f}", f"{x['single_p95_ms']:.2f}", f"{x['index_mb']:.0f}",
-                      "-" if x["estimated_mb"] is None else f"{x['estimated_mb']:.0f}"])  # fmt: skip
+        lines.append(
+            [
+                x["variant"],
+                x["index"],
+                ",".join(f"{k}={v}" for k, v in x["params"].items()) or "-",
+                f"{x['recall_near']:.4f}",
+                f"{x['recall_far']:.4f}",
+                f"{x['rescored_near']:.4f}",
+                f"{x['rescored_far']:.4f}",
+                f"{x['build_s']:.1f}",
+                f"{x['batch_ms_per_query']:.3f}",
+                f"{x['single_p50_ms']:.2f}",
+                f"{x['single_p95_ms']:.2f}",
+                f"{x['index_mb']:.0f}",
+                "-" if x["estimated_mb"] is None else f"{x['estimated_mb']:.0f}",
+            ]
+        )
     widths = [max(len(str(row[i])) for row in lines) for i in range(len(head))]
     for j, row in enumerate(lines):
         print("  ".join(str(c).ljust(w) for c, w in zip(row, widths)))

@@ -47,12 +47,18 @@ def main() -> None:
             rates[p].append(round(len(px) / (time.perf_counter() - t), 2))
     med = {p: float(np.median(r)) for p, r in rates.items()}
     out = {
-        "model": "ViT-B-32 random weights", "images": len(px), "threads": torch.get_num_threads(),
-        "load_and_export_s": load_s, "img_per_s": rates, "median_img_per_s": med,
-        "int8_vs_bf16": round(med["int8"] / med["bf16"], 3), "int8_vs_fp32": round(med["int8"] / med["fp32"], 3),
+        "model": "ViT-B-32 random weights",
+        "images": len(px),
+        "threads": torch.get_num_threads(),
+        "load_and_export_s": load_s,
+        "img_per_s": rates,
+        "median_img_per_s": med,
+        "int8_vs_bf16": round(med["int8"] / med["bf16"], 3),
+        "int8_vs_fp32": round(med["int8"] / med["fp32"], 3),
         "min_cosine_vs_fp32": {p: round(float(np.sum(ref * e.embed_pixels(px), 1).min()), 6) for p, e in embs.items()},
-        "loadavg_1m": round(os.getloadavg()[0], 2), "int8_check": embs["int8"].precision_report,
-    }  # fmt: skip
+        "loadavg_1m": round(os.getloadavg()[0], 2),
+        "int8_check": embs["int8"].precision_report,
+    }
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "int8_towers.json").write_text(json.dumps(out, indent=1) + "\n")
     print(json.dumps(out, indent=1))

@@ -32,7 +32,10 @@ def main() -> None:
     def unit(n, labels=False):
         # half the vectors lean toward the concept (cosine ~0.4), as the items a reviewer confirms
         lean = rng.integers(0, 2, (n, 1))
-        x = rng.normal(size=(n, args.dim)).astype(np.float32) / np.sqrt(args.dim) + 0.45 * concept.astype(np.float32) * lean
+        x = (
+            rng.normal(size=(n, args.dim)).astype(np.float32) / np.sqrt(args.dim)
+            + 0.45 * concept.astype(np.float32) * lean
+        )
         x /= np.linalg.norm(x, axis=1, keepdims=True)
         return (x, lean[:, 0]) if labels else x
 
@@ -49,9 +52,20 @@ def main() -> None:
         t = time.perf_counter()
         model.probability(xb, {"c": concept})
         score_s += time.perf_counter() - t
-    print(json.dumps({"items": args.items, "dim": args.dim, "decisions": args.decisions,
-                      "train_and_cv_s": round(train_s, 3), "cv_precision": p, "cv_recall": r,
-                      "score_s": round(score_s, 3), "score_items_per_s": round(args.items / score_s)}))
+    print(
+        json.dumps(
+            {
+                "items": args.items,
+                "dim": args.dim,
+                "decisions": args.decisions,
+                "train_and_cv_s": round(train_s, 3),
+                "cv_precision": p,
+                "cv_recall": r,
+                "score_s": round(score_s, 3),
+                "score_items_per_s": round(args.items / score_s),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -41,8 +41,13 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 def run_audit(*args: str, env: dict | None = None) -> tuple[dict, float]:
     t = time.perf_counter()
-    res = subprocess.run([sys.executable, "-m", "audit", *args, "--json", "--quiet"], capture_output=True, text=True,
-                         env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})}, cwd=REPO)  # fmt: skip
+    res = subprocess.run(
+        [sys.executable, "-m", "audit", *args, "--json", "--quiet"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})},
+        cwd=REPO,
+    )
     wall = time.perf_counter() - t
     if res.returncode != 0:
         raise SystemExit(f"audit {' '.join(args)} failed ({res.returncode}): {res.stderr[-2000:]}")
@@ -56,16 +61,27 @@ def executor_runs(src: Path, work: Path, model: str, pretrained: str, executors:
     for ex in executors:
         idx = work / f"idx-{ex}"
         crawl, crawl_wall = run_audit("crawl", str(src), "--index", str(idx), "--executor", ex)
-        embed, embed_wall = run_audit("embed", "--index", str(idx), "--model", model, "--pretrained", pretrained,
-                                      "--executor", ex)  # fmt: skip
+        embed, embed_wall = run_audit(
+            "embed", "--index", str(idx), "--model", model, "--pretrained", pretrained, "--executor", ex
+        )
         n = embed["images_embedded"]
         out[ex] = {
-            "crawl": {"read": crawl["read"], "process_wall_s": round(crawl_wall, 2), "crawl_s": crawl["duration_s"],
-                      "images_per_s": round(crawl["read"] / crawl_wall, 2)},
-            "embed": {"images": n, "prompts": embed["prompts_embedded"], "process_wall_s": round(embed_wall, 2),
-                      "embed_s": embed["duration_s"], "images_per_s": round(n / embed_wall, 2),
-                      "workers": embed["workers"], "precision": embed["precision"].get("precision")},
-        }  # fmt: skip
+            "crawl": {
+                "read": crawl["read"],
+                "process_wall_s": round(crawl_wall, 2),
+                "crawl_s": crawl["duration_s"],
+                "images_per_s": round(crawl["read"] / crawl_wall, 2),
+            },
+            "embed": {
+                "images": n,
+                "prompts": embed["prompts_embedded"],
+                "process_wall_s": round(embed_wall, 2),
+                "embed_s": embed["duration_s"],
+                "images_per_s": round(n / embed_wall, 2),
+                "workers": embed["workers"],
+                "precision": embed["precision"].get("precision"),
+            },
+        }
         print(f"{ex:>5}: crawl {crawl['read']} in {crawl_wall:.1f}s · embed {n} in {embed_wall:.1f}s", flush=True)
     return out
 
@@ -102,9 +118,27 @@ def commit_rates(work: Path, rows: int = 20_000, dim: int = 512) -> dict:
         items, locs = [], []
         for i in range(start, min(rows, start + 256)):
             item_id = f"{i:064x}"
-            items.append({**r.item, "item_id": item_id, "first_seen": "2026-01-01T00:00:00Z", "last_seen": "2026-01-01T00:00:00Z"})
-            locs.append({**r.location, "uri": f"/bench/{i}.png", "item_id": item_id, "present": 1, "first_seen": "2026-01-01T00:00:00Z",
-                         "last_seen": "2026-01-01T00:00:00Z", "missing_since": None, "seen_run": 1, "root": None})  # fmt: skip
+            items.append(
+                {
+                    **r.item,
+                    "item_id": item_id,
+                    "first_seen": "2026-01-01T00:00:00Z",
+                    "last_seen": "2026-01-01T00:00:00Z",
+                }
+            )
+            locs.append(
+                {
+                    **r.location,
+                    "uri": f"/bench/{i}.png",
+                    "item_id": item_id,
+                    "present": 1,
+                    "first_seen": "2026-01-01T00:00:00Z",
+                    "last_seen": "2026-01-01T00:00:00Z",
+                    "missing_since": None,
+                    "seen_run": 1,
+                    "root": None,
+                }
+            )
         a.catalog.record(items, locs)
     out["catalog_rows_per_s"] = round(rows / (time.perf_counter() - t), 1)
     store = VectorStore(a.catalog.conn)
@@ -145,12 +179,17 @@ def main() -> None:
         load0 = os.getloadavg()
         runs = executor_runs(work / "src", work, args.model, args.pretrained, args.executors.split(","))
         result = {
-            "machine": {"cpu_count": os.cpu_count(), "processor": platform.processor(), "python": platform.python_version(),
-                        "loadavg_start": load0, "loadavg_end": os.getloadavg()},
+            "machine": {
+                "cpu_count": os.cpu_count(),
+                "processor": platform.processor(),
+                "python": platform.python_version(),
+                "loadavg_start": load0,
+                "loadavg_end": os.getloadavg(),
+            },
             "args": {k: str(v) for k, v in vars(args).items()},
             "generate_s": round(generate_s, 1),
             "runs": runs,
-        }  # fmt: skip
+        }
         try:
             import ray
 
@@ -158,17 +197,23 @@ def main() -> None:
         except ImportError:
             pass
         if "local" in runs and "ray" in runs:
-            result["rate_ratio"] = {s: round(runs["ray"][s]["images_per_s"] / runs["local"][s]["images_per_s"], 3)
-                                    for s in ("crawl", "embed")}  # fmt: skip
+            result["rate_ratio"] = {
+                s: round(runs["ray"][s]["images_per_s"] / runs["local"][s]["images_per_s"], 3)
+                for s in ("crawl", "embed")
+            }
             both = lambda ex: runs[ex]["crawl"]["process_wall_s"] + runs[ex]["embed"]["process_wall_s"]  # noqa: E731
             result["rate_ratio"]["crawl_plus_embed"] = round(both("local") / both("ray"), 3)
         cores = os.cpu_count() or 1
         local = runs.get("local")
         result["per_core"] = {
-            "crawl_images_per_s": round(local["crawl"]["read"] / local["crawl"]["crawl_s"] / cores, 2) if local else None,
+            "crawl_images_per_s": round(local["crawl"]["read"] / local["crawl"]["crawl_s"] / cores, 2)
+            if local
+            else None,
             "decode_preprocess_images_per_s": round(decode_rate_per_core(files), 2),
-            "cpu_embed_images_per_s": round(local["embed"]["images"] / local["embed"]["embed_s"] / cores, 2) if local else None,
-        }  # fmt: skip
+            "cpu_embed_images_per_s": round(local["embed"]["images"] / local["embed"]["embed_s"] / cores, 2)
+            if local
+            else None,
+        }
         result["driver_commit"] = commit_rates(work)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")

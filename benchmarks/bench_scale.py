@@ -134,8 +134,9 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 
 
-def chunk_vectors(start: int, stop: int, *, dim: int, centres: np.ndarray, seed: int, hits: set[int],
-                  copies: dict[int, int]) -> np.ndarray:  # fmt: skip
+def chunk_vectors(
+    start: int, stop: int, *, dim: int, centres: np.ndarray, seed: int, hits: set[int], copies: dict[int, int]
+) -> np.ndarray:
     """Vectors of items ``start..stop`` (reproducible per item, whatever the chunking)."""
     out = np.empty((stop - start, dim), np.float32)
     direction = planted_direction(dim, seed)
@@ -167,8 +168,9 @@ def chunk_pdq(start: int, stop: int, *, seed: int, copies: dict[int, int]) -> li
     return out
 
 
-def add_items(index: Path, start: int, stop: int, *, dim: int, n_clusters: int, seed: int, hits: set[int],
-              copies: dict[int, int]) -> None:  # fmt: skip
+def add_items(
+    index: Path, start: int, stop: int, *, dim: int, n_clusters: int, seed: int, hits: set[int], copies: dict[int, int]
+) -> None:
     """Catalog items ``start..stop`` (one location each) and their image vectors, in chunks."""
     import audit
     from audit.catalog.vectors import ModelIdentity, VectorStore
@@ -182,14 +184,41 @@ def add_items(index: Path, start: int, stop: int, *, dim: int, n_clusters: int, 
             hi = min(stop, lo + CHUNK)
             ids = [item_id(i) for i in range(lo, hi)]
             pdq = chunk_pdq(lo, hi, seed=seed, copies=copies)
-            items = [{"item_id": iid, "size": 50_000 + i % 997, "status": "ok", "format": "PNG", "width": 512,
-                      "height": 512, "md5": hashlib.md5(iid.encode()).hexdigest(), "pdq": pdq[r], "pdq_quality": 100,
-                      "generator": "a1111", "prompt": f"a generation of theme {i % 5000} variant {i % 7}",
-                      "seed": str(i), "steps": 20, "model": "synthetic-model", "first_seen": NOW, "last_seen": NOW}
-                     for r, (i, iid) in enumerate(zip(range(lo, hi), ids))]  # fmt: skip
-            locs = [{"uri": f"/bench-archive/{i // 10_000:05d}/gen_{i:09d}.png", "item_id": iid, "source": "folder",
-                     "size": 50_000 + i % 997, "mtime_ns": 1, "status": "ok", "present": 1, "first_seen": NOW,
-                     "last_seen": NOW} for i, iid in zip(range(lo, hi), ids)]  # fmt: skip
+            items = [
+                {
+                    "item_id": iid,
+                    "size": 50_000 + i % 997,
+                    "status": "ok",
+                    "format": "PNG",
+                    "width": 512,
+                    "height": 512,
+                    "md5": hashlib.md5(iid.encode()).hexdigest(),
+                    "pdq": pdq[r],
+                    "pdq_quality": 100,
+                    "generator": "a1111",
+                    "prompt": f"a generation of theme {i % 5000} variant {i % 7}",
+                    "seed": str(i),
+                    "steps": 20,
+                    "model": "synthetic-model",
+                    "first_seen": NOW,
+                    "last_seen": NOW,
+                }
+                for r, (i, iid) in enumerate(zip(range(lo, hi), ids))
+            ]
+            locs = [
+                {
+                    "uri": f"/bench-archive/{i // 10_000:05d}/gen_{i:09d}.png",
+                    "item_id": iid,
+                    "source": "folder",
+                    "size": 50_000 + i % 997,
+                    "mtime_ns": 1,
+                    "status": "ok",
+                    "present": 1,
+                    "first_seen": NOW,
+                    "last_seen": NOW,
+                }
+                for i, iid in zip(range(lo, hi), ids)
+            ]
             a.catalog.record(items, locs)
             vecs = chunk_vectors(lo, hi, dim=dim, centres=centres, seed=seed, hits=hits, copies=copies)
             vs.put_batch(key, "image", ids, vecs)
@@ -213,12 +242,16 @@ def run_stage(name: str, argv: list[str], *, timeout: float | None = None) -> di
         out.seek(0)
         err.seek(0)
         stdout, stderr = out.read(), err.read()
-    res = {"stage": name, "seconds": round(wall, 2), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
-           "exit_code": p.returncode,
-           # CPU seconds of the stage's process (user + system): comparable across machine loads
-           "cpu_s": round(usage.ru_utime + usage.ru_stime, 1),
-           # the machine is shared: the 1-minute load average at the stage's start and end
-           "loadavg_1m": [round(load_start[0], 2), round(os.getloadavg()[0], 2)]}  # fmt: skip
+    res = {
+        "stage": name,
+        "seconds": round(wall, 2),
+        "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
+        "exit_code": p.returncode,
+        # CPU seconds of the stage's process (user + system): comparable across machine loads
+        "cpu_s": round(usage.ru_utime + usage.ru_stime, 1),
+        # the machine is shared: the 1-minute load average at the stage's start and end
+        "loadavg_1m": [round(load_start[0], 2), round(os.getloadavg()[0], 2)],
+    }
     res["output"] = _json_output(stdout)
     if p.returncode not in (0, 1):
         res["error"] = stderr[-3000:]
@@ -287,13 +320,22 @@ def recall(index: Path, planted: dict, n_total: int) -> dict:
         group_of = near_duplicate_groups(a)
         n_findings = a.findings(lazy=True).select(pl.len()).collect().item()
     hit_ids = {item_id(i) for i in hits}
-    got_pairs = sum(1 for x, y in pairs if group_of.get(item_id(x)) is not None
-                    and group_of.get(item_id(x)) == group_of.get(item_id(y)))  # fmt: skip
+    got_pairs = sum(
+        1
+        for x, y in pairs
+        if group_of.get(item_id(x)) is not None and group_of.get(item_id(x)) == group_of.get(item_id(y))
+    )
     false_hits = len(found - hit_ids)
-    return {"planted_hits": len(hits), "hit_recall": round(len(found & hit_ids) / max(1, len(hits)), 4),
-            "false_hit_findings": false_hits, "derived_findings": derived, "findings": n_findings, "planted_pairs": len(pairs),
-            "near_duplicate_recall": round(got_pairs / max(1, len(pairs)), 4),
-            "near_duplicate_groups": len(set(group_of.values()))}  # fmt: skip
+    return {
+        "planted_hits": len(hits),
+        "hit_recall": round(len(found & hit_ids) / max(1, len(hits)), 4),
+        "false_hit_findings": false_hits,
+        "derived_findings": derived,
+        "findings": n_findings,
+        "planted_pairs": len(pairs),
+        "near_duplicate_recall": round(got_pairs / max(1, len(pairs)), 4),
+        "near_duplicate_groups": len(set(group_of.values())),
+    }
 
 
 def near_duplicate_groups(a) -> dict[str, str]:
@@ -315,25 +357,39 @@ def disk_needed(n: int, dim: int, per_item: int | None = None) -> int:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--items", type=int, required=True, help="items in the archive (before the incremental 1%%)")
     p.add_argument("--dim", type=int, default=512)
-    p.add_argument("--out", type=Path, default=None, help="folder for the index, policy, report (default: a temporary one)")
+    p.add_argument(
+        "--out", type=Path, default=None, help="folder for the index, policy, report (default: a temporary one)"
+    )
     p.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated, of {','.join(STAGES)}")
     p.add_argument("--clusters", type=int, default=None, help="mixture components (default max(1000, N/1000))")
     p.add_argument("--hits", type=int, default=None, help="planted concept hits (default max(20, N/1000))")
     p.add_argument("--dups", type=int, default=None, help="planted near-duplicate pairs (default max(20, N/200))")
     p.add_argument("--new-share", type=float, default=0.01, help="share of new items in the incremental scan")
-    p.add_argument("--new-items", type=int, default=None,
-                   help="new items in the incremental scan (instead of --new-share; with --reuse it replaces the "
-                        "archive's count while its incremental items are not added yet)")
-    p.add_argument("--tag", default="", help="suffix of the results file name (benchmarks/results/bench_scale-<N><tag>.json)")
+    p.add_argument(
+        "--new-items",
+        type=int,
+        default=None,
+        help="new items in the incremental scan (instead of --new-share; with --reuse it replaces the "
+        "archive's count while its incremental items are not added yet)",
+    )
+    p.add_argument(
+        "--tag", default="", help="suffix of the results file name (benchmarks/results/bench_scale-<N><tag>.json)"
+    )
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--keep", action="store_true", help="leave the built archive in --out")
     p.add_argument("--reuse", action="store_true", help="use the archive already built in --out")
     p.add_argument("--no-disk-check", action="store_true")
-    p.add_argument("--disk-per-item", type=int, default=None,
-                   help="bytes on disk per item for the free-space check (default: dim*6 + 2000)")
+    p.add_argument(
+        "--disk-per-item",
+        type=int,
+        default=None,
+        help="bytes on disk per item for the free-space check (default: dim*6 + 2000)",
+    )
     args = p.parse_args(argv)
     stages = [s.strip() for s in args.stages.split(",") if s.strip()]
     bad = [s for s in stages if s not in STAGES]
@@ -355,8 +411,10 @@ def main(argv=None) -> int:
             return 2
         cfg = json.loads(cfg_path.read_text())
         if (cfg["items"], cfg["dim"], cfg["seed"]) != (n, dim, args.seed):
-            print(f"--reuse: the archive in {out} has --items {cfg['items']} --dim {cfg['dim']} --seed {cfg['seed']}",
-                  file=sys.stderr)  # fmt: skip
+            print(
+                f"--reuse: the archive in {out} has --items {cfg['items']} --dim {cfg['dim']} --seed {cfg['seed']}",
+                file=sys.stderr,
+            )
             return 2
         stages = [s for s in stages if s != "build"]
         cfg["index"] = str(index)  # the archive may have been copied or moved since it was built
@@ -368,14 +426,25 @@ def main(argv=None) -> int:
             return 2
         need, free = disk_needed(n + n_new, dim, args.disk_per_item), shutil.disk_usage(out).free
         if need > free and not args.no_disk_check:
-            print(f"not enough disk in {out}: about {need / 2**30:.1f} GiB needed for {n:,} items of {dim}-d, "
-                  f"{free / 2**30:.1f} GiB free (--out elsewhere, or --no-disk-check)", file=sys.stderr)  # fmt: skip
+            print(
+                f"not enough disk in {out}: about {need / 2**30:.1f} GiB needed for {n:,} items of {dim}-d, "
+                f"{free / 2**30:.1f} GiB free (--out elsewhere, or --no-disk-check)",
+                file=sys.stderr,
+            )
             return 3
         planted = plan(n + n_new, n_hits, n_dups, args.seed)
         copies = {y: x for x, y in planted["pairs"]}
-        cfg = {"items": n, "dim": dim, "seed": args.seed, "clusters": cfg_clusters, "new_items": n_new,
-               "index": str(index), "hits": planted["hits"], "pairs": planted["pairs"],
-               "copies": {str(k): v for k, v in copies.items()}}  # fmt: skip
+        cfg = {
+            "items": n,
+            "dim": dim,
+            "seed": args.seed,
+            "clusters": cfg_clusters,
+            "new_items": n_new,
+            "index": str(index),
+            "hits": planted["hits"],
+            "pairs": planted["pairs"],
+            "copies": {str(k): v for k, v in copies.items()},
+        }
         if "build" not in stages:
             stages.insert(0, "build")
     (out / "policy.toml").write_text(POLICY)
@@ -383,11 +452,22 @@ def main(argv=None) -> int:
     bench_dir = str(Path(__file__).resolve().parent)
 
     results: list[dict] = []
-    meta = {"items": n, "dim": dim, "clusters": cfg["clusters"], "planted_hits": len(cfg["hits"]),
-            "planted_pairs": len(cfg["pairs"]), "new_items": cfg["new_items"], "python": platform.python_version(),
-            "machine": f"{platform.machine()}, {os.cpu_count()} cpus", "out": str(out)}  # fmt: skip
-    print(f"bench_scale: {n:,} items x {dim}-d, {cfg['clusters']:,} clusters, {len(cfg['hits'])} planted hits, "
-          f"{len(cfg['pairs'])} planted pairs -> {out}", file=sys.stderr)  # fmt: skip
+    meta = {
+        "items": n,
+        "dim": dim,
+        "clusters": cfg["clusters"],
+        "planted_hits": len(cfg["hits"]),
+        "planted_pairs": len(cfg["pairs"]),
+        "new_items": cfg["new_items"],
+        "python": platform.python_version(),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cpus",
+        "out": str(out),
+    }
+    print(
+        f"bench_scale: {n:,} items x {dim}-d, {cfg['clusters']:,} clusters, {len(cfg['hits'])} planted hits, "
+        f"{len(cfg['pairs'])} planted pairs -> {out}",
+        file=sys.stderr,
+    )
     incremental_done = (out / "incremental.done").exists()
     cfg_path.write_text(json.dumps(cfg))
     for stage in STAGES:
@@ -399,29 +479,61 @@ def main(argv=None) -> int:
             (out / "build.json").write_text(json.dumps({**build_cfg, "items": 0, "new_items": n}))
             r = run_stage("build", _py(ADD_CODE, bench_dir, str(out / "build.json")))
         elif stage == "flag":
-            r = run_stage("flag (full)", _py(FLAG_CODE, str(index), policy, str(dim), bench_dir, str(args.seed), "full"))
+            r = run_stage(
+                "flag (full)", _py(FLAG_CODE, str(index), policy, str(dim), bench_dir, str(args.seed), "full")
+            )
             r["recall"] = recall(index, cfg, n + (cfg["new_items"] if incremental_done else 0))
         elif stage == "index":
             r = run_stage("index", [sys.executable, "-m", "audit", "index", "--index", str(index), "--json"])
         elif stage == "incremental":
             if incremental_done:
-                print("    (the 1% new items are already in this archive: flagging incrementally again)", file=sys.stderr)
+                print(
+                    "    (the 1% new items are already in this archive: flagging incrementally again)", file=sys.stderr
+                )
                 add = None
             else:
                 add = run_stage("add 1% items", _py(ADD_CODE, bench_dir, str(cfg_path)))
                 (out / "incremental.done").write_text("")
                 incremental_done = True
                 results.append(add)
-            r = run_stage("flag (incremental)", _py(FLAG_CODE, str(index), policy, str(dim), bench_dir,
-                                                    str(args.seed), "incremental"))  # fmt: skip
+            r = run_stage(
+                "flag (incremental)",
+                _py(FLAG_CODE, str(index), policy, str(dim), bench_dir, str(args.seed), "incremental"),
+            )
             r["recall"] = recall(index, cfg, n + cfg["new_items"])
         elif stage == "search":
-            r = run_stage("search", [sys.executable, "-m", "audit", "search", "--index", str(index), "--item",
-                                     item_id(cfg["hits"][0]), "-k", "10", "--json"])  # fmt: skip
+            r = run_stage(
+                "search",
+                [
+                    sys.executable,
+                    "-m",
+                    "audit",
+                    "search",
+                    "--index",
+                    str(index),
+                    "--item",
+                    item_id(cfg["hits"][0]),
+                    "-k",
+                    "10",
+                    "--json",
+                ],
+            )
         else:
             shutil.rmtree(out / "report", ignore_errors=True)
-            r = run_stage("report", [sys.executable, "-m", "audit", "report", "--index", str(index), "--out",
-                                     str(out / "report"), "--json"])  # fmt: skip
+            r = run_stage(
+                "report",
+                [
+                    sys.executable,
+                    "-m",
+                    "audit",
+                    "report",
+                    "--index",
+                    str(index),
+                    "--out",
+                    str(out / "report"),
+                    "--json",
+                ],
+            )
             jsonl = out / "report" / "findings.jsonl"
             if jsonl.exists():
                 with open(jsonl, "rb") as fh:
@@ -430,8 +542,12 @@ def main(argv=None) -> int:
         if r.get("error"):
             print(f"    {stage} failed (exit {r['exit_code']}):\n{r['error']}", file=sys.stderr)
     _table(results)
-    record = {"meta": meta, "stages": [{k: v for k, v in r.items() if k != "output"} | {"output": _short(r.get("output"))}
-                                       for r in results]}  # fmt: skip
+    record = {
+        "meta": meta,
+        "stages": [
+            {k: v for k, v in r.items() if k != "output"} | {"output": _short(r.get("output"))} for r in results
+        ],
+    }
     (out / "bench_scale.json").write_text(json.dumps(record, indent=2, default=str))
     res_dir = REPO / "benchmarks" / "results"
     res_dir.mkdir(exist_ok=True)
@@ -448,9 +564,25 @@ def _short(output):
     """The summary figures of a stage's JSON output (not its whole listing)."""
     if not isinstance(output, dict):
         return output
-    keep = ("mode", "items", "evaluated", "findings", "new_findings", "timings", "clusters", "near_duplicate_groups",
-            "counts", "files", "built", "vectors", "added", "duration_s")  # fmt: skip
-    if isinstance(output.get("results"), list) and output.get("command") == "search":  # search: the hits' ranks and scores only
+    keep = (
+        "mode",
+        "items",
+        "evaluated",
+        "findings",
+        "new_findings",
+        "timings",
+        "clusters",
+        "near_duplicate_groups",
+        "counts",
+        "files",
+        "built",
+        "vectors",
+        "added",
+        "duration_s",
+    )
+    if (
+        isinstance(output.get("results"), list) and output.get("command") == "search"
+    ):  # search: the hits' ranks and scores only
         return {"hits": [{k: h.get(k) for k in ("rank", "score")} for h in output["results"]]}
     return {k: output[k] for k in keep if k in output} or {k: output[k] for k in list(output)[:8]}
 
@@ -461,9 +593,11 @@ def _table(results: list[dict]) -> None:
         notes = []
         if "recall" in r:
             rc = r["recall"]
-            notes.append(f"hit recall {rc['hit_recall']} ({rc['planted_hits']} planted, {rc['false_hit_findings']} false, "
-                         f"{rc['derived_findings']} via cluster/neighbour), "
-                         f"near-dup recall {rc['near_duplicate_recall']} ({rc['planted_pairs']} pairs)")  # fmt: skip
+            notes.append(
+                f"hit recall {rc['hit_recall']} ({rc['planted_hits']} planted, {rc['false_hit_findings']} false, "
+                f"{rc['derived_findings']} via cluster/neighbour), "
+                f"near-dup recall {rc['near_duplicate_recall']} ({rc['planted_pairs']} pairs)"
+            )
         if "findings_jsonl_lines" in r:
             notes.append(f"{r['findings_jsonl_lines']} findings in findings.jsonl")
         if r.get("error"):

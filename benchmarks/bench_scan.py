@@ -28,16 +28,34 @@ POLICY = HERE.parent / "samples" / "policy" / "toy.toml"
 def scan(archive: Path, index: Path) -> dict:
     t0 = time.perf_counter()
     out = subprocess.run(
-        [sys.executable, "-m", "audit", "scan", str(archive), "--index", str(index), "--model", "toy-shapes",
-         "--policy", str(POLICY), "--quiet", "--json"],
-        capture_output=True, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "audit",
+            "scan",
+            str(archive),
+            "--index",
+            str(index),
+            "--model",
+            "toy-shapes",
+            "--policy",
+            str(POLICY),
+            "--quiet",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+    )
     wall = time.perf_counter() - t0
     if out.returncode not in (0, 1):
         raise SystemExit(out.stderr)
     data = json.loads(out.stdout)
-    return {"wall_s": round(wall, 2), "durations": data["durations"], "read": data["stages"]["crawl"]["read"],
-            "flag_mode": data["stages"]["flag"]["mode"]}  # fmt: skip
+    return {
+        "wall_s": round(wall, 2),
+        "durations": data["durations"],
+        "read": data["stages"]["crawl"]["read"],
+        "flag_mode": data["stages"]["flag"]["mode"],
+    }
 
 
 def main() -> None:
@@ -51,9 +69,13 @@ def main() -> None:
     first = scan(archive, index)
     second = scan(archive, index)
     print(f"first scan of {args.images} images:  {first['wall_s']:8.1f} s  {first['durations']}")
-    print(f"no-change rescan:            {second['wall_s']:8.1f} s  {second['durations']} (flag: {second['flag_mode']})")
+    print(
+        f"no-change rescan:            {second['wall_s']:8.1f} s  {second['durations']} (flag: {second['flag_mode']})"
+    )
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "scan.json").write_text(json.dumps({"images": args.images, "first": first, "no_change": second}, indent=2))
+    (RESULTS / "scan.json").write_text(
+        json.dumps({"images": args.images, "first": first, "no_change": second}, indent=2)
+    )
 
 
 if __name__ == "__main__":

@@ -40,10 +40,17 @@ def stage_table(images: float, nodes: int, cpus: int, m: dict, gpu_rate: float) 
     bound_embed = min((decode, "CPU decode"), (gpu, "GPU"), (m["vectors_per_s"], "driver vector commits"))[1]
     bound_crawl = "CPU reads" if crawl_cpu <= m["catalog_rows_per_s"] else "driver catalog commits"
     hours = images / crawl / 3600 + images / embed / 3600
-    return {"nodes": nodes, "crawl_images_per_s": round(crawl), "crawl_bound": bound_crawl,
-            "embed_images_per_s": round(embed), "embed_bound": bound_embed,
-            "crawl_h": round(images / crawl / 3600, 2), "embed_h": round(images / embed / 3600, 2),
-            "hours": round(hours, 2), "node_hours": round(hours * nodes, 1)}  # fmt: skip
+    return {
+        "nodes": nodes,
+        "crawl_images_per_s": round(crawl),
+        "crawl_bound": bound_crawl,
+        "embed_images_per_s": round(embed),
+        "embed_bound": bound_embed,
+        "crawl_h": round(images / crawl / 3600, 2),
+        "embed_h": round(images / embed / 3600, 2),
+        "hours": round(hours, 2),
+        "node_hours": round(hours * nodes, 1),
+    }
 
 
 def main() -> None:
@@ -63,20 +70,27 @@ def main() -> None:
         "vectors_per_s": bench["driver_commit"]["vectors_per_s_shard_256"],
     }
     rates = [args.gpu_rate] if args.gpu_rate else list(GPU_ANCHOR)
-    out = {"images": args.images, "cpus_per_node": args.cpus_per_node,
-           "measured_here": {**measured, "source": str(args.bench.name), "machine": bench.get("machine")},
-           "published": {"gpu_vit_b32_images_per_s": rates, "source": "clip-retrieval (ViT-B/32 inference figures)"},
-           "tables": {}}  # fmt: skip
+    out = {
+        "images": args.images,
+        "cpus_per_node": args.cpus_per_node,
+        "measured_here": {**measured, "source": str(args.bench.name), "machine": bench.get("machine")},
+        "published": {"gpu_vit_b32_images_per_s": rates, "source": "clip-retrieval (ViT-B/32 inference figures)"},
+        "tables": {},
+    }
     print(f"{args.images:,.0f} images, nodes of 1 GPU + {args.cpus_per_node} CPUs")
     print("measured here: " + ", ".join(f"{k} {v:,.1f}" for k, v in measured.items()))
     for rate in rates:
         rows = [stage_table(args.images, int(n), args.cpus_per_node, measured, rate) for n in args.nodes.split(",")]
         out["tables"][str(int(rate))] = rows
         print(f"\nGPU rate {rate:,.0f} images/s (published anchor)")
-        print(f"{'nodes':>5} {'crawl/s':>9} {'bound':>24} {'embed/s':>9} {'bound':>22} {'crawl h':>8} {'embed h':>8} {'hours':>7} {'node-h':>7}")
+        print(
+            f"{'nodes':>5} {'crawl/s':>9} {'bound':>24} {'embed/s':>9} {'bound':>22} {'crawl h':>8} {'embed h':>8} {'hours':>7} {'node-h':>7}"
+        )
         for r in rows:
-            print(f"{r['nodes']:>5} {r['crawl_images_per_s']:>9,} {r['crawl_bound']:>24} {r['embed_images_per_s']:>9,} "
-                  f"{r['embed_bound']:>22} {r['crawl_h']:>8} {r['embed_h']:>8} {r['hours']:>7} {r['node_hours']:>7}")
+            print(
+                f"{r['nodes']:>5} {r['crawl_images_per_s']:>9,} {r['crawl_bound']:>24} {r['embed_images_per_s']:>9,} "
+                f"{r['embed_bound']:>22} {r['crawl_h']:>8} {r['embed_h']:>8} {r['hours']:>7} {r['node_hours']:>7}"
+            )
     args.out.write_text(json.dumps(out, indent=2) + "\n")
 
 

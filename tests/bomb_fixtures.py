@@ -33,10 +33,26 @@ def zip_bomb(path: Path, members: int, size: int) -> None:
         central.append(
             struct.pack(
                 "<4sHHHHHHIIIHHHHHII",
-                b"PK\x01\x02", 20, 20, 0, 8, 0, _DOS_DATE, crc, len(body), size, len(name), 0, 0, 0, 0, 0, offset,
+                b"PK\x01\x02",
+                20,
+                20,
+                0,
+                8,
+                0,
+                _DOS_DATE,
+                crc,
+                len(body),
+                size,
+                len(name),
+                0,
+                0,
+                0,
+                0,
+                0,
+                offset,
             )
             + name
-        )  # fmt: skip
+        )
         local.append(head + name + body)
         offset += len(head) + len(name) + len(body)
     directory = b"".join(central)

@@ -47,8 +47,9 @@ class _Stream(io.TextIOWrapper):
     """A text stream with a ``.buffer`` (like the real sys.stdout) that is never a TTY."""
 
     def __init__(self, text: str = "") -> None:
-        super().__init__(io.BytesIO(text.encode()), encoding="utf-8", errors="replace", newline=None,
-                         write_through=True)
+        super().__init__(
+            io.BytesIO(text.encode()), encoding="utf-8", errors="replace", newline=None, write_through=True
+        )
 
     def isatty(self) -> bool:  # noqa: D401 - io API
         return False
@@ -74,8 +75,13 @@ def _environment(env: dict[str, str] | None, cwd: Path | str | None):
         os.chdir(saved_cwd)
 
 
-def audit_cli(*args: Any, expected: "ExitCode | None" = ExitCode.OK, stdin: str | None = None,
-              env: dict[str, str] | None = None, cwd: Path | str | None = None) -> CLIResult:
+def audit_cli(
+    *args: Any,
+    expected: "ExitCode | None" = ExitCode.OK,
+    stdin: str | None = None,
+    env: dict[str, str] | None = None,
+    cwd: Path | str | None = None,
+) -> CLIResult:
     """Run ``audit ARGS`` in process; assert the exit status is ``expected`` (unless None)."""
     from audit.cli.app import main
 
@@ -100,16 +106,24 @@ def audit_cli(*args: Any, expected: "ExitCode | None" = ExitCode.OK, stdin: str 
     if expected is not None:
         assert status == expected, (
             f"audit {' '.join(argv)}: exit status {status!r}, expected {expected!r}\n"
-            f"--- stderr ---\n{result.stderr}\n--- stdout ---\n{result.stdout[:2000]}")
+            f"--- stderr ---\n{result.stderr}\n--- stdout ---\n{result.stdout[:2000]}"
+        )
     return result
 
 
-def audit_subprocess(*args: Any, cwd: Path | None = None, env: dict | None = None,
-                     timeout: float = 300) -> subprocess.CompletedProcess:
+def audit_subprocess(
+    *args: Any, cwd: Path | None = None, env: dict | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess:
     """Run ``python -m audit ARGS`` in a fresh process and return it completed (text output).
 
     Only for what needs a process of its own: signals, kills, start-up cost, the environment a
     fresh interpreter sees, the entry point. Everything else uses ``audit_cli``."""
     full_env = {**os.environ, **(env or {})}
-    return subprocess.run([sys.executable, "-m", "audit", *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd, env=full_env, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "audit", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=full_env,
+        timeout=timeout,
+    )

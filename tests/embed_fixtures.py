@@ -33,9 +33,14 @@ def toy_scene_archive(root: Path, n: int, px: int = 64, seed: int = 0, prompts_p
     prompt = ""
     for i, scene in enumerate(scenes):
         if i % prompts_per == 0:
-            prompt = toyworld.captions(scene, rng)[0] if hasattr(toyworld, "captions") else f"a {scene.colour} {scene.shape}"
+            prompt = (
+                toyworld.captions(scene, rng)[0] if hasattr(toyworld, "captions") else f"a {scene.colour} {scene.shape}"
+            )
         info = PngImagePlugin.PngInfo()
-        info.add_text("parameters", f"{prompt}\nNegative prompt: blurry\nSteps: 20, Sampler: Euler a, CFG scale: 7, Seed: {i}, Size: {px}x{px}")
+        info.add_text(
+            "parameters",
+            f"{prompt}\nNegative prompt: blurry\nSteps: 20, Sampler: Euler a, CFG scale: 7, Seed: {i}, Size: {px}x{px}",
+        )
         p = root / f"img_{i:05d}.png"
         toyworld.draw(scene, px=px).save(p, pnginfo=info)
         paths.append(p)

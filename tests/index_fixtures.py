@@ -34,15 +34,27 @@ def add_items(a, start: int, vectors: np.ndarray, *, prompts: list[str] | None =
     now = utc_now()
     ids = [item_id(start + j) for j in range(len(vectors))]
     items = [
-        dict(item_id=i, status="ok", prompt=(prompts[j] if prompts else f"prompt of item {start + j}"),
-             first_seen=now, last_seen=now)
+        dict(
+            item_id=i,
+            status="ok",
+            prompt=(prompts[j] if prompts else f"prompt of item {start + j}"),
+            first_seen=now,
+            last_seen=now,
+        )
         for j, i in enumerate(ids)
-    ]  # fmt: skip
+    ]
     locs = [
-        dict(uri=f"/archive/img_{start + j:06d}.png", item_id=i, source="/archive", status="ok", present=1,
-             first_seen=now, last_seen=now)
+        dict(
+            uri=f"/archive/img_{start + j:06d}.png",
+            item_id=i,
+            source="/archive",
+            status="ok",
+            present=1,
+            first_seen=now,
+            last_seen=now,
+        )
         for j, i in enumerate(ids)
-    ]  # fmt: skip
+    ]
     a.catalog.record(items, locs)
     vs = VectorStore(a.catalog.conn)
     vs.register_model(model, vectors.shape[1])

@@ -80,9 +80,16 @@ class VectorStore:
         with self._txn() as c:
             c.execute(
                 "INSERT INTO models VALUES (?,?,?,?,?,?,?) ON CONFLICT(model_key) DO NOTHING",
-                (identity.key, identity.name, identity.pretrained, identity.checkpoint_sha256, dim,
-                 json.dumps(identity.to_dict()), utc_now()),
-            )  # fmt: skip
+                (
+                    identity.key,
+                    identity.name,
+                    identity.pretrained,
+                    identity.checkpoint_sha256,
+                    dim,
+                    json.dumps(identity.to_dict()),
+                    utc_now(),
+                ),
+            )
         return identity.key
 
     def models(self) -> list[dict]:
@@ -98,9 +105,14 @@ class VectorStore:
             c.executemany("INSERT OR REPLACE INTO vectors VALUES (?,?,?,?)", rows)
 
     def put_batch(
-        self, model_key: str, space: str, keys: Sequence[str], vectors: np.ndarray,
-        *, skips: Sequence[tuple[str, str]] = (),
-    ) -> None:  # fmt: skip
+        self,
+        model_key: str,
+        space: str,
+        keys: Sequence[str],
+        vectors: np.ndarray,
+        *,
+        skips: Sequence[tuple[str, str]] = (),
+    ) -> None:
         """Vectors and skips (item_id, reason) of one embed shard in one transaction:
         a crash leaves either all of the shard or none of it."""
         assert space in SPACES, space

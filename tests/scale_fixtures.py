@@ -30,8 +30,15 @@ def item_id(i: int) -> str:
     return hashlib.sha256(f"synthetic-{i}".encode()).hexdigest()
 
 
-def build_scale_index(index: Path, *, n_items: int, findings_per_item: int = 1, other_policy_findings: int = 0,
-                      n_clusters: int = 100, batch: int = 20_000) -> ScaleIndex:  # fmt: skip
+def build_scale_index(
+    index: Path,
+    *,
+    n_items: int,
+    findings_per_item: int = 1,
+    other_policy_findings: int = 0,
+    n_clusters: int = 100,
+    batch: int = 20_000,
+) -> ScaleIndex:
     """``n_items`` items (one location each), ``findings_per_item`` findings per item under the
     current policy, the first ``other_policy_findings`` items also flagged under another
     policy, and ``n_clusters`` semantic clusters that partition the items (item i is in
@@ -51,25 +58,68 @@ def build_scale_index(index: Path, *, n_items: int, findings_per_item: int = 1, 
                 iid = item_id(i)
                 cid = cids[i % n_clusters]
                 members[cid].append(iid)
-                items.append({"item_id": iid, "size": 1000 + i, "status": "ok", "format": "PNG", "width": 64,
-                              "height": 64, "md5": hashlib.md5(iid.encode()).hexdigest(), "pdq": iid,
-                              "pdq_quality": 100, "generator": ("a1111", "comfyui")[i % 2],
-                              "prompt": f"a photo of a red triangle number {i}", "first_seen": now, "last_seen": now})
-                locs.append({"uri": f"/archive/{i // 1000:05d}/gen_{i:08d}.png", "item_id": iid, "source": "folder",
-                             "size": 1000 + i, "mtime_ns": 1, "status": "ok", "present": 1, "first_seen": now,
-                             "last_seen": now})  # fmt: skip
+                items.append(
+                    {
+                        "item_id": iid,
+                        "size": 1000 + i,
+                        "status": "ok",
+                        "format": "PNG",
+                        "width": 64,
+                        "height": 64,
+                        "md5": hashlib.md5(iid.encode()).hexdigest(),
+                        "pdq": iid,
+                        "pdq_quality": 100,
+                        "generator": ("a1111", "comfyui")[i % 2],
+                        "prompt": f"a photo of a red triangle number {i}",
+                        "first_seen": now,
+                        "last_seen": now,
+                    }
+                )
+                locs.append(
+                    {
+                        "uri": f"/archive/{i // 1000:05d}/gen_{i:08d}.png",
+                        "item_id": iid,
+                        "source": "folder",
+                        "size": 1000 + i,
+                        "mtime_ns": 1,
+                        "status": "ok",
+                        "present": 1,
+                        "first_seen": now,
+                        "last_seen": now,
+                    }
+                )
                 for k in range(findings_per_item):
                     cat, sev = CATEGORIES[(i + k) % len(CATEGORIES)]
-                    sig = Signal("prompt_rule", "rule:triangle", 1.0, 1.0, 0.0,
-                                 {"matches": [{"field": "prompt", "span": [14, 22], "text": "triangle"}]})
+                    sig = Signal(
+                        "prompt_rule",
+                        "rule:triangle",
+                        1.0,
+                        1.0,
+                        0.0,
+                        {"matches": [{"field": "prompt", "span": [14, 22], "text": "triangle"}]},
+                    )
                     findings.append(Finding(iid, cat, sev, policy_hash, [sig], cluster_id=cid))
                 if i < other_policy_findings:
                     findings.append(Finding(iid, "triangles", "high", other, [sig]))
             a.catalog.record(items, locs)
             store.upsert_findings(findings, run_id=1, now=now)
-        rows = [{"cluster_id": c, "policy_hash": policy_hash, "kind": "semantic", "size": len(m), "members": m,
-                 "medoids": m[:3], "top_terms": [["triangle", len(m)]], "concept_scores": {}, "flagged_share": 1.0,
-                 "flagged": 1, "categories": ["triangles"], "run_id": 1} for c, m in members.items()]  # fmt: skip
+        rows = [
+            {
+                "cluster_id": c,
+                "policy_hash": policy_hash,
+                "kind": "semantic",
+                "size": len(m),
+                "members": m,
+                "medoids": m[:3],
+                "top_terms": [["triangle", len(m)]],
+                "concept_scores": {},
+                "flagged_share": 1.0,
+                "flagged": 1,
+                "categories": ["triangles"],
+                "run_id": 1,
+            }
+            for c, m in members.items()
+        ]
         with store.transaction() as c:
             store.replace_clusters_in(c, policy_hash, rows)
             store.record_flag_run_in(c, policy_hash=other, policy_name="other", policy_version="1", at=now)

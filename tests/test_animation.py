@@ -82,7 +82,7 @@ def _corrupt_later_frame(gif: bytes) -> bytes:
     at = -1
     for _ in range(8):
         at = gif.find(b"\x2c", at + 1 + 10)  # image descriptors (approximate walk is enough here)
-    return gif[:at + 12] + b"\xff" * 200 + gif[at + 212:]
+    return gif[: at + 12] + b"\xff" * 200 + gif[at + 212 :]
 
 
 def test_crawl_hashes_later_frames_and_keeps_a_damaged_animation(tmp_path):
@@ -120,8 +120,10 @@ def test_hash_list_finds_the_frame(tmp_path):
     frames[0].save(src / "first_alone.png")
     (tmp_path / "bank.csv").write_text(f"hash_type,hash,label\npdq,{hidden_pdq},toy known frame\n")
     policy = tmp_path / "p.toml"
-    policy.write_text('[policy]\nname = "frames"\n[[category]]\nid = "known"\nseverity = "high"\n'
-                      '[[hashlist]]\nid = "bank"\npath = "bank.csv"\ncategory = "known"\npdq_max_distance = 31\n')
+    policy.write_text(
+        '[policy]\nname = "frames"\n[[category]]\nid = "known"\nseverity = "high"\n'
+        '[[hashlist]]\nid = "bank"\npath = "bank.csv"\ncategory = "known"\npdq_max_distance = 31\n'
+    )
     index = tmp_path / "idx"
     audit.crawl([str(src)], index, workers=0)
     with audit.open(index) as a:
@@ -151,9 +153,11 @@ def test_clip_concept_finds_the_frame_and_names_it(tmp_path):
         tw.draw(tw.random_scene(rng, colour=colour, shape=shape), px=96).save(src / f"still_{i}.png")
     tw.draw(tw.random_scene(rng, colour="red", shape="triangle", background="white"), px=96).save(src / "red.png")
     policy = tmp_path / "p.toml"
-    policy.write_text('[policy]\nname = "frames"\n[[category]]\nid = "red-triangles"\nseverity = "high"\n'
-                      '[[concept]]\nid = "red-triangle"\ntexts = ["a red triangle"]\nimage_threshold = 0.5\n'
-                      '[[flag]]\ncategory = "red-triangles"\nall = ["concept:red-triangle/image"]\n')
+    policy.write_text(
+        '[policy]\nname = "frames"\n[[category]]\nid = "red-triangles"\nseverity = "high"\n'
+        '[[concept]]\nid = "red-triangle"\ntexts = ["a red triangle"]\nimage_threshold = 0.5\n'
+        '[[flag]]\ncategory = "red-triangles"\nall = ["concept:red-triangle/image"]\n'
+    )
     index = tmp_path / "idx"
     with audit.open(index, create=True) as a:
         a.crawl([str(src)], workers=0)

@@ -28,16 +28,43 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_vocabulary_is_shipped_reproducible_broad_and_benign():
-    out = subprocess.run([sys.executable, str(ROOT / "tools" / "make_reference_vocabulary.py"), "--check"], check=False,
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "make_reference_vocabulary.py"), "--check"],
+        check=False,
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     vocab = reference_vocabulary()
     assert len(vocab) >= 2000
     groups = {e["group"] for e in vocab}
-    assert {"people", "swimwear-sport", "medicine-anatomy", "art", "cartoon-anime", "animals", "objects", "scenes",
-            "text-screenshots", "shapes-colours"} <= groups
-    forbidden = {"nude", "naked", "nudity", "sex", "sexual", "sexy", "erotic", "porn", "lingerie", "topless",
-                 "explicit", "gore", "abuse"}
+    assert {
+        "people",
+        "swimwear-sport",
+        "medicine-anatomy",
+        "art",
+        "cartoon-anime",
+        "animals",
+        "objects",
+        "scenes",
+        "text-screenshots",
+        "shapes-colours",
+    } <= groups
+    forbidden = {
+        "nude",
+        "naked",
+        "nudity",
+        "sex",
+        "sexual",
+        "sexy",
+        "erotic",
+        "porn",
+        "lingerie",
+        "topless",
+        "explicit",
+        "gore",
+        "abuse",
+    }
     for e in vocab:
         words = set(e["caption"].replace("-", " ").split())
         assert not words & forbidden, e
@@ -68,8 +95,13 @@ def toy_vectors():
     if not Path(TOY_CHECKPOINT).is_file():
         pytest.skip("toy-shapes checkpoint not in the package")
     rng = random.Random(11)
-    classes = [("red", "triangle")] * 40 + [("orange", "triangle")] * 30 + [("purple", "triangle")] * 30 \
-        + [("red", "square")] * 30 + [("red", "star")] * 30
+    classes = (
+        [("red", "triangle")] * 40
+        + [("orange", "triangle")] * 30
+        + [("purple", "triangle")] * 30
+        + [("red", "square")] * 30
+        + [("red", "star")] * 30
+    )
     scenes = [tw.random_scene(rng, colour=c, shape=s) for c, s in classes]
     while len(scenes) < 300:
         s = tw.random_scene(rng)
@@ -85,11 +117,13 @@ def _policy(tmp_path: Path):
     from audit.policy import load_policy
 
     p = tmp_path / "p.toml"
-    p.write_text('[policy]\nname = "near-miss"\nversion = "1"\n'
-                 '[[category]]\nid = "red-triangles"\nseverity = "critical"\n'
-                 '[[concept]]\nid = "red-triangle"\ntexts = ["a red triangle"]\n'
-                 'templates = ["{}", "a photo of {}", "{} on a white background"]\n'
-                 '[[flag]]\ncategory = "red-triangles"\nany = ["concept:red-triangle/image"]\n')
+    p.write_text(
+        '[policy]\nname = "near-miss"\nversion = "1"\n'
+        '[[category]]\nid = "red-triangles"\nseverity = "critical"\n'
+        '[[concept]]\nid = "red-triangle"\ntexts = ["a red triangle"]\n'
+        'templates = ["{}", "a photo of {}", "{} on a white background"]\n'
+        '[[flag]]\ncategory = "red-triangles"\nany = ["concept:red-triangle/image"]\n'
+    )
     return load_policy(p)
 
 
@@ -100,17 +134,30 @@ def test_near_misses_the_policy_does_not_name_do_not_fire(toy_vectors, tmp_path)
 
     emb, labels, vecs = toy_vectors
     n = len(labels)
-    ctx = FlagContext(policy=_policy(tmp_path), item_ids=[f"{i:04d}" for i in range(n)], prompts=[None] * n,
-                      negative_prompts=[None] * n, md5=[None] * n, pdq=[None] * n, pdq_quality=[None] * n,
-                      image_vectors=vecs, has_image=np.ones(n, bool), prompt_vectors=np.zeros_like(vecs),
-                      has_prompt=np.zeros(n, bool), embedder_factory=lambda: emb, sample_vectors=vecs)
+    ctx = FlagContext(
+        policy=_policy(tmp_path),
+        item_ids=[f"{i:04d}" for i in range(n)],
+        prompts=[None] * n,
+        negative_prompts=[None] * n,
+        md5=[None] * n,
+        pdq=[None] * n,
+        pdq_quality=[None] * n,
+        image_vectors=vecs,
+        has_image=np.ones(n, bool),
+        prompt_vectors=np.zeros_like(vecs),
+        has_prompt=np.zeros(n, bool),
+        embedder_factory=lambda: emb,
+        sample_vectors=vecs,
+    )
     det = ConceptDetector()
     fired = set(det.detect(ctx).signals)
     info = det.vectors.thresholds["red-triangle"]["image"]
     assert info["source"] == "calibrated:samples" and "references" in info["how"]
     truth = {i for i, lab in enumerate(labels) if lab == ("red", "triangle")}
-    near = {lab: {i for i, x in enumerate(labels) if x == lab}
-            for lab in [("orange", "triangle"), ("purple", "triangle"), ("red", "square"), ("red", "star")]}
+    near = {
+        lab: {i for i, x in enumerate(labels) if x == lab}
+        for lab in [("orange", "triangle"), ("purple", "triangle"), ("red", "square"), ("red", "star")]
+    }
     for lab, rows in near.items():
         assert not fired & rows, (lab, sorted(fired & rows), info)
     assert len(fired & truth) >= 0.95 * len(truth), info
@@ -120,6 +167,6 @@ def test_near_misses_the_policy_does_not_name_do_not_fire(toy_vectors, tmp_path)
 
     c = det.vectors.image["red-triangle"]
     neutral = np.asarray(emb.embed_texts(list(NEUTRAL_CAPTIONS)), np.float32)
-    old, _ = calibrate_threshold(c, neutral, None, vecs, min_foreground=10 ** 9)
+    old, _ = calibrate_threshold(c, neutral, None, vecs, min_foreground=10**9)
     scores = vecs @ c
     assert any((scores[list(rows)] >= old).any() for rows in near.values()), "the test archive has no hard near miss"

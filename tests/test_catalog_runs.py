@@ -36,7 +36,10 @@ def test_a_run_ends_ok_interrupted_or_failed_with_its_summary(tmp_path):
     a.close()
     rows = _runs(tmp_path / "idx")
     assert [(c, s, json.loads(summary)) for c, s, summary, _, _ in rows] == [
-        ("crawl", "ok", {"items": 3}), ("embed", "interrupted", {"images": 1}), ("flag", "failed", {})]
+        ("crawl", "ok", {"items": 3}),
+        ("embed", "interrupted", {"images": 1}),
+        ("flag", "failed", {}),
+    ]
     assert rows[0][3] == current_user() and json.loads(rows[0][4]) == ["audit", "crawl"]
 
 
@@ -72,9 +75,17 @@ def test_the_stages_do_not_import_the_facade():
     from pathlib import Path
 
     repo = Path(__file__).resolve().parents[1]
-    probe = ("import sys, audit.embed.api, audit.flag.runner, audit.report, audit.scan, audit.review, "
-             "audit.catalog.runs\nprint('audit.api' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=repo, timeout=120,
-                         env={"PYTHONPATH": str(repo), "PATH": "/usr/bin:/bin"})
+    probe = (
+        "import sys, audit.embed.api, audit.flag.runner, audit.report, audit.scan, audit.review, "
+        "audit.catalog.runs\nprint('audit.api' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        cwd=repo,
+        timeout=120,
+        env={"PYTHONPATH": str(repo), "PATH": "/usr/bin:/bin"},
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"

@@ -12,8 +12,7 @@ from audit.timeutil import utc_now
 
 def _item(item_id: str, **over) -> dict:
     now = utc_now()
-    return {"item_id": item_id, "status": "ok", "prompt": f"p {item_id}", "first_seen": now, "last_seen": now,
-            **over}
+    return {"item_id": item_id, "status": "ok", "prompt": f"p {item_id}", "first_seen": now, "last_seen": now, **over}
 
 
 def _seqs(a) -> dict[str, int]:

@@ -58,7 +58,10 @@ def test_library_allow_and_deny_with_spans():
     import audit
 
     assert audit.check_prompt("a blue circle on a white background") == {
-        "verdict": "allow", "categories": [], "signals": []}
+        "verdict": "allow",
+        "categories": [],
+        "signals": [],
+    }
     answer = audit.check_prompt("a photo, nude, studio light")
     assert answer["verdict"] == "deny"
     assert [c["category"] for c in answer["categories"]] == ["sexual"]
@@ -117,13 +120,18 @@ def test_cli_single_request_exit_codes():
 
 
 def test_cli_batch_json_lines_bad_line_is_an_error_object(toy_policy):
-    lines = "\n".join([
-        json.dumps({"id": "a", "prompt": "a green square"}),
-        "{not json",
-        json.dumps({"id": "c", "prompt": "a green square", "resources": ["Jane Placeholder LoRA"]}),
-        json.dumps({"id": "d", "prompt": 5}),
-        json.dumps({"id": "e", "prompt": "ok", "colour": "red"}),
-    ]) + "\n"
+    lines = (
+        "\n".join(
+            [
+                json.dumps({"id": "a", "prompt": "a green square"}),
+                "{not json",
+                json.dumps({"id": "c", "prompt": "a green square", "resources": ["Jane Placeholder LoRA"]}),
+                json.dumps({"id": "d", "prompt": 5}),
+                json.dumps({"id": "e", "prompt": "ok", "colour": "red"}),
+            ]
+        )
+        + "\n"
+    )
     code, out, err = _cli("--policy", str(toy_policy), stdin=lines)
     answers = [json.loads(line) for line in out.splitlines()]
     assert code == ExitCode.FINDINGS and not err

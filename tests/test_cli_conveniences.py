@@ -39,8 +39,9 @@ def test_audit_index_stands_for_index_and_the_option_wins(crawled, tmp_path):
     info = audit_cli("info", "--json", env={"AUDIT_INDEX": str(crawled)}).json()
     assert info["index"] == str(crawled) and info["items"]["total"] == 12
     # a --index on the command line beats the environment
-    missing = audit_cli("info", "--index", tmp_path / "nowhere", env={"AUDIT_INDEX": str(crawled)},
-                        expected=ExitCode.USAGE)
+    missing = audit_cli(
+        "info", "--index", tmp_path / "nowhere", env={"AUDIT_INDEX": str(crawled)}, expected=ExitCode.USAGE
+    )
     assert "nowhere" in missing.stderr
     audit_cli("info", env={"AUDIT_INDEX": ""}, expected=ExitCode.USAGE)  # neither: --index is required
 

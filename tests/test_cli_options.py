@@ -96,13 +96,24 @@ def test_cuda_is_checked_even_when_there_is_nothing_to_embed(tmp_path):
     a = audit.open(tmp_path / "idx", create=True)
     a.crawl([tmp_path / "archive"], workers=0)
     a.embed(model="toy-shapes", workers=0)
-    res = audit_cli("embed", "--index", tmp_path / "idx", "--model", "toy-shapes", "--device", "cuda", "--quiet",
-                    expected=ExitCode.ENVIRONMENT)
+    res = audit_cli(
+        "embed",
+        "--index",
+        tmp_path / "idx",
+        "--model",
+        "toy-shapes",
+        "--device",
+        "cuda",
+        "--quiet",
+        expected=ExitCode.ENVIRONMENT,
+    )
     assert res.stderr.strip().splitlines() == [res.stderr.strip()] and "CUDA" in res.stderr
     # the same with cpu: nothing to do, and no torch import on that path
-    script = ("import sys; from audit.cli.app import main; "
-              f"rc = main(['embed', '--index', {str(tmp_path / 'idx')!r}, '--model', 'toy-shapes', '--quiet']); "
-              "print(rc, 'torch' in sys.modules)")
+    script = (
+        "import sys; from audit.cli.app import main; "
+        f"rc = main(['embed', '--index', {str(tmp_path / 'idx')!r}, '--model', 'toy-shapes', '--quiet']); "
+        "print(rc, 'torch' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert out.stdout.split() == ["0", "False"], out.stderr
 
@@ -127,8 +138,9 @@ def test_library_entry_points_check_their_options(tmp_path):
 
 
 def test_check_device_normalises_and_imports_torch_only_for_cuda():
-    script = ("import sys; from audit.embed.device import check_device; "
-              "print(check_device(' CPU '), 'torch' in sys.modules)")
+    script = (
+        "import sys; from audit.embed.device import check_device; print(check_device(' CPU '), 'torch' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert out.stdout.split() == ["cpu", "False"], out.stderr
 
@@ -142,6 +154,9 @@ def test_cuda_ordinal_out_of_range_names_what_is_there(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     assert check_device("cuda") == "cuda" and check_device("Cuda:1") == "cuda:1"
-    with pytest.raises(EnvironmentProblem, match=r"--device cuda:2 was asked for, but this machine has 2 CUDA "
-                                                 r"devices \(cuda:0 to cuda:1\)"):
+    with pytest.raises(
+        EnvironmentProblem,
+        match=r"--device cuda:2 was asked for, but this machine has 2 CUDA "
+        r"devices \(cuda:0 to cuda:1\)",
+    ):
         check_device("cuda:2")

@@ -88,9 +88,11 @@ def test_kmeans_is_deterministic_and_separates_blobs():
     b = cluster.kmeans(x, 4)
     assert np.array_equal(a.assign, b.assign)
     for blob in range(4):  # every blob lands in one cluster
-        assert len(set(a.assign[blob * 50:(blob + 1) * 50].tolist())) == 1
+        assert len(set(a.assign[blob * 50 : (blob + 1) * 50].tolist())) == 1
     assert np.allclose(np.linalg.norm(a.centroids, axis=1), 1, atol=1e-5)
-    ex = cluster.nearest_to_centroid(x / np.linalg.norm(x, axis=1, keepdims=True), np.arange(50), a.centroids[a.assign[0]], 3)
+    ex = cluster.nearest_to_centroid(
+        x / np.linalg.norm(x, axis=1, keepdims=True), np.arange(50), a.centroids[a.assign[0]], 3
+    )
     assert len(ex) == 3 and set(ex.tolist()) <= set(range(50))
 
 

@@ -39,8 +39,9 @@ def test_table_covers_far_more_than_the_hand_picked_letters():
 def test_a_disguised_word_is_found_with_its_original_span():
     prompt = f"a red {DISGUISED}, oil on canvas"
     pattern = re.compile(term_pattern("triangle"))
-    hits = [(v.variant, v.original_span(*m.span())) for v in normalize_variants(prompt)
-            for m in pattern.finditer(v.text)]
+    hits = [
+        (v.variant, v.original_span(*m.span())) for v in normalize_variants(prompt) for m in pattern.finditer(v.text)
+    ]
     assert hits and all(span == (6, 6 + len(DISGUISED)) for _, span in hits)
     assert "base" not in {variant for variant, _ in hits}  # only the skeleton reads it
     assert prompt[slice(*hits[0][1])] == DISGUISED

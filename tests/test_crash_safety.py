@@ -21,7 +21,14 @@ def test_sigkill_midway_then_rerun_completes_without_duplicates(tmp_path):
     src = tmp_path / "src"
     n = 600
     for i in range(n):
-        write_generation(src / f"d{i % 7}" / f"img_{i:05d}.png", ["red", "green", "blue", "yellow"][i % 4], "circle", seed=i, size=96, offset=i % 9)
+        write_generation(
+            src / f"d{i % 7}" / f"img_{i:05d}.png",
+            ["red", "green", "blue", "yellow"][i % 4],
+            "circle",
+            seed=i,
+            size=96,
+            offset=i % 9,
+        )
     idx = tmp_path / "idx"
     db = idx / "catalog.sqlite"
     counts_after_kill = []
@@ -78,8 +85,23 @@ def test_embed_sigkilled_at_random_moments_leaves_a_whole_vector_store(tmp_path)
     idx = tmp_path / "idx"
     audit.crawl([str(tmp_path / "src")], idx, workers=0)
     db = idx / "catalog.sqlite"
-    cmd = [sys.executable, "-m", "audit", "embed", "--index", str(idx), "--model", "toy-shapes", "--checkpoint",
-           str(ckpt), "--workers", "0", "--batch-size", "1", "--quiet"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "audit",
+        "embed",
+        "--index",
+        str(idx),
+        "--model",
+        "toy-shapes",
+        "--checkpoint",
+        str(ckpt),
+        "--workers",
+        "0",
+        "--batch-size",
+        "1",
+        "--quiet",
+    ]
     rng = random.Random(11)
     counts = []
     for attempt in range(3):
@@ -101,8 +123,13 @@ def test_embed_sigkilled_at_random_moments_leaves_a_whole_vector_store(tmp_path)
             assert c.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
             counts.append(c.execute("SELECT count(*) FROM vector_keys WHERE space='image'").fetchone()[0])
             # every committed key row names a committed shard, within its rows
-            assert c.execute("SELECT count(*) FROM vector_rows r LEFT JOIN vector_shards s USING (shard_id) "
-                             "WHERE s.shard_id IS NULL OR r.row >= s.rows").fetchone()[0] == 0  # fmt: skip
+            assert (
+                c.execute(
+                    "SELECT count(*) FROM vector_rows r LEFT JOIN vector_shards s USING (shard_id) "
+                    "WHERE s.shard_id IS NULL OR r.row >= s.rows"
+                ).fetchone()[0]
+                == 0
+            )
     assert counts[0] < n, "the first kill came too late to interrupt anything"
 
     audit_cli(*cmd[3:-1], "--json", "--quiet")  # the rerun: in this process, nothing kills it

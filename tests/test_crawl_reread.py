@@ -43,8 +43,9 @@ def _facts(idx) -> dict[str, tuple]:
 def _as_before_the_formats_change(idx, names) -> None:
     with sqlite3.connect(idx / "catalog.sqlite") as conn:
         ids = [conn.execute("SELECT item_id FROM locations WHERE uri LIKE ?", (f"%/{n}",)).fetchone()[0] for n in names]
-        conn.executemany(f"UPDATE items SET {', '.join(f'{c} = NULL' for c in FACTS)} WHERE item_id = ?",
-                         [(i,) for i in ids])
+        conn.executemany(
+            f"UPDATE items SET {', '.join(f'{c} = NULL' for c in FACTS)} WHERE item_id = ?", [(i,) for i in ids]
+        )
 
 
 def test_reread_restores_the_facts_of_old_rows_only(tmp_path):

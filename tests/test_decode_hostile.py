@@ -82,10 +82,21 @@ def tiff(extra_tags=(), *, size: int = 16, corrupt: bool = False) -> bytes:
     if corrupt:
         strip = strip[:2] + b"\x00" * (len(strip) - 2)
     entries = sorted(
-        [(256, 3, 1, size), (257, 3, 1, size), (258, 3, 3, "bps"), (259, 3, 1, 8), (262, 3, 1, 2), (273, 4, 1, "strip"),
-         (277, 3, 1, 3), (278, 3, 1, size), (279, 4, 1, len(strip)), (284, 3, 1, 1), *extra_tags],
+        [
+            (256, 3, 1, size),
+            (257, 3, 1, size),
+            (258, 3, 3, "bps"),
+            (259, 3, 1, 8),
+            (262, 3, 1, 2),
+            (273, 4, 1, "strip"),
+            (277, 3, 1, 3),
+            (278, 3, 1, size),
+            (279, 4, 1, len(strip)),
+            (284, 3, 1, 1),
+            *extra_tags,
+        ],
         key=lambda e: e[0],
-    )  # fmt: skip
+    )
     data_at = 8 + 2 + 12 * len(entries) + 4
     out = bytearray(b"II*\x00" + struct.pack("<I", 8) + struct.pack("<H", len(entries)))
     for tag, typ, count, value in entries:
@@ -148,11 +159,14 @@ def test_png_ancillary_chunks_cannot_fail_the_decode(case):
     assert np.array_equal(np.asarray(got.rgb()), plain_pillow_pixels(PNG))
 
 
-MPF_BROKEN = b"MPF\x00MM\x00*\x00\x00\x00\x08\x00\x02\xb0\x01\x00\x04\x00\x00\x00\x01\x00\x00\x00\x64" \
-             b"\xb0\x02\x00\x07\x00\x00\x00\x10\x00\x00\x00\x30\x00\x00\x00\x00" + b"\x00" * 8  # fmt: skip
+MPF_BROKEN = (
+    b"MPF\x00MM\x00*\x00\x00\x00\x08\x00\x02\xb0\x01\x00\x04\x00\x00\x00\x01\x00\x00\x00\x64"
+    b"\xb0\x02\x00\x07\x00\x00\x00\x10\x00\x00\x00\x30\x00\x00\x00\x00" + b"\x00" * 8
+)
 JPEG_HOSTILE = {
-    "huge COM and APP segments": _with_segments(JPEG, *[_segment(0xFE, b"c" * 65533)] * 20,
-                                                *[_segment(0xEF, b"z" * 65533)] * 20),  # fmt: skip
+    "huge COM and APP segments": _with_segments(
+        JPEG, *[_segment(0xFE, b"c" * 65533)] * 20, *[_segment(0xEF, b"z" * 65533)] * 20
+    ),
     "garbage EXIF": _with_segments(JPEG, _segment(0xE1, b"Exif\x00\x00MM\x00*\x00\x00\x00\x08\xff\xff" + b"\x01" * 64)),
     "short JFIF APP0": _with_segments(JPEG, _segment(0xE0, b"JFIF")),
     "short Adobe APP14": _with_segments(JPEG, _segment(0xEE, b"Adobe")),
@@ -188,8 +202,14 @@ def _webp(chunks, *, sizes: dict | None = None) -> bytes:
 
 
 def test_webp_metadata_chunks_cannot_fail_the_decode():
-    clean = _encode(_triangle(64), "WEBP", lossless=True, exif=b"Exif\x00\x00MM\x00*\x00\x00\x00\x08\x00\x00",
-                    icc_profile=b"p" * 100, xmp=b"<x/>")  # fmt: skip
+    clean = _encode(
+        _triangle(64),
+        "WEBP",
+        lossless=True,
+        exif=b"Exif\x00\x00MM\x00*\x00\x00\x00\x08\x00\x00",
+        icc_profile=b"p" * 100,
+        xmp=b"<x/>",
+    )
     chunks = _webp_chunks(clean)
     assert [c for c, _ in chunks][1:] and b"EXIF" in dict(chunks)
     garbage = _webp([(c, b"\xff" * 3 * MiB if c == b"EXIF" else p) for c, p in chunks])
@@ -202,19 +222,23 @@ def test_webp_metadata_chunks_cannot_fail_the_decode():
 def test_gif_extension_blocks_cannot_fail_the_decode():
     clean = _encode(_triangle(64), "GIF")
     header = 13 + 3 * 2 ** ((clean[10] & 7) + 1)  # signature, screen descriptor, colour table
-    for extension in (b"!\xf9\x01\x01\x00",  # a graphic control block too short for its fields
-                      b"!\xfe" + (b"\xff" + b"c" * 255) * 4000 + b"\x00",  # a 1 MB comment
-                      b"!\xff\x0bNETSCAPE2.0\x01\x00\x00",  # a loop block cut short
-                      b"!\x42\x03abc\x00"):  # an unknown extension  # fmt: skip
+    for extension in (
+        b"!\xf9\x01\x01\x00",  # a graphic control block too short for its fields
+        b"!\xfe" + (b"\xff" + b"c" * 255) * 4000 + b"\x00",  # a 1 MB comment
+        b"!\xff\x0bNETSCAPE2.0\x01\x00\x00",  # a loop block cut short
+        b"!\x42\x03abc\x00",
+    ):  # an unknown extension
         got = decode_image(clean[:header] + extension + clean[header:])
         assert got.format == "GIF" and np.array_equal(np.asarray(got.rgb()), plain_pillow_pixels(clean))
 
 
 def test_tiff_metadata_trouble_costs_no_pixels():
     expected = plain_pillow_pixels(tiff())
-    for tags in ([(700, 3, 1, 5)],  # XMP of the wrong type: Pillow's EXIF step fails after decoding
-                 [(34675, 7, 10**6, b"\xff\xff\x00\x00")],  # ICC profile beyond the end of the file
-                 [(34665, 4, 1, 10**9)]):  # EXIF IFD pointing nowhere  # fmt: skip
+    for tags in (
+        [(700, 3, 1, 5)],  # XMP of the wrong type: Pillow's EXIF step fails after decoding
+        [(34675, 7, 10**6, b"\xff\xff\x00\x00")],  # ICC profile beyond the end of the file
+        [(34665, 4, 1, 10**9)],
+    ):  # EXIF IFD pointing nowhere
         got = decode_image(tiff(tags))
         assert np.array_equal(np.asarray(got.rgb()), expected), tags
         assert not any("truncated" in w for w in got.warnings)
@@ -236,7 +260,9 @@ def test_clean_files_decode_to_exactly_what_pillow_decodes():
         "png palette + tRNS": _encode(tri.convert("P", palette=Image.Palette.ADAPTIVE), "PNG", transparency=0),
         "png 16-bit grey": _encode(Image.fromarray((np.asarray(tri.convert("L"), np.uint16) * 257)), "PNG"),
         "png interlaced + icc": _encode(tri, "PNG", icc_profile=b"\x00" * 200, interlace=1),
-        "jpeg exif + icc + comment": _encode(tri, "JPEG", exif=exif.tobytes(), icc_profile=b"\x00" * 70000, comment=b"hi"),
+        "jpeg exif + icc + comment": _encode(
+            tri, "JPEG", exif=exif.tobytes(), icc_profile=b"\x00" * 70000, comment=b"hi"
+        ),
         "jpeg cmyk (adobe)": _encode(tri.convert("CMYK"), "JPEG"),
         "jpeg grey progressive": _encode(tri.convert("L"), "JPEG", progressive=True),
     }
@@ -262,8 +288,11 @@ def _rows_match(got: np.ndarray, expected: np.ndarray, rows: int, tolerance: int
     return bool(np.abs(got[:rows].astype(int) - expected[:rows].astype(int)).max() <= tolerance)
 
 
-@pytest.mark.parametrize("fmt, kw", [("PNG", {}), ("JPEG", {}), ("JPEG", {"progressive": True}), ("GIF", {})],
-                         ids=["png", "jpeg", "progressive-jpeg", "gif"])  # fmt: skip
+@pytest.mark.parametrize(
+    "fmt, kw",
+    [("PNG", {}), ("JPEG", {}), ("JPEG", {"progressive": True}), ("GIF", {})],
+    ids=["png", "jpeg", "progressive-jpeg", "gif"],
+)
 def test_truncated_images_decode_partially_with_a_warning(fmt, kw):
     img = Image.fromarray(np.asarray(_triangle(256)) // 2 + np.arange(256, dtype=np.uint8)[:, None, None] // 2)
     whole = _encode(img, fmt, **kw)
@@ -281,13 +310,17 @@ def test_progressive_jpeg_cut_short_is_not_blank():
     assert np.abs(got.astype(int) - plain_pillow_pixels(whole).astype(int)).mean() < 20
 
 
-@pytest.mark.parametrize("data, reason", [
-    (b"", "empty file"),
-    (b"this is not an image\n", "not a recognised image format"),
-    (PNG[:33], "corrupt or truncated image"),  # header only: no pixel data at all
-    (PNG[:33] + _chunk(b"IDAT", zlib.compress(b"\x00" * 10)[:4]), "corrupt or truncated image"),
-    (b"\xff\xd8\xff" + os.urandom(500), "corrupt or truncated image"),
-], ids=["empty", "text", "png-header-only", "png-no-pixels", "jpeg-garbage"])  # fmt: skip
+@pytest.mark.parametrize(
+    "data, reason",
+    [
+        (b"", "empty file"),
+        (b"this is not an image\n", "not a recognised image format"),
+        (PNG[:33], "corrupt or truncated image"),  # header only: no pixel data at all
+        (PNG[:33] + _chunk(b"IDAT", zlib.compress(b"\x00" * 10)[:4]), "corrupt or truncated image"),
+        (b"\xff\xd8\xff" + os.urandom(500), "corrupt or truncated image"),
+    ],
+    ids=["empty", "text", "png-header-only", "png-no-pixels", "jpeg-garbage"],
+)
 def test_undecodable_data_is_still_refused(data, reason):
     with pytest.raises(DecodeError) as err:
         decode_image(data)
@@ -379,9 +412,12 @@ def test_a_fifo_sidecar_is_skipped_and_recorded_and_the_crawl_finishes(tmp_path)
     os.mkfifo(folder / "a.txt")
     idx = tmp_path / "idx"
     with open(tmp_path / "stderr", "w+") as err:  # no pipes: a hung crawl must not hang the test
-        proc = subprocess.Popen([sys.executable, "-m", "audit", "crawl", str(folder), "--index", str(idx),
-                                 "--workers", "0", "--quiet"], stdout=subprocess.DEVNULL, stderr=err,
-                                start_new_session=True)  # fmt: skip
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "audit", "crawl", str(folder), "--index", str(idx), "--workers", "0", "--quiet"],
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            start_new_session=True,
+        )
         try:
             rc = proc.wait(timeout=60)
         except subprocess.TimeoutExpired:
@@ -419,8 +455,13 @@ def test_an_original_replaced_after_listing_becomes_an_error_row(tmp_path, kind)
         os.mkfifo(path)
     else:
         path = Path("/dev/zero")
-    res = subprocess.run([sys.executable, "-c", _READ_ENTRY, str(path)], capture_output=True, text=True, timeout=60,
-                         preexec_fn=_limit_memory)  # fmt: skip
+    res = subprocess.run(
+        [sys.executable, "-c", _READ_ENTRY, str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        preexec_fn=_limit_memory,
+    )
     assert res.returncode == 0, res.stderr
     got = json.loads(res.stdout)
     assert not got["item"] and got["status"] == "error"
@@ -449,7 +490,9 @@ def test_a_failing_metadata_reader_costs_metadata_only(monkeypatch, failure):
     row = describe(PNG, sidecars=[("a.txt", b"prompt")])
     assert row["status"] == "ok" and row["error"] is None and row["pdq"]
     errors = json.loads(row["metadata_errors"])
-    assert errors == [f"metadata reader failed: {failure.__name__}: {'reader blew up' if failure is not KeyError else repr('reader blew up')}"]
+    assert errors == [
+        f"metadata reader failed: {failure.__name__}: {'reader blew up' if failure is not KeyError else repr('reader blew up')}"
+    ]
 
 
 def test_huge_text_chunk_row_is_ok_with_pixels():
@@ -467,7 +510,11 @@ def test_embedder_and_thumbnails_decode_what_the_crawl_hashed():
     from audit.report.thumbs import make_thumb
 
     spec = ImageSpec(64, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
-    hostile = {"ztxt": PNG_HOSTILE["huge zTXt"], "cut": PNG[: len(PNG) * 3 // 4], "jpeg-app": JPEG_HOSTILE["short ICC APP2"]}
+    hostile = {
+        "ztxt": PNG_HOSTILE["huge zTXt"],
+        "cut": PNG[: len(PNG) * 3 // 4],
+        "jpeg-app": JPEG_HOSTILE["short ICC APP2"],
+    }
     for name, data in hostile.items():
         assert describe(data)["status"] == "ok", name
         path = Path(f"/tmp/audit-test-{os.getpid()}-{name}.img")
@@ -507,8 +554,21 @@ def test_red_triangles_with_huge_text_chunks_are_all_flagged(tmp_path):
             benign += 1
     idx = tmp_path / "idx"
     # critical findings: the red triangles
-    audit_cli("scan", folder, "--index", idx, "--model", "toy-shapes", "--policy", TOY_POLICY, "--fail-on", "critical",
-              "--quiet", "--json", expected=ExitCode.FINDINGS)
+    audit_cli(
+        "scan",
+        folder,
+        "--index",
+        idx,
+        "--model",
+        "toy-shapes",
+        "--policy",
+        TOY_POLICY,
+        "--fail-on",
+        "critical",
+        "--quiet",
+        "--json",
+        expected=ExitCode.FINDINGS,
+    )
     a = audit.open(idx)
     rows = {Path(r["uri"]).name: r for r in a.items().iter_rows(named=True)}
     hostile = {n: r for n, r in rows.items() if n.startswith("hostile_")}

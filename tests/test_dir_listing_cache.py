@@ -56,7 +56,8 @@ def test_a_bad_cache_entry_lists_the_directory_again(tmp_path, archive, kind, tr
     assert (again.read, again.unchanged, again.missing, again.errors) == (0, 12, 0, 0)
     # the listings were rebuilt from the catalog, and the next crawl trusts them again
     assert {d: decode_listing(b) for d, b in _listings(idx).items()} == {
-        d: decode_listing(b) for d, b in cached.items()}
+        d: decode_listing(b) for d, b in cached.items()
+    }
     (archive / "sub1" / "gen_0001.png").unlink()
     third = crawl()
     assert (third.read, third.unchanged, third.missing) == (0, 11, 1)

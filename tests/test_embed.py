@@ -89,7 +89,9 @@ def test_unreadable_images_are_skipped_with_a_reason(tmp_path, ckpt):
     img = paths[3].read_bytes()
     s = _embed(a, ckpt)
     assert s.images_embedded == 6 and s.images_skipped == 2
-    reasons = dict(a.catalog.query("SELECT l.uri, s.reason FROM embed_skips s JOIN locations l ON l.item_id = s.item_id"))
+    reasons = dict(
+        a.catalog.query("SELECT l.uri, s.reason FROM embed_skips s JOIN locations l ON l.item_id = s.item_id")
+    )
     assert "content changed since the crawl" in reasons[str(paths[1])]
     assert "not found" in reasons[str(paths[2])]
     assert _embed(a, ckpt).images_skipped == 0  # recorded, not retried every run
@@ -108,7 +110,9 @@ def test_undecodable_content_is_a_skip_not_a_crash(tmp_path, ckpt):
     bad = tmp_path / "bad.png"
     bad.write_bytes(good[0].read_bytes()[:200])  # truncated PNG
     ids = [hashlib.sha256(p.read_bytes()).hexdigest() for p in (good[0], bad, good[1])]
-    r = run_shard(ShardTask(emb.spec, "image", tuple(ids), (str(good[0]), str(bad), str(good[1])), batch_size=1, decode_threads=2))
+    r = run_shard(
+        ShardTask(emb.spec, "image", tuple(ids), (str(good[0]), str(bad), str(good[1])), batch_size=1, decode_threads=2)
+    )
     assert r.keys == [ids[0], ids[2]] and r.vectors.shape == (2, emb.dim)
     assert r.skips[0][0] == ids[1] and "undecodable image" in r.skips[0][1]
 
@@ -162,8 +166,24 @@ def test_sigkill_midway_then_rerun_embeds_only_the_missing(tmp_path, ckpt):
     n = 400
     _crawled(tmp_path, n, prompts_per=1)
     db = tmp_path / "idx" / "catalog.sqlite"
-    cmd = [sys.executable, "-m", "audit", "embed", "--index", str(tmp_path / "idx"), "--model", "toy-shapes",
-           "--checkpoint", str(ckpt), "--workers", "0", "--batch-size", "2", "--quiet", "--no-prompts"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "audit",
+        "embed",
+        "--index",
+        str(tmp_path / "idx"),
+        "--model",
+        "toy-shapes",
+        "--checkpoint",
+        str(ckpt),
+        "--workers",
+        "0",
+        "--batch-size",
+        "2",
+        "--quiet",
+        "--no-prompts",
+    ]
     proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
     done = 0
@@ -186,8 +206,19 @@ def test_sigkill_midway_then_rerun_embeds_only_the_missing(tmp_path, ckpt):
         before = c.execute("SELECT count(*) FROM vector_keys WHERE space='image'").fetchone()[0]
     assert before % 2 == 0 and before < n  # whole batches only
 
-    r = audit_cli("embed", "--index", tmp_path / "idx", "--model", "toy-shapes", "--checkpoint", ckpt,
-                  "--workers", "0", "--json", "--quiet")
+    r = audit_cli(
+        "embed",
+        "--index",
+        tmp_path / "idx",
+        "--model",
+        "toy-shapes",
+        "--checkpoint",
+        ckpt,
+        "--workers",
+        "0",
+        "--json",
+        "--quiet",
+    )
     out = json.loads(r.stdout)
     assert out["images_embedded"] == n - before and out["image_vectors_total"] == n
     assert out["images_skipped"] == 0
@@ -195,8 +226,9 @@ def test_sigkill_midway_then_rerun_embeds_only_the_missing(tmp_path, ckpt):
 
 def test_cli_json_summary(tmp_path, ckpt):
     _crawled(tmp_path, 4)
-    r = audit_cli("embed", "--index", tmp_path / "idx", "--model", "toy-shapes", "--checkpoint", ckpt,
-                  "--workers", "0", "--json")
+    r = audit_cli(
+        "embed", "--index", tmp_path / "idx", "--model", "toy-shapes", "--checkpoint", ckpt, "--workers", "0", "--json"
+    )
     out = json.loads(r.stdout)
     assert out["command"] == "embed" and out["images_embedded"] == 4
     assert out["identity"]["checkpoint_sha256"] and out["precision"]["precision"] in ("bf16", "fp32")
@@ -205,13 +237,22 @@ def test_cli_json_summary(tmp_path, ckpt):
 
 def test_cli_bad_checkpoint_is_a_usage_error(tmp_path):
     audit.open(tmp_path / "idx", create=True)
-    r = audit_cli("embed", "--index", tmp_path / "idx", "--model", "toy-shapes", "--checkpoint",
-                  tmp_path / "nope.safetensors", expected=ExitCode.USAGE)
+    r = audit_cli(
+        "embed",
+        "--index",
+        tmp_path / "idx",
+        "--model",
+        "toy-shapes",
+        "--checkpoint",
+        tmp_path / "nope.safetensors",
+        expected=ExitCode.USAGE,
+    )
     assert "checkpoint not found" in r.stderr
     pickled = tmp_path / "evil.pkl"
     pickled.write_bytes(b"x")
-    r = audit_cli("embed", "--index", tmp_path / "idx", "--model", "toy-shapes", "--checkpoint", pickled,
-                  expected=ExitCode.USAGE)
+    r = audit_cli(
+        "embed", "--index", tmp_path / "idx", "--model", "toy-shapes", "--checkpoint", pickled, expected=ExitCode.USAGE
+    )
     assert ".safetensors" in r.stderr
 
 

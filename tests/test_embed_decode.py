@@ -33,14 +33,20 @@ def _jpeg_scenes(n: int, px: int) -> list[bytes]:
 def test_draft_decode_embeds_like_full_decode(tmp_path, model, px):
     from audit.embed.openclip import load_embedder
 
-    emb = load_embedder(model, None, precision="fp32") if model != "toy-shapes" else load_embedder(model, precision="fp32")
+    emb = (
+        load_embedder(model, None, precision="fp32")
+        if model != "toy-shapes"
+        else load_embedder(model, precision="fp32")
+    )
     datas = _jpeg_scenes(6, px)
     paths = []
     for i, d in enumerate(datas):
         p = tmp_path / f"{i}.jpg"
         p.write_bytes(d)
         paths.append(p)
-    drafted = np.stack([decode_item(str(p), hashlib.sha256(d).hexdigest(), emb.preprocess) for p, d in zip(paths, datas)])
+    drafted = np.stack(
+        [decode_item(str(p), hashlib.sha256(d).hexdigest(), emb.preprocess) for p, d in zip(paths, datas)]
+    )
     full = np.stack([emb.preprocess.pixels(decode_image(d).image) for d in datas])
     assert drafted.shape == full.shape
     assert not np.array_equal(drafted, full)  # the reduced decode did run
@@ -64,7 +70,6 @@ def test_draft_leaves_small_and_non_jpeg_images_alone(tmp_path):
         got = decode_item(str(p), None, spec)
         # 300 px short side: a 1/2 scale would fall below 224, so the full decode is used
         assert np.array_equal(got, spec.pixels(decode_image(buf.getvalue()).image))
-
 
 
 def test_hybrid_executor_returns_every_task_once():

@@ -46,7 +46,9 @@ def catalogue(tmp: Path, n: int = 8) -> tuple[Path, Path]:
     return folder, index
 
 
-def write_part(out: Path, n: int, paths: list[str], captions: list[str] | None, img: np.ndarray, text: np.ndarray | None = None) -> None:
+def write_part(
+    out: Path, n: int, paths: list[str], captions: list[str] | None, img: np.ndarray, text: np.ndarray | None = None
+) -> None:
     for sub in ("img_emb", "text_emb", "metadata"):
         (out / sub).mkdir(parents=True, exist_ok=True)
     np.save(out / "img_emb" / f"img_emb_{n}.npy", img)
@@ -74,7 +76,12 @@ def test_import_matches_paths_stores_vectors_and_resumes(tmp_path: Path) -> None
     out = tmp_path / "emb"
     img0, txt0 = unit(rng, 4), unit(rng, 4)
     # part 0: absolute paths (clip-retrieval writes what it read); one path not catalogued
-    paths0 = [str(folder / "000.png"), str(folder / "001.png"), str(tmp_path / "elsewhere.png"), str(folder / "003.png")]
+    paths0 = [
+        str(folder / "000.png"),
+        str(folder / "001.png"),
+        str(tmp_path / "elsewhere.png"),
+        str(folder / "003.png"),
+    ]
     write_part(out, 0, paths0, ["caption 0", "not the prompt", "caption x", "caption 3"], img0.astype(np.float16), txt0)
     # part 1: relative paths, resolved with base; a zero row and a NaN row are bad rows
     img1 = unit(rng, 4)
@@ -175,5 +182,7 @@ def test_cli_embed_import(tmp_path: Path) -> None:
     assert data["command"] == "embed-import" and data["image_vectors"] == 2 and data["model_key"] == KEY
     unstated = audit_cli("embed", "--index", index, "--import", out, expected=ExitCode.USAGE)
     assert "--model" in unstated.stderr and "Traceback" not in unstated.stderr
-    missing = audit_cli("embed", "--index", index, "--import", tmp_path / "nope", "--model", MODEL, expected=ExitCode.USAGE)
+    missing = audit_cli(
+        "embed", "--index", index, "--import", tmp_path / "nope", "--model", MODEL, expected=ExitCode.USAGE
+    )
     assert "not a directory" in missing.stderr

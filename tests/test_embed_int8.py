@@ -114,8 +114,11 @@ def test_cli_embed_int8_then_text_search_in_its_own_space(tmp_path, toy_pair):
     src, idx = tmp_path / "src", tmp_path / "idx"
     toy_scene_archive(src, 12)
     audit_cli("crawl", src, "--index", idx, "-q", "--workers", "0")
-    out = json.loads(audit_cli("embed", "--index", idx, "--model", "toy-shapes", "--precision", "int8",
-                               "--workers", "0", "--json", "-q").stdout)  # fmt: skip
+    out = json.loads(
+        audit_cli(
+            "embed", "--index", idx, "--model", "toy-shapes", "--precision", "int8", "--workers", "0", "--json", "-q"
+        ).stdout
+    )
     assert out["model_key"].endswith("+int8") and out["precision"]["precision"] == "int8"
     audit_cli("index", "--index", idx, "-q")
     hits = json.loads(audit_cli("search", "--index", idx, "--text", "a red circle", "-k", "3", "--json").stdout)

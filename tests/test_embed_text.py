@@ -64,7 +64,9 @@ def test_batches_are_cut_to_their_longest_prompt(toy, monkeypatch):
 def test_identical_prompts_encoded_once(toy, monkeypatch):
     calls = []
     real = toy._encode_text
-    monkeypatch.setattr(toy, "_encode_text", lambda tokens, trimmed: calls.append(len(tokens)) or real(tokens, trimmed=trimmed))
+    monkeypatch.setattr(
+        toy, "_encode_text", lambda tokens, trimmed: calls.append(len(tokens)) or real(tokens, trimmed=trimmed)
+    )
     v = toy.embed_texts(["a red circle"] * 50 + ["a blue star"] * 50)
     assert sum(calls) == 2
     assert v.shape[0] == 100

@@ -38,8 +38,12 @@ def put_in_hf_cache(hf_home: Path, repo_id: str, weights: Path, filename: str = 
 def _offline_env(hf_home: Path) -> dict:
     """Hugging Face Hub reads these when it is imported: they take effect only in a fresh process,
     which is why the tests below run ``audit`` as a subprocess."""
-    return {"HF_HOME": str(hf_home), "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(hf_home / "hub"),
-            "HUGGINGFACE_HUB_CACHE": str(hf_home / "hub")}  # fmt: skip
+    return {
+        "HF_HOME": str(hf_home),
+        "HF_HUB_OFFLINE": "1",
+        "HF_HUB_CACHE": str(hf_home / "hub"),
+        "HUGGINGFACE_HUB_CACHE": str(hf_home / "hub"),
+    }
 
 
 SCRIPT = textwrap.dedent(
@@ -71,8 +75,13 @@ def test_pretrained_tag_loads_from_the_hf_cache_offline(tmp_path):
     ckpt = random_toy_checkpoint(tmp_path / "toy.safetensors", seed=8)
     hf_home = tmp_path / "hf"
     put_in_hf_cache(hf_home, "audit-test/toy-shapes-hub", ckpt)
-    r = subprocess.run([sys.executable, "-c", SCRIPT, str(ckpt)], capture_output=True, text=True, timeout=300,
-                       env={**__import__("os").environ, **_offline_env(hf_home)})  # fmt: skip
+    r = subprocess.run(
+        [sys.executable, "-c", SCRIPT, str(ckpt)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**__import__("os").environ, **_offline_env(hf_home)},
+    )
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout.strip().splitlines()[-1])
     assert out["key"] == "toy-shapes/hubtest" and out["pretrained"] == "hubtest"
@@ -107,7 +116,9 @@ def test_default_model_loads_from_a_hub_laid_out_cache(tmp_path):
     weights.unlink()
     toy_scene_archive(tmp_path / "src", 4, px=96)
     audit.open(tmp_path / "idx", create=True).crawl([str(tmp_path / "src")], workers=0)
-    r = audit_subprocess("embed", "--index", str(tmp_path / "idx"), "--workers", "0", "--json", "--quiet", env=_offline_env(hf_home))
+    r = audit_subprocess(
+        "embed", "--index", str(tmp_path / "idx"), "--workers", "0", "--json", "--quiet", env=_offline_env(hf_home)
+    )
     assert r.returncode == ExitCode.OK, r.stderr
     out = json.loads(r.stdout)
     assert out["model_key"] == "ViT-B-32/laion2b_s34b_b79k" and out["images_embedded"] == 4 and out["dim"] == 512

@@ -32,9 +32,11 @@ dlib = pytest.importorskip("dlib", reason='the "faces" extra is not installed')
 
 GALLERY = {"barack-obama": ["obama-1.jpg"], "joe-biden": ["biden-1.jpg"]}
 # (photo, crop box as fractions or None, person): other photos of the gallery persons
-PROBES = [("obama-2.jpg", None, "barack-obama"),
-          ("two-people.jpg", (0.0, 0.0, 0.5, 1.0), None),  # persons resolved below, from the detector
-          ("two-people.jpg", (0.5, 0.0, 1.0, 1.0), None)]
+PROBES = [
+    ("obama-2.jpg", None, "barack-obama"),
+    ("two-people.jpg", (0.0, 0.0, 0.5, 1.0), None),  # persons resolved below, from the detector
+    ("two-people.jpg", (0.5, 0.0, 1.0, 1.0), None),
+]
 STRANGERS = ["alex-lacamoire-1.jpg", "kit-harington-1.jpg", "lin-manuel-miranda-1.png", "rose-leslie-1.jpg"]
 
 
@@ -70,17 +72,27 @@ def variants(img: Image.Image, seed: int) -> list[tuple[str, Image.Image]]:
     """The edits a generation platform's output goes through, one at a time and combined."""
     rng = random.Random(seed)
     w, h = img.size
-    out = [("original", img),
-           ("crop", img.crop((int(w * 0.08), int(h * 0.05), int(w * 0.92), int(h * 0.97)))),
-           ("half-size", img.resize((w // 2, h // 2), Image.Resampling.LANCZOS)),
-           ("upscale", img.resize((int(w * 1.5), int(h * 1.5)), Image.Resampling.BICUBIC)),
-           ("jpeg-q35", _jpeg(img, 35)),
-           ("warm", Image.merge("RGB", [c.point(lambda v, k=k: min(255, int(v * f)))
-                                        for k, (c, f) in enumerate(zip(img.split(), (1.15, 1.0, 0.85)))])),
-           ("desaturated", ImageEnhance.Color(img).enhance(0.3)),
-           ("darker", ImageEnhance.Brightness(img).enhance(0.7)),
-           ("toy-scene", _toy_scene(img, rng)),
-           ("toy-scene-jpeg", _jpeg(_toy_scene(ImageEnhance.Contrast(img).enhance(1.2), rng), 60))]
+    out = [
+        ("original", img),
+        ("crop", img.crop((int(w * 0.08), int(h * 0.05), int(w * 0.92), int(h * 0.97)))),
+        ("half-size", img.resize((w // 2, h // 2), Image.Resampling.LANCZOS)),
+        ("upscale", img.resize((int(w * 1.5), int(h * 1.5)), Image.Resampling.BICUBIC)),
+        ("jpeg-q35", _jpeg(img, 35)),
+        (
+            "warm",
+            Image.merge(
+                "RGB",
+                [
+                    c.point(lambda v, k=k: min(255, int(v * f)))
+                    for k, (c, f) in enumerate(zip(img.split(), (1.15, 1.0, 0.85)))
+                ],
+            ),
+        ),
+        ("desaturated", ImageEnhance.Color(img).enhance(0.3)),
+        ("darker", ImageEnhance.Brightness(img).enhance(0.7)),
+        ("toy-scene", _toy_scene(img, rng)),
+        ("toy-scene-jpeg", _jpeg(_toy_scene(ImageEnhance.Contrast(img).enhance(1.2), rng), 60)),
+    ]
     return out
 
 
@@ -161,8 +173,10 @@ def test_acceptance_recall_and_no_false_match(model, gallery_dir):
         for name, variant in variants(_open(photo), seed=100 + k):
             if matches(variant):
                 false.append(f"{photo}/{name}")
-    print(f"\nfaces acceptance: recall {hits}/{total} = {recall:.3f} (missed: {missed}); "
-          f"false matches {len(false)}/{len(STRANGERS) * 10}")
+    print(
+        f"\nfaces acceptance: recall {hits}/{total} = {recall:.3f} (missed: {missed}); "
+        f"false matches {len(false)}/{len(STRANGERS) * 10}"
+    )
     assert recall >= 0.95, missed
     assert not false
 
@@ -194,12 +208,15 @@ def test_default_policy_has_empty_gallery_and_costs_nothing():
     assert policy_detectors(None, pol) == []  # an empty gallery: no detector, no dlib
 
 
-@pytest.mark.parametrize("body, message", [
-    ('gallery = "missing/"', "gallery: no folder or descriptor file at missing/"),
-    ('gallery = "bad.jsonl"', "bad.jsonl:1: descriptor must be 128 finite numbers"),
-    ('gallery = "g.jsonl"\ngate = "person"', 'gate: concept "person" is not defined'),
-    ('gallery = "g.jsonl"\nmax_distance = 3', "max_distance must be a number between 0.01 and 2"),
-])
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        ('gallery = "missing/"', "gallery: no folder or descriptor file at missing/"),
+        ('gallery = "bad.jsonl"', "bad.jsonl:1: descriptor must be 128 finite numbers"),
+        ('gallery = "g.jsonl"\ngate = "person"', 'gate: concept "person" is not defined'),
+        ('gallery = "g.jsonl"\nmax_distance = 3', "max_distance must be a number between 0.01 and 2"),
+    ],
+)
 def test_faces_table_errors(tmp_path, body, message):
     from audit.errors import InputError
     from audit.policy import load_policy
@@ -239,8 +256,16 @@ def test_core_import_stays_free_of_dlib():
     import subprocess
     import sys
 
-    code = ("import sys, audit, audit.policy, audit.flag.runner; audit.load_policy(); "
-            "print(any(m == 'dlib' or m.startswith('dlib.') for m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
-                         env={**os.environ, "PYTHONPATH": str(REPO)}, check=True)
+    code = (
+        "import sys, audit, audit.policy, audit.flag.runner; audit.load_policy(); "
+        "print(any(m == 'dlib' or m.startswith('dlib.') for m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        check=True,
+    )
     assert out.stdout.strip() == "False"

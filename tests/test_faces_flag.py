@@ -41,8 +41,11 @@ def indexed(tmp_path_factory):
     root = tmp_path_factory.mktemp("faces-flag")
     items = root / "items"
     items.mkdir()
-    for name, portrait in (("protected.png", "obama-2.jpg"), ("stranger.png", "rose-leslie-1.jpg"),
-                           ("plain.png", None)):
+    for name, portrait in (
+        ("protected.png", "obama-2.jpg"),
+        ("stranger.png", "rose-leslie-1.jpg"),
+        ("plain.png", None),
+    ):
         _scene(portrait, seed=len(name)).save(items / name)
     (root / "gallery" / "barack-obama").mkdir(parents=True)
     shutil.copyfile(FACES / "obama-1.jpg", root / "gallery" / "barack-obama" / "1.jpg")

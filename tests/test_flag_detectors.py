@@ -83,14 +83,29 @@ def make_context(rows=ROWS) -> FlagContext:
         if r[0]:
             prompts[i] = emb.embed_texts([r[0][:200]])[0]
             has_prompt[i] = True
-    background = emb.embed_texts([f"{c} {s}" for c in ("green", "blue", "yellow", "purple") for s in
-                                  ("circle", "square", "star", "thing", "blob", "shape")] * 2)
+    background = emb.embed_texts(
+        [
+            f"{c} {s}"
+            for c in ("green", "blue", "yellow", "purple")
+            for s in ("circle", "square", "star", "thing", "blob", "shape")
+        ]
+        * 2
+    )
     return FlagContext(
-        policy=policy, item_ids=[hashlib.sha256(str(i).encode()).hexdigest() for i in range(n)],
-        prompts=[r[0] for r in rows], negative_prompts=[r[1] for r in rows], md5=[r[5] for r in rows],
-        pdq=[r[3] for r in rows], pdq_quality=[r[4] for r in rows], image_vectors=images,
-        has_image=np.ones(n, bool), prompt_vectors=prompts, has_prompt=has_prompt, model_key="bag/of-words",
-        embedder_factory=lambda: emb, sample_vectors=np.concatenate([background, images]),
+        policy=policy,
+        item_ids=[hashlib.sha256(str(i).encode()).hexdigest() for i in range(n)],
+        prompts=[r[0] for r in rows],
+        negative_prompts=[r[1] for r in rows],
+        md5=[r[5] for r in rows],
+        pdq=[r[3] for r in rows],
+        pdq_quality=[r[4] for r in rows],
+        image_vectors=images,
+        has_image=np.ones(n, bool),
+        prompt_vectors=prompts,
+        has_prompt=has_prompt,
+        model_key="bag/of-words",
+        embedder_factory=lambda: emb,
+        sample_vectors=np.concatenate([background, images]),
     )
 
 
@@ -103,12 +118,23 @@ def provenance_detector():
 
     conn = sqlite3.connect(":memory:")
     conn.execute("CREATE TABLE items (item_id TEXT PRIMARY KEY, provenance TEXT)")
-    manifest = {"claim_generator": "ToyGen 1.0", "signer": {"common_name": "Toy"}, "validation_state": "Valid",
-                "digital_source_types": ["trainedAlgorithmicMedia"], "signature_valid": True, "invalid": False}
-    records = [{"c2pa": manifest, "digital_source_types": ["trainedAlgorithmicMedia"], "ai_generated": True},
-               {"c2pa": {**manifest, "validation_state": "Invalid", "invalid": True, "failures": ["x"]},
-                "digital_source_types": [], "ai_generated": False},
-               {"xmp": {"digital_source_types": ["trainedAlgorithmicMedia"]}, "ai_generated": True}]
+    manifest = {
+        "claim_generator": "ToyGen 1.0",
+        "signer": {"common_name": "Toy"},
+        "validation_state": "Valid",
+        "digital_source_types": ["trainedAlgorithmicMedia"],
+        "signature_valid": True,
+        "invalid": False,
+    }
+    records = [
+        {"c2pa": manifest, "digital_source_types": ["trainedAlgorithmicMedia"], "ai_generated": True},
+        {
+            "c2pa": {**manifest, "validation_state": "Invalid", "invalid": True, "failures": ["x"]},
+            "digital_source_types": [],
+            "ai_generated": False,
+        },
+        {"xmp": {"digital_source_types": ["trainedAlgorithmicMedia"]}, "ai_generated": True},
+    ]
     ids = make_context().item_ids
     conn.executemany("INSERT INTO items VALUES (?, ?)", [(ids[i], json.dumps(r)) for i, r in enumerate(records)])
     conn.execute("INSERT INTO items VALUES (?, ?)", (ids[3], "{not json"))
@@ -134,9 +160,11 @@ def video_hash_detector():
     other = [hashlib.sha256(f"other-frame-{i}".encode()).hexdigest() for i in range(4)]
     near = [_flip(h, 6) for h in TOY_VIDEO] + [_flip(TOY_VIDEO[2], 9), other[0]]
     ids = make_context().item_ids
-    rows = [(ids[0], json.dumps([[h, 100, i, float(i)] for i, h in enumerate(near)])),
-            (ids[1], json.dumps([[h, 100, i, float(i)] for i, h in enumerate(other)])),
-            (ids[2], "[not json")]
+    rows = [
+        (ids[0], json.dumps([[h, 100, i, float(i)] for i, h in enumerate(near)])),
+        (ids[1], json.dumps([[h, 100, i, float(i)] for i, h in enumerate(other)])),
+        (ids[2], "[not json"),
+    ]
     conn.executemany("INSERT INTO items VALUES (?, ?)", rows)
     return VideoHashDetector(conn)
 
@@ -209,8 +237,11 @@ def test_contract_empty_context(detector):
 def test_provenance_detector_fires_from_the_records():
     det = provenance_detector().detect(make_context())
     names = {row: sorted(s.name for s in sigs) for row, sigs in det.signals.items()}
-    assert names == {0: ["provenance:ai-generated", "provenance:c2pa"],
-                     1: ["provenance:c2pa", "provenance:c2pa-invalid"], 2: ["provenance:ai-generated"]}
+    assert names == {
+        0: ["provenance:ai-generated", "provenance:c2pa"],
+        1: ["provenance:c2pa", "provenance:c2pa-invalid"],
+        2: ["provenance:ai-generated"],
+    }
     assert det.stats["unreadable_records"] == 1
 
 
@@ -266,11 +297,16 @@ def test_explicit_threshold_wins_and_previous_thresholds_are_reused():
     ctx2 = make_context()
     from audit.flag.concepts import CALIBRATION_VERSION
 
-    ctx2.previous_thresholds = {"red-triangle": {
-        "image": {"value": 0.5, "source": "calibrated:samples", "how": "x", "calibration": CALIBRATION_VERSION},
-        "prompt": {"value": 0.6, "source": "calibrated:reference", "how": "y"}}}
+    ctx2.previous_thresholds = {
+        "red-triangle": {
+            "image": {"value": 0.5, "source": "calibrated:samples", "how": "x", "calibration": CALIBRATION_VERSION},
+            "prompt": {"value": 0.6, "source": "calibrated:reference", "how": "y"},
+        }
+    }
     det2 = ConceptDetector().detect(ctx2)
-    assert det2.thresholds["red-triangle"]["image"]["value"] == 0.5 and det2.thresholds["red-triangle"]["image"]["reused"]
+    assert (
+        det2.thresholds["red-triangle"]["image"]["value"] == 0.5 and det2.thresholds["red-triangle"]["image"]["reused"]
+    )
     # one calibrated by an older method (no version: before the reference vocabulary) is calibrated again
     assert det2.thresholds["red-triangle"]["prompt"]["value"] != 0.6
     assert det2.thresholds["red-triangle"]["prompt"]["calibration"] == CALIBRATION_VERSION
@@ -281,8 +317,14 @@ def test_special_care_lowers_other_thresholds():
 
     ctx = make_context()
     base = ConceptDetector().detect(make_context()).thresholds["red-triangle"]["image"]["value"]
-    special = replace(ctx.policy.concepts[0], id="anything-red", texts=("red",), special_care=True,
-                      image_threshold=-1.0, prompt_threshold=-1.0)  # fires everywhere
+    special = replace(
+        ctx.policy.concepts[0],
+        id="anything-red",
+        texts=("red",),
+        special_care=True,
+        image_threshold=-1.0,
+        prompt_threshold=-1.0,
+    )  # fires everywhere
     ctx.policy = replace(ctx.policy, concepts=(ctx.policy.concepts[0], special), special_care_adjustment=0.05)
     det = ConceptDetector().detect(ctx)
     sig = next(s for s in det.signals[0] if s.name == "concept:red-triangle/image")

@@ -78,10 +78,19 @@ def test_seed_neighbours_must_meet_the_rest_of_the_flag_and_dismissals_count(tmp
     assert fires_with_image_evidence(toy, "red-triangle-prompted", {"rule:triangle-words"})
     assert fires_with_image_evidence(toy, "red-triangles", set())
     sig = Signal("seed_neighbor", "seed:x", 0.95, 0.9, 0.05, {})
-    made = [("a", "red-triangle-prompted", sig), ("b", "red-triangle-prompted", sig), ("c", "red-triangles", sig),
-            ("d", "red-triangles", sig)]
-    keep, dropped = screen_seed_signals(toy, made, {"a": {"rule:triangle-words"}, "b": set()},
-                                        {("c", "red-triangles"): (0, 7)}, {("d", "red-triangles"): 0.97})
+    made = [
+        ("a", "red-triangle-prompted", sig),
+        ("b", "red-triangle-prompted", sig),
+        ("c", "red-triangles", sig),
+        ("d", "red-triangles", sig),
+    ]
+    keep, dropped = screen_seed_signals(
+        toy,
+        made,
+        {"a": {"rule:triangle-words"}, "b": set()},
+        {("c", "red-triangles"): (0, 7)},
+        {("d", "red-triangles"): 0.97},
+    )
     assert [(i, c) for i, c, _ in keep] == [("a", "red-triangle-prompted")]
     assert dropped == {"flag_not_met": 1, "dismissed": 1, "nearer_dismissed": 1}
 
@@ -92,8 +101,13 @@ def test_after_40_truthful_decisions_the_next_flag_is_precise_and_complete(tmp_p
     from audit.review import import_decisions
 
     rng = random.Random(21)
-    classes = [("red", "triangle")] * 70 + [("orange", "triangle")] * 25 + [("purple", "triangle")] * 25 \
-        + [("red", "square")] * 25 + [("red", "star")] * 25
+    classes = (
+        [("red", "triangle")] * 70
+        + [("orange", "triangle")] * 25
+        + [("purple", "triangle")] * 25
+        + [("red", "square")] * 25
+        + [("red", "star")] * 25
+    )
     scenes = [tw.random_scene(rng, colour=c, shape=s) for c, s in classes]
     while len(scenes) < 260:
         s = tw.random_scene(rng)
@@ -117,16 +131,30 @@ def test_after_40_truthful_decisions_the_next_flag_is_precise_and_complete(tmp_p
     def found(own_evidence: bool = False):
         """Items found; ``own_evidence``: less the "via cluster" candidates whose only signal is
         their cluster's flag (cluster flagging on member evidence is issue 13's other half)."""
-        return {r["item_id"] for r in a.findings().to_dicts() if r["category"] == "red-triangles"
-                and not (own_evidence and {x["kind"] for x in r["signals"]} == {"cluster"})}
+        return {
+            r["item_id"]
+            for r in a.findings().to_dicts()
+            if r["category"] == "red-triangles"
+            and not (own_evidence and {x["kind"] for x in r["signals"]} == {"cluster"})
+        }
 
     before, before_own = found(), found(own_evidence=True)
     assert len(before - truth) >= 10, "the loose policy must make false alarms for the test to mean anything"
     # a reviewer decides 40 findings of the first scan, truthfully, through the import path
     rows = sorted(a.findings().to_dicts(), key=lambda r: r["finding_id"])[:40]
     decisions = tmp_path / "decisions.json"
-    decisions.write_text(json.dumps([{"finding_id": r["finding_id"], "decision": "confirm"
-                                      if r["item_id"] in truth else "dismiss", "by": "sim"} for r in rows]))
+    decisions.write_text(
+        json.dumps(
+            [
+                {
+                    "finding_id": r["finding_id"],
+                    "decision": "confirm" if r["item_id"] in truth else "dismiss",
+                    "by": "sim",
+                }
+                for r in rows
+            ]
+        )
+    )
     import_decisions(a.catalog.conn, decisions)
     second = a.flag(policy)
     assert second.mode == "full" and "learned" in second.why
@@ -142,8 +170,10 @@ def test_after_40_truthful_decisions_the_next_flag_is_precise_and_complete(tmp_p
     own0 = before_own - decided
     p0 = len(own0 & rest_truth) / max(1, len(own0))
     p_all = len(overall & rest_truth) / max(1, len(overall))
-    print(f"first scan precision {p0:.3f} (own evidence); after 40 decisions, with via-cluster candidates {p_all:.3f}; own evidence: precision {precision:.3f} recall {recall:.3f}; "
-          f"{rec}; {second.detectors.get('learned')}")
+    print(
+        f"first scan precision {p0:.3f} (own evidence); after 40 decisions, with via-cluster candidates {p_all:.3f}; own evidence: precision {precision:.3f} recall {recall:.3f}; "
+        f"{rec}; {second.detectors.get('learned')}"
+    )
     assert precision >= 0.97 and recall >= 0.97, (precision, recall, rec, second.detectors.get("learned"))
     # review candidates included: the learned model also decides which cluster members are candidates
     assert p_all >= 0.97 and len(overall & rest_truth) >= 0.97 * len(rest_truth), (p_all, second.detectors)
@@ -153,7 +183,9 @@ def test_after_40_truthful_decisions_the_next_flag_is_precise_and_complete(tmp_p
     rep = a.report(tmp_path / "report", formats=["html"])
     html = next((tmp_path / "report").glob("*.html")).read_text()
     assert rep and "Learned from decisions" in html
-    assert f'red-triangles: {rec["decisions"]["confirmed"]} confirmed, {rec["decisions"]["dismissed"]} dismissed' in html
+    assert (
+        f"red-triangles: {rec['decisions']['confirmed']} confirmed, {rec['decisions']['dismissed']} dismissed" in html
+    )
     # the recorded run says how the model was derived; an unchanged next run keeps it
     third = a.flag(policy)
     assert third.mode == "unchanged" and third.thresholds["learned:red-triangles"] == rec

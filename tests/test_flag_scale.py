@@ -113,10 +113,30 @@ def write_items(a, data: dict, start: int, stop: int) -> None:
     vs.register_model(MODEL, D)
     for s in range(start, stop, 10_000):
         e = min(stop, s + 10_000)
-        items = [dict(item_id=data["ids"][i], status="ok", prompt=data["prompts"][i], pdq=data["pdq"][i],
-                      pdq_quality=data["quality"][i], first_seen=now, last_seen=now) for i in range(s, e)]
-        locs = [dict(uri=f"/archive/img_{i:06d}.png", item_id=data["ids"][i], source="/archive", status="ok",
-                     present=1, first_seen=now, last_seen=now) for i in range(s, e)]
+        items = [
+            dict(
+                item_id=data["ids"][i],
+                status="ok",
+                prompt=data["prompts"][i],
+                pdq=data["pdq"][i],
+                pdq_quality=data["quality"][i],
+                first_seen=now,
+                last_seen=now,
+            )
+            for i in range(s, e)
+        ]
+        locs = [
+            dict(
+                uri=f"/archive/img_{i:06d}.png",
+                item_id=data["ids"][i],
+                source="/archive",
+                status="ok",
+                present=1,
+                first_seen=now,
+                last_seen=now,
+            )
+            for i in range(s, e)
+        ]
         a.catalog.record(items, locs)
         vs.put(MODEL.key, "image", data["ids"][s:e], data["x"][s:e])
 
@@ -141,10 +161,20 @@ def reference(a, data: dict, n: int, opts=None, _memo: dict = {}) -> dict:  # no
     got_keys, got = VectorStore(a.catalog.conn).get(MODEL.key, "image", ids)
     order = {k: r for r, k in enumerate(got_keys)}
     x = got[[order[i] for i in ids]]
-    ctx = FlagContext(policy=pol, item_ids=ids, prompts=data["prompts"][:n], negative_prompts=[None] * n,
-                      md5=[None] * n, pdq=data["pdq"][:n], pdq_quality=data["quality"][:n], image_vectors=x,
-                      has_image=np.ones(n, bool), prompt_vectors=np.zeros_like(x), has_prompt=np.zeros(n, bool),
-                      embedder_factory=LookupEmbedder)
+    ctx = FlagContext(
+        policy=pol,
+        item_ids=ids,
+        prompts=data["prompts"][:n],
+        negative_prompts=[None] * n,
+        md5=[None] * n,
+        pdq=data["pdq"][:n],
+        pdq_quality=data["quality"][:n],
+        image_vectors=x,
+        has_image=np.ones(n, bool),
+        prompt_vectors=np.zeros_like(x),
+        has_prompt=np.zeros(n, bool),
+        embedder_factory=LookupEmbedder,
+    )
     dets = default_detectors()
     key = (id(data), n)
     if key not in _memo:
@@ -157,7 +187,7 @@ def reference(a, data: dict, n: int, opts=None, _memo: dict = {}) -> dict:  # no
         # near-duplicate groups: exact all-pairs PDQ (quality >= 50) and cosine
         valid = np.array([q >= 50 for q in data["quality"][:n]])
         pi, pj = pdq_pairs(pdq_hex_to_array(data["pdq"][:n]), opts.dup_pdq_distance, valid)
-        ci, cj, _ = cosine_pairs(x, opts.dup_min_cosine, exact_below=10 ** 9, normalized=True)
+        ci, cj, _ = cosine_pairs(x, opts.dup_min_cosine, exact_below=10**9, normalized=True)
         labels = connected_components(n, np.concatenate([pi, ci]), np.concatenate([pj, cj]))
         _memo[key] = (direct, {frozenset(ids[m] for m in g) for g in group_members(labels)})
     else:
@@ -165,8 +195,9 @@ def reference(a, data: dict, n: int, opts=None, _memo: dict = {}) -> dict:  # no
     direct, groups = _memo[key]
     # clusters: every item's nearest stored centroid
     conn = a.catalog.conn
-    cents = np.stack([np.frombuffer(b, np.float32) for (b,) in conn.execute(
-        "SELECT vector FROM flag_centroids ORDER BY cluster")])
+    cents = np.stack(
+        [np.frombuffer(b, np.float32) for (b,) in conn.execute("SELECT vector FROM flag_centroids ORDER BY cluster")]
+    )
     assign = np.argmax(x @ cents.T, axis=1)
     concept = dets[0].vectors.image["red-triangle"]
     threshold = dets[0].threshold("red-triangle", "image")
@@ -185,8 +216,11 @@ def reference(a, data: dict, n: int, opts=None, _memo: dict = {}) -> dict:  # no
         for cat in cats:
             flagged = np.array([(ids[m], cat) in direct for m in members])
             # the cluster flag: member evidence only (count and share), never the centroid
-            if not (flagged.sum() >= opts.cluster_min_flagged and flagged.mean() >= opts.cluster_share
-                    and len(members) >= opts.cluster_min_size):
+            if not (
+                flagged.sum() >= opts.cluster_min_flagged
+                and flagged.mean() >= opts.cluster_share
+                and len(members) >= opts.cluster_min_size
+            ):
                 continue
             to_f, to_u = xm @ unit_mean(xm[flagged]), xm @ unit_mean(xm[~flagged])
             if cat == "shapes":  # an image-concept category: within the margin below its threshold
@@ -202,7 +236,7 @@ def reference(a, data: dict, n: int, opts=None, _memo: dict = {}) -> dict:  # no
                     continue
                 if to_f[r] > to_u[r] and close[r]:
                     chosen.append((-float(gap[r]), ids[m]))
-            for _, item_id in sorted(chosen)[:opts.cluster_candidates]:
+            for _, item_id in sorted(chosen)[: opts.cluster_candidates]:
                 via[(item_id, cat)] = f"cluster:{ph[:12]}:semantic:{k}"
     return {"direct": direct, "via": via, "groups": groups, "assign": {ids[i]: int(assign[i]) for i in range(n)}}
 
@@ -212,14 +246,17 @@ def stored(a) -> dict:
     direct, via = {}, {}
     for item_id, cat, sig_json in conn.execute("SELECT item_id, category, signals FROM findings WHERE active=1"):
         sigs = json.loads(sig_json)
-        own = sorted((s["kind"], s["name"], round(s["score"], 5)) for s in sigs if s["kind"] not in ("cluster", "seed_neighbor"))
+        own = sorted(
+            (s["kind"], s["name"], round(s["score"], 5)) for s in sigs if s["kind"] not in ("cluster", "seed_neighbor")
+        )
         if own:
             direct[(item_id, cat)] = own
         for s in sigs:
             if s["kind"] == "cluster":
                 via[(item_id, cat)] = s["name"]
-    groups = {frozenset(json.loads(m)) for (m,) in conn.execute(
-        "SELECT members FROM clusters WHERE kind='near_duplicate'")}
+    groups = {
+        frozenset(json.loads(m)) for (m,) in conn.execute("SELECT members FROM clusters WHERE kind='near_duplicate'")
+    }
     assign = dict(conn.execute("SELECT item_id, cluster FROM cluster_members").fetchall())
     return {"direct": direct, "via": via, "groups": groups, "assign": assign}
 
@@ -257,8 +294,9 @@ def test_incremental_and_full_runs_equal_the_exact_computation(tmp_path):
     got_inc = stored(a)
     # clusters trained on 45k: each item in its nearest centroid, flags as computed at once
     assert_matches(got_inc, reference(a, data, 50_000))
-    row = a.catalog.conn.execute("SELECT mode, reclustered, seq_done FROM flag_runs ORDER BY run_id DESC "
-                                 "LIMIT 1").fetchone()
+    row = a.catalog.conn.execute(
+        "SELECT mode, reclustered, seq_done FROM flag_runs ORDER BY run_id DESC LIMIT 1"
+    ).fetchone()
     assert row == ("incremental", 0, a.catalog.max_item_seq())
     assert a.flag(policy, embedder=LookupEmbedder()).mode == "unchanged"  # nothing new
 
@@ -297,8 +335,10 @@ def test_sigkill_midway_then_rerun_gives_the_uninterrupted_result(tmp_path):
 
     index = tmp_path / "killed"
     code = _CHILD.format(repo=str(REPO), index=str(index), policy=str(index / "policy.toml"))
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent.parent),
-                                                        os.environ.get("PYTHONPATH", "")])}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent.parent), os.environ.get("PYTHONPATH", "")]),
+    }
     proc = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     db = index / "catalog.sqlite"
     deadline = time.monotonic() + 120
@@ -324,7 +364,9 @@ def test_sigkill_midway_then_rerun_gives_the_uninterrupted_result(tmp_path):
     got = stored(a)
     assert got == want
     statuses = dict(a.catalog.conn.execute("SELECT status, count(*) FROM findings WHERE active=1 GROUP BY 1"))
-    assert statuses == dict(clean.catalog.conn.execute("SELECT status, count(*) FROM findings WHERE active=1 GROUP BY 1"))
+    assert statuses == dict(
+        clean.catalog.conn.execute("SELECT status, count(*) FROM findings WHERE active=1 GROUP BY 1")
+    )
 
 
 def _cosine_pairs(groups, x_of, min_cosine):
@@ -333,7 +375,7 @@ def _cosine_pairs(groups, x_of, min_cosine):
     for g in groups:
         g = sorted(g)
         for i, p in enumerate(g):
-            for q in g[i + 1:]:
+            for q in g[i + 1 :]:
                 if float(x_of[p] @ x_of[q]) >= min_cosine:
                     out.add((p, q))
     return out
@@ -361,10 +403,12 @@ def test_cell_probed_near_duplicates_find_the_exact_pairs(tmp_path):
     assert s.mode == "incremental" and s.evaluated == n - first
     ids, x = data["ids"], data["x"]
     x_of = {ids[i]: x[i] for i in range(n)}
-    groups = {frozenset(json.loads(m)) for (m,) in a.catalog.conn.execute(
-        "SELECT members FROM clusters WHERE kind='near_duplicate'")}
+    groups = {
+        frozenset(json.loads(m))
+        for (m,) in a.catalog.conn.execute("SELECT members FROM clusters WHERE kind='near_duplicate'")
+    }
     got = _cosine_pairs(groups, x_of, 0.98)
-    ci, cj, _ = cosine_pairs(x, 0.98, exact_below=10 ** 9, normalized=True)
+    ci, cj, _ = cosine_pairs(x, 0.98, exact_below=10**9, normalized=True)
     want = {tuple(sorted((ids[i], ids[j]))) for i, j in zip(ci.tolist(), cj.tolist())}
     assert want and len(got & want) >= 0.98 * len(want), (len(got & want), len(want))
     planted = {tuple(sorted((ids[i], ids[i + 1]))) for i in range(11, n - 1, 250)} & want  # noise may cut a few

@@ -98,8 +98,11 @@ def toy(tmp_path_factory):
         if i % 2:
             scenes.append(tw.random_scene(rng, colour="red", shape=rng.choice(["circle", "square", "star"])))
         else:
-            scenes.append(tw.random_scene(rng, colour=rng.choice(["orange", "purple", "blue", "yellow", "green"]),
-                                          shape="triangle"))
+            scenes.append(
+                tw.random_scene(
+                    rng, colour=rng.choice(["orange", "purple", "blue", "yellow", "green"]), shape="triangle"
+                )
+            )
     while len(scenes) < RED_TRIANGLES + NEAR_MISSES + OTHERS:
         s = tw.random_scene(rng)
         if (s.colour, s.shape) != ("red", "triangle"):
@@ -126,8 +129,15 @@ def toy(tmp_path_factory):
     items = a.items().to_dicts()
     by_name = {Path(r["uri"]).name: r for r in items}
     a.close()
-    return {"root": root, "archive": archive, "index": index, "items": items, "by_name": by_name,
-            "originals": [p.name for p in originals], "copies": [p.name for p in copies]}
+    return {
+        "root": root,
+        "archive": archive,
+        "index": index,
+        "items": items,
+        "by_name": by_name,
+        "originals": [p.name for p in originals],
+        "copies": [p.name for p in copies],
+    }
 
 
 @pytest.fixture(scope="module")
@@ -199,8 +209,11 @@ def test_proxy_category_recall_and_precision(toy, flagged):
 def test_combination_fires_only_when_image_concept_and_prompt_rule_hold(toy, flagged):
     a, _ = flagged
     prompts = {r["item_id"]: r["prompt"] or "" for r in toy["items"]}
-    image_hit = {f["item_id"] for f in _findings(a, "red-triangles")
-                 if any(s["name"] == "concept:red-triangle/image" for s in f["signals"])}
+    image_hit = {
+        f["item_id"]
+        for f in _findings(a, "red-triangles")
+        if any(s["name"] == "concept:red-triangle/image" for s in f["signals"])
+    }
     says_triangle = {i for i, p in prompts.items() if "triangle" in p.lower()}
     found = _findings(a, "red-triangle-prompted")
     combined = {f["item_id"]: f for f in found if "combination" in _kinds(f)}
@@ -221,9 +234,13 @@ def test_pdq_bank_catches_copies_and_nothing_else(toy, tmp_path):
     assert len(toy["originals"]) == 3
     bank = tmp_path / "bank" / "known.csv"
     bank.parent.mkdir()
-    bank.write_text("hash_type,hash,label\n" + "".join(
-        f"pdq,{by_name[n]['pdq']},original-{k}\n" for k, n in enumerate(toy["originals"])))
-    policy = _write_policy(tmp_path / "bank", """
+    bank.write_text(
+        "hash_type,hash,label\n"
+        + "".join(f"pdq,{by_name[n]['pdq']},original-{k}\n" for k, n in enumerate(toy["originals"]))
+    )
+    policy = _write_policy(
+        tmp_path / "bank",
+        """
 [[category]]
 id = "known-match"
 severity = "critical"
@@ -234,7 +251,8 @@ id = "known"
 path = "known.csv"
 category = "known-match"
 pdq_max_distance = 31
-""")
+""",
+    )
     with audit.open(toy["index"]) as a:
         a.flag(policy)
         found = {Path(f["uri"]).name: f for f in _findings(a, "known-match")}
@@ -296,18 +314,28 @@ def test_centroid_alone_never_flags_a_cluster(toy, flagged, tmp_path):
     from audit.flag.runner import concept_scores
 
     a, _ = flagged
-    base = _write_policy(tmp_path / "c0", '[[category]]\nid = "red-triangles"\nseverity = "critical"\n' + CONCEPT
-                         + 'image_threshold = 0.5\nprompt_threshold = 1.0\n'
-                         + '[[flag]]\ncategory = "red-triangles"\nany = ["concept:red-triangle/image"]\n')
+    base = _write_policy(
+        tmp_path / "c0",
+        '[[category]]\nid = "red-triangles"\nseverity = "critical"\n'
+        + CONCEPT
+        + "image_threshold = 0.5\nprompt_threshold = 1.0\n"
+        + '[[flag]]\ncategory = "red-triangles"\nany = ["concept:red-triangle/image"]\n',
+    )
     a.flag(base)
     scores = {r["item_id"]: r["image_score"] for r in concept_scores(a, base).to_dicts()}
-    best = max(a.clusters(kind="semantic").to_dicts(), key=lambda c: json.loads(c["concept_scores"])["red-triangle"]["score"])
+    best = max(
+        a.clusters(kind="semantic").to_dicts(), key=lambda c: json.loads(c["concept_scores"])["red-triangle"]["score"]
+    )
     centroid = json.loads(best["concept_scores"])["red-triangle"]["score"]
     members = best["members"]
     above = sum(scores[m] >= centroid - 1e-4 for m in members)
-    policy = _write_policy(tmp_path / "c1", '[[category]]\nid = "red-triangles"\nseverity = "critical"\n' + CONCEPT
-                           + f'image_threshold = {centroid - 1e-4!r}\nprompt_threshold = 1.0\n'
-                           + '[[flag]]\ncategory = "red-triangles"\nany = ["concept:red-triangle/image"]\n')
+    policy = _write_policy(
+        tmp_path / "c1",
+        '[[category]]\nid = "red-triangles"\nseverity = "critical"\n'
+        + CONCEPT
+        + f"image_threshold = {centroid - 1e-4!r}\nprompt_threshold = 1.0\n"
+        + '[[flag]]\ncategory = "red-triangles"\nany = ["concept:red-triangle/image"]\n',
+    )
     a.flag(policy, cluster_min_flagged=above + 1)
     cl = next(c for c in a.clusters(kind="semantic").to_dicts() if set(c["members"]) == set(members))
     assert json.loads(cl["concept_scores"])["red-triangle"]["margin"] >= 0  # the centroid fires the concept
@@ -362,13 +390,17 @@ def test_negative_bank_suppresses_known_false_positive(toy, flagged, tmp_path):
     (d / "fp.csv").write_text(f"hash_type,hash,label\nsha256,{item['item_id']},known-false-positive\n")
     text = TOY.read_text().replace('path = "banks/false-positives.csv"', 'path = "fp.csv"')
     text = text.replace('path = "banks/known.csv"', f'path = "{(TOY.parent / "banks" / "known.csv").as_posix()}"')
-    text = text.replace('path = "names/toy-persons.txt"', f'path = "{(TOY.parent / "names" / "toy-persons.txt").as_posix()}"')
+    text = text.replace(
+        'path = "names/toy-persons.txt"', f'path = "{(TOY.parent / "names" / "toy-persons.txt").as_posix()}"'
+    )
     (d / "policy.toml").write_text(text)
     s = a.flag(d / "policy.toml")
     assert s.suppressed >= 1
     remaining = {f["item_id"] for f in _findings(a)}
     assert victim["item_id"] not in remaining
-    assert len(_findings(a, "red-triangles")) >= len(red) - 1 - 10  # the rest still flagged (cluster pull-ins may shift)
+    assert (
+        len(_findings(a, "red-triangles")) >= len(red) - 1 - 10
+    )  # the rest still flagged (cluster pull-ins may shift)
 
 
 def test_cli_flag_and_review_on_the_archive(toy, flagged):
@@ -410,8 +442,9 @@ def test_default_policy_without_policy_flag(toy):
     f = rows[("9001_blue_square.png", "graphic-violence")]
     assert f["severity"] == "high"
     assert any(s["name"] == "rule:violence-terms" and s["detail"]["text"] == "gore" for s in f["signals"])
-    assert ("9002_blue_square.png", "graphic-violence") not in rows or \
-        "prompt_rule" not in _kinds(rows[("9002_blue_square.png", "graphic-violence")])
+    assert ("9002_blue_square.png", "graphic-violence") not in rows or "prompt_rule" not in _kinds(
+        rows[("9002_blue_square.png", "graphic-violence")]
+    )
 
 
 def test_precision_and_recall_per_category_with_near_misses(toy, flagged):
@@ -424,7 +457,9 @@ def test_precision_and_recall_per_category_with_near_misses(toy, flagged):
     prompts = {r["item_id"]: (r["prompt"] or "").lower() for r in toy["items"]}
     truth = {
         "red-triangles": {i for i, n in names.items() if label(n) == "red_triangle"},
-        "red-triangle-prompted": {i for i, n in names.items() if label(n) == "red_triangle" and "triangle" in prompts[i]},
+        "red-triangle-prompted": {
+            i for i, n in names.items() if label(n) == "red_triangle" and "triangle" in prompts[i]
+        },
     }
     for cat, want in truth.items():
         got = {f["item_id"] for f in _findings(a, cat, policy_hash=ph)}
@@ -450,12 +485,15 @@ def test_report_statuses_equal_the_index_after_mixed_decisions(toy, flagged):
         cat = cl["categories"][0]
         in_cl = [f for f in found if f["cluster_id"] == cl["cluster_id"] and f["category"] == cat]
         in_cl_items = {f["item_id"] for f in in_cl}
-        two_cats = sorted(i for i in {f["item_id"] for f in found} - in_cl_items
-                          if len({f["category"] for f in found if f["item_id"] == i}) > 1)
+        two_cats = sorted(
+            i
+            for i in {f["item_id"] for f in found} - in_cl_items
+            if len({f["category"] for f in found if f["item_id"] == i}) > 1
+        )
         assert len(in_cl) >= 3 and two_cats
         x, y = in_cl[0], in_cl[1]
-        a.review(x["item_id"], decision="confirm", by="ann")                      # item, no category
-        a.review(finding=x["finding_id"], decision="dismiss", by="bob")           # later: the finding wins
+        a.review(x["item_id"], decision="confirm", by="ann")  # item, no category
+        a.review(finding=x["finding_id"], decision="dismiss", by="bob")  # later: the finding wins
         # the report page is the review unit: the flagged cluster with one decision for it ...
         out = toy["root"] / "decisions-report"
         a.report(out, formats=["html"], policy=TOY)
@@ -464,14 +502,22 @@ def test_report_statuses_equal_the_index_after_mixed_decisions(toy, flagged):
         # ... whose download (the decisions format) review --import takes: later, every reviewed member
         from audit.report.decisions import validate_decisions
 
-        entry = [{"cluster_id": cl["cluster_id"], "category": cat, "decision": "escalate", "note": "",
-                  "by": "cy", "at": "2026-12-02T04:00:00.000Z"}]
+        entry = [
+            {
+                "cluster_id": cl["cluster_id"],
+                "category": cat,
+                "decision": "escalate",
+                "note": "",
+                "by": "cy",
+                "at": "2026-12-02T04:00:00.000Z",
+            }
+        ]
         (toy["root"] / "cluster-decision.json").write_text(json.dumps(validate_decisions(entry)))
         assert len(a.import_decisions(toy["root"] / "cluster-decision.json")) == 1
-        a.review(y["item_id"], decision="dismiss", category=cat, by="dee")        # later: y's item + category
+        a.review(y["item_id"], decision="dismiss", category=cat, by="dee")  # later: y's item + category
         z = two_cats[0]
         z_cats = sorted({f["category"] for f in found if f["item_id"] == z})
-        a.review(z, decision="confirm", category=z_cats[0], by="eve")             # one category of two
+        a.review(z, decision="confirm", category=z_cats[0], by="eve")  # one category of two
         a.review(z, decision="dismiss", category="some-other-category", by="eve")  # applies to none of z's findings
         a.flag(TOY)
         index_status = {f["finding_id"]: f["status"] for f in _findings(a, policy_hash=ph)}
@@ -494,12 +540,18 @@ def test_via_cluster_candidates_are_the_alike_members_just_below_the_threshold(t
 
     a, _ = flagged
     names = {r["item_id"]: Path(r["uri"]).name for r in toy["items"]}
-    scores = {r["item_id"]: r["image_score"] for r in concept_scores(a, TOY).to_dicts() if r["concept"] == "red-triangle"}
+    scores = {
+        r["item_id"]: r["image_score"] for r in concept_scores(a, TOY).to_dicts() if r["concept"] == "red-triangle"
+    }
     reds = sorted(scores[i] for i, n in names.items() if label(n) == "red_triangle")
     threshold = float(np.quantile(reds, 0.2))
-    policy = _write_policy(tmp_path / "p", '[[category]]\nid = "red-triangles"\nseverity = "critical"\n' + CONCEPT
-                           + f'image_threshold = {threshold!r}\nprompt_threshold = 1.0\n'
-                           + '[[flag]]\ncategory = "red-triangles"\nany = ["concept:red-triangle/image"]\n')
+    policy = _write_policy(
+        tmp_path / "p",
+        '[[category]]\nid = "red-triangles"\nseverity = "critical"\n'
+        + CONCEPT
+        + f"image_threshold = {threshold!r}\nprompt_threshold = 1.0\n"
+        + '[[flag]]\ncategory = "red-triangles"\nany = ["concept:red-triangle/image"]\n',
+    )
     a.flag(policy)
     found = _findings(a, "red-triangles")
     via = [f for f in found if _kinds(f) == {"cluster"}]
@@ -510,5 +562,7 @@ def test_via_cluster_candidates_are_the_alike_members_just_below_the_threshold(t
     for f in via:
         (s,) = [s for s in f["signals"] if s["kind"] == "cluster"]
         per_cluster.setdefault(s["detail"]["cluster_id"], []).append(s["detail"]["rank"])
-    assert all(sorted(r) == list(range(1, len(r) + 1)) and len(r) <= FlagOptions().cluster_candidates
-               for r in per_cluster.values())
+    assert all(
+        sorted(r) == list(range(1, len(r) + 1)) and len(r) <= FlagOptions().cluster_candidates
+        for r in per_cluster.values()
+    )

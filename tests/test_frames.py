@@ -38,8 +38,10 @@ def test_an_abandoned_lazy_read_holds_no_statement_on_the_catalog(small):
         head = a.findings(lazy=True).filter(pl.col("category") == "circles").head(2).collect()
         assert head.height == 2
         store = FindingsStore(a.catalog.conn)
-        store.upsert_findings([Finding(item_id(0), "extra", "low", small.policy_hash,
-                                       [Signal("prompt_rule", "rule:x", 1.0, 1.0, 0.0)])], run_id=2)  # fmt: skip
+        store.upsert_findings(
+            [Finding(item_id(0), "extra", "low", small.policy_hash, [Signal("prompt_rule", "rule:x", 1.0, 1.0, 0.0)])],
+            run_id=2,
+        )
         assert a.findings(category="extra").height == 1
         busy, _, _ = a.catalog.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
         assert busy == 0
@@ -96,27 +98,40 @@ def test_nested_columns_are_polars_types_eager_and_lazy_alike(small):
     with audit.open(small.index) as a:
         a.catalog.conn.execute(
             "UPDATE items SET resources = ? WHERE item_id = ?",
-            (json.dumps([{"kind": "lora", "name": "toy-lora", "hash": "ab12", "weight": 0.7}]), item_id(0)))
-        for eager, lazy in ((a.findings(), a.findings(lazy=True)), (a.clusters(), a.clusters(lazy=True)),
-                            (a.items(), a.items(lazy=True)),
-                            (a.cluster_members(small.cluster_ids[0]), a.cluster_members(small.cluster_ids[0], lazy=True))):  # fmt: skip
+            (json.dumps([{"kind": "lora", "name": "toy-lora", "hash": "ab12", "weight": 0.7}]), item_id(0)),
+        )
+        for eager, lazy in (
+            (a.findings(), a.findings(lazy=True)),
+            (a.clusters(), a.clusters(lazy=True)),
+            (a.items(), a.items(lazy=True)),
+            (a.cluster_members(small.cluster_ids[0]), a.cluster_members(small.cluster_ids[0], lazy=True)),
+        ):
             assert lazy.collect_schema() == eager.schema
             assert lazy.collect().schema == eager.schema
         f = a.findings()
         assert f.schema["signals"] == SIGNALS_TYPE
-        sig = f.explode("signals").select(pl.col("signals").struct.field("kind"),
-                                          pl.col("signals").struct.field("detail"))  # fmt: skip
+        sig = f.explode("signals").select(
+            pl.col("signals").struct.field("kind"), pl.col("signals").struct.field("detail")
+        )
         assert sig.height == small.n_findings and set(sig["kind"]) == {"prompt_rule"}
         assert json.loads(sig["detail"][0]) == {"matches": [{"field": "prompt", "span": [14, 22], "text": "triangle"}]}
         # the lazy frame explodes and filters on a struct field the same way
-        lazy_kinds = (a.findings(lazy=True).explode("signals").filter(pl.col("signals").struct.field("score") == 1.0)
-                      .select(pl.len()).collect().item())  # fmt: skip
+        lazy_kinds = (
+            a.findings(lazy=True)
+            .explode("signals")
+            .filter(pl.col("signals").struct.field("score") == 1.0)
+            .select(pl.len())
+            .collect()
+            .item()
+        )
         assert lazy_kinds == small.n_findings
         c = a.clusters()
         assert c.schema["members"] == IDS_TYPE and c.schema["categories"] == IDS_TYPE
         assert c.schema["flagged"] == pl.Boolean and c["flagged"].all()
-        assert c.filter(pl.col("cluster_id") == small.cluster_ids[1])["members"][0].to_list() == \
-            small.cluster_items[small.cluster_ids[1]]  # as stored
+        assert (
+            c.filter(pl.col("cluster_id") == small.cluster_ids[1])["members"][0].to_list()
+            == small.cluster_items[small.cluster_ids[1]]
+        )  # as stored
         assert c.explode("categories")["categories"].unique().to_list() == ["triangles"]
         items = a.items(item_ids=[item_id(0), item_id(1)])
         assert items.schema["resources"] == RESOURCES_TYPE

@@ -59,8 +59,9 @@ print(json.dumps({"rows": df.height, "rise_mb": rise / 1024}))
 
 @pytest.fixture(scope="module")
 def big(tmp_path_factory):
-    return build_scale_index(tmp_path_factory.mktemp("frames-scale") / "idx", n_items=N_ITEMS,
-                             other_policy_findings=N_ITEMS, n_clusters=500)  # fmt: skip
+    return build_scale_index(
+        tmp_path_factory.mktemp("frames-scale") / "idx", n_items=N_ITEMS, other_policy_findings=N_ITEMS, n_clusters=500
+    )
 
 
 def _probe(big, what: str) -> dict:
@@ -68,8 +69,14 @@ def _probe(big, what: str) -> dict:
     that exited right after an early-stopped lazy read, while polars was reading a page
     ahead inside SQLite, was aborted (SIGABRT) before ``audit.frames`` waited for it."""
     env = {**os.environ, "PYTHONPATH": str(Path(audit.__file__).parent.parent)}
-    out = subprocess.run([sys.executable, "-c", _PROBE, str(big.index), what, big.cluster_ids[7]], env=env,
-                         capture_output=True, text=True, timeout=300, check=True)  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-c", _PROBE, str(big.index), what, big.cluster_ids[7]],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -78,8 +85,12 @@ def test_cluster_and_lazy_queries_do_not_load_everything(big):
     assert everything["rows"] == 2 * N_ITEMS
     # the control: loading all 200k findings really costs memory, so the bounds below can fail
     assert everything["rise_mb"] > 60, everything
-    for what, rows in (("cluster", N_ITEMS // 500), ("member_of", N_ITEMS // 500),
-                       ("cluster_members", N_ITEMS // 500), ("lazy_head", 5)):  # fmt: skip
+    for what, rows in (
+        ("cluster", N_ITEMS // 500),
+        ("member_of", N_ITEMS // 500),
+        ("cluster_members", N_ITEMS // 500),
+        ("lazy_head", 5),
+    ):
         got = _probe(big, what)
         assert got["rows"] == rows, (what, got)
         print(what, got)
@@ -97,7 +108,8 @@ def test_filters_equal_filtering_everything(big):
     assert a.findings(cluster_id=cid).equals(everything.filter(pl.col("cluster_id") == cid))
     assert a.findings(member_of=cid).equals(everything.filter(pl.col("item_id").is_in(big.cluster_items[cid])))
     assert a.findings(category=["squares", "circles"], severity="low").equals(
-        everything.filter(pl.col("category").is_in(["squares", "circles"]) & (pl.col("severity") == "low")))
+        everything.filter(pl.col("category").is_in(["squares", "circles"]) & (pl.col("severity") == "low"))
+    )
     some = big.cluster_items[cid][:7]
     assert a.findings(item_id=some).equals(everything.filter(pl.col("item_id").is_in(some)))
     both = a.findings(all_policies=True, item_id=some[0])
@@ -109,8 +121,12 @@ def test_filters_equal_filtering_everything(big):
     assert part.height == 70_000 and part.columns == ["finding_id", "severity"]
     assert part.join(everything, on="finding_id").filter(pl.col("severity") != pl.col("severity_right")).is_empty()
     assert lazy.filter(pl.col("status") == "new").select(pl.len()).collect().item() == everything.height
-    assert a.findings(lazy=True, cluster_id=cid).collect().sort("finding_id").equals(
-        a.findings(cluster_id=cid).sort("finding_id"))
+    assert (
+        a.findings(lazy=True, cluster_id=cid)
+        .collect()
+        .sort("finding_id")
+        .equals(a.findings(cluster_id=cid).sort("finding_id"))
+    )
 
     items = a.items()
     assert a.items(lazy=True).collect().equals(items)

@@ -35,13 +35,22 @@ def encode(fmt: str, im: Image.Image | None = None) -> bytes:
         pillow_heif.from_pillow(im).save(buf, format="HEIF", quality=90)
     else:
         if fmt == "JXL":
-            pytest.importorskip("pillow_jxl", reason="needs the formats extra to write JPEG XL")  # registers the encoder
+            pytest.importorskip(
+                "pillow_jxl", reason="needs the formats extra to write JPEG XL"
+            )  # registers the encoder
         im.save(buf, fmt, **({"quality": 90} if fmt in ("AVIF", "JPEG") else {}))
     return buf.getvalue()
 
 
-FORMATS = [("HEIF", "HEIF", "heic"), ("AVIF", "AVIF", "avif"), ("JXL", "JXL", "jxl"), ("TIFF", "TIFF", "tif"),
-           ("BMP", "BMP", "bmp"), ("GIF", "GIF", "gif"), ("JPEG", "JPEG", "jfif")]  # fmt: skip
+FORMATS = [
+    ("HEIF", "HEIF", "heic"),
+    ("AVIF", "AVIF", "avif"),
+    ("JXL", "JXL", "jxl"),
+    ("TIFF", "TIFF", "tif"),
+    ("BMP", "BMP", "bmp"),
+    ("GIF", "GIF", "gif"),
+    ("JPEG", "JPEG", "jfif"),
+]
 
 
 @pytest.mark.parametrize("fmt,name,ext", FORMATS)
@@ -87,7 +96,9 @@ def test_missing_plugin_is_a_skip_naming_the_extra():
     with tempfile.NamedTemporaryFile(suffix=".heic") as fh:
         fh.write(encode("HEIF"))
         fh.flush()
-        out = subprocess.run([sys.executable, "-c", code, fh.name], capture_output=True, text=True, timeout=60, check=False)
+        out = subprocess.run(
+            [sys.executable, "-c", code, fh.name], capture_output=True, text=True, timeout=60, check=False
+        )
     assert out.returncode == 0, out.stderr
     assert "SKIP HEIF/HEIC image: no decoder installed (install audit[formats]: pillow-heif)" in out.stdout
     assert "'format': 'HEIF'" in out.stdout
@@ -96,8 +107,17 @@ def test_missing_plugin_is_a_skip_naming_the_extra():
 def test_crawl_lists_every_name_and_records_bad_ones(tmp_path):
     src = tmp_path / "src"
     src.mkdir()
-    good = {"a.heic": "HEIF", "b.heif": "HEIF", "c.hif": "HEIF", "d.avif": "AVIF", "e.jxl": "JXL",
-            "f.tiff": "TIFF", "g.bmp": "BMP", "h.gif": "GIF", "i.jfif": "JPEG"}  # fmt: skip
+    good = {
+        "a.heic": "HEIF",
+        "b.heif": "HEIF",
+        "c.hif": "HEIF",
+        "d.avif": "AVIF",
+        "e.jxl": "JXL",
+        "f.tiff": "TIFF",
+        "g.bmp": "BMP",
+        "h.gif": "GIF",
+        "i.jfif": "JPEG",
+    }
     for i, (name, fmt) in enumerate(good.items()):
         (src / name).write_bytes(encode(fmt, _toy((64 + i, 48))))  # distinct content each
     (src / "cut.heic").write_bytes(encode("HEIF")[:200])

@@ -16,22 +16,33 @@ HEAVY = ("torch", "faiss", "open_clip", "polars")
 
 
 def _loaded_after(code: str) -> list[str]:
-    probe = (f"{code}\nimport json, sys\n"
-             f"print(json.dumps(sorted({{m.split('.')[0] for m in sys.modules}} & set({list(HEAVY)!r}))))")
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO, timeout=120,
-                         env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
+    probe = (
+        f"{code}\nimport json, sys\n"
+        f"print(json.dumps(sorted({{m.split('.')[0] for m in sys.modules}} & set({list(HEAVY)!r}))))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
+    )
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize("code", [
-    "import audit",
-    "import audit.cli.app",
-    # every command registered, as the console script does before it parses the arguments
-    "from audit.cli.app import _register_commands; _register_commands()",
-    "from audit.cli.app import main\nimport contextlib, io\n"
-    "with contextlib.redirect_stdout(io.StringIO()): main(['--help'])",
-])
+@pytest.mark.parametrize(
+    "code",
+    [
+        "import audit",
+        "import audit.cli.app",
+        # every command registered, as the console script does before it parses the arguments
+        "from audit.cli.app import _register_commands; _register_commands()",
+        "from audit.cli.app import main\nimport contextlib, io\n"
+        "with contextlib.redirect_stdout(io.StringIO()): main(['--help'])",
+    ],
+)
 def test_heavy_dependencies_stay_unloaded(code):
     assert _loaded_after(code) == []
 
@@ -50,14 +61,24 @@ def test_a_rescan_loads_neither_polars_nor_numpy(tmp_path):
     src.mkdir()
     for i in range(3):
         Image.new("RGB", (8, 8), (60 * i, 0, 0)).save(src / f"{i}.png")
-    crawl = (f"from audit.cli.app import main\nimport sys\n"
-             f"assert main(['crawl', {str(src)!r}, '--index', {str(tmp_path / 'idx')!r}, '-q']) == 0")
-    probe = (f"{crawl}\nimport json\n"
-             f"print(json.dumps(sorted({{m.split('.')[0] for m in sys.modules}} & {{'numpy', 'polars', 'PIL'}})))")
+    crawl = (
+        f"from audit.cli.app import main\nimport sys\n"
+        f"assert main(['crawl', {str(src)!r}, '--index', {str(tmp_path / 'idx')!r}, '-q']) == 0"
+    )
+    probe = (
+        f"{crawl}\nimport json\n"
+        f"print(json.dumps(sorted({{m.split('.')[0] for m in sys.modules}} & {{'numpy', 'polars', 'PIL'}})))"
+    )
 
     def loaded() -> list[str]:
-        out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO, timeout=120,
-                             env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
+        out = subprocess.run(
+            [sys.executable, "-c", probe],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            timeout=120,
+            env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
+        )
         assert out.returncode == 0, out.stderr
         return json.loads(out.stdout.strip().splitlines()[-1])
 

@@ -12,9 +12,16 @@ from audit.index.choice import FLAT_BELOW, choose_index, nlist_for, parse_size
 
 @pytest.mark.parametrize(
     "text, expected",
-    [("4GB", 4 * 1024**3), ("512MB", 512 * 1024**2), ("1.5g", int(1.5 * 1024**3)), ("64KiB", 65536),
-     ("1000", 1000), (2_000_000, 2_000_000), (None, 4 * 1024**3)],
-)  # fmt: skip
+    [
+        ("4GB", 4 * 1024**3),
+        ("512MB", 512 * 1024**2),
+        ("1.5g", int(1.5 * 1024**3)),
+        ("64KiB", 65536),
+        ("1000", 1000),
+        (2_000_000, 2_000_000),
+        (None, 4 * 1024**3),
+    ],
+)
 def test_parse_size(text, expected):
     assert parse_size(text) == expected
 
@@ -63,9 +70,15 @@ def test_flat_threshold_is_adjustable():
 
 @pytest.mark.parametrize(
     "forced, factory",
-    [("flat", "Flat"), ("hnsw", "HNSW32,Flat"), ("HNSW16", "HNSW16,Flat"), ("ivf,sq8", "IVF1788,SQ8"),
-     ("ivf1024,pq64", "IVF1024,PQ64"), ("IVF512", "IVF512,Flat")],
-)  # fmt: skip
+    [
+        ("flat", "Flat"),
+        ("hnsw", "HNSW32,Flat"),
+        ("HNSW16", "HNSW16,Flat"),
+        ("ivf,sq8", "IVF1788,SQ8"),
+        ("ivf1024,pq64", "IVF1024,PQ64"),
+        ("IVF512", "IVF512,Flat"),
+    ],
+)
 def test_forced_types(forced, factory):
     assert choose_index(200_000, 512, index_type=forced).factory == factory
 

@@ -68,7 +68,13 @@ def run_with_timeout(fn, seconds: float = 20.0):
 
 @pytest.mark.parametrize(
     "spec",
-    ["/no/such/dir", "/no/such/file.jsonl", "/no/such/a.tar", "memory:///no-such-prefix-xyz", "nosuchscheme://bucket/x"],
+    [
+        "/no/such/dir",
+        "/no/such/file.jsonl",
+        "/no/such/a.tar",
+        "memory:///no-such-prefix-xyz",
+        "nosuchscheme://bucket/x",
+    ],
 )
 def test_unusable_source_is_one_line_input_error(spec: str) -> None:
     with pytest.raises(InputError) as info:
@@ -369,7 +375,9 @@ def test_manifest_unreadable_formats(tmp_path: Path) -> None:
 def test_manifest_bad_rows_and_missing_files(tmp_path: Path) -> None:
     (tmp_path / "a.png").write_bytes(png())
     lines = [
-        json.dumps({"path": "a.png", "prompt": "a red square", "seed": 12, "cfg_scale": "7.5", "steps": "20", "lora": "x"}),
+        json.dumps(
+            {"path": "a.png", "prompt": "a red square", "seed": 12, "cfg_scale": "7.5", "steps": "20", "lora": "x"}
+        ),
         "{not json",
         json.dumps({"path": ""}),
         json.dumps(["a", "list"]),

@@ -157,7 +157,9 @@ def make_layout(kind: str, tmp: Path) -> Layout:
             ext = name.rsplit(".", 1)[1]
             members[f"{key}.{ext}"] = data
             members[f"{key}.txt"] = f"caption {i}".encode()
-            members[f"{key}.json"] = json.dumps({"key": key, "caption": f"caption {i}", "url": f"https://example.invalid/{i}"}).encode()
+            members[f"{key}.json"] = json.dumps(
+                {"key": key, "caption": f"caption {i}", "url": f"https://example.invalid/{i}"}
+            ).encode()
             names.append(f"{key}.{ext}")
         a = tmp / "00000.tar"
         a.write_bytes(tar_bytes(members))
@@ -168,7 +170,10 @@ def make_layout(kind: str, tmp: Path) -> Layout:
         root = tmp / "diffusiondb"
         (root / "images").mkdir(parents=True)
         a = root / "images" / "part-000001.zip"
-        part = {n.rsplit("/", 1)[-1]: {"p": f"prompt {i}", "se": i, "c": 7.0, "st": 20, "sa": "k_lms"} for i, n in enumerate(IMAGES)}
+        part = {
+            n.rsplit("/", 1)[-1]: {"p": f"prompt {i}", "se": i, "c": 7.0, "st": 20, "sa": "k_lms"}
+            for i, n in enumerate(IMAGES)
+        }
         with zipfile.ZipFile(a, "w") as zf:
             for name, data in IMAGES.items():
                 zf.writestr(name, data)
@@ -178,14 +183,19 @@ def make_layout(kind: str, tmp: Path) -> Layout:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        rows = [{"image": {"bytes": data, "path": name}, "prompt": f"prompt {i}"} for i, (name, data) in enumerate(IMAGES.items())]
+        rows = [
+            {"image": {"bytes": data, "path": name}, "prompt": f"prompt {i}"}
+            for i, (name, data) in enumerate(IMAGES.items())
+        ]
         folder = tmp / "hf" / "data"
         folder.mkdir(parents=True)
         shard = folder / "train-00000-of-00001.parquet"
         pq.write_table(pa.Table.from_pylist(rows), shard, row_group_size=3)
         row_of = {n: i + 1 for i, n in enumerate(IMAGES)}
         spec = str(shard) if kind == "hf-parquet" else str(tmp / "hf")
-        return Layout(spec, list(IMAGES), lambda n: f"{shard}#row={row_of[n]}", False, container=str(shard), members="#row=")
+        return Layout(
+            spec, list(IMAGES), lambda n: f"{shard}#row={row_of[n]}", False, container=str(shard), members="#row="
+        )
     if kind == "civitai-json":  # a Civitai /api/v1/images export, the images saved by id beside it
         export = tmp / "civitai"
         export.mkdir()
@@ -194,7 +204,9 @@ def make_layout(kind: str, tmp: Path) -> Layout:
             ext = name.rsplit(".", 1)[1]
             (export / f"{100 + i}.{ext}").write_bytes(data)
             names.append(f"{100 + i}.{ext}")
-            items.append({"id": 100 + i, "url": f"https://image.civitai.com/x/{100 + i}.jpeg", "meta": {"prompt": f"prompt {i}"}})
+            items.append(
+                {"id": 100 + i, "url": f"https://image.civitai.com/x/{100 + i}.jpeg", "meta": {"prompt": f"prompt {i}"}}
+            )
         (export / "images.json").write_text(json.dumps({"items": items}))
         layout = Layout(str(export / "images.json"), names, lambda n: str(export / n), False)
         layout.bytes_of = dict(zip(names, IMAGES.values()))  # type: ignore[attr-defined]
@@ -270,7 +282,11 @@ def test_same_images_same_bytes_and_uris(layout: Layout) -> None:
         assert e.path is not None or e.data is not None
         if e.path is not None:
             assert e.uri == e.path  # local files: uri is the absolute path
-        assert e.uri == src.root_uri or e.uri.startswith((src.root_uri.rstrip("/") + "/", src.root_uri + "!/")) or not src.complete
+        assert (
+            e.uri == src.root_uri
+            or e.uri.startswith((src.root_uri.rstrip("/") + "/", src.root_uri + "!/"))
+            or not src.complete
+        )
 
 
 def test_sidecars_attached(layout: Layout) -> None:
@@ -310,7 +326,9 @@ def test_dataset_layouts_carry_their_prompts(layout: Layout) -> None:
     if not any(k in layout.spec for k in ("diffusiondb", "hf", "civitai")):
         pytest.skip("public dataset layouts only")
     entries = {e.uri: e for e in open_source(layout.spec).entries(never) if isinstance(e, Entry)}
-    assert [entries[layout.uri(n)].fields["prompt"] for n in layout.names] == [f"prompt {i}" for i in range(len(layout.names))]
+    assert [entries[layout.uri(n)].fields["prompt"] for n in layout.names] == [
+        f"prompt {i}" for i in range(len(layout.names))
+    ]
 
 
 def test_entries_is_a_lazy_iterator(layout: Layout) -> None:

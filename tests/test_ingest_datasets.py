@@ -50,9 +50,12 @@ def by_name(items: pl.DataFrame) -> dict[str, dict]:
 
 # --- DiffusionDB ---------------------------------------------------------------------------
 
+
 def part_json(names: list[str], first: int) -> dict:
-    return {n: {"p": f"a {COLOURS[(first + i) % 6]} circle", "se": 1000 + first + i, "c": 7.0, "st": 25, "sa": "k_lms"}
-            for i, n in enumerate(names)}  # fmt: skip
+    return {
+        n: {"p": f"a {COLOURS[(first + i) % 6]} circle", "se": 1000 + first + i, "c": 7.0, "st": 25, "sa": "k_lms"}
+        for i, n in enumerate(names)
+    }
 
 
 def write_part_zip(path: Path, names: list[str], first: int, part_json_bytes: bytes | None) -> None:
@@ -67,9 +70,21 @@ def write_metadata_table(path: Path, parts: dict[int, list[str]]) -> None:
     rows = []
     for pid, names in parts.items():
         for i, n in enumerate(names):
-            rows.append({"image_name": n, "prompt": f"table prompt {pid}-{i}", "part_id": pid, "seed": 5000 + i,
-                         "step": 30, "cfg": 9.0, "sampler": "k_euler", "width": 32, "height": 32,
-                         "user_name": "u" + str(pid), "timestamp": "2022-08-10 00:00:00+00:00"})  # fmt: skip
+            rows.append(
+                {
+                    "image_name": n,
+                    "prompt": f"table prompt {pid}-{i}",
+                    "part_id": pid,
+                    "seed": 5000 + i,
+                    "step": 30,
+                    "cfg": 9.0,
+                    "sampler": "k_euler",
+                    "width": 32,
+                    "height": 32,
+                    "user_name": "u" + str(pid),
+                    "timestamp": "2022-08-10 00:00:00+00:00",
+                }
+            )
     pq.write_table(pa.Table.from_pylist(rows), path, row_group_size=2)
 
 
@@ -108,7 +123,9 @@ def test_diffusiondb_folder_attaches_every_prompt(tmp_path: Path) -> None:
     assert {(r["steps"], r["cfg_scale"], r["sampler"]) for r in z2} == {(30, 9.0, "k_euler")}
     # no part JSON: the table, and an image it does not name is still audited
     z3 = sorted((r for r in rows.values() if "part-000003.zip!/" in r["uri"]), key=lambda r: r["uri"])
-    assert [r["prompt"] for r in z3].count(None) == 1 and {"table prompt 3-0", "table prompt 3-1"} <= {r["prompt"] for r in z3}
+    assert [r["prompt"] for r in z3].count(None) == 1 and {"table prompt 3-0", "table prompt 3-1"} <= {
+        r["prompt"] for r in z3
+    }
     # a part folder with its JSON
     f4 = [r for r in rows.values() if "/part-000004/" in r["uri"]]
     assert {r["prompt"] for r in f4} == {"a yellow circle", "a purple circle", "a orange circle"}
@@ -135,7 +152,9 @@ def test_broken_metadata_table_is_recorded_not_fatal(tmp_path: Path) -> None:
     (root / "metadata.parquet").write_bytes(b"PAR1 not really parquet")
     _, items = crawl(tmp_path, root)
     [row] = items.iter_rows(named=True)
-    assert row["status"] == "ok" and "metadata table" in row["metadata_errors"] and "unreadable" in row["metadata_errors"]
+    assert (
+        row["status"] == "ok" and "metadata table" in row["metadata_errors"] and "unreadable" in row["metadata_errors"]
+    )
 
 
 def test_part_json_as_a_source(tmp_path: Path) -> None:
@@ -146,21 +165,36 @@ def test_part_json_as_a_source(tmp_path: Path) -> None:
     doc.write_text(json.dumps(part_json(names, 0)))
     _, items = crawl(tmp_path, doc)
     assert {r["uri"].rsplit("/", 1)[-1]: r["prompt"] for r in items.iter_rows(named=True)} == {
-        "a.png": "a red circle", "b.png": "a green circle"}  # fmt: skip
+        "a.png": "a red circle",
+        "b.png": "a green circle",
+    }
 
 
 # --- Civitai API export ----------------------------------------------------------------------
+
 
 def civitai_item(i: int, **meta) -> dict:
     return {
         "id": 1000 + i,
         "url": f"https://image.civitai.com/xG1nkqKTMzGDvpLrqFT7WA/{uuid.UUID(int=i)}/width=32/{uuid.UUID(int=i)}.jpeg",
-        "width": 32, "height": 32, "nsfwLevel": 1, "username": f"user{i}", "baseModel": "SDXL 1.0",
-        "meta": {"prompt": f"a {COLOURS[i]} square", "negativePrompt": "blurry", "seed": 42 + i, "steps": 20,
-                 "sampler": "Euler a", "cfgScale": 6.5, "Model": "toyModel_v1",
-                 "resources": [{"name": "toyModel_v1", "type": "model", "hash": "abcdef1234"}],
-                 "civitaiResources": [{"type": "checkpoint", "modelVersionId": 12345}], **meta},
-    }  # fmt: skip
+        "width": 32,
+        "height": 32,
+        "nsfwLevel": 1,
+        "username": f"user{i}",
+        "baseModel": "SDXL 1.0",
+        "meta": {
+            "prompt": f"a {COLOURS[i]} square",
+            "negativePrompt": "blurry",
+            "seed": 42 + i,
+            "steps": 20,
+            "sampler": "Euler a",
+            "cfgScale": 6.5,
+            "Model": "toyModel_v1",
+            "resources": [{"name": "toyModel_v1", "type": "model", "hash": "abcdef1234"}],
+            "civitaiResources": [{"type": "checkpoint", "modelVersionId": 12345}],
+            **meta,
+        },
+    }
 
 
 def test_civitai_export_with_images_beside_it(tmp_path: Path) -> None:
@@ -180,7 +214,12 @@ def test_civitai_export_with_images_beside_it(tmp_path: Path) -> None:
     assert rows["1000.png"]["prompt"] == "a red square"
     first = rows["1000.png"]
     assert (first["negative_prompt"], first["seed"], first["steps"], first["cfg_scale"], first["sampler"]) == (
-        "blurry", "42", 20, 6.5, "Euler a")  # fmt: skip
+        "blurry",
+        "42",
+        20,
+        6.5,
+        "Euler a",
+    )
     assert first["model"] == "toyModel_v1"
     assert rows[f"{uuid.UUID(int=1)}.jpeg"]["prompt"] == "a green square"
     assert rows["1003.webp"]["status"] == "ok" and rows["1003.webp"]["prompt"] is None
@@ -196,7 +235,10 @@ def test_json_source_is_a_manifest_never_an_image(tmp_path: Path) -> None:
     rows.write_text(json.dumps([{"path": "a.png", "prompt": "a red circle"}, "not an object", {"path": "gone.png"}]))
     listed = [e for e in open_source(str(rows)).entries(never) if isinstance(e, Entry)]
     assert [(e.uri.rsplit("/", 1)[-1], e.error) for e in listed] == [
-        ("a.png", None), ("rows.json#row=2", "bad row: a JSON str, not an object"), ("gone.png", "file not found")]  # fmt: skip
+        ("a.png", None),
+        ("rows.json#row=2", "bad row: a JSON str, not an object"),
+        ("gone.png", "file not found"),
+    ]
     bad = tmp_path / "bad.json"
     bad.write_text('{"items": [')
     with pytest.raises(InputError, match="not valid JSON"):
@@ -204,6 +246,7 @@ def test_json_source_is_a_manifest_never_an_image(tmp_path: Path) -> None:
 
 
 # --- JourneyDB-style JSONL ---------------------------------------------------------------------
+
 
 def test_journeydb_jsonl(tmp_path: Path) -> None:
     (tmp_path / "000").mkdir()
@@ -225,12 +268,19 @@ def test_journeydb_jsonl(tmp_path: Path) -> None:
 
 # --- Hugging Face datasets Parquet shards --------------------------------------------------------
 
+
 def hf_rows(first: int, n: int, broken: int | None = None) -> list[dict]:
     return [
-        {"image": {"bytes": b"not an image at all" if i == broken else png(i), "path": f"{i:05d}.png"},
-         "prompt": f"a {COLOURS[i % 6]} circle", "seed": 10 + i, "step": 50, "cfg": 7.0, "sampler": "k_lms"}
+        {
+            "image": {"bytes": b"not an image at all" if i == broken else png(i), "path": f"{i:05d}.png"},
+            "prompt": f"a {COLOURS[i % 6]} circle",
+            "seed": 10 + i,
+            "step": 50,
+            "cfg": 7.0,
+            "sampler": "k_lms",
+        }
         for i in range(first, first + n)
-    ]  # fmt: skip
+    ]
 
 
 def write_shard(path: Path, rows: list[dict], group: int = 2) -> None:
@@ -287,18 +337,25 @@ def test_parquet_shards_under_a_url_prefix(tmp_path: Path) -> None:
     assert [e.fields["prompt"] for e in entries] == ["a red circle", "a green circle", "a blue circle"]
     assert isinstance(listed[-1], ContainerDone) and listed[-1].uri == uri
     assert list(open_source(f"memory://{prefix}").entries(lambda *a: True)) == [
-        ContainerUnchanged(uri, f"memory://{prefix}", members="#row=")]  # fmt: skip
+        ContainerUnchanged(uri, f"memory://{prefix}", members="#row=")
+    ]
     assert read_uri(f"{uri}#row=3") == png(2)
 
 
 def test_manifest_rows_naming_archive_members(tmp_path: Path) -> None:
     with zipfile.ZipFile(tmp_path / "shard.zip", "w") as zf:
         zf.writestr("0001.png", png(1))
-    rows = [{"path": "shard.zip!/0001.png", "prompt": "a green circle"}, {"path": "shard.zip!/0002.png", "prompt": "gone"},
-            {"path": "nowhere.zip!/0001.png"}]  # fmt: skip
+    rows = [
+        {"path": "shard.zip!/0001.png", "prompt": "a green circle"},
+        {"path": "shard.zip!/0002.png", "prompt": "gone"},
+        {"path": "nowhere.zip!/0001.png"},
+    ]
     (tmp_path / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     _, items = crawl(tmp_path, tmp_path / "m.jsonl")
-    got = {r["uri"].replace(str(tmp_path) + "/", ""): (r["status"], r["error"], r["prompt"]) for r in items.iter_rows(named=True)}
+    got = {
+        r["uri"].replace(str(tmp_path) + "/", ""): (r["status"], r["error"], r["prompt"])
+        for r in items.iter_rows(named=True)
+    }
     assert got == {
         "shard.zip!/0001.png": ("ok", None, "a green circle"),
         "shard.zip!/0002.png": ("error", "member not found in the archive", None),

@@ -193,7 +193,9 @@ def test_duplicates_are_crawled_and_embedded_each(tmp_path: Path) -> None:
             archive_bytes(kind, [("gen/0001.png", imgs[0]), ("gen/0001.png", imgs[1])])
         )
     (tmp_path / "src" / "dups.zip").write_bytes(zip_bytes([("gen/0001.png", imgs[2]), ("gen/0001.png", imgs[3])]))
-    (tmp_path / "src" / "dups.tar.gz").write_bytes(tar_bytes([("gen/0001.png", imgs[4]), ("gen/0001.png", imgs[5])], "w:gz"))
+    (tmp_path / "src" / "dups.tar.gz").write_bytes(
+        tar_bytes([("gen/0001.png", imgs[4]), ("gen/0001.png", imgs[5])], "w:gz")
+    )
     idx = tmp_path / "idx"
     summary = audit.crawl([str(tmp_path / "src")], idx, workers=0)
     assert summary.errors == 0 and summary.read == 6
@@ -244,12 +246,16 @@ def test_nested_archives_are_opened_and_read_back(tmp_path: Path) -> None:
     inner = es[f"{outer}!/inner.tar!/a.png"]
     assert [(s.name, s.data) for s in inner.sidecars] == [("a.txt", b"a red square")]
     assert inner.container == f"{outer}!/inner.tar"
-    assert [x for x in got if isinstance(x, ContainerDone)] == [ContainerDone(str(outer), str(tmp_path / "tree"), *_stat(outer))]
+    assert [x for x in got if isinstance(x, ContainerDone)] == [
+        ContainerDone(str(outer), str(tmp_path / "tree"), *_stat(outer))
+    ]
     for uri, data in expected.items():
         assert read_uri(uri) == data
 
 
-def test_nested_tar_too_large_to_hold_is_read_back_by_streaming(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_nested_tar_too_large_to_hold_is_read_back_by_streaming(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import audit.ingest.reader as reader
 
     monkeypatch.setattr(reader, "NESTED_SPOOL_BYTES", 1000)
@@ -257,7 +263,11 @@ def test_nested_tar_too_large_to_hold_is_read_back_by_streaming(tmp_path: Path, 
     path = tmp_path / "outer.zip"
     path.write_bytes(zip_bytes([("big.tar.gz", tar_bytes(members, "w:gz"))]))
     got = entries(str(path))
-    assert [e.uri for e in got] == [f"{path}!/big.tar.gz!/a.png", f"{path}!/big.tar.gz!/a.png#2", f"{path}!/big.tar.gz!/b.png"]
+    assert [e.uri for e in got] == [
+        f"{path}!/big.tar.gz!/a.png",
+        f"{path}!/big.tar.gz!/a.png#2",
+        f"{path}!/big.tar.gz!/b.png",
+    ]
     for e, (_, data) in zip(got, members):
         assert read_uri(e.uri) == data
 
@@ -332,7 +342,12 @@ def test_expansion_budget_stops_decompression_with_reasons(tmp_path: Path, monke
     zeros = b"\0" * 200_000  # compresses to almost nothing
     # zip: every member still gets a row; those past the budget say why
     zpath = tmp_path / "bomb.zip"
-    zpath.write_bytes(zip_bytes([(f"{i}.png", zeros) for i in range(4)] + [("n.tar.gz", tar_bytes([("z.png", zeros)], "w:gz"))], zipfile.ZIP_DEFLATED))
+    zpath.write_bytes(
+        zip_bytes(
+            [(f"{i}.png", zeros) for i in range(4)] + [("n.tar.gz", tar_bytes([("z.png", zeros)], "w:gz"))],
+            zipfile.ZIP_DEFLATED,
+        )
+    )
     got = listed(str(zpath))
     es = [e for e in got if isinstance(e, Entry)]
     assert [e.uri.rsplit("!/", 1)[1] for e in es] == ["0.png", "1.png", "2.png", "3.png", "n.tar.gz"]
@@ -346,7 +361,9 @@ def test_expansion_budget_stops_decompression_with_reasons(tmp_path: Path, monke
     assert [e.data for e in got[:-1] if e.data is not None] == [zeros]
     # a nested archive past the budget is an error row of its own; the outer goes on
     opath = tmp_path / "outer.tar"
-    opath.write_bytes(tar_bytes([("n.tar.gz", tar_bytes([(f"{i}.png", zeros) for i in range(3)], "w:gz")), ("after.png", png())]))
+    opath.write_bytes(
+        tar_bytes([("n.tar.gz", tar_bytes([(f"{i}.png", zeros) for i in range(3)], "w:gz")), ("after.png", png())])
+    )
     es = {e.uri: e for e in entries(str(opath))}
     assert "expands past" in es[f"{opath}!/n.tar.gz"].error
     assert es[f"{opath}!/after.png"].data == png()

@@ -77,8 +77,12 @@ def _tar(members: list[tuple[str, bytes]]) -> bytes:
 
 @pytest.mark.parametrize("kind", ["tar", "zip"])
 def test_deep_json_sidecar_costs_its_fields_not_the_image(tmp_path: Path, kind: str) -> None:
-    members = [("00000/0001.png", png()), ("00000/0001.json", DEEP), ("00000/0002.png", png("blue")),
-               ("00000/0002.json", json.dumps({"caption": "a blue square"}).encode())]  # fmt: skip
+    members = [
+        ("00000/0001.png", png()),
+        ("00000/0001.json", DEEP),
+        ("00000/0002.png", png("blue")),
+        ("00000/0002.json", json.dumps({"caption": "a blue square"}).encode()),
+    ]
     path = tmp_path / f"shard.{kind}"
     if kind == "zip":
         with zipfile.ZipFile(path, "w") as zf:
@@ -187,7 +191,12 @@ def test_parquet_embedded_image_over_the_cap(tmp_path: Path) -> None:
     import pyarrow.parquet as pq
 
     m = tmp_path / "hf.parquet"
-    pq.write_table(pa.Table.from_pylist([{"image": {"bytes": os.urandom(5000), "path": "x.png"}}, {"image": {"bytes": png(), "path": "y.png"}}]), m)
+    pq.write_table(
+        pa.Table.from_pylist(
+            [{"image": {"bytes": os.urandom(5000), "path": "x.png"}}, {"image": {"bytes": png(), "path": "y.png"}}]
+        ),
+        m,
+    )
     got = list(open_source(str(m), max_member_bytes=4000).entries(never))
     assert "too large" in got[0].error and got[0].data is None
     assert got[1].data == png()

@@ -67,12 +67,14 @@ def test_user_comment_misplaced_in_ifd0_and_wrong_type_survives():
 
 
 def test_webp_exif_chunk_with_comfyui_labels():
-    prompt_graph = '{"1": {"class_type": "CLIPTextEncode", "inputs": {"text": "a yellow square", "clip": ["4", 1]}}, ' \
-        '"2": {"class_type": "KSampler", "inputs": {"seed": 7, "steps": 9, "cfg": 3.0, "sampler_name": "euler", ' \
-        '"scheduler": "normal", "denoise": 1.0, "model": ["4", 0], "positive": ["1", 0], "negative": ["3", 0], ' \
-        '"latent_image": ["5", 0]}}, "3": {"class_type": "CLIPTextEncode", "inputs": {"text": "blurry", "clip": ["4", 1]}}, ' \
-        '"4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "toy.safetensors"}}, ' \
+    prompt_graph = (
+        '{"1": {"class_type": "CLIPTextEncode", "inputs": {"text": "a yellow square", "clip": ["4", 1]}}, '
+        '"2": {"class_type": "KSampler", "inputs": {"seed": 7, "steps": 9, "cfg": 3.0, "sampler_name": "euler", '
+        '"scheduler": "normal", "denoise": 1.0, "model": ["4", 0], "positive": ["1", 0], "negative": ["3", 0], '
+        '"latent_image": ["5", 0]}}, "3": {"class_type": "CLIPTextEncode", "inputs": {"text": "blurry", "clip": ["4", 1]}}, '
+        '"4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "toy.safetensors"}}, '
         '"5": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}}}'
+    )
     exif = tiff([(0x010F, 2, ("Prompt: " + prompt_graph).encode() + b"\x00")], big_endian=False)
     buffer = io.BytesIO()
     Image.new("RGB", (4, 4), "white").save(buffer, "WEBP", exif=b"Exif\x00\x00" + exif)

@@ -28,7 +28,9 @@ def test_corpus_score_per_field():
     print()
     print(format_table({"audit.meta": report}))
     for failure in report.failures():
-        print(f"MISS {failure.file} {failure.field}: expected {str(failure.expected)[:80]!r} got {str(failure.observed)[:80]!r}")
+        print(
+            f"MISS {failure.file} {failure.field}: expected {str(failure.expected)[:80]!r} got {str(failure.observed)[:80]!r}"
+        )
     assert report.total > 100
     assert report.score >= THRESHOLD, f"metadata score {report.score:.1%} below {THRESHOLD:.0%}"
 

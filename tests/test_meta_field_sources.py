@@ -19,16 +19,36 @@ GRAPH = {
     "6": {"class_type": "CLIPTextEncode", "inputs": {"text": "a blue circle on a black background", "clip": ["4", 1]}},
     "7": {"class_type": "CLIPTextEncode", "inputs": {"text": "blurry", "clip": ["4", 1]}},
     "5": {"class_type": "EmptyLatentImage", "inputs": {"width": 512, "height": 512, "batch_size": 1}},
-    "3": {"class_type": "KSampler", "inputs": {"seed": 987654321012, "steps": 28, "cfg": 6.0, "sampler_name": "euler_ancestral",
-                                               "scheduler": "normal", "denoise": 1, "model": ["4", 0], "positive": ["6", 0],
-                                               "negative": ["7", 0], "latent_image": ["5", 0]}},
+    "3": {
+        "class_type": "KSampler",
+        "inputs": {
+            "seed": 987654321012,
+            "steps": 28,
+            "cfg": 6.0,
+            "sampler_name": "euler_ancestral",
+            "scheduler": "normal",
+            "denoise": 1,
+            "model": ["4", 0],
+            "positive": ["6", 0],
+            "negative": ["7", 0],
+            "latent_image": ["5", 0],
+        },
+    },
 }
 
 
 def record(**over) -> dict:
-    data = {"prompt": "a blue circle on a black background", "negativePrompt": "blurry", "width": 512, "height": 512,
-            "seed": "-1", "steps": 28, "cfgScale": 6, "clipSkip": 2,
-            "baseModel": {"modelId": "600000000000000001", "modelFileName": "Toy Shapes v1", "hash": "AB12CD34"}}
+    data = {
+        "prompt": "a blue circle on a black background",
+        "negativePrompt": "blurry",
+        "width": 512,
+        "height": 512,
+        "seed": "-1",
+        "steps": 28,
+        "cfgScale": 6,
+        "clipSkip": 2,
+        "baseModel": {"modelId": "600000000000000001", "modelFileName": "Toy Shapes v1", "hash": "AB12CD34"},
+    }
     data.update(over)
     return data
 
@@ -40,9 +60,13 @@ def tensorart_png(generation_data: dict | str, prompt: dict | str | None = GRAPH
     image.save(buffer, "PNG")
     data = buffer.getvalue()
     text = generation_data if isinstance(generation_data, str) else json.dumps(generation_data)
-    chunks = [png_chunk(b"tEXt", b"generation_data\x00" + text.encode() + b"\x00")]  # NUL-terminated, as TensorArt writes
+    chunks = [
+        png_chunk(b"tEXt", b"generation_data\x00" + text.encode() + b"\x00")
+    ]  # NUL-terminated, as TensorArt writes
     if prompt is not None:
-        chunks.append(png_chunk(b"tEXt", b"prompt\x00" + (prompt if isinstance(prompt, str) else json.dumps(prompt)).encode()))
+        chunks.append(
+            png_chunk(b"tEXt", b"prompt\x00" + (prompt if isinstance(prompt, str) else json.dumps(prompt)).encode())
+        )
     iend = data.rindex(b"IEND") - 4
     return data[:iend] + b"".join(chunks) + data[iend:]
 
@@ -53,7 +77,12 @@ def test_placeholder_seed_and_missing_sampler_come_from_the_graph():
     assert best.generator == "tensorart"
     assert (best.seed, best.sampler, best.scheduler) == ("987654321012", "euler_ancestral", "normal")
     assert (best.prompt, best.steps, best.cfg_scale, best.model, best.model_hash) == (
-        "a blue circle on a black background", 28, 6.0, "Toy Shapes v1", "AB12CD34")  # its own record's values
+        "a blue circle on a black background",
+        28,
+        6.0,
+        "Toy Shapes v1",
+        "AB12CD34",
+    )  # its own record's values
     sources = best.extra["field_sources"]
     assert sources["seed"] == sources["sampler"] == sources["scheduler"] == "png:tEXt:prompt"
     assert sources["prompt"] == sources["model"] == sources["model_hash"] == "png:tEXt:generation_data"
@@ -88,7 +117,11 @@ def test_every_result_names_its_field_sources():
 
 def test_placeholder_rules():
     assert is_placeholder("seed", "-1") and is_placeholder("seed", None) and not is_placeholder("seed", "0")
-    assert is_placeholder("sampler", "") and is_placeholder("sampler", "undefined") and not is_placeholder("sampler", "euler")
+    assert (
+        is_placeholder("sampler", "")
+        and is_placeholder("sampler", "undefined")
+        and not is_placeholder("sampler", "euler")
+    )
     assert is_placeholder("steps", 0) and not is_placeholder("steps", 1) and is_placeholder("cfg_scale", -1.0)
     assert not is_placeholder("negative_prompt", "") and is_placeholder("prompt", None)  # an empty negative is real
 

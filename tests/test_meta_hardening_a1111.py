@@ -38,10 +38,18 @@ def resources(meta) -> dict[tuple[str, str], tuple]:
 
 
 def test_multiline_prompt_and_negative():
-    meta = parse_infotext(f"a red triangle\non a grey background\nNegative prompt: a blue circle\nyellow star\n{PARAMS}")
+    meta = parse_infotext(
+        f"a red triangle\non a grey background\nNegative prompt: a blue circle\nyellow star\n{PARAMS}"
+    )
     assert meta.prompt == "a red triangle\non a grey background"
     assert meta.negative_prompt == "a blue circle\nyellow star"
-    assert (meta.steps, meta.sampler, meta.scheduler, meta.cfg_scale, meta.seed) == (20, "DPM++ 2M", "Karras", 7.0, "1234")
+    assert (meta.steps, meta.sampler, meta.scheduler, meta.cfg_scale, meta.seed) == (
+        20,
+        "DPM++ 2M",
+        "Karras",
+        7.0,
+        "1234",
+    )
 
 
 def test_prompt_without_negative_and_no_prompt_at_all():
@@ -70,9 +78,11 @@ def test_crlf_trailing_whitespace_and_seeds_beyond_32_bits():
 
 def test_quoted_values_with_commas_colons_escaped_quotes_and_newlines():
     hires = 'a green "square", large\nsecond line'
-    text = (f"{PROMPT}\n{PARAMS}, ADetailer model: face_yolov8n.pt, ADetailer prompt: {quote('a blue circle, small')}, "
-            f"ControlNet 0: {quote('Module: canny, Model: control_canny [d14c016b], Weight: 1.0')}, "
-            f"Hires prompt: {quote(hires)}, Hires upscale: 2, Denoising strength: 0.5")
+    text = (
+        f"{PROMPT}\n{PARAMS}, ADetailer model: face_yolov8n.pt, ADetailer prompt: {quote('a blue circle, small')}, "
+        f"ControlNet 0: {quote('Module: canny, Model: control_canny [d14c016b], Weight: 1.0')}, "
+        f"Hires prompt: {quote(hires)}, Hires upscale: 2, Denoising strength: 0.5"
+    )
     meta = parse_infotext(text)
     params = meta.extra["parameters"]
     assert params["ADetailer prompt"] == "a blue circle, small"
@@ -85,8 +95,10 @@ def test_quoted_values_with_commas_colons_escaped_quotes_and_newlines():
 def test_dynamic_prompts_template_lines_after_the_parameters():
     # sd-dynamic-prompts appends these after the parameter line; templates hold commas,
     # colons and newlines of their own
-    text = (f"{INFOTEXT}\nTemplate: a {{red|green}} triangle, style: flat, colour: red, size: big\n"
-            "on a grey background\nNegative Template: {blue|yellow}, circle")
+    text = (
+        f"{INFOTEXT}\nTemplate: a {{red|green}} triangle, style: flat, colour: red, size: big\n"
+        "on a grey background\nNegative Template: {blue|yellow}, circle"
+    )
     meta = parse_infotext(text)
     assert meta.prompt == PROMPT and meta.negative_prompt == "a blue circle"
     assert meta.seed == "1234" and meta.extra["width"] == 512
@@ -101,25 +113,33 @@ def test_a_last_line_that_is_not_parameters_does_not_swallow_the_seed():
     assert meta.extra["trailing_text"] == "saved by a toy script"
 
 
-@pytest.mark.parametrize("tail, generator", [
-    ("Version: v1.10.1", "a1111"),
-    ("Distilled CFG Scale: 3.5, Version: f2.0.1v1.10.1-previous-313-g8a042934", "forge"),
-    ("Version: f1.0.0v2-v1.1", "reforge"),
-    ("Version: classic", "forge-classic"),
-    ("Version: neo", "forge-neo"),
-    ("Backend: Diffusers, App: SD.Next, Version: 56a8aea, Pipeline: StableDiffusionXLPipeline", "sdnext"),
-])
+@pytest.mark.parametrize(
+    "tail, generator",
+    [
+        ("Version: v1.10.1", "a1111"),
+        ("Distilled CFG Scale: 3.5, Version: f2.0.1v1.10.1-previous-313-g8a042934", "forge"),
+        ("Version: f1.0.0v2-v1.1", "reforge"),
+        ("Version: classic", "forge-classic"),
+        ("Version: neo", "forge-neo"),
+        ("Backend: Diffusers, App: SD.Next, Version: 56a8aea, Pipeline: StableDiffusionXLPipeline", "sdnext"),
+    ],
+)
 def test_writer_identified_from_its_version_fields(tail, generator):
-    assert parse_infotext(f"{PROMPT}\n{PARAMS}, Model hash: 45a21ea00a, Model: toyShapes_v1, {tail}").generator == generator
+    assert (
+        parse_infotext(f"{PROMPT}\n{PARAMS}, Model hash: 45a21ea00a, Model: toyShapes_v1, {tail}").generator
+        == generator
+    )
 
 
 # --- resources ------------------------------------------------------------------------------
 
 
 def test_extra_networks_matched_to_lora_and_ti_hashes_by_name():
-    text = (f"{PROMPT} <lora:shapeA:0.8> <lyco:shapeB:0.5> <hypernet:shapeC:1>\nNegative prompt: grey\n"
-            f"{PARAMS}, Model hash: abcdef1234, Model: toyShapes_v1, VAE hash: 735e4c3a44, VAE: toy.vae.pt, "
-            f"Lora hashes: {quote('shapeA: 1234abcd5678, shapeB: 5678abcd1234')}, TI hashes: {quote('embA: aaaa1111')}")
+    text = (
+        f"{PROMPT} <lora:shapeA:0.8> <lyco:shapeB:0.5> <hypernet:shapeC:1>\nNegative prompt: grey\n"
+        f"{PARAMS}, Model hash: abcdef1234, Model: toyShapes_v1, VAE hash: 735e4c3a44, VAE: toy.vae.pt, "
+        f"Lora hashes: {quote('shapeA: 1234abcd5678, shapeB: 5678abcd1234')}, TI hashes: {quote('embA: aaaa1111')}"
+    )
     meta = parse_infotext(text)
     assert meta.model == "toyShapes_v1" and meta.model_hash == "abcdef1234"
     assert resources(meta) == {
@@ -150,8 +170,10 @@ def test_civitai_resources_and_metadata_json():
         {"type": "embed", "modelVersionId": 12, "modelName": "embA", "modelVersionName": "v2"},
         {"type": "lora", "weight": 0.4, "air": "urn:air:sdxl:lora:civitai:13@14"},
     ]
-    text = (f"{PROMPT}\nNegative prompt: grey\n{PARAMS}, Clip skip: 2, Created Date: 2024-05-01T10:00:00.0000000Z, "
-            f"Civitai resources: {json.dumps(civitai, separators=(',', ':'))}, Civitai metadata: {{\"remixOfId\":1}}")
+    text = (
+        f"{PROMPT}\nNegative prompt: grey\n{PARAMS}, Clip skip: 2, Created Date: 2024-05-01T10:00:00.0000000Z, "
+        f'Civitai resources: {json.dumps(civitai, separators=(",", ":"))}, Civitai metadata: {{"remixOfId":1}}'
+    )
     meta = parse_infotext(text)
     assert meta.generator == "civitai" and meta.seed == "1234" and meta.extra["clip_skip"] == "2"
     assert meta.model is None  # Civitai names no checkpoint file; the resource carries it
@@ -169,15 +191,25 @@ def test_old_hypernet_parameters():
     assert resources(meta)[("hypernetwork", "shapeNet")] == ("0a1b2c3d", 0.6)
 
 
-@pytest.mark.parametrize("text", [
-    "Steps:", "Negative prompt:", 'Steps: 1, Lora hashes: "unterminated', "Steps: 2, Hashes: {\"a\": [1, 2",
-    "Steps: x, Seed: nan, CFG scale: inf, Size: axb, Civitai resources: [1, \"a\", null]",
-    "\x00Steps: 1\x00, Sampler: \ud800, Seed: 1", "Negative prompt: " + "(" * 5000, "Steps: 1, " * 5000,
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Steps:",
+        "Negative prompt:",
+        'Steps: 1, Lora hashes: "unterminated',
+        'Steps: 2, Hashes: {"a": [1, 2',
+        'Steps: x, Seed: nan, CFG scale: inf, Size: axb, Civitai resources: [1, "a", null]',
+        "\x00Steps: 1\x00, Sampler: \ud800, Seed: 1",
+        "Negative prompt: " + "(" * 5000,
+        "Steps: 1, " * 5000,
+    ],
+)
 def test_malformed_infotexts_never_raise(text):
     meta = parse_infotext(text)
     assert meta is None or isinstance(meta.prompt, str)
-    assert isinstance(extract(png_with_chunks([png_chunk(b"tEXt", b"parameters\x00" + text.encode("utf-8", "replace"))])).errors, list)
+    assert isinstance(
+        extract(png_with_chunks([png_chunk(b"tEXt", b"parameters\x00" + text.encode("utf-8", "replace"))])).errors, list
+    )
 
 
 # --- containers -----------------------------------------------------------------------------
@@ -186,12 +218,19 @@ def test_malformed_infotexts_never_raise(text):
 @pytest.mark.parametrize("compressed", [False, True])
 def test_png_itxt_with_language_tag_after_idat(compressed):
     text = INFOTEXT.encode()
-    body = b"parameters\x00" + bytes([int(compressed), 0]) + b"en-US\x00Parameters\x00" + (zlib.compress(text) if compressed else text)
+    body = (
+        b"parameters\x00"
+        + bytes([int(compressed), 0])
+        + b"en-US\x00Parameters\x00"
+        + (zlib.compress(text) if compressed else text)
+    )
     result = extract(png_with_chunks(after=[png_chunk(b"iTXt", body)]))
     assert result.best.prompt == PROMPT and result.found == ["a1111@png:iTXt:parameters"]
 
 
-@pytest.mark.parametrize("prefix", [b"\x00" * 8, b"Unicode\x00", b"UNDEF\x00\x00\x00", b"\x01\x02\x03\x04\x05\x06\x07\x08"])
+@pytest.mark.parametrize(
+    "prefix", [b"\x00" * 8, b"Unicode\x00", b"UNDEF\x00\x00\x00", b"\x01\x02\x03\x04\x05\x06\x07\x08"]
+)
 def test_user_comment_code_fields_never_leak_into_the_prompt(prefix):
     comment = prefix + INFOTEXT.encode()
     result = extract(jpeg_with_exif(tiff([], big_endian=False, exif_entries=[(0x9286, 7, comment)])))
@@ -218,9 +257,13 @@ def test_image_description_xp_comment_and_jpeg_com():
 
 
 def test_jpeg_with_xmp_app1_before_exif_app1():
-    xmp = (b"http://ns.adobe.com/xap/1.0/\x00<x:xmpmeta><rdf:RDF><rdf:Description><dc:description><rdf:Alt>"
-           b'<rdf:li xml:lang="x-default">a blue square</rdf:li></rdf:Alt></dc:description></rdf:Description></rdf:RDF></x:xmpmeta>')
-    data = jpeg_with_exif(tiff([], big_endian=True, exif_entries=[(0x9286, 7, b"UNICODE\x00" + INFOTEXT.encode("utf-16-be"))]))
+    xmp = (
+        b"http://ns.adobe.com/xap/1.0/\x00<x:xmpmeta><rdf:RDF><rdf:Description><dc:description><rdf:Alt>"
+        b'<rdf:li xml:lang="x-default">a blue square</rdf:li></rdf:Alt></dc:description></rdf:Description></rdf:RDF></x:xmpmeta>'
+    )
+    data = jpeg_with_exif(
+        tiff([], big_endian=True, exif_entries=[(0x9286, 7, b"UNICODE\x00" + INFOTEXT.encode("utf-16-be"))])
+    )
     data = data[:2] + b"\xff\xe1" + struct.pack(">H", len(xmp) + 2) + xmp + data[2:]
     result = extract(data)
     assert result.best.prompt == PROMPT
@@ -242,7 +285,11 @@ def test_webp_exif_chunk_with_and_without_exif_header(header):
 
 
 def test_webp_xmp_chunk_is_read():
-    packet = b'<x:xmpmeta><rdf:RDF><rdf:Description exif:UserComment="' + INFOTEXT.replace("\n", "&#10;").encode() + b'"/></rdf:RDF></x:xmpmeta>'
+    packet = (
+        b'<x:xmpmeta><rdf:RDF><rdf:Description exif:UserComment="'
+        + INFOTEXT.replace("\n", "&#10;").encode()
+        + b'"/></rdf:RDF></x:xmpmeta>'
+    )
     result = extract(_riff([(b"VP8X", bytes([0x04, 0, 0, 0]) + b"\x03\x00\x00" * 2), (b"XMP ", packet)]))
     assert result.best.prompt == PROMPT and result.found == ["a1111@xmp:UserComment"]
 
@@ -267,10 +314,24 @@ def test_isobmff_without_metadata_is_clean(brand):
 
 def test_novelai_alpha_stealth_json():
     # NovelAI writes gzip'd JSON (stealth_pngcomp) with Comment holding its own JSON
-    comment = json.dumps({"prompt": "a purple star on a black background", "uc": "blurry", "steps": 28, "scale": 5.0,
-                          "seed": 1234, "sampler": "k_euler_ancestral"})
-    record = json.dumps({"Description": "a purple star on a black background", "Software": "NovelAI",
-                         "Source": "NovelAI Diffusion V4.5 1229B44F", "Comment": comment})
+    comment = json.dumps(
+        {
+            "prompt": "a purple star on a black background",
+            "uc": "blurry",
+            "steps": 28,
+            "scale": 5.0,
+            "seed": 1234,
+            "sampler": "k_euler_ancestral",
+        }
+    )
+    record = json.dumps(
+        {
+            "Description": "a purple star on a black background",
+            "Software": "NovelAI",
+            "Source": "NovelAI Diffusion V4.5 1229B44F",
+            "Comment": comment,
+        }
+    )
     buffer = io.BytesIO()
     stealth_image(record, compressed=True, rgb=False).save(buffer, "PNG")
     result = extract(buffer.getvalue())
@@ -334,8 +395,12 @@ def test_heif_and_avif_exif_item_without_a_pil_plugin(brand):
 def test_avif_written_by_pil_with_exif_and_xmp():
     buffer = io.BytesIO()
     try:
-        Image.new("RGB", (8, 8)).save(buffer, "AVIF", exif=b"Exif\x00\x00" + tiff(
-            [], big_endian=True, exif_entries=[(0x9286, 7, b"UNICODE\x00" + INFOTEXT.encode("utf-16-be"))]))
+        Image.new("RGB", (8, 8)).save(
+            buffer,
+            "AVIF",
+            exif=b"Exif\x00\x00"
+            + tiff([], big_endian=True, exif_entries=[(0x9286, 7, b"UNICODE\x00" + INFOTEXT.encode("utf-16-be"))]),
+        )
     except (KeyError, OSError, ValueError):
         pytest.skip("this PIL cannot write AVIF")
     result = extract(buffer.getvalue())

@@ -18,10 +18,14 @@ from tests.meta_fixtures import png_chunk, png_with_chunks, tiff
 from audit.meta import extract
 
 PROMPT = "a green star on a gray background"
-CIVITAI_RESOURCES = [{"type": "checkpoint", "modelVersionId": 1234, "modelName": "Toy Shapes", "modelVersionName": "v1"}]
-INFOTEXT = (f"{PROMPT}\nNegative prompt: a purple circle\nSteps: 25, Sampler: DPM++ 2M, Schedule type: Karras, "
-            f"CFG scale: 7, Seed: 3141592653, Size: 32x32, Clip skip: 2, "
-            f"Civitai resources: {json.dumps(CIVITAI_RESOURCES, separators=(',', ':'))}, Civitai metadata: {{}}")
+CIVITAI_RESOURCES = [
+    {"type": "checkpoint", "modelVersionId": 1234, "modelName": "Toy Shapes", "modelVersionName": "v1"}
+]
+INFOTEXT = (
+    f"{PROMPT}\nNegative prompt: a purple circle\nSteps: 25, Sampler: DPM++ 2M, Schedule type: Karras, "
+    f"CFG scale: 7, Seed: 3141592653, Size: 32x32, Clip skip: 2, "
+    f"Civitai resources: {json.dumps(CIVITAI_RESOURCES, separators=(',', ':'))}, Civitai metadata: {{}}"
+)
 
 
 def comment_exif(comment: bytes, big_endian: bool) -> bytes:
@@ -72,7 +76,7 @@ def test_exif_chunk_user_comment_all_cjk_without_bom():
 def raw_profile(payload: bytes, name: str = "exif", declared: int | None = None) -> str:
     """ImageMagick's layout (coders/png.c): "\\n<name>\\n<length, width 8>\\n" then 72 hex digits a line."""
     digits = payload.hex()
-    lines = "\n".join(digits[i:i + 72] for i in range(0, len(digits), 72))
+    lines = "\n".join(digits[i : i + 72] for i in range(0, len(digits), 72))
     return f"\n{name}\n{declared if declared is not None else len(payload):8d}\n{lines}\n"
 
 
@@ -103,6 +107,7 @@ def test_exif_chunk_beside_parameters_keeps_both_pieces():
 
 
 # --- bad variants --------------------------------------------------------------------------------
+
 
 def pixels_still_read(data: bytes) -> None:
     image = Image.open(io.BytesIO(data))

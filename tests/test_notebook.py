@@ -26,16 +26,21 @@ def test_notebook_is_committed_without_outputs():
 def test_notebook_runs_top_to_bottom(tmp_path, monkeypatch):
     monkeypatch.setenv("AUDIT_NOTEBOOK_INDEX", str(tmp_path / "idx"))
     nb = nbformat.read(NOTEBOOK, as_version=4)
-    NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOK.parent)}}).execute()
-    html = "".join(
-        o.get("data", {}).get("text/html", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs
-    )
+    NotebookClient(
+        nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOK.parent)}}
+    ).execute()
+    html = "".join(o.get("data", {}).get("text/html", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
     # the flagged cluster is red triangles, a no_view category: its grid shows no image at all,
     # not even of the members that fired nothing themselves (red stars: near-alike to it)
     assert "withheld: red-triangles is no_view" in html and "<img" not in html
     # the plots: SVG of points and bars, never an embedded picture
-    svgs = [o["data"]["image/svg+xml"] for c in nb.cells if c.cell_type == "code" for o in c.outputs
-            if "image/svg+xml" in o.get("data", {})]  # fmt: skip
+    svgs = [
+        o["data"]["image/svg+xml"]
+        for c in nb.cells
+        if c.cell_type == "code"
+        for o in c.outputs
+        if "image/svg+xml" in o.get("data", {})
+    ]
     assert len(svgs) == 2
     embedding_map, histograms = svgs
     assert "<image" not in embedding_map + histograms and "<img" not in embedding_map + histograms
@@ -55,7 +60,7 @@ def test_show_escapes_text_and_blurs(tmp_path):
     from PIL import PngImagePlugin, Image
 
     info = PngImagePlugin.PngInfo()
-    info.add_text("parameters", '<script>window.__pwned=1</script>\nSteps: 1, Seed: 1')
+    info.add_text("parameters", "<script>window.__pwned=1</script>\nSteps: 1, Seed: 1")
     Image.open(img).save(img, pnginfo=info)
     a = audit.open(tmp_path / "idx", create=True)
     a.crawl([tmp_path / "a"], workers=0)

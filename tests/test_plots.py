@@ -52,12 +52,17 @@ def test_embedding_map_samples_the_store_and_marks_flagged_clusters(tmp_path):
 
 
 def test_score_histograms_mark_the_threshold_and_escape_names():
-    scores = pl.DataFrame({
-        "item_id": [str(i) for i in range(10)] * 2,
-        "concept": ["red-triangle"] * 10 + ["<script>"] * 10,
-        "image_score": [i / 10 for i in range(10)] * 2, "prompt_score": [None] * 20,
-        "image_threshold": [0.65] * 20, "prompt_threshold": [0.9] * 20,
-    }, schema_overrides={"prompt_score": pl.Float64})  # fmt: skip
+    scores = pl.DataFrame(
+        {
+            "item_id": [str(i) for i in range(10)] * 2,
+            "concept": ["red-triangle"] * 10 + ["<script>"] * 10,
+            "image_score": [i / 10 for i in range(10)] * 2,
+            "prompt_score": [None] * 20,
+            "image_threshold": [0.65] * 20,
+            "prompt_threshold": [0.9] * 20,
+        },
+        schema_overrides={"prompt_score": pl.Float64},
+    )
     plot = score_histograms(scores, bins=10)
     assert "<script>" not in plot.svg and "&lt;script&gt; · image" in plot.svg
     assert "threshold 0.650: 3 of 10 at or above" in plot.svg and "prompt" not in plot.svg  # no prompt scores

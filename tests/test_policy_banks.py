@@ -34,11 +34,13 @@ def flip(hex_hash: str, bits: int) -> str:
 
 def test_parse_tolerates_bom_case_blank_lines_and_extra_columns():
     pdq = "AB" * 32
-    text = ("\ufeffHash_Type , HASH, Label, source\n\n"
-            f"PDQ, 0x{pdq}, first, x\n"
-            "# a comment\n"
-            f"md5,{'F' * 32},second\n"
-            f"sha256,{'0' * 64}\n")
+    text = (
+        "\ufeffHash_Type , HASH, Label, source\n\n"
+        f"PDQ, 0x{pdq}, first, x\n"
+        "# a comment\n"
+        f"md5,{'F' * 32},second\n"
+        f"sha256,{'0' * 64}\n"
+    )
     bank = parse_hash_bank(text, "b.csv")
     assert bank.pdq_hex == ["ab" * 32]
     assert bank.pdq_labels == ["first"]
@@ -54,12 +56,15 @@ def test_parse_without_header():
     assert bank.pdq_hex == ["0" * 64]
 
 
-@pytest.mark.parametrize("row, message", [
-    ("phash,abcd,x", "b.csv:2: hash_type 'phash' is not one of pdq, md5, sha256"),
-    ("md5,abcd,x", "b.csv:2: hash: md5 must be 32 hex digits, got 'abcd'"),
-    (f"sha256,{'g' * 64},x", "b.csv:2: hash: sha256 must be 64 hex digits"),
-    ("pdq", "b.csv:2: expected columns hash_type, hash, label; got 1 column(s)"),
-])
+@pytest.mark.parametrize(
+    "row, message",
+    [
+        ("phash,abcd,x", "b.csv:2: hash_type 'phash' is not one of pdq, md5, sha256"),
+        ("md5,abcd,x", "b.csv:2: hash: md5 must be 32 hex digits, got 'abcd'"),
+        (f"sha256,{'g' * 64},x", "b.csv:2: hash: sha256 must be 64 hex digits"),
+        ("pdq", "b.csv:2: expected columns hash_type, hash, label; got 1 column(s)"),
+    ],
+)
 def test_bad_rows_name_file_and_line(row, message):
     with pytest.raises(InputError) as info:
         parse_hash_bank("hash_type,hash,label\n" + row + "\n", "b.csv")
@@ -78,15 +83,20 @@ def test_load_missing_file(tmp_path):
 
 def test_match_pdq_within_distance_and_quality():
     originals = [random_pdq() for _ in range(5)]
-    bank = parse_hash_bank("".join(f"pdq,{h},item{i}\n" for i, h in enumerate(originals)),
-                           "b.csv")
-    queries = [flip(originals[0], 10), flip(originals[1], 31), flip(originals[2], 32),
-               random_pdq(), None, "not-a-hash", originals[3], originals[4]]
+    bank = parse_hash_bank("".join(f"pdq,{h},item{i}\n" for i, h in enumerate(originals)), "b.csv")
+    queries = [
+        flip(originals[0], 10),
+        flip(originals[1], 31),
+        flip(originals[2], 32),
+        random_pdq(),
+        None,
+        "not-a-hash",
+        originals[3],
+        originals[4],
+    ]
     qualities = [90, 90, 90, 90, 90, 90, 90, 49]
-    rows, idx, dist = match_pdq(bank, queries, max_distance=31, min_quality=50,
-                                qualities=qualities)
-    assert list(zip(rows.tolist(), idx.tolist(), dist.tolist())) == [
-        (0, 0, 10), (1, 1, 31), (6, 3, 0)]
+    rows, idx, dist = match_pdq(bank, queries, max_distance=31, min_quality=50, qualities=qualities)
+    assert list(zip(rows.tolist(), idx.tolist(), dist.tolist())) == [(0, 0, 10), (1, 1, 31), (6, 3, 0)]
     # without qualities every valid hash is considered
     rows, idx, _ = match_pdq(bank, queries)
     assert 7 in rows.tolist()
@@ -127,8 +137,9 @@ def test_toy_bank_matches():
     policy = load_policy(TOY)
     hashlist = policy.hashlists[0]
     known = hashlist.bank.pdq_hex[1]
-    rows, idx, dist = match_pdq(hashlist.bank, [flip(known, 20)], hashlist.pdq_max_distance,
-                                hashlist.pdq_min_quality, [80])
+    rows, idx, dist = match_pdq(
+        hashlist.bank, [flip(known, 20)], hashlist.pdq_max_distance, hashlist.pdq_min_quality, [80]
+    )
     assert rows.tolist() == [0] and idx.tolist() == [1] and dist.tolist() == [20]
     assert hashlist.bank.pdq_labels[1] == "toy-known-2"
 

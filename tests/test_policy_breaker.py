@@ -124,8 +124,9 @@ def _swap(compiled, **changes):
 
 
 def test_allow_phrase_timeouts_count_against_their_rule():
-    policy = parse_policy(evil_policy(100).replace(f"patterns = ['{EVIL}']", "words = ['triangle']\nallow = ['x']"),
-                          "allow.toml")
+    policy = parse_policy(
+        evil_policy(100).replace(f"patterns = ['{EVIL}']", "words = ['triangle']\nallow = ['x']"), "allow.toml"
+    )
     compiled = compile_rules(policy)
     evil = compile_pattern(EVIL, "regex")
     rule = dataclasses.replace(compiled.rules[0], allow=[evil])
@@ -140,8 +141,11 @@ def test_allow_phrase_timeouts_count_against_their_rule():
 
 
 def test_name_list_timeouts_are_recorded_and_trip_the_breaker():
-    policy = parse_policy(evil_policy(100).replace(f"patterns = ['{EVIL}']", "words = ['triangle']")
-                          + '\n[[names]]\nid = "people"\nnames = ["Jane Placeholder"]\n', "names.toml")
+    policy = parse_policy(
+        evil_policy(100).replace(f"patterns = ['{EVIL}']", "words = ['triangle']")
+        + '\n[[names]]\nid = "people"\nnames = ["Jane Placeholder"]\n',
+        "names.toml",
+    )
     compiled = compile_rules(policy)
     names = dataclasses.replace(compiled.names[0], patterns=[compile_pattern(EVIL, "regex")])
     bad = _swap(compiled, names=[names])
@@ -171,8 +175,11 @@ def test_the_loader_validates_the_opt_in():
     with pytest.raises(InputError, match="timeout_is_finding must be true or false"):
         parse_policy(evil_policy(100).replace("[policy]", '[policy]\ntimeout_is_finding = "yes"'), "p.toml")
     naming = evil_policy(100).replace('any = ["rule:evil", "prompt:*"]', 'any = ["prompt:rule-error"]')
-    with pytest.raises(InputError, match=r'p.toml:\d+: .*"prompt:rule-error" fires only with \[policy\] '
-                                         r"timeout_is_finding = true"):
+    with pytest.raises(
+        InputError,
+        match=r'p.toml:\d+: .*"prompt:rule-error" fires only with \[policy\] '
+        r"timeout_is_finding = true",
+    ):
         parse_policy(naming, "p.toml")
     assert parse_policy(naming.replace("[policy]", "[policy]\ntimeout_is_finding = true"), "p.toml")
 
@@ -221,8 +228,9 @@ def test_audit_flag_with_a_catastrophic_rule_is_fast_warns_once_and_finds_nothin
     assert len(warnings) == 1 and "rule:evil disabled for this run" in warnings[0], res.stderr
     assert "Traceback" not in res.stderr
     with closing(sqlite3.connect(idx / "catalog.sqlite")) as conn:
-        summary = json.loads(conn.execute(
-            "SELECT summary FROM runs WHERE command = 'flag' ORDER BY run_id DESC LIMIT 1").fetchone()[0])
+        summary = json.loads(
+            conn.execute("SELECT summary FROM runs WHERE command = 'flag' ORDER BY run_id DESC LIMIT 1").fetchone()[0]
+        )
     assert [e["owner"] for e in summary["errors"]] == ["rule:evil"]
 
 
@@ -247,8 +255,22 @@ def test_audit_scan_warns_once_even_with_quiet_and_records_the_flag_error(tmp_pa
     policy = tmp_path / "evil.toml"
     policy.write_text(evil_policy(250))
     # exit OK, no finding: the timeouts are not findings
-    res = audit_cli("scan", archive, "--index", tmp_path / "idx", "--policy", policy,
-                    "--model", "toy-shapes", "--workers", "0", "--fail-on", "critical", "--quiet", "--json")
+    res = audit_cli(
+        "scan",
+        archive,
+        "--index",
+        tmp_path / "idx",
+        "--policy",
+        policy,
+        "--model",
+        "toy-shapes",
+        "--workers",
+        "0",
+        "--fail-on",
+        "critical",
+        "--quiet",
+        "--json",
+    )
     data = json.loads(res.stdout)
     assert data["new_findings"] == 0
     assert data["durations"]["flag"] < 0.4 * n * 0.25

@@ -50,8 +50,7 @@ def test_results_carry_severity_and_no_view(toy):
 
 
 def test_all_any_none_semantics():
-    flag = Flag("f", "c", all=("a:x|a:y", "b:z"), any=("c:1", "c:2", "c:3"), none=("d:no",),
-                min_any=2)
+    flag = Flag("f", "c", all=("a:x|a:y", "b:z"), any=("c:1", "c:2", "c:3"), none=("d:no",), min_any=2)
     assert evaluate_flag(flag, {"a:y", "b:z", "c:1", "c:3"}) == ("a:y", "b:z", "c:1", "c:3")
     assert evaluate_flag(flag, {"a:y", "b:z", "c:1"}) is None  # min_any
     assert evaluate_flag(flag, {"b:z", "c:1", "c:2"}) is None  # all
@@ -75,12 +74,10 @@ def test_negative_concept_suppression(toy):
 
 def test_default_policy_combinations():
     policy = load_policy(None)
-    assert categories(evaluate_flags(policy, {"rule:minor-age", "rule:sexual-terms"}))[0] \
-        == "sexual-minors"
+    assert categories(evaluate_flags(policy, {"rule:minor-age", "rule:sexual-terms"}))[0] == "sexual-minors"
     assert "sexual-minors" not in categories(evaluate_flags(policy, {"rule:minor-age"}))
     assert categories(evaluate_flags(policy, {"rule:sexual-terms"})) == ["sexual"]
-    hits = evaluate_flags(policy, {"names:real-persons", "concept:sexual",
-                                   "concept:sexual/image"})
+    hits = evaluate_flags(policy, {"names:real-persons", "concept:sexual", "concept:sexual/image"})
     assert categories(hits)[:1] == ["sexual-real-person"]
     assert categories(evaluate_flags(policy, {"prompt:overlong"})) == ["prompt-evasion"]
     assert categories(evaluate_flags(policy, {"hash:any-bank"})) == ["known-match"]
@@ -98,8 +95,7 @@ def synthetic(dim=64, seed=0):
     concept = unit(rng.normal(size=dim))
     neutral = unit(rng.normal(size=(len(NEUTRAL_CAPTIONS), dim)))
     # images: background near random directions; positives near the concept
-    background = unit(neutral[rng.integers(0, len(neutral), 400)]
-                      + 0.6 * rng.normal(size=(400, dim)) / np.sqrt(dim))
+    background = unit(neutral[rng.integers(0, len(neutral), 400)] + 0.6 * rng.normal(size=(400, dim)) / np.sqrt(dim))
     positives = unit(concept + 0.6 * rng.normal(size=(30, dim)) / np.sqrt(dim))
     return concept, neutral, background, positives
 
@@ -111,23 +107,20 @@ def test_neutral_captions_are_a_fixed_benign_set():
 
 def test_reference_method_is_max_plus_margin():
     concept, neutral, _, _ = synthetic()
-    threshold, explanation = calibrate_threshold(concept, neutral, method="reference",
-                                                 margin=0.05)
+    threshold, explanation = calibrate_threshold(concept, neutral, method="reference", margin=0.05)
     assert threshold == pytest.approx(float((neutral @ concept).max()) + 0.05)
     assert explanation.startswith("reference:") and "margin 0.05" in explanation
     # near misses raise the bar
     near = unit(concept + 0.3 * unit(np.ones_like(concept)))
     higher, _ = calibrate_threshold(concept, neutral, near[None], method="reference")
     assert higher > threshold
-    assert calibrate_threshold(concept, neutral)[0] == pytest.approx(
-        float((neutral @ concept).max()) + 0.02)
+    assert calibrate_threshold(concept, neutral)[0] == pytest.approx(float((neutral @ concept).max()) + 0.02)
 
 
 def test_reference_stats_method():
     concept, neutral, _, _ = synthetic()
     scores = neutral @ concept
-    threshold, explanation = calibrate_threshold(concept, neutral, method="reference-stats",
-                                                 percentile=95, k=2)
+    threshold, explanation = calibrate_threshold(concept, neutral, method="reference-stats", percentile=95, k=2)
     assert threshold == pytest.approx(np.percentile(scores, 95) + 2 * scores.std())
     assert "std" in explanation
 
@@ -147,8 +140,7 @@ def test_samples_method_separates_concept_from_background():
 
 def test_samples_method_falls_back_without_background():
     concept, neutral, _, positives = synthetic()
-    threshold, explanation = calibrate_threshold(concept, neutral, None, positives[:5],
-                                                 method="samples")
+    threshold, explanation = calibrate_threshold(concept, neutral, None, positives[:5], method="samples")
     assert explanation.startswith("reference (only")
     with pytest.raises(ValueError):
         calibrate_threshold(concept, neutral, method="bogus")

@@ -51,7 +51,7 @@ def error_of(tmp_path: Path, text: str) -> str:
     assert "\n" not in message
     assert info.value.exit_code == ExitCode.USAGE
     assert message.startswith(str(path) + ":")
-    return message[len(str(path)):]  # ":LINE: ..."
+    return message[len(str(path)) :]  # ":LINE: ..."
 
 
 # ------------------------------------------------------------------ happy paths
@@ -61,8 +61,16 @@ def test_default_policy_loads_and_is_clinical():
     policy = load_policy(None)
     assert policy.path == default_policy_path().resolve()
     ids = {c.id for c in policy.categories}
-    assert {"sexual-minors", "sexual-real-person", "sexual", "graphic-violence", "self-harm",
-            "hate-symbols", "known-match", "prompt-evasion"} <= ids
+    assert {
+        "sexual-minors",
+        "sexual-real-person",
+        "sexual",
+        "graphic-violence",
+        "self-harm",
+        "hate-symbols",
+        "known-match",
+        "prompt-evasion",
+    } <= ids
     assert policy.category("sexual-minors").severity == "critical"
     assert policy.category("sexual-minors").no_view
     assert policy.category("sexual-real-person").no_view
@@ -118,8 +126,7 @@ def test_content_hash_tracks_text_and_referenced_files(tmp_path):
 
 
 def test_defaults_critical_is_no_view_unless_said(tmp_path):
-    policy = load_policy(write(tmp_path, BASE.replace('severity = "high"',
-                                                      'severity = "critical"')))
+    policy = load_policy(write(tmp_path, BASE.replace('severity = "high"', 'severity = "critical"')))
     assert policy.category("shapes").no_view
     assert policy.flags[0].id == "shapes#1"
 
@@ -128,15 +135,14 @@ def test_defaults_critical_is_no_view_unless_said(tmp_path):
 
 
 def test_threshold_out_of_range(tmp_path):
-    text = BASE.replace('texts = ["a red triangle"]',
-                        'texts = ["a red triangle"]\nimage_threshold = 1.5')
+    text = BASE.replace('texts = ["a red triangle"]', 'texts = ["a red triangle"]\nimage_threshold = 1.5')
     assert error_of(tmp_path, text) == (
-        ':12: concept "red-triangle": image_threshold must be a number between -1 and 1')
+        ':12: concept "red-triangle": image_threshold must be a number between -1 and 1'
+    )
 
 
 def test_threshold_wrong_type(tmp_path):
-    text = BASE.replace('texts = ["a red triangle"]',
-                        'texts = ["a red triangle"]\nprompt_threshold = "high"')
+    text = BASE.replace('texts = ["a red triangle"]', 'texts = ["a red triangle"]\nprompt_threshold = "high"')
     assert "prompt_threshold must be a number" in error_of(tmp_path, text)
 
 
@@ -147,16 +153,15 @@ def test_toml_syntax_error_has_line(tmp_path):
 
 
 def test_unknown_key_named_with_suggestion(tmp_path):
-    text = BASE.replace('texts = ["a red triangle"]',
-                        'texts = ["a red triangle"]\nimage_treshold = 0.2')
+    text = BASE.replace('texts = ["a red triangle"]', 'texts = ["a red triangle"]\nimage_treshold = 0.2')
     assert error_of(tmp_path, text) == (
-        ':12: concept "red-triangle": unknown key "image_treshold" '
-        '(did you mean "image_threshold"?)')
+        ':12: concept "red-triangle": unknown key "image_treshold" (did you mean "image_threshold"?)'
+    )
 
 
 def test_unknown_table(tmp_path):
     message = error_of(tmp_path, BASE + '\n[[concepts]]\nid = "x"\n')
-    assert message.startswith(":21: unknown table or key \"concepts\"")
+    assert message.startswith(':21: unknown table or key "concepts"')
     assert 'did you mean "concept"' in message
 
 
@@ -174,18 +179,21 @@ def test_duplicate_ids(tmp_path):
 def test_flag_unknown_signal(tmp_path):
     text = BASE.replace('"rule:triangle-words"]', '"rule:triangle-word"]')
     assert error_of(tmp_path, text) == (
-        ':19: flag #1: all: "rule:triangle-word" names no rule of this policy '
-        '(did you mean "rule:triangle-words"?)')
+        ':19: flag #1: all: "rule:triangle-word" names no rule of this policy (did you mean "rule:triangle-words"?)'
+    )
 
 
-@pytest.mark.parametrize("signal, fragment", [
-    ("names:people", "names no name list"),
-    ("hash:bank", "names no hash list"),
-    ("concept:blue-circle", "names no concept"),
-    ("prompt:short", "names no built-in prompt signal"),
-    ("colour:red", "is not a signal name"),
-    ("triangle", "is not a signal name"),
-])
+@pytest.mark.parametrize(
+    "signal, fragment",
+    [
+        ("names:people", "names no name list"),
+        ("hash:bank", "names no hash list"),
+        ("concept:blue-circle", "names no concept"),
+        ("prompt:short", "names no built-in prompt signal"),
+        ("colour:red", "is not a signal name"),
+        ("triangle", "is not a signal name"),
+    ],
+)
 def test_flag_signal_kinds_checked(tmp_path, signal, fragment):
     text = BASE.replace('"rule:triangle-words"]', f'"{signal}"]')
     assert fragment in error_of(tmp_path, text)
@@ -201,19 +209,19 @@ def test_flag_alternatives_and_wildcards_validate(tmp_path):
 def test_flag_unknown_category_and_none_only(tmp_path):
     text = BASE.replace('category = "shapes"\nall', 'category = "shape"\nall')
     assert error_of(tmp_path, text) == ':18: flag #1: category "shape" is not defined'
-    text = BASE.replace('all = [', 'none = [')
+    text = BASE.replace("all = [", "none = [")
     assert "a flag needs all or any" in error_of(tmp_path, text)
 
 
 def test_bad_severity(tmp_path):
     text = BASE.replace('severity = "high"', 'severity = "urgent"')
     assert error_of(tmp_path, text) == (
-        ':7: category "shapes": severity "urgent" must be one of critical, high, medium, low')
+        ':7: category "shapes": severity "urgent" must be one of critical, high, medium, low'
+    )
 
 
 def test_invalid_regex_points_at_pattern_line(tmp_path):
-    text = BASE.replace('words = ["triangle"]',
-                        'words = ["triangle"]\npatterns = [\n  "ok",\n  "tri(angle",\n]')
+    text = BASE.replace('words = ["triangle"]', 'words = ["triangle"]\npatterns = [\n  "ok",\n  "tri(angle",\n]')
     message = error_of(tmp_path, text)
     assert message.startswith(':18: rule "triangle-words": patterns[1]: invalid regular expression')
 
@@ -221,7 +229,8 @@ def test_invalid_regex_points_at_pattern_line(tmp_path):
 def test_rule_fields_checked(tmp_path):
     text = BASE.replace('words = ["triangle"]', 'words = ["triangle"]\nfields = ["caption"]')
     assert error_of(tmp_path, text) == (
-        ':16: rule "triangle-words": fields: "caption" is not one of prompt, negative_prompt, resources, model')
+        ':16: rule "triangle-words": fields: "caption" is not one of prompt, negative_prompt, resources, model'
+    )
 
 
 def test_rule_needs_something(tmp_path):
@@ -231,7 +240,7 @@ def test_rule_needs_something(tmp_path):
 
 def test_missing_hashlist_file(tmp_path):
     text = BASE + '\n[[hashlist]]\npath = "banks/none.csv"\ncategory = "shapes"\n'
-    assert error_of(tmp_path, text) == ':22: hashlist #1: path: file not found: banks/none.csv'
+    assert error_of(tmp_path, text) == ":22: hashlist #1: path: file not found: banks/none.csv"
 
 
 def test_hashlist_category_required_and_known(tmp_path):
@@ -251,10 +260,8 @@ def test_bad_hash_row_names_csv_line(tmp_path):
 
 
 def test_exemplar_glob_matching_nothing(tmp_path):
-    text = BASE.replace('texts = ["a red triangle"]',
-                        'texts = ["a red triangle"]\nexemplars = ["exemplars/*.png"]')
-    assert error_of(tmp_path, text) == (
-        ':12: concept "red-triangle": exemplars: "exemplars/*.png" matches no file')
+    text = BASE.replace('texts = ["a red triangle"]', 'texts = ["a red triangle"]\nexemplars = ["exemplars/*.png"]')
+    assert error_of(tmp_path, text) == (':12: concept "red-triangle": exemplars: "exemplars/*.png" matches no file')
     (tmp_path / "exemplars").mkdir()
     (tmp_path / "exemplars" / "a.png").write_bytes(b"png")
     policy = load_policy(tmp_path / "policy.toml")
@@ -262,11 +269,10 @@ def test_exemplar_glob_matching_nothing(tmp_path):
 
 
 def test_template_without_placeholder(tmp_path):
-    text = BASE.replace('texts = ["a red triangle"]',
-                        'texts = ["a red triangle"]\ntemplates = ["a photo of it"]')
+    text = BASE.replace('texts = ["a red triangle"]', 'texts = ["a red triangle"]\ntemplates = ["a photo of it"]')
     assert error_of(tmp_path, text) == (
-        ':12: concept "red-triangle": templates: "a photo of it" must contain "{}" once and '
-        'no other braces')
+        ':12: concept "red-triangle": templates: "a photo of it" must contain "{}" once and no other braces'
+    )
 
 
 def test_negative_concept_suppresses_unknown(tmp_path):

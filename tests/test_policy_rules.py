@@ -33,28 +33,31 @@ def spans(hits, rule="triangle-words"):
 # ------------------------------------------------------------------ normalisation
 
 
-@pytest.mark.parametrize("prompt", [
-    "a triangle",
-    "a TRIANGLE",
-    "a tr1angle",
-    "a tri@ngle",
-    "a 7riangle",
-    "a t r i a n g l e",
-    "a t.r.i.a.n.g.l.e",
-    "a t-r-i-a-n-g-l-e",
-    "a tri-angle",
-    "a tri_angle",
-    "a ｔｒｉａｎｇｌｅ",                   # fullwidth
-    "a tri\u0430ngle",                     # Cyrillic а
-    "a \u0442riangle",                     # Cyrillic т
-    "a triangl\u0435",                     # Cyrillic е
-    "a tri\u200dan\u200bgle",              # zero-width joiner and space
-    "a tri\u00adangle",                    # soft hyphen
-    "a trïängle",                          # accents
-    "a triiiangle",                        # stretched letters
-    "a t r 1 a n g l e",                   # spacing + leet
-    "a 𝐭𝐫𝐢𝐚𝐧𝐠𝐥𝐞",                       # mathematical bold
-])
+@pytest.mark.parametrize(
+    "prompt",
+    [
+        "a triangle",
+        "a TRIANGLE",
+        "a tr1angle",
+        "a tri@ngle",
+        "a 7riangle",
+        "a t r i a n g l e",
+        "a t.r.i.a.n.g.l.e",
+        "a t-r-i-a-n-g-l-e",
+        "a tri-angle",
+        "a tri_angle",
+        "a ｔｒｉａｎｇｌｅ",  # fullwidth
+        "a tri\u0430ngle",  # Cyrillic а
+        "a \u0442riangle",  # Cyrillic т
+        "a triangl\u0435",  # Cyrillic е
+        "a tri\u200dan\u200bgle",  # zero-width joiner and space
+        "a tri\u00adangle",  # soft hyphen
+        "a trïängle",  # accents
+        "a triiiangle",  # stretched letters
+        "a t r 1 a n g l e",  # spacing + leet
+        "a 𝐭𝐫𝐢𝐚𝐧𝐠𝐥𝐞",  # mathematical bold
+    ],
+)
 def test_evasions_are_caught_and_span_maps_to_original(toy, prompt):
     hits = match_rules(toy, prompt)
     found = spans(hits)
@@ -107,8 +110,7 @@ def test_fields_are_respected(toy):
     hits = match_rules(toy, "red", "a triangle")
     assert {(h.rule_id, h.field) for h in hits} == set()  # red only counts in the negative
     hits = match_rules(toy, "a triangle", "red, blurry")
-    assert {(h.rule_id, h.field) for h in hits} == {("triangle-words", "prompt"),
-                                                     ("negative-red", "negative_prompt")}
+    assert {(h.rule_id, h.field) for h in hits} == {("triangle-words", "prompt"), ("negative-red", "negative_prompt")}
     assert hits.signals == {"rule:triangle-words", "rule:negative-red"}
 
 
@@ -129,7 +131,8 @@ CATASTROPHIC = r"(a|aa)+$"
 
 
 def test_catastrophic_pattern_times_out_as_error_not_hang():
-    policy = parse_policy("""
+    policy = parse_policy(
+        """
 [[category]]
 id = "c"
 severity = "low"
@@ -142,7 +145,9 @@ any = ["rule:evil", "prompt:rule-error"]
 [policy]
 regex_timeout_ms = 100
 timeout_is_finding = true
-""", "evil.toml")
+""",
+        "evil.toml",
+    )
     started = time.monotonic()
     hits = match_rules(policy, "a" * 60 + "!")
     assert time.monotonic() - started < 5
@@ -203,7 +208,8 @@ def test_names_from_file_and_inline(toy):
     hits = match_names(toy, "portrait of J4NE  placeholder, and richard roe placeholder")
     assert [(h.name, h.matched_text) for h in hits] == [
         ("Jane Placeholder", "J4NE  placeholder"),
-        ("Richard Roe-Placeholder", "richard roe placeholder")]
+        ("Richard Roe-Placeholder", "richard roe placeholder"),
+    ]
     assert hits[0].signal == "names:toy-persons"
     assert not match_names(toy, "janeplaceholders and jane alone")
 
@@ -220,20 +226,46 @@ def test_compiled_rules_cached(toy):
 # ------------------------------------------------------------------ default policy, clinical
 
 
-@pytest.mark.parametrize("phrase", [
-    "aged 12", "age 9", "age: 7", "12 yo", "12yo", "12 y/o", "12 yrs", "a 12-year-old",
-    "twelve years old", "twelv yrs", "sixteen yo", "fourten years", "8 months old",
-    "ａｇｅｄ １２",
-])
+@pytest.mark.parametrize(
+    "phrase",
+    [
+        "aged 12",
+        "age 9",
+        "age: 7",
+        "12 yo",
+        "12yo",
+        "12 y/o",
+        "12 yrs",
+        "a 12-year-old",
+        "twelve years old",
+        "twelv yrs",
+        "sixteen yo",
+        "fourten years",
+        "8 months old",
+        "ａｇｅｄ １２",
+    ],
+)
 def test_default_age_patterns_hit(default, phrase):
     hits = match_rules(default, phrase)
     assert any(h.rule_id == "minor-age" for h in hits), phrase
 
 
-@pytest.mark.parametrize("phrase", [
-    "aged 25", "aged 18", "25 yo", "1200 px", "30 years old", "100 years", "1080p",
-    "size 12", "12 apples", "4k", "v12 model",
-])
+@pytest.mark.parametrize(
+    "phrase",
+    [
+        "aged 25",
+        "aged 18",
+        "25 yo",
+        "1200 px",
+        "30 years old",
+        "100 years",
+        "1080p",
+        "size 12",
+        "12 apples",
+        "4k",
+        "v12 model",
+    ],
+)
 def test_default_age_patterns_miss(default, phrase):
     assert not any(h.rule_id == "minor-age" for h in match_rules(default, phrase)), phrase
 
@@ -254,14 +286,14 @@ def test_default_clinical_terms(default):
 
 
 def test_without_re2_the_regex_engine_gives_the_same_hits(toy, default):
-    for policy, prompt, negative in [(toy, "a love triangle, a tr1angle, J4ne Placeholder", "red"),
-                                     (default, "aged 12, a ch1ld, nsfw", "mature")]:
+    for policy, prompt, negative in [
+        (toy, "a love triangle, a tr1angle, J4ne Placeholder", "red"),
+        (default, "aged 12, a ch1ld, nsfw", "mature"),
+    ]:
         fast = match_prompt(compile_rules(policy), prompt, negative)
         slow = match_prompt(compile_rules(policy, engine="regex"), prompt, negative)
-        assert [(h.rule_id, h.span) for h in fast.rule_hits] == \
-            [(h.rule_id, h.span) for h in slow.rule_hits]
-        assert [(h.name, h.span) for h in fast.name_hits] == \
-            [(h.name, h.span) for h in slow.name_hits]
+        assert [(h.rule_id, h.span) for h in fast.rule_hits] == [(h.rule_id, h.span) for h in slow.rule_hits]
+        assert [(h.name, h.span) for h in fast.name_hits] == [(h.name, h.span) for h in slow.name_hits]
 
 
 def test_word_hits_report_the_word(default):

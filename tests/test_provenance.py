@@ -145,8 +145,12 @@ all = ["provenance:c2pa-invalid"]
         cats: dict[str, set] = {}
         for row in found.iter_rows(named=True):
             cats.setdefault(row["uri"].rsplit("/", 1)[1], set()).add(row["category"])
-        assert cats == {"signed.png": {"ai-declared"}, "tampered.png": {"ai-declared", "provenance-broken"},
-                        "broken.png": {"provenance-broken"}, "xmp.jpg": {"ai-declared"}}
+        assert cats == {
+            "signed.png": {"ai-declared"},
+            "tampered.png": {"ai-declared", "provenance-broken"},
+            "broken.png": {"provenance-broken"},
+            "xmp.jpg": {"ai-declared"},
+        }
         a.report(tmp_path / "rep")
     records = [json.loads(line) for line in (tmp_path / "rep" / "findings.jsonl").read_text().splitlines()]
     signed = next(r for r in records if r["uri"].endswith("signed.png"))
@@ -189,7 +193,9 @@ def test_policy_knows_the_provenance_signals(tmp_path):
 
     assert set(BUILTIN_PROVENANCE_SIGNALS) == set(PROVENANCE_SIGNALS)
     bad = tmp_path / "p.toml"
-    bad.write_text('[policy]\nname = "x"\n[[category]]\nid = "c"\nseverity = "low"\n'
-                   '[[flag]]\ncategory = "c"\nall = ["provenance:ai-made"]\n')
+    bad.write_text(
+        '[policy]\nname = "x"\n[[category]]\nid = "c"\nseverity = "low"\n'
+        '[[flag]]\ncategory = "c"\nall = ["provenance:ai-made"]\n'
+    )
     with pytest.raises(InputError, match="provenance:ai-made.*provenance signal.*did you mean"):
         load_policy(bad)

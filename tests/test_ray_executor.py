@@ -40,8 +40,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def cluster():
     # a new local instance even where /tmp/ray names a cluster left by another run
-    ray.init(address="local", num_cpus=2, object_store_memory=300 << 20, include_dashboard=False,
-             log_to_driver=False)
+    ray.init(address="local", num_cpus=2, object_store_memory=300 << 20, include_dashboard=False, log_to_driver=False)
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
 
@@ -141,15 +140,32 @@ def _count_vectors(idx) -> int:
 
 def test_driver_sigkilled_midway_then_next_run_finishes(cluster, local_scan, tmp_path):
     first = tmp_path / "first"
-    res = audit_subprocess("crawl", str(SAMPLE), "--index", str(first), "--executor", "ray", "--quiet", env={"RAY_ADDRESS": cluster})
+    res = audit_subprocess(
+        "crawl", str(SAMPLE), "--index", str(first), "--executor", "ray", "--quiet", env={"RAY_ADDRESS": cluster}
+    )
     assert res.returncode == ExitCode.OK, res.stderr[-2000:]
     shutil.copytree(first, tmp_path / "second")
     total = len(vectors(local_scan))
     for idx, finisher in ((first, "ray"), (tmp_path / "second", "local")):
-        cmd = [sys.executable, "-m", "audit", "embed", "--index", str(idx), "--model", "toy-shapes",
-               "--batch-size", "4", "--no-prompts", "--executor", "ray", "--quiet"]  # fmt: skip
-        proc = subprocess.Popen(cmd, env={**os.environ, "RAY_ADDRESS": cluster}, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.PIPE)  # fmt: skip
+        cmd = [
+            sys.executable,
+            "-m",
+            "audit",
+            "embed",
+            "--index",
+            str(idx),
+            "--model",
+            "toy-shapes",
+            "--batch-size",
+            "4",
+            "--no-prompts",
+            "--executor",
+            "ray",
+            "--quiet",
+        ]
+        proc = subprocess.Popen(
+            cmd, env={**os.environ, "RAY_ADDRESS": cluster}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
         deadline = time.monotonic() + 120
         while _count_vectors(idx) < 8 and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.02)
@@ -158,8 +174,19 @@ def test_driver_sigkilled_midway_then_next_run_finishes(cluster, local_scan, tmp
         proc.wait()
         done = _count_vectors(idx)
         assert 0 < done < total
-        res = audit_subprocess("embed", "--index", str(idx), "--model", "toy-shapes", "--no-prompts", "--json", "--quiet",
-                      "--executor", finisher, env={"RAY_ADDRESS": cluster})  # fmt: skip
+        res = audit_subprocess(
+            "embed",
+            "--index",
+            str(idx),
+            "--model",
+            "toy-shapes",
+            "--no-prompts",
+            "--json",
+            "--quiet",
+            "--executor",
+            finisher,
+            env={"RAY_ADDRESS": cluster},
+        )
         assert res.returncode == ExitCode.OK, res.stderr[-2000:]
         out = json.loads(res.stdout)
         assert out["images_embedded"] == total - done and out["image_vectors_total"] == total
@@ -183,16 +210,19 @@ def test_animation_frames_are_embedded_on_ray_as_locally(cluster, tmp_path):
 
     src = tmp_path / "src"
     write_generation(src / "still.png", "blue", "circle")
-    frames = [tw.draw(tw.random_scene(__import__("random").Random(i), colour=c, shape="triangle"), px=96)
-              for i, c in enumerate(["blue", "green", "red", "yellow"])]
+    frames = [
+        tw.draw(tw.random_scene(__import__("random").Random(i), colour=c, shape="triangle"), px=96)
+        for i, c in enumerate(["blue", "green", "red", "yellow"])
+    ]
     buf = io.BytesIO()
     frames[0].save(buf, "GIF", save_all=True, append_images=frames[1:], duration=100, loop=0)
     (src / "anim.gif").write_bytes(buf.getvalue())
     emb = load_embedder("toy-shapes", device="cpu")
     got = {}
-    for name, make in (("local", lambda: InlineExecutor()),
-                       ("ray-split", lambda: RayEmbedExecutor(ray, device="cpu", image_spec=emb.preprocess,
-                                                              split_decode=True))):
+    for name, make in (
+        ("local", lambda: InlineExecutor()),
+        ("ray-split", lambda: RayEmbedExecutor(ray, device="cpu", image_spec=emb.preprocess, split_decode=True)),
+    ):
         idx = tmp_path / name
         audit.crawl([src], idx, workers=0)
         a = audit.open(idx)
@@ -248,9 +278,15 @@ def test_a_node_that_cannot_see_a_source_stops_the_run_before_any_work(cluster, 
     hidden = tmp_path / "hidden"
     write_generation(hidden / "a.png")
     before = sum(n["Alive"] for n in ray.nodes())
-    script = f"mount -t tmpfs none {hidden} && exec ray start --address={cluster} --num-cpus=0 --block --disable-usage-stats"
-    node = subprocess.Popen(["unshare", "-m", "--propagation", "private", "sh", "-c", script],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    script = (
+        f"mount -t tmpfs none {hidden} && exec ray start --address={cluster} --num-cpus=0 --block --disable-usage-stats"
+    )
+    node = subprocess.Popen(
+        ["unshare", "-m", "--propagation", "private", "sh", "-c", script],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 60
         while sum(n["Alive"] for n in ray.nodes()) <= before:
@@ -260,8 +296,9 @@ def test_a_node_that_cannot_see_a_source_stops_the_run_before_any_work(cluster, 
             check_visible(ray, [str(hidden)])
         with pytest.raises(InputError, match=r"a.png is not the same on Ray node .*missing there"):
             check_visible(ray, [str(hidden / "a.png")], what="image")
-        res = audit_subprocess("crawl", str(hidden), "--index", str(tmp_path / "idx"), "--executor", "ray",
-                      env={"RAY_ADDRESS": cluster})  # fmt: skip
+        res = audit_subprocess(
+            "crawl", str(hidden), "--index", str(tmp_path / "idx"), "--executor", "ray", env={"RAY_ADDRESS": cluster}
+        )
         lines = [ln for ln in res.stderr.splitlines() if ln.strip() and "WARNING" not in ln]
         assert res.returncode == ExitCode.USAGE and "is not the same on Ray node" in lines[-1], res.stderr[-2000:]
         assert audit.open(tmp_path / "idx").items().height == 0  # nothing was read

@@ -24,8 +24,11 @@ def _cli_without_ray(*args: str) -> subprocess.CompletedProcess:
 
 def test_executor_ray_without_the_extra_is_one_line_exit_3(tmp_path):
     for cmd in (["crawl", str(REPO / "samples" / "archive")], ["embed"], ["scan", str(REPO / "samples" / "archive")]):
-        res = _cli_without_ray(*cmd, "--index", str(tmp_path / "idx"), "--executor", "ray", "--model", "toy-shapes") \
-            if cmd[0] != "crawl" else _cli_without_ray(*cmd, "--index", str(tmp_path / "idx"), "--executor", "ray")
+        res = (
+            _cli_without_ray(*cmd, "--index", str(tmp_path / "idx"), "--executor", "ray", "--model", "toy-shapes")
+            if cmd[0] != "crawl"
+            else _cli_without_ray(*cmd, "--index", str(tmp_path / "idx"), "--executor", "ray")
+        )
         assert res.returncode == 3, (cmd, res.stderr)
         lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
         assert len(lines) == 1 and 'pip install ".[ray]"' in lines[0], res.stderr

@@ -25,9 +25,14 @@ def _implementations(packages, method: str) -> set[type]:
         for info in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
             module = importlib.import_module(info.name)
             for obj in vars(module).values():
-                if (isinstance(obj, type) and obj.__module__ == module.__name__ and not obj.__name__.startswith("_")
-                        and callable(getattr(obj, method, None)) and "name" in dir(obj)
-                        and not getattr(obj, "_is_protocol", False)):
+                if (
+                    isinstance(obj, type)
+                    and obj.__module__ == module.__name__
+                    and not obj.__name__.startswith("_")
+                    and callable(getattr(obj, method, None))
+                    and "name" in dir(obj)
+                    and not getattr(obj, "_is_protocol", False)
+                ):
                     found.add(obj)
     return found
 

@@ -66,7 +66,13 @@ def test_default_folder_files_and_permissions(fx, tmp_path, monkeypatch):
     out = Path(s.out_dir)
     assert out.parent == tmp_path / "reports" / "idx" and re.fullmatch(r"\d{8}T\d{6}Z", out.name)
     assert sorted(p.name for p in out.iterdir()) == [
-        "clusters.jsonl", "findings.csv", "findings.jsonl", "findings.parquet", "index.html", "manifest.json"]  # fmt: skip
+        "clusters.jsonl",
+        "findings.csv",
+        "findings.jsonl",
+        "findings.parquet",
+        "index.html",
+        "manifest.json",
+    ]
     assert stat.S_IMODE(out.stat().st_mode) == 0o700
     assert all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in out.iterdir())
     assert not list(out.parent.glob(".*partial*")), "no staging folder left behind"
@@ -96,7 +102,9 @@ def test_findings_records_in_every_format(fx, tmp_path):
     by_item = {r["item_id"]: r for r in rows}
     assert by_item[fx.items["green_square"]]["prompt"] == HUGE_PROMPT.strip()  # full text in JSONL
     assert by_item[fx.items["blue_triangle"]]["prompt"] == XSS_PROMPT
-    assert any(s["detail"].get("label") == "toy square <b>label</b>" for s in by_item[fx.items["blue_square"]]["signals"])
+    assert any(
+        s["detail"].get("label") == "toy square <b>label</b>" for s in by_item[fx.items["blue_square"]]["signals"]
+    )
     red = [r for r in rows if r["item_id"] == fx.items["red_triangle"]]
     assert {r["category"] for r in red} == {"red-shapes", "triangles"} and all(r["no_view"] for r in red)
     assert all(r["cluster_id"] for r in red)
@@ -107,7 +115,9 @@ def test_findings_records_in_every_format(fx, tmp_path):
     assert pq["finding_id"].to_list() == [r["finding_id"] for r in rows]
     assert pq["prompt"].to_list() == [r["prompt"] for r in rows]
     sig0 = pq["signals"][0][0]
-    assert sig0["kind"] == rows[0]["signals"][0]["kind"] and json.loads(sig0["detail"]) == rows[0]["signals"][0]["detail"]
+    assert (
+        sig0["kind"] == rows[0]["signals"][0]["kind"] and json.loads(sig0["detail"]) == rows[0]["signals"][0]["detail"]
+    )
 
     with open(out / "findings.csv", newline="", encoding="utf-8") as fh:
         cs = list(csv.DictReader(fh))
@@ -192,7 +202,7 @@ def test_thumbnails_blurred_server_side(fx, tmp_path):
 def test_archive_text_is_escaped(fx, tmp_path):
     s = _report(fx, tmp_path / "r")
     html = (Path(s.out_dir) / "index.html").read_text("utf-8")
-    assert "<script>window.__pwned" not in html and "onerror=\"window" not in html
+    assert "<script>window.__pwned" not in html and 'onerror="window' not in html
     assert XSS_NAME not in html
     assert "&lt;script&gt;window.__pwned" in html
     assert html.count("<script") == 1  # the page's own, with the nonce
@@ -288,8 +298,11 @@ def test_huge_prompt_truncated_for_display(fx, tmp_path):
 
 def test_non_utf8_text_in_catalog(fx, tmp_path):
     with audit.open(fx.index) as a:
-        a.catalog.conn.execute("UPDATE items SET prompt = CAST(X'61ff2062c3' AS TEXT), negative_prompt = "
-                               "CAST(X'fe00' AS TEXT) WHERE item_id = ?", (fx.items["blue_square"],))  # fmt: skip
+        a.catalog.conn.execute(
+            "UPDATE items SET prompt = CAST(X'61ff2062c3' AS TEXT), negative_prompt = "
+            "CAST(X'fe00' AS TEXT) WHERE item_id = ?",
+            (fx.items["blue_square"],),
+        )
     s = _report(fx, tmp_path / "r")
     row = next(r for r in _jsonl(Path(s.out_dir) / "findings.jsonl") if r["item_id"] == fx.items["blue_square"])
     assert row["prompt"] == "a\ufffd b\ufffd"
@@ -356,8 +369,18 @@ def test_new_since_last_report_and_decisions(fx, tmp_path):
     assert second.counts["new_since_last_report"] == 0
     with audit.open(fx.index) as a:
         store = FindingsStore(a.catalog.conn)
-        store.upsert_findings([Finding(fx.items["clean"], "squares", "medium", fx.policy_hash,
-                                       [Signal("concept", "concept:x", 0.3, 0.2, 0.1)])], run_id=fx.run_id)  # fmt: skip
+        store.upsert_findings(
+            [
+                Finding(
+                    fx.items["clean"],
+                    "squares",
+                    "medium",
+                    fx.policy_hash,
+                    [Signal("concept", "concept:x", 0.3, 0.2, 0.1)],
+                )
+            ],
+            run_id=fx.run_id,
+        )
         fid = _jsonl(Path(second.out_dir) / "findings.jsonl")[0]["finding_id"]
         store.record_decision(target_kind="finding", target_id=fid, decision="dismiss", decided_by="rev", note="ok")
     third = _report(fx, tmp_path / "r3")
@@ -411,8 +434,13 @@ def test_review_candidates_are_marked_in_every_output(fx, tmp_path):
     via_cluster = Signal("cluster", f"cluster:{cid}", 0.3, 0.24, 0.06, {"cluster_id": cid, "reason": "centroid"})
     with audit.open(fx.index) as a:
         FindingsStore(a.catalog.conn).upsert_findings(
-            [Finding(fx.items["yellow_triangle"], "red-shapes", "critical", fx.policy_hash, [via_cluster], cluster_id=cid)],
-            run_id=fx.run_id)
+            [
+                Finding(
+                    fx.items["yellow_triangle"], "red-shapes", "critical", fx.policy_hash, [via_cluster], cluster_id=cid
+                )
+            ],
+            run_id=fx.run_id,
+        )
     out = Path(_report(fx, tmp_path / "r").out_dir)
     rows = _jsonl(out / "findings.jsonl")
     marked = [r for r in rows if r["review_candidate"]]

@@ -20,8 +20,16 @@ from audit.errors import ExitCode
 from tests.cli_helper import audit_cli
 
 CHROMIUM = os.environ.get("AUDIT_CHROMIUM", "/usr/bin/chromium")
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--no-first-run", "--disable-sync", "--disable-default-apps", "--disable-extensions"]  # fmt: skip
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+    "--disable-default-apps",
+    "--disable-extensions",
+]
 
 try:
     from playwright.sync_api import sync_playwright
@@ -29,7 +37,9 @@ except ImportError:  # pragma: no cover - CI installs it (pyproject dev extras)
     sync_playwright = None
 
 pytestmark = [
-    pytest.mark.skipif(sync_playwright is None, reason="the playwright package is not installed (pip install -e .[dev])"),
+    pytest.mark.skipif(
+        sync_playwright is None, reason="the playwright package is not installed (pip install -e .[dev])"
+    ),
     pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"no chromium at {CHROMIUM} (apt-get install chromium)"),
 ]
 
@@ -185,7 +195,9 @@ def test_decisions_download_matches_format(page, report, tmp_path):
     assert [d["decision"] for d in data] == ["confirm", "escalate", "dismiss"]
     assert data[1]["note"] == 'needs a second look "quoted" <b>'
     assert {d["by"] for d in data} == {"reviewer-1"}
-    ids = page.evaluate("Array.from(document.querySelectorAll('article.finding')).slice(0,3).map(a => [a.dataset.findingId, a.dataset.itemId])")
+    ids = page.evaluate(
+        "Array.from(document.querySelectorAll('article.finding')).slice(0,3).map(a => [a.dataset.findingId, a.dataset.itemId])"
+    )
     assert [[d["finding_id"], d["item_id"]] for d in data] == ids
 
 

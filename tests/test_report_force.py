@@ -254,8 +254,11 @@ def test_staging_poll_and_kill_from_outside(index, tmp_path):
     out = parent / "r"
     caught = False
     for _ in range(5):
-        p = subprocess.Popen([sys.executable, "-m", "audit", "report", "--index", str(index), "--out", str(out),
-                              "--force", "-q"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        p = subprocess.Popen(
+            [sys.executable, "-m", "audit", "report", "--index", str(index), "--out", str(out), "--force", "-q"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         deadline = time.monotonic() + 60
         while p.poll() is None and time.monotonic() < deadline:
             if parent.exists() and _leftovers(parent):

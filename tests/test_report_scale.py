@@ -45,15 +45,21 @@ print(json.dumps({"seconds": time.time() - t, "rise_mb": (status("VmHWM") - base
 
 @pytest.fixture(scope="module")
 def big(tmp_path_factory):
-    return build_scale_index(tmp_path_factory.mktemp("report-scale") / "idx", n_items=N_ITEMS, findings_per_item=2,
-                             n_clusters=200)  # fmt: skip
+    return build_scale_index(
+        tmp_path_factory.mktemp("report-scale") / "idx", n_items=N_ITEMS, findings_per_item=2, n_clusters=200
+    )
 
 
 def test_report_of_100k_findings_is_complete_in_bounded_memory(big, tmp_path):
     out = tmp_path / "report"
     env = {**os.environ, "PYTHONPATH": str(Path(audit.__file__).parent.parent)}
-    run = subprocess.run([sys.executable, "-c", _PROBE, str(big.index), str(out), str(HTML_LIMIT)], env=env,
-                         capture_output=True, text=True, timeout=900)  # fmt: skip
+    run = subprocess.run(
+        [sys.executable, "-c", _PROBE, str(big.index), str(out), str(HTML_LIMIT)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     got = json.loads(run.stdout.strip().splitlines()[-1])
     assert got["rise_mb"] < MAX_RISE_MB, got

@@ -24,8 +24,20 @@ def idx(tmp_path):
     ids = sorted(a.items()["item_id"].to_list())
     store = FindingsStore(a.catalog.conn)
     with store.transaction() as c:
-        store.replace_clusters_in(c, "p" * 64, [{"cluster_id": "c1", "policy_hash": "p" * 64, "kind": "semantic",
-                                                 "size": 2, "members": ids[:2], "flagged": 0}])
+        store.replace_clusters_in(
+            c,
+            "p" * 64,
+            [
+                {
+                    "cluster_id": "c1",
+                    "policy_hash": "p" * 64,
+                    "kind": "semantic",
+                    "size": 2,
+                    "members": ids[:2],
+                    "flagged": 0,
+                }
+            ],
+        )
     return a, ids, tmp_path
 
 
@@ -68,8 +80,10 @@ def test_bad_targets_and_decisions(idx):
 
 def test_import_validates_every_entry_and_writes_nothing_on_error(idx):
     a, ids, tmp = idx
-    good = [{"item_id": ids[0], "decision": "confirm", "note": "x", "by": "ann", "at": "2026-01-02T03:04:05Z"},
-            {"cluster_id": "c1", "decision": "dismiss"}]
+    good = [
+        {"item_id": ids[0], "decision": "confirm", "note": "x", "by": "ann", "at": "2026-01-02T03:04:05Z"},
+        {"cluster_id": "c1", "decision": "dismiss"},
+    ]
     cases = [
         ({"decision": "confirm"}, "entry 2: give exactly one of item_id"),
         ({"item_id": ids[1], "cluster_id": "c1", "decision": "confirm"}, "entry 2: give exactly one"),
@@ -121,14 +135,28 @@ def test_export_bank_of_confirmed_items(idx):
 def test_cli_review_item_and_usage_errors(idx):
     a, ids, tmp = idx
     a.close()
-    proc = audit_cli("review", "--index", tmp / "idx", "--item", ids[4], "--decision", "dismiss",
-                     "--note", "benign", "--by", "carol", "--json")
+    proc = audit_cli(
+        "review",
+        "--index",
+        tmp / "idx",
+        "--item",
+        ids[4],
+        "--decision",
+        "dismiss",
+        "--note",
+        "benign",
+        "--by",
+        "carol",
+        "--json",
+    )
     assert proc.json()["decision_id"] >= 1
     for args in (["--item", ids[4]], ["--item", ids[4], "--cluster", "c1", "--decision", "confirm"], []):
         audit_cli("review", "--index", tmp / "idx", *args, expected=ExitCode.USAGE)
     with audit.open(tmp / "idx") as b:
         log = b.decisions().to_dicts()
-    assert [(d["target_id"], d["decision"], d["decided_by"], d["note"]) for d in log] == [(ids[4], "dismiss", "carol", "benign")]
+    assert [(d["target_id"], d["decision"], d["decided_by"], d["note"]) for d in log] == [
+        (ids[4], "dismiss", "carol", "benign")
+    ]
 
 
 def test_import_accepts_the_report_page_format(idx):
@@ -140,12 +168,22 @@ def test_import_accepts_the_report_page_format(idx):
     store = FindingsStore(a.catalog.conn)
     f = Finding(ids[0], "red-triangles", "critical", "p" * 64, [Signal("prompt_rule", "rule:x", 1.0, 1.0, 0.0, {})])
     store.upsert_findings([f], run_id=1)
-    entry = {"finding_id": f.finding_id, "item_id": ids[0], "decision": "confirm", "note": "", "by": "j.doe",
-             "at": "2026-11-25T03:52:10.123Z"}
+    entry = {
+        "finding_id": f.finding_id,
+        "item_id": ids[0],
+        "decision": "confirm",
+        "note": "",
+        "by": "j.doe",
+        "at": "2026-11-25T03:52:10.123Z",
+    }
     (tmp / "page.json").write_text(json.dumps([entry]))
     assert len(a.import_decisions(tmp / "page.json")) == 1
     log = a.decisions().to_dicts()
-    assert (log[0]["target_kind"], log[0]["target_id"], log[0]["category"]) == ("finding", f.finding_id, "red-triangles")
+    assert (log[0]["target_kind"], log[0]["target_id"], log[0]["category"]) == (
+        "finding",
+        f.finding_id,
+        "red-triangles",
+    )
     assert list(confirmed_items(a.catalog.conn)) == [ids[0]]
     (tmp / "page.json").write_text(json.dumps([{**entry, "item_id": ids[1]}]))
     with pytest.raises(InputError, match="entry 0: item_id .* is not the item of finding"):

@@ -68,8 +68,21 @@ def _true_depth(obj) -> int:
     return 0
 
 
-@pytest.mark.parametrize("text", ['[[1,[2]]]', '{"a":"[[[["}', r'{"a":"\\"}', r'{"a":"\"[[["}',
-                                  r'{"a":"\\\"[[[", "b":[[1]]}', "[]", "{}", '"x"', "1", '{"k": {"[": "]"}}'])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "[[1,[2]]]",
+        '{"a":"[[[["}',
+        r'{"a":"\\"}',
+        r'{"a":"\"[[["}',
+        r'{"a":"\\\"[[[", "b":[[1]]}',
+        "[]",
+        "{}",
+        '"x"',
+        "1",
+        '{"k": {"[": "]"}}',
+    ],
+)
 def test_depth_matches_the_parsed_structure(text):
     assert depth(text) == _true_depth(json.loads(text))
     assert depth(text.encode()) == _true_depth(json.loads(text))

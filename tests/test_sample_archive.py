@@ -21,7 +21,12 @@ def test_bundled_sample_archive_crawls_cleanly_with_metadata(tmp_path):
     items = audit.open(tmp_path / "idx").items()
     assert set(items["generator"].unique()) >= {"a1111", "comfyui"}
     assert items["prompt"].null_count() == 0 and items["seed"].null_count() == 0
-    assert items.filter(pl.col("resources").list.eval(pl.element().struct.field("name").str.contains("flatColours_v3")).list.any()).height > 0
+    assert (
+        items.filter(
+            pl.col("resources").list.eval(pl.element().struct.field("name").str.contains("flatColours_v3")).list.any()
+        ).height
+        > 0
+    )
     assert sum(t["planted"] for t in first) >= 10
 
 

@@ -28,8 +28,22 @@ TOY_POLICY = REPO / "samples" / "policy" / "toy.toml"
 
 
 def scan(archive: Path, idx: Path, *extra: str):
-    res = audit_cli("scan", archive, "--index", idx, "--model", "toy-shapes", "--policy", TOY_POLICY,
-                    "--fail-on", "critical", "--quiet", "--json", *extra, expected=None)
+    res = audit_cli(
+        "scan",
+        archive,
+        "--index",
+        idx,
+        "--model",
+        "toy-shapes",
+        "--policy",
+        TOY_POLICY,
+        "--fail-on",
+        "critical",
+        "--quiet",
+        "--json",
+        *extra,
+        expected=None,
+    )
     assert res.exit_status in (ExitCode.OK, ExitCode.FINDINGS), res.stderr
     return res.exit_status, res.json()
 
@@ -69,7 +83,9 @@ def test_scan_twice_then_new_files(tmp_path):
     # flagged red cluster comes in that way (truth.json says what was drawn)
     drawn = {t["path"]: t for t in json.loads((SAMPLE / "truth.json").read_text())}
     via = [f for f in _new_findings(idx, first) if all(s["kind"] == "cluster" for s in f["signals"])]
-    assert first["new_candidates_by_category"].get("red-triangles", 0) == sum(f["category"] == "red-triangles" for f in via)
+    assert first["new_candidates_by_category"].get("red-triangles", 0) == sum(
+        f["category"] == "red-triangles" for f in via
+    )
     for f in via:
         t = drawn[Path(f["uri"]).relative_to(archive).as_posix()]
         assert (t["colour"], t["shape"]) == ("red", "triangle"), t
@@ -79,8 +95,9 @@ def test_scan_twice_then_new_files(tmp_path):
     for f in found:
         t = drawn[Path(f["uri"]).relative_to(archive).as_posix()]
         assert (t["colour"], t["shape"]) == ("red", "triangle"), (f["category"], t)
-    red_paths = {p for p, t in drawn.items() if (t["colour"], t["shape"]) == ("red", "triangle")
-                 and (archive / p).exists()}  # the "later" batch is copied in below
+    red_paths = {
+        p for p, t in drawn.items() if (t["colour"], t["shape"]) == ("red", "triangle") and (archive / p).exists()
+    }  # the "later" batch is copied in below
     found_paths = {Path(f["uri"]).relative_to(archive).as_posix() for f in found if f["category"] == "red-triangles"}
     red_ids = {hashlib.sha256((archive / p).read_bytes()).hexdigest() for p in red_paths}
     found_ids = {hashlib.sha256((archive / p).read_bytes()).hexdigest() for p in found_paths}
@@ -129,7 +146,9 @@ def test_second_scan_on_a_locked_index_exits_3(tmp_path):
 
 
 def test_bad_fail_on_and_bad_policy_are_usage_errors(tmp_path):
-    res = audit_cli("scan", SAMPLE, "--index", tmp_path / "i", "--fail-on", "severe", "--quiet", expected=ExitCode.USAGE)
+    res = audit_cli(
+        "scan", SAMPLE, "--index", tmp_path / "i", "--fail-on", "severe", "--quiet", expected=ExitCode.USAGE
+    )
     assert "--fail-on" in res.stderr
     bad = tmp_path / "bad.toml"
     bad.write_text("[policy]\nname = 1\n[[categry]]\n")
@@ -143,8 +162,22 @@ def test_interrupted_scan_exits_130_and_the_next_scan_finishes(tmp_path, sig):
     archive = tmp_path / "archive"
     shutil.copytree(SAMPLE, archive)
     idx = tmp_path / "idx"
-    cmd = [sys.executable, "-m", "audit", "scan", str(archive), "--index", str(idx), "--model", "toy-shapes",
-           "--policy", str(TOY_POLICY), "--quiet", "--workers", "0"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "audit",
+        "scan",
+        str(archive),
+        "--index",
+        str(idx),
+        "--model",
+        "toy-shapes",
+        "--policy",
+        str(TOY_POLICY),
+        "--quiet",
+        "--workers",
+        "0",
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     # Signal once the first image vectors are committed: mid-embed, with the flag stage
     # still to come, however fast or slow the machine is.

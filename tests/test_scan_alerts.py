@@ -57,8 +57,23 @@ def setup(tmp_path):
 
 
 def scan_args(archive: Path, idx: Path, policy: Path, *extra: str) -> list[str]:
-    return ["scan", str(archive), "--index", str(idx), "--policy", str(policy), "--model", "toy-shapes",
-            "--workers", "0", "--fail-on", "critical", "--quiet", "--json", *extra]
+    return [
+        "scan",
+        str(archive),
+        "--index",
+        str(idx),
+        "--policy",
+        str(policy),
+        "--model",
+        "toy-shapes",
+        "--workers",
+        "0",
+        "--fail-on",
+        "critical",
+        "--quiet",
+        "--json",
+        *extra,
+    ]
 
 
 def scan(archive: Path, idx: Path, policy: Path) -> tuple[ExitCode, dict]:
@@ -103,8 +118,9 @@ def test_a_scan_killed_after_flagging_has_its_findings_reported_by_the_next(setu
         pass
     os.set_blocking(write_end, True)
     with open(idx.parent / "stderr.txt", "w") as err:
-        proc = subprocess.Popen([sys.executable, "-m", "audit", *scan_args(archive, idx, policy)],
-                                stdout=write_end, stderr=err)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "audit", *scan_args(archive, idx, policy)], stdout=write_end, stderr=err
+        )
     os.close(write_end)
     try:
         _wait_for_flag_findings(idx / "catalog.sqlite", proc)
@@ -149,8 +165,11 @@ def test_decided_findings_are_not_new_and_the_library_marks_unless_told_not_to(s
     squares = a.findings().filter(a.findings()["category"] == "squares")["item_id"].to_list()
     for item in squares:
         a.review(item=item, decision="dismiss", note="toy check")
-    a.review(item=a.findings().filter(a.findings()["category"] == "red-triangles")["item_id"][0],
-             decision="escalate", note="toy check")
+    a.review(
+        item=a.findings().filter(a.findings()["category"] == "red-triangles")["item_id"][0],
+        decision="escalate",
+        note="toy check",
+    )
 
     held = run_scan(a, [archive], policy=policy, model="toy-shapes", workers=0, fail_on="critical", mark=False)
     assert held.new_by_category == {"red-triangles": 3}  # dismissed and escalated: not news
@@ -171,14 +190,17 @@ def test_an_index_made_before_reported_run_gains_it_and_reports_old_findings(tmp
     old_ddl = DDL.replace(
         "    active INTEGER NOT NULL DEFAULT 1, -- 0 once the item no longer meets the policy\n"
         "    reported_run INTEGER             -- flag run of the completed `audit scan` that reported it; NULL: not yet\n",
-        "    active INTEGER NOT NULL DEFAULT 1\n")
+        "    active INTEGER NOT NULL DEFAULT 1\n",
+    )
     assert "reported_run" not in old_ddl
     db = tmp_path / "old.sqlite"
     with closing(sqlite3.connect(db, isolation_level=None)) as conn:
         conn.executescript(old_ddl)
         conn.execute("CREATE TABLE locations (uri TEXT, item_id TEXT, present INTEGER)")
-        conn.execute("INSERT INTO findings (finding_id, policy_hash, item_id, category, severity, status, signals, "
-                     "first_flagged, last_flagged, run_id) VALUES ('f1','p','i1','c','critical','known','[]','t','t',1)")
+        conn.execute(
+            "INSERT INTO findings (finding_id, policy_hash, item_id, category, severity, status, signals, "
+            "first_flagged, last_flagged, run_id) VALUES ('f1','p','i1','c','critical','known','[]','t','t',1)"
+        )
     with closing(sqlite3.connect(db, isolation_level=None)) as conn:
         store = FindingsStore(conn)
         assert "reported_run" in {r[1] for r in conn.execute("PRAGMA table_info(findings)")}

@@ -25,8 +25,11 @@ OTHERS = 190
 
 def _save(path: Path, img: Image.Image, prompt: str, seed: int) -> None:
     info = PngImagePlugin.PngInfo()
-    info.add_text("parameters", f"{prompt}\nNegative prompt: blurry\nSteps: 20, Sampler: Euler a, CFG scale: 7, "
-                                f"Seed: {seed}, Size: {img.width}x{img.height}, Model: toyModel")  # fmt: skip
+    info.add_text(
+        "parameters",
+        f"{prompt}\nNegative prompt: blurry\nSteps: 20, Sampler: Euler a, CFG scale: 7, "
+        f"Seed: {seed}, Size: {img.width}x{img.height}, Model: toyModel",
+    )
     img.save(path, pnginfo=info)
 
 
@@ -78,8 +81,10 @@ def test_image_query_with_a_resized_reencoded_copy_finds_the_original(toy_index,
         with Image.open(original) as im:
             im.convert("RGB").resize((97, 97), Image.BICUBIC).save(copy, quality=75)
         results = _search(index, "--image", str(copy), k=5)
-        print(f"{copy.name}: top1 {Path(results[0]['uri']).name} score {results[0]['score']:.4f}, "
-              f"next {results[1]['score']:.4f}")
+        print(
+            f"{copy.name}: top1 {Path(results[0]['uri']).name} score {results[0]['score']:.4f}, "
+            f"next {results[1]['score']:.4f}"
+        )
         assert Path(results[0]["uri"]).name == original.name
         assert results[0]["score"] > 0.9
 

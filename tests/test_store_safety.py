@@ -96,8 +96,11 @@ def _unshare_works() -> str | None:
     """None when a private mount namespace with mounts can be made here, else why not."""
     if shutil.which("unshare") is None:
         return "unshare is not installed"
-    r = subprocess.run(["unshare", "-m", "sh", "-c", "mount -t tmpfs -o size=1m tmpfs /mnt && umount /mnt"],
-                       capture_output=True, text=True)  # fmt: skip
+    r = subprocess.run(
+        ["unshare", "-m", "sh", "-c", "mount -t tmpfs -o size=1m tmpfs /mnt && umount /mnt"],
+        capture_output=True,
+        text=True,
+    )
     return None if r.returncode == 0 else f"cannot mount in a private namespace: {r.stderr.strip()[:120]}"
 
 
@@ -114,14 +117,20 @@ def in_namespace(setup: str, *commands: str, timeout: float = 120) -> list[subpr
         script = [setup + " || exit 99"]
         for i, cmd in enumerate(commands):
             script.append(f"({cmd}) >{out}/{i}.out 2>{out}/{i}.err; echo $? >{out}/{i}.rc")
-        r = subprocess.run(["unshare", "-m", "sh", "-c", "\n".join(script)], capture_output=True, text=True,
-                           timeout=timeout, env={**os.environ, "PYTHONPATH": str(REPO)})  # fmt: skip
+        r = subprocess.run(
+            ["unshare", "-m", "sh", "-c", "\n".join(script)],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+        )
         assert r.returncode != 99, f"namespace setup failed: {r.stderr}"
         results = []
         for i, cmd in enumerate(commands):
             rc = int((out / f"{i}.rc").read_text())
-            results.append(subprocess.CompletedProcess(cmd, rc, (out / f"{i}.out").read_text(),
-                                                       (out / f"{i}.err").read_text()))  # fmt: skip
+            results.append(
+                subprocess.CompletedProcess(cmd, rc, (out / f"{i}.out").read_text(), (out / f"{i}.err").read_text())
+            )
         return results
     finally:
         shutil.rmtree(out, ignore_errors=True)
@@ -151,8 +160,13 @@ def test_open_never_creates_an_index(tmp_path):
     with pytest.raises(IndexMissing):
         audit.open(tmp_path / "empty")
     assert list((tmp_path / "empty").iterdir()) == []
-    for cmd in (["search", "--text", "x"], ["report", "--out", str(tmp_path / "r")], ["flag"], ["index"],
-                ["review", "--item", "abc", "--decision", "confirm"]):  # fmt: skip
+    for cmd in (
+        ["search", "--text", "x"],
+        ["report", "--out", str(tmp_path / "r")],
+        ["flag"],
+        ["index"],
+        ["review", "--item", "abc", "--decision", "confirm"],
+    ):
         r = audit_cli(cmd[0], "--index", tmp_path / "empty", *cmd[1:], expected=ExitCode.USAGE)
         _one_line(r.stderr, "no audit index", str(tmp_path / "empty"))
     assert list((tmp_path / "empty").iterdir()) == [] and not (tmp_path / "r").exists()
@@ -209,9 +223,15 @@ def test_damaged_catalog_is_refused_and_left_untouched(idx, kind):
 def test_every_command_refuses_an_empty_catalog(idx, tmp_path):
     (idx / CATALOG_FILE).write_bytes(b"")
     before = _snapshot(idx)
-    for cmd in (["search", "--text", "x"], ["report", "--out", str(tmp_path / "r")], ["flag"], ["index"],
-                ["embed", "--model", "toy-shapes"], ["review", "--item", "abc", "--decision", "confirm"],
-                ["scan", str(idx.parent / "archive"), "--model", "toy-shapes"]):  # fmt: skip
+    for cmd in (
+        ["search", "--text", "x"],
+        ["report", "--out", str(tmp_path / "r")],
+        ["flag"],
+        ["index"],
+        ["embed", "--model", "toy-shapes"],
+        ["review", "--item", "abc", "--decision", "confirm"],
+        ["scan", str(idx.parent / "archive"), "--model", "toy-shapes"],
+    ):
         r = audit_cli(cmd[0], "--index", idx, *cmd[1:], expected=ExitCode.USAGE)
         _one_line(r.stderr, "empty (0 bytes)", str(idx / CATALOG_FILE))
     assert _snapshot(idx) == before and (idx / CATALOG_FILE).stat().st_size == 0
@@ -250,7 +270,16 @@ def test_sigkill_during_creation_leaves_no_catalog_or_a_whole_one(tmp_path, at):
     if path.exists():  # judged with plain SQLite, before audit opens it again
         with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as c:
             tables = {t for (t,) in c.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-            assert {"meta", "items", "locations", "runs", "findings", "decisions", "vector_rows", "vector_shards"} <= tables
+            assert {
+                "meta",
+                "items",
+                "locations",
+                "runs",
+                "findings",
+                "decisions",
+                "vector_rows",
+                "vector_shards",
+            } <= tables
             assert c.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() is not None
     archive = tmp_path / "archive"
     make_archive_dir(archive, n=3)
@@ -326,7 +355,15 @@ def test_read_only_mount_readers_work_writers_exit_3(idx, tmp_path):
     assert report.returncode == ExitCode.OK, report.stderr
     notes = json.loads((out / "manifest.json").read_text())["notes"]
     assert any("read-only" in n and "not recorded" in n for n in notes)
-    assert notebook.returncode == 0 and notebook.stdout.split() == ["True", "read-only", "file", "system", "6", "0", "0"]
+    assert notebook.returncode == 0 and notebook.stdout.split() == [
+        "True",
+        "read-only",
+        "file",
+        "system",
+        "6",
+        "0",
+        "0",
+    ]
     for (name, _), r in zip(writers, results[3:]):
         assert r.returncode == ExitCode.ENVIRONMENT, (name, r.returncode, r.stderr)
         _one_line(r.stderr, f"index {ro} is read-only")
@@ -342,12 +379,16 @@ def test_read_only_mount_of_an_older_catalog_shadows_missing_tables(idx, tmp_pat
             c.execute(f"DROP TABLE {t}")
         c.execute("ALTER TABLE locations DROP COLUMN root")
     ro = tmp_path / "ro"
-    (r,) = in_namespace(ro_mount(idx, ro), py_cmd(f"""
+    (r,) = in_namespace(
+        ro_mount(idx, ro),
+        py_cmd(f"""
         import audit
         a = audit.open({str(ro)!r})
         items = a.items()
         print(a.read_only, items.height, a.findings().height, a.decisions().height, a.clusters().height)
-    """), audit_cmd("report", "--index", ro, "--out", tmp_path / "rep", "-q"))[:1]
+    """),
+        audit_cmd("report", "--index", ro, "--out", tmp_path / "rep", "-q"),
+    )[:1]
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["True", "6", "0", "0", "0"]
     assert (tmp_path / "rep" / "manifest.json").exists()
@@ -385,9 +426,9 @@ def test_read_only_mount_while_a_writer_holds_the_lock(idx, tmp_path):
     assert not (idx / f"{CATALOG_FILE}-shm").exists()
     holder = py_cmd(f"""
         import fcntl, os, sys, time
-        fd = os.open({str(idx / 'lock')!r}, os.O_RDWR)
+        fd = os.open({str(idx / "lock")!r}, os.O_RDWR)
         fcntl.flock(fd, fcntl.LOCK_EX)
-        open({str(tmp_path / 'held')!r}, 'w').close()
+        open({str(tmp_path / "held")!r}, 'w').close()
         time.sleep(30)
     """)
     wait = f"while [ ! -e {shlex.quote(str(tmp_path / 'held'))} ]; do sleep 0.05; done"
@@ -418,7 +459,9 @@ def _big_archive(root: Path, n: int = 30) -> Path:
     root.mkdir(parents=True)
     for i in range(n):
         info = PngImagePlugin.PngInfo()
-        info.add_text("parameters", f"a red square number {i} " + "and a blue circle " * 1700 + f"\nSteps: 20, Seed: {i}")
+        info.add_text(
+            "parameters", f"a red square number {i} " + "and a blue circle " * 1700 + f"\nSteps: 20, Seed: {i}"
+        )
         Image.new("RGB", (16, 16), (i * 7 % 255, 40, 40)).save(root / f"{i:03d}.png", pnginfo=info)
     return root
 
@@ -455,7 +498,11 @@ def test_full_file_system_is_exit_3_and_a_rerun_with_space_finishes(tmp_path):
     """)
     full, after_full, grow, rerun, after_rerun = in_namespace(
         f"mount -t tmpfs -o size=400k tmpfs {shlex.quote(str(mnt))}",
-        crawl, check, f"mount -o remount,size=8m {shlex.quote(str(mnt))}", crawl, check,
+        crawl,
+        check,
+        f"mount -o remount,size=8m {shlex.quote(str(mnt))}",
+        crawl,
+        check,
     )
     assert full.returncode == ExitCode.ENVIRONMENT, full.stderr
     _one_line(full.stderr, f"disk full writing {index / CATALOG_FILE}")

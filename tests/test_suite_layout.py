@@ -58,7 +58,8 @@ def _problems(path: Path) -> list[str]:
 def test_the_layout_check_sees_each_kind_of_bad_import(tmp_path):
     bad = tmp_path / "test_bad.py"
     # "| " keeps this sample from parsing as Python (and being checked) while it is a string here
-    bad.write_text(textwrap.dedent('''
+    bad.write_text(
+        textwrap.dedent('''
         | from conftest import archive
         | from tests.test_scan import scan
         | from cli_helper import audit_cli
@@ -68,7 +69,8 @@ def test_the_layout_check_sees_each_kind_of_bad_import(tmp_path):
         | import sys
         | from test_flag_scale import LookupEmbedder
         | """
-    ''').replace("| ", ""))
+    ''').replace("| ", "")
+    )
     found = _problems(bad)
     assert [p.split(":")[1] for p in found] == ["2", "3", "4", "7"], found
     assert "conftest holds fixtures" in found[0] and "a test module" in found[1]

@@ -57,6 +57,7 @@ def _text(toy, prompts):
 
 # ------------------------------------------------------------------ the world
 
+
 def test_world_is_deterministic_and_resolution_independent():
     a = tw.random_scenes(7, 20)
     assert a == tw.random_scenes(7, 20)
@@ -88,6 +89,7 @@ def test_training_input_matches_open_clip_preprocess(toy):
 
 # ------------------------------------------------------------------ acceptance
 
+
 def test_zero_shot_accuracy_on_fresh_images(toy, eval_set):
     scenes, feats = eval_set
     text = _text(toy, tw.class_prompts())
@@ -104,12 +106,21 @@ def test_zero_shot_accuracy_on_fresh_images(toy, eval_set):
     [
         ("a red triangle", lambda s: (s.colour, s.shape) == ("red", "triangle"), 200),
         ("a blue triangle", lambda s: (s.colour, s.shape) == ("blue", "triangle"), 200),
-        ("a photo of a red triangle, masterpiece, best quality, 4k",
-         lambda s: (s.colour, s.shape) == ("red", "triangle"), 200),
-        ("a green star on a black background",
-         lambda s: (s.colour, s.shape, s.background) == ("green", "star", "black"), 600),
-        ("a yellow circle on a white background",
-         lambda s: (s.colour, s.shape, s.background) == ("yellow", "circle", "white"), 600),
+        (
+            "a photo of a red triangle, masterpiece, best quality, 4k",
+            lambda s: (s.colour, s.shape) == ("red", "triangle"),
+            200,
+        ),
+        (
+            "a green star on a black background",
+            lambda s: (s.colour, s.shape, s.background) == ("green", "star", "black"),
+            600,
+        ),
+        (
+            "a yellow circle on a white background",
+            lambda s: (s.colour, s.shape, s.background) == ("yellow", "circle", "white"),
+            600,
+        ),
     ],
 )
 def test_text_retrieval(toy, eval_set, query, match, n):
@@ -162,14 +173,32 @@ def test_load_toy_model_convenience():
 
 # ------------------------------------------------------------------ the training script
 
+
 def test_training_script_runs_and_its_output_loads(tmp_path):
     from safetensors.torch import load_file
 
     out = tmp_path / "tiny.safetensors"
     proc = subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "train_toy_clip.py"), "--steps", "5", "--batch-size", "8",
-         "--out", str(out), "--seed", "3", "--eval-images", "24", "--log-every", "1"],
-        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+        [
+            sys.executable,
+            str(REPO / "scripts" / "train_toy_clip.py"),
+            "--steps",
+            "5",
+            "--batch-size",
+            "8",
+            "--out",
+            str(out),
+            "--seed",
+            "3",
+            "--eval-images",
+            "24",
+            "--log-every",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "zero-shot accuracy" in proc.stdout

@@ -68,7 +68,11 @@ def _model_outputs(emb) -> np.ndarray:
     from audit.embed import toyworld as tw
 
     images = [tw.draw(s, px=96) for s in tw.random_scenes(3, 48)]
-    texts = [f"a {c} {s} on a plain background" for c in ("red", "green", "blue", "yellow") for s in ("circle", "square", "triangle")]
+    texts = [
+        f"a {c} {s} on a plain background"
+        for c in ("red", "green", "blue", "yellow")
+        for s in ("circle", "square", "triangle")
+    ]
     return np.concatenate([emb.embed_images(images), emb.embed_texts(texts)]).astype(np.float32)
 
 
@@ -77,7 +81,9 @@ def test_fp16_keeps_the_direction_of_toy_model_vectors(tmp_path):
     from audit.embed.openclip import load_embedder
     from tests.embed_fixtures import random_toy_checkpoint
 
-    emb = load_embedder("toy-shapes", None, checkpoint=random_toy_checkpoint(tmp_path / "t.safetensors"), precision="fp32")
+    emb = load_embedder(
+        "toy-shapes", None, checkpoint=random_toy_checkpoint(tmp_path / "t.safetensors"), precision="fp32"
+    )
     cos = _fp16_cosines(_model_outputs(emb), tmp_path)
     assert cos.min() >= 0.9999, (cos.min(), cos.mean())
 
@@ -236,7 +242,9 @@ def test_catalog_key_rows_cost(tmp_path):
 
 def _sqlite_bytes(conn) -> int:
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    page, pages, free = (conn.execute(f"PRAGMA {p}").fetchone()[0] for p in ("page_size", "page_count", "freelist_count"))
+    page, pages, free = (
+        conn.execute(f"PRAGMA {p}").fetchone()[0] for p in ("page_size", "page_count", "freelist_count")
+    )
     return (pages - free) * page
 
 
@@ -310,8 +318,14 @@ def test_migration_killed_midway_resumes_and_loses_nothing(tmp_path):
         sys.setprofile(prof)
         audit.catalog.vectors.VectorStore(a.catalog.conn)
     """
-    r = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=120,
-                       cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})  # fmt: skip
+    r = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     assert r.returncode == -signal.SIGKILL, r.stderr
     with sqlite3.connect(idx / "catalog.sqlite") as c:
         left = c.execute("SELECT count(*) FROM vectors").fetchone()[0]

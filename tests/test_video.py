@@ -101,9 +101,11 @@ def test_crawl_hashes_and_flag_names_the_key_frame(mp4, tmp_path):
     src.mkdir()
     (src / "clip.mp4").write_bytes(mp4)
     policy = tmp_path / "p.toml"
-    policy.write_text('[policy]\nname = "video"\n[[category]]\nid = "red-triangles"\nseverity = "high"\n'
-                      '[[concept]]\nid = "red-triangle"\ntexts = ["a red triangle"]\nimage_threshold = 0.5\n'
-                      '[[flag]]\ncategory = "red-triangles"\nall = ["concept:red-triangle/image"]\n')
+    policy.write_text(
+        '[policy]\nname = "video"\n[[category]]\nid = "red-triangles"\nseverity = "high"\n'
+        '[[concept]]\nid = "red-triangle"\ntexts = ["a red triangle"]\nimage_threshold = 0.5\n'
+        '[[flag]]\ncategory = "red-triangles"\nall = ["concept:red-triangle/image"]\n'
+    )
     with audit.open(tmp_path / "idx", create=True) as a:
         a.crawl([str(src)], workers=0)
         row = a.items().row(0, named=True)

@@ -69,8 +69,10 @@ def _policy(tmp_path, rows, extra: str = "") -> str:
     csv.writer(buf, lineterminator="\n").writerows([["hash_type", "hash", "label"], *rows])
     (tmp_path / "videos.csv").write_text(buf.getvalue())
     policy = tmp_path / "p.toml"
-    policy.write_text('[policy]\nname = "videos"\n[[category]]\nid = "known-video"\nseverity = "high"\n'
-                      f'[[hashlist]]\nid = "known-videos"\npath = "videos.csv"\ncategory = "known-video"\n{extra}')
+    policy.write_text(
+        '[policy]\nname = "videos"\n[[category]]\nid = "known-video"\nseverity = "high"\n'
+        f'[[hashlist]]\nid = "known-videos"\npath = "videos.csv"\ncategory = "known-video"\n{extra}'
+    )
     return str(policy)
 
 
@@ -114,13 +116,16 @@ def test_match_thresholds_are_the_lists(tmp_path):
     assert (sig["detail"]["query_match_percent"], sig["detail"]["compared_match_percent"]) == (50.0, 50.0)
 
 
-@pytest.mark.parametrize("cell, says", [
-    ("not json", "must be a JSON list"),
-    ('["abc,100,0.0"]', "PDQ must be 64 hex digits"),
-    (json.dumps([f"{'ab' * 32},high,0.0"]), "quality must be an integer"),
-    (json.dumps([[("ab" * 32), 101, 0, 0.0]]), "quality must be 0-100"),
-    ("[]", "non-empty"),
-])
+@pytest.mark.parametrize(
+    "cell, says",
+    [
+        ("not json", "must be a JSON list"),
+        ('["abc,100,0.0"]', "PDQ must be 64 hex digits"),
+        (json.dumps([f"{'ab' * 32},high,0.0"]), "quality must be an integer"),
+        (json.dumps([[("ab" * 32), 101, 0, 0.0]]), "quality must be 0-100"),
+        ("[]", "non-empty"),
+    ],
+)
 def test_a_malformed_vpdq_row_is_a_policy_error_naming_the_line(tmp_path, cell, says):
     good = ["pdq", "ab" * 32, "fine"]
     policy = _policy(tmp_path, [good, ["vpdq", cell, "bad"]])
@@ -133,7 +138,8 @@ def test_a_malformed_vpdq_row_is_a_policy_error_naming_the_line(tmp_path, cell, 
 def test_vpdq_rows_are_not_for_negative_banks(tmp_path):
     (tmp_path / "neg.csv").write_text(f'hash_type,hash\nvpdq,"[""{"ab" * 32},100,0.0""]"\n')
     policy = tmp_path / "p.toml"
-    policy.write_text('[policy]\nname = "n"\n[[category]]\nid = "c"\nseverity = "low"\n'
-                      '[[negative_bank]]\npath = "neg.csv"\n')
+    policy.write_text(
+        '[policy]\nname = "n"\n[[category]]\nid = "c"\nseverity = "low"\n[[negative_bank]]\npath = "neg.csv"\n'
+    )
     with pytest.raises(InputError, match=r"neg\.csv:2: .*not negative banks"):
         load_policy(policy)

@@ -30,7 +30,9 @@ def shape_image(colour: str = "red", shape: str = "circle", size: int = 64, offs
     return img
 
 
-def write_generation(path: Path, colour: str = "red", shape: str = "circle", seed: int = 1, size: int = 64, offset: int = 0) -> Path:
+def write_generation(
+    path: Path, colour: str = "red", shape: str = "circle", seed: int = 1, size: int = 64, offset: int = 0
+) -> Path:
     """A PNG (or JPEG, by suffix) of a toy shape with A1111-style metadata."""
     path.parent.mkdir(parents=True, exist_ok=True)
     img = shape_image(colour, shape, size, offset)

@@ -37,7 +37,15 @@ from pathlib import Path
 from typing import Iterable
 
 from audit.safeio import fsync_dir as _fsync_dir
-from audit.errors import CatalogDamaged, IndexMissing, IndexReadOnly, InputError, LockHeld, UsageError, raise_storage_error
+from audit.errors import (
+    CatalogDamaged,
+    IndexMissing,
+    IndexReadOnly,
+    InputError,
+    LockHeld,
+    UsageError,
+    raise_storage_error,
+)
 
 CATALOG_FILE = "catalog.sqlite"
 SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -59,16 +67,18 @@ class CatalogConnection(sqlite3.Connection):
     immutable: bool = False
 
 
-def connect(path: str | os.PathLike, *, read_only: bool = False, immutable: bool = False,
-            create: bool = False) -> CatalogConnection:  # fmt: skip
+def connect(
+    path: str | os.PathLike, *, read_only: bool = False, immutable: bool = False, create: bool = False
+) -> CatalogConnection:
     """An autocommit connection to ``path``: WAL and ``synchronous=FULL`` when writable;
     ``mode=ro`` (and ``immutable=1`` when asked) when read-only. Never creates the file
     unless ``create``."""
     p = Path(path).absolute()
     mode = "ro" if read_only else ("rwc" if create else "rw")
     uri = f"{p.as_uri()}?mode={mode}" + ("&immutable=1" if immutable else "")
-    conn = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=60, check_same_thread=False,
-                           factory=CatalogConnection)  # fmt: skip
+    conn = sqlite3.connect(
+        uri, uri=True, isolation_level=None, timeout=60, check_same_thread=False, factory=CatalogConnection
+    )
     conn.path, conn.read_only, conn.immutable = str(p), read_only, immutable
     try:
         if not read_only:
@@ -155,8 +165,10 @@ def _checked_connection(path: Path, *, writable: bool) -> CatalogConnection:
 
     if writer_active(path.parent):
         conn.close()
-        raise IndexReadOnly(f"catalog {path} is being written by another audit run and cannot be read on this "
-                            "read-only file system until it finishes; try again later")  # fmt: skip
+        raise IndexReadOnly(
+            f"catalog {path} is being written by another audit run and cannot be read on this "
+            "read-only file system until it finishes; try again later"
+        )
     return conn
 
 
@@ -196,8 +208,11 @@ def validate(conn: sqlite3.Connection, path: Path) -> None:
         tables = {r[0] for r in conn.execute("SELECT name FROM main.sqlite_master WHERE type = 'table'")}
         missing = [t for t in _CORE_TABLES if t not in tables]
         if missing:
-            what = "an SQLite database but not an audit catalog" if len(missing) == len(_CORE_TABLES) else \
-                f"not a complete audit catalog (no {missing[0]} table)"  # fmt: skip
+            what = (
+                "an SQLite database but not an audit catalog"
+                if len(missing) == len(_CORE_TABLES)
+                else f"not a complete audit catalog (no {missing[0]} table)"
+            )
             raise _damaged(path, what)
         row = conn.execute("SELECT value FROM main.meta WHERE key = 'schema_version'").fetchone()
         try:
@@ -315,7 +330,9 @@ def _build(tmp: Path, ddl: str) -> None:
     try:
         # The file is new, so WAL is set on a database of one empty page; the schema and its
         # version go in together: there is never a catalog without its schema version.
-        conn.executescript(f"BEGIN IMMEDIATE;\n{ddl}\nINSERT INTO meta VALUES ('schema_version', '{SCHEMA_VERSION}');\nCOMMIT;")
+        conn.executescript(
+            f"BEGIN IMMEDIATE;\n{ddl}\nINSERT INTO meta VALUES ('schema_version', '{SCHEMA_VERSION}');\nCOMMIT;"
+        )
     except BaseException:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
@@ -370,7 +387,10 @@ def ensure_tables(conn: sqlite3.Connection, ddl: str, columns: dict[str, dict[st
 
 
 def _objects(conn: sqlite3.Connection) -> set[str]:
-    return {r[0].lower() for r in conn.execute("SELECT name FROM main.sqlite_master WHERE type IN ('table', 'index', 'view')")}
+    return {
+        r[0].lower()
+        for r in conn.execute("SELECT name FROM main.sqlite_master WHERE type IN ('table', 'index', 'view')")
+    }
 
 
 def _statements(ddl: str) -> Iterable[tuple[str, str, str]]:
@@ -408,4 +428,3 @@ def _shadow(conn, missing, additions) -> None:
         if table.lower() not in temp:
             nulls = ", ".join(f"NULL AS {n}" for n, _ in cols)
             conn.execute(f"CREATE TEMP VIEW {table} AS SELECT rowid AS rowid, *, {nulls} FROM main.{table}")
-

@@ -63,32 +63,54 @@ def index_info(index_dir: str | os.PathLike) -> dict[str, Any]:
         info["models"] = []
         if {"models", "vector_spaces", "vector_rows"} <= have:
             for key, name, pretrained, checkpoint, dim in conn.execute(
-                    "SELECT model_key, name, pretrained, checkpoint_sha256, dim FROM models ORDER BY created"):
-                vectors = dict(conn.execute(
-                    "SELECT s.space, count(r.seq) FROM vector_spaces s LEFT JOIN vector_rows r ON r.vspace = s.vspace "
-                    "WHERE s.model_key = ? GROUP BY s.space", (key,)))
-                info["models"].append({"model_key": key, "name": name, "pretrained": pretrained,
-                                       "checkpoint_sha256": checkpoint, "dim": dim, "vectors": vectors})
+                "SELECT model_key, name, pretrained, checkpoint_sha256, dim FROM models ORDER BY created"
+            ):
+                vectors = dict(
+                    conn.execute(
+                        "SELECT s.space, count(r.seq) FROM vector_spaces s LEFT JOIN vector_rows r ON r.vspace = s.vspace "
+                        "WHERE s.model_key = ? GROUP BY s.space",
+                        (key,),
+                    )
+                )
+                info["models"].append(
+                    {
+                        "model_key": key,
+                        "name": name,
+                        "pretrained": pretrained,
+                        "checkpoint_sha256": checkpoint,
+                        "dim": dim,
+                        "vectors": vectors,
+                    }
+                )
         info["policies"] = []
         if "flag_runs" in have:
             for ph, name, version, runs, last in conn.execute(
-                    "SELECT policy_hash, max(policy_name), max(policy_version), count(*), max(at) FROM flag_runs "
-                    "GROUP BY policy_hash ORDER BY max(at)"):
+                "SELECT policy_hash, max(policy_name), max(policy_version), count(*), max(at) FROM flag_runs "
+                "GROUP BY policy_hash ORDER BY max(at)"
+            ):
                 policy = {"policy_hash": ph, "name": name, "version": version, "flag_runs": runs, "last_flagged": last}
                 if "findings" in have:
-                    policy["findings"] = _one(conn, "SELECT count(*) FROM findings WHERE policy_hash = ? AND active = 1", ph)
+                    policy["findings"] = _one(
+                        conn, "SELECT count(*) FROM findings WHERE policy_hash = ? AND active = 1", ph
+                    )
                 info["policies"].append(policy)
         info["findings"] = {"active": 0, "by_severity": {}}
         if "findings" in have:
             info["findings"]["active"] = _one(conn, "SELECT count(*) FROM findings WHERE active = 1")
-            info["findings"]["by_severity"] = dict(conn.execute(
-                "SELECT severity, count(*) FROM findings WHERE active = 1 GROUP BY severity ORDER BY count(*) DESC"))
+            info["findings"]["by_severity"] = dict(
+                conn.execute(
+                    "SELECT severity, count(*) FROM findings WHERE active = 1 GROUP BY severity ORDER BY count(*) DESC"
+                )
+            )
         info["decisions"] = _one(conn, "SELECT count(*) FROM decisions") if "decisions" in have else 0
         runs = conn.execute("SELECT count(*), max(run_id) FROM runs").fetchone()
         last = conn.execute(
-            "SELECT run_id, command, status, started, finished FROM runs ORDER BY run_id DESC LIMIT 1").fetchone()
-        info["runs"] = {"total": runs[0], "latest": dict(zip(("run_id", "command", "status", "started", "finished"),
-                                                             last)) if last else None}
+            "SELECT run_id, command, status, started, finished FROM runs ORDER BY run_id DESC LIMIT 1"
+        ).fetchone()
+        info["runs"] = {
+            "total": runs[0],
+            "latest": dict(zip(("run_id", "command", "status", "started", "finished"), last)) if last else None,
+        }
     finally:
         conn.close()
     sizes = _sizes(index_dir)

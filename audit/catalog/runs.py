@@ -56,13 +56,20 @@ def begin_run(catalog: "Catalog", command: str, argv: Sequence[str] | None = Non
     """Insert the ``running`` row of ``command``; returns its run id."""
     from audit import __version__
 
-    return catalog.begin_run(command, argv=command_line(argv), tool_version=__version__, user=current_user(),
-                             host=current_host(), now=utc_now())  # fmt: skip
+    return catalog.begin_run(
+        command,
+        argv=command_line(argv),
+        tool_version=__version__,
+        user=current_user(),
+        host=current_host(),
+        now=utc_now(),
+    )
 
 
 @contextmanager
-def recorded_run(catalog: "Catalog", command: str, argv: Sequence[str] | None = None, *,
-                 best_effort: bool = False) -> Iterator[RunRecord]:  # fmt: skip
+def recorded_run(
+    catalog: "Catalog", command: str, argv: Sequence[str] | None = None, *, best_effort: bool = False
+) -> Iterator[RunRecord]:
     """Record one run of ``command`` in ``catalog`` (who, when, command line, outcome).
 
     The caller sets ``run.summary``; the run ends as ``ok``, ``interrupted`` (Ctrl-C,
@@ -83,8 +90,11 @@ def recorded_run(catalog: "Catalog", command: str, argv: Sequence[str] | None = 
         raise
     finally:
         if run.run_id is not None:
-            summary = run.summary if isinstance(run.summary, dict) else (
-                run.summary.to_dict() if run.summary is not None else {})  # fmt: skip
+            summary = (
+                run.summary
+                if isinstance(run.summary, dict)
+                else (run.summary.to_dict() if run.summary is not None else {})
+            )
             try:
                 catalog.finish_run(run.run_id, status=run.status, summary=summary, now=utc_now())
             except (sqlite3.Error, EnvironmentProblem):

@@ -63,8 +63,19 @@ ITEM_COLUMNS: tuple[tuple[str, str], ...] = (
 )
 
 # What of an item, when it changes on a re-read, makes it new to the later stages.
-SEQ_FIELDS = ("status", "prompt", "negative_prompt", "md5", "pdq", "model", "model_hash", "resources", "provenance",
-              "frame_pdq", "video_hash")  # fmt: skip
+SEQ_FIELDS = (
+    "status",
+    "prompt",
+    "negative_prompt",
+    "md5",
+    "pdq",
+    "model",
+    "model_hash",
+    "resources",
+    "provenance",
+    "frame_pdq",
+    "video_hash",
+)
 
 LOCATION_COLUMNS: tuple[tuple[str, str], ...] = (
     ("uri", "TEXT PRIMARY KEY"),

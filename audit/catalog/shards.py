@@ -119,5 +119,3 @@ def orphans(index_dir: Path, referenced: set[str]) -> Iterator[Path]:
                 rel = f"{VECTORS_DIR}/{model.name}/{space.name}/{entry.name}"
                 if TMP_NAME.match(entry.name) or (SHARD_NAME.match(entry.name) and rel not in referenced):
                     yield Path(entry.path)
-
-

@@ -35,7 +35,9 @@ def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     I/O error); SQLite has then already undone the transaction or it is rolled back here."""
     path = getattr(conn, "path", None)
     if getattr(conn, "read_only", False):
-        raise IndexReadOnly(read_only_message(Path(path).parent, getattr(conn, "read_only_reason", None) or "opened read-only"))
+        raise IndexReadOnly(
+            read_only_message(Path(path).parent, getattr(conn, "read_only_reason", None) or "opened read-only")
+        )
     try:
         conn.execute("BEGIN IMMEDIATE")
     except sqlite3.DatabaseError as exc:
@@ -74,8 +76,15 @@ class Catalog:
         self.read_only = self.read_only_reason is not None
         try:
             # Tables and columns added by later versions (nullable); shadowed when read-only.
-            ensure_tables(self.conn, DDL, {"dir_listings": {"dir_mtime_ns": "INTEGER"},
-                                           "items": dict(ITEM_COLUMNS), "locations": dict(LOCATION_COLUMNS)})
+            ensure_tables(
+                self.conn,
+                DDL,
+                {
+                    "dir_listings": {"dir_mtime_ns": "INTEGER"},
+                    "items": dict(ITEM_COLUMNS),
+                    "locations": dict(LOCATION_COLUMNS),
+                },
+            )
             if not self.read_only:
                 self._number_unsequenced_items()
         except BaseException:
@@ -146,9 +155,14 @@ class Catalog:
         out: set[str] = set()
         for chunk in _chunks(list(item_ids), _IN_CHUNK):
             marks = ",".join("?" * len(chunk))
-            out.update(r[0] for r in self.conn.execute(
-                f"SELECT item_id FROM items WHERE item_id IN ({marks}) AND (status = 'error' OR "
-                "reader_version IS NULL OR reader_version < ?)", (*chunk, reader_version)))  # fmt: skip
+            out.update(
+                r[0]
+                for r in self.conn.execute(
+                    f"SELECT item_id FROM items WHERE item_id IN ({marks}) AND (status = 'error' OR "
+                    "reader_version IS NULL OR reader_version < ?)",
+                    (*chunk, reader_version),
+                )
+            )
         return out
 
     # --- per-directory listings: a rescan's shortcut past one lookup per file
@@ -195,18 +209,17 @@ class Catalog:
 
     def rowids_under(self, prefix: str) -> list[int]:
         lo, hi = _prefix_range(prefix)
-        return [r[0] for r in self.conn.execute(
-            "SELECT rowid FROM locations WHERE uri >= ? AND uri < ? AND present=1", (lo, hi)
-        )]  # fmt: skip
+        return [
+            r[0]
+            for r in self.conn.execute("SELECT rowid FROM locations WHERE uri >= ? AND uri < ? AND present=1", (lo, hi))
+        ]
 
     def touch_locations(self, uris: Sequence[str], *, run_id: int, now: str) -> None:
         """Mark unchanged locations as seen by this run."""
         with self.transaction() as c:
             for chunk in _chunks(uris, _IN_CHUNK):
                 marks = ",".join("?" * len(chunk))
-                c.execute(
-                    f"UPDATE locations SET last_seen=?, seen_run=? WHERE uri IN ({marks})", (now, run_id, *chunk)
-                )
+                c.execute(f"UPDATE locations SET last_seen=?, seen_run=? WHERE uri IN ({marks})", (now, run_id, *chunk))
             _touch_items_of(c, uris, now)
 
     def container_unchanged(self, uri: str, size: int, mtime_ns: int) -> bool:
@@ -257,8 +270,9 @@ class Catalog:
             if items:
                 # Under the write lock: the next numbers of the change sequence are ours.
                 top = c.execute("SELECT coalesce(max(seq), 0) FROM items").fetchone()[0]
-                rows = [tuple(top + i + 1 if n == "seq" else it.get(n) for n in _ITEM_NAMES)
-                        for i, it in enumerate(items)]
+                rows = [
+                    tuple(top + i + 1 if n == "seq" else it.get(n) for n in _ITEM_NAMES) for i, it in enumerate(items)
+                ]
                 c.executemany(_ITEM_UPSERT, rows)
             if loc_rows:
                 c.executemany(_upsert_sql("locations", _LOCATION_NAMES, "uri"), loc_rows)
@@ -352,15 +366,19 @@ def _upsert_sql(table: str, names: list[str], key: str, computed: dict[str, str]
 # of it changed; then it takes the new number, so they see it again.
 _SEQ_CHANGED = " OR ".join(f"items.{n} IS NOT excluded.{n}" for n in SEQ_FIELDS)
 _ITEM_UPSERT = _upsert_sql(
-    "items", _ITEM_NAMES, "item_id",
+    "items",
+    _ITEM_NAMES,
+    "item_id",
     {"seq": f"seq=CASE WHEN items.seq IS NULL OR {_SEQ_CHANGED} THEN excluded.seq ELSE items.seq END"},
 )
 
 
 def read_only_message(index_dir: Path, reason: str | None, command: str | None = None) -> str:
     what = f"`audit {command}`" if command else "this command"
-    return (f"index {index_dir} is read-only ({reason}): {what} writes to it; copy the index to writable "
-            "storage to run it (search, and report with --out elsewhere, work as is)")
+    return (
+        f"index {index_dir} is read-only ({reason}): {what} writes to it; copy the index to writable "
+        "storage to run it (search, and report with --out elsewhere, work as is)"
+    )
 
 
 def full_ddl() -> str:
@@ -405,8 +423,11 @@ def decode_listing(blob: object) -> dict[str, tuple[int, int, int]] | None:
         return None
     listing = {}
     for name, entry in data.items():
-        if not (isinstance(entry, list) and len(entry) == 3
-                and all(isinstance(v, int) and not isinstance(v, bool) for v in entry)):
+        if not (
+            isinstance(entry, list)
+            and len(entry) == 3
+            and all(isinstance(v, int) and not isinstance(v, bool) for v in entry)
+        ):
             return None
         listing[name] = (entry[0], entry[1], entry[2])
     return listing

@@ -76,7 +76,9 @@ def migrate_legacy(store: "VectorStore") -> int:
 
 
 def _vacuum_if_worth_it(conn: sqlite3.Connection) -> bool:
-    page, pages, free = (conn.execute(f"PRAGMA {p}").fetchone()[0] for p in ("page_size", "page_count", "freelist_count"))
+    page, pages, free = (
+        conn.execute(f"PRAGMA {p}").fetchone()[0] for p in ("page_size", "page_count", "freelist_count")
+    )
     if free * 2 < pages or free * page < (64 << 20):
         return False  # little to gain: the freelist is reused by later writes
     path = getattr(conn, "path", None) or conn.execute("PRAGMA database_list").fetchone()[2]

@@ -52,8 +52,14 @@ import numpy as np
 
 from audit.catalog.access import ensure_tables
 from audit.catalog.shards import (
-    WRITE_CHUNK, file_sha256, open_shard, orphans, shard_relpath, to_fp16, write_shard,
-)  # fmt: skip
+    WRITE_CHUNK,
+    file_sha256,
+    open_shard,
+    orphans,
+    shard_relpath,
+    to_fp16,
+    write_shard,
+)
 from audit.errors import CatalogDamaged, UsageError
 from audit.timeutil import utc_now
 
@@ -196,9 +202,16 @@ class VectorStore:
         with self._txn() as c:
             c.execute(
                 "INSERT INTO models VALUES (?,?,?,?,?,?,?) ON CONFLICT(model_key) DO NOTHING",
-                (identity.key, identity.name, identity.pretrained, identity.checkpoint_sha256, dim,
-                 json.dumps(identity.to_dict()), utc_now()),
-            )  # fmt: skip
+                (
+                    identity.key,
+                    identity.name,
+                    identity.pretrained,
+                    identity.checkpoint_sha256,
+                    dim,
+                    json.dumps(identity.to_dict()),
+                    utc_now(),
+                ),
+            )
         return identity.key
 
     def models(self) -> list[dict]:
@@ -211,9 +224,14 @@ class VectorStore:
         self.put_batch(model_key, space, keys, vectors)
 
     def put_batch(
-        self, model_key: str, space: str, keys: Sequence[str], vectors: np.ndarray,
-        *, skips: Sequence[tuple[str, str]] = (),
-    ) -> None:  # fmt: skip
+        self,
+        model_key: str,
+        space: str,
+        keys: Sequence[str],
+        vectors: np.ndarray,
+        *,
+        skips: Sequence[tuple[str, str]] = (),
+    ) -> None:
         """Vectors and skips (item_id, reason) of one embed shard in one transaction:
         a crash leaves either all of the shard or none of it."""
         assert space in SPACES or space == FRAME_SPACE, space
@@ -250,18 +268,24 @@ class VectorStore:
             if found is not None:
                 vs = found[0]
                 if keys is None:
-                    gone = c.execute("SELECT coalesce(sum(live), 0) FROM vector_shards WHERE vspace=?", (vs,)).fetchone()[0]
+                    gone = c.execute(
+                        "SELECT coalesce(sum(live), 0) FROM vector_shards WHERE vspace=?", (vs,)
+                    ).fetchone()[0]
                     c.execute("DELETE FROM vector_rows WHERE vspace=?", (vs,))
                     c.execute("UPDATE vector_shards SET live=0 WHERE vspace=?", (vs,))
                 else:
                     gone = self._drop_rows(c, vs, list(keys))
             if self._legacy:
                 if keys is None:
-                    gone += c.execute(f"DELETE FROM {LEGACY_TABLE} WHERE model_key=? AND space=?", (model_key, space)).rowcount
+                    gone += c.execute(
+                        f"DELETE FROM {LEGACY_TABLE} WHERE model_key=? AND space=?", (model_key, space)
+                    ).rowcount
                 else:
                     for chunk in _chunks(list(keys), _IN):
-                        gone += c.execute(f"DELETE FROM {LEGACY_TABLE} WHERE model_key=? AND space=? AND key IN ({_marks(chunk)})",
-                                          (model_key, space, *chunk)).rowcount  # fmt: skip
+                        gone += c.execute(
+                            f"DELETE FROM {LEGACY_TABLE} WHERE model_key=? AND space=? AND key IN ({_marks(chunk)})",
+                            (model_key, space, *chunk),
+                        ).rowcount
             c.execute("DELETE FROM embed_progress WHERE model_key=? AND space=?", (model_key, space))
         self.maintain(model_key, space)
         return int(gone)
@@ -269,7 +293,9 @@ class VectorStore:
     def _space_for_write(self, c, model_key: str, space: str, dim: int) -> tuple[int, int]:
         found = self._space(model_key, space)
         if found is None:
-            c.execute("INSERT OR IGNORE INTO vector_spaces (model_key, space, dim) VALUES (?,?,?)", (model_key, space, dim))
+            c.execute(
+                "INSERT OR IGNORE INTO vector_spaces (model_key, space, dim) VALUES (?,?,?)", (model_key, space, dim)
+            )
             self._spaces.pop((model_key, space), None)
             found = self._space(model_key, space)
         assert found is not None
@@ -277,14 +303,24 @@ class VectorStore:
             raise UsageError(f"vectors of {model_key} ({space}) have {found[1]} dimensions, not {dim}")
         return found
 
-    def _append(self, c, vs: int, model_key: str, space: str, keys: list[str], blocks: Iterable[np.ndarray],
-                now: str, written: list[Path]) -> int:  # fmt: skip
+    def _append(
+        self,
+        c,
+        vs: int,
+        model_key: str,
+        space: str,
+        keys: list[str],
+        blocks: Iterable[np.ndarray],
+        now: str,
+        written: list[Path],
+    ) -> int:
         """Write one shard of ``keys`` (rows in that order) and point the keys at it."""
         dim = self._space(model_key, space)[1]
         sid = c.execute(
             "INSERT INTO vector_shards (vspace, file, rows, live, dim, dtype, bytes, sha256, created) "
-            "VALUES (?, '', ?, ?, ?, '<f2', 0, '', ?)", (vs, len(keys), len(keys), dim, now),
-        ).lastrowid  # fmt: skip
+            "VALUES (?, '', ?, ?, ?, '<f2', 0, '', ?)",
+            (vs, len(keys), len(keys), dim, now),
+        ).lastrowid
         rel = shard_relpath(model_key, space, sid)
         path = self.index_dir / rel
         written.append(path)
@@ -293,12 +329,16 @@ class VectorStore:
             raise ValueError(f"shard of {len(keys)} keys got {size} bytes, not {len(keys) * dim * 2}")
         c.execute("UPDATE vector_shards SET file=?, bytes=?, sha256=? WHERE shard_id=?", (rel, size, sha, sid))
         self._drop_rows(c, vs, keys)
-        c.executemany("INSERT INTO vector_rows (vspace, key, shard_id, row) VALUES (?,?,?,?)",
-                      ((vs, k, sid, i) for i, k in enumerate(keys)))  # fmt: skip
+        c.executemany(
+            "INSERT INTO vector_rows (vspace, key, shard_id, row) VALUES (?,?,?,?)",
+            ((vs, k, sid, i) for i, k in enumerate(keys)),
+        )
         if self._legacy:
             for chunk in _chunks(keys, _IN):
-                c.execute(f"DELETE FROM {LEGACY_TABLE} WHERE model_key=? AND space=? AND key IN ({_marks(chunk)})",
-                          (model_key, space, *chunk))  # fmt: skip
+                c.execute(
+                    f"DELETE FROM {LEGACY_TABLE} WHERE model_key=? AND space=? AND key IN ({_marks(chunk)})",
+                    (model_key, space, *chunk),
+                )
         return sid
 
     def _drop_rows(self, c, vs: int, keys: list[str]) -> int:
@@ -365,8 +405,9 @@ class VectorStore:
 
     def _plan(self, vs: int) -> tuple[list[int], list[int]] | None:
         """(shards to drop, shards to rewrite) or None when the space is in shape."""
-        shards = self.conn.execute("SELECT shard_id, rows, live, dim FROM vector_shards WHERE vspace=? ORDER BY shard_id",
-                                   (vs,)).fetchall()  # fmt: skip
+        shards = self.conn.execute(
+            "SELECT shard_id, rows, live, dim FROM vector_shards WHERE vspace=? ORDER BY shard_id", (vs,)
+        ).fetchall()
         if not shards:
             return None
         drop = [s for s, rows, live, _ in shards if live <= 0]
@@ -393,16 +434,25 @@ class VectorStore:
                 return drop, tiers[tier][:MERGE_FANOUT]
         return (drop, []) if drop else None
 
-    def _rewrite(self, c, vs: int, model_key: str, space: str, drop: list[int], victims: list[int],
-                 written: list[Path]) -> list[Path]:  # fmt: skip
+    def _rewrite(
+        self, c, vs: int, model_key: str, space: str, drop: list[int], victims: list[int], written: list[Path]
+    ) -> list[Path]:
         """Copy the live rows of ``victims`` (in seq order) into new shards, point their key
         rows there, delete the victims' and ``drop``'s shard rows; the files to delete."""
-        files = [self.index_dir / f for (f,) in c.execute(
-            f"SELECT file FROM vector_shards WHERE shard_id IN ({_marks(drop + victims)})", drop + victims)]  # fmt: skip
+        files = [
+            self.index_dir / f
+            for (f,) in c.execute(
+                f"SELECT file FROM vector_shards WHERE shard_id IN ({_marks(drop + victims)})", drop + victims
+            )
+        ]
         if victims:
             marks = _marks(victims)
-            live = np.array(c.execute(f"SELECT seq, shard_id, row FROM vector_rows WHERE shard_id IN ({marks}) ORDER BY seq",
-                                      victims).fetchall(), dtype=np.int64).reshape(-1, 3)  # fmt: skip
+            live = np.array(
+                c.execute(
+                    f"SELECT seq, shard_id, row FROM vector_rows WHERE shard_id IN ({marks}) ORDER BY seq", victims
+                ).fetchall(),
+                dtype=np.int64,
+            ).reshape(-1, 3)
             dim = self._space(model_key, space)[1]
             now = utc_now()
             step = max(_target_rows(dim), 1)
@@ -410,16 +460,21 @@ class VectorStore:
                 part = live[start : start + step]
                 sid = c.execute(
                     "INSERT INTO vector_shards (vspace, file, rows, live, dim, dtype, bytes, sha256, created) "
-                    "VALUES (?, '', ?, ?, ?, '<f2', 0, '', ?)", (vs, len(part), len(part), dim, now),
-                ).lastrowid  # fmt: skip
+                    "VALUES (?, '', ?, ?, ?, '<f2', 0, '', ?)",
+                    (vs, len(part), len(part), dim, now),
+                ).lastrowid
                 rel = shard_relpath(model_key, space, sid)
                 written.append(self.index_dir / rel)
-                blocks = (self._gather_fp16(part[i : i + WRITE_CHUNK, 1], part[i : i + WRITE_CHUNK, 2], dim)
-                          for i in range(0, len(part), WRITE_CHUNK))  # fmt: skip
+                blocks = (
+                    self._gather_fp16(part[i : i + WRITE_CHUNK, 1], part[i : i + WRITE_CHUNK, 2], dim)
+                    for i in range(0, len(part), WRITE_CHUNK)
+                )
                 size, sha = write_shard(self.index_dir / rel, blocks)
                 c.execute("UPDATE vector_shards SET file=?, bytes=?, sha256=? WHERE shard_id=?", (rel, size, sha, sid))
-                c.executemany("UPDATE vector_rows SET shard_id=?, row=? WHERE seq=?",
-                              ((sid, i, int(seq)) for i, seq in enumerate(part[:, 0])))  # fmt: skip
+                c.executemany(
+                    "UPDATE vector_rows SET shard_id=?, row=? WHERE seq=?",
+                    ((sid, i, int(seq)) for i, seq in enumerate(part[:, 0])),
+                )
         c.execute(f"DELETE FROM vector_shards WHERE shard_id IN ({_marks(drop + victims)})", drop + victims)
         return files
 
@@ -453,12 +508,20 @@ class VectorStore:
         s = self._space(model_key, space)
         for chunk in _chunks(list(keys), _IN):
             if s is not None:
-                found.update(r[0] for r in self.conn.execute(
-                    f"SELECT key FROM vector_rows WHERE vspace=? AND key IN ({_marks(chunk)})", (s[0], *chunk)))  # fmt: skip
+                found.update(
+                    r[0]
+                    for r in self.conn.execute(
+                        f"SELECT key FROM vector_rows WHERE vspace=? AND key IN ({_marks(chunk)})", (s[0], *chunk)
+                    )
+                )
             if self._legacy:
-                found.update(r[0] for r in self.conn.execute(
-                    f"SELECT key FROM {LEGACY_TABLE} WHERE model_key=? AND space=? AND key IN ({_marks(chunk)})",
-                    (model_key, space, *chunk)))  # fmt: skip
+                found.update(
+                    r[0]
+                    for r in self.conn.execute(
+                        f"SELECT key FROM {LEGACY_TABLE} WHERE model_key=? AND space=? AND key IN ({_marks(chunk)})",
+                        (model_key, space, *chunk),
+                    )
+                )
         return found
 
     def get(self, model_key: str, space: str, keys: Sequence[str]) -> tuple[list[str], np.ndarray]:
@@ -468,30 +531,40 @@ class VectorStore:
         s = self._space(model_key, space)
         for chunk in _chunks(list(keys), _IN):
             if s is not None:
-                got, vecs = self._read(lambda: self.conn.execute(
-                    f"SELECT key, shard_id, row FROM vector_rows WHERE vspace=? AND key IN ({_marks(chunk)})",
-                    (s[0], *chunk)).fetchall(), s[1])  # fmt: skip
+                got, vecs = self._read(
+                    lambda: self.conn.execute(
+                        f"SELECT key, shard_id, row FROM vector_rows WHERE vspace=? AND key IN ({_marks(chunk)})",
+                        (s[0], *chunk),
+                    ).fetchall(),
+                    s[1],
+                )
                 out_keys += got
                 parts.append(vecs)
             if self._legacy:
                 rows = self.conn.execute(
                     f"SELECT key, vector FROM {LEGACY_TABLE} WHERE model_key=? AND space=? AND key IN ({_marks(chunk)})",
-                    (model_key, space, *chunk)).fetchall()  # fmt: skip
+                    (model_key, space, *chunk),
+                ).fetchall()
                 out_keys += [r[0] for r in rows]
                 parts.append(_stack_legacy([r[1] for r in rows]))
         return out_keys, self._concat(parts, s)
 
-    def get_selected(self, model_key: str, space: str, keys_sql: str, params: Sequence = ()
-                     ) -> tuple[list[str], np.ndarray]:
+    def get_selected(
+        self, model_key: str, space: str, keys_sql: str, params: Sequence = ()
+    ) -> tuple[list[str], np.ndarray]:
         """Vectors of the keys a query selects (``keys_sql``: a SELECT with one column named
         ``key``), joined inside SQLite: no list of keys goes through Python and back (a
         cell of the flag stage's near-duplicate search reads its members this way)."""
         s = self._space(model_key, space)
         if s is None or self._legacy:
             return self.get(model_key, space, [r[0] for r in self.conn.execute(keys_sql, tuple(params))])
-        return self._read(lambda: self.conn.execute(
-            f"SELECT r.key, r.shard_id, r.row FROM ({keys_sql}) q JOIN vector_rows r ON r.vspace = ? AND r.key = q.key",
-            (*params, s[0])).fetchall(), s[1])  # fmt: skip
+        return self._read(
+            lambda: self.conn.execute(
+                f"SELECT r.key, r.shard_id, r.row FROM ({keys_sql}) q JOIN vector_rows r ON r.vspace = ? AND r.key = q.key",
+                (*params, s[0]),
+            ).fetchall(),
+            s[1],
+        )
 
     def iter_all(self, model_key: str, space: str, batch: int = 65536) -> Iterator[tuple[list[str], np.ndarray]]:
         """Every vector of one model and space, in key order, in bounded batches.
@@ -510,9 +583,13 @@ class VectorStore:
     def _key_pages(self, s: tuple[int, int], batch: int) -> Iterator[tuple[list[str], np.ndarray]]:
         last = ""
         while True:
-            keys, vecs = self._read(lambda: self.conn.execute(
-                "SELECT key, shard_id, row FROM vector_rows WHERE vspace=? AND key > ? ORDER BY key LIMIT ?",
-                (s[0], last, batch)).fetchall(), s[1])  # fmt: skip
+            keys, vecs = self._read(
+                lambda: self.conn.execute(
+                    "SELECT key, shard_id, row FROM vector_rows WHERE vspace=? AND key > ? ORDER BY key LIMIT ?",
+                    (s[0], last, batch),
+                ).fetchall(),
+                s[1],
+            )
             if not keys:
                 return
             last = keys[-1]
@@ -523,7 +600,8 @@ class VectorStore:
         while True:
             rows = self.conn.execute(
                 f"SELECT key, vector FROM {LEGACY_TABLE} WHERE model_key=? AND space=? AND key > ? ORDER BY key LIMIT ?",
-                (model_key, space, last, batch)).fetchall()  # fmt: skip
+                (model_key, space, last, batch),
+            ).fetchall()
             if not rows:
                 return
             last = rows[-1][0]
@@ -551,7 +629,8 @@ class VectorStore:
             def page():
                 rows[:] = self.conn.execute(
                     "SELECT key, shard_id, row, seq FROM vector_rows WHERE vspace=? AND seq > ? ORDER BY seq LIMIT ?",
-                    (s[0], last, batch)).fetchall()  # fmt: skip
+                    (s[0], last, batch),
+                ).fetchall()
                 return [r[:3] for r in rows]
 
             keys, vecs = self._read(page, s[1])
@@ -566,11 +645,23 @@ class VectorStore:
         s = self._space(model_key, space)
         pages = []
         if s is not None:
-            pages.append(_keyset(self.conn, "SELECT key FROM vector_rows WHERE vspace=? AND key > ? ORDER BY key LIMIT ?",
-                                 (s[0],), batch))  # fmt: skip
+            pages.append(
+                _keyset(
+                    self.conn,
+                    "SELECT key FROM vector_rows WHERE vspace=? AND key > ? ORDER BY key LIMIT ?",
+                    (s[0],),
+                    batch,
+                )
+            )
         if self._legacy:
-            pages.append(_keyset(self.conn, f"SELECT key FROM {LEGACY_TABLE} WHERE model_key=? AND space=? AND key > ? "
-                                 "ORDER BY key LIMIT ?", (model_key, space), batch))  # fmt: skip
+            pages.append(
+                _keyset(
+                    self.conn,
+                    f"SELECT key FROM {LEGACY_TABLE} WHERE model_key=? AND space=? AND key > ? ORDER BY key LIMIT ?",
+                    (model_key, space),
+                    batch,
+                )
+            )
         if len(pages) == 1:
             yield from pages[0]
             return
@@ -590,16 +681,21 @@ class VectorStore:
         s = self._space(model_key, space)
         if s is None:
             return 0
-        return int(self.conn.execute("SELECT coalesce(max(seq), 0) FROM vector_rows WHERE vspace=?", (s[0],)).fetchone()[0])
+        return int(
+            self.conn.execute("SELECT coalesce(max(seq), 0) FROM vector_rows WHERE vspace=?", (s[0],)).fetchone()[0]
+        )
 
     def count(self, model_key: str, space: str) -> int:
         s = self._space(model_key, space)
         n = 0
         if s is not None:
-            n = self.conn.execute("SELECT coalesce(sum(live), 0) FROM vector_shards WHERE vspace=?", (s[0],)).fetchone()[0]
+            n = self.conn.execute(
+                "SELECT coalesce(sum(live), 0) FROM vector_shards WHERE vspace=?", (s[0],)
+            ).fetchone()[0]
         if self._legacy:
-            n += self.conn.execute(f"SELECT count(*) FROM {LEGACY_TABLE} WHERE model_key=? AND space=?",
-                                   (model_key, space)).fetchone()[0]  # fmt: skip
+            n += self.conn.execute(
+                f"SELECT count(*) FROM {LEGACY_TABLE} WHERE model_key=? AND space=?", (model_key, space)
+            ).fetchone()[0]
         return int(n)
 
     def dim(self, model_key: str, space: str) -> int | None:
@@ -614,7 +710,8 @@ class VectorStore:
             where, params = "WHERE vspace=?", (s[0] if s else -1,)
         b, rows, live, n = self.conn.execute(
             f"SELECT coalesce(sum(bytes),0), coalesce(sum(rows),0), coalesce(sum(live),0), count(*) FROM vector_shards {where}",
-            params).fetchone()  # fmt: skip
+            params,
+        ).fetchone()
         return {"bytes": int(b), "rows": int(rows), "live": int(live), "shards": int(n)}
 
     def verify(self, *, full: bool = True, repair: bool = False) -> dict:
@@ -625,7 +722,8 @@ class VectorStore:
         shards = self.conn.execute(
             "SELECT sh.shard_id, sh.file, sh.bytes, sh.sha256, sh.live, s.model_key, s.space, "
             "(SELECT count(*) FROM vector_rows r WHERE r.shard_id = sh.shard_id) "
-            "FROM vector_shards sh JOIN vector_spaces s ON s.vspace = sh.vspace ORDER BY sh.shard_id").fetchall()  # fmt: skip
+            "FROM vector_shards sh JOIN vector_spaces s ON s.vspace = sh.vspace ORDER BY sh.shard_id"
+        ).fetchall()
         checked = 0
         for sid, rel, size, sha, live, model_key, space, referenced in shards:
             path = self.index_dir / rel
@@ -658,8 +756,9 @@ class VectorStore:
         """(vspace, dim) of a model and space, or None when it holds nothing yet."""
         hit = self._spaces.get((model_key, space))
         if hit is None:
-            row = self.conn.execute("SELECT vspace, dim FROM vector_spaces WHERE model_key=? AND space=?",
-                                    (model_key, space)).fetchone()  # fmt: skip
+            row = self.conn.execute(
+                "SELECT vspace, dim FROM vector_spaces WHERE model_key=? AND space=?", (model_key, space)
+            ).fetchone()
             if row is None:
                 return None
             hit = self._spaces[(model_key, space)] = (int(row[0]), int(row[1]))
@@ -679,8 +778,10 @@ class VectorStore:
             except _Moved as exc:
                 self._forget_maps(None)
                 last = exc
-        raise VectorsDamaged(f"vector shard {last} is missing from {self.index_dir}: run `audit embed` to compute "
-                             "its vectors again (after `VectorStore.verify(repair=True)`)")  # fmt: skip
+        raise VectorsDamaged(
+            f"vector shard {last} is missing from {self.index_dir}: run `audit embed` to compute "
+            "its vectors again (after `VectorStore.verify(repair=True)`)"
+        )
 
     def _gather_fp16(self, sids: np.ndarray, pos: np.ndarray, dim: int) -> np.ndarray:
         out = np.empty((len(sids), dim), dtype=np.float16)
@@ -725,8 +826,10 @@ class VectorStore:
         except FileNotFoundError:
             raise _Moved(rel) from None
         if actual != size or size != rows * dim * 2:
-            raise VectorsDamaged(f"vector shard {path} has {actual} bytes, not {size}: the index's vectors are damaged; "
-                                 "`VectorStore.verify(repair=True)` forgets them and `audit embed` computes them again")  # fmt: skip
+            raise VectorsDamaged(
+                f"vector shard {path} has {actual} bytes, not {size}: the index's vectors are damaged; "
+                "`VectorStore.verify(repair=True)` forgets them and `audit embed` computes them again"
+            )
         m = open_shard(path, rows, dim)
         self._maps[sid] = m
         if len(self._maps) > _OPEN_MAPS:

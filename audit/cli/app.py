@@ -41,7 +41,9 @@ def _version(value: bool) -> None:
 @app.callback()
 def _root(
     traceback: bool = typer.Option(False, "--traceback", help="Show the full traceback of an error."),
-    version: Optional[bool] = typer.Option(None, "--version", callback=_version, is_eager=True, help="Show the version."),
+    version: Optional[bool] = typer.Option(
+        None, "--version", callback=_version, is_eager=True, help="Show the version."
+    ),
 ) -> None:
     _state["traceback"] = traceback
 
@@ -92,7 +94,9 @@ def main(argv: list[str] | None = None) -> int:
             # path where it can; this is the net under the rest)
             code = _fail(exc, f"audit: error: {env}", int(env.exit_code))
         else:
-            code = _fail(exc, f"audit: internal error: {type(exc).__name__}: {exc} (rerun with --traceback)", INTERNAL_ERROR)
+            code = _fail(
+                exc, f"audit: internal error: {type(exc).__name__}: {exc} (rerun with --traceback)", INTERNAL_ERROR
+            )
     return int(code)
 
 

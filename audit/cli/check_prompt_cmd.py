@@ -18,15 +18,41 @@ from audit.errors import ExitCode, UsageError
 
 @app.command("check-prompt")
 def check_prompt_command(
-    prompt: Optional[str] = typer.Argument(None, help="The prompt to check. Leave out (or '-') to read requests as JSON lines on stdin."),
+    prompt: Optional[str] = typer.Argument(
+        None, help="The prompt to check. Leave out (or '-') to read requests as JSON lines on stdin."
+    ),
     negative: Optional[str] = typer.Option(None, "--negative", "-n", help="The request's negative prompt."),
-    resource: Optional[List[str]] = typer.Option(None, "--resource", "-r", help="A model, LoRA or embedding the request uses: name, hash or Civitai AIR (repeatable)."),
-    policy: Optional[Path] = typer.Option(None, "--policy", "-p", envvar=options.POLICY_ENV, help="Policy file (TOML). Default: the policy shipped with audit."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="CLIP model whose text tower scores the prompt against the policy's concepts (e.g. toy-shapes, ViT-B-32). Default: rules, names and resource lists only."),
-    pretrained: str = typer.Option(DEFAULT_PRETRAINED, "--pretrained", help="open_clip pretrained tag of --model ('none': random weights, benchmarks only)."),
+    resource: Optional[List[str]] = typer.Option(
+        None,
+        "--resource",
+        "-r",
+        help="A model, LoRA or embedding the request uses: name, hash or Civitai AIR (repeatable).",
+    ),
+    policy: Optional[Path] = typer.Option(
+        None,
+        "--policy",
+        "-p",
+        envvar=options.POLICY_ENV,
+        help="Policy file (TOML). Default: the policy shipped with audit.",
+    ),
+    model: Optional[str] = typer.Option(
+        None,
+        "--model",
+        "-m",
+        help="CLIP model whose text tower scores the prompt against the policy's concepts (e.g. toy-shapes, ViT-B-32). Default: rules, names and resource lists only.",
+    ),
+    pretrained: str = typer.Option(
+        DEFAULT_PRETRAINED,
+        "--pretrained",
+        help="open_clip pretrained tag of --model ('none': random weights, benchmarks only).",
+    ),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Local weights of --model."),
-    deny_at: str = typer.Option("low", "--deny-at", help="Deny when a category of this severity or higher fires: critical, high, medium or low."),
-    json_out: bool = typer.Option(False, "--json", help="Print the answer as one JSON object (batch input always answers JSON lines)."),
+    deny_at: str = typer.Option(
+        "low", "--deny-at", help="Deny when a category of this severity or higher fires: critical, high, medium or low."
+    ),
+    json_out: bool = typer.Option(
+        False, "--json", help="Print the answer as one JSON object (batch input always answers JSON lines)."
+    ),
 ) -> None:
     """Request-time gate: allow or deny one generation request before it runs.
 

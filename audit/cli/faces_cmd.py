@@ -10,15 +10,18 @@ from audit.cli.app import app
 from audit.cli.output import emit_json, stderr
 from audit.errors import InputError
 
-faces_app = typer.Typer(help="Face-likeness galleries ([[faces]] in a policy; needs pip install \".[faces]\").",
-                        no_args_is_help=True)
+faces_app = typer.Typer(
+    help='Face-likeness galleries ([[faces]] in a policy; needs pip install ".[faces]").', no_args_is_help=True
+)
 app.add_typer(faces_app, name="faces")
 
 
 @faces_app.command("export-gallery")
 def export_gallery_command(
     folder: Path = typer.Argument(..., help="Gallery folder: one subfolder per person, holding reference photos."),
-    out: Path = typer.Argument(..., help="Descriptor file to write (.npz or .jsonl): labels and 128-d descriptors, no photos."),
+    out: Path = typer.Argument(
+        ..., help="Descriptor file to write (.npz or .jsonl): labels and 128-d descriptors, no photos."
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
 ) -> None:
     """Describe every reference photo's largest face and write labels + descriptors, so a
@@ -33,8 +36,14 @@ def export_gallery_command(
         gallery = export_gallery(folder, out)
     except GalleryError as exc:
         raise InputError(str(exc)) from None
-    summary = {"command": "faces export-gallery", "folder": str(folder), "out": str(out), "descriptors": len(gallery),
-               "persons": len(set(gallery.labels)), "skipped": gallery.skipped}
+    summary = {
+        "command": "faces export-gallery",
+        "folder": str(folder),
+        "out": str(out),
+        "descriptors": len(gallery),
+        "persons": len(set(gallery.labels)),
+        "skipped": gallery.skipped,
+    }
     if json_out:
         emit_json(summary)
     else:

@@ -14,13 +14,38 @@ from audit.cli.output import emit_json, progress_bar, stderr
 
 @app.command("index")
 def index_command(
-    index: Path = typer.Option(..., "--index", "-i", envvar=options.INDEX_ENV, help="Index directory (made by `audit crawl`, embedded by `audit embed`)."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Only this model (its key, or its name when unambiguous). Default: every embedded model."),
-    memory_budget: Optional[str] = typer.Option(None, "--memory-budget", help="Memory the index may use, e.g. 4GB, 512MB; picks the index type. Default: as last built, else 4GB."),
-    index_type: Optional[str] = typer.Option(None, "--index-type", help="Force a type: flat, ivf[NLIST][,flat|sq8|pqM], hnsw[M]; 'auto' returns to the automatic choice."),
-    rebuild: bool = typer.Option(False, "--rebuild", help="Rebuild from the stored vectors instead of adding the new ones."),
-    verify: bool = typer.Option(False, "--verify", help="Check the SHA-256 of the index files against their manifests first."),
-    wait: bool = typer.Option(False, "--wait", help="Wait for another run holding the index instead of exiting with code 3."),
+    index: Path = typer.Option(
+        ...,
+        "--index",
+        "-i",
+        envvar=options.INDEX_ENV,
+        help="Index directory (made by `audit crawl`, embedded by `audit embed`).",
+    ),
+    model: Optional[str] = typer.Option(
+        None,
+        "--model",
+        "-m",
+        help="Only this model (its key, or its name when unambiguous). Default: every embedded model.",
+    ),
+    memory_budget: Optional[str] = typer.Option(
+        None,
+        "--memory-budget",
+        help="Memory the index may use, e.g. 4GB, 512MB; picks the index type. Default: as last built, else 4GB.",
+    ),
+    index_type: Optional[str] = typer.Option(
+        None,
+        "--index-type",
+        help="Force a type: flat, ivf[NLIST][,flat|sq8|pqM], hnsw[M]; 'auto' returns to the automatic choice.",
+    ),
+    rebuild: bool = typer.Option(
+        False, "--rebuild", help="Rebuild from the stored vectors instead of adding the new ones."
+    ),
+    verify: bool = typer.Option(
+        False, "--verify", help="Check the SHA-256 of the index files against their manifests first."
+    ),
+    wait: bool = typer.Option(
+        False, "--wait", help="Wait for another run holding the index instead of exiting with code 3."
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
     json_out: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
 ) -> None:
@@ -37,9 +62,14 @@ def index_command(
     options.memory_budget(memory_budget)
     with progress_bar("index", quiet=quiet) as progress:
         summary = audit.open(index).index(
-            model=model, memory_budget=memory_budget, index_type=index_type, rebuild=rebuild, verify=verify,
-            wait=wait, progress=progress,
-        )  # fmt: skip
+            model=model,
+            memory_budget=memory_budget,
+            index_type=index_type,
+            rebuild=rebuild,
+            verify=verify,
+            wait=wait,
+            progress=progress,
+        )
     data = summary.to_dict()
     if json_out:
         emit_json({"command": "index", "index": str(index), **data})

@@ -45,13 +45,21 @@ def info_command(
     if not info["models"]:
         lines.append("model:     none (run `audit embed`)")
     for p in info["policies"]:
-        lines.append(f"policy:    {p['name']} v{p['version']} ({p['policy_hash'][:12]}): {p.get('findings', 0):,} findings, "
-                     f"{p['flag_runs']} flag runs, last {p['last_flagged']}")
+        lines.append(
+            f"policy:    {p['name']} v{p['version']} ({p['policy_hash'][:12]}): {p.get('findings', 0):,} findings, "
+            f"{p['flag_runs']} flag runs, last {p['last_flagged']}"
+        )
     sev = ", ".join(f"{n:,} {s}" for s, n in f["by_severity"].items())
     lines.append(f"findings:  {f['active']:,}" + (f" ({sev})" if sev else "") + f"; {info['decisions']:,} decisions")
     latest = info["runs"]["latest"]
-    lines.append(f"runs:      {info['runs']['total']:,}" + (
-        f"; latest #{latest['run_id']} {latest['command']} {latest['status']} at {latest['started']}" if latest else ""))
+    lines.append(
+        f"runs:      {info['runs']['total']:,}"
+        + (
+            f"; latest #{latest['run_id']} {latest['command']} {latest['status']} at {latest['started']}"
+            if latest
+            else ""
+        )
+    )
     lines.append(f"disk:      {_size(info['disk']['total_bytes'])}")
     for name, n in info["disk"]["files"].items():
         lines.append(f"  {name:<24} {_size(n):>12}")

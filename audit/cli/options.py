@@ -40,9 +40,11 @@ def device(value: str, *, probe: bool = True) -> str:
     return check_device(value, probe=probe)
 
 
-EXECUTOR_HELP = ("Where the work runs: local (process pools on this machine) or ray (Ray Data on the cluster "
-                 "named by RAY_ADDRESS, or a local Ray instance when unset; needs pip install \".[ray]\"). "
-                 "The index is written by this process either way.")
+EXECUTOR_HELP = (
+    "Where the work runs: local (process pools on this machine) or ray (Ray Data on the cluster "
+    'named by RAY_ADDRESS, or a local Ray instance when unset; needs pip install ".[ray]"). '
+    "The index is written by this process either way."
+)
 
 
 def executor(value: str) -> str:

@@ -16,15 +16,46 @@ from audit.errors import ExitCode, UsageError
 
 @app.command("report")
 def report_command(
-    index: Optional[Path] = typer.Option(None, "--index", "-i", envvar=options.INDEX_ENV, help="Index directory whose findings to report."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Report folder. Default: reports/<index name>/<UTC timestamp>/ under the current directory."),
-    formats: str = typer.Option("html,jsonl,parquet,csv", "--format", "-f", help="Comma-separated: html, jsonl, parquet, csv (jsonl also writes clusters.jsonl)."),
-    policy: Optional[Path] = typer.Option(None, "--policy", "-p", envvar=options.POLICY_ENV, help="Report the findings of this policy file (default: the policy of the latest `audit flag`)."),
-    blur: bool = typer.Option(True, "--blur/--no-blur", help="--no-blur: a click reveals the clear thumbnail instead of a lightly blurred one. Thumbnails always start heavily blurred."),
+    index: Optional[Path] = typer.Option(
+        None, "--index", "-i", envvar=options.INDEX_ENV, help="Index directory whose findings to report."
+    ),
+    out: Optional[Path] = typer.Option(
+        None,
+        "--out",
+        "-o",
+        help="Report folder. Default: reports/<index name>/<UTC timestamp>/ under the current directory.",
+    ),
+    formats: str = typer.Option(
+        "html,jsonl,parquet,csv",
+        "--format",
+        "-f",
+        help="Comma-separated: html, jsonl, parquet, csv (jsonl also writes clusters.jsonl).",
+    ),
+    policy: Optional[Path] = typer.Option(
+        None,
+        "--policy",
+        "-p",
+        envvar=options.POLICY_ENV,
+        help="Report the findings of this policy file (default: the policy of the latest `audit flag`).",
+    ),
+    blur: bool = typer.Option(
+        True,
+        "--blur/--no-blur",
+        help="--no-blur: a click reveals the clear thumbnail instead of a lightly blurred one. Thumbnails always start heavily blurred.",
+    ),
     grayscale: bool = typer.Option(False, "--grayscale", help="Grayscale thumbnails."),
-    html_limit: Optional[int] = typer.Option(None, "--html-limit", min=0, help="Findings shown on the page, most severe first (default 5000); the data files always hold all."),
+    html_limit: Optional[int] = typer.Option(
+        None,
+        "--html-limit",
+        min=0,
+        help="Findings shown on the page, most severe first (default 5000); the data files always hold all.",
+    ),
     force: bool = typer.Option(False, "--force", help="Replace an earlier report in an existing --out folder."),
-    verify: Optional[Path] = typer.Option(None, "--verify", help="Check the report folder DIR against its manifest.json and exit: 0 intact, 4 changed, 2 not a report."),
+    verify: Optional[Path] = typer.Option(
+        None,
+        "--verify",
+        help="Check the report folder DIR against its manifest.json and exit: 0 intact, 4 changed, 2 not a report.",
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
     json_out: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
 ) -> None:
@@ -53,8 +84,16 @@ def report_command(
     import audit
 
     with progress_bar("report", quiet=quiet) as progress:
-        summary = audit.open(index).report(out, formats, policy=policy, blur=blur, grayscale=grayscale, force=force,
-                                           html_limit=html_limit, progress=progress)  # fmt: skip
+        summary = audit.open(index).report(
+            out,
+            formats,
+            policy=policy,
+            blur=blur,
+            grayscale=grayscale,
+            force=force,
+            html_limit=html_limit,
+            progress=progress,
+        )
     data = summary.to_dict()
     if json_out:
         emit_json({"command": "report", "index": str(index), **data})

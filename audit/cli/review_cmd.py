@@ -16,15 +16,23 @@ from audit.errors import UsageError
 @app.command("review")
 def review_command(
     index: Path = typer.Option(..., "--index", "-i", envvar=options.INDEX_ENV, help="Index directory."),
-    import_file: Optional[Path] = typer.Option(None, "--import", help="JSON list of {item_id|finding_id|cluster_id, decision, note, by?, at?, category?}."),
+    import_file: Optional[Path] = typer.Option(
+        None, "--import", help="JSON list of {item_id|finding_id|cluster_id, decision, note, by?, at?, category?}."
+    ),
     item: Optional[str] = typer.Option(None, "--item", help="Item to decide on (id, unique id prefix, or uri)."),
-    cluster: Optional[str] = typer.Option(None, "--cluster", help="Cluster to decide on (every member gets the decision)."),
+    cluster: Optional[str] = typer.Option(
+        None, "--cluster", help="Cluster to decide on (every member gets the decision)."
+    ),
     finding: Optional[str] = typer.Option(None, "--finding", help="Finding to decide on."),
     decision: Optional[str] = typer.Option(None, "--decision", "-d", help="confirm, dismiss or escalate."),
     note: Optional[str] = typer.Option(None, "--note", help="Why (kept in the log)."),
     by: Optional[str] = typer.Option(None, "--by", help="Reviewer name (default: the login name)."),
-    category: Optional[str] = typer.Option(None, "--category", help="Category the decision is about (seeds neighbours in it)."),
-    export_bank: Optional[Path] = typer.Option(None, "--export-bank", help="Write confirmed items as a hash list CSV (hash_type,hash,label)."),
+    category: Optional[str] = typer.Option(
+        None, "--category", help="Category the decision is about (seeds neighbours in it)."
+    ),
+    export_bank: Optional[Path] = typer.Option(
+        None, "--export-bank", help="Write confirmed items as a hash list CSV (hash_type,hash,label)."
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
 ) -> None:
     """Record review decisions (append-only; the latest decision wins) and export confirmed items.
@@ -35,8 +43,11 @@ def review_command(
     import audit
 
     decision = options.decision(decision)
-    targets = [name for name, v in (("--import", import_file), ("--item", item), ("--cluster", cluster),
-                                    ("--finding", finding)) if v is not None]  # fmt: skip
+    targets = [
+        name
+        for name, v in (("--import", import_file), ("--item", item), ("--cluster", cluster), ("--finding", finding))
+        if v is not None
+    ]
     if len(targets) > 1:
         raise UsageError(f"give one of --import, --item, --cluster, --finding (got {', '.join(targets)})")
     if not targets and export_bank is None:
@@ -55,8 +66,9 @@ def review_command(
             out["decision_ids"] = ids
             stderr.print(f"imported {len(ids)} decisions from {import_file}")
         elif targets:
-            did = a.review(item, cluster=cluster, finding=finding, decision=decision, note=note, by=by,
-                           category=category)
+            did = a.review(
+                item, cluster=cluster, finding=finding, decision=decision, note=note, by=by, category=category
+            )
             out["decision_id"] = did
             what = f"item {item}" if item else (f"cluster {cluster}" if cluster else f"finding {finding}")
             stderr.print(f"recorded {decision} on {what} (decision {did}); it applies from the next `audit flag`")

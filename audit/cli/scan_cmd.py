@@ -17,24 +17,73 @@ from audit.errors import ExitCode
 
 @app.command("scan")
 def scan_command(
-    sources: List[str] = typer.Argument(..., help="What to crawl: folders, files, manifests, archives or fsspec URLs (as for `audit crawl`)."),
-    index: Path = typer.Option(..., "--index", "-i", envvar=options.INDEX_ENV, help="Index directory (created if missing)."),
-    policy: Optional[Path] = typer.Option(None, "--policy", "-p", envvar=options.POLICY_ENV, help="Policy file (TOML); default: the packaged default policy."),
-    model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="open_clip model name, or toy-shapes (the shipped toy-world CLIP)."),
-    pretrained: str = typer.Option(DEFAULT_PRETRAINED, "--pretrained", help="open_clip pretrained tag; 'none' for random weights (benchmarks only)."),
-    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Local weights (.safetensors, or weights-only .pt/.bin) for air-gapped sites."),
-    device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N, or auto (CUDA when usable here, else the CPU); checked before any work: exit 3 when CUDA is asked for and not usable here."),
+    sources: List[str] = typer.Argument(
+        ..., help="What to crawl: folders, files, manifests, archives or fsspec URLs (as for `audit crawl`)."
+    ),
+    index: Path = typer.Option(
+        ..., "--index", "-i", envvar=options.INDEX_ENV, help="Index directory (created if missing)."
+    ),
+    policy: Optional[Path] = typer.Option(
+        None,
+        "--policy",
+        "-p",
+        envvar=options.POLICY_ENV,
+        help="Policy file (TOML); default: the packaged default policy.",
+    ),
+    model: str = typer.Option(
+        DEFAULT_MODEL, "--model", "-m", help="open_clip model name, or toy-shapes (the shipped toy-world CLIP)."
+    ),
+    pretrained: str = typer.Option(
+        DEFAULT_PRETRAINED,
+        "--pretrained",
+        help="open_clip pretrained tag; 'none' for random weights (benchmarks only).",
+    ),
+    checkpoint: Optional[Path] = typer.Option(
+        None, "--checkpoint", help="Local weights (.safetensors, or weights-only .pt/.bin) for air-gapped sites."
+    ),
+    device: str = typer.Option(
+        "cpu",
+        "--device",
+        help="cpu, cuda, cuda:N, or auto (CUDA when usable here, else the CPU); checked before any work: exit 3 when CUDA is asked for and not usable here.",
+    ),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b", min=1, help="Images per embedding batch."),
-    workers: Optional[int] = typer.Option(None, "--workers", min=0, help="Worker processes for crawling and embedding (default: one per core)."),
+    workers: Optional[int] = typer.Option(
+        None, "--workers", min=0, help="Worker processes for crawling and embedding (default: one per core)."
+    ),
     executor: str = typer.Option("local", "--executor", help=options.EXECUTOR_HELP),
     report: bool = typer.Option(False, "--report", help="Write an evidence report after flagging."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Report folder (default: reports/<index name>/<UTC timestamp>/ under the current directory)."),
-    fail_on: Optional[str] = typer.Option(None, "--fail-on", help="Exit 1 when a NEW finding (one no completed scan has reported yet) is at or above this severity: critical, high, medium or low."),
-    wait: bool = typer.Option(False, "--wait", help="Wait for another run holding the index instead of exiting with code 3."),
-    trust_dir_mtime: bool = typer.Option(False, "--trust-dir-mtime", help="Skip the files of local directories whose mtime is unchanged since their last full listing: one stat per directory instead of per file (a file rewritten in place without a rename is then missed until a normal crawl)."),
-    full: bool = typer.Option(False, "--full", help="Flag stage: recompute everything (every item evaluated, clusters retrained, near-duplicate groups rebuilt), not only what is new."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output (problems are still reported on stderr)."),
-    json_out: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout: counts per stage, new findings, errors, durations, report path."),
+    out: Optional[Path] = typer.Option(
+        None,
+        "--out",
+        "-o",
+        help="Report folder (default: reports/<index name>/<UTC timestamp>/ under the current directory).",
+    ),
+    fail_on: Optional[str] = typer.Option(
+        None,
+        "--fail-on",
+        help="Exit 1 when a NEW finding (one no completed scan has reported yet) is at or above this severity: critical, high, medium or low.",
+    ),
+    wait: bool = typer.Option(
+        False, "--wait", help="Wait for another run holding the index instead of exiting with code 3."
+    ),
+    trust_dir_mtime: bool = typer.Option(
+        False,
+        "--trust-dir-mtime",
+        help="Skip the files of local directories whose mtime is unchanged since their last full listing: one stat per directory instead of per file (a file rewritten in place without a rename is then missed until a normal crawl).",
+    ),
+    full: bool = typer.Option(
+        False,
+        "--full",
+        help="Flag stage: recompute everything (every item evaluated, clusters retrained, near-duplicate groups rebuilt), not only what is new.",
+    ),
+    quiet: bool = typer.Option(
+        False, "--quiet", "-q", help="No progress output (problems are still reported on stderr)."
+    ),
+    json_out: bool = typer.Option(
+        False,
+        "--json",
+        help="Print a JSON summary on stdout: counts per stage, new findings, errors, durations, report path.",
+    ),
 ) -> None:
     """Run every stage in order: crawl, embed, index, flag, and report with --report.
 
@@ -55,12 +104,25 @@ def scan_command(
     tag = pretrained_tag(pretrained)
     a = audit.open(index, create=True)
     summary = run_scan(
-        a, sources, policy=policy, model=model, pretrained=tag, checkpoint=str(checkpoint) if checkpoint else None,
-        device=device, batch_size=batch_size, workers=workers, report=report, out=out, fail_on=fail_on, wait=wait,
-        progress=lambda stage: progress_bar(stage, quiet=quiet), trust_dir_mtime=trust_dir_mtime, mark=False,
+        a,
+        sources,
+        policy=policy,
+        model=model,
+        pretrained=tag,
+        checkpoint=str(checkpoint) if checkpoint else None,
+        device=device,
+        batch_size=batch_size,
+        workers=workers,
+        report=report,
+        out=out,
+        fail_on=fail_on,
+        wait=wait,
+        progress=lambda stage: progress_bar(stage, quiet=quiet),
+        trust_dir_mtime=trust_dir_mtime,
+        mark=False,
         full=full,
         executor=executor,
-    )  # fmt: skip
+    )
     data = summary.to_dict()
     if json_out:
         emit_json(data)
@@ -71,7 +133,7 @@ def scan_command(
             f"embed: {embed.get('images_embedded', 0):,} images, {embed.get('prompts_embedded', 0):,} prompts · "
             f"flag: {flag.get('findings', 0):,} findings, [bold]{len(summary.new_findings):,} new[/]"
         )
-        for (cat, n) in sorted(summary.new_by_category.items()):
+        for cat, n in sorted(summary.new_by_category.items()):
             candidates = summary.new_candidates_by_category.get(cat, 0)
             note = f" ({candidates:,} via cluster or neighbour only)" if candidates else ""
             stderr.print(f"  new: {n:>5,} × {cat}{note}")

@@ -29,11 +29,17 @@ def search_command(
     index: Path = typer.Option(..., "--index", "-i", envvar=options.INDEX_ENV, help="Index directory."),
     text: Optional[str] = typer.Option(None, "--text", "-t", help="Find items that match this text."),
     image: Optional[Path] = typer.Option(None, "--image", help="Find items that look like this image file."),
-    item: Optional[str] = typer.Option(None, "--item", help="Find items near this item (id, unique id prefix, or uri)."),
+    item: Optional[str] = typer.Option(
+        None, "--item", help="Find items near this item (id, unique id prefix, or uri)."
+    ),
     k: int = typer.Option(10, "-k", "--top", min=1, help="How many results."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model key or name (needed when several models are embedded)."),
+    model: Optional[str] = typer.Option(
+        None, "--model", "-m", help="Model key or name (needed when several models are embedded)."
+    ),
     space: str = typer.Option("image", "--space", help="Search image vectors (image) or prompt vectors (prompt)."),
-    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Local weights of the model, when the index was embedded from a checkpoint file."),
+    checkpoint: Optional[Path] = typer.Option(
+        None, "--checkpoint", help="Local weights of the model, when the index was embedded from a checkpoint file."
+    ),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N or auto, for embedding the query."),
     json_out: bool = typer.Option(False, "--json", help="Print the results as JSON on stdout."),
 ) -> None:
@@ -42,19 +48,37 @@ def search_command(
 
     given = [flag for flag, v in (("--text", text), ("--image", image), ("--item", item)) if v is not None]
     if len(given) != 1:
-        raise UsageError("give exactly one of --text, --image, --item" + (f" (got {', '.join(given)})" if given else ""))
+        raise UsageError(
+            "give exactly one of --text, --image, --item" + (f" (got {', '.join(given)})" if given else "")
+        )
     space = options.space(space)
     device = options.device(device)
     with audit.open(index) as a:
-        df = a.search(text=text, image=image, item=item, k=k, model=model, space=space,
-                      checkpoint=str(checkpoint) if checkpoint else None, device=device)  # fmt: skip
+        df = a.search(
+            text=text,
+            image=image,
+            item=item,
+            k=k,
+            model=model,
+            space=space,
+            checkpoint=str(checkpoint) if checkpoint else None,
+            device=device,
+        )
         pending = _not_indexed(a, model, space)
     if pending:
         stderr.print(f"note: {pending:,} {space} vectors are not in the index yet; run `audit index` to include them")
     query = {"text": text, "image": str(image) if image else None, "item": item}
     if json_out:
-        emit_json({"command": "search", "index": str(index), "query": {q: v for q, v in query.items() if v is not None},
-                   "space": space, "k": k, "results": df.to_dicts()})  # fmt: skip
+        emit_json(
+            {
+                "command": "search",
+                "index": str(index),
+                "query": {q: v for q, v in query.items() if v is not None},
+                "space": space,
+                "k": k,
+                "results": df.to_dicts(),
+            }
+        )
         return
     _print_table(df)
 

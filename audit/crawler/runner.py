@@ -81,8 +81,16 @@ ProgressFn = Callable[[str, int], None]  # (event, count): "listed", "done", "to
 
 
 class Crawler:
-    def __init__(self, catalog: Catalog, *, run_id: int, workers: int | None = None, progress: ProgressFn | None = None,
-                 pool=None, reread: str | None = None):  # fmt: skip
+    def __init__(
+        self,
+        catalog: Catalog,
+        *,
+        run_id: int,
+        workers: int | None = None,
+        progress: ProgressFn | None = None,
+        pool=None,
+        reread: str | None = None,
+    ):
         """``pool``: where reads run instead of a local process pool, an object with
         ``workers``, ``submit(fn, task) -> Future`` and ``shutdown`` (``audit.onray.crawl``).
 
@@ -292,8 +300,9 @@ class Crawler:
         if unchanged and self.reread:
             from audit.crawler.worker import READER_VERSION
 
-            stale = (None if self.reread == "all"
-                     else self.catalog.stale_items([k[3] for _, k in unchanged], READER_VERSION))  # fmt: skip
+            stale = (
+                None if self.reread == "all" else self.catalog.stale_items([k[3] for _, k in unchanged], READER_VERSION)
+            )
             again = [(e, k) for e, k in unchanged if stale is None or k[3] in stale]
             if again:
                 todo += [e for e, _ in again]

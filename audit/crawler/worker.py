@@ -89,8 +89,13 @@ def read_entry(entry: Entry) -> ReadResult:
     return ReadResult(entry.uri, item, location, len(data))
 
 
-def describe(data: bytes, *, sidecars: list[tuple[str, bytes]] = (), fields: dict[str, Any] | None = None,
-             problems: list[str] = ()) -> dict[str, Any]:  # fmt: skip
+def describe(
+    data: bytes,
+    *,
+    sidecars: list[tuple[str, bytes]] = (),
+    fields: dict[str, Any] | None = None,
+    problems: list[str] = (),
+) -> dict[str, Any]:
     """Everything the catalog keeps about one file's content.
 
     Pixels and metadata fail separately: an undecodable image is an error row (still
@@ -223,5 +228,15 @@ def _add_metadata(item, data, image, sidecars, fields, problems: list[str]) -> N
     item["metadata_errors"] = json.dumps(errors, ensure_ascii=False) if errors else None
 
 
-_GENERATION_FIELDS = ("generator", "prompt", "negative_prompt", "seed", "steps", "sampler", "scheduler", "cfg_scale",
-                      "model", "model_hash")  # fmt: skip
+_GENERATION_FIELDS = (
+    "generator",
+    "prompt",
+    "negative_prompt",
+    "seed",
+    "steps",
+    "sampler",
+    "scheduler",
+    "cfg_scale",
+    "model",
+    "model_hash",
+)

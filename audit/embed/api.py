@@ -76,10 +76,23 @@ def run_embed(
                     run.summary = idle
                 return idle
     if on_ray:
-        return _run_embed_on_ray(catalog, model=model, pretrained=pretrained, checkpoint=checkpoint, device=device,
-                                 precision=precision, batch_size=batch_size, workers=workers, images=images,
-                                 prompts=prompts, retry_skipped=retry_skipped, wait=wait, progress=progress,
-                                 argv=argv, embedder=embedder)  # fmt: skip
+        return _run_embed_on_ray(
+            catalog,
+            model=model,
+            pretrained=pretrained,
+            checkpoint=checkpoint,
+            device=device,
+            precision=precision,
+            batch_size=batch_size,
+            workers=workers,
+            images=images,
+            prompts=prompts,
+            retry_skipped=retry_skipped,
+            wait=wait,
+            progress=progress,
+            argv=argv,
+            embedder=embedder,
+        )
     cores = os.cpu_count() or 1
     is_cuda = device.startswith("cuda")
     n_workers = default_workers(device) if workers is None else workers
@@ -93,11 +106,15 @@ def run_embed(
         if hybrid and n_workers > 1:
             from audit.embed.openclip import planned_spec
 
-            warm = getattr(embedder, "spec", None) if embedder is not None else planned_spec(
-                model, pretrained, checkpoint, device, precision, identity=identity)  # fmt: skip
+            warm = (
+                getattr(embedder, "spec", None)
+                if embedder is not None
+                else planned_spec(model, pretrained, checkpoint, device, precision, identity=identity)
+            )
             pool = LocalExecutor(n_workers - 1, threads=threads, warm=replace(warm, threads=threads) if warm else None)
-        emb = embedder or load_embedder(model, pretrained, checkpoint=checkpoint, device=device, precision=precision,
-                                        identity=identity)  # fmt: skip
+        emb = embedder or load_embedder(
+            model, pretrained, checkpoint=checkpoint, device=device, precision=precision, identity=identity
+        )
         if getattr(emb, "spec", None) is None:
             raise UsageError("embedder has no spec (build it with audit.embed.openclip.load_embedder)")
         device = emb.spec.device
@@ -129,8 +146,15 @@ def run_embed(
                         import gc
 
                         gc.collect()
-                runner = EmbedRunner(catalog, spec, executor, dim=emb.dim, batch_size=bs,
-                                     decode_threads=decode_threads, progress=progress)  # fmt: skip
+                runner = EmbedRunner(
+                    catalog,
+                    spec,
+                    executor,
+                    dim=emb.dim,
+                    batch_size=bs,
+                    decode_threads=decode_threads,
+                    progress=progress,
+                )
                 runner.summary.workers = max(1, n_workers) if hybrid else n_workers
                 runner.summary.precision = dict(getattr(emb, "precision_report", {}) or {})
                 run.summary = runner.summary  # recorded as far as it got, also when interrupted
@@ -156,9 +180,24 @@ def _set_torch_threads(n: int) -> int:
     return was
 
 
-def _run_embed_on_ray(catalog: "Catalog", *, model, pretrained, checkpoint, device: str, precision: str,
-                      batch_size, workers, images, prompts, retry_skipped, wait, progress, argv,
-                      embedder) -> "EmbedSummary":
+def _run_embed_on_ray(
+    catalog: "Catalog",
+    *,
+    model,
+    pretrained,
+    checkpoint,
+    device: str,
+    precision: str,
+    batch_size,
+    workers,
+    images,
+    prompts,
+    retry_skipped,
+    wait,
+    progress,
+    argv,
+    embedder,
+) -> "EmbedSummary":
     """``run_embed`` with ``executor="ray"``: the same runner and commits, shards on Ray Data.
 
     The driver builds the model once on its CPU, for the identity, dimension and
@@ -174,8 +213,9 @@ def _run_embed_on_ray(catalog: "Catalog", *, model, pretrained, checkpoint, devi
     is_cuda = device.startswith("cuda")
     if is_cuda:
         resolved = resolve_precision(device, precision)  # fp16 (autocast) unless asked otherwise
-        emb = embedder or load_embedder(model, pretrained, checkpoint=checkpoint, device="cpu", precision="fp32",
-                                        calibrate=False)  # fmt: skip
+        emb = embedder or load_embedder(
+            model, pretrained, checkpoint=checkpoint, device="cpu", precision="fp32", calibrate=False
+        )
         spec = replace(emb.spec, device="cuda", precision=resolved)  # the actor's own GPU
         report = {"precision": resolved, "requested": precision, "where": "Ray GPU actors"}
     else:

@@ -62,10 +62,15 @@ def _check_cuda(value: str, ordinal: int | None, flag: str) -> None:
     except Exception as exc:  # noqa: BLE001 - a broken driver raises from inside torch
         raise EnvironmentProblem(f"{flag} {value}: CUDA cannot be initialised ({exc})".splitlines()[0]) from None
     if not available or count == 0:
-        why = (f"this torch {torch.__version__} was built without CUDA" if not built
-               else f"torch {torch.__version__} (CUDA {built}) sees no CUDA device")
+        why = (
+            f"this torch {torch.__version__} was built without CUDA"
+            if not built
+            else f"torch {torch.__version__} (CUDA {built}) sees no CUDA device"
+        )
         raise EnvironmentProblem(f"{flag} {value} was asked for, but {why}; use --device cpu")
     if ordinal is not None and ordinal >= count:
         shown = "cuda:0" if count == 1 else f"cuda:0 to cuda:{count - 1}"
-        raise EnvironmentProblem(f"{flag} {value} was asked for, but this machine has {count} CUDA "
-                                 f"device{'s' if count != 1 else ''} ({shown})")
+        raise EnvironmentProblem(
+            f"{flag} {value} was asked for, but this machine has {count} CUDA "
+            f"device{'s' if count != 1 else ''} ({shown})"
+        )

@@ -68,9 +68,14 @@ def run_shard(task: ShardTask) -> ShardResult:
     if task.kind == "prompt":
         t1 = time.perf_counter()
         vecs = emb.embed_texts(list(task.payloads))
-        return ShardResult(task.shard_id, "prompt", list(task.keys), vecs,
-                           timings={"encode_s": time.perf_counter() - t1, "wall_s": time.perf_counter() - t0},
-                           pid=os.getpid())  # fmt: skip
+        return ShardResult(
+            task.shard_id,
+            "prompt",
+            list(task.keys),
+            vecs,
+            timings={"encode_s": time.perf_counter() - t1, "wall_s": time.perf_counter() - t0},
+            pid=os.getpid(),
+        )
     if task.kind != "image":
         raise ValueError(f"unknown shard kind {task.kind!r}")
     spec = emb.preprocess
@@ -115,12 +120,24 @@ def run_shard(task: ShardTask) -> ShardResult:
     frame_vecs = None
     if frame_pixels:
         t1 = time.perf_counter()
-        frame_vecs = np.concatenate([emb.embed_pixels(np.stack([p for _, p in frame_pixels[i : i + bs]]))
-                                     for i in range(0, len(frame_pixels), bs)])  # fmt: skip
+        frame_vecs = np.concatenate(
+            [
+                emb.embed_pixels(np.stack([p for _, p in frame_pixels[i : i + bs]]))
+                for i in range(0, len(frame_pixels), bs)
+            ]
+        )
         encode_s += time.perf_counter() - t1
-    return ShardResult(task.shard_id, "image", keys, vecs, skips,
-                       {"read_decode_s": decode_s, "encode_s": encode_s, "wall_s": time.perf_counter() - t0},
-                       os.getpid(), frame_keys, frame_vecs)  # fmt: skip
+    return ShardResult(
+        task.shard_id,
+        "image",
+        keys,
+        vecs,
+        skips,
+        {"read_decode_s": decode_s, "encode_s": encode_s, "wall_s": time.perf_counter() - t0},
+        os.getpid(),
+        frame_keys,
+        frame_vecs,
+    )
 
 
 def _timed_decode(uri: str, item_id: str, spec: ImageSpec, verify: bool) -> tuple[np.ndarray | str, list, float]:
@@ -130,8 +147,9 @@ def _timed_decode(uri: str, item_id: str, spec: ImageSpec, verify: bool) -> tupl
     return out, later, time.perf_counter() - t
 
 
-def decode_item(uri: str, item_id: str | None, spec: ImageSpec, *, verify: bool = True,
-                frames: list | None = None) -> np.ndarray | str:  # fmt: skip
+def decode_item(
+    uri: str, item_id: str | None, spec: ImageSpec, *, verify: bool = True, frames: list | None = None
+) -> np.ndarray | str:
     """Model-ready uint8 pixels of the image at ``uri``, or a one-line reason it cannot be used.
 
     Decodes exactly as the crawl did (``decode_image``: same pixel limit, metadata never in
@@ -213,7 +231,9 @@ class LocalExecutor:
         self.window = window or self.workers * 2
         ctx = multiprocessing.get_context("forkserver")
         ctx.set_forkserver_preload(["torch", "open_clip", "audit.embed.executor"])
-        self.pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx, initializer=_worker_init, initargs=(threads,))
+        self.pool = ProcessPoolExecutor(
+            max_workers=self.workers, mp_context=ctx, initializer=_worker_init, initargs=(threads,)
+        )
         # ``warm``: start the processes and build their models now, while the caller loads
         # (and checks) its own copy: start-up costs the slower of the two, not their sum
         self._warming = [self.pool.submit(warm_worker, warm) for _ in range(self.workers)] if warm else []

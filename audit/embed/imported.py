@@ -84,7 +84,9 @@ def find_parts(folder: Path) -> list[tuple[int, Path, Path, Path | None]]:
     """(N, img_emb_N.npy, metadata_N.parquet, text_emb_N.npy or None), by N."""
     img_dir = folder / "img_emb"
     if not img_dir.is_dir():
-        raise UsageError(f"{folder}: no img_emb/ folder (expected clip-retrieval output: img_emb/, metadata/, text_emb/)")
+        raise UsageError(
+            f"{folder}: no img_emb/ folder (expected clip-retrieval output: img_emb/, metadata/, text_emb/)"
+        )
     parts = []
     for p in img_dir.iterdir():
         m = _PART.match(p.name)
@@ -152,8 +154,17 @@ def import_embeddings(
 
 
 class _Importer:
-    def __init__(self, conn, store: VectorStore, identity: ModelIdentity, summary: ImportSummary,
-                 prefix: str, base: Path | None, batch: int, progress: Any) -> None:  # fmt: skip
+    def __init__(
+        self,
+        conn,
+        store: VectorStore,
+        identity: ModelIdentity,
+        summary: ImportSummary,
+        prefix: str,
+        base: Path | None,
+        batch: int,
+        progress: Any,
+    ) -> None:
         self.conn = conn
         self.store = store
         self.identity = identity
@@ -229,20 +240,26 @@ class _Importer:
         names = pf.schema_arrow.names
         column = next((c for c in ("image_path", "path", "uri", "key", "__key__") if c in names), None)
         if column is None:
-            s.problems.append(f"part {n}: {meta_path.name} has no image_path column (columns: {', '.join(names[:12])}); skipped")
+            s.problems.append(
+                f"part {n}: {meta_path.name} has no image_path column (columns: {', '.join(names[:12])}); skipped"
+            )
             return None
         rows = pf.metadata.num_rows
         if rows != img.shape[0]:
-            s.problems.append(f"part {n}: {img_path.name} has {img.shape[0]} rows, {meta_path.name} {rows}: "
-                              "rows cannot be paired; skipped")  # fmt: skip
+            s.problems.append(
+                f"part {n}: {img_path.name} has {img.shape[0]} rows, {meta_path.name} {rows}: "
+                "rows cannot be paired; skipped"
+            )
             return None
         text = None
         if text_path is not None:
             try:
                 text = np.load(text_path, mmap_mode="r", allow_pickle=False)
                 if text.ndim != 2 or text.shape[0] != rows or text.shape[1] != img.shape[1]:
-                    s.problems.append(f"part {n}: {text_path.name} is {text.shape}, not ({rows}, {img.shape[1]}): "
-                                      "text vectors skipped")  # fmt: skip
+                    s.problems.append(
+                        f"part {n}: {text_path.name} is {text.shape}, not ({rows}, {img.shape[1]}): "
+                        "text vectors skipped"
+                    )
                     text = None
             except Exception as exc:  # noqa: BLE001
                 s.problems.append(f"part {n}: {text_path.name} unreadable ({type(exc).__name__}): text vectors skipped")
@@ -252,7 +269,9 @@ class _Importer:
     def _dim_ok(self, dim: int, path: Path) -> bool:
         known = next((m["dim"] for m in self.store.models() if m["key"] == self.key), None)
         if known is not None and known != dim:
-            self.summary.problems.append(f"{path.name}: vectors of {dim} dimensions, but {self.key} has {known}: skipped")
+            self.summary.problems.append(
+                f"{path.name}: vectors of {dim} dimensions, but {self.key} has {known}: skipped"
+            )
             return False
         if not self.registered:
             self.store.register_model(self.identity, dim)
@@ -283,7 +302,9 @@ class _Importer:
             self._captions(rows, captions, found, text)
         return len(keep)
 
-    def _captions(self, rows: list[int], captions: list[Any], found: dict[int, tuple[str, Any, Any]], text: np.ndarray) -> None:
+    def _captions(
+        self, rows: list[int], captions: list[Any], found: dict[int, tuple[str, Any, Any]], text: np.ndarray
+    ) -> None:
         s = self.summary
         keys: dict[str, int] = {}
         for r in rows:
@@ -315,8 +336,12 @@ class _Importer:
             for uri in self._uris(p):
                 candidates.setdefault(uri, []).append(i)
         found: dict[int, tuple[str, Any, Any]] = {}
-        self._lookup("SELECT l.uri, l.item_id, i.prompt, i.negative_prompt FROM locations l "
-                     "JOIN items i ON i.item_id = l.item_id WHERE l.present = 1 AND l.uri", candidates, found)
+        self._lookup(
+            "SELECT l.uri, l.item_id, i.prompt, i.negative_prompt FROM locations l "
+            "JOIN items i ON i.item_id = l.item_id WHERE l.present = 1 AND l.uri",
+            candidates,
+            found,
+        )
         missing = [i for i, p in enumerate(paths) if i not in found and isinstance(p, str) and p]
         if missing:
             self._by_key(paths, missing, found)
@@ -336,8 +361,12 @@ class _Importer:
             k = paths[i].strip("/")
             keys.setdefault(k, []).append(i)
             keys.setdefault(k.rsplit("/", 1)[-1], []).append(i)  # the key alone, without its shard folder
-        self._lookup("SELECT k.key, k.item_id, i.prompt, i.negative_prompt FROM temp.import_keys k "
-                     "JOIN items i ON i.item_id = k.item_id WHERE k.key", keys, found)
+        self._lookup(
+            "SELECT k.key, k.item_id, i.prompt, i.negative_prompt FROM temp.import_keys k "
+            "JOIN items i ON i.item_id = k.item_id WHERE k.key",
+            keys,
+            found,
+        )
 
     def _lookup(self, select: str, rows_of: dict[str, list[int]], found: dict[int, tuple[str, Any, Any]]) -> None:
         """``select`` (ending in the column to match, its ``IN (...)`` added here) for the
@@ -346,7 +375,9 @@ class _Importer:
         names = list(rows_of)
         for lo in range(0, len(names), _IN):
             chunk = names[lo : lo + _IN]
-            for name, item_id, prompt, negative in self.conn.execute(f"{select} IN ({','.join('?' * len(chunk))})", chunk):
+            for name, item_id, prompt, negative in self.conn.execute(
+                f"{select} IN ({','.join('?' * len(chunk))})", chunk
+            ):
                 for i in rows_of[name]:
                     found.setdefault(i, (item_id, prompt, negative))
 
@@ -357,7 +388,9 @@ class _Importer:
         c = self.conn
         c.execute("CREATE TEMP TABLE IF NOT EXISTS import_keys (key TEXT NOT NULL, item_id TEXT NOT NULL)")
         c.execute("DELETE FROM temp.import_keys")
-        cur = c.execute("SELECT uri, item_id FROM locations WHERE present = 1 AND item_id IS NOT NULL AND instr(uri, '!/') > 0")
+        cur = c.execute(
+            "SELECT uri, item_id FROM locations WHERE present = 1 AND item_id IS NOT NULL AND instr(uri, '!/') > 0"
+        )
         while rows := cur.fetchmany(50_000):
             batch = []
             for uri, item_id in rows:

@@ -97,15 +97,26 @@ def _export(module, example, path: Path, input_name: str) -> None:
             try:
                 with torch.enable_grad():
                     # the TorchScript exporter: no onnxscript needed; dynamic batch by dynamic_axes
-                    torch.onnx.export(module, (example,), str(fp32), input_names=[input_name],
-                                      output_names=["features"],
-                                      dynamic_axes={input_name: {0: "batch"}, "features": {0: "batch"}},
-                                      opset_version=OPSET, dynamo=False)  # fmt: skip
+                    torch.onnx.export(
+                        module,
+                        (example,),
+                        str(fp32),
+                        input_names=[input_name],
+                        output_names=["features"],
+                        dynamic_axes={input_name: {0: "batch"}, "features": {0: "batch"}},
+                        opset_version=OPSET,
+                        dynamo=False,
+                    )
             finally:
                 for p in params:
                     p.requires_grad_(False)
-            quantize_dynamic(str(fp32), str(q), weight_type=QuantType.QInt8, per_channel=True,
-                             op_types_to_quantize=["MatMul", "Gemm"])
+            quantize_dynamic(
+                str(fp32),
+                str(q),
+                weight_type=QuantType.QInt8,
+                per_channel=True,
+                op_types_to_quantize=["MatMul", "Gemm"],
+            )
             os.replace(q, path)
         finally:
             root.setLevel(level)
@@ -135,8 +146,9 @@ class Int8Towers:
             return self.text.run(None, {"tokens": np.ascontiguousarray(tokens, dtype=np.int64)})[0]
 
     @classmethod
-    def load_or_export(cls, model, weights_key: str, image_size: int, context_length: int,
-                       threads: int | None = None) -> "Int8Towers":  # fmt: skip
+    def load_or_export(
+        cls, model, weights_key: str, image_size: int, context_length: int, threads: int | None = None
+    ) -> "Int8Towers":
         """The cached towers of ``weights_key``, exported from ``model`` (fp32) when missing."""
         require()
         import torch
@@ -146,17 +158,27 @@ class Int8Towers:
         if not (meta.exists() and (folder / "image.int8.onnx").exists() and (folder / "text.int8.onnx").exists()):
             folder.mkdir(parents=True, exist_ok=True)
             model = model.float().cpu().eval()
-            _export(_tower(model, "encode_image"), torch.zeros(2, 3, image_size, image_size),
-                    folder / "image.int8.onnx", "pixels")  # fmt: skip
-            _export(_tower(model, "encode_text"), torch.ones(2, context_length, dtype=torch.long),
-                    folder / "text.int8.onnx", "tokens")  # fmt: skip
+            _export(
+                _tower(model, "encode_image"),
+                torch.zeros(2, 3, image_size, image_size),
+                folder / "image.int8.onnx",
+                "pixels",
+            )
+            _export(
+                _tower(model, "encode_text"),
+                torch.ones(2, context_length, dtype=torch.long),
+                folder / "text.int8.onnx",
+                "tokens",
+            )
             tmp = folder / ".meta.json.tmp"
             tmp.write_text(json.dumps({"weights": weights_key, "format": FORMAT, "opset": OPSET}))
             os.replace(tmp, meta)  # written last: its presence means both towers are complete
         return cls(folder, threads)
 
 
-def min_cosines(ref_images: np.ndarray, images: np.ndarray, ref_texts: np.ndarray, texts: np.ndarray) -> tuple[float, float]:
+def min_cosines(
+    ref_images: np.ndarray, images: np.ndarray, ref_texts: np.ndarray, texts: np.ndarray
+) -> tuple[float, float]:
     return (float(np.min(np.sum(ref_images * images, axis=1))), float(np.min(np.sum(ref_texts * texts, axis=1))))
 
 

@@ -73,9 +73,14 @@ class EmbedderSpec:
 
     def build(self, *, calibrate: bool = True) -> "OpenClipEmbedder":
         return load_embedder(
-            self.model, self.pretrained, checkpoint=self.checkpoint, device=self.device,
-            precision=self.precision, identity=self.identity, calibrate=calibrate,
-        )  # fmt: skip
+            self.model,
+            self.pretrained,
+            checkpoint=self.checkpoint,
+            device=self.device,
+            precision=self.precision,
+            identity=self.identity,
+            calibrate=calibrate,
+        )
 
 
 # --- capability checks
@@ -139,7 +144,9 @@ def _import_open_clip():
         import open_clip  # noqa: F401
         import torch  # noqa: F401
     except ImportError as exc:  # pragma: no cover - both are dependencies
-        raise DependencyMissing(f"embedding needs torch and open_clip_torch ({exc}); pip install open_clip_torch") from None
+        raise DependencyMissing(
+            f"embedding needs torch and open_clip_torch ({exc}); pip install open_clip_torch"
+        ) from None
     return open_clip
 
 
@@ -156,8 +163,7 @@ def _toy_checkpoint() -> str:
     path = Path(TOY_CHECKPOINT)
     if not path.is_file():
         raise WeightsUnavailable(
-            f"the toy-shapes checkpoint is missing from the package ({path}); "
-            "reinstall audit or pass --checkpoint PATH"
+            f"the toy-shapes checkpoint is missing from the package ({path}); reinstall audit or pass --checkpoint PATH"
         )
     return str(path)
 
@@ -226,7 +232,9 @@ def resolve_pretrained(model: str, tag: str) -> tuple[str, dict]:
                 raise FileNotFoundError(f"{target} not cached and HF_HUB_OFFLINE is set")
         path = ocp.download_pretrained(cfg)
     except Exception as exc:  # noqa: BLE001 - hub/network errors come in many types
-        raise WeightsUnavailable(f"{_fix_hint(model, tag)} ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
+        raise WeightsUnavailable(
+            f"{_fix_hint(model, tag)} ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
+        ) from None
     if not path or not Path(path).is_file():
         raise WeightsUnavailable(_fix_hint(model, tag))
     overlay = {k: cfg[k] for k in ("mean", "std", "interpolation", "resize_mode") if cfg.get(k) is not None}
@@ -269,11 +277,15 @@ def _load_weights(model, path: str) -> None:
     try:
         load_checkpoint(model, path, strict=True, weights_only=True, device="cpu")
     except pickle.UnpicklingError as exc:
-        raise InputError(f"checkpoint {path} is not a weights-only file (refused to unpickle it): {str(exc).splitlines()[0][:160]}") from None
+        raise InputError(
+            f"checkpoint {path} is not a weights-only file (refused to unpickle it): {str(exc).splitlines()[0][:160]}"
+        ) from None
     except RuntimeError as exc:
         raise InputError(f"checkpoint {path} does not fit the model: {str(exc).splitlines()[0][:300]}") from None
     except Exception as exc:  # noqa: BLE001 - safetensors header errors, truncated files
-        raise InputError(f"checkpoint {path} cannot be read: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}") from None
+        raise InputError(
+            f"checkpoint {path} cannot be read: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+        ) from None
 
 
 def _image_spec(model) -> ImageSpec:
@@ -289,9 +301,12 @@ def _image_spec(model) -> ImageSpec:
     if mode not in ("shortest", "squash"):
         raise UsageError(f"open_clip resize_mode {mode!r} is not supported yet (shortest, squash are)")
     return ImageSpec(
-        image_size=int(size), mean=tuple(cfg["mean"]), std=tuple(cfg["std"]),
-        interpolation=cfg.get("interpolation", "bicubic") or "bicubic", resize_mode=mode,
-    )  # fmt: skip
+        image_size=int(size),
+        mean=tuple(cfg["mean"]),
+        std=tuple(cfg["std"]),
+        interpolation=cfg.get("interpolation", "bicubic") or "bicubic",
+        resize_mode=mode,
+    )
 
 
 # --- the embedder
@@ -347,10 +362,13 @@ def planned_spec(
     that differs, and they rebuild)."""
     path, _, _, ident = _resolve(model, pretrained, checkpoint, identity)
     return EmbedderSpec(
-        model=model, pretrained=pretrained if ident.pretrained else None,
-        checkpoint=path if ident.checkpoint_sha256 else None, device=str(device),
-        precision=resolve_precision(str(device), precision), identity=ident,
-    )  # fmt: skip
+        model=model,
+        pretrained=pretrained if ident.pretrained else None,
+        checkpoint=path if ident.checkpoint_sha256 else None,
+        device=str(device),
+        precision=resolve_precision(str(device), precision),
+        identity=ident,
+    )
 
 
 def load_embedder(
@@ -411,10 +429,13 @@ def load_embedder(
         emb.set_precision(resolved)
     emb.precision_report = report
     emb.spec = EmbedderSpec(
-        model=model, pretrained=pretrained if ident.pretrained else None,
-        checkpoint=path if ident.checkpoint_sha256 else None, device=device,
-        precision=report["precision"], identity=emb.identity,
-    )  # fmt: skip
+        model=model,
+        pretrained=pretrained if ident.pretrained else None,
+        checkpoint=path if ident.checkpoint_sha256 else None,
+        device=device,
+        precision=report["precision"],
+        identity=emb.identity,
+    )
     return emb
 
 
@@ -445,8 +466,12 @@ def _checked_int8(emb, build, report: dict, *, device: str, model: str, must_be_
     emb.set_precision("int8")
     got_i, int8_s = timed()
     cos_i, cos_t = int8.min_cosines(ref_i, got_i, ref_t, emb.embed_texts(probe_texts))
-    report.update(min_cosine_image=round(cos_i, 6), min_cosine_text=round(cos_t, 6), probes=len(probe_images),
-                  int8_speedup_vs_fp32=round(fp32_s / max(int8_s, 1e-9), 3))  # fmt: skip
+    report.update(
+        min_cosine_image=round(cos_i, 6),
+        min_cosine_text=round(cos_t, 6),
+        probes=len(probe_images),
+        int8_speedup_vs_fp32=round(fp32_s / max(int8_s, 1e-9), 3),
+    )
     fallback = None
     if min(cos_i, cos_t) < int8.INT8_MIN_COSINE:
         fallback = f"int8 min cosine {min(cos_i, cos_t):.4f} < {int8.INT8_MIN_COSINE}"
@@ -468,8 +493,12 @@ def _calibration_inputs(px: int) -> tuple[list["Image.Image"], list[str]]:
     from PIL import Image
 
     images: list[Image.Image] = []
-    texts = ["a photo of a red circle", "a blue square on a white background", "a small green star",
-             "a yellow triangle on a black background, highly detailed, 4k"]  # fmt: skip
+    texts = [
+        "a photo of a red circle",
+        "a blue square on a white background",
+        "a small green star",
+        "a yellow triangle on a black background, highly detailed, 4k",
+    ]
     try:
         from audit.embed import toyworld
 
@@ -492,8 +521,17 @@ class OpenClipEmbedder:
     position attends to anything after itself (``tests/test_embed_text.py`` checks it).
     """
 
-    def __init__(self, model, identity: ModelIdentity, *, device: str = "cpu", precision: str = "fp32",
-                 model_name: str | None = None, image_batch: int = 32, text_batch: int = 128):  # fmt: skip
+    def __init__(
+        self,
+        model,
+        identity: ModelIdentity,
+        *,
+        device: str = "cpu",
+        precision: str = "fp32",
+        model_name: str | None = None,
+        image_batch: int = 32,
+        text_batch: int = 128,
+    ):
         import open_clip
 
         self.model = model
@@ -530,9 +568,12 @@ class OpenClipEmbedder:
 
             self.model = self.model.to(device="cpu", dtype=torch.float32)
             self._int8 = Int8Towers.load_or_export(
-                self.model, self.weights_identity.key, self.preprocess.image_size,
-                int(getattr(self.model, "context_length", 77)), threads=torch.get_num_threads(),
-            )  # fmt: skip
+                self.model,
+                self.weights_identity.key,
+                self.preprocess.image_size,
+                int(getattr(self.model, "context_length", 77)),
+                threads=torch.get_num_threads(),
+            )
             self.identity = replace(self.weights_identity, precision="int8")  # its own vector space
         elif precision == "bf16":
             self.model = self.model.to(device=self.device, dtype=torch.bfloat16)

@@ -38,8 +38,9 @@ class PendingWork:
 
     # --- the watermark
     def watermark(self, space: str) -> int:
-        row = self.conn.execute("SELECT item_seq FROM embed_progress WHERE model_key=? AND space=?",
-                                (self.key, space)).fetchone()  # fmt: skip
+        row = self.conn.execute(
+            "SELECT item_seq FROM embed_progress WHERE model_key=? AND space=?", (self.key, space)
+        ).fetchone()
         return int(row[0]) if row else 0
 
     def advance(self, space: str, seq: int) -> None:
@@ -61,11 +62,15 @@ class PendingWork:
         from audit.catalog.store import transaction
 
         with transaction(self.conn) as c:
-            low = c.execute("SELECT min(i.seq) FROM embed_skips s JOIN items i ON i.item_id = s.item_id "
-                            "WHERE s.model_key=?", (self.key,)).fetchone()[0]  # fmt: skip
+            low = c.execute(
+                "SELECT min(i.seq) FROM embed_skips s JOIN items i ON i.item_id = s.item_id WHERE s.model_key=?",
+                (self.key,),
+            ).fetchone()[0]
             if low is not None:
-                c.execute("UPDATE embed_progress SET item_seq=min(item_seq, ?) WHERE model_key=? AND space='image'",
-                          (int(low) - 1, self.key))  # fmt: skip
+                c.execute(
+                    "UPDATE embed_progress SET item_seq=min(item_seq, ?) WHERE model_key=? AND space='image'",
+                    (int(low) - 1, self.key),
+                )
             return c.execute("DELETE FROM embed_skips WHERE model_key=?", (self.key,)).rowcount
 
     # --- images
@@ -148,14 +153,20 @@ class PendingWork:
         """How many images are pending (for the progress display)."""
         vspace = self._vspace("image")
         present = "EXISTS (SELECT 1 FROM locations l WHERE l.item_id = {t}.item_id AND l.present = 1)"
-        missing = ("NOT EXISTS (SELECT 1 FROM vector_rows v WHERE v.vspace = ? AND v.key = {t}.item_id) "
-                   "AND NOT EXISTS (SELECT 1 FROM embed_skips s WHERE s.model_key = ? AND s.item_id = {t}.item_id)")  # fmt: skip
+        missing = (
+            "NOT EXISTS (SELECT 1 FROM vector_rows v WHERE v.vspace = ? AND v.key = {t}.item_id) "
+            "AND NOT EXISTS (SELECT 1 FROM embed_skips s WHERE s.model_key = ? AND s.item_id = {t}.item_id)"
+        )
         new = self.conn.execute(
             f"SELECT count(*) FROM items i WHERE i.seq > ? AND i.status = 'ok' AND {present.format(t='i')} "
-            f"AND {missing.format(t='i')}", (self.watermark("image"), vspace, self.key)).fetchone()[0]  # fmt: skip
+            f"AND {missing.format(t='i')}",
+            (self.watermark("image"), vspace, self.key),
+        ).fetchone()[0]
         back = self.conn.execute(
             f"SELECT count(*) FROM embed_absent a WHERE a.model_key = ? AND {present.format(t='a')} "
-            f"AND {missing.format(t='a')}", (self.key, vspace, self.key)).fetchone()[0]  # fmt: skip
+            f"AND {missing.format(t='a')}",
+            (self.key, vspace, self.key),
+        ).fetchone()[0]
         return int(new + back)
 
     # --- prompts

@@ -83,8 +83,14 @@ class EmbedRunner:
         self.batch_size = batch_size
         self.decode_threads = decode_threads
         self.progress = progress or (lambda event, n: None)
-        self.summary = EmbedSummary(model_key=self.key, identity=spec.identity.to_dict(), dim=dim,
-                                    device=spec.device, workers=executor.workers, batch_size=batch_size)  # fmt: skip
+        self.summary = EmbedSummary(
+            model_key=self.key,
+            identity=spec.identity.to_dict(),
+            dim=dim,
+            device=spec.device,
+            workers=executor.workers,
+            batch_size=batch_size,
+        )
         self.store.register_model(spec.identity, dim)
         self._inflight: set[str] = set()
         self._shard_ids = iter(range(1, 1 << 62))
@@ -160,8 +166,15 @@ class EmbedRunner:
             yield self._task("prompt", [k for k, _ in part], [t for _, t in part], low=low)
 
     def _task(self, kind: str, keys: list[str], payloads: list[str], *, low: int) -> ShardTask:
-        task = ShardTask(self.spec, kind, tuple(keys), tuple(payloads), next(self._shard_ids),
-                         batch_size=self.batch_size, decode_threads=self.decode_threads)  # fmt: skip
+        task = ShardTask(
+            self.spec,
+            kind,
+            tuple(keys),
+            tuple(payloads),
+            next(self._shard_ids),
+            batch_size=self.batch_size,
+            decode_threads=self.decode_threads,
+        )
         if low:  # items noted absent that came back (low 0) hold no watermark back
             self._open[task.shard_id] = (kind, low)
         return task

@@ -155,6 +155,7 @@ def draw(scene: ToyScene, px: int = 64, supersample: Optional[int] = None) -> Im
 
 # ---------------------------------------------------------------- captions
 
+
 def _a(word: str) -> str:
     return ("an " if word[0] in "aeiou" else "a ") + word
 
@@ -182,10 +183,26 @@ _TEMPLATES = (
 
 #: A1111-style quality tags, appended (and sometimes prepended) as prompt noise
 PROMPT_NOISE = (
-    "high quality", "best quality", "masterpiece", "4k", "8k", "highly detailed",
-    "sharp focus", "digital art", "trending on artstation", "simple background",
-    "centered", "minimalist", "award winning", "hd", "studio lighting", "detailed",
-    "clean", "vector art", "flat colors", "professional",
+    "high quality",
+    "best quality",
+    "masterpiece",
+    "4k",
+    "8k",
+    "highly detailed",
+    "sharp focus",
+    "digital art",
+    "trending on artstation",
+    "simple background",
+    "centered",
+    "minimalist",
+    "award winning",
+    "hd",
+    "studio lighting",
+    "detailed",
+    "clean",
+    "vector art",
+    "flat colors",
+    "professional",
 )
 
 
@@ -217,8 +234,7 @@ def add_prompt_noise(text: str, rng: random.Random, p: float = 0.45) -> str:
     return ", ".join([text] + tags)
 
 
-def captions(scene: ToyScene, rng: Optional[random.Random] = None, n: int = 1,
-             noise: float = 0.45) -> list[str]:
+def captions(scene: ToyScene, rng: Optional[random.Random] = None, n: int = 1, noise: float = 0.45) -> list[str]:
     """``n`` captions for ``scene`` drawn from several templates.
 
     Without ``rng`` the first ``n`` templates are used, undecorated (deterministic).

@@ -36,6 +36,7 @@ EVAL_SEED_OFFSET = 1_000_003  # eval scenes come from seed + this; training neve
 
 # ------------------------------------------------------------------ data
 
+
 def _draw_augmented(scene: tw.ToyScene, rng: random.Random) -> np.ndarray:
     """Draw at 64 px, sometimes via a larger drawing + bicubic downscale or a JPEG
     round trip, so the model sees what sample archives (512 px, JPEG) look like
@@ -44,9 +45,7 @@ def _draw_augmented(scene: tw.ToyScene, rng: random.Random) -> np.ndarray:
 
     u = rng.random()
     if u < 0.15:
-        img = tw.draw(scene, 128, supersample=2).resize(
-            (IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BICUBIC
-        )
+        img = tw.draw(scene, 128, supersample=2).resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BICUBIC)
     else:
         img = tw.draw(scene, IMAGE_SIZE)
         if u > 0.85:
@@ -120,8 +119,10 @@ def encode_text_trimmed(model, tokens):
 
 # ------------------------------------------------------------------ evaluation
 
-def zero_shot_accuracy(model, preprocess, tokenizer, n: int, seed: int, px: int = IMAGE_SIZE,
-                       batch: int = 250) -> float:
+
+def zero_shot_accuracy(
+    model, preprocess, tokenizer, n: int, seed: int, px: int = IMAGE_SIZE, batch: int = 250
+) -> float:
     """Top-1 accuracy over the 24 colour-shape classes on ``n`` fresh scenes drawn at
     ``px`` and preprocessed by ``preprocess`` (open_clip's transform)."""
     import torch
@@ -131,7 +132,7 @@ def zero_shot_accuracy(model, preprocess, tokenizer, n: int, seed: int, px: int 
         t = model.encode_text(tokenizer(tw.class_prompts()), normalize=True)
         correct = 0
         for i in range(0, n, batch):
-            chunk = scenes[i:i + batch]
+            chunk = scenes[i : i + batch]
             x = torch.stack([preprocess(tw.draw(s, px)) for s in chunk])
             f = model.encode_image(x, normalize=True)
             pred = (f @ t.T).argmax(dim=1)
@@ -139,8 +140,7 @@ def zero_shot_accuracy(model, preprocess, tokenizer, n: int, seed: int, px: int 
     return correct / n
 
 
-def text_precision_at_k(model, preprocess, tokenizer, query: str, match, n: int, seed: int,
-                        k: int = 10) -> float:
+def text_precision_at_k(model, preprocess, tokenizer, query: str, match, n: int, seed: int, k: int = 10) -> float:
     """Precision@k of ``query`` over ``n`` fresh mixed scenes; ``match(scene)`` says
     which scenes are relevant."""
     import torch
@@ -156,24 +156,36 @@ def text_precision_at_k(model, preprocess, tokenizer, query: str, match, n: int,
 
 # ------------------------------------------------------------------ training
 
+
 def _param_groups(model, weight_decay: float):
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
         # open_clip's convention: no weight decay on gains, biases, embeddings, logit scale
-        if p.ndim < 2 or "bn" in name or "ln" in name or "bias" in name or "logit_scale" in name \
-                or "embedding" in name:
+        if p.ndim < 2 or "bn" in name or "ln" in name or "bias" in name or "logit_scale" in name or "embedding" in name:
             no_decay.append(p)
         else:
             decay.append(p)
     return [{"params": no_decay, "weight_decay": 0.0}, {"params": decay, "weight_decay": weight_decay}]
 
 
-def train(steps: int, batch_size: int, out: str, seed: int = 0, lr: float = 1e-3,
-          warmup: Optional[int] = None, weight_decay: float = 0.1, bf16: Optional[bool] = None,
-          eval_images: int = 600, log_every: int = 50, threads: Optional[int] = None,
-          max_minutes: Optional[float] = None, dtype: str = "fp16", eval_every: int = 0) -> dict:
+def train(
+    steps: int,
+    batch_size: int,
+    out: str,
+    seed: int = 0,
+    lr: float = 1e-3,
+    warmup: Optional[int] = None,
+    weight_decay: float = 0.1,
+    bf16: Optional[bool] = None,
+    eval_images: int = 600,
+    log_every: int = 50,
+    threads: Optional[int] = None,
+    max_minutes: Optional[float] = None,
+    dtype: str = "fp16",
+    eval_every: int = 0,
+) -> dict:
     import open_clip
     import torch
     from safetensors.torch import save_file
@@ -194,8 +206,11 @@ def train(steps: int, batch_size: int, out: str, seed: int = 0, lr: float = 1e-3
     opt = torch.optim.AdamW(_param_groups(model, weight_decay), lr=lr, betas=(0.9, 0.98), eps=1e-6)
     warmup = max(1, min(steps // 10, 200)) if warmup is None else warmup
     make_batch = BatchMaker(seed)
-    print(f"{MODEL_NAME}: {n_params:,} parameters; {steps} steps x {batch_size}; bf16 autocast: {bf16}; "
-          f"threads: {torch.get_num_threads()}", flush=True)
+    print(
+        f"{MODEL_NAME}: {n_params:,} parameters; {steps} steps x {batch_size}; bf16 autocast: {bf16}; "
+        f"threads: {torch.get_num_threads()}",
+        flush=True,
+    )
 
     t0 = time.time()
     model.train()
@@ -230,8 +245,11 @@ def train(steps: int, batch_size: int, out: str, seed: int = 0, lr: float = 1e-3
             model.logit_scale.clamp_(0, math.log(100))
         done = step + 1
         if step % log_every == 0 or done == steps:
-            print(f"step {done}/{steps} loss {loss.item():.4f} lr {cur_lr:.2e} "
-                  f"scale {model.logit_scale.exp().item():.1f} {time.time() - t0:.0f}s", flush=True)
+            print(
+                f"step {done}/{steps} loss {loss.item():.4f} lr {cur_lr:.2e} "
+                f"scale {model.logit_scale.exp().item():.1f} {time.time() - t0:.0f}s",
+                flush=True,
+            )
         if eval_every and done % eval_every == 0:
             model.eval()
             acc = zero_shot_accuracy(model, preprocess, tokenizer, 144, seed + EVAL_SEED_OFFSET + done)
@@ -242,18 +260,28 @@ def train(steps: int, batch_size: int, out: str, seed: int = 0, lr: float = 1e-3
     model.eval()
     target = {"fp16": torch.float16, "fp32": torch.float32, "bf16": torch.bfloat16}[dtype]
     # floating tensors in the chosen dtype; integer buffers (BatchNorm's counters) as they are
-    state = {k: (v.detach().to(target) if v.is_floating_point() else v.detach()).contiguous()
-             for k, v in model.state_dict().items()}
-    save_file(state, out, metadata={"model": MODEL_NAME, "steps": str(done), "batch_size": str(batch_size),
-                                    "seed": str(seed), "format": "open_clip state_dict"})
+    state = {
+        k: (v.detach().to(target) if v.is_floating_point() else v.detach()).contiguous()
+        for k, v in model.state_dict().items()
+    }
+    save_file(
+        state,
+        out,
+        metadata={
+            "model": MODEL_NAME,
+            "steps": str(done),
+            "batch_size": str(batch_size),
+            "seed": str(seed),
+            "format": "open_clip state_dict",
+        },
+    )
     # evaluate exactly what was saved
     model.load_state_dict(state, strict=True)
     result = {"params": n_params, "steps": done, "train_seconds": train_s, "out": out}
     if eval_images:
         acc = zero_shot_accuracy(model, preprocess, tokenizer, eval_images, seed + EVAL_SEED_OFFSET)
         result["zero_shot_accuracy"] = acc
-        print(f"zero-shot accuracy (24 colour-shape classes, {eval_images} fresh images): {acc:.4f}",
-              flush=True)
+        print(f"zero-shot accuracy (24 colour-shape classes, {eval_images} fresh images): {acc:.4f}", flush=True)
     print(f"trained {done} steps in {train_s:.0f}s; saved {out}", flush=True)
     return result
 
@@ -276,24 +304,43 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--warmup", type=int, default=None)
     ap.add_argument("--weight-decay", type=float, default=0.1)
-    ap.add_argument("--bf16", choices=("auto", "on", "off"), default="off",
-                    help="bf16 autocast on CPU (auto: when the CPU has AVX-512 BF16 / AMX); measured no "
-                         "faster than fp32 for this small model on a 2-core AVX-512 BF16 CPU")
-    ap.add_argument("--dtype", choices=("fp16", "fp32", "bf16"), default="fp16",
-                    help="dtype of the saved weights")
+    ap.add_argument(
+        "--bf16",
+        choices=("auto", "on", "off"),
+        default="off",
+        help="bf16 autocast on CPU (auto: when the CPU has AVX-512 BF16 / AMX); measured no "
+        "faster than fp32 for this small model on a 2-core AVX-512 BF16 CPU",
+    )
+    ap.add_argument("--dtype", choices=("fp16", "fp32", "bf16"), default="fp16", help="dtype of the saved weights")
     ap.add_argument("--eval-images", type=int, default=600)
     ap.add_argument("--log-every", type=int, default=50)
     ap.add_argument("--eval-every", type=int, default=0, help="quick zero-shot check every N steps (0: off)")
     ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--max-minutes", type=float, default=None,
-                    help="training time budget: the cosine schedule is compressed to end within it "
-                         "(the learning rate follows whichever of steps or time is further along)")
+    ap.add_argument(
+        "--max-minutes",
+        type=float,
+        default=None,
+        help="training time budget: the cosine schedule is compressed to end within it "
+        "(the learning rate follows whichever of steps or time is further along)",
+    )
     a = ap.parse_args(argv)
     bf16 = {"auto": None, "on": True, "off": False}[a.bf16]
-    train(a.steps, a.batch_size, a.out, seed=a.seed, lr=a.lr, warmup=a.warmup,
-          weight_decay=a.weight_decay, bf16=bf16, eval_images=a.eval_images, log_every=a.log_every,
-          threads=a.threads, max_minutes=a.max_minutes, dtype=a.dtype,
-          eval_every=a.eval_every)
+    train(
+        a.steps,
+        a.batch_size,
+        a.out,
+        seed=a.seed,
+        lr=a.lr,
+        warmup=a.warmup,
+        weight_decay=a.weight_decay,
+        bf16=bf16,
+        eval_images=a.eval_images,
+        log_every=a.log_every,
+        threads=a.threads,
+        max_minutes=a.max_minutes,
+        dtype=a.dtype,
+        eval_every=a.eval_every,
+    )
     return 0
 
 

@@ -54,5 +54,8 @@ def describe_faces(model: FaceModel, img, *, max_side: int = MAX_SIDE, upsample:
             shape = model.landmarks(pixels, box)
             descriptors.append(np.asarray(model.descriptor.compute_face_descriptor(pixels, shape), np.float32))
             sizes.append(side)
-    return Faces(np.stack(descriptors) if descriptors else np.zeros((0, 128), np.float32),
-                 np.asarray(sizes, dtype=np.int32), scale)
+    return Faces(
+        np.stack(descriptors) if descriptors else np.zeros((0, 128), np.float32),
+        np.asarray(sizes, dtype=np.int32),
+        scale,
+    )

@@ -73,16 +73,35 @@ class FaceDetector:
                 k = int(dist.argmin())
                 if dist[k] <= g.max_distance:
                     d = float(dist[k])
-                    det.add(r, Signal("face_match", g.signal, round(d, 4), g.max_distance,
-                                      round(g.max_distance - d, 4),
-                                      {"label": gallery.labels[int(best[k])], "distance": round(d, 4),
-                                       "gallery": g.id, "faces": int(keep.sum()),
-                                       "face_px": int(sizes[keep][k]), "model": model_key}))
+                    det.add(
+                        r,
+                        Signal(
+                            "face_match",
+                            g.signal,
+                            round(d, 4),
+                            g.max_distance,
+                            round(g.max_distance - d, 4),
+                            {
+                                "label": gallery.labels[int(best[k])],
+                                "distance": round(d, 4),
+                                "gallery": g.id,
+                                "faces": int(keep.sum()),
+                                "face_px": int(sizes[keep][k]),
+                                "model": model_key,
+                            },
+                        ),
+                    )
                     count += 1
             matches[g.id] = count
-        det.stats = {"model": model_key, "gated_out": int(len(ctx) - wanted.sum()), "described": len(todo),
-                     "reused": len(rows) - len(todo), "errors": errors, "matches": matches,
-                     "ms_per_described": round(1000 * seconds / len(todo), 1) if todo else None}
+        det.stats = {
+            "model": model_key,
+            "gated_out": int(len(ctx) - wanted.sum()),
+            "described": len(todo),
+            "reused": len(rows) - len(todo),
+            "errors": errors,
+            "matches": matches,
+            "ms_per_described": round(1000 * seconds / len(todo), 1) if todo else None,
+        }
         return det
 
     def _gate(self, ctx: FlagContext, g) -> np.ndarray:
@@ -133,6 +152,7 @@ class FaceDetector:
         return errors
 
     def _uri(self, item_id: str) -> str | None:
-        row = self.conn.execute("SELECT uri FROM locations WHERE item_id=? AND present=1 ORDER BY uri LIMIT 1",
-                                (item_id,)).fetchone()
+        row = self.conn.execute(
+            "SELECT uri FROM locations WHERE item_id=? AND present=1 ORDER BY uri LIMIT 1", (item_id,)
+        ).fetchone()
         return row[0] if row else None

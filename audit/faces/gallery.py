@@ -88,8 +88,11 @@ def read_descriptor_file(path: str | os.PathLike) -> Gallery:
                 if "labels" not in data or "descriptors" not in data:
                     raise GalleryError(f"{path.name}: .npz needs arrays 'labels' and 'descriptors'")
                 labels = [str(x) for x in data["labels"].tolist()]
-                descriptors = np.asarray(data["descriptors"], dtype=np.float32).reshape(-1, DIM) \
-                    if data["descriptors"].size else np.zeros((0, DIM), np.float32)
+                descriptors = (
+                    np.asarray(data["descriptors"], dtype=np.float32).reshape(-1, DIM)
+                    if data["descriptors"].size
+                    else np.zeros((0, DIM), np.float32)
+                )
                 if data["descriptors"].size and data["descriptors"].ndim != 2:
                     raise GalleryError(f"{path.name}: descriptors must be a 2-d array")
         except GalleryError:
@@ -112,10 +115,11 @@ def read_descriptor_file(path: str | os.PathLike) -> Gallery:
             except ValueError:
                 raise GalleryError(f"{path.name}:{number}: not a JSON object") from None
             if not isinstance(row, dict) or not isinstance(row.get("descriptor"), list):
-                raise GalleryError(f"{path.name}:{number}: needs \"label\" and \"descriptor\" ({DIM} numbers)")
+                raise GalleryError(f'{path.name}:{number}: needs "label" and "descriptor" ({DIM} numbers)')
             vector = row["descriptor"]
-            if len(vector) != DIM or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
-                                             and math.isfinite(v) for v in vector):
+            if len(vector) != DIM or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in vector
+            ):
                 raise GalleryError(f"{path.name}:{number}: descriptor must be {DIM} finite numbers")
             if not isinstance(row.get("label"), str) or not row["label"].strip():
                 raise GalleryError(f"{path.name}:{number}: label must be a non-empty string")
@@ -137,8 +141,11 @@ def write_descriptor_file(gallery: Gallery, out: str | os.PathLike) -> Path:
     try:
         with os.fdopen(fd, "wb") as fh:
             if suffix == ".npz":
-                np.savez(fh, labels=np.asarray(gallery.labels, dtype=str),
-                         descriptors=np.asarray(gallery.descriptors, dtype=np.float32))
+                np.savez(
+                    fh,
+                    labels=np.asarray(gallery.labels, dtype=str),
+                    descriptors=np.asarray(gallery.descriptors, dtype=np.float32),
+                )
             else:
                 for label, vector in zip(gallery.labels, gallery.descriptors):
                     line = {"label": label, "descriptor": [round(float(v), 7) for v in vector]}

@@ -30,8 +30,10 @@ LANDMARKS_FILE = "shape_predictor_5_face_landmarks.dat"
 DESCRIPTOR_FILE = "dlib_face_recognition_resnet_model_v1.dat"
 # part of every stored descriptor's key: a different model (or detector) is a new descriptor
 MODEL_NAME = "dlib-hog+sp5+resnet-v1"
-INSTALL_HINT = ('face likeness ([[faces]] in the policy) needs the optional extra "faces": '
-                'pip install ".[faces]" (dlib-bin, face-recognition-models)')
+INSTALL_HINT = (
+    'face likeness ([[faces]] in the policy) needs the optional extra "faces": '
+    'pip install ".[faces]" (dlib-bin, face-recognition-models)'
+)
 MODEL_LICENCES = {
     LANDMARKS_FILE: "CC0 1.0 / public domain (dlib-models; trained on dlib's own CC0 face dataset)",
     DESCRIPTOR_FILE: "CC0 1.0 / public domain (dlib-models)",
@@ -81,8 +83,11 @@ class FaceModel:
 def load_face_model() -> FaceModel:
     dlib = _dlib()
     files = model_files()
-    return FaceModel(dlib.get_frontal_face_detector(), dlib.shape_predictor(str(files[LANDMARKS_FILE])),
-                     dlib.face_recognition_model_v1(str(files[DESCRIPTOR_FILE])))
+    return FaceModel(
+        dlib.get_frontal_face_detector(),
+        dlib.shape_predictor(str(files[LANDMARKS_FILE])),
+        dlib.face_recognition_model_v1(str(files[DESCRIPTOR_FILE])),
+    )
 
 
 def faces_available() -> bool:

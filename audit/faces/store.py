@@ -40,21 +40,34 @@ def get(conn, model_key: str, item_ids: Sequence[str]) -> dict[str, tuple[np.nda
     out = {}
     ids = list(item_ids)
     for start in range(0, len(ids), 900):
-        chunk = ids[start:start + 900]
+        chunk = ids[start : start + 900]
         marks = ",".join("?" * len(chunk))
         for item_id, faces, blob, sizes, error in conn.execute(
-                f"SELECT item_id, faces, descriptors, sizes, error FROM face_descriptors "
-                f"WHERE model_key=? AND item_id IN ({marks})", (model_key, *chunk)):
-            desc = np.frombuffer(blob, dtype="<f4").reshape(-1, 128) if blob and faces else np.zeros((0, 128), np.float32)
+            f"SELECT item_id, faces, descriptors, sizes, error FROM face_descriptors "
+            f"WHERE model_key=? AND item_id IN ({marks})",
+            (model_key, *chunk),
+        ):
+            desc = (
+                np.frombuffer(blob, dtype="<f4").reshape(-1, 128) if blob and faces else np.zeros((0, 128), np.float32)
+            )
             out[item_id] = (desc, np.asarray(json.loads(sizes or "[]"), dtype=np.int32), error)
     return out
 
 
 def put(conn, model_key: str, rows: Iterable[tuple[str, np.ndarray, np.ndarray, str | None]], now: str) -> None:
     """Store (item_id, descriptors, sizes, error) rows in one transaction."""
-    data = [(item_id, model_key, int(len(sizes)),
-             np.asarray(desc, dtype="<f4").tobytes() if len(sizes) else None,
-             json.dumps([int(s) for s in sizes]), error, now) for item_id, desc, sizes, error in rows]
+    data = [
+        (
+            item_id,
+            model_key,
+            int(len(sizes)),
+            np.asarray(desc, dtype="<f4").tobytes() if len(sizes) else None,
+            json.dumps([int(s) for s in sizes]),
+            error,
+            now,
+        )
+        for item_id, desc, sizes, error in rows
+    ]
     if not data or getattr(conn, "read_only", False):
         return
     conn.execute("BEGIN IMMEDIATE")

@@ -19,11 +19,23 @@ import polars as pl
 from audit.catalog.access import ensure_tables
 from audit.frames import IDS_TYPE, SIGNALS_TYPE, SqlQuery, collect_query, frame, lazy_query, signals_sql
 from audit.timeutil import utc_now
+
 # the vocabulary (defined in audit.vocabulary), re-exported: DECIDED_STATUSES are no news to anyone
 from audit.vocabulary import DECIDED_STATUSES, DECISIONS, SEVERITIES, STATUSES  # noqa: F401
 
-SIGNAL_KINDS = ("concept", "prompt_rule", "name", "hash_match", "face_match", "cluster", "seed_neighbor", "combination",
-                "negative", "learned", "provenance")
+SIGNAL_KINDS = (
+    "concept",
+    "prompt_rule",
+    "name",
+    "hash_match",
+    "face_match",
+    "cluster",
+    "seed_neighbor",
+    "combination",
+    "negative",
+    "learned",
+    "provenance",
+)
 # Signals derived from other findings or decisions, not from the item itself.
 DERIVED_KINDS = ("cluster", "seed_neighbor")
 
@@ -42,6 +54,7 @@ def is_review_candidate_json(signals_json: str | None) -> bool:
     except ValueError:
         return False
     return isinstance(signals, list) and is_review_candidate(signals)
+
 
 DDL = """
 CREATE TABLE IF NOT EXISTS findings (
@@ -160,16 +173,28 @@ class FindingsStore:
         with self.transaction() as c:
             return self.upsert_findings_in(c, findings, run_id=run_id, now=now)
 
-    def upsert_findings_in(self, c: sqlite3.Connection, findings: Iterable[Finding], *, run_id: int | None,
-                           now: str | None = None) -> int:
+    def upsert_findings_in(
+        self, c: sqlite3.Connection, findings: Iterable[Finding], *, run_id: int | None, now: str | None = None
+    ) -> int:
         """``upsert_findings`` inside a transaction the caller holds (the flag stage writes
         findings, clusters and its run record in one transaction)."""
         now = now or utc_now()
         rows = [
-            (f.finding_id, f.policy_hash, f.item_id, f.category, f.severity, f.status, f.cluster_id,
-             json.dumps([s.to_dict() for s in f.signals], default=float, ensure_ascii=False), now, now, run_id)
+            (
+                f.finding_id,
+                f.policy_hash,
+                f.item_id,
+                f.category,
+                f.severity,
+                f.status,
+                f.cluster_id,
+                json.dumps([s.to_dict() for s in f.signals], default=float, ensure_ascii=False),
+                now,
+                now,
+                run_id,
+            )
             for f in findings
-        ]  # fmt: skip
+        ]
         c.executemany(
             "INSERT INTO findings (finding_id, policy_hash, item_id, category, severity, status, cluster_id, "
             "signals, first_flagged, last_flagged, run_id, active) VALUES (?,?,?,?,?,?,?,?,?,?,?,1) "
@@ -196,9 +221,15 @@ class FindingsStore:
                      f.category, f.item_id
         """
         schema = {
-            "finding_id": pl.Utf8, "item_id": pl.Utf8, "uri": pl.Utf8, "category": pl.Utf8, "severity": pl.Utf8,
-            "status": pl.Utf8, "signals": pl.Utf8, "run_id": pl.Int64,
-        }  # fmt: skip
+            "finding_id": pl.Utf8,
+            "item_id": pl.Utf8,
+            "uri": pl.Utf8,
+            "category": pl.Utf8,
+            "severity": pl.Utf8,
+            "status": pl.Utf8,
+            "signals": pl.Utf8,
+            "run_id": pl.Int64,
+        }
         return frame(self.conn, sql, [policy_hash, *DECIDED_STATUSES], schema)
 
     def mark_reported(self, finding_ids: Iterable[str], run_id: int) -> int:
@@ -210,17 +241,20 @@ class FindingsStore:
         marked = 0
         with self.transaction() as c:
             for start in range(0, len(ids), 500):
-                chunk = ids[start:start + 500]
+                chunk = ids[start : start + 500]
                 cur = c.execute(
                     f"UPDATE findings SET reported_run = ? WHERE reported_run IS NULL "
-                    f"AND finding_id IN ({','.join('?' * len(chunk))})", (run_id, *chunk))
+                    f"AND finding_id IN ({','.join('?' * len(chunk))})",
+                    (run_id, *chunk),
+                )
                 marked += cur.rowcount
         return marked
 
     def set_statuses_in(self, c: sqlite3.Connection, statuses: dict[str, str]) -> None:
         """finding_id -> status (from review decisions), inside the caller's transaction."""
-        c.executemany("UPDATE findings SET status = ? WHERE finding_id = ?",
-                      [(status, fid) for fid, status in statuses.items()])
+        c.executemany(
+            "UPDATE findings SET status = ? WHERE finding_id = ?", [(status, fid) for fid, status in statuses.items()]
+        )
 
     def deactivate_others_in(self, c: sqlite3.Connection, policy_hash: str, keep: Iterable[str]) -> int:
         """Mark findings of ``policy_hash`` not in ``keep`` inactive (the item no longer meets the policy)."""
@@ -229,7 +263,9 @@ class FindingsStore:
         c.executemany("INSERT OR IGNORE INTO _keep_findings VALUES (?)", [(k,) for k in keep])
         cur = c.execute(
             "UPDATE findings SET active = 0 WHERE policy_hash = ? AND active = 1 "
-            "AND finding_id NOT IN (SELECT finding_id FROM _keep_findings)", (policy_hash,))
+            "AND finding_id NOT IN (SELECT finding_id FROM _keep_findings)",
+            (policy_hash,),
+        )
         c.execute("DELETE FROM _keep_findings")
         return cur.rowcount
 
@@ -237,30 +273,70 @@ class FindingsStore:
         """Replace the clusters of ``policy_hash`` (each run recomputes them) with ``rows``
         (dicts of the clusters columns; JSON columns as Python objects)."""
         c.execute("DELETE FROM clusters WHERE policy_hash = ?", (policy_hash,))
-        cols = ("cluster_id", "policy_hash", "kind", "size", "members", "medoids", "top_terms",
-                "concept_scores", "flagged_share", "flagged", "categories", "run_id")
+        cols = (
+            "cluster_id",
+            "policy_hash",
+            "kind",
+            "size",
+            "members",
+            "medoids",
+            "top_terms",
+            "concept_scores",
+            "flagged_share",
+            "flagged",
+            "categories",
+            "run_id",
+        )
         json_cols = {"members", "medoids", "top_terms", "concept_scores", "categories"}
-        data = [tuple(json.dumps(r.get(k), default=float, ensure_ascii=False) if k in json_cols else r.get(k)
-                      for k in cols) for r in rows]
+        data = [
+            tuple(json.dumps(r.get(k), default=float, ensure_ascii=False) if k in json_cols else r.get(k) for k in cols)
+            for r in rows
+        ]
         c.executemany(f"INSERT INTO clusters ({', '.join(cols)}) VALUES ({','.join('?' * len(cols))})", data)
         return len(data)
 
-    def record_flag_run_in(self, c: sqlite3.Connection, *, policy_hash: str, run_id: int | None = None,
-                           policy_name: str | None = None, policy_version: str | None = None,
-                           policy_path: str | None = None, model_key: str | None = None,
-                           thresholds: dict | None = None, at: str | None = None) -> int:  # fmt: skip
+    def record_flag_run_in(
+        self,
+        c: sqlite3.Connection,
+        *,
+        policy_hash: str,
+        run_id: int | None = None,
+        policy_name: str | None = None,
+        policy_version: str | None = None,
+        policy_path: str | None = None,
+        model_key: str | None = None,
+        thresholds: dict | None = None,
+        at: str | None = None,
+    ) -> int:
         """Record which policy (and model, thresholds) a flag run used; returns its run id."""
         cur = c.execute(
             "INSERT INTO flag_runs (run_id, policy_hash, policy_name, policy_version, policy_path, model_key, "
             "thresholds, at) VALUES (?,?,?,?,?,?,?,?)",
-            (run_id, policy_hash, policy_name, policy_version, policy_path, model_key,
-             json.dumps(thresholds or {}, default=float), at or utc_now()))  # fmt: skip
+            (
+                run_id,
+                policy_hash,
+                policy_name,
+                policy_version,
+                policy_path,
+                model_key,
+                json.dumps(thresholds or {}, default=float),
+                at or utc_now(),
+            ),
+        )
         return int(cur.lastrowid)
 
     def record_decision(
-        self, *, target_kind: str, target_id: str, decision: str, decided_by: str, note: str | None = None,
-        category: str | None = None, source: str = "cli", at: str | None = None,
-    ) -> int:  # fmt: skip
+        self,
+        *,
+        target_kind: str,
+        target_id: str,
+        decision: str,
+        decided_by: str,
+        note: str | None = None,
+        category: str | None = None,
+        source: str = "cli",
+        at: str | None = None,
+    ) -> int:
         if decision not in DECISIONS:
             raise ValueError(f"decision must be one of {', '.join(DECISIONS)}")
         with self.transaction() as c:
@@ -272,9 +348,20 @@ class FindingsStore:
             return int(cur.lastrowid)
 
     # --- reading (reports, notebooks, CLI)
-    def findings_query(self, *, policy_hash: str | None = None, active_only: bool = True, category=None,
-                       severity=None, status=None, cluster_id=None, item_id=None, member_of: str | None = None,
-                       finding_id=None, paged: bool = False) -> SqlQuery:  # fmt: skip
+    def findings_query(
+        self,
+        *,
+        policy_hash: str | None = None,
+        active_only: bool = True,
+        category=None,
+        severity=None,
+        status=None,
+        cluster_id=None,
+        item_id=None,
+        member_of: str | None = None,
+        finding_id=None,
+        paged: bool = False,
+    ) -> SqlQuery:
         """The query behind ``findings``: each keyword (a value or a list of values) is a
         ``WHERE`` term; ``member_of``: findings of the items in that cluster (or group)."""
         where = ["1=1"]
@@ -288,29 +375,60 @@ class FindingsStore:
             params.append(policy_hash)
         if active_only:
             where.append("f.active = 1")
-        for column, value in (("category", category), ("severity", severity), ("status", status),
-                              ("cluster_id", cluster_id), ("item_id", item_id), ("finding_id", finding_id)):  # fmt: skip
+        for column, value in (
+            ("category", category),
+            ("severity", severity),
+            ("status", status),
+            ("cluster_id", cluster_id),
+            ("item_id", item_id),
+            ("finding_id", finding_id),
+        ):
             _where_in(where, params, f"f.{column}", value)
         if member_of is not None:
             sql, p = cluster_member_ids_sql(self.conn, member_of)
             where.append(f"f.item_id IN ({sql})")
             params.extend(p)
         columns = {
-            "finding_id": "f.finding_id", "item_id": "f.item_id",
+            "finding_id": "f.finding_id",
+            "item_id": "f.item_id",
             "uri": "(SELECT min(uri) FROM locations l WHERE l.item_id = f.item_id AND l.present = 1)",
-            "category": "f.category", "severity": "f.severity", "status": "f.status", "cluster_id": "f.cluster_id",
-            "signals": signals_sql("f.signals"), "policy_hash": "f.policy_hash", "first_flagged": "f.first_flagged",
-            "last_flagged": "f.last_flagged", "run_id": "f.run_id",
-        }  # fmt: skip
+            "category": "f.category",
+            "severity": "f.severity",
+            "status": "f.status",
+            "cluster_id": "f.cluster_id",
+            "signals": signals_sql("f.signals"),
+            "policy_hash": "f.policy_hash",
+            "first_flagged": "f.first_flagged",
+            "last_flagged": "f.last_flagged",
+            "run_id": "f.run_id",
+        }
         schema = {
-            "finding_id": pl.Utf8, "item_id": pl.Utf8, "uri": pl.Utf8, "category": pl.Utf8, "severity": pl.Utf8,
-            "status": pl.Utf8, "cluster_id": pl.Utf8, "signals": pl.Utf8, "policy_hash": pl.Utf8,
-            "first_flagged": pl.Utf8, "last_flagged": pl.Utf8, "run_id": pl.Int64,
-        }  # fmt: skip
-        order = ("CASE f.severity WHEN 'critical' THEN 0 WHEN 'high' THEN 1 WHEN 'medium' THEN 2 ELSE 3 END, "
-                 "f.category, f.item_id")  # fmt: skip
-        return SqlQuery(columns, schema, f"FROM findings f WHERE {' AND '.join(where)}", tuple(params), order,
-                        page_key="f.rowid", decode={"signals": SIGNALS_TYPE})  # fmt: skip
+            "finding_id": pl.Utf8,
+            "item_id": pl.Utf8,
+            "uri": pl.Utf8,
+            "category": pl.Utf8,
+            "severity": pl.Utf8,
+            "status": pl.Utf8,
+            "cluster_id": pl.Utf8,
+            "signals": pl.Utf8,
+            "policy_hash": pl.Utf8,
+            "first_flagged": pl.Utf8,
+            "last_flagged": pl.Utf8,
+            "run_id": pl.Int64,
+        }
+        order = (
+            "CASE f.severity WHEN 'critical' THEN 0 WHEN 'high' THEN 1 WHEN 'medium' THEN 2 ELSE 3 END, "
+            "f.category, f.item_id"
+        )
+        return SqlQuery(
+            columns,
+            schema,
+            f"FROM findings f WHERE {' AND '.join(where)}",
+            tuple(params),
+            order,
+            page_key="f.rowid",
+            decode={"signals": SIGNALS_TYPE},
+        )
 
     def findings(self, *, lazy: bool = False, **filters) -> pl.DataFrame | pl.LazyFrame:
         """Findings joined with one present location per item (uri), most severe first;
@@ -319,13 +437,24 @@ class FindingsStore:
         q = self.findings_query(paged=lazy, **filters)
         return lazy_query(self.conn, q, name="findings") if lazy else collect_query(self.conn, q)
 
-    def clusters_query(self, *, policy_hash: str | None = None, kind=None, flagged_only: bool = False,
-                       cluster_id=None) -> SqlQuery:  # fmt: skip
+    def clusters_query(
+        self, *, policy_hash: str | None = None, kind=None, flagged_only: bool = False, cluster_id=None
+    ) -> SqlQuery:
         schema = {
-            "cluster_id": pl.Utf8, "policy_hash": pl.Utf8, "kind": pl.Utf8, "size": pl.Int64, "members": pl.Utf8,
-            "medoids": pl.Utf8, "top_terms": pl.Utf8, "concept_scores": pl.Utf8, "flagged_share": pl.Float64,
-            "flagged": pl.Int64, "categories": pl.Utf8, "run_id": pl.Int64, "review": pl.Utf8,
-        }  # fmt: skip
+            "cluster_id": pl.Utf8,
+            "policy_hash": pl.Utf8,
+            "kind": pl.Utf8,
+            "size": pl.Int64,
+            "members": pl.Utf8,
+            "medoids": pl.Utf8,
+            "top_terms": pl.Utf8,
+            "concept_scores": pl.Utf8,
+            "flagged_share": pl.Float64,
+            "flagged": pl.Int64,
+            "categories": pl.Utf8,
+            "run_id": pl.Int64,
+            "review": pl.Utf8,
+        }
         where, params = ["1=1"], []
         if policy_hash:
             where.append("policy_hash = ?")
@@ -337,9 +466,16 @@ class FindingsStore:
         columns = {n: n for n in schema} | {"members": members_sql(self.conn)}
         # member lists and categories as lists of ids, flagged as a boolean; top_terms,
         # concept_scores and review keep their JSON text (mixed shapes keyed by concept)
-        return SqlQuery(columns, schema, f"FROM clusters WHERE {' AND '.join(where)}", tuple(params),
-                        "size DESC", casts={"flagged": pl.Boolean}, page_key="rowid",
-                        decode={"members": IDS_TYPE, "medoids": IDS_TYPE, "categories": IDS_TYPE})  # fmt: skip
+        return SqlQuery(
+            columns,
+            schema,
+            f"FROM clusters WHERE {' AND '.join(where)}",
+            tuple(params),
+            "size DESC",
+            casts={"flagged": pl.Boolean},
+            page_key="rowid",
+            decode={"members": IDS_TYPE, "medoids": IDS_TYPE, "categories": IDS_TYPE},
+        )
 
     def clusters(self, *, lazy: bool = False, **filters) -> pl.DataFrame | pl.LazyFrame:
         q = self.clusters_query(**filters)
@@ -347,9 +483,16 @@ class FindingsStore:
 
     def decisions(self) -> pl.DataFrame:
         schema = {
-            "decision_id": pl.Int64, "target_kind": pl.Utf8, "target_id": pl.Utf8, "decision": pl.Utf8,
-            "note": pl.Utf8, "category": pl.Utf8, "decided_by": pl.Utf8, "decided_at": pl.Utf8, "source": pl.Utf8,
-        }  # fmt: skip
+            "decision_id": pl.Int64,
+            "target_kind": pl.Utf8,
+            "target_id": pl.Utf8,
+            "decision": pl.Utf8,
+            "note": pl.Utf8,
+            "category": pl.Utf8,
+            "decided_by": pl.Utf8,
+            "decided_at": pl.Utf8,
+            "source": pl.Utf8,
+        }
         return frame(self.conn, f"SELECT {', '.join(schema)} FROM decisions ORDER BY decision_id", (), schema)
 
     def latest_decisions(self, target_kind: str = "item") -> dict[str, str]:
@@ -405,17 +548,21 @@ def members_ref(scope: int, cluster: int) -> str:
 # the ``members`` column as a JSON list of item ids, whichever way the row holds it (the
 # sorted member rows of a reference, read from the (scope, cluster) index); a query selecting
 # it reads ``FROM clusters``
-_MEMBERS_SQL = ("(CASE WHEN substr(clusters.members, 1, 1) = '{' THEN (SELECT json_group_array(item_id) FROM "
-                "(SELECT item_id FROM cluster_members WHERE scope = json_extract(clusters.members, '$.scope') "
-                "AND cluster = json_extract(clusters.members, '$.cluster') ORDER BY item_id)) "
-                "ELSE clusters.members END)")
+_MEMBERS_SQL = (
+    "(CASE WHEN substr(clusters.members, 1, 1) = '{' THEN (SELECT json_group_array(item_id) FROM "
+    "(SELECT item_id FROM cluster_members WHERE scope = json_extract(clusters.members, '$.scope') "
+    "AND cluster = json_extract(clusters.members, '$.cluster') ORDER BY item_id)) "
+    "ELSE clusters.members END)"
+)
 
 
 def members_sql(conn: sqlite3.Connection) -> str:
     """The SQL expression of ``clusters.members`` as a JSON list (an index the flag stage
     never ran on has no cluster_members table, and no references either)."""
-    has_table = conn.execute(
-        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'cluster_members'").fetchone() is not None
+    has_table = (
+        conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'cluster_members'").fetchone()
+        is not None
+    )
     return _MEMBERS_SQL if has_table else "clusters.members"
 
 
@@ -449,7 +596,9 @@ def flagged_cluster_categories(conn: sqlite3.Connection, wanted: Sequence[str]) 
         marks = ",".join("?" * len(wanted))
         for scope, item_id, cluster in conn.execute(
             f"SELECT scope, item_id, cluster FROM cluster_members WHERE scope IN ({','.join('?' * len(scopes))}) "
-            f"AND item_id IN ({marks})", [*scopes, *wanted]):
+            f"AND item_id IN ({marks})",
+            [*scopes, *wanted],
+        ):
             cats = refs.get((scope, cluster))
             if cats:
                 out.setdefault(item_id, set()).update(cats)

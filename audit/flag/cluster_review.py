@@ -71,9 +71,17 @@ def _best_signal(signals: list[dict]) -> dict:
     return {"name": s.get("name"), "score": s.get("score"), "threshold": s.get("threshold")}
 
 
-def review_cluster(policy, members: list[str], vecs: np.ndarray, direct: dict[str, dict[str, list]],
-                   suppressed: dict[str, set], reasons: dict[str, dict], concepts, categories: dict,
-                   opts) -> dict[str, dict]:
+def review_cluster(
+    policy,
+    members: list[str],
+    vecs: np.ndarray,
+    direct: dict[str, dict[str, list]],
+    suppressed: dict[str, set],
+    reasons: dict[str, dict],
+    concepts,
+    categories: dict,
+    opts,
+) -> dict[str, dict]:
     """Per flagged category: the fired members, the ranked and capped candidates (each with
     ``item_id``, ``score``, ``threshold`` and ``detail`` for its signal) and the counts."""
     image = concepts.vectors.image if concepts is not None and concepts.vectors is not None else {}
@@ -83,14 +91,20 @@ def review_cluster(policy, members: list[str], vecs: np.ndarray, direct: dict[st
             continue
         rank = categories[cat].rank
         flagged = np.array([cat in direct.get(m, {}) for m in members], bool)
-        fired = sorted(({"item_id": m, **_best_signal(direct[m][cat])} for m in members if cat in direct.get(m, {})),
-                       key=lambda f: (-(f["score"] or 0), f["item_id"]))
+        fired = sorted(
+            ({"item_id": m, **_best_signal(direct[m][cat])} for m in members if cat in direct.get(m, {})),
+            key=lambda f: (-(f["score"] or 0), f["item_id"]),
+        )
         eligible = np.zeros(len(members), bool)
         for r, m in enumerate(members):
             mine = direct.get(m, {})
             sup = suppressed.get(m, ())
-            eligible[r] = not (cat in mine or any(x in categories and categories[x].rank >= rank for x in mine)
-                               or "*" in sup or cat in sup)
+            eligible[r] = not (
+                cat in mine
+                or any(x in categories and categories[x].rank >= rank for x in mine)
+                or "*" in sup
+                or cat in sup
+            )
         to_flagged = vecs @ _unit_mean(vecs[flagged])
         to_unflagged = vecs @ _unit_mean(vecs[~flagged])
         closer = to_flagged > to_unflagged
@@ -111,7 +125,7 @@ def review_cluster(policy, members: list[str], vecs: np.ndarray, direct: dict[st
         chosen = np.flatnonzero(eligible & closer & ok)
         chosen = sorted(chosen.tolist(), key=lambda r: (-float(gap[r]), members[r]))
         cands = []
-        for r in chosen[:opts.cluster_candidates]:
+        for r in chosen[: opts.cluster_candidates]:
             detail = {"to_flagged": round(float(to_flagged[r]), 6), "to_unflagged": round(float(to_unflagged[r]), 6)}
             if concept_ids:
                 x = concept_ids[int(best[r])]
@@ -120,11 +134,18 @@ def review_cluster(policy, members: list[str], vecs: np.ndarray, direct: dict[st
                 score, threshold = float(vecs[r] @ image[x]), thr - opts.cluster_margin
             else:
                 score, threshold = float(to_flagged[r]), float(to_unflagged[r])
-            cands.append({"item_id": members[r], "score": round(score, 6), "threshold": round(threshold, 6),
-                          "detail": detail})
-        out[cat] = {**why, "min_flagged": opts.cluster_min_flagged, "min_fraction": opts.cluster_share,
-                    "fired": fired[:MAX_FIRED_LISTED], "candidates": cands, "eligible": len(chosen),
-                    "rest": len(members) - int(flagged.sum()) - len(cands)}
+            cands.append(
+                {"item_id": members[r], "score": round(score, 6), "threshold": round(threshold, 6), "detail": detail}
+            )
+        out[cat] = {
+            **why,
+            "min_flagged": opts.cluster_min_flagged,
+            "min_fraction": opts.cluster_share,
+            "fired": fired[:MAX_FIRED_LISTED],
+            "candidates": cands,
+            "eligible": len(chosen),
+            "rest": len(members) - int(flagged.sum()) - len(cands),
+        }
     return out
 
 

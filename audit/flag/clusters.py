@@ -35,8 +35,20 @@ import numpy as np
 
 from audit.findings.store import Signal, members_ref
 
-CLUSTER_COLS = ("cluster_id", "policy_hash", "kind", "size", "members", "medoids", "top_terms",
-                "concept_scores", "flagged_share", "flagged", "categories", "run_id")
+CLUSTER_COLS = (
+    "cluster_id",
+    "policy_hash",
+    "kind",
+    "size",
+    "members",
+    "medoids",
+    "top_terms",
+    "concept_scores",
+    "flagged_share",
+    "flagged",
+    "categories",
+    "run_id",
+)
 
 
 def semantic_id(policy_hash: str, cluster: int) -> str:
@@ -77,8 +89,10 @@ def train(sample: np.ndarray, k: int, seed: int) -> np.ndarray:
 
 def save_centroids(c, scope: int, centroids: np.ndarray) -> None:
     c.execute("DELETE FROM flag_centroids WHERE scope = ?", (scope,))
-    c.executemany("INSERT INTO flag_centroids VALUES (?,?,?)",
-                  [(scope, i, np.ascontiguousarray(v, dtype=np.float32).tobytes()) for i, v in enumerate(centroids)])
+    c.executemany(
+        "INSERT INTO flag_centroids VALUES (?,?,?)",
+        [(scope, i, np.ascontiguousarray(v, dtype=np.float32).tobytes()) for i, v in enumerate(centroids)],
+    )
 
 
 def load_centroids(conn, scope: int, dim: int) -> np.ndarray:
@@ -106,37 +120,50 @@ def _terms(prompt: str | None) -> set[str]:
     return {w for w in _WORD.findall(prompt.lower()) if w not in STOP_WORDS} if prompt else set()
 
 
-def add_members(c, scope: int, item_ids: Sequence[str], clusters: np.ndarray, scores: np.ndarray,
-                prompts: Sequence[str | None]) -> set[int]:
+def add_members(
+    c, scope: int, item_ids: Sequence[str], clusters: np.ndarray, scores: np.ndarray, prompts: Sequence[str | None]
+) -> set[int]:
     """Members joining (idempotent: an item already a member of its cluster is counted once);
     returns the clusters touched."""
     old: dict[str, int] = {}
     for start in range(0, len(item_ids), 900):
-        chunk = list(item_ids[start:start + 900])
+        chunk = list(item_ids[start : start + 900])
         marks = ",".join("?" * len(chunk))
-        old.update(c.execute(f"SELECT item_id, cluster FROM cluster_members WHERE scope = ? AND item_id IN ({marks})",
-                             (scope, *chunk)).fetchall())
-    c.executemany("INSERT INTO cluster_members VALUES (?,?,?,?) ON CONFLICT(scope, item_id) DO UPDATE SET "
-                  "cluster=excluded.cluster, score=excluded.score",
-                  [(scope, i, int(k), float(s)) for i, k, s in zip(item_ids, clusters.tolist(), scores.tolist())])
+        old.update(
+            c.execute(
+                f"SELECT item_id, cluster FROM cluster_members WHERE scope = ? AND item_id IN ({marks})",
+                (scope, *chunk),
+            ).fetchall()
+        )
+    c.executemany(
+        "INSERT INTO cluster_members VALUES (?,?,?,?) ON CONFLICT(scope, item_id) DO UPDATE SET "
+        "cluster=excluded.cluster, score=excluded.score",
+        [(scope, i, int(k), float(s)) for i, k, s in zip(item_ids, clusters.tolist(), scores.tolist())],
+    )
     counts: dict[tuple[int, str], int] = {}
     for item_id, k, prompt in zip(item_ids, clusters.tolist(), prompts):
         if old.get(item_id) == k:
             continue  # counted when it joined (a resumed run handles it again)
         for term in _terms(prompt):
             counts[(k, term)] = counts.get((k, term), 0) + 1
-    c.executemany("INSERT INTO cluster_terms VALUES (?,?,?,?) ON CONFLICT(scope, cluster, term) DO UPDATE SET "
-                  "n = n + excluded.n", [(scope, k, t, n) for (k, t), n in counts.items()])
+    c.executemany(
+        "INSERT INTO cluster_terms VALUES (?,?,?,?) ON CONFLICT(scope, cluster, term) DO UPDATE SET n = n + excluded.n",
+        [(scope, k, t, n) for (k, t), n in counts.items()],
+    )
     return set(clusters.tolist()) | set(old.values())
 
 
 def remove_members(c, scope: int, item_ids: Sequence[str]) -> set[int]:
     touched: set[int] = set()
     for start in range(0, len(item_ids), 900):
-        chunk = list(item_ids[start:start + 900])
+        chunk = list(item_ids[start : start + 900])
         marks = ",".join("?" * len(chunk))
-        touched.update(r[0] for r in c.execute(
-            f"SELECT cluster FROM cluster_members WHERE scope = ? AND item_id IN ({marks})", (scope, *chunk)))
+        touched.update(
+            r[0]
+            for r in c.execute(
+                f"SELECT cluster FROM cluster_members WHERE scope = ? AND item_id IN ({marks})", (scope, *chunk)
+            )
+        )
         c.execute(f"DELETE FROM cluster_members WHERE scope = ? AND item_id IN ({marks})", (scope, *chunk))
     return touched
 
@@ -145,28 +172,50 @@ def _json(x) -> str:
     return json.dumps(x, default=float, ensure_ascii=False)
 
 
-def refresh(c, vs, *, scope: int, policy, policy_hash: str, run_id: int, model_key: str, dim: int,
-            centroids: np.ndarray, concepts, touched: set[int] | None, opts) -> tuple[set[tuple[str, str]], dict]:
+def refresh(
+    c,
+    vs,
+    *,
+    scope: int,
+    policy,
+    policy_hash: str,
+    run_id: int,
+    model_key: str,
+    dim: int,
+    centroids: np.ndarray,
+    concepts,
+    touched: set[int] | None,
+    opts,
+) -> tuple[set[tuple[str, str]], dict]:
     """Cluster stats, flags, "via cluster" candidates and ``clusters`` rows (semantic) for the
     ``touched`` clusters (``None``: all), inside the caller's transaction. Returns the
     (item, category) pairs whose evidence changed, and counts for the summary."""
     from audit.flag.cluster_review import cluster_flags
 
     categories = {cat.id: cat for cat in policy.categories}
-    sizes = dict(c.execute("SELECT cluster, count(*) FROM cluster_members WHERE scope = ? GROUP BY cluster",
-                           (scope,)).fetchall())
+    sizes = dict(
+        c.execute("SELECT cluster, count(*) FROM cluster_members WHERE scope = ? GROUP BY cluster", (scope,)).fetchall()
+    )
     hits: dict[int, dict[str, int]] = {}
     for k, cat, n in c.execute(
-            "SELECT m.cluster, s.category, count(*) FROM flag_signals s JOIN cluster_members m "
-            "ON m.scope = s.scope AND m.item_id = s.item_id WHERE s.scope = ? AND s.source = '0direct' "
-            "GROUP BY m.cluster, s.category", (scope,)):
-        hits.setdefault(k, {})[cat] = n
-    any_hit = dict(c.execute(
-        "SELECT m.cluster, count(DISTINCT s.item_id) FROM flag_signals s JOIN cluster_members m "
+        "SELECT m.cluster, s.category, count(*) FROM flag_signals s JOIN cluster_members m "
         "ON m.scope = s.scope AND m.item_id = s.item_id WHERE s.scope = ? AND s.source = '0direct' "
-        "GROUP BY m.cluster", (scope,)).fetchall())
+        "GROUP BY m.cluster, s.category",
+        (scope,),
+    ):
+        hits.setdefault(k, {})[cat] = n
+    any_hit = dict(
+        c.execute(
+            "SELECT m.cluster, count(DISTINCT s.item_id) FROM flag_signals s JOIN cluster_members m "
+            "ON m.scope = s.scope AND m.item_id = s.item_id WHERE s.scope = ? AND s.source = '0direct' "
+            "GROUP BY m.cluster",
+            (scope,),
+        ).fetchall()
+    )
     concept_vectors = concepts.vectors.image if concepts.vectors is not None else {}
-    old_state = dict(c.execute("SELECT cluster_id, fingerprint FROM cluster_state WHERE scope = ?", (scope,)).fetchall())
+    old_state = dict(
+        c.execute("SELECT cluster_id, fingerprint FROM cluster_state WHERE scope = ?", (scope,)).fetchall()
+    )
     dirty: set[tuple[str, str]] = set()
     stats = {"clusters_refreshed": 0, "clusters_flag_remade": 0, "candidates": 0, "summarised": 0}
     todo = range(len(centroids)) if touched is None else sorted(touched)
@@ -189,9 +238,21 @@ def refresh(c, vs, *, scope: int, policy, policy_hash: str, run_id: int, model_k
         review: dict = {}
         if reasons:
             dirty |= _drop_via(c, scope, cid)
-            made, review = _make_via(c, vs, scope=scope, policy=policy, cid=cid, cluster=k, size=size,
-                                     reasons=reasons, concepts=concepts, model_key=model_key, dim=dim,
-                                     categories=categories, opts=opts)
+            made, review = _make_via(
+                c,
+                vs,
+                scope=scope,
+                policy=policy,
+                cid=cid,
+                cluster=k,
+                size=size,
+                reasons=reasons,
+                concepts=concepts,
+                model_key=model_key,
+                dim=dim,
+                categories=categories,
+                opts=opts,
+            )
             dirty |= made
             fingerprint = _json({"reasons": reasons, "size": size})
             c.execute("INSERT OR REPLACE INTO cluster_state VALUES (?,?,?)", (scope, cid, fingerprint))
@@ -200,61 +261,110 @@ def refresh(c, vs, *, scope: int, policy, policy_hash: str, run_id: int, model_k
             stats["summarised"] += sum(r["rest"] for r in review.values())
         elif cid in old_state:
             dirty |= _drop_via(c, scope, cid)
-        medoids = [r[0] for r in c.execute(
-            "SELECT item_id FROM cluster_members WHERE scope = ? AND cluster = ? ORDER BY score DESC, item_id LIMIT 3",
-            (scope, k))]
-        terms = [[t, n] for t, n in c.execute(
-            "SELECT term, n FROM cluster_terms WHERE scope = ? AND cluster = ? ORDER BY n DESC, term LIMIT 10",
-            (scope, k))]
+        medoids = [
+            r[0]
+            for r in c.execute(
+                "SELECT item_id FROM cluster_members WHERE scope = ? AND cluster = ? ORDER BY score DESC, item_id LIMIT 3",
+                (scope, k),
+            )
+        ]
+        terms = [
+            [t, n]
+            for t, n in c.execute(
+                "SELECT term, n FROM cluster_terms WHERE scope = ? AND cluster = ? ORDER BY n DESC, term LIMIT 10",
+                (scope, k),
+            )
+        ]
         c.execute("DELETE FROM clusters WHERE cluster_id = ?", (cid,))
         # members stay in cluster_members: the row names them (members_ref), so a run that
         # touches a cluster writes one small row, not its member list
-        c.execute(f"INSERT INTO clusters ({', '.join(CLUSTER_COLS)}, review) VALUES (?,?,'semantic',?,?,?,?,?,?,?,?,?,?)",
-                  (cid, policy_hash, size, members_ref(scope, k), _json(medoids), _json(terms), _json(scores),
-                   round(float(any_hit.get(k, 0)) / size, 6), int(bool(reasons)), _json(sorted(reasons)), run_id,
-                   _json(review) if review else None))
+        c.execute(
+            f"INSERT INTO clusters ({', '.join(CLUSTER_COLS)}, review) VALUES (?,?,'semantic',?,?,?,?,?,?,?,?,?,?)",
+            (
+                cid,
+                policy_hash,
+                size,
+                members_ref(scope, k),
+                _json(medoids),
+                _json(terms),
+                _json(scores),
+                round(float(any_hit.get(k, 0)) / size, 6),
+                int(bool(reasons)),
+                _json(sorted(reasons)),
+                run_id,
+                _json(review) if review else None,
+            ),
+        )
         stats["clusters_refreshed"] += 1
     return dirty, stats
 
 
 def _drop_via(c, scope: int, cid: str) -> set[tuple[str, str]]:
     source = f"1cluster:{cid}"
-    pairs = set(c.execute("SELECT item_id, category FROM flag_signals WHERE scope = ? AND source = ?",
-                          (scope, source)).fetchall())
+    pairs = set(
+        c.execute(
+            "SELECT item_id, category FROM flag_signals WHERE scope = ? AND source = ?", (scope, source)
+        ).fetchall()
+    )
     c.execute("DELETE FROM flag_signals WHERE scope = ? AND source = ?", (scope, source))
     c.execute("DELETE FROM cluster_state WHERE scope = ? AND cluster_id = ?", (scope, cid))
     return pairs
 
 
-def _make_via(c, vs, *, scope, policy, cid, cluster, size, reasons, concepts, model_key, dim,
-              categories, opts) -> tuple[set[tuple[str, str]], dict]:
-    """"Via cluster" signals for the chosen candidates of one flagged cluster, and its review
+def _make_via(
+    c, vs, *, scope, policy, cid, cluster, size, reasons, concepts, model_key, dim, categories, opts
+) -> tuple[set[tuple[str, str]], dict]:
+    """ "Via cluster" signals for the chosen candidates of one flagged cluster, and its review
     summary per category (``audit.flag.cluster_review.review_cluster``)."""
     from audit.flag.cluster_review import review_cluster
     from audit.flag.stream import align
 
-    members = [r[0] for r in c.execute("SELECT item_id FROM cluster_members WHERE scope = ? AND cluster = ? "
-                                       "ORDER BY item_id", (scope, cluster))]
+    members = [
+        r[0]
+        for r in c.execute(
+            "SELECT item_id FROM cluster_members WHERE scope = ? AND cluster = ? ORDER BY item_id", (scope, cluster)
+        )
+    ]
     direct: dict[str, dict[str, list]] = {}
     for item_id, cat, sig_json in c.execute(
-            "SELECT s.item_id, s.category, s.signals FROM cluster_members m JOIN flag_signals s ON s.scope = m.scope "
-            "AND s.item_id = m.item_id AND s.source = '0direct' WHERE m.scope = ? AND m.cluster = ?", (scope, cluster)):
+        "SELECT s.item_id, s.category, s.signals FROM cluster_members m JOIN flag_signals s ON s.scope = m.scope "
+        "AND s.item_id = m.item_id AND s.source = '0direct' WHERE m.scope = ? AND m.cluster = ?",
+        (scope, cluster),
+    ):
         direct.setdefault(item_id, {})[cat] = json.loads(sig_json)
-    suppressed = {item_id: set(json.loads(cats)) for item_id, cats in c.execute(
-        "SELECT s.item_id, s.categories FROM cluster_members m JOIN flag_suppressed s ON s.scope = m.scope "
-        "AND s.item_id = m.item_id WHERE m.scope = ? AND m.cluster = ?", (scope, cluster))}
+    suppressed = {
+        item_id: set(json.loads(cats))
+        for item_id, cats in c.execute(
+            "SELECT s.item_id, s.categories FROM cluster_members m JOIN flag_suppressed s ON s.scope = m.scope "
+            "AND s.item_id = m.item_id WHERE m.scope = ? AND m.cluster = ?",
+            (scope, cluster),
+        )
+    }
     got_keys, got = vs.get(model_key, "image", members)
     vecs, _ = align(members, got_keys, got, dim)
     review = review_cluster(policy, members, vecs, direct, suppressed, reasons, concepts, categories, opts)
     rows = []
     for cat, summary in review.items():
         for rank, cand in enumerate(summary["candidates"], 1):
-            detail = {"cluster_id": cid, "reason": "members", "cluster_size": size, "rank": rank,
-                      "flagged_members": summary["flagged"], **cand["detail"]}
-            sig = Signal("cluster", f"cluster:{cid}", cand["score"], cand["threshold"],
-                         round(cand["score"] - cand["threshold"], 6), detail)
-            rows.append((scope, cand["item_id"], cat, f"1cluster:{cid}", categories[cat].severity,
-                         _json([sig.to_dict()])))
+            detail = {
+                "cluster_id": cid,
+                "reason": "members",
+                "cluster_size": size,
+                "rank": rank,
+                "flagged_members": summary["flagged"],
+                **cand["detail"],
+            }
+            sig = Signal(
+                "cluster",
+                f"cluster:{cid}",
+                cand["score"],
+                cand["threshold"],
+                round(cand["score"] - cand["threshold"], 6),
+                detail,
+            )
+            rows.append(
+                (scope, cand["item_id"], cat, f"1cluster:{cid}", categories[cat].severity, _json([sig.to_dict()]))
+            )
     c.executemany("INSERT OR REPLACE INTO flag_signals VALUES (?,?,?,?,?,?)", rows)
     return {(r[1], r[2]) for r in rows}, review
 
@@ -272,15 +382,21 @@ def refresh_groups(c, *, scope: int, policy_hash: str, run_id: int, roots: Itera
         flagged = c.execute(
             "SELECT count(DISTINCT s.item_id) FROM dup_groups g JOIN flag_signals s ON s.scope = g.scope "
             "AND s.item_id = g.item_id AND s.source = '0direct' WHERE g.scope = ? AND g.root = ?",
-            (scope, root)).fetchone()[0]
+            (scope, root),
+        ).fetchone()[0]
         if size < 2:
             continue
-        medoids = [r[0] for r in c.execute("SELECT item_id FROM dup_groups WHERE scope = ? AND root = ? "
-                                           "ORDER BY item_id LIMIT 3", (scope, root))]
+        medoids = [
+            r[0]
+            for r in c.execute(
+                "SELECT item_id FROM dup_groups WHERE scope = ? AND root = ? ORDER BY item_id LIMIT 3", (scope, root)
+            )
+        ]
         c.execute(
             f"INSERT INTO clusters ({', '.join(CLUSTER_COLS)}) VALUES (?,?,'near_duplicate',?,"
             "(SELECT json_group_array(item_id) FROM (SELECT item_id FROM dup_groups WHERE scope = ? AND root = ? "
             " ORDER BY item_id)),?,NULL,NULL,?,0,'[]',?)",
-            (gid, policy_hash, size, scope, root, _json(medoids), round(flagged / size, 6), run_id))
+            (gid, policy_hash, size, scope, root, _json(medoids), round(flagged / size, 6), run_id),
+        )
         n += 1
     return n

@@ -15,13 +15,17 @@ from audit.findings.store import Signal
 from audit.flag.base import Detections
 
 
-def combine(policy, row_signals: list[Signal], suppressed_concepts: set[str], suppressed_categories: set[str]
-             ) -> tuple[list[tuple[Any, list[Signal]]], int]:
+def combine(
+    policy, row_signals: list[Signal], suppressed_concepts: set[str], suppressed_categories: set[str]
+) -> tuple[list[tuple[Any, list[Signal]]], int]:
     """CategoryHits for one item with their contributing signals; and how many were suppressed."""
     from audit.policy import evaluate_flags
 
-    signals = [s for s in row_signals
-               if not (s.kind == "concept" and s.name[len("concept:"):].split("/", 1)[0] in suppressed_concepts)]
+    signals = [
+        s
+        for s in row_signals
+        if not (s.kind == "concept" and s.name[len("concept:") :].split("/", 1)[0] in suppressed_concepts)
+    ]
     fired = {s.name for s in signals}
     fired |= {s.name.split("/", 1)[0] for s in signals if s.kind == "concept"}
     out = []
@@ -33,11 +37,22 @@ def combine(policy, row_signals: list[Signal], suppressed_concepts: set[str], su
             continue
         contributing = set(hit.signals)
         chosen = [s for s in signals if s.name in contributing or s.name.split("/", 1)[0] in contributing]
-        combo = [fid for fid in hit.flags
-                 if (f := flags_by_id.get(fid)) is not None and len(f.all) + bool(f.any) + bool(f.none) >= 2]
+        combo = [
+            fid
+            for fid in hit.flags
+            if (f := flags_by_id.get(fid)) is not None and len(f.all) + bool(f.any) + bool(f.none) >= 2
+        ]
         if combo:
-            chosen.append(Signal("combination", f"flag:{combo[0]}", 1.0, 1.0, 0.0,
-                                 {"flags": list(hit.flags), "signals": list(hit.signals)}))
+            chosen.append(
+                Signal(
+                    "combination",
+                    f"flag:{combo[0]}",
+                    1.0,
+                    1.0,
+                    0.0,
+                    {"flags": list(hit.flags), "signals": list(hit.signals)},
+                )
+            )
         out.append((hit, chosen))
     return out, suppressed
 
@@ -86,6 +101,9 @@ def fires_with_image_evidence(policy, category: str, fired: set[str]) -> bool:
 def fired_names(signals: list[Signal], suppressed_concepts: set[str]) -> set[str]:
     """The names ``combine`` evaluates flags on: signal names (less cancelled concepts) and the
     aggregate ``concept:X`` of ``concept:X/space``."""
-    kept = [s for s in signals
-            if not (s.kind == "concept" and s.name[len("concept:"):].split("/", 1)[0] in suppressed_concepts)]
+    kept = [
+        s
+        for s in signals
+        if not (s.kind == "concept" and s.name[len("concept:") :].split("/", 1)[0] in suppressed_concepts)
+    ]
     return {s.name for s in kept} | {s.name.split("/", 1)[0] for s in kept if s.kind == "concept"}

@@ -126,6 +126,7 @@ class ConceptDetector:
             if missing:
                 embedded.update(zip(missing, _embed_texts(emb, missing)))
             return drop_paraphrases(vec, np.stack([embedded[c] for c in captions]))
+
         drawn: list = []
 
         def samples_now():  # drawn only when a threshold is calibrated
@@ -137,6 +138,7 @@ class ConceptDetector:
                 else:
                     drawn.append(_sample(ctx.image_vectors[ctx.has_image]))
             return drawn[0]
+
         previous = ctx.previous_thresholds or {}
 
         def others_for(cid: str, contrast: tuple[str, ...]) -> np.ndarray:
@@ -150,8 +152,11 @@ class ConceptDetector:
             if explicit is not None:
                 return {"value": float(explicit), "source": "policy", "how": "set in the policy"}
             prev = (previous.get(key) or {}).get(space)
-            if isinstance(prev, dict) and prev.get("source", "").startswith("calibrated") \
-                    and prev.get("calibration") == CALIBRATION_VERSION:
+            if (
+                isinstance(prev, dict)
+                and prev.get("source", "").startswith("calibrated")
+                and prev.get("calibration") == CALIBRATION_VERSION
+            ):
                 return {**prev, "source": prev["source"], "reused": True}
             neutral = references_for(texts, vec_text)
             if space == "image":
@@ -159,16 +164,34 @@ class ConceptDetector:
             else:
                 value, how = calibrate_threshold(vec_text, neutral, others, None, method="reference")
             method = how.split(":", 1)[0].split(" ", 1)[0]
-            return {"value": float(value), "source": f"calibrated:{method}", "how": how,
-                    "calibration": CALIBRATION_VERSION}
+            return {
+                "value": float(value),
+                "source": f"calibrated:{method}",
+                "how": how,
+                "calibration": CALIBRATION_VERSION,
+            }
 
         for concept in policy.concepts:
             others = others_for(concept.id, concept.contrast)
             cv.thresholds[concept.id] = {
-                "image": resolve(concept.id, "image", concept.image_threshold, cv.text[concept.id],
-                                 cv.image[concept.id], others, concept.texts),
-                "prompt": resolve(concept.id, "prompt", concept.prompt_threshold, cv.text[concept.id],
-                                  cv.text[concept.id], others, concept.texts),
+                "image": resolve(
+                    concept.id,
+                    "image",
+                    concept.image_threshold,
+                    cv.text[concept.id],
+                    cv.image[concept.id],
+                    others,
+                    concept.texts,
+                ),
+                "prompt": resolve(
+                    concept.id,
+                    "prompt",
+                    concept.prompt_threshold,
+                    cv.text[concept.id],
+                    cv.text[concept.id],
+                    others,
+                    concept.texts,
+                ),
                 "special_care": concept.special_care,
                 "exemplars": len(concept.exemplar_paths),
             }
@@ -176,10 +199,12 @@ class ConceptDetector:
             key = f"negative:{neg.id}"
             others = np.stack(list(cv.text.values())) if cv.text else None
             cv.thresholds[key] = {
-                "image": resolve(key, "image", neg.threshold, cv.negative[neg.id], cv.negative[neg.id], others,
-                                 neg.texts),
-                "prompt": resolve(key, "prompt", neg.threshold, cv.negative[neg.id], cv.negative[neg.id], others,
-                                  neg.texts),
+                "image": resolve(
+                    key, "image", neg.threshold, cv.negative[neg.id], cv.negative[neg.id], others, neg.texts
+                ),
+                "prompt": resolve(
+                    key, "prompt", neg.threshold, cv.negative[neg.id], cv.negative[neg.id], others, neg.texts
+                ),
                 "suppresses": list(neg.suppresses),
             }
         self.vectors = cv
@@ -241,25 +266,47 @@ class ConceptDetector:
                         detail["frame"] = self.best_frames[(concept.id, int(row))]
                     if tt[row] != t:
                         detail["special_care"] = f"threshold lowered by {adjust:g} (a special-care concept fired)"
-                    det.add(row, Signal("concept", f"concept:{concept.id}/{space}", round(float(s[row]), 6),
-                                        round(float(tt[row]), 6), round(margin(s[row], tt[row]), 6), detail))
+                    det.add(
+                        row,
+                        Signal(
+                            "concept",
+                            f"concept:{concept.id}/{space}",
+                            round(float(s[row]), 6),
+                            round(float(tt[row]), 6),
+                            round(margin(s[row], tt[row]), 6),
+                            detail,
+                        ),
+                    )
         for neg in policy.negative_concepts:
             targets = set(neg.suppresses) or {c.id for c in policy.concepts}
             key = f"negative:{neg.id}"
             for space in ("image", "prompt"):
-                vecs, has = (ctx.image_vectors, ctx.has_image) if space == "image" else (ctx.prompt_vectors, ctx.has_prompt)
+                vecs, has = (
+                    (ctx.image_vectors, ctx.has_image) if space == "image" else (ctx.prompt_vectors, ctx.has_prompt)
+                )
                 s = (vecs @ cv.negative[neg.id]).astype(np.float64)
                 s[~has] = -2.0
                 t = self.threshold(key, space)
                 for row in np.flatnonzero(s >= t):
                     # it cancels the concepts the item resembles less than it resembles the negative one
-                    beaten = sorted(cid for cid in targets if cid in scores[space]
-                                    and not np.nan_to_num(scores[space][cid][row], nan=-2.0) > s[row])
+                    beaten = sorted(
+                        cid
+                        for cid in targets
+                        if cid in scores[space] and not np.nan_to_num(scores[space][cid][row], nan=-2.0) > s[row]
+                    )
                     if not beaten:
                         continue
-                    det.suppress(row, Signal("negative", f"negative_concept:{neg.id}/{space}", round(float(s[row]), 6),
-                                             round(t, 6), round(margin(s[row], t), 6),
-                                             {"space": space, "suppresses": beaten}),
-                                 concepts=set(beaten))
+                    det.suppress(
+                        row,
+                        Signal(
+                            "negative",
+                            f"negative_concept:{neg.id}/{space}",
+                            round(float(s[row]), 6),
+                            round(t, 6),
+                            round(margin(s[row], t), 6),
+                            {"space": space, "suppresses": beaten},
+                        ),
+                        concepts=set(beaten),
+                    )
         det.stats = {"special_care_rows": int(special.sum())}
         return det

@@ -36,14 +36,19 @@ def pdq_words(pdq_hex: Sequence[str]) -> np.ndarray:
     """(n, 8) uint32 bands of 64-hex-digit PDQ hashes."""
     out = np.zeros((len(pdq_hex), BANDS), dtype=np.uint32)
     for r, h in enumerate(pdq_hex):
-        out[r] = [int(h[8 * b:8 * b + 8], 16) for b in range(BANDS)]
+        out[r] = [int(h[8 * b : 8 * b + 8], 16) for b in range(BANDS)]
     return out
 
 
 def eligible(pdq: Sequence[str | None], quality: Sequence[int | None]) -> np.ndarray:
     """Rows whose PDQ may group (quality ≥ 50, a non-zero 256-bit hash)."""
-    return np.array([bool(h) and len(h) == 64 and q is not None and q >= MIN_PDQ_QUALITY and set(h) != {"0"}
-                     for h, q in zip(pdq, quality)], dtype=bool)
+    return np.array(
+        [
+            bool(h) and len(h) == 64 and q is not None and q >= MIN_PDQ_QUALITY and set(h) != {"0"}
+            for h, q in zip(pdq, quality)
+        ],
+        dtype=bool,
+    )
 
 
 def _probe_masks(max_distance: int) -> np.ndarray:
@@ -62,13 +67,15 @@ def _probe_masks(max_distance: int) -> np.ndarray:
 
 def band_keys(words: np.ndarray) -> np.ndarray:
     """(n, 8) int64 keys band << 32 | value."""
-    return ((np.arange(BANDS, dtype=np.int64) << 32)[None, :] | words.astype(np.int64))
+    return (np.arange(BANDS, dtype=np.int64) << 32)[None, :] | words.astype(np.int64)
 
 
 def insert_bands(c, scope: int, item_ids: Sequence[str], words: np.ndarray) -> None:
     keys = band_keys(words)
-    c.executemany("INSERT OR IGNORE INTO pdq_bands VALUES (?,?,?)",
-                  [(scope, int(k), item_number(i)) for i, row in zip(item_ids, keys) for k in row])
+    c.executemany(
+        "INSERT OR IGNORE INTO pdq_bands VALUES (?,?,?)",
+        [(scope, int(k), item_number(i)) for i, row in zip(item_ids, keys) for k in row],
+    )
 
 
 def insert_bands_sorted(c, scope: int, item_ids: np.ndarray, codes: np.ndarray, chunk: int = 200_000) -> None:
@@ -82,9 +89,11 @@ def insert_bands_sorted(c, scope: int, item_ids: np.ndarray, codes: np.ndarray, 
         keys = (np.int64(band) << 32) | words[:, band]
         order = np.lexsort((numbers, keys))
         for start in range(0, len(order), chunk):
-            at = order[start:start + chunk]
-            c.executemany("INSERT OR IGNORE INTO pdq_bands VALUES (?,?,?)",
-                          zip([scope] * len(at), keys[at].tolist(), numbers[at].tolist()))
+            at = order[start : start + chunk]
+            c.executemany(
+                "INSERT OR IGNORE INTO pdq_bands VALUES (?,?,?)",
+                zip([scope] * len(at), keys[at].tolist(), numbers[at].tolist()),
+            )
 
 
 def _hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -94,8 +103,9 @@ def _hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.unpackbits(x.view(np.uint8), axis=-1).sum(axis=-1)  # pragma: no cover
 
 
-def pdq_edges_lookup(conn, scope: int, item_ids: Sequence[str], words: np.ndarray, max_distance: int
-                     ) -> list[tuple[str, str]]:
+def pdq_edges_lookup(
+    conn, scope: int, item_ids: Sequence[str], words: np.ndarray, max_distance: int
+) -> list[tuple[str, str]]:
     """Edges between the given (new) hashes and the scope's stored ones (``pdq_bands``, which
     may hold the new items' own bands too: pairs among them are found the same way),
     verified against the catalog's current hashes. Each query is verified only against the
@@ -114,10 +124,11 @@ def pdq_edges_lookup(conn, scope: int, item_ids: Sequence[str], words: np.ndarra
     pair_q: list[np.ndarray] = []
     pair_num: list[np.ndarray] = []
     for start in range(0, len(uniq), 5000):
-        chunk = uniq[start:start + 5000].tolist()
+        chunk = uniq[start : start + 5000].tolist()
         marks = ",".join("?" * len(chunk))
-        rows = conn.execute(f"SELECT key, item FROM pdq_bands WHERE scope = ? AND key IN ({marks})",
-                            (scope, *chunk)).fetchall()
+        rows = conn.execute(
+            f"SELECT key, item FROM pdq_bands WHERE scope = ? AND key IN ({marks})", (scope, *chunk)
+        ).fetchall()
         if not rows:
             continue
         rk = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
@@ -142,9 +153,10 @@ def pdq_edges_lookup(conn, scope: int, item_ids: Sequence[str], words: np.ndarra
     for num in np.unique(pairs[:, 1]).tolist():
         lo_id = f"{num:015x}"
         for item_id, pdq, quality in conn.execute(
-                "SELECT i.item_id, i.pdq, i.pdq_quality FROM items i JOIN cluster_members m "
-                "ON m.scope = ? AND m.item_id = i.item_id WHERE i.item_id >= ? AND i.item_id < ?",
-                (scope, lo_id, lo_id + "g")):
+            "SELECT i.item_id, i.pdq, i.pdq_quality FROM items i JOIN cluster_members m "
+            "ON m.scope = ? AND m.item_id = i.item_id WHERE i.item_id >= ? AND i.item_id < ?",
+            (scope, lo_id, lo_id + "g"),
+        ):
             if eligible([pdq], [quality])[0]:
                 cand_num.append(num)
                 cand_ids.append(item_id)
@@ -160,16 +172,20 @@ def pdq_edges_lookup(conn, scope: int, item_ids: Sequence[str], words: np.ndarra
     cand = np.repeat(lo, n_each) + (np.arange(total) - np.repeat(firsts, n_each))
     q = np.repeat(pairs[:, 0], n_each)
     close = _hamming(words[q], cw[cand]) <= max_distance
-    return [(item_ids[a], cand_ids[b]) for a, b in zip(q[close].tolist(), cand[close].tolist())
-            if item_ids[a] != cand_ids[b]]
+    return [
+        (item_ids[a], cand_ids[b])
+        for a, b in zip(q[close].tolist(), cand[close].tolist())
+        if item_ids[a] != cand_ids[b]
+    ]
 
 
 def pdq_edges_within(item_ids: Sequence[str], pdq_hex: Sequence[str], max_distance: int) -> list[tuple[str, str]]:
     """Edges among one set of eligible hashes (exact multi-index hashing in memory)."""
     from audit.policy.hashlists import pdq_hex_to_array
 
-    return pdq_edges_within_arrays(np.array([i.encode() for i in item_ids], dtype=bytes),
-                                   pdq_hex_to_array(list(pdq_hex)), max_distance)
+    return pdq_edges_within_arrays(
+        np.array([i.encode() for i in item_ids], dtype=bytes), pdq_hex_to_array(list(pdq_hex)), max_distance
+    )
 
 
 def pdq_edges_within_arrays(item_ids: np.ndarray, codes: np.ndarray, max_distance: int) -> list[tuple[str, str]]:
@@ -197,8 +213,14 @@ def _range_pairs(q: np.ndarray, x: np.ndarray, min_cosine: float) -> tuple[np.nd
     return rows[keep], cols[keep].astype(np.int64)
 
 
-def cosine_edges(q_ids: Sequence[str], q: np.ndarray, blocks: Iterable[tuple[list[str], np.ndarray]],
-                 min_cosine: float, *, skip: set[str] | None = None) -> list[tuple[str, str]]:
+def cosine_edges(
+    q_ids: Sequence[str],
+    q: np.ndarray,
+    blocks: Iterable[tuple[list[str], np.ndarray]],
+    min_cosine: float,
+    *,
+    skip: set[str] | None = None,
+) -> list[tuple[str, str]]:
     """Edges (query, other) with cosine ≥ ``min_cosine`` between the query vectors and every
     block (ids in ``skip`` are left out of the blocks), one block at a time: exact."""
     out = []
@@ -208,8 +230,11 @@ def cosine_edges(q_ids: Sequence[str], q: np.ndarray, blocks: Iterable[tuple[lis
         if not len(ids):
             continue
         r, col = _range_pairs(q, x, min_cosine)
-        out.extend((q_ids[a], ids[b]) for a, b in zip(r.tolist(), col.tolist())
-                   if q_ids[a] != ids[b] and not (skip and ids[b] in skip))
+        out.extend(
+            (q_ids[a], ids[b])
+            for a, b in zip(r.tolist(), col.tolist())
+            if q_ids[a] != ids[b] and not (skip and ids[b] in skip)
+        )
     return out
 
 
@@ -231,10 +256,13 @@ def union(c, scope: int, edges: Iterable[tuple[str, str]]) -> tuple[set[str], se
     nodes = sorted({x for e in edges for x in e})
     root_of: dict[str, str] = {}
     for start in range(0, len(nodes), 900):
-        chunk = nodes[start:start + 900]
+        chunk = nodes[start : start + 900]
         marks = ",".join("?" * len(chunk))
-        root_of.update(c.execute(f"SELECT item_id, root FROM dup_groups WHERE scope = ? AND item_id IN ({marks})",
-                                 (scope, *chunk)).fetchall())
+        root_of.update(
+            c.execute(
+                f"SELECT item_id, root FROM dup_groups WHERE scope = ? AND item_id IN ({marks})", (scope, *chunk)
+            ).fetchall()
+        )
     parent: dict[str, str] = {}
 
     def find(x: str) -> str:
@@ -259,8 +287,10 @@ def union(c, scope: int, edges: Iterable[tuple[str, str]]) -> tuple[set[str], se
     for node in nodes:
         r = find(root_of.get(node, node))
         changed.add(r)
-        c.execute("INSERT INTO dup_groups VALUES (?,?,?) ON CONFLICT(scope, item_id) DO UPDATE SET root=excluded.root",
-                  (scope, node, r))
+        c.execute(
+            "INSERT INTO dup_groups VALUES (?,?,?) ON CONFLICT(scope, item_id) DO UPDATE SET root=excluded.root",
+            (scope, node, r),
+        )
     for r in list(changed):  # the root item is a member of its own group
         c.execute("INSERT OR IGNORE INTO dup_groups VALUES (?,?,?)", (scope, r, r))
     return changed - gone, gone - changed
@@ -278,6 +308,7 @@ def union(c, scope: int, edges: Iterable[tuple[str, str]]) -> tuple[set[str], se
 # are the same or neighbours: probing a few cells finds nearly every such pair (the
 # benchmark measures the recall of planted pairs), at ~N × probes × N/k products.
 
+
 class _CellVectors:
     """Members' vectors of cells, fetched through the vector store, a few cells cached."""
 
@@ -290,8 +321,12 @@ class _CellVectors:
         if hit is None:
             # members joined with their vector rows inside SQLite (members without a vector
             # drop out), in the order SQLite finds them
-            ids, mat = self.vs.get_selected(self.model_key, "image", "SELECT item_id AS key FROM cluster_members "
-                                            "WHERE scope = ? AND cluster = ?", (self.scope, cell))
+            ids, mat = self.vs.get_selected(
+                self.model_key,
+                "image",
+                "SELECT item_id AS key FROM cluster_members WHERE scope = ? AND cluster = ?",
+                (self.scope, cell),
+            )
             hit = (ids, np.ascontiguousarray(mat, dtype=np.float32).reshape(len(ids), self.dim))
         self._cache[cell] = hit  # most recently used last
         while len(self._cache) > self.keep:
@@ -316,8 +351,18 @@ def nearest_cells(centroids: np.ndarray, x: np.ndarray, probes: int) -> np.ndarr
     return nearest
 
 
-def cosine_edges_probed(q_ids: Sequence[str], q: np.ndarray, conn, vs, scope: int, model_key: str, dim: int,
-                        centroids: np.ndarray, min_cosine: float, probes: int) -> list[tuple[str, str]]:
+def cosine_edges_probed(
+    q_ids: Sequence[str],
+    q: np.ndarray,
+    conn,
+    vs,
+    scope: int,
+    model_key: str,
+    dim: int,
+    centroids: np.ndarray,
+    min_cosine: float,
+    probes: int,
+) -> list[tuple[str, str]]:
     """Edges (query, member) with cosine ≥ ``min_cosine`` between the query vectors and the
     members of each query's ``probes`` nearest cells. The queries are grouped by cell (one
     sort), so each cell is read once for all of them: an incremental run passes all its new
@@ -344,8 +389,9 @@ def cosine_edges_probed(q_ids: Sequence[str], q: np.ndarray, conn, vs, scope: in
     return out
 
 
-def cosine_edges_by_cells(conn, vs, scope: int, model_key: str, dim: int, centroids: np.ndarray,
-                          min_cosine: float, probes: int) -> list[tuple[str, str]]:
+def cosine_edges_by_cells(
+    conn, vs, scope: int, model_key: str, dim: int, centroids: np.ndarray, min_cosine: float, probes: int
+) -> list[tuple[str, str]]:
     """A full run's cosine edges: every cell with itself and with its nearest cells."""
     k = len(centroids)
     if not k:

@@ -48,19 +48,32 @@ class FrameHashDetector:
         if pdqs:
             for hl in ctx.policy.hashlists:
                 bank = hl.bank if hl.bank is not None else load_hash_bank(hl.path)
-                hits = match_pdq(bank, pdqs, max_distance=hl.pdq_max_distance, min_quality=hl.pdq_min_quality,
-                                 qualities=quality)  # fmt: skip
+                hits = match_pdq(
+                    bank, pdqs, max_distance=hl.pdq_max_distance, min_quality=hl.pdq_min_quality, qualities=quality
+                )
                 best: dict[int, Signal] = {}
                 for at, b, dist in zip(hits.rows.tolist(), hits.bank_index.tolist(), hits.distance.tolist()):
                     row = rows[at]
                     if row in best and best[row].score <= dist:
                         continue
                     best[row] = Signal(
-                        "hash_match", f"hash:{hl.id}", float(dist), float(hl.pdq_max_distance),
+                        "hash_match",
+                        f"hash:{hl.id}",
+                        float(dist),
+                        float(hl.pdq_max_distance),
                         float(hl.pdq_max_distance - dist),
-                        {"hash_type": "pdq", "frame": frames[at], "label": bank.pdq_labels[b], "distance": int(dist),
-                         "bank_hash": bank.pdq_hex[b], "bank": hl.id, "line": bank.pdq_lines[b],
-                         "item_quality": quality[at], "min_quality": hl.pdq_min_quality})  # fmt: skip
+                        {
+                            "hash_type": "pdq",
+                            "frame": frames[at],
+                            "label": bank.pdq_labels[b],
+                            "distance": int(dist),
+                            "bank_hash": bank.pdq_hex[b],
+                            "bank": hl.id,
+                            "line": bank.pdq_lines[b],
+                            "item_quality": quality[at],
+                            "min_quality": hl.pdq_min_quality,
+                        },
+                    )
                 for row, sig in best.items():
                     det.add(row, sig)
                 counts[hl.id] = len(best)
@@ -71,10 +84,11 @@ class FrameHashDetector:
 def _frame_pdq(conn, item_ids: list[str]) -> dict[str, list[dict]]:
     out = {}
     for start in range(0, len(item_ids), 900):
-        chunk = item_ids[start:start + 900]
+        chunk = item_ids[start : start + 900]
         marks = ",".join("?" * len(chunk))
         for item_id, text in conn.execute(
-                f"SELECT item_id, frame_pdq FROM items WHERE item_id IN ({marks}) AND frame_pdq IS NOT NULL", chunk):
+            f"SELECT item_id, frame_pdq FROM items WHERE item_id IN ({marks}) AND frame_pdq IS NOT NULL", chunk
+        ):
             out[item_id] = parse_frame_pdq(text)
     return out
 
@@ -87,8 +101,12 @@ def frame_vectors(conn, store, model_key: str, item_ids: list[str]) -> dict[int,
     if store.count(model_key, FRAME_SPACE) == 0:
         return {}
     row_of = {item_id: row for row, item_id in enumerate(item_ids)}
-    keys = [frame_key(item_id, f["frame"]) for item_id, frames in _frame_pdq(conn, item_ids).items()
-            for f in frames if isinstance(f.get("frame"), int)]  # fmt: skip
+    keys = [
+        frame_key(item_id, f["frame"])
+        for item_id, frames in _frame_pdq(conn, item_ids).items()
+        for f in frames
+        if isinstance(f.get("frame"), int)
+    ]
     if not keys:
         return {}
     got, vecs = store.get(model_key, FRAME_SPACE, keys)

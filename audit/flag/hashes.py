@@ -32,21 +32,38 @@ class HashDetector:
             bank = hl.bank if hl.bank is not None else load_hash_bank(hl.path)
             best: dict[int, Signal] = {}
             min_quality = 0 if hl.negative else hl.pdq_min_quality
-            hits = match_pdq(bank, ctx.pdq, max_distance=hl.pdq_max_distance, min_quality=min_quality,
-                             qualities=ctx.pdq_quality)
+            hits = match_pdq(
+                bank, ctx.pdq, max_distance=hl.pdq_max_distance, min_quality=min_quality, qualities=ctx.pdq_quality
+            )
             for row, b, dist in zip(hits.rows.tolist(), hits.bank_index.tolist(), hits.distance.tolist()):
                 if row in best and best[row].score <= dist:
                     continue
                 best[row] = Signal(
-                    "negative" if hl.negative else "hash_match", f"hash:{hl.id}", float(dist),
-                    float(hl.pdq_max_distance), float(hl.pdq_max_distance - dist),
-                    {"hash_type": "pdq", "label": bank.pdq_labels[b], "distance": int(dist),
-                     "bank_hash": bank.pdq_hex[b], "bank": hl.id, "line": bank.pdq_lines[b],
-                     "item_quality": ctx.pdq_quality[row], "min_quality": min_quality})
+                    "negative" if hl.negative else "hash_match",
+                    f"hash:{hl.id}",
+                    float(dist),
+                    float(hl.pdq_max_distance),
+                    float(hl.pdq_max_distance - dist),
+                    {
+                        "hash_type": "pdq",
+                        "label": bank.pdq_labels[b],
+                        "distance": int(dist),
+                        "bank_hash": bank.pdq_hex[b],
+                        "bank": hl.id,
+                        "line": bank.pdq_lines[b],
+                        "item_quality": ctx.pdq_quality[row],
+                        "min_quality": min_quality,
+                    },
+                )
             for row, kind, value, label in match_exact(bank, md5=ctx.md5, sha256=sha):
-                best[row] = Signal("negative" if hl.negative else "hash_match", f"hash:{hl.id}", 0.0, 0.0, 0.0,
-                                   {"hash_type": kind, "label": label, "distance": 0, "bank_hash": value,
-                                    "bank": hl.id})
+                best[row] = Signal(
+                    "negative" if hl.negative else "hash_match",
+                    f"hash:{hl.id}",
+                    0.0,
+                    0.0,
+                    0.0,
+                    {"hash_type": kind, "label": label, "distance": 0, "bank_hash": value, "bank": hl.id},
+                )
             for row, sig in best.items():
                 if hl.negative:
                     det.suppress(row, sig, categories=set(hl.suppresses) or {"*"})

@@ -85,12 +85,17 @@ class LearnedModel:
 
     def record(self) -> dict:
         """What ``flag_runs.thresholds`` keeps under ``learned:<category>`` (and the report shows)."""
-        return {"method": f"logistic regression v{LEARNER_VERSION} on image embedding + zero-shot scores "
-                          f"({', '.join(self.concepts) or 'none'})",
-                "decisions": {"confirmed": self.confirmed, "dismissed": self.dismissed},
-                "cv_precision": self.cv_precision, "cv_recall": self.cv_recall, "cv_folds": CV_FOLDS,
-                "threshold": self.threshold, "minimums": {"confirmed": MIN_CONFIRMED, "dismissed": MIN_DISMISSED},
-                "fingerprint": hashlib.sha256(np.round(np.append(self.weights, self.bias), 6).tobytes()).hexdigest()[:16]}
+        return {
+            "method": f"logistic regression v{LEARNER_VERSION} on image embedding + zero-shot scores "
+            f"({', '.join(self.concepts) or 'none'})",
+            "decisions": {"confirmed": self.confirmed, "dismissed": self.dismissed},
+            "cv_precision": self.cv_precision,
+            "cv_recall": self.cv_recall,
+            "cv_folds": CV_FOLDS,
+            "threshold": self.threshold,
+            "minimums": {"confirmed": MIN_CONFIRMED, "dismissed": MIN_DISMISSED},
+            "fingerprint": hashlib.sha256(np.round(np.append(self.weights, self.bias), 6).tobytes()).hexdigest()[:16],
+        }
 
 
 def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = L2, iters: int = 50) -> tuple[np.ndarray, float]:
@@ -149,15 +154,19 @@ def cross_validate(x: np.ndarray, y: np.ndarray, folds: int = CV_FOLDS) -> tuple
     return precision, recall
 
 
-def usable_labels(labels: dict[tuple[str, str], tuple[int, int]], categories, has_vector: set[str]
-                  ) -> dict[str, dict[str, int]]:
+def usable_labels(
+    labels: dict[tuple[str, str], tuple[int, int]], categories, has_vector: set[str]
+) -> dict[str, dict[str, int]]:
     """category -> {item: label} for the categories with at least the minimum of each kind."""
     by_cat: dict[str, dict[str, int]] = {}
     for (item, cat), (label, _) in labels.items():
         if cat in categories and item in has_vector:
             by_cat.setdefault(cat, {})[item] = label
-    return {cat: d for cat, d in sorted(by_cat.items())
-            if sum(d.values()) >= MIN_CONFIRMED and len(d) - sum(d.values()) >= MIN_DISMISSED}
+    return {
+        cat: d
+        for cat, d in sorted(by_cat.items())
+        if sum(d.values()) >= MIN_CONFIRMED and len(d) - sum(d.values()) >= MIN_DISMISSED
+    }
 
 
 def labels_fingerprint(usable: dict[str, dict[str, int]]) -> str:
@@ -165,20 +174,28 @@ def labels_fingerprint(usable: dict[str, dict[str, int]]) -> str:
     (and learner version and minimums) make the same models. '' when there is none."""
     if not usable:
         return ""
-    blob = json.dumps([LEARNER_VERSION, MIN_CONFIRMED, MIN_DISMISSED, L2,
-                       {c: sorted(d.items()) for c, d in usable.items()}], sort_keys=True)
+    blob = json.dumps(
+        [LEARNER_VERSION, MIN_CONFIRMED, MIN_DISMISSED, L2, {c: sorted(d.items()) for c, d in usable.items()}],
+        sort_keys=True,
+    )
     return hashlib.sha256(blob.encode()).hexdigest()[:32]
 
 
-def train(policy, usable: dict[str, dict[str, int]], vectors_of, concept_vectors: dict[str, np.ndarray]
-          ) -> dict[str, LearnedModel]:
+def train(
+    policy, usable: dict[str, dict[str, int]], vectors_of, concept_vectors: dict[str, np.ndarray]
+) -> dict[str, LearnedModel]:
     """One model per category with enough labels. ``vectors_of(ids) -> (n, d)`` unit rows."""
     from audit.flag.combine import image_evidence_names
 
     out = {}
     for cat, labelled in usable.items():
-        concepts = sorted({n.split(":", 1)[1] for n in image_evidence_names(policy, cat)
-                           if "/" not in n and n.split(":", 1)[1] in concept_vectors})
+        concepts = sorted(
+            {
+                n.split(":", 1)[1]
+                for n in image_evidence_names(policy, cat)
+                if "/" not in n and n.split(":", 1)[1] in concept_vectors
+            }
+        )
         if not concepts:
             continue  # no image part in the category's flags: nothing for an image model to decide
         ids = sorted(labelled)
@@ -191,8 +208,14 @@ def train(policy, usable: dict[str, dict[str, int]], vectors_of, concept_vectors
     return out
 
 
-def adjust_hits(policy, models: dict[str, LearnedModel], probabilities: dict[str, float], fired: set[str],
-                hits: list, suppressed_categories: set[str]) -> tuple[list, int, int]:
+def adjust_hits(
+    policy,
+    models: dict[str, LearnedModel],
+    probabilities: dict[str, float],
+    fired: set[str],
+    hits: list,
+    suppressed_categories: set[str],
+) -> tuple[list, int, int]:
     """The hits of one item once the learned models decide the image part of their categories:
     (hits, vetoed, added). ``probabilities``: category -> the model's probability for the item."""
     from audit.flag.combine import image_evidence_names
@@ -238,7 +261,17 @@ def _signal(model: LearnedModel, p: float):
     from audit.findings.store import Signal
 
     rec = model.record()
-    return Signal("learned", f"learned:{model.category}", round(float(p), 6), model.threshold,
-                  round(float(p) - model.threshold, 6),
-                  {"space": "image", "decisions": rec["decisions"], "cv_precision": rec["cv_precision"],
-                   "cv_recall": rec["cv_recall"], "model": rec["fingerprint"]})
+    return Signal(
+        "learned",
+        f"learned:{model.category}",
+        round(float(p), 6),
+        model.threshold,
+        round(float(p) - model.threshold, 6),
+        {
+            "space": "image",
+            "decisions": rec["decisions"],
+            "cv_precision": rec["cv_precision"],
+            "cv_recall": rec["cv_recall"],
+            "model": rec["fingerprint"],
+        },
+    )

@@ -33,8 +33,9 @@ class PromptDetector:
         if len(ctx) == 0:
             return det
         compiled = compile_rules(policy)
-        breaker = self.breaker if self.shared and self.breaker is not None else PatternBreaker(
-            timeout_s=compiled.timeout)
+        breaker = (
+            self.breaker if self.shared and self.breaker is not None else PatternBreaker(timeout_s=compiled.timeout)
+        )
         self.breaker = breaker
         cache: dict[tuple, list[Signal]] = {}
         matched = 0
@@ -44,8 +45,9 @@ class PromptDetector:
             key = (prompt, negative)
             signals = cache.get(key)
             if signals is None:
-                signals = _signals(match_prompt(compiled, prompt, negative, breaker=breaker),
-                                   errors_fire=policy.timeout_is_finding)
+                signals = _signals(
+                    match_prompt(compiled, prompt, negative, breaker=breaker), errors_fire=policy.timeout_is_finding
+                )
                 if len(cache) < 100_000:
                     cache[key] = signals
             for s in signals:
@@ -70,8 +72,13 @@ def _signals(match, *, errors_fire: bool = False) -> list[Signal]:
             sig.detail["matches"].append(span)
     if match.errors and errors_fire:  # an engine failure is evidence only if the policy says so
         by_name["prompt:rule-error"] = Signal(
-            "prompt_rule", "prompt:rule-error", 1.0, 1.0, 0.0,
-            {"errors": [{"rule": e.rule_id, "field": e.field, "message": e.message} for e in match.errors[:20]]})
+            "prompt_rule",
+            "prompt:rule-error",
+            1.0,
+            1.0,
+            0.0,
+            {"errors": [{"rule": e.rule_id, "field": e.field, "message": e.message} for e in match.errors[:20]]},
+        )
     for hit in match.name_hits:
         name = hit.signal
         span = {"field": hit.field, "span": list(hit.span), "text": hit.matched_text, "name": hit.name}

@@ -48,9 +48,10 @@ class ProvenanceDetector:
     def _provenance(self, item_ids: list[str]) -> dict[str, str]:
         out = {}
         for start in range(0, len(item_ids), 900):
-            chunk = item_ids[start:start + 900]
+            chunk = item_ids[start : start + 900]
             marks = ",".join("?" * len(chunk))
             for item_id, text in self.conn.execute(
-                    f"SELECT item_id, provenance FROM items WHERE item_id IN ({marks}) AND provenance IS NOT NULL", chunk):
+                f"SELECT item_id, provenance FROM items WHERE item_id IN ({marks}) AND provenance IS NOT NULL", chunk
+            ):
                 out[item_id] = text
         return out

@@ -48,13 +48,19 @@ class ResourceDetector:
             by_name: dict[str, Signal] = {}
             if use_fields:
                 for hit in match_resource_fields(compiled, resources, model, breaker=breaker):
-                    match = {"field": hit.field, "resource": hit.resource, "resource_kind": hit.resource_kind,
-                             "span": list(hit.span), "text": hit.matched_text,
-                             ("name" if hit.kind == "name" else "pattern"): hit.pattern}
+                    match = {
+                        "field": hit.field,
+                        "resource": hit.resource,
+                        "resource_kind": hit.resource_kind,
+                        "span": list(hit.span),
+                        "text": hit.matched_text,
+                        ("name" if hit.kind == "name" else "pattern"): hit.pattern,
+                    }
                     sig = by_name.get(hit.signal)
                     if sig is None:
-                        by_name[hit.signal] = Signal(hit.kind, hit.signal, 1.0, 1.0, 0.0,
-                                                     {"matches": [match], "text": hit.matched_text})
+                        by_name[hit.signal] = Signal(
+                            hit.kind, hit.signal, 1.0, 1.0, 0.0, {"matches": [match], "text": hit.matched_text}
+                        )
                     elif len(sig.detail["matches"]) < 20:
                         sig.detail["matches"].append(match)
             for hl in banks:
@@ -62,14 +68,34 @@ class ResourceDetector:
                 if found:
                     first = found[0]
                     by_name[hl.signal] = Signal(
-                        "hash_match", hl.signal, 0.0, 0.0, 0.0,
-                        {"hash_type": "resource", "label": first.label, "distance": 0, "bank": hl.id,
-                         "bank_hash": first.bank_hash, "item_hash": first.item_hash, "how": first.how,
-                         "line": first.line, "resource": first.resource.get("name"),
-                         "resource_kind": first.resource.get("kind"),
-                         "matches": [{"resource": m.resource.get("name"), "item_hash": m.item_hash,
-                                      "bank_hash": m.bank_hash, "label": m.label, "how": m.how}
-                                     for m in found[:20]]})
+                        "hash_match",
+                        hl.signal,
+                        0.0,
+                        0.0,
+                        0.0,
+                        {
+                            "hash_type": "resource",
+                            "label": first.label,
+                            "distance": 0,
+                            "bank": hl.id,
+                            "bank_hash": first.bank_hash,
+                            "item_hash": first.item_hash,
+                            "how": first.how,
+                            "line": first.line,
+                            "resource": first.resource.get("name"),
+                            "resource_kind": first.resource.get("kind"),
+                            "matches": [
+                                {
+                                    "resource": m.resource.get("name"),
+                                    "item_hash": m.item_hash,
+                                    "bank_hash": m.bank_hash,
+                                    "label": m.label,
+                                    "how": m.how,
+                                }
+                                for m in found[:20]
+                            ],
+                        },
+                    )
             for sig in by_name.values():
                 det.add(row, sig)
             hits += bool(by_name)
@@ -80,9 +106,10 @@ class ResourceDetector:
     def _metadata(self, item_ids: list[str]) -> dict[str, tuple]:
         out = {}
         for start in range(0, len(item_ids), 900):
-            chunk = item_ids[start:start + 900]
+            chunk = item_ids[start : start + 900]
             marks = ",".join("?" * len(chunk))
             for item_id, model, model_hash, resources in self.conn.execute(
-                    f"SELECT item_id, model, model_hash, resources FROM items WHERE item_id IN ({marks})", chunk):
+                f"SELECT item_id, model, model_hash, resources FROM items WHERE item_id IN ({marks})", chunk
+            ):
                 out[item_id] = (model, model_hash, resources)
         return out

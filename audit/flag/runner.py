@@ -149,7 +149,8 @@ def _load_items(conn) -> dict[str, list]:
     cols = ("item_id", "prompt", "negative_prompt", "md5", "pdq", "pdq_quality")
     cur = conn.execute(
         f"SELECT {', '.join('i.' + c for c in cols)} FROM items i WHERE i.status = 'ok' AND EXISTS "
-        "(SELECT 1 FROM locations l WHERE l.item_id = i.item_id AND l.present = 1) ORDER BY i.item_id")
+        "(SELECT 1 FROM locations l WHERE l.item_id = i.item_id AND l.present = 1) ORDER BY i.item_id"
+    )
     out: dict[str, list] = {c: [] for c in cols}
     while rows := cur.fetchmany(50_000):
         for c, values in zip(cols, zip(*rows)):
@@ -231,10 +232,19 @@ def default_detectors():
     return [ConceptDetector(), PromptDetector(), HashDetector()]
 
 
-def run_flag(catalog: "Catalog", policy: "str | os.PathLike | Policy | None" = None, *, model: str | None = None,
-             checkpoint: str | os.PathLike | None = None, device: str = "cpu", embedder=None,
-             options: FlagOptions | None = None, wait: bool = False, progress=None,
-             argv: Sequence[str] | None = None) -> FlagSummary:
+def run_flag(
+    catalog: "Catalog",
+    policy: "str | os.PathLike | Policy | None" = None,
+    *,
+    model: str | None = None,
+    checkpoint: str | os.PathLike | None = None,
+    device: str = "cpu",
+    embedder=None,
+    options: FlagOptions | None = None,
+    wait: bool = False,
+    progress=None,
+    argv: Sequence[str] | None = None,
+) -> FlagSummary:
     from audit.catalog.lock import IndexLock
     from audit.catalog.runs import recorded_run
     from audit.catalog.vectors import VectorStore
@@ -251,8 +261,9 @@ def run_flag(catalog: "Catalog", policy: "str | os.PathLike | Policy | None" = N
     if opts.cluster_min_flagged < 1 or opts.cluster_candidates < 0 or opts.cluster_margin < 0 or opts.cluster_size < 1:
         from audit.errors import UsageError
 
-        raise UsageError("cluster_min_flagged and cluster_size must be >= 1, cluster_candidates and "
-                         "cluster_margin >= 0")
+        raise UsageError(
+            "cluster_min_flagged and cluster_size must be >= 1, cluster_candidates and cluster_margin >= 0"
+        )
     device = check_device(device)
     pol = policy if isinstance(policy, Policy) else load_policy(policy)
     conn = catalog.conn
@@ -269,8 +280,9 @@ def run_flag(catalog: "Catalog", policy: "str | os.PathLike | Policy | None" = N
             return embedder
         from audit.index.search import Searcher
 
-        return Searcher(catalog.index_dir, conn).embedder(identity, checkpoint=str(checkpoint) if checkpoint else None,
-                                                        device=device)
+        return Searcher(catalog.index_dir, conn).embedder(
+            identity, checkpoint=str(checkpoint) if checkpoint else None, device=device
+        )
 
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
@@ -297,11 +309,13 @@ def run_flag(catalog: "Catalog", policy: "str | os.PathLike | Policy | None" = N
 def _decide(conn, row: dict | None, opts: "FlagOptions", ph: str, model_key: str, vcount: int) -> tuple[str, str, str]:
     """(mode, why, why the clusters are retrained or '') for this run of one policy and model."""
     if row is None or row["state"] == "empty":
-        if conn.execute("SELECT 1 FROM flag_scopes WHERE model_key=? AND policy_hash<>? LIMIT 1",
-                        (model_key, ph)).fetchone():
+        if conn.execute(
+            "SELECT 1 FROM flag_scopes WHERE model_key=? AND policy_hash<>? LIMIT 1", (model_key, ph)
+        ).fetchone():
             why = "the policy changed (a new policy hash)"
-        elif conn.execute("SELECT 1 FROM flag_scopes WHERE policy_hash=? AND model_key<>? LIMIT 1",
-                          (ph, model_key)).fetchone():
+        elif conn.execute(
+            "SELECT 1 FROM flag_scopes WHERE policy_hash=? AND model_key<>? LIMIT 1", (ph, model_key)
+        ).fetchone():
             why = "the model changed"
         else:
             why = "first run of this policy and model"
@@ -316,8 +330,10 @@ def _decide(conn, row: dict | None, opts: "FlagOptions", ph: str, model_key: str
         return "full", why, why
     trained = row["trained_items"] or 0
     if model_key and trained and vcount >= opts.recluster_factor * trained:
-        why = (f"the archive grew from {trained} to {vcount} image vectors since the clusters were trained "
-               f"(re-cluster factor {opts.recluster_factor:g})")
+        why = (
+            f"the archive grew from {trained} to {vcount} image vectors since the clusters were trained "
+            f"(re-cluster factor {opts.recluster_factor:g})"
+        )
         return "full", why, why
     return "incremental", "same policy and model: only items changed or embedded since the last run", ""
 
@@ -328,23 +344,31 @@ def _fill_summary(conn, summary: "FlagSummary", ph: str, now: str | None = None)
     summary.by_category = dict(conn.execute(f"SELECT category, count(*) {q} GROUP BY category", (ph,)).fetchall())
     summary.by_severity = dict(conn.execute(f"SELECT severity, count(*) {q} GROUP BY severity", (ph,)).fetchall())
     summary.by_status = dict(conn.execute(f"SELECT status, count(*) {q} GROUP BY status", (ph,)).fetchall())
-    summary.by_signal_kind = dict(conn.execute(
-        "SELECT json_extract(j.value, '$.kind'), count(*) FROM findings f, json_each(f.signals) j "
-        "WHERE f.policy_hash=? AND f.active=1 GROUP BY 1", (ph,)).fetchall())
+    summary.by_signal_kind = dict(
+        conn.execute(
+            "SELECT json_extract(j.value, '$.kind'), count(*) FROM findings f, json_each(f.signals) j "
+            "WHERE f.policy_hash=? AND f.active=1 GROUP BY 1",
+            (ph,),
+        ).fetchall()
+    )
     if now is not None:
-        summary.new_findings = conn.execute(f"SELECT count(*) {q} AND status='new' AND first_flagged=?",
-                                            (ph, now)).fetchone()[0]
-    kinds = dict(conn.execute("SELECT kind, count(*) FROM clusters WHERE policy_hash=? GROUP BY kind", (ph,)).fetchall())
+        summary.new_findings = conn.execute(
+            f"SELECT count(*) {q} AND status='new' AND first_flagged=?", (ph, now)
+        ).fetchone()[0]
+    kinds = dict(
+        conn.execute("SELECT kind, count(*) FROM clusters WHERE policy_hash=? GROUP BY kind", (ph,)).fetchall()
+    )
     summary.clusters = int(kinds.get("semantic", 0))
     summary.near_duplicate_groups = int(kinds.get("near_duplicate", 0))
-    summary.flagged_clusters = int(conn.execute("SELECT coalesce(sum(flagged), 0) FROM clusters WHERE policy_hash=?",
-                                                (ph,)).fetchone()[0])
+    summary.flagged_clusters = int(
+        conn.execute("SELECT coalesce(sum(flagged), 0) FROM clusters WHERE policy_hash=?", (ph,)).fetchone()[0]
+    )
 
 
 def _in_chunks(values, n: int = 900):
     values = list(values)
     for start in range(0, len(values), n):
-        yield values[start:start + n]
+        yield values[start : start + n]
 
 
 def _compose(c, store, scope: int, ph: str, pairs, run_id: int, now: str) -> int:
@@ -362,11 +386,16 @@ def _compose(c, store, scope: int, ph: str, pairs, run_id: int, now: str) -> int
         marks = ",".join("?" * len(chunk))
         sources: dict[tuple[str, str], list] = {}
         for item_id, cat, source, severity, sig_json in c.execute(
-                f"SELECT item_id, category, source, severity, signals FROM flag_signals WHERE scope=? "
-                f"AND item_id IN ({marks}) ORDER BY item_id, category, source", (scope, *chunk)):
+            f"SELECT item_id, category, source, severity, signals FROM flag_signals WHERE scope=? "
+            f"AND item_id IN ({marks}) ORDER BY item_id, category, source",
+            (scope, *chunk),
+        ):
             sources.setdefault((item_id, cat), []).append((severity, sig_json))
-        cluster_of = dict(c.execute(f"SELECT item_id, cluster FROM cluster_members WHERE scope=? AND item_id IN ({marks})",
-                                    (scope, *chunk)).fetchall())
+        cluster_of = dict(
+            c.execute(
+                f"SELECT item_id, cluster FROM cluster_members WHERE scope=? AND item_id IN ({marks})", (scope, *chunk)
+            ).fetchall()
+        )
         out, gone = [], []
         for item_id in chunk:
             for cat in sorted(by_item[item_id]):
@@ -376,7 +405,9 @@ def _compose(c, store, scope: int, ph: str, pairs, run_id: int, now: str) -> int
                     continue
                 sigs = [Signal(**d) for _, js in rows for d in json.loads(js)]
                 k = cluster_of.get(item_id)
-                out.append(Finding(item_id, cat, rows[0][0], ph, sigs, cluster_id=None if k is None else semantic_id(ph, k)))
+                out.append(
+                    Finding(item_id, cat, rows[0][0], ph, sigs, cluster_id=None if k is None else semantic_id(ph, k))
+                )
         store.upsert_findings_in(c, out, run_id=run_id, now=now)
         if gone:
             before = c.total_changes
@@ -394,12 +425,18 @@ def _apply_decisions(c, conn, ph: str) -> None:
     rows: list[tuple[str, str, str]] = []
     for chunk in _in_chunks(sorted(latest.decided_items())):
         marks = ",".join("?" * len(chunk))
-        rows += c.execute(f"SELECT finding_id, item_id, category FROM findings WHERE policy_hash=? AND active=1 "
-                          f"AND item_id IN ({marks})", (ph, *chunk)).fetchall()
+        rows += c.execute(
+            f"SELECT finding_id, item_id, category FROM findings WHERE policy_hash=? AND active=1 "
+            f"AND item_id IN ({marks})",
+            (ph, *chunk),
+        ).fetchall()
     for chunk in _in_chunks(sorted(latest.findings)):
         marks = ",".join("?" * len(chunk))
-        rows += c.execute(f"SELECT finding_id, item_id, category FROM findings WHERE policy_hash=? AND active=1 "
-                          f"AND finding_id IN ({marks})", (ph, *chunk)).fetchall()
+        rows += c.execute(
+            f"SELECT finding_id, item_id, category FROM findings WHERE policy_hash=? AND active=1 "
+            f"AND finding_id IN ({marks})",
+            (ph, *chunk),
+        ).fetchall()
     statuses = {}
     for fid, item_id, category in rows:
         d = latest.for_finding(fid, item_id, category)
@@ -422,8 +459,14 @@ def _run(catalog, conn, pol, vs, model_key, dim, factory, opts: FlagOptions, run
     from audit.catalog.store import transaction
     from audit.flag import clusters as cl, dups, state
     from audit.flag.concepts import MAX_CALIBRATION_SAMPLES
-    from audit.flag.stream import count_items, fetch_items, iter_all_items, iter_member_vectors, load_vectors, \
-        sample_vectors
+    from audit.flag.stream import (
+        count_items,
+        fetch_items,
+        iter_all_items,
+        iter_member_vectors,
+        load_vectors,
+        sample_vectors,
+    )
     from audit.policy.hashlists import pdq_hex_to_array
     from audit.timeutil import utc_now
 
@@ -431,8 +474,12 @@ def _run(catalog, conn, pol, vs, model_key, dim, factory, opts: FlagOptions, run
     store = FindingsStore(conn)
     state.ensure(conn)
     ph = pol.content_hash
-    summary = FlagSummary(run_id, {"name": pol.name, "version": pol.version, "hash": ph,
-                                   "path": str(pol.path) if pol.path else None}, model_key, "full")
+    summary = FlagSummary(
+        run_id,
+        {"name": pol.name, "version": pol.version, "hash": ph, "path": str(pol.path) if pol.path else None},
+        model_key,
+        "full",
+    )
     with_vectors = bool(model_key) and dim > 0
     n_items = count_items(conn)
     summary.items = n_items
@@ -445,8 +492,13 @@ def _run(catalog, conn, pol, vs, model_key, dim, factory, opts: FlagOptions, run
     from audit.flag import learned as lm
 
     labels = lm.decided_labels(conn) if with_vectors and opts.learn else {}
-    usable = lm.usable_labels(labels, {cat.id for cat in pol.categories},
-                              set(vs.has(model_key, "image", sorted({i for i, _ in labels})))) if labels else {}
+    usable = (
+        lm.usable_labels(
+            labels, {cat.id for cat in pol.categories}, set(vs.has(model_key, "image", sorted({i for i, _ in labels})))
+        )
+        if labels
+        else {}
+    )
     learned_fp = lm.labels_fingerprint(usable)
     if mode == "incremental" and (row.get("learned_fp") or "") != learned_fp:
         mode, why = "full", "the learned model changed (new review decisions): every item is scored again"
@@ -454,16 +506,22 @@ def _run(catalog, conn, pol, vs, model_key, dim, factory, opts: FlagOptions, run
     full = mode == "full"
     summary.mode, summary.why = mode, why
     summary.reclustered, summary.recluster_why = bool(full and with_vectors), recluster_why if with_vectors else ""
-    prev_run = conn.execute("SELECT thresholds FROM flag_runs WHERE policy_hash=? AND model_key=? "
-                            "ORDER BY run_id DESC LIMIT 1", (ph, model_key)).fetchone()
+    prev_run = conn.execute(
+        "SELECT thresholds FROM flag_runs WHERE policy_hash=? AND model_key=? ORDER BY run_id DESC LIMIT 1",
+        (ph, model_key),
+    ).fetchone()
     previous_thresholds = json.loads(prev_run[0]) if prev_run and prev_run[0] else {}
 
     # --- the work list of an incremental run: rows changed since the watermark, and items
     # that had no image vector last time and have one now (O(new), never O(archive))
     todo: list[str] = []
     if not full:
-        todo = [r[0] for r in conn.execute("SELECT item_id FROM items WHERE seq > ? AND seq <= ? ORDER BY seq",
-                                           (row["seq_done"], seq_top))]
+        todo = [
+            r[0]
+            for r in conn.execute(
+                "SELECT item_id FROM items WHERE seq > ? AND seq <= ? ORDER BY seq", (row["seq_done"], seq_top)
+            )
+        ]
         if with_vectors and vcount != row["vectors_seen"]:
             pending = [r[0] for r in conn.execute("SELECT item_id FROM flag_pending WHERE scope=?", (row["scope"],))]
             todo += sorted(vs.has(model_key, "image", pending))
@@ -484,9 +542,11 @@ def _run(catalog, conn, pol, vs, model_key, dim, factory, opts: FlagOptions, run
         else:
             c.execute("UPDATE flag_scopes SET state='incremental' WHERE scope=?", (scope,))
         # findings first written by a flag run that was killed count as this run's (they stay new)
-        c.execute("UPDATE findings SET run_id=? WHERE policy_hash=? AND status='new' AND run_id IN "
-                  "(SELECT run_id FROM runs WHERE command='flag' AND status='running' AND run_id<>?)",
-                  (run_id, ph, run_id))
+        c.execute(
+            "UPDATE findings SET run_id=? WHERE policy_hash=? AND status='new' AND run_id IN "
+            "(SELECT run_id FROM runs WHERE command='flag' AND status='running' AND run_id<>?)",
+            (run_id, ph, run_id),
+        )
     t = lap("load", t)
 
     # --- concepts, thresholds, centroids
@@ -499,12 +559,23 @@ def _run(catalog, conn, pol, vs, model_key, dim, factory, opts: FlagOptions, run
 
     def make_ctx(b) -> FlagContext:
         return FlagContext(
-            policy=pol, item_ids=b.item_ids, prompts=b.prompts, negative_prompts=b.negative_prompts, md5=b.md5,
-            pdq=b.pdq, pdq_quality=b.pdq_quality, image_vectors=b.image, has_image=b.has_image,
-            prompt_vectors=b.prompt_vectors, has_prompt=b.has_prompt, model_key=model_key,
-            embedder_factory=factory, sample_factory=calibration_sample if with_vectors else None,
+            policy=pol,
+            item_ids=b.item_ids,
+            prompts=b.prompts,
+            negative_prompts=b.negative_prompts,
+            md5=b.md5,
+            pdq=b.pdq,
+            pdq_quality=b.pdq_quality,
+            image_vectors=b.image,
+            has_image=b.has_image,
+            prompt_vectors=b.prompt_vectors,
+            has_prompt=b.has_prompt,
+            model_key=model_key,
+            embedder_factory=factory,
+            sample_factory=calibration_sample if with_vectors else None,
             previous_thresholds=previous_thresholds,
-            frame_vectors=frame_vectors(conn, vs, model_key, b.item_ids) if with_vectors else {})
+            frame_vectors=frame_vectors(conn, vs, model_key, b.item_ids) if with_vectors else {},
+        )
 
     from audit.flag.concepts import ConceptDetector
     from audit.flag.frames import frame_vectors
@@ -529,11 +600,16 @@ def _run(catalog, conn, pol, vs, model_key, dim, factory, opts: FlagOptions, run
         def vectors_of(ids):
             gk, gv = vs.get(model_key, "image", ids)
             return align(ids, gk, gv, dim)[0]
+
         tl = time.perf_counter()
         models = lm.train(pol, usable, vectors_of, concept_det.vectors.image)
         thresholds = summary.thresholds = {**thresholds, **{f"learned:{c}": m.record() for c, m in models.items()}}
-        summary.detectors["learned"] = {"models": len(models), "vetoed": 0, "added": 0,
-                                        "train_seconds": round(time.perf_counter() - tl, 3)}
+        summary.detectors["learned"] = {
+            "models": len(models),
+            "vetoed": 0,
+            "added": 0,
+            "train_seconds": round(time.perf_counter() - tl, 3),
+        }
     centroids = np.zeros((0, max(dim, 0)), np.float32)
     if with_vectors and full:
         sample, share = sample_vectors(conn, vs, model_key, dim, n_items, opts.cluster_sample)
@@ -545,8 +621,10 @@ def _run(catalog, conn, pol, vs, model_key, dim, factory, opts: FlagOptions, run
             timings["kmeans"] = time.perf_counter() - ts
             with transaction(conn) as c:
                 cl.save_centroids(c, scope, centroids)
-                c.execute("UPDATE flag_scopes SET k=?, trained_items=?, trained_run=?, dim=? WHERE scope=?",
-                          (len(centroids), vcount, run_id, dim, scope))
+                c.execute(
+                    "UPDATE flag_scopes SET k=?, trained_items=?, trained_run=?, dim=? WHERE scope=?",
+                    (len(centroids), vcount, run_id, dim, scope),
+                )
         del sample
     elif with_vectors:
         centroids = cl.load_centroids(conn, scope, dim)
@@ -563,8 +641,11 @@ def _run(catalog, conn, pol, vs, model_key, dim, factory, opts: FlagOptions, run
     probe_ids: list[str] = []  # an incremental run's items for the cell-probe search, and their vectors
     probe_vecs: list[np.ndarray] = []
     confirmed = _confirmed_members(conn, scope) if with_vectors and not full else {}
-    searched = {r[0] for r in conn.execute("SELECT DISTINCT seed FROM seed_neighbors WHERE scope=?", (scope,))} \
-        if not full else set()
+    searched = (
+        {r[0] for r in conn.execute("SELECT DISTINCT seed FROM seed_neighbors WHERE scope=?", (scope,))}
+        if not full
+        else set()
+    )
     seed_ids = sorted(s for s in confirmed if s in searched)
     seed_best: dict[str, list] = {}
     seed_vecs = None
@@ -573,16 +654,22 @@ def _run(catalog, conn, pol, vs, model_key, dim, factory, opts: FlagOptions, run
 
         gk, gv = vs.get(model_key, "image", seed_ids)
         seed_vecs, _ = align(seed_ids, gk, gv, dim)
-        seed_best = {s: [(float(sc), i) for i, sc in conn.execute(
-            "SELECT item_id, score FROM seed_neighbors WHERE scope=? AND seed=? AND item_id<>''", (scope, s))]
-            for s in seed_ids}
+        seed_best = {
+            s: [
+                (float(sc), i)
+                for i, sc in conn.execute(
+                    "SELECT item_id, score FROM seed_neighbors WHERE scope=? AND seed=? AND item_id<>''", (scope, s)
+                )
+            ]
+            for s in seed_ids
+        }
 
     def batches():
         if full:
             yield from iter_all_items(conn, opts.batch_size)
             return
         for start in range(0, len(todo), opts.batch_size):
-            b, gone = fetch_items(conn, todo[start:start + opts.batch_size])
+            b, gone = fetch_items(conn, todo[start : start + opts.batch_size])
             if gone:
                 _remove_items(gone)
             yield b
@@ -592,8 +679,12 @@ def _run(catalog, conn, pol, vs, model_key, dim, factory, opts: FlagOptions, run
             dirty = set()
             for chunk in _in_chunks(gone):
                 marks = ",".join("?" * len(chunk))
-                dirty |= set(c.execute(f"SELECT item_id, category FROM flag_signals WHERE scope=? AND item_id IN ({marks})",
-                                       (scope, *chunk)).fetchall())
+                dirty |= set(
+                    c.execute(
+                        f"SELECT item_id, category FROM flag_signals WHERE scope=? AND item_id IN ({marks})",
+                        (scope, *chunk),
+                    ).fetchall()
+                )
                 for table in ("flag_signals", "flag_suppressed", "flag_pending"):
                     c.execute(f"DELETE FROM {table} WHERE scope=? AND item_id IN ({marks})", (scope, *chunk))
             touched.update(cl.remove_members(c, scope, gone))
@@ -602,8 +693,9 @@ def _run(catalog, conn, pol, vs, model_key, dim, factory, opts: FlagOptions, run
     # exact cosine near-duplicates while the archive is small, cell probes above (recorded)
     probed = with_vectors and vs.count(model_key, "image") > opts.dup_exact_max if model_key else False
     dup_probes = cl.cell_probes(opts.dup_probes, len(centroids), vcount if full else (row["trained_items"] or vcount))
-    summary.detectors.setdefault("near_duplicates", {})["cosine_search"] = \
+    summary.detectors.setdefault("near_duplicates", {})["cosine_search"] = (
         f"cells (probes={dup_probes})" if probed else "exact"
+    )
     for b in batches():
         if not len(b):
             continue
@@ -617,8 +709,14 @@ def _run(catalog, conn, pol, vs, model_key, dim, factory, opts: FlagOptions, run
             res = det.detect(ctx)
             results.append(res)
             st = summary.detectors.setdefault(det.name, {})
-            _merge_stats(st, {**{k: v for k, v in res.stats.items()}, "rows": len(res.signals),
-                              "suppressed_rows": len(res.suppressions)})
+            _merge_stats(
+                st,
+                {
+                    **{k: v for k, v in res.stats.items()},
+                    "rows": len(res.signals),
+                    "suppressed_rows": len(res.suppressions),
+                },
+            )
             st["seconds"] = round(st.get("seconds", 0.0) + time.perf_counter() - td, 3)
             if det is not prompt_det:
                 for error in getattr(res, "errors", ()):
@@ -639,14 +737,27 @@ def _run(catalog, conn, pol, vs, model_key, dim, factory, opts: FlagOptions, run
             if models and b.has_image[local]:
                 from audit.flag.combine import fired_names
 
-                hits, vetoed, added = lm.adjust_hits(pol, models, {c: float(p[local]) for c, p in probs.items()},
-                                                     fired_names(sigs, sup_con.get(local, set())), hits,
-                                                     sup_cat.get(local, set()))
+                hits, vetoed, added = lm.adjust_hits(
+                    pol,
+                    models,
+                    {c: float(p[local]) for c, p in probs.items()},
+                    fired_names(sigs, sup_con.get(local, set())),
+                    hits,
+                    sup_cat.get(local, set()),
+                )
                 summary.detectors["learned"]["vetoed"] += vetoed
                 summary.detectors["learned"]["added"] += added
             for hit, chosen in hits:
-                direct_rows.append((scope, b.item_ids[local], hit.category, "0direct", hit.severity,
-                                    json.dumps([s.to_dict() for s in chosen], default=float, ensure_ascii=False)))
+                direct_rows.append(
+                    (
+                        scope,
+                        b.item_ids[local],
+                        hit.category,
+                        "0direct",
+                        hit.severity,
+                        json.dumps([s.to_dict() for s in chosen], default=float, ensure_ascii=False),
+                    )
+                )
         for local, cats in sup_cat.items():
             sup_rows.append((scope, b.item_ids[local], json.dumps(sorted(cats))))
         t = lap("combine", t)
@@ -655,18 +766,27 @@ def _run(catalog, conn, pol, vs, model_key, dim, factory, opts: FlagOptions, run
             dirty = set()
             for chunk in _in_chunks(b.item_ids):
                 marks = ",".join("?" * len(chunk))
-                dirty |= set(c.execute(f"SELECT item_id, category FROM flag_signals WHERE scope=? AND source='0direct' "
-                                       f"AND item_id IN ({marks})", (scope, *chunk)).fetchall())
+                dirty |= set(
+                    c.execute(
+                        f"SELECT item_id, category FROM flag_signals WHERE scope=? AND source='0direct' "
+                        f"AND item_id IN ({marks})",
+                        (scope, *chunk),
+                    ).fetchall()
+                )
                 for table in ("flag_suppressed", "flag_pending"):
                     c.execute(f"DELETE FROM {table} WHERE scope=? AND item_id IN ({marks})", (scope, *chunk))
-                c.execute(f"DELETE FROM flag_signals WHERE scope=? AND source='0direct' AND item_id IN ({marks})",
-                          (scope, *chunk))
+                c.execute(
+                    f"DELETE FROM flag_signals WHERE scope=? AND source='0direct' AND item_id IN ({marks})",
+                    (scope, *chunk),
+                )
             c.executemany("INSERT INTO flag_signals VALUES (?,?,?,?,?,?)", direct_rows)
             c.executemany("INSERT INTO flag_suppressed VALUES (?,?,?)", sup_rows)
             dirty |= {(r[1], r[2]) for r in direct_rows}
             if with_vectors:
-                c.executemany("INSERT OR IGNORE INTO flag_pending VALUES (?,?)",
-                              [(scope, b.item_ids[r]) for r in np.flatnonzero(~b.has_image)])
+                c.executemany(
+                    "INSERT OR IGNORE INTO flag_pending VALUES (?,?)",
+                    [(scope, b.item_ids[r]) for r in np.flatnonzero(~b.has_image)],
+                )
             rows = np.flatnonzero(b.has_image)
             if with_vectors and len(rows) and len(centroids):
                 ids = [b.item_ids[r] for r in rows]
@@ -687,8 +807,12 @@ def _run(catalog, conn, pol, vs, model_key, dim, factory, opts: FlagOptions, run
                     tp = time.perf_counter()
                     edges += dups.pdq_edges_lookup(c, scope, pdq_ids, words, opts.dup_pdq_distance)
                     if opts.dup_min_cosine is not None and not probed:
-                        edges += dups.cosine_edges(ids, vecs, iter_member_vectors(c, vs, scope, model_key, dim,
-                                                                                  opts.block), opts.dup_min_cosine)
+                        edges += dups.cosine_edges(
+                            ids,
+                            vecs,
+                            iter_member_vectors(c, vs, scope, model_key, dim, opts.block),
+                            opts.dup_min_cosine,
+                        )
                     elif opts.dup_min_cosine is not None:
                         # searched once after the batches, grouped by cell (each cell read once per run)
                         probe_ids += ids
@@ -701,20 +825,36 @@ def _run(catalog, conn, pol, vs, model_key, dim, factory, opts: FlagOptions, run
                 gone_roots.update(gone)
             for chunk in _in_chunks(b.item_ids):
                 marks = ",".join("?" * len(chunk))
-                roots.update(r[0] for r in c.execute(
-                    f"SELECT DISTINCT root FROM dup_groups WHERE scope=? AND item_id IN ({marks})", (scope, *chunk)))
+                roots.update(
+                    r[0]
+                    for r in c.execute(
+                        f"SELECT DISTINCT root FROM dup_groups WHERE scope=? AND item_id IN ({marks})", (scope, *chunk)
+                    )
+                )
             summary.deactivated += _compose(c, store, scope, ph, dirty, run_id, now)
         summary.evaluated += len(b)
         t = lap("write", t)
-    summary.errors.extend({"detector": prompt_det.name, **trouble.to_dict()}
-                          for trouble in (prompt_det.breaker.troubles() if prompt_det.breaker else ()))
+    summary.errors.extend(
+        {"detector": prompt_det.name, **trouble.to_dict()}
+        for trouble in (prompt_det.breaker.troubles() if prompt_det.breaker else ())
+    )
 
     # --- an incremental run's cosine edges by cell probes: all its items at once (a SIGKILL
     # before this commit leaves the watermark where it was: the rerun handles them again)
     if probe_ids:
         tp = time.perf_counter()
-        edges = dups.cosine_edges_probed(probe_ids, np.concatenate(probe_vecs).astype(np.float32), conn, vs, scope,
-                                         model_key, dim, centroids, opts.dup_min_cosine, dup_probes)
+        edges = dups.cosine_edges_probed(
+            probe_ids,
+            np.concatenate(probe_vecs).astype(np.float32),
+            conn,
+            vs,
+            scope,
+            model_key,
+            dim,
+            centroids,
+            opts.dup_min_cosine,
+            dup_probes,
+        )
         del probe_vecs
         with transaction(conn) as c:
             changed, gone = dups.union(c, scope, edges)
@@ -734,13 +874,18 @@ def _run(catalog, conn, pol, vs, model_key, dim, factory, opts: FlagOptions, run
             dups.insert_bands_sorted(c, scope, pdq_ids, codes)
         del pdq_ids, codes
         if opts.dup_min_cosine is not None and probed:
-            edges += dups.cosine_edges_by_cells(conn, vs, scope, model_key, dim, centroids, opts.dup_min_cosine,
-                                                dup_probes)
+            edges += dups.cosine_edges_by_cells(
+                conn, vs, scope, model_key, dim, centroids, opts.dup_min_cosine, dup_probes
+            )
         elif opts.dup_min_cosine is not None:
             for ids, x in iter_member_vectors(conn, vs, scope, model_key, dim, opts.block):
                 edges += dups.cosine_edges_within(ids, x, opts.dup_min_cosine)
-                edges += dups.cosine_edges(ids, x, iter_member_vectors(conn, vs, scope, model_key, dim, opts.block,
-                                                                       after=ids[-1]), opts.dup_min_cosine)
+                edges += dups.cosine_edges(
+                    ids,
+                    x,
+                    iter_member_vectors(conn, vs, scope, model_key, dim, opts.block, after=ids[-1]),
+                    opts.dup_min_cosine,
+                )
         with transaction(conn) as c:
             changed, gone = dups.union(c, scope, edges)
             roots.update(changed)
@@ -753,13 +898,25 @@ def _run(catalog, conn, pol, vs, model_key, dim, factory, opts: FlagOptions, run
         if full:
             c.execute("DELETE FROM clusters WHERE policy_hash=?", (ph,))
         if with_vectors and len(centroids):
-            dirty, stats = cl.refresh(c, vs, scope=scope, policy=pol, policy_hash=ph, run_id=run_id,
-                                      model_key=model_key, dim=dim, centroids=centroids, concepts=concept_det,
-                                      touched=None if full else touched, opts=opts)
+            dirty, stats = cl.refresh(
+                c,
+                vs,
+                scope=scope,
+                policy=pol,
+                policy_hash=ph,
+                run_id=run_id,
+                model_key=model_key,
+                dim=dim,
+                centroids=centroids,
+                concepts=concept_det,
+                touched=None if full else touched,
+                opts=opts,
+            )
             summary.detectors["clusters"] = stats
             if models:
                 summary.detectors["learned"]["vetoed_via_cluster"] = _gate_via_cluster(
-                    c, vs, scope, models, concept_det.vectors.image, model_key, dim, dirty)
+                    c, vs, scope, models, concept_det.vectors.image, model_key, dim, dirty
+                )
             summary.deactivated += _compose(c, store, scope, ph, dirty, run_id, now)
         cl.refresh_groups(c, scope=scope, policy_hash=ph, run_id=run_id, roots=roots, gone=gone_roots)
     timings["clusters"] = time.perf_counter() - tc
@@ -776,8 +933,9 @@ def _run(catalog, conn, pol, vs, model_key, dim, factory, opts: FlagOptions, run
 
             gk, gv = vs.get(model_key, "image", fresh)
             fv, _ = align(fresh, gk, gv, dim)
-            seed_best.update(top_neighbors(fresh, fv, iter_member_vectors(conn, vs, scope, model_key, dim, opts.block),
-                                           opts.seed_k))
+            seed_best.update(
+                top_neighbors(fresh, fv, iter_member_vectors(conn, vs, scope, model_key, dim, opts.block), opts.seed_k)
+            )
         screen = _seed_screen(conn, vs, pol, model_key, dim, seed_best, detectors, make_ctx, summary)
         with transaction(conn) as c:
             dirty = _write_seeds(c, scope, confirmed, seed_best, categories, opts, screen)
@@ -791,16 +949,36 @@ def _run(catalog, conn, pol, vs, model_key, dim, factory, opts: FlagOptions, run
             before = c.total_changes
             c.execute("UPDATE findings SET active=0 WHERE policy_hash=? AND active=1 AND run_id IS NOT ?", (ph, run_id))
             summary.deactivated += c.total_changes - before
-        c.execute("UPDATE findings SET status='known' WHERE policy_hash=? AND active=1 AND status='new' "
-                  "AND run_id IS NOT ?", (ph, run_id))
-        c.execute("UPDATE flag_scopes SET state='complete', seq_done=?, vectors_seen=?, decisions_seen=?, learned_fp=? "
-                  "WHERE scope=?", (seq_top, vcount, newest_decision, learned_fp, scope))
-        c.execute("INSERT INTO flag_runs (run_id, policy_hash, policy_name, policy_version, policy_path, model_key, "
-                  "thresholds, at, seq_done, mode, why, reclustered, recluster_why, items_handled) "
-                  "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                  (run_id, ph, pol.name, pol.version, str(pol.path) if pol.path else None, model_key,
-                   json.dumps(thresholds, default=float), now, seq_top, summary.mode, summary.why,
-                   int(summary.reclustered), summary.recluster_why or None, summary.evaluated))
+        c.execute(
+            "UPDATE findings SET status='known' WHERE policy_hash=? AND active=1 AND status='new' AND run_id IS NOT ?",
+            (ph, run_id),
+        )
+        c.execute(
+            "UPDATE flag_scopes SET state='complete', seq_done=?, vectors_seen=?, decisions_seen=?, learned_fp=? "
+            "WHERE scope=?",
+            (seq_top, vcount, newest_decision, learned_fp, scope),
+        )
+        c.execute(
+            "INSERT INTO flag_runs (run_id, policy_hash, policy_name, policy_version, policy_path, model_key, "
+            "thresholds, at, seq_done, mode, why, reclustered, recluster_why, items_handled) "
+            "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (
+                run_id,
+                ph,
+                pol.name,
+                pol.version,
+                str(pol.path) if pol.path else None,
+                model_key,
+                json.dumps(thresholds, default=float),
+                now,
+                seq_top,
+                summary.mode,
+                summary.why,
+                int(summary.reclustered),
+                summary.recluster_why or None,
+                summary.evaluated,
+            ),
+        )
     summary.seq_done = seq_top
     _fill_summary(conn, summary, ph, now)
     summary.timings = timings
@@ -816,8 +994,12 @@ def _confirmed_members(conn, scope: int) -> dict:
     keep = set()
     for chunk in _in_chunks(sorted(confirmed)):
         marks = ",".join("?" * len(chunk))
-        keep.update(r[0] for r in conn.execute(
-            f"SELECT item_id FROM cluster_members WHERE scope=? AND item_id IN ({marks})", (scope, *chunk)))
+        keep.update(
+            r[0]
+            for r in conn.execute(
+                f"SELECT item_id FROM cluster_members WHERE scope=? AND item_id IN ({marks})", (scope, *chunk)
+            )
+        )
     return {s: confirmed[s] for s in sorted(keep)}
 
 
@@ -827,8 +1009,7 @@ def _seed_merge(seed_ids, seed_vecs, ids, vecs, best, k):
     return {**best, **top_neighbors(seed_ids, seed_vecs, [(ids, vecs)], k, best)}
 
 
-def _gate_via_cluster(c, vs, scope: int, models: dict, concept_vectors: dict, model_key: str, dim: int,
-                      pairs) -> int:
+def _gate_via_cluster(c, vs, scope: int, models: dict, concept_vectors: dict, model_key: str, dim: int, pairs) -> int:
     """Drop the "via cluster" evidence of members a category's learned model rejects: a member
     is a candidate only when the model, trained on what reviewers decided, agrees it shows the
     category (the cluster's flag gives no image evidence of the member's own). Returns how many
@@ -845,8 +1026,9 @@ def _gate_via_cluster(c, vs, scope: int, models: dict, concept_vectors: dict, mo
     probs = {cat: m.probability(vecs, concept_vectors) for cat, m in models.items()}
     reject = [(scope, i, cat) for i, cat in wanted if has[row[i]] and probs[cat][row[i]] < models[cat].threshold]
     before = c.total_changes
-    c.executemany("DELETE FROM flag_signals WHERE scope=? AND item_id=? AND category=? AND source LIKE '1cluster:%'",
-                  reject)
+    c.executemany(
+        "DELETE FROM flag_signals WHERE scope=? AND item_id=? AND category=? AND source LIKE '1cluster:%'", reject
+    )
     return c.total_changes - before
 
 
@@ -863,7 +1045,7 @@ def _seed_screen(conn, vs, pol, model_key: str, dim: int, best: dict, detectors,
     fired: dict[str, set[str]] = {}
     vec_of: dict[str, np.ndarray] = {}
     for start in range(0, len(neighbours), 2000):
-        b, _ = fetch_items(conn, neighbours[start:start + 2000])
+        b, _ = fetch_items(conn, neighbours[start : start + 2000])
         if not len(b):
             continue
         load_vectors(vs, model_key, dim, b)
@@ -896,48 +1078,81 @@ def _seed_screen(conn, vs, pol, model_key: str, dim: int, best: dict, detectors,
         for k, v in dropped.items():
             stats[f"dropped_{k}"] = stats.get(f"dropped_{k}", 0) + v
         return keep
+
     return screen
 
 
-def _write_seeds(c, scope: int, confirmed: dict, best: dict, categories: dict, opts,
-                 screen=None) -> set[tuple[str, str]]:
+def _write_seeds(
+    c, scope: int, confirmed: dict, best: dict, categories: dict, opts, screen=None
+) -> set[tuple[str, str]]:
     """Store each seed's neighbours and remake every seed signal (seeds are few: seeds × k rows)."""
     from audit.flag.seeds import SEED_CATEGORY, SEED_SEVERITY, signals_for_seed
 
-    dirty = set(c.execute("SELECT item_id, category FROM flag_signals WHERE scope=? AND source LIKE '2seed:%'",
-                          (scope,)).fetchall())
+    dirty = set(
+        c.execute(
+            "SELECT item_id, category FROM flag_signals WHERE scope=? AND source LIKE '2seed:%'", (scope,)
+        ).fetchall()
+    )
     c.execute("DELETE FROM flag_signals WHERE scope=? AND source LIKE '2seed:%'", (scope,))
     c.execute("DELETE FROM seed_neighbors WHERE scope=?", (scope,))
     rows = []
     for seed in sorted(confirmed):
         neighbors = best.get(seed, [])
-        c.executemany("INSERT INTO seed_neighbors VALUES (?,?,?,?)",
-                      [(scope, seed, "", -2.0)] + [(scope, seed, item, score) for score, item in neighbors])
+        c.executemany(
+            "INSERT INTO seed_neighbors VALUES (?,?,?,?)",
+            [(scope, seed, "", -2.0)] + [(scope, seed, item, score) for score, item in neighbors],
+        )
         decisions = confirmed[seed]
         cats = {d.category for d in decisions if d.category and d.category in categories}
         if not cats:
-            cats = {r[0] for r in c.execute("SELECT DISTINCT category FROM flag_signals WHERE scope=? AND item_id=?",
-                                            (scope, seed))} & set(categories)
+            cats = {
+                r[0]
+                for r in c.execute(
+                    "SELECT DISTINCT category FROM flag_signals WHERE scope=? AND item_id=?", (scope, seed)
+                )
+            } & set(categories)
         cats = cats or {SEED_CATEGORY}
         nbr_ids = [item for _, item in neighbors]
         suppressed = {}
         for chunk in _in_chunks(nbr_ids):
             marks = ",".join("?" * len(chunk))
-            suppressed.update({i: set(json.loads(cs)) for i, cs in c.execute(
-                f"SELECT item_id, categories FROM flag_suppressed WHERE scope=? AND item_id IN ({marks})",
-                (scope, *chunk))})
-        made = signals_for_seed(seed, neighbors, decisions, cats, min_cosine=opts.seed_min_cosine,
-                                suppressed=suppressed)
-        for item_id, cat, sig in (screen(made) if screen is not None else made):
+            suppressed.update(
+                {
+                    i: set(json.loads(cs))
+                    for i, cs in c.execute(
+                        f"SELECT item_id, categories FROM flag_suppressed WHERE scope=? AND item_id IN ({marks})",
+                        (scope, *chunk),
+                    )
+                }
+            )
+        made = signals_for_seed(
+            seed, neighbors, decisions, cats, min_cosine=opts.seed_min_cosine, suppressed=suppressed
+        )
+        for item_id, cat, sig in screen(made) if screen is not None else made:
             sev = categories[cat].severity if cat in categories else SEED_SEVERITY
-            rows.append((scope, item_id, cat, f"2seed:{seed}", sev,
-                         json.dumps([sig.to_dict()], default=float, ensure_ascii=False)))
+            rows.append(
+                (
+                    scope,
+                    item_id,
+                    cat,
+                    f"2seed:{seed}",
+                    sev,
+                    json.dumps([sig.to_dict()], default=float, ensure_ascii=False),
+                )
+            )
     c.executemany("INSERT OR REPLACE INTO flag_signals VALUES (?,?,?,?,?,?)", rows)
     return dirty | {(r[1], r[2]) for r in rows}
 
 
-def concept_scores(audit: "Audit", policy: "str | os.PathLike | Policy | None" = None, *, model: str | None = None,
-                   checkpoint: str | os.PathLike | None = None, device: str = "cpu", embedder=None):
+def concept_scores(
+    audit: "Audit",
+    policy: "str | os.PathLike | Policy | None" = None,
+    *,
+    model: str | None = None,
+    checkpoint: str | os.PathLike | None = None,
+    device: str = "cpu",
+    embedder=None,
+):
     """Every item's cosine to every concept of ``policy``, image and prompt, with the
     thresholds a flag run would use now: a polars frame (item_id, concept, image_score,
     prompt_score, image_threshold, prompt_threshold). For notebooks and threshold tuning."""
@@ -960,21 +1175,44 @@ def concept_scores(audit: "Audit", policy: "str | os.PathLike | Policy | None" =
     dim = int(identity["dim"])
     image, has = _image_matrix(vs, identity["key"], ids, dim)
     prompts, has_prompt = _prompt_matrix(vs, identity["key"], items["prompt"], dim)
-    prev = conn.execute("SELECT thresholds FROM flag_runs WHERE policy_hash=? AND model_key=? ORDER BY run_id DESC "
-                        "LIMIT 1", (pol.content_hash, identity["key"])).fetchone()
+    prev = conn.execute(
+        "SELECT thresholds FROM flag_runs WHERE policy_hash=? AND model_key=? ORDER BY run_id DESC LIMIT 1",
+        (pol.content_hash, identity["key"]),
+    ).fetchone()
     ctx = FlagContext(
-        policy=pol, item_ids=ids, prompts=items["prompt"], negative_prompts=items["negative_prompt"], md5=items["md5"],
-        pdq=items["pdq"], pdq_quality=items["pdq_quality"], image_vectors=image, has_image=has,
-        prompt_vectors=prompts, has_prompt=has_prompt, model_key=identity["key"],
-        embedder_factory=lambda: embedder or Searcher(audit.index_dir, conn).embedder(
-            identity, checkpoint=str(checkpoint) if checkpoint else None, device=device),
+        policy=pol,
+        item_ids=ids,
+        prompts=items["prompt"],
+        negative_prompts=items["negative_prompt"],
+        md5=items["md5"],
+        pdq=items["pdq"],
+        pdq_quality=items["pdq_quality"],
+        image_vectors=image,
+        has_image=has,
+        prompt_vectors=prompts,
+        has_prompt=has_prompt,
+        model_key=identity["key"],
+        embedder_factory=lambda: (
+            embedder
+            or Searcher(audit.index_dir, conn).embedder(
+                identity, checkpoint=str(checkpoint) if checkpoint else None, device=device
+            )
+        ),
         previous_thresholds=json.loads(prev[0]) if prev and prev[0] else {},
     )
     det = ConceptDetector()
     img, txt = det.scores(ctx, "image"), det.scores(ctx, "prompt")
-    frames = [pl.DataFrame({"item_id": ids, "concept": [c.id] * len(ids), "image_score": img[c.id],
-                            "prompt_score": txt[c.id],
-                            "image_threshold": [det.threshold(c.id, "image")] * len(ids),
-                            "prompt_threshold": [det.threshold(c.id, "prompt")] * len(ids)})
-              for c in pol.concepts]
+    frames = [
+        pl.DataFrame(
+            {
+                "item_id": ids,
+                "concept": [c.id] * len(ids),
+                "image_score": img[c.id],
+                "prompt_score": txt[c.id],
+                "image_threshold": [det.threshold(c.id, "image")] * len(ids),
+                "prompt_threshold": [det.threshold(c.id, "prompt")] * len(ids),
+            }
+        )
+        for c in pol.concepts
+    ]
     return pl.concat(frames) if frames else pl.DataFrame()

@@ -28,10 +28,17 @@ SEED_CATEGORY = "seed-neighbor"  # category of seed neighbours when the seed has
 SEED_SEVERITY = "high"
 
 
-def seed_neighbor_signals(confirmed: Mapping[str, list[Decision]], item_ids: Sequence[str], vectors: np.ndarray,
-                          seed_categories: Mapping[str, set[str]], known_categories: set[str], *, k: int = 10,
-                          min_cosine: float = 0.9, suppressed: Mapping[str, set[str]] | None = None
-                          ) -> list[tuple[str, str, Signal]]:
+def seed_neighbor_signals(
+    confirmed: Mapping[str, list[Decision]],
+    item_ids: Sequence[str],
+    vectors: np.ndarray,
+    seed_categories: Mapping[str, set[str]],
+    known_categories: set[str],
+    *,
+    k: int = 10,
+    min_cosine: float = 0.9,
+    suppressed: Mapping[str, set[str]] | None = None,
+) -> list[tuple[str, str, Signal]]:
     """``[(item_id, category, signal)]`` for the neighbours of every confirmed item that has a
     vector. ``item_ids`` and ``vectors`` are aligned (unit rows); ``seed_categories``: the
     categories each item is flagged in now; ``suppressed``: item → categories a negative bank
@@ -51,8 +58,9 @@ def seed_neighbor_signals(confirmed: Mapping[str, list[Decision]], item_ids: Seq
         decisions = confirmed[seed]
         cats = {d.category for d in decisions if d.category and d.category in known_categories}
         cats = cats or (set(seed_categories.get(seed, set())) & known_categories) or {SEED_CATEGORY}
-        ranked = [(float(score), item_ids[nb]) for score, nb in zip(scores[si], nbrs[si])
-                  if nb >= 0 and item_ids[nb] != seed][:k]
+        ranked = [
+            (float(score), item_ids[nb]) for score, nb in zip(scores[si], nbrs[si]) if nb >= 0 and item_ids[nb] != seed
+        ][:k]
         out += signals_for_seed(seed, ranked, decisions, cats, min_cosine=min_cosine, suppressed=suppressed)
     return out
 
@@ -60,8 +68,13 @@ def seed_neighbor_signals(confirmed: Mapping[str, list[Decision]], item_ids: Seq
 # ------------------------------------------------------------------------------ streaming
 
 
-def top_neighbors(seed_ids: Sequence[str], seed_vecs: np.ndarray, blocks, k: int,
-                  best: dict[str, list[tuple[float, str]]] | None = None) -> dict[str, list[tuple[float, str]]]:
+def top_neighbors(
+    seed_ids: Sequence[str],
+    seed_vecs: np.ndarray,
+    blocks,
+    k: int,
+    best: dict[str, list[tuple[float, str]]] | None = None,
+) -> dict[str, list[tuple[float, str]]]:
     """Each seed's ``k`` nearest other items over ``blocks`` of (ids, vectors), merged into
     ``best`` (score descending, ties by item id): exact, one block product at a time."""
     best = {s: list((best or {}).get(s, [])) for s in seed_ids}
@@ -73,8 +86,11 @@ def top_neighbors(seed_ids: Sequence[str], seed_vecs: np.ndarray, blocks, k: int
             continue
         sim = q @ np.ascontiguousarray(x, dtype=np.float32).T
         take = min(k + 1, sim.shape[1])
-        top = np.argpartition(-sim, take - 1, axis=1)[:, :take] if take < sim.shape[1] else np.tile(
-            np.arange(sim.shape[1]), (len(seed_ids), 1))
+        top = (
+            np.argpartition(-sim, take - 1, axis=1)[:, :take]
+            if take < sim.shape[1]
+            else np.tile(np.arange(sim.shape[1]), (len(seed_ids), 1))
+        )
         for si, seed in enumerate(seed_ids):
             cand = [(float(sim[si, j]), ids[j]) for j in top[si] if ids[j] != seed]
             have = {item for _, item in best[seed]}
@@ -84,8 +100,15 @@ def top_neighbors(seed_ids: Sequence[str], seed_vecs: np.ndarray, blocks, k: int
     return best
 
 
-def signals_for_seed(seed: str, neighbors: list[tuple[float, str]], decisions: list[Decision], cats: set[str],
-                     *, min_cosine: float, suppressed: Mapping[str, set[str]]) -> list[tuple[str, str, Signal]]:
+def signals_for_seed(
+    seed: str,
+    neighbors: list[tuple[float, str]],
+    decisions: list[Decision],
+    cats: set[str],
+    *,
+    min_cosine: float,
+    suppressed: Mapping[str, set[str]],
+) -> list[tuple[str, str, Signal]]:
     """The ``seed_neighbor`` signals of one seed's ranked neighbours (as ``seed_neighbor_signals``)."""
     last = decisions[-1]
     out = []
@@ -96,17 +119,36 @@ def signals_for_seed(seed: str, neighbors: list[tuple[float, str]], decisions: l
         for cat in sorted(cats):
             if "*" in sup or cat in sup:
                 continue
-            out.append((item_id, cat, Signal(
-                "seed_neighbor", f"seed:{seed[:16]}", round(float(score), 6), min_cosine,
-                round(margin(score, min_cosine), 6),
-                {"seed_item_id": seed, "rank": rank, "space": "image", "decision_id": last.decision_id,
-                 "decided_by": last.decided_by})))
+            out.append(
+                (
+                    item_id,
+                    cat,
+                    Signal(
+                        "seed_neighbor",
+                        f"seed:{seed[:16]}",
+                        round(float(score), 6),
+                        min_cosine,
+                        round(margin(score, min_cosine), 6),
+                        {
+                            "seed_item_id": seed,
+                            "rank": rank,
+                            "space": "image",
+                            "decision_id": last.decision_id,
+                            "decided_by": last.decided_by,
+                        },
+                    ),
+                )
+            )
     return out
 
 
-def screen_seed_signals(policy, signals: list[tuple[str, str, Signal]], fired: Mapping[str, set[str]],
-                        labels: Mapping[tuple[str, str], tuple[int, int]],
-                        nearest_dismissed: Mapping[tuple[str, str], float]) -> tuple[list, dict]:
+def screen_seed_signals(
+    policy,
+    signals: list[tuple[str, str, Signal]],
+    fired: Mapping[str, set[str]],
+    labels: Mapping[tuple[str, str], tuple[int, int]],
+    nearest_dismissed: Mapping[tuple[str, str], float],
+) -> tuple[list, dict]:
     """The seed signals a neighbour may carry, and counts of those dropped by reason.
 
     ``fired``: each neighbour's own signal names (``audit.flag.combine.fired_names``);
@@ -116,7 +158,11 @@ def screen_seed_signals(policy, signals: list[tuple[str, str, Signal]], fired: M
 
     keep, dropped = [], {"flag_not_met": 0, "dismissed": 0, "nearer_dismissed": 0}
     for item_id, cat, sig in signals:
-        if cat != SEED_CATEGORY and policy.flags and not fires_with_image_evidence(policy, cat, fired.get(item_id, set())):
+        if (
+            cat != SEED_CATEGORY
+            and policy.flags
+            and not fires_with_image_evidence(policy, cat, fired.get(item_id, set()))
+        ):
             dropped["flag_not_met"] += 1
         elif labels.get((item_id, cat), (1, 0))[0] == 0:
             dropped["dismissed"] += 1

@@ -84,8 +84,14 @@ CREATE TABLE IF NOT EXISTS seed_neighbors (
 """
 
 # Columns of flag_runs added by the incremental flag stage (older indexes gain them in place).
-FLAG_RUN_COLUMNS = {"seq_done": "INTEGER", "mode": "TEXT", "why": "TEXT", "reclustered": "INTEGER",
-                    "recluster_why": "TEXT", "items_handled": "INTEGER"}
+FLAG_RUN_COLUMNS = {
+    "seq_done": "INTEGER",
+    "mode": "TEXT",
+    "why": "TEXT",
+    "reclustered": "INTEGER",
+    "recluster_why": "TEXT",
+    "items_handled": "INTEGER",
+}
 
 # Columns of flag_scopes added later: ``learned_fp`` names the learned models
 # (``audit.flag.learned.labels_fingerprint``) the scope's stored evidence was scored with; a
@@ -93,8 +99,18 @@ FLAG_RUN_COLUMNS = {"seq_done": "INTEGER", "mode": "TEXT", "why": "TEXT", "reclu
 SCOPE_COLUMNS = {"learned_fp": "TEXT"}
 
 # Tables whose rows belong to one scope (cleared by a full run).
-SCOPED_TABLES = ("flag_centroids", "cluster_members", "cluster_terms", "cluster_state", "flag_pending",
-                 "flag_signals", "flag_suppressed", "dup_groups", "pdq_bands", "seed_neighbors")
+SCOPED_TABLES = (
+    "flag_centroids",
+    "cluster_members",
+    "cluster_terms",
+    "cluster_state",
+    "flag_pending",
+    "flag_signals",
+    "flag_suppressed",
+    "dup_groups",
+    "pdq_bands",
+    "seed_neighbors",
+)
 
 
 def ensure(conn: sqlite3.Connection) -> None:
@@ -111,15 +127,22 @@ def scope_row(conn: sqlite3.Connection, policy_hash: str, model_key: str) -> dic
 
 
 def open_scope(c: sqlite3.Connection, policy_hash: str, model_key: str) -> int:
-    c.execute("INSERT INTO flag_scopes (policy_hash, model_key) VALUES (?,?) ON CONFLICT DO NOTHING",
-              (policy_hash, model_key))
-    return int(c.execute("SELECT scope FROM flag_scopes WHERE policy_hash=? AND model_key=?",
-                         (policy_hash, model_key)).fetchone()[0])
+    c.execute(
+        "INSERT INTO flag_scopes (policy_hash, model_key) VALUES (?,?) ON CONFLICT DO NOTHING", (policy_hash, model_key)
+    )
+    return int(
+        c.execute(
+            "SELECT scope FROM flag_scopes WHERE policy_hash=? AND model_key=?", (policy_hash, model_key)
+        ).fetchone()[0]
+    )
 
 
 def reset_scope(c: sqlite3.Connection, scope: int) -> None:
     """A full run starts from nothing (inside the caller's transaction)."""
     for table in SCOPED_TABLES:
         c.execute(f"DELETE FROM {table} WHERE scope = ?", (scope,))
-    c.execute("UPDATE flag_scopes SET state='full', seq_done=0, vectors_seen=0, k=NULL, trained_items=NULL, "
-              "trained_run=NULL WHERE scope=?", (scope,))
+    c.execute(
+        "UPDATE flag_scopes SET state='full', seq_done=0, vectors_seen=0, k=NULL, trained_items=NULL, "
+        "trained_run=NULL WHERE scope=?",
+        (scope,),
+    )

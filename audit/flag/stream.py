@@ -49,8 +49,10 @@ def iter_all_items(conn, batch: int) -> Iterator[ItemBatch]:
     """Every readable, present item, in item_id order, ``batch`` at a time."""
     last = ""
     while True:
-        rows = conn.execute(f"{_SELECT} WHERE i.item_id > ? AND i.status = 'ok' AND {_PRESENT} "
-                            "ORDER BY i.item_id LIMIT ?", (last, batch)).fetchall()
+        rows = conn.execute(
+            f"{_SELECT} WHERE i.item_id > ? AND i.status = 'ok' AND {_PRESENT} ORDER BY i.item_id LIMIT ?",
+            (last, batch),
+        ).fetchall()
         if not rows:
             return
         last = rows[-1][0]
@@ -62,7 +64,7 @@ def fetch_items(conn, item_ids: Sequence[str]) -> tuple[ItemBatch, list[str]]:
     (an item turned unreadable, or every location of it vanished)."""
     found: dict[str, tuple] = {}
     for start in range(0, len(item_ids), 900):
-        chunk = list(item_ids[start:start + 900])
+        chunk = list(item_ids[start : start + 900])
         marks = ",".join("?" * len(chunk))
         for row in conn.execute(f"{_SELECT} WHERE i.item_id IN ({marks}) AND i.status = 'ok' AND {_PRESENT}", chunk):
             found[row[0]] = row
@@ -123,9 +125,11 @@ def sample_ids(conn, n_items: int, limit: int) -> tuple[list[str], float]:
     where, params = "", []
     if share < 1.0:
         where = " AND i.item_id < ?"
-        params.append(f"{int(share * 16 ** 8):08x}")
-    rows = conn.execute(f"SELECT i.item_id FROM items i WHERE i.status = 'ok' AND {_PRESENT}{where} "
-                        "ORDER BY i.item_id LIMIT ?", (*params, limit)).fetchall()
+        params.append(f"{int(share * 16**8):08x}")
+    rows = conn.execute(
+        f"SELECT i.item_id FROM items i WHERE i.status = 'ok' AND {_PRESENT}{where} ORDER BY i.item_id LIMIT ?",
+        (*params, limit),
+    ).fetchall()
     return [r[0] for r in rows], share
 
 
@@ -136,22 +140,27 @@ def sample_vectors(conn, vs, model_key: str, dim: int, n_items: int, limit: int)
         return np.zeros((0, dim), np.float32), share
     parts = []
     for start in range(0, len(ids), 20_000):
-        chunk = ids[start:start + 20_000]
+        chunk = ids[start : start + 20_000]
         got_keys, got = vs.get(model_key, "image", chunk)
         mat, has = align(chunk, got_keys, got, dim)
         parts.append(mat[has])
     return np.concatenate(parts) if parts else np.zeros((0, dim), np.float32), share
 
 
-def iter_member_vectors(conn, vs, scope: int, model_key: str, dim: int, batch: int,
-                        after: str = "") -> Iterator[tuple[list[str], np.ndarray]]:
+def iter_member_vectors(
+    conn, vs, scope: int, model_key: str, dim: int, batch: int, after: str = ""
+) -> Iterator[tuple[list[str], np.ndarray]]:
     """The image vectors of the scope's cluster members (every handled item with a vector),
     in item_id order from ``after`` on, ``batch`` at a time."""
     last = after
     while True:
-        ids = [r[0] for r in conn.execute(
-            "SELECT item_id FROM cluster_members WHERE scope = ? AND item_id > ? ORDER BY item_id LIMIT ?",
-            (scope, last, batch))]
+        ids = [
+            r[0]
+            for r in conn.execute(
+                "SELECT item_id FROM cluster_members WHERE scope = ? AND item_id > ? ORDER BY item_id LIMIT ?",
+                (scope, last, batch),
+            )
+        ]
         if not ids:
             return
         last = ids[-1]

@@ -54,17 +54,31 @@ class VideoHashDetector:
                     if m.query_percent < hl.vpdq_query_match or m.compared_percent < hl.vpdq_compared_match:
                         continue
                     video = index.videos[m.video]
-                    det.add(row, Signal(
-                        "hash_match", f"hash:{hl.id}", round(m.query_percent, 2), float(hl.vpdq_query_match),
-                        round(m.query_percent - hl.vpdq_query_match, 2),
-                        {"hash_type": "vpdq", "label": video.label, "bank": hl.id, "line": video.line,
-                         "query_match_percent": round(m.query_percent, 2),
-                         "compared_match_percent": round(m.compared_percent, 2),
-                         "query_match_threshold": hl.vpdq_query_match,
-                         "compared_match_threshold": hl.vpdq_compared_match,
-                         "query_frames": m.query_frames, "compared_frames": m.compared_frames,
-                         "first_match_ms": m.first_query_ms, "max_distance": hl.pdq_max_distance,
-                         "min_quality": hl.pdq_min_quality}))  # fmt: skip
+                    det.add(
+                        row,
+                        Signal(
+                            "hash_match",
+                            f"hash:{hl.id}",
+                            round(m.query_percent, 2),
+                            float(hl.vpdq_query_match),
+                            round(m.query_percent - hl.vpdq_query_match, 2),
+                            {
+                                "hash_type": "vpdq",
+                                "label": video.label,
+                                "bank": hl.id,
+                                "line": video.line,
+                                "query_match_percent": round(m.query_percent, 2),
+                                "compared_match_percent": round(m.compared_percent, 2),
+                                "query_match_threshold": hl.vpdq_query_match,
+                                "compared_match_threshold": hl.vpdq_compared_match,
+                                "query_frames": m.query_frames,
+                                "compared_frames": m.compared_frames,
+                                "first_match_ms": m.first_query_ms,
+                                "max_distance": hl.pdq_max_distance,
+                                "min_quality": hl.pdq_min_quality,
+                            },
+                        ),
+                    )
                     hits += 1
                     break  # best first: one signal per list and video
             counts[hl.id] = hits
@@ -74,10 +88,10 @@ class VideoHashDetector:
     def _video_hashes(self, item_ids: list[str]) -> dict[str, str]:
         out = {}
         for start in range(0, len(item_ids), 900):
-            chunk = item_ids[start:start + 900]
+            chunk = item_ids[start : start + 900]
             marks = ",".join("?" * len(chunk))
             for item_id, text in self.conn.execute(
-                    f"SELECT item_id, video_hash FROM items WHERE item_id IN ({marks}) AND video_hash IS NOT NULL",
-                    chunk):
+                f"SELECT item_id, video_hash FROM items WHERE item_id IN ({marks}) AND video_hash IS NOT NULL", chunk
+            ):
                 out[item_id] = text
         return out

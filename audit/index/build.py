@@ -181,10 +181,18 @@ class IndexBuilder:
         if spec.kind == "ivf" and total > self.growth * max(manifest.built_n, 1):
             return f"grew from {manifest.built_n:,} to {total:,} vectors since training"
         if not len(new_keys):
-            return SpaceResult(model_key, space, "unchanged", n=manifest.n, index=manifest.spec.get("factory", ""),
-                               params=manifest.params, tuned_recall=manifest.tuned_recall,
-                               estimated_bytes=manifest.spec.get("estimated_bytes", 0),
-                               fits_budget=manifest.spec.get("fits_budget", True), reason="up to date")  # fmt: skip
+            return SpaceResult(
+                model_key,
+                space,
+                "unchanged",
+                n=manifest.n,
+                index=manifest.spec.get("factory", ""),
+                params=manifest.params,
+                tuned_recall=manifest.tuned_recall,
+                estimated_bytes=manifest.spec.get("estimated_bytes", 0),
+                fits_budget=manifest.spec.get("fits_budget", True),
+                reason="up to date",
+            )
         self.progress("listed", len(new_keys))
         added_keys = []
         for i in range(0, len(new_keys), self.batch):
@@ -196,13 +204,27 @@ class IndexBuilder:
             self.progress("done", len(chunk))
         all_keys = np.concatenate([encode_keys(keys), encode_keys(added_keys)])
         manifest.updated = utc_now()
-        manifest.spec = {**manifest.spec, "estimated_bytes": int(total * spec.bytes_per_vector),
-                         "fits_budget": spec.fits_budget, "memory_budget": self.budget, "index_type": self.index_type}
+        manifest.spec = {
+            **manifest.spec,
+            "estimated_bytes": int(total * spec.bytes_per_vector),
+            "fits_budget": spec.fits_budget,
+            "memory_budget": self.budget,
+            "index_type": self.index_type,
+        }
         manifest = save_index(self.index_dir, manifest, index, all_keys)
-        return SpaceResult(model_key, space, "updated", n=manifest.n, added=len(added_keys), index=manifest.spec["factory"],
-                           params=manifest.params, tuned_recall=manifest.tuned_recall,
-                           estimated_bytes=manifest.spec["estimated_bytes"], fits_budget=spec.fits_budget,
-                           reason=f"added {len(added_keys):,} vectors")  # fmt: skip
+        return SpaceResult(
+            model_key,
+            space,
+            "updated",
+            n=manifest.n,
+            added=len(added_keys),
+            index=manifest.spec["factory"],
+            params=manifest.params,
+            tuned_recall=manifest.tuned_recall,
+            estimated_bytes=manifest.spec["estimated_bytes"],
+            fits_budget=spec.fits_budget,
+            reason=f"added {len(added_keys):,} vectors",
+        )
 
     def _store_keys(self, model_key: str, space: str) -> np.ndarray:
         parts = [encode_keys(keys) for keys in self.vs.iter_keys(model_key, space)]
@@ -248,15 +270,39 @@ class IndexBuilder:
         params, recall = self._tune(index, spec, queries, truth.ids())
         now = utc_now()
         manifest = Manifest(
-            model_key=model_key, space=space, dim=dim, n=int(index.ntotal), generation=0, index_file="", keys_file="",
-            index_size=0, index_sha256="", keys_size=0, keys_sha256="", spec=self._spec_record(spec), params=params,
-            built_n=int(index.ntotal), tuned_recall=recall, built=now, updated=now,
-        )  # fmt: skip
+            model_key=model_key,
+            space=space,
+            dim=dim,
+            n=int(index.ntotal),
+            generation=0,
+            index_file="",
+            keys_file="",
+            index_size=0,
+            index_sha256="",
+            keys_size=0,
+            keys_sha256="",
+            spec=self._spec_record(spec),
+            params=params,
+            built_n=int(index.ntotal),
+            tuned_recall=recall,
+            built=now,
+            updated=now,
+        )
         keys_arr = np.concatenate(all_keys) if all_keys else np.zeros(0, dtype="S64")
         manifest = save_index(self.index_dir, manifest, index, keys_arr)
-        return SpaceResult(model_key, space, "built", n=manifest.n, added=manifest.n, index=spec.factory, params=params,
-                           tuned_recall=recall, estimated_bytes=spec.estimated_bytes, fits_budget=spec.fits_budget,
-                           reason=spec.reason)  # fmt: skip
+        return SpaceResult(
+            model_key,
+            space,
+            "built",
+            n=manifest.n,
+            added=manifest.n,
+            index=spec.factory,
+            params=params,
+            tuned_recall=recall,
+            estimated_bytes=spec.estimated_bytes,
+            fits_budget=spec.fits_budget,
+            reason=spec.reason,
+        )
 
     def _batches(self, model_key: str, space: str, dim: int) -> Iterator[tuple[list[str], np.ndarray]]:
         for keys, vecs in self.vs.iter_all(model_key, space, batch=self.batch):

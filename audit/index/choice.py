@@ -96,8 +96,9 @@ def choose_index(
     if n < flat_below:
         per = 4 * d + KEY_BYTES
         est = int(n * per)
-        return IndexSpec("flat", "Flat", "Flat", 0, 0, per, est, est <= budget,
-                         f"{n:,} vectors < {flat_below:,}: exact search")  # fmt: skip
+        return IndexSpec(
+            "flat", "Flat", "Flat", 0, 0, per, est, est <= budget, f"{n:,} vectors < {flat_below:,}: exact search"
+        )
     nlist = nlist_for(n)
     train_n = min(n, TRAIN_PER_LIST * nlist)
     fixed = nlist * d * 4 + train_n * d * 4  # centroids + the training sample held while building
@@ -106,13 +107,31 @@ def choose_index(
         per = code + 8 + KEY_BYTES
         est = int(n * per + fixed)
         if est <= budget:
-            return IndexSpec("ivf", f"IVF{nlist},{codec}", codec, nlist, train_n, per, est, True,
-                             f"{n:,} vectors, {codec} codes fit {_fmt(budget)} (≈{_fmt(est)})")  # fmt: skip
+            return IndexSpec(
+                "ivf",
+                f"IVF{nlist},{codec}",
+                codec,
+                nlist,
+                train_n,
+                per,
+                est,
+                True,
+                f"{n:,} vectors, {codec} codes fit {_fmt(budget)} (≈{_fmt(est)})",
+            )
     codec, code = candidates[-1]
     per = code + 8 + KEY_BYTES
     est = int(n * per + fixed)
-    return IndexSpec("ivf", f"IVF{nlist},{codec}", codec, nlist, train_n, per, est, False,
-                     f"{n:,} vectors do not fit {_fmt(budget)} even as {codec} (≈{_fmt(est)}); using the smallest codes")  # fmt: skip
+    return IndexSpec(
+        "ivf",
+        f"IVF{nlist},{codec}",
+        codec,
+        nlist,
+        train_n,
+        per,
+        est,
+        False,
+        f"{n:,} vectors do not fit {_fmt(budget)} even as {codec} (≈{_fmt(est)}); using the smallest codes",
+    )
 
 
 def _forced(index_type: str, n: int, d: int, budget: int) -> IndexSpec:
@@ -127,8 +146,9 @@ def _forced(index_type: str, n: int, d: int, budget: int) -> IndexSpec:
         links = int(m.group(1) or 32)
         per = 4 * d + links * 2 * 4 * 1.1 + KEY_BYTES
         est = int(n * per)
-        return IndexSpec("hnsw", f"HNSW{links},Flat", f"HNSW{links}", 0, 0, per, est, est <= budget,
-                         f"forced: HNSW{links}")  # fmt: skip
+        return IndexSpec(
+            "hnsw", f"HNSW{links},Flat", f"HNSW{links}", 0, 0, per, est, est <= budget, f"forced: HNSW{links}"
+        )
     m = re.fullmatch(r"ivf(?:(\d+))?,?(flat|sq8|pq(\d+))?", low)
     if m:
         nlist = int(m.group(1)) if m.group(1) else nlist_for(n)
@@ -139,8 +159,9 @@ def _forced(index_type: str, n: int, d: int, budget: int) -> IndexSpec:
         per = code + 8 + KEY_BYTES
         train_n = min(n, TRAIN_PER_LIST * nlist)
         est = int(n * per + nlist * d * 4 + train_n * d * 4)
-        return IndexSpec("ivf", f"IVF{nlist},{codec}", codec, nlist, train_n, per, est, est <= budget,
-                         f"forced: IVF{nlist},{codec}")  # fmt: skip
+        return IndexSpec(
+            "ivf", f"IVF{nlist},{codec}", codec, nlist, train_n, per, est, est <= budget, f"forced: IVF{nlist},{codec}"
+        )
     raise UsageError(f"unknown index type {index_type!r} (use flat, hnsw[M], ivf[NLIST][,flat|sq8|pqM])")
 
 

@@ -199,7 +199,9 @@ def load_index(index_dir: Path, model_key: str, space: str, *, verify: bool = Fa
         except FileNotFoundError:
             # a writer replaced the generation between our reads of manifest and files
             if attempt == 2:
-                raise IndexCorrupt(f"index files named by {manifest_path(index_dir, model_key, space)} are missing") from None
+                raise IndexCorrupt(
+                    f"index files named by {manifest_path(index_dir, model_key, space)} are missing"
+                ) from None
     return None  # pragma: no cover
 
 

@@ -103,8 +103,9 @@ class Searcher:
             return self._embedders[cache_key]
         factory = self._embedder_factory or load_embedder
         extra = {"precision": identity["precision"]} if identity.get("precision") else {}  # an int8 space
-        emb = factory(identity["name"], pretrained=identity.get("pretrained"), checkpoint=checkpoint, device=device,
-                      **extra)  # fmt: skip
+        emb = factory(
+            identity["name"], pretrained=identity.get("pretrained"), checkpoint=checkpoint, device=device, **extra
+        )
         key = getattr(getattr(emb, "identity", None), "key", None)
         if key is not None and key != identity["key"]:
             hint = (
@@ -150,7 +151,9 @@ class Searcher:
                 return rows[0][0]
             if len(rows) > 1:
                 raise UsageError(f"item id prefix {item!r} is ambiguous; give more characters")
-        row = self.conn.execute("SELECT item_id FROM locations WHERE uri = ? AND item_id IS NOT NULL", (item,)).fetchone()
+        row = self.conn.execute(
+            "SELECT item_id FROM locations WHERE uri = ? AND item_id IS NOT NULL", (item,)
+        ).fetchone()
         if row:
             return row[0]
         raise InputError(f"no item {item!r} in this index (give an item id, a unique prefix of one, or a uri)")
@@ -168,7 +171,9 @@ class Searcher:
         return _row(vecs)
 
     # --- the search
-    def search(self, model_key: str, space: str, query: np.ndarray, k: int, *, exclude: str | None = None) -> pl.DataFrame:
+    def search(
+        self, model_key: str, space: str, query: np.ndarray, k: int, *, exclude: str | None = None
+    ) -> pl.DataFrame:
         if space not in SPACES:
             raise UsageError(f"--space must be one of {', '.join(SPACES)}, got {space!r}")
         if k < 1:
@@ -186,8 +191,11 @@ class Searcher:
         while True:
             fetch = min(fetch, index.ntotal)
             scores, ids = index.search(q, fetch)
-            hits = [(keys[i].decode() if isinstance(keys[i], bytes) else str(keys[i]), float(s))
-                    for s, i in zip(scores[0], ids[0]) if i >= 0]  # fmt: skip
+            hits = [
+                (keys[i].decode() if isinstance(keys[i], bytes) else str(keys[i]), float(s))
+                for s, i in zip(scores[0], ids[0])
+                if i >= 0
+            ]
             if not exact_codes:
                 hits = self._rescore(model_key, space, q[0], hits)
             rows = self._rows(space, hits, exclude)
@@ -232,8 +240,14 @@ class Searcher:
         return pl.DataFrame([{c: r.get(c) for c in RESULT_SCHEMA} for r in rows], schema=RESULT_SCHEMA, orient="row")
 
 
-def load_embedder(name: str, *, pretrained: str | None = None, checkpoint: str | None = None, device: str = "cpu",
-                  precision: str = "fp32"):
+def load_embedder(
+    name: str,
+    *,
+    pretrained: str | None = None,
+    checkpoint: str | None = None,
+    device: str = "cpu",
+    precision: str = "fp32",
+):
     """The query embedder for a stored model identity (``audit.embed.openclip``)."""
     try:
         from audit.embed.openclip import load_embedder as load
@@ -241,8 +255,14 @@ def load_embedder(name: str, *, pretrained: str | None = None, checkpoint: str |
         raise DependencyMissing(f"text and image queries need the open_clip embedder: {exc}") from None
     # one query at a time: fp32 is cheap and skips the bf16 calibration at load; an int8
     # space (``precision="int8"``) is queried with its own (cached) int8 towers
-    return load(name, pretrained=pretrained, checkpoint=checkpoint, device=device, precision=precision,
-                calibrate=precision == "fp32")
+    return load(
+        name,
+        pretrained=pretrained,
+        checkpoint=checkpoint,
+        device=device,
+        precision=precision,
+        calibrate=precision == "fp32",
+    )
 
 
 def excerpt(text: str | None, n: int = EXCERPT_CHARS) -> str | None:

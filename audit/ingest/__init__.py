@@ -68,7 +68,9 @@ __all__ = [
 ]
 
 
-def open_source(spec: str, *, max_member_bytes: int = DEFAULT_MAX_MEMBER_BYTES, trust_dir_mtime: bool = False) -> Source:
+def open_source(
+    spec: str, *, max_member_bytes: int = DEFAULT_MAX_MEMBER_BYTES, trust_dir_mtime: bool = False
+) -> Source:
     """The reader for one SOURCE argument (see the module docstring).
 
     ``max_member_bytes`` caps archive members and remote objects read into memory;

@@ -10,8 +10,29 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable, Iterator
 
-IMAGE_EXTS = frozenset({"png", "jpg", "jpeg", "jpe", "jfif", "webp", "gif", "bmp", "tif", "tiff", "avif", "heic", "heif",
-                        "hif", "jxl", "mp4", "m4v", "mov", "webm"})  # fmt: skip
+IMAGE_EXTS = frozenset(
+    {
+        "png",
+        "jpg",
+        "jpeg",
+        "jpe",
+        "jfif",
+        "webp",
+        "gif",
+        "bmp",
+        "tif",
+        "tiff",
+        "avif",
+        "heic",
+        "heif",
+        "hif",
+        "jxl",
+        "mp4",
+        "m4v",
+        "mov",
+        "webm",
+    }
+)
 SIDECAR_EXTS = frozenset({"txt", "json", "yaml", "yml"})
 MANIFEST_SUFFIXES = (".jsonl", ".csv", ".parquet", ".json")
 # tarfile's "r|*" detects gzip, bzip2 and xz (zstd: ``members.tar_stream``); anything ending
@@ -47,7 +68,7 @@ def is_image_name(name: str) -> bool:
 
 
 def archive_kind(name: str) -> str | None:
-    """"tar" or "zip" when ``name`` looks like an archive, else None."""
+    """ "tar" or "zip" when ``name`` looks like an archive, else None."""
     low = name.lower()
     if low.endswith(ZIP_SUFFIXES):
         return "zip"

@@ -259,7 +259,9 @@ def json_sidecar_fields(data: bytes) -> tuple[dict[str, Any], str | None]:
     if not isinstance(obj, dict):
         return {}, None
     return {
-        k: obj[k] for k in JSON_SIDECAR_FIELDS if isinstance(obj.get(k), (str, int, float)) and not isinstance(obj.get(k), bool)
+        k: obj[k]
+        for k in JSON_SIDECAR_FIELDS
+        if isinstance(obj.get(k), (str, int, float)) and not isinstance(obj.get(k), bool)
     }, None
 
 
@@ -294,7 +296,12 @@ class _Reader:
 
     def error(self, name: str, reason: str, size: int | None = None, mtime_ns: int | None = None) -> Entry:
         return Entry(
-            uri=self.member_uri(name), source=self.source, size=size, mtime_ns=mtime_ns, error=reason, container=self.uri
+            uri=self.member_uri(name),
+            source=self.source,
+            size=size,
+            mtime_ns=mtime_ns,
+            error=reason,
+            container=self.uri,
         )
 
     def too_big(self, size: int) -> str:
@@ -306,7 +313,9 @@ class _Reader:
         """The members of an archive stored as a member of this one; an error row for it
         (uri ``<this>!/<name>``) when it is not opened or turns out damaged."""
         if self.depth >= MAX_NESTING_DEPTH:
-            yield self.error(name, f"nested archive not opened: more than {MAX_NESTING_DEPTH} levels of archives", size, mtime_ns)
+            yield self.error(
+                name, f"nested archive not opened: more than {MAX_NESTING_DEPTH} levels of archives", size, mtime_ns
+            )
             return
         if self.walk.budget.exhausted:
             yield self.error(name, self.walk.budget.reason(), size, mtime_ns)
@@ -381,7 +390,9 @@ class _TarGroup:
             self.skipped.append(f"{member.base}: {member.error}")
             return
         if self.sidecar_bytes + len(member.data) > SIDECARS_PER_IMAGE_MAX_BYTES:
-            self.skipped.append(f"{member.base}: sidecars of this image pass {SIDECARS_PER_IMAGE_MAX_BYTES} bytes (not attached)")
+            self.skipped.append(
+                f"{member.base}: sidecars of this image pass {SIDECARS_PER_IMAGE_MAX_BYTES} bytes (not attached)"
+            )
             return
         self.sidecars.append(Sidecar(name=member.base, data=member.data))
         self.sidecar_bytes += len(member.data)
@@ -545,7 +556,11 @@ class _ZipReader(_Reader):
             bad = unsafe_reason(info.filename)
             mode = info.external_attr >> 16 if info.create_system == 3 else 0  # Unix mode bits
             if bad is None and stat.S_IFMT(mode) and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
-                bad = "unsafe member path: " + ("symbolic link" if stat.S_ISLNK(mode) else "special file") + " (not followed)"
+                bad = (
+                    "unsafe member path: "
+                    + ("symbolic link" if stat.S_ISLNK(mode) else "special file")
+                    + " (not followed)"
+                )
             if bad:
                 yield self.error(name, bad, info.file_size, mtime_ns)
                 continue
@@ -591,7 +606,9 @@ class _ZipReader(_Reader):
     def _opener(self, zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> Callable[[], Any]:
         return lambda: Metered(zf.open(info), self.walk.budget)
 
-    def _part_records(self, zf: zipfile.ZipFile, names: dict[str, zipfile.ZipInfo]) -> tuple[dict[str, dict[str, Any]], str | None]:
+    def _part_records(
+        self, zf: zipfile.ZipFile, names: dict[str, zipfile.ZipInfo]
+    ) -> tuple[dict[str, dict[str, Any]], str | None]:
         """image name -> fields of a DiffusionDB part (``part-NNNNNN.zip`` holding
         ``part-NNNNNN.json``), the dataset's metadata table standing in when the part JSON
         is missing or broken; and the problem to record with each image, if any."""
@@ -626,7 +643,9 @@ class _ZipReader(_Reader):
             return records, problem
         return {}, problem
 
-    def _sidecars(self, zf: zipfile.ZipFile, names: dict[str, zipfile.ZipInfo], filename: str) -> tuple[tuple[Sidecar, ...], dict[str, Any]]:
+    def _sidecars(
+        self, zf: zipfile.ZipFile, names: dict[str, zipfile.ZipInfo], filename: str
+    ) -> tuple[tuple[Sidecar, ...], dict[str, Any]]:
         dot = filename.rfind(".")
         stems = dict.fromkeys((wds_key(filename), filename[:dot] if dot > 0 else filename))
         sidecars: list[Sidecar] = []
@@ -657,7 +676,9 @@ class _ZipReader(_Reader):
                     skipped.append(f"{base}: unreadable: {describe(exc)}")
                     continue
                 if total + len(data) > SIDECARS_PER_IMAGE_MAX_BYTES:
-                    skipped.append(f"{base}: sidecars of this image pass {SIDECARS_PER_IMAGE_MAX_BYTES} bytes (not attached)")
+                    skipped.append(
+                        f"{base}: sidecars of this image pass {SIDECARS_PER_IMAGE_MAX_BYTES} bytes (not attached)"
+                    )
                     continue
                 total += len(data)
                 sidecars.append(Sidecar(name=base, data=data))

@@ -55,7 +55,7 @@ def part_id_of(name: str) -> int | None:
 
 
 def part_json_name(container_name: str) -> str | None:
-    """"part-000042.json" for a part archive or folder, None for any other name."""
+    """ "part-000042.json" for a part archive or folder, None for any other name."""
     pid = part_id_of(container_name)
     if pid is None:
         return None
@@ -84,7 +84,9 @@ def part_fields(record: dict[str, Any]) -> dict[str, Any]:
         if value is None or value == "":
             continue
         name = DIFFUSIONDB_KEYS.get(key, key)
-        fields[name] = str(value) if name == "seed" and isinstance(value, (int, float)) and not isinstance(value, bool) else value
+        fields[name] = (
+            str(value) if name == "seed" and isinstance(value, (int, float)) and not isinstance(value, bool) else value
+        )
     return fields
 
 

@@ -220,7 +220,11 @@ class FolderSource:
 
         found_dirs: list[str] = []
         shards = self._dataset_files(dirpath, prefix, parquets) if parquets else ()
-        part = self._part_records(dirpath, prefix, sidecars) if images and _PART_DIR.match(os.path.basename(dirpath)) else None
+        part = (
+            self._part_records(dirpath, prefix, sidecars)
+            if images and _PART_DIR.match(os.path.basename(dirpath))
+            else None
+        )
         image = self._image
         known_files = self._known_files
         if known_files is not None and images:
@@ -262,9 +266,16 @@ class FolderSource:
                 else:  # a fifo named like an archive: recorded, never opened
                     yield Entry(uri=safe_uri(path), source=spec, path=path, error=_not_regular(st.st_mode))
         for path, st in shards:
-            yield from iter_parquet_shard(self.spec, safe_uri(path), path, unchanged, size=st.st_size,
-                                          mtime_ns=st.st_mtime_ns, local_path=path,
-                                          max_member_bytes=self.max_member_bytes)  # fmt: skip
+            yield from iter_parquet_shard(
+                self.spec,
+                safe_uri(path),
+                path,
+                unchanged,
+                size=st.st_size,
+                mtime_ns=st.st_mtime_ns,
+                local_path=path,
+                max_member_bytes=self.max_member_bytes,
+            )
         for de in subdirs:
             found_dirs.append(prefix + de.name)
         # Depth first, in name order: deterministic, and the stack holds one level's names.
@@ -287,9 +298,7 @@ class FolderSource:
             stack.append(path)
 
     @staticmethod
-    def _settle_unchanged(
-        images: list[os.DirEntry[str]], dir_uri: str, known_files: KnownFiles
-    ) -> Iterator[Listed]:
+    def _settle_unchanged(images: list[os.DirEntry[str]], dir_uri: str, known_files: KnownFiles) -> Iterator[Listed]:
         """Yields one ``FilesUnchanged`` for the images the catalogued listing of ``dir_uri``
         matches (one stat each, kept in the DirEntry); returns the rest, to become Entries."""
         listing = known_files(dir_uri)
@@ -357,11 +366,15 @@ class FolderSource:
             mtime_ns=st.st_mtime_ns,
             kind=kind,
             max_member_bytes=self.max_member_bytes,
-            table=self._table_for(os.path.dirname(path)) if _PART_DIR.match(_stem(_stem(os.path.basename(path)))) else None,
+            table=self._table_for(os.path.dirname(path))
+            if _PART_DIR.match(_stem(_stem(os.path.basename(path))))
+            else None,
         )
 
     # --- dataset layouts (``audit.ingest.datasets``)
-    def _dataset_files(self, dirpath: str, prefix: str, parquets: list[os.DirEntry[str]]) -> list[tuple[str, os.stat_result]]:
+    def _dataset_files(
+        self, dirpath: str, prefix: str, parquets: list[os.DirEntry[str]]
+    ) -> list[tuple[str, os.stat_result]]:
         """Registers a DiffusionDB-style metadata table of this directory; returns the other
         Parquet files (shards, when they hold images) with their stat."""
         shards = []

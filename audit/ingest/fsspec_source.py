@@ -114,7 +114,9 @@ def fetch_object(
         if info.get("type") == "directory":
             return Entry(uri=uri, source=source, error="is a directory, not a file", container=container, fields=fields)
         if info.get("type") == "other":  # fsspec's word for a local fifo, socket or device
-            return Entry(uri=uri, source=source, error="not a regular file: not read", container=container, fields=fields)
+            return Entry(
+                uri=uri, source=source, error="not a regular file: not read", container=container, fields=fields
+            )
         size = info.get("size")
         mtime_ns = info_mtime_ns(info) or 0
         etag = info_etag(info)
@@ -143,7 +145,13 @@ def fetch_object(
                 fields=fields,
             )
     except NotRegularFile as exc:
-        return Entry(uri=uri, source=source, error=exc.strerror or "not a regular file: not read", container=container, fields=fields)
+        return Entry(
+            uri=uri,
+            source=source,
+            error=exc.strerror or "not a regular file: not read",
+            container=container,
+            fields=fields,
+        )
     except FileNotFoundError:
         return Entry(uri=uri, source=source, error="file not found", container=container, fields=fields)
     except Exception as exc:  # noqa: BLE001 - any backend failure is this object's error
@@ -154,7 +162,9 @@ def fetch_object(
             with open_object(fs, side_path) as fh:
                 found.append(Sidecar(name=name, data=read(fh, SIDECAR_MAX_BYTES)))
         except TooLarge:
-            fields.setdefault("sidecars_skipped", []).append(f"{name}: larger than {SIDECAR_MAX_BYTES} bytes (not attached)")
+            fields.setdefault("sidecars_skipped", []).append(
+                f"{name}: larger than {SIDECAR_MAX_BYTES} bytes (not attached)"
+            )
         except Exception as exc:  # noqa: BLE001
             fields.setdefault("sidecars_skipped", []).append(f"{name}: unreadable: {describe(exc)}")
     return Entry(
@@ -244,7 +254,9 @@ class FsspecSource:
             try:
                 listing = fs.ls(dirpath, detail=True)
             except Exception as exc:  # noqa: BLE001 - any backend failure: record, go on
-                yield Entry(uri=object_uri(fs, dirpath), source=self.spec, error=f"unreadable directory: {describe(exc)}")
+                yield Entry(
+                    uri=object_uri(fs, dirpath), source=self.spec, error=f"unreadable directory: {describe(exc)}"
+                )
                 continue
             sidecars: dict[str, list[str]] = {}
             images: list[tuple[str, str, dict[str, Any]]] = []
@@ -297,9 +309,16 @@ class FsspecSource:
                 yield from window.drain()
                 uri = object_uri(fs, path)
                 size = info.get("size")
-                yield from iter_parquet_shard(self.spec, uri, uri, unchanged, size=int(size) if isinstance(size, int) else 0,
-                                              mtime_ns=info_mtime_ns(info) or 0, local_path=None,
-                                              max_member_bytes=self.max_member_bytes)  # fmt: skip
+                yield from iter_parquet_shard(
+                    self.spec,
+                    uri,
+                    uri,
+                    unchanged,
+                    size=int(size) if isinstance(size, int) else 0,
+                    mtime_ns=info_mtime_ns(info) or 0,
+                    local_path=None,
+                    max_member_bytes=self.max_member_bytes,
+                )
             stack.extend(sorted(subdirs, reverse=True))
         yield from window.drain()
 

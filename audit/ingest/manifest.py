@@ -95,8 +95,19 @@ _LINE_BLOCK = 1 << 16
 # 200 MB; bigger exports are better written as JSONL, which streams.
 MAX_DOCUMENT_BYTES = 512 * 1024 * 1024
 
-PATH_COLUMNS = ("path", "uri", "file", "image", "filepath", "file_path", "image_path", "img_path", "filename", "file_name",
-                "url")  # img_path: JourneyDB
+PATH_COLUMNS = (
+    "path",
+    "uri",
+    "file",
+    "image",
+    "filepath",
+    "file_path",
+    "image_path",
+    "img_path",
+    "filename",
+    "file_name",
+    "url",
+)  # img_path: JourneyDB
 
 # canonical field <- accepted spellings (lower case)
 FIELD_ALIASES: dict[str, tuple[str, ...]] = {
@@ -196,7 +207,9 @@ class ManifestSource:
                     try:
                         header = next(csv.reader(_CsvLines(lines)), None)
                     except RowTooLong:
-                        raise InputError(f"manifest {self.spec}: CSV header longer than {MAX_CSV_RECORD_BYTES} bytes") from None
+                        raise InputError(
+                            f"manifest {self.spec}: CSV header longer than {MAX_CSV_RECORD_BYTES} bytes"
+                        ) from None
                     if header is None:
                         raise InputError(f"manifest {self.spec} is empty: no CSV header")
                     return header
@@ -266,7 +279,9 @@ class ManifestSource:
     def _rows(self, fh: IO[bytes]) -> Iterator[tuple[int, dict[str, Any], str | None]]:
         """(row number, row, problem) for every row; a manifest that cannot be read on ends
         with one problem row where reading stopped."""
-        rows = {"jsonl": self._jsonl_rows, "csv": self._csv_rows, "json": self._document_rows}.get(self.format, self._parquet_rows)
+        rows = {"jsonl": self._jsonl_rows, "csv": self._csv_rows, "json": self._document_rows}.get(
+            self.format, self._parquet_rows
+        )
         last = 0
         try:
             for row_no, row, problem in rows(fh):
@@ -305,7 +320,9 @@ class ManifestSource:
         try:
             data = read_capped(fh, MAX_DOCUMENT_BYTES)
         except TooLarge:
-            raise InputError(f"manifest {self.spec}: JSON document larger than {MAX_DOCUMENT_BYTES} bytes; write it as JSONL") from None
+            raise InputError(
+                f"manifest {self.spec}: JSON document larger than {MAX_DOCUMENT_BYTES} bytes; write it as JSONL"
+            ) from None
         try:
             doc = safejson.loads(data)
         except (ValueError, UnicodeDecodeError) as exc:
@@ -316,8 +333,11 @@ class ManifestSource:
             rows = doc["items"]
         elif isinstance(doc, list):
             rows = doc
-        elif isinstance(doc, dict) and doc and all(isinstance(v, dict) for v in doc.values()) and not (
-            set(map(str, doc)) & set(PATH_COLUMNS)
+        elif (
+            isinstance(doc, dict)
+            and doc
+            and all(isinstance(v, dict) for v in doc.values())
+            and not (set(map(str, doc)) & set(PATH_COLUMNS))
         ):  # image name -> record (a DiffusionDB part JSON)
             rows = [{"path": name, **part_fields(rec)} for name, rec in doc.items()]
         elif isinstance(doc, dict):
@@ -446,7 +466,9 @@ class ManifestSource:
             if value:
                 fields.setdefault("original_path", str(value))
             if len(data) > self.max_member_bytes:
-                return self._bad(row_no, f"image bytes too large: {len(data)} bytes > {self.max_member_bytes} byte cap (not read)")
+                return self._bad(
+                    row_no, f"image bytes too large: {len(data)} bytes > {self.max_member_bytes} byte cap (not read)"
+                )
             return Entry(
                 uri=f"{self.root_uri}#row={row_no}",
                 source=self.source,
@@ -472,12 +494,28 @@ class ManifestSource:
         try:
             st = os.stat(path)
         except FileNotFoundError:
-            return Entry(uri=uri, source=self.source, path=path, error="file not found", fields=fields, container=self.root_uri)
+            return Entry(
+                uri=uri, source=self.source, path=path, error="file not found", fields=fields, container=self.root_uri
+            )
         except OSError as exc:
-            return Entry(uri=uri, source=self.source, path=path, error=f"unreadable: {describe(exc)}", fields=fields, container=self.root_uri)
+            return Entry(
+                uri=uri,
+                source=self.source,
+                path=path,
+                error=f"unreadable: {describe(exc)}",
+                fields=fields,
+                container=self.root_uri,
+            )
         if not _stat.S_ISREG(st.st_mode):  # never opened: a fifo would block a worker forever
             what = "a directory" if _stat.S_ISDIR(st.st_mode) else f"not a regular file ({kind_of(st.st_mode)})"
-            return Entry(uri=uri, source=self.source, path=path, error=f"{what}: not read", fields=fields, container=self.root_uri)
+            return Entry(
+                uri=uri,
+                source=self.source,
+                path=path,
+                error=f"{what}: not read",
+                fields=fields,
+                container=self.root_uri,
+            )
         return Entry(
             uri=uri,
             source=self.source,
@@ -513,9 +551,22 @@ class ManifestSource:
             fs, path = url_to_fs(url)
             uri = object_uri(fs, path)
         except Exception as exc:  # noqa: BLE001
-            return Entry(uri=safe_uri(url), source=self.source, error=f"unusable URL: {describe(exc)}", fields=fields, container=self.root_uri)
+            return Entry(
+                uri=safe_uri(url),
+                source=self.source,
+                error=f"unusable URL: {describe(exc)}",
+                fields=fields,
+                container=self.root_uri,
+            )
         return fetch_object(
-            fs, path, uri, self.source, fields=fields, container=self.root_uri, max_bytes=self.max_member_bytes, ticket=ticket
+            fs,
+            path,
+            uri,
+            self.source,
+            fields=fields,
+            container=self.root_uri,
+            max_bytes=self.max_member_bytes,
+            ticket=ticket,
         )
 
 

@@ -203,7 +203,7 @@ def _read_head(fh: Any, n: int) -> bytes:
 
 
 def compression_of(head: bytes) -> str | None:
-    """"gz", "bz2" or "xz" from a stream's first bytes (tarfile's own detection), else None."""
+    """ "gz", "bz2" or "xz" from a stream's first bytes (tarfile's own detection), else None."""
     if head.startswith(b"\x1f\x8b\x08"):
         return "gz"
     if head[0:3] == b"BZh" and head[4:10] == b"1AY&SY":
@@ -245,7 +245,9 @@ class _ZstdReader:
         try:
             import zstandard
         except ImportError:
-            raise OSError("zstd-compressed archive: no decompressor installed (install audit[formats]: zstandard)") from None
+            raise OSError(
+                "zstd-compressed archive: no decompressor installed (install audit[formats]: zstandard)"
+            ) from None
         self._error = zstandard.ZstdError
         self._reader = zstandard.ZstdDecompressor().stream_reader(fh, read_across_frames=True)
 
@@ -257,4 +259,3 @@ class _ZstdReader:
 
     def close(self) -> None:
         self._reader.close()
-

@@ -309,7 +309,9 @@ class _ArchiveCache:
             size = info.file_size if outer.kind == "zip" else info.size
             if size > NESTED_SPOOL_BYTES:
                 if kind == "zip":
-                    raise ReadError(f"nested zip larger than {NESTED_SPOOL_BYTES} bytes (not opened by the crawl either)")
+                    raise ReadError(
+                        f"nested zip larger than {NESTED_SPOOL_BYTES} bytes (not opened by the crawl either)"
+                    )
                 return self._stream_nested(outer, info, rest, max_bytes)
             with outer.open_member(info) as fh:
                 data = read_capped(fh, NESTED_SPOOL_BYTES)
@@ -329,7 +331,11 @@ class _ArchiveCache:
                 tf.members.clear()
                 if namer.name(ti.name, is_dir=ti.isdir()) == member:
                     if not ti.isreg() or ti.size > max_bytes:
-                        raise ReadError("archive member is not a regular file" if not ti.isreg() else f"larger than {max_bytes} bytes")
+                        raise ReadError(
+                            "archive member is not a regular file"
+                            if not ti.isreg()
+                            else f"larger than {max_bytes} bytes"
+                        )
                     f = tf.extractfile(ti)
                     return read_capped(f, max_bytes) if f is not None else b""
         raise ReadError("archive member not found (archive changed since the crawl)")

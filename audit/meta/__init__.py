@@ -71,8 +71,22 @@ PARSERS: tuple[MetadataParser, ...] = (
 # How much a parser's result is the writer's own, complete record (higher wins among
 # results of similar richness).
 RANK = {
-    "stability-matrix": 6, "civitai": 5, "novelai": 5, "invokeai": 5, "fooocus": 5, "swarmui": 5,
-    "tensorart": 5, "easydiffusion": 5, "draw-things": 5, "mochi-diffusion": 5, "comfyui": 4, "a1111": 3, "midjourney": 2, "sidecar-text": 1, "png-text": 1, "json": 1,
+    "stability-matrix": 6,
+    "civitai": 5,
+    "novelai": 5,
+    "invokeai": 5,
+    "fooocus": 5,
+    "swarmui": 5,
+    "tensorart": 5,
+    "easydiffusion": 5,
+    "draw-things": 5,
+    "mochi-diffusion": 5,
+    "comfyui": 4,
+    "a1111": 3,
+    "midjourney": 2,
+    "sidecar-text": 1,
+    "png-text": 1,
+    "json": 1,
 }
 _SIMILAR_RICHNESS = 0.75
 # extract() without decoded pixels opens the image itself for stealth data: not a huge one
@@ -218,8 +232,10 @@ def _read_file(data: bytes, image: Any) -> ContainerReport:
                 opened = Image.open(io.BytesIO(data))
                 width, height = opened.size
                 if width * height > _MAX_STEALTH_PIXELS:
-                    report.errors.append(f"stealth check skipped: {width}x{height} pixels is more than "
-                                         f"{_MAX_STEALTH_PIXELS} to decode for it")
+                    report.errors.append(
+                        f"stealth check skipped: {width}x{height} pixels is more than "
+                        f"{_MAX_STEALTH_PIXELS} to decode for it"
+                    )
                     return report
             except Exception as exc:  # noqa: BLE001
                 report.errors.append(f"pixels unreadable for stealth check: {type(exc).__name__}")

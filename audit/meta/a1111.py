@@ -44,8 +44,14 @@ _KIND = {"lora": "lora", "lyco": "lycoris", "hypernet": "hypernetwork"}
 _LORA_FAMILY = {"lora", "lycoris"}
 _TEMPLATE_LABELS = (("Template:", "template"), ("Negative Template:", "negative_template"))
 # resource types as Civitai and the civitai extension's "Hashes" keys spell them
-_RESOURCE_KIND = {"lyco": "lycoris", "locon": "lycoris", "embed": "embedding", "textualinversion": "embedding",
-                  "hypernet": "hypernetwork", "model": "checkpoint"}
+_RESOURCE_KIND = {
+    "lyco": "lycoris",
+    "locon": "lycoris",
+    "embed": "embedding",
+    "textualinversion": "embedding",
+    "hypernet": "hypernetwork",
+    "model": "checkpoint",
+}
 _PARAM_MIN_KEYS = 3
 
 
@@ -136,7 +142,9 @@ def _find_parameter_line(lines: list[str]) -> int | None:
     # sd-dynamic-prompts appends "Template:" right after the parameter line; its template may
     # span lines that look like parameters, so an anchored template decides first
     for index in range(1, len(lines)):
-        if lines[index].startswith(tuple(label for label, _ in _TEMPLATE_LABELS)) and _is_parameter_line(lines[index - 1]):
+        if lines[index].startswith(tuple(label for label, _ in _TEMPLATE_LABELS)) and _is_parameter_line(
+            lines[index - 1]
+        ):
             return index - 1
     for index in range(len(lines) - 1, -1, -1):
         if _is_parameter_line(lines[index]):
@@ -272,8 +280,12 @@ def _apply_parameters(meta: GenerationMetadata, params: dict[str, Any], resource
     _hash_list(resources, lookup.get("lora hashes"), "lora")
     _hash_list(resources, lookup.get("ti hashes"), "embedding")
     if lookup.get("hypernet"):  # A1111 before extra networks: "Hypernet: name, Hypernet hash: ..."
-        resources.add("hypernetwork", str(lookup["hypernet"]), _text(lookup.get("hypernet hash")),
-                      to_float(lookup.get("hypernet strength")))
+        resources.add(
+            "hypernetwork",
+            str(lookup["hypernet"]),
+            _text(lookup.get("hypernet hash")),
+            to_float(lookup.get("hypernet strength")),
+        )
     hashes = lookup.get("hashes")  # civitai extension: {"model": h, "vae": h, "lora:name": h, "embed:name": h}
     if isinstance(hashes, dict):
         for name, value in hashes.items():

@@ -26,7 +26,11 @@ class CivitaiParser:
                 meta.model = str(data["baseModel"])
             for entry in data.get("resources") or []:
                 if isinstance(entry, dict) and entry.get("modelVersionId") is not None:
-                    meta.resources.append(Resource("civitai-model-version", str(entry["modelVersionId"]), None, to_float(entry.get("strength"))))
+                    meta.resources.append(
+                        Resource(
+                            "civitai-model-version", str(entry["modelVersionId"]), None, to_float(entry.get("strength"))
+                        )
+                    )
             for key in ("baseModel", "workflow", "transformations"):
                 if key in data:
                     meta.extra[key] = data[key]

@@ -46,14 +46,55 @@ _MAX_WORK = 10_000_000  # node inputs looked at per graph, over the whole analys
 _MAX_SAMPLERS = 256
 _MAX_PROMPTS = 256  # prompt records per conditioning walk
 _NOT_CONDITIONING = {
-    "clip", "model", "vae", "clip_vision", "clip_vision_output", "image", "images", "pixels", "mask",
-    "control_net", "upscale_model", "samples", "latent", "latent_image", "style_model", "sigmas", "sampler",
-    "noise", "ipadapter", "guider", "unet", "vae_name", "optional_vae", "script", "lora_stack", "cnet_stack",
+    "clip",
+    "model",
+    "vae",
+    "clip_vision",
+    "clip_vision_output",
+    "image",
+    "images",
+    "pixels",
+    "mask",
+    "control_net",
+    "upscale_model",
+    "samples",
+    "latent",
+    "latent_image",
+    "style_model",
+    "sigmas",
+    "sampler",
+    "noise",
+    "ipadapter",
+    "guider",
+    "unet",
+    "vae_name",
+    "optional_vae",
+    "script",
+    "lora_stack",
+    "cnet_stack",
 }
 # Inputs that hold prompt text, across encoders: SD/SDXL, Flux and SD3 (clip_l/clip_g/t5xxl),
 # HunyuanDiT (bert/mt5xl), HiDream (llama), Lumina 2 (user_prompt), string and primitive nodes.
-_TEXT_KEYS = ("text", "text_g", "text_l", "clip_l", "clip_g", "t5xxl", "bert", "mt5xl", "llama", "user_prompt", "prompt",
-              "positive_prompt", "string", "populated_text", "wildcard_text", "text_positive", "Text", "value")
+_TEXT_KEYS = (
+    "text",
+    "text_g",
+    "text_l",
+    "clip_l",
+    "clip_g",
+    "t5xxl",
+    "bert",
+    "mt5xl",
+    "llama",
+    "user_prompt",
+    "prompt",
+    "positive_prompt",
+    "string",
+    "populated_text",
+    "wildcard_text",
+    "text_positive",
+    "Text",
+    "value",
+)
 _ENCODER_TEXT_KEYS = tuple(k for k in _TEXT_KEYS if k != "value")
 # Inputs joined by concatenate/append nodes: text_a (WAS, pysssss), text1 (Comfyroll), string_a (core), string1 (KJNodes)
 _PART = re.compile(r"^(text|string|str|prompt)[ _]?([a-z]|\d+)$", re.IGNORECASE)
@@ -62,12 +103,15 @@ _CHECKPOINT_KEYS = ("ckpt_name", "unet_name", "base_ckpt_name", "gguf_name", "mo
 _NO_FILE = {"none", "baked vae", ""}
 _ROLES = ("positive", "negative")
 
+
 class _GraphTooLarge(Exception):
     """The graph's work budget is spent: the analysis stops with what it has."""
 
 
 def _is_link(value: Any) -> bool:
-    return isinstance(value, list) and len(value) == 2 and isinstance(value[0], (str, int)) and isinstance(value[1], int)
+    return (
+        isinstance(value, list) and len(value) == 2 and isinstance(value[0], (str, int)) and isinstance(value[1], int)
+    )
 
 
 def is_api_graph(value: Any) -> bool:
@@ -249,7 +293,9 @@ class _Graph:
             return self.built(base.replace(old, new, room)[:_MAX_TEXT])
         joining = action == "append" or any(w in class_type for w in ("concat", "join", "combine", "append", "merge"))
         if joining or len(parts_keys) >= 2:
-            delimiter = inputs.get("delimiter", inputs.get("separator", ", " if inputs.get("tidy_tags") == "yes" else ""))
+            delimiter = inputs.get(
+                "delimiter", inputs.get("separator", ", " if inputs.get("tidy_tags") == "yes" else "")
+            )
             delimiter = delimiter if isinstance(delimiter, str) else ""
             keys = parts_keys or [k for k in inputs if k not in ("delimiter", "separator", "clean_whitespace")]
             parts = [self.text(inputs[k], depth + 1) for k in keys]
@@ -325,20 +371,28 @@ class _Graph:
                     if value is not None and value not in texts:
                         texts.append(value)
             if texts and ("clip" in inputs or "encode" in class_type.lower() or "prompt" in class_type.lower()):
-                joined = texts[0] if len(texts) == 1 else self.built(
-                    limits.bounded_join((t for t in texts if t.strip()), "\n", _MAX_TEXT)) or texts[0]
+                joined = (
+                    texts[0]
+                    if len(texts) == 1
+                    else self.built(limits.bounded_join((t for t in texts if t.strip()), "\n", _MAX_TEXT)) or texts[0]
+                )
                 record = {"node_id": node_id, "text": joined}
                 if area:
                     record[area_name(self, area)] = area
                 if len(found) >= _MAX_PROMPTS:
-                    self.errors.append(f"comfyui graph: more than {_MAX_PROMPTS} prompts feed one sampler; the rest not kept")
+                    self.errors.append(
+                        f"comfyui graph: more than {_MAX_PROMPTS} prompts feed one sampler; the rest not kept"
+                    )
                     return
                 found.append(record)
             # a node with only one of the two branches linked (rgthree contexts, pipes) still
             # must not lead the positive walk into the negative branch or back
             opposite = _ROLES[1] if role == _ROLES[0] else _ROLES[0]
-            follow = [v for k, v in inputs.items()
-                      if k not in _NOT_CONDITIONING and k not in _TEXT_KEYS and k != opposite and _is_link(v)]
+            follow = [
+                v
+                for k, v in inputs.items()
+                if k not in _NOT_CONDITIONING and k not in _TEXT_KEYS and k != opposite and _is_link(v)
+            ]
             stack.extend((value, area) for value in reversed(follow))
 
     def _role_text(self, node_id: str, value: Any) -> dict | None:
@@ -352,7 +406,9 @@ class _Graph:
         source_inputs = self.inputs(source)
         # a node that itself carries both roles (a loader or sampler of efficiency-nodes, a
         # pipe) is walked on with the role; its output slots do not follow the text convention
-        is_conditioning = "clip" in source_inputs or "conditioning" in source_inputs or any(r in source_inputs for r in _ROLES)
+        is_conditioning = (
+            "clip" in source_inputs or "conditioning" in source_inputs or any(r in source_inputs for r in _ROLES)
+        )
         text = None if is_conditioning else self.text(value)
         return {"node_id": source, "text": text} if text is not None else None
 
@@ -388,8 +444,11 @@ class _Graph:
 
 def _role_pair(inputs: dict) -> tuple[str, str] | None:
     """(positive key, negative key) of a node that outputs a positive and a negative text."""
-    for positive, negative in (("text_positive", "text_negative"), ("positive_prompt", "negative_prompt"),
-                               ("positive", "negative")):
+    for positive, negative in (
+        ("text_positive", "text_negative"),
+        ("positive_prompt", "negative_prompt"),
+        ("positive", "negative"),
+    ):
         if positive in inputs and negative in inputs:
             return positive, negative
     return None
@@ -451,7 +510,7 @@ def _follow(graph: _Graph, link: Any, wanted: tuple[str, ...]) -> str | None:
 
 
 def _snake(class_type: str, suffix: str) -> str | None:
-    """"KarrasScheduler" -> "karras", "SamplerEulerAncestral" -> "euler_ancestral"."""
+    """ "KarrasScheduler" -> "karras", "SamplerEulerAncestral" -> "euler_ancestral"."""
     name = class_type.replace(suffix, "")
     if "_" not in name:
         name = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name)
@@ -466,7 +525,9 @@ def _describe_sampler(graph: _Graph, node_id: str) -> dict:
     if sampler is None and _is_link(inputs.get("sampler")):
         select = graph.target(inputs["sampler"])
         if select is not None:
-            sampler = graph.scalar(graph.inputs(select).get("sampler_name"), ("sampler_name",)) or _snake(graph.class_type(select), "Sampler")
+            sampler = graph.scalar(graph.inputs(select).get("sampler_name"), ("sampler_name",)) or _snake(
+                graph.class_type(select), "Sampler"
+            )
     info["sampler"] = sampler
     seed = graph.scalar(inputs.get("seed", inputs.get("noise_seed")), _SEED_KEYS)
     if seed is None and _is_link(inputs.get("noise")):
@@ -541,10 +602,13 @@ def analyse(api: dict, errors: list[str]) -> GenerationMetadata:
     ordered = ([primary] if primary is not None else []) + [d for d in described if d is not primary]
     meta.extra["samplers"] = [_public(graph, d) for d in ordered]
     if primary is not None:
-        meta.prompt = limits.bounded_join((p["text"] for p in primary["prompts_verbatim"]), "\n", limits.MAX_PIECE_CHARS) or None
+        meta.prompt = (
+            limits.bounded_join((p["text"] for p in primary["prompts_verbatim"]), "\n", limits.MAX_PIECE_CHARS) or None
+        )
         if primary["negative_verbatim"]:
-            meta.negative_prompt = limits.bounded_join((p["text"] for p in primary["negative_verbatim"]), "\n",
-                                                       limits.MAX_PIECE_CHARS)
+            meta.negative_prompt = limits.bounded_join(
+                (p["text"] for p in primary["negative_verbatim"]), "\n", limits.MAX_PIECE_CHARS
+            )
         meta.seed = seed_text(primary["seed"])
         meta.steps = to_int(primary["steps"])
         meta.cfg_scale = to_float(primary["cfg_scale"])
@@ -579,8 +643,12 @@ def _resources(graph: _Graph) -> list[Resource]:
     seen = set()
 
     def add(kind: str, name: Any, weight: Any = None) -> None:
-        if isinstance(name, str) and len(resources) < limits.MAX_RESOURCES and (kind, name) not in seen \
-                and name.strip().lower() not in _NO_FILE:
+        if (
+            isinstance(name, str)
+            and len(resources) < limits.MAX_RESOURCES
+            and (kind, name) not in seen
+            and name.strip().lower() not in _NO_FILE
+        ):
             seen.add((kind, name))
             resources.append(Resource(kind, name, None, to_float(weight)))
 
@@ -590,7 +658,11 @@ def _resources(graph: _Graph) -> list[Resource]:
         for key in _CHECKPOINT_KEYS + ("refiner_ckpt_name",):
             add("checkpoint", inputs.get(key))
         if "lora_name" in inputs:
-            add("lora", inputs["lora_name"], _first(inputs, "strength_model", "lora_model_strength", "strength", "lora_strength"))
+            add(
+                "lora",
+                inputs["lora_name"],
+                _first(inputs, "strength_model", "lora_model_strength", "strength", "lora_strength"),
+            )
         count = to_int(inputs.get("lora_count"))
         for key in inputs:  # LoRA stacks: efficiency-nodes "LoRA Stacker", Comfyroll "CR LoRA Stack"
             match = _STACKED_LORA.match(key)
@@ -600,8 +672,18 @@ def _resources(graph: _Graph) -> list[Resource]:
             if str(inputs.get(f"switch_{i}", "On")).lower() == "off":
                 continue
             simple = inputs.get("input_mode") == "simple"
-            add("lora", inputs[key], _first(inputs, *((f"lora_wt_{i}",) if simple else ()), f"model_str_{i}",
-                                            f"model_weight_{i}", f"lora_wt_{i}", f"strength_{i}"))
+            add(
+                "lora",
+                inputs[key],
+                _first(
+                    inputs,
+                    *((f"lora_wt_{i}",) if simple else ()),
+                    f"model_str_{i}",
+                    f"model_weight_{i}",
+                    f"lora_wt_{i}",
+                    f"strength_{i}",
+                ),
+            )
         for value in inputs.values():  # rgthree Power Lora Loader: {"on": true, "lora": name, "strength": w}
             if isinstance(value, dict) and "lora" in value and value.get("on", True) is not False:
                 add("lora", value.get("lora"), value.get("strength"))

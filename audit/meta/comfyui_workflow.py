@@ -30,8 +30,18 @@ _SKIPPED_TYPES = ("Reroute", "PrimitiveNode", "Note", "MarkdownNote")
 # control_after_generate value after every seed). Used when the node does not name its widgets.
 KNOWN_WIDGETS: dict[str, list[str]] = {
     "KSampler": ["seed", "control_after_generate", "steps", "cfg", "sampler_name", "scheduler", "denoise"],
-    "KSamplerAdvanced": ["add_noise", "noise_seed", "control_after_generate", "steps", "cfg", "sampler_name",
-                         "scheduler", "start_at_step", "end_at_step", "return_with_leftover_noise"],
+    "KSamplerAdvanced": [
+        "add_noise",
+        "noise_seed",
+        "control_after_generate",
+        "steps",
+        "cfg",
+        "sampler_name",
+        "scheduler",
+        "start_at_step",
+        "end_at_step",
+        "return_with_leftover_noise",
+    ],
     "SamplerCustom": ["add_noise", "noise_seed", "control_after_generate", "cfg"],
     "CLIPTextEncode": ["text"],
     "CLIPTextEncodeSDXL": ["width", "height", "crop_w", "crop_h", "target_width", "target_height", "text_g", "text_l"],
@@ -81,19 +91,74 @@ KNOWN_WIDGETS: dict[str, list[str]] = {
     "StringFunction|pysssss": ["action", "tidy_tags", "text_a", "text_b", "text_c"],
     "Text Concatenate": ["delimiter", "clean_whitespace"],
     "SDXLPromptStyler": ["text_positive", "text_negative", "style", "log_prompt"],
-    "Efficient Loader": ["ckpt_name", "vae_name", "clip_skip", "lora_name", "lora_model_strength", "lora_clip_strength",
-                         "positive", "negative", "token_normalization", "weight_interpretation", "empty_latent_width",
-                         "empty_latent_height", "batch_size"],
-    "Eff. Loader SDXL": ["base_ckpt_name", "base_clip_skip", "refiner_ckpt_name", "refiner_clip_skip", "positive_ascore",
-                         "negative_ascore", "vae_name", "positive", "negative", "token_normalization", "weight_interpretation",
-                         "empty_latent_width", "empty_latent_height", "batch_size"],
-    "KSampler (Efficient)": ["seed", "control_after_generate", "steps", "cfg", "sampler_name", "scheduler", "denoise",
-                             "preview_method", "vae_decode"],
-    "KSampler Adv. (Efficient)": ["add_noise", "noise_seed", "control_after_generate", "steps", "cfg", "sampler_name",
-                                  "scheduler", "start_at_step", "end_at_step", "return_with_leftover_noise",
-                                  "preview_method", "vae_decode"],
-    "KSampler SDXL (Eff.)": ["noise_seed", "control_after_generate", "steps", "cfg", "sampler_name", "scheduler",
-                             "start_at_step", "refine_at_step", "preview_method", "vae_decode"],
+    "Efficient Loader": [
+        "ckpt_name",
+        "vae_name",
+        "clip_skip",
+        "lora_name",
+        "lora_model_strength",
+        "lora_clip_strength",
+        "positive",
+        "negative",
+        "token_normalization",
+        "weight_interpretation",
+        "empty_latent_width",
+        "empty_latent_height",
+        "batch_size",
+    ],
+    "Eff. Loader SDXL": [
+        "base_ckpt_name",
+        "base_clip_skip",
+        "refiner_ckpt_name",
+        "refiner_clip_skip",
+        "positive_ascore",
+        "negative_ascore",
+        "vae_name",
+        "positive",
+        "negative",
+        "token_normalization",
+        "weight_interpretation",
+        "empty_latent_width",
+        "empty_latent_height",
+        "batch_size",
+    ],
+    "KSampler (Efficient)": [
+        "seed",
+        "control_after_generate",
+        "steps",
+        "cfg",
+        "sampler_name",
+        "scheduler",
+        "denoise",
+        "preview_method",
+        "vae_decode",
+    ],
+    "KSampler Adv. (Efficient)": [
+        "add_noise",
+        "noise_seed",
+        "control_after_generate",
+        "steps",
+        "cfg",
+        "sampler_name",
+        "scheduler",
+        "start_at_step",
+        "end_at_step",
+        "return_with_leftover_noise",
+        "preview_method",
+        "vae_decode",
+    ],
+    "KSampler SDXL (Eff.)": [
+        "noise_seed",
+        "control_after_generate",
+        "steps",
+        "cfg",
+        "sampler_name",
+        "scheduler",
+        "start_at_step",
+        "refine_at_step",
+        "preview_method",
+        "vae_decode",
+    ],
 }
 _MAX_DEPTH = 64
 _MAX_HOPS = 100_000  # reroute/bypass chains are followed iteratively, with a visited set
@@ -168,7 +233,9 @@ def workflow_to_api(workflow: dict, errors: list[str]) -> dict[str, dict]:
         workflow = _expand_group_nodes(workflow, subgraphs, errors, conversion)
         _flatten(conversion.context("", workflow, None, None), conversion, api, 0)
     except _TooLarge:
-        errors.append(f"comfyui workflow: subgraphs expand to more than {_MAX_ELEMENTS} nodes and links; the rest left out")
+        errors.append(
+            f"comfyui workflow: subgraphs expand to more than {_MAX_ELEMENTS} nodes and links; the rest left out"
+        )
     return api
 
 
@@ -201,15 +268,19 @@ def _flatten(ctx: _Context, conversion: _Conversion, api: dict, depth: int, chai
             continue
         if node_type in subgraphs:
             if node_type in chain:  # the frontend refuses these ("Circular reference detected")
-                errors.append(f"comfyui workflow: subgraph {limits.clip_name(node_type, 80)} contains itself; "
-                              f"node {ctx.prefix}{limits.clip_name(node_id, 40)} left out")
+                errors.append(
+                    f"comfyui workflow: subgraph {limits.clip_name(node_type, 80)} contains itself; "
+                    f"node {ctx.prefix}{limits.clip_name(node_id, 40)} left out"
+                )
                 continue
             sub = conversion.context(f"{ctx.prefix}{node_id}:", subgraphs[node_type], ctx, node)
             _flatten(sub, conversion, api, depth + 1, chain + (node_type,))
             continue
         if _SUBGRAPH_ID.match(node_type):
-            errors.append(f"comfyui workflow: node {ctx.prefix}{limits.clip_name(node_id, 40)} is an instance of "
-                          f"subgraph {limits.clip_name(node_type, 80)}, which the workflow does not define")
+            errors.append(
+                f"comfyui workflow: node {ctx.prefix}{limits.clip_name(node_id, 40)} is an instance of "
+                f"subgraph {limits.clip_name(node_type, 80)}, which the workflow does not define"
+            )
             continue
         inputs: dict[str, Any] = {}
         linked_names = set()
@@ -301,8 +372,10 @@ def _walk_origin(ctx: _Context, link_id: Any, conversion: _Conversion, passed: l
                 return None
             slots = [s for s in _list(ctx.instance.get("inputs")) if isinstance(s, dict)]
             if not isinstance(origin_slot, int) or not 0 <= origin_slot < len(slots):
-                errors.append(f"comfyui workflow: subgraph input {limits.clip_name(origin_slot, 40)} missing on "
-                              f"instance {limits.clip_name(ctx.instance.get('id'), 40)}")
+                errors.append(
+                    f"comfyui workflow: subgraph input {limits.clip_name(origin_slot, 40)} missing on "
+                    f"instance {limits.clip_name(ctx.instance.get('id'), 40)}"
+                )
                 return None
             if slots[origin_slot].get("link") is None:
                 # nothing connected outside: the instance's promoted widget holds the value
@@ -311,8 +384,10 @@ def _walk_origin(ctx: _Context, link_id: Any, conversion: _Conversion, passed: l
             continue
         node = ctx.nodes.get(str(origin_id))
         if node is None:
-            errors.append(f"comfyui workflow: link {limits.clip_name(link_id, 80)} comes from missing node "
-                          f"{limits.clip_name(origin_id, 80)}")
+            errors.append(
+                f"comfyui workflow: link {limits.clip_name(link_id, 80)} comes from missing node "
+                f"{limits.clip_name(origin_id, 80)}"
+            )
             return None
         node_type = node.get("type")
         if node.get("mode") == 2:
@@ -331,7 +406,11 @@ def _walk_origin(ctx: _Context, link_id: Any, conversion: _Conversion, passed: l
         if isinstance(node_type, str) and node_type in subgraphs:
             sub = subgraphs[node_type]
             outputs = _list(sub.get("outputs"))
-            if not isinstance(origin_slot, int) or not 0 <= origin_slot < len(outputs) or not isinstance(outputs[origin_slot], dict):
+            if (
+                not isinstance(origin_slot, int)
+                or not 0 <= origin_slot < len(outputs)
+                or not isinstance(outputs[origin_slot], dict)
+            ):
                 return None
             link_ids = _list(outputs[origin_slot].get("linkIds"))
             if not link_ids:
@@ -386,7 +465,9 @@ def _proxy_overrides(instance: dict | None) -> dict[tuple[str, str], Any]:
     values = instance.get("widgets_values")
     if not isinstance(values, list):
         return {}
-    return {entry: values[i] for i, entry in enumerate(_proxy_entries(instance)) if entry[0] != "-1" and i < len(values)}
+    return {
+        entry: values[i] for i, entry in enumerate(_proxy_entries(instance)) if entry[0] != "-1" and i < len(values)
+    }
 
 
 class _Passage:
@@ -460,8 +541,12 @@ def _group_as_subgraph(group: dict, instance: dict) -> dict:
         if not isinstance(link, list) or len(link) < 4 or link[0] is None:
             continue
         source, source_slot, target, target_slot = link[:4]
-        if isinstance(target, int) and 0 <= target < len(inner) and isinstance(target_slot, int) \
-                and 0 <= target_slot < len(inner[target]["inputs"]):
+        if (
+            isinstance(target, int)
+            and 0 <= target < len(inner)
+            and isinstance(target_slot, int)
+            and 0 <= target_slot < len(inner[target]["inputs"])
+        ):
             links.append({"id": f"g{k}", "origin_id": source, "origin_slot": source_slot})
             inner[target]["inputs"][target_slot]["link"] = f"g{k}"
             internal_from.add((source, source_slot))
@@ -481,11 +566,13 @@ def _group_as_subgraph(group: dict, instance: dict) -> dict:
             links.append({"id": f"o{len(outputs)}", "origin_id": index, "origin_slot": slot})
             outputs.append({"linkIds": [f"o{len(outputs)}"]})
     values = instance.get("widgets_values")
-    widget_nodes = [n for n in inner if n.get("type") not in _SKIPPED_TYPES and isinstance(n.get("widgets_values"), list)]
+    widget_nodes = [
+        n for n in inner if n.get("type") not in _SKIPPED_TYPES and isinstance(n.get("widgets_values"), list)
+    ]
     if isinstance(values, list) and sum(len(n["widgets_values"]) for n in widget_nodes) == len(values):
         at = 0
         for node in widget_nodes:  # the instance holds the current values; the definition those at grouping time
             count = len(node["widgets_values"])
-            node["widgets_values"] = values[at:at + count]
+            node["widgets_values"] = values[at : at + count]
             at += count
     return {"id": instance.get("type"), "nodes": inner, "links": links, "outputs": outputs}

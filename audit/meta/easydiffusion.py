@@ -22,25 +22,51 @@ from audit.meta.pieces import json_objects
 
 # UI label -> request key (easydiffusion's TASK_TEXT_MAPPING, inverted)
 LABELS = {
-    "Prompt": "prompt", "Negative Prompt": "negative_prompt", "Seed": "seed",
-    "Stable Diffusion model": "use_stable_diffusion_model", "Clip Skip": "clip_skip",
-    "ControlNet model": "use_controlnet_model", "ControlNet Filter": "control_filter_to_apply",
-    "VAE model": "use_vae_model", "Sampler": "sampler_name", "Width": "width", "Height": "height",
-    "Steps": "num_inference_steps", "Guidance Scale": "guidance_scale", "Prompt Strength": "prompt_strength",
-    "LoRA model": "use_lora_model", "LoRA Strength": "lora_alpha", "Hypernetwork model": "use_hypernetwork_model",
-    "Hypernetwork Strength": "hypernetwork_strength", "Embedding models": "use_embeddings_model",
-    "Seamless Tiling": "tiling", "Use Face Correction": "use_face_correction", "Use Upscaling": "use_upscale",
-    "Upscale By": "upscale_amount", "Latent Upscaler Steps": "latent_upscaler_steps",
+    "Prompt": "prompt",
+    "Negative Prompt": "negative_prompt",
+    "Seed": "seed",
+    "Stable Diffusion model": "use_stable_diffusion_model",
+    "Clip Skip": "clip_skip",
+    "ControlNet model": "use_controlnet_model",
+    "ControlNet Filter": "control_filter_to_apply",
+    "VAE model": "use_vae_model",
+    "Sampler": "sampler_name",
+    "Width": "width",
+    "Height": "height",
+    "Steps": "num_inference_steps",
+    "Guidance Scale": "guidance_scale",
+    "Prompt Strength": "prompt_strength",
+    "LoRA model": "use_lora_model",
+    "LoRA Strength": "lora_alpha",
+    "Hypernetwork model": "use_hypernetwork_model",
+    "Hypernetwork Strength": "hypernetwork_strength",
+    "Embedding models": "use_embeddings_model",
+    "Seamless Tiling": "tiling",
+    "Use Face Correction": "use_face_correction",
+    "Use Upscaling": "use_upscale",
+    "Upscale By": "upscale_amount",
+    "Latent Upscaler Steps": "latent_upscaler_steps",
 }
 KEYS = set(LABELS.values())
 # present only in Easy Diffusion's records (diffusers apps share num_inference_steps/guidance_scale)
 _OWN = ("use_stable_diffusion_model", "use_vae_model", "use_lora_model", "use_hypernetwork_model")
 _MAX_REPR = 64 * 1024
-_FIELD_KEYS = {"prompt": "prompt", "negative_prompt": "negative_prompt", "seed": "seed", "steps": "num_inference_steps",
-               "cfg_scale": "guidance_scale", "sampler": "sampler_name", "model": "use_stable_diffusion_model"}
-_RESOURCES = (("use_vae_model", "vae", None), ("use_lora_model", "lora", "lora_alpha"),
-              ("use_hypernetwork_model", "hypernetwork", "hypernetwork_strength"),
-              ("use_embeddings_model", "embedding", None), ("use_controlnet_model", "controlnet", None))
+_FIELD_KEYS = {
+    "prompt": "prompt",
+    "negative_prompt": "negative_prompt",
+    "seed": "seed",
+    "steps": "num_inference_steps",
+    "cfg_scale": "guidance_scale",
+    "sampler": "sampler_name",
+    "model": "use_stable_diffusion_model",
+}
+_RESOURCES = (
+    ("use_vae_model", "vae", None),
+    ("use_lora_model", "lora", "lora_alpha"),
+    ("use_hypernetwork_model", "hypernetwork", "hypernetwork_strength"),
+    ("use_embeddings_model", "embedding", None),
+    ("use_controlnet_model", "controlnet", None),
+)
 
 
 class EasyDiffusionParser:
@@ -52,8 +78,11 @@ class EasyDiffusionParser:
             record, locations = chunks
             meta = _from_record(record, locations.get("prompt") or next(iter(locations.values())))
             if meta is not None:  # one chunk per field: each field's own chunk is its source
-                meta.extra["field_sources"] = {field: locations[key] for field, key in _FIELD_KEYS.items()
-                                               if key in locations and getattr(meta, field) is not None}
+                meta.extra["field_sources"] = {
+                    field: locations[key]
+                    for field, key in _FIELD_KEYS.items()
+                    if key in locations and getattr(meta, field) is not None
+                }
             return meta
         for data, piece in json_objects(pieces, "UserComment", "Comment", "parameters"):
             record = {LABELS.get(k, k): v for k, v in data.items()}
@@ -79,8 +108,9 @@ def _chunk_record(pieces: list[MetadataText]) -> tuple[dict, dict[str, str]] | N
         if key in KEYS and key not in record:
             record[key] = piece.text
             locations[key] = piece.location
-    if not any(key in record for key in _OWN) and not ("guidance_scale" in record and "sampler_name" in record
-                                                      and "num_inference_steps" in record):
+    if not any(key in record for key in _OWN) and not (
+        "guidance_scale" in record and "sampler_name" in record and "num_inference_steps" in record
+    ):
         return None
     if isinstance(record.get("prompt"), str) and record["prompt"].lstrip().startswith("{"):
         return None  # a ComfyUI graph under "prompt": not this writer

@@ -17,23 +17,65 @@ from audit.meta.pieces import by_key, json_of
 from audit.meta.textcodec import load_json, looks_like_json_object
 
 PROMPT_KEYS = ("prompt", "positive_prompt", "positivePrompt", "PositivePrompt", "Prompt", "caption", "text", "positive")
-NEGATIVE_KEYS = ("negative_prompt", "negativePrompt", "NegativePrompt", "negative", "Negative", "uc", "negativeprompt",
-                 "Negative prompt")  # the last as infotext-derived tables name their columns
+NEGATIVE_KEYS = (
+    "negative_prompt",
+    "negativePrompt",
+    "NegativePrompt",
+    "negative",
+    "Negative",
+    "uc",
+    "negativeprompt",
+    "Negative prompt",
+)  # the last as infotext-derived tables name their columns
 SEED_KEYS = ("seed", "Seed", "noise_seed")
 STEPS_KEYS = ("steps", "Steps", "num_inference_steps", "sampling_steps")
 SAMPLER_KEYS = ("sampler", "sampler_name", "samplerName", "Sampler", "scheduler_name")
 SCHEDULER_KEYS = ("scheduler", "schedule_type", "Schedule type", "noise_schedule")
-CFG_KEYS = ("cfg_scale", "cfgScale", "CfgScale", "cfg", "guidance_scale", "guidanceScale", "scale", "cfgscale", "CFG scale")
-MODEL_KEYS = ("model", "Model", "model_name", "modelName", "ModelName", "base_model", "base_model_name", "checkpoint", "sd_model_name", "ckpt")
+CFG_KEYS = (
+    "cfg_scale",
+    "cfgScale",
+    "CfgScale",
+    "cfg",
+    "guidance_scale",
+    "guidanceScale",
+    "scale",
+    "cfgscale",
+    "CFG scale",
+)
+MODEL_KEYS = (
+    "model",
+    "Model",
+    "model_name",
+    "modelName",
+    "ModelName",
+    "base_model",
+    "base_model_name",
+    "checkpoint",
+    "sd_model_name",
+    "ckpt",
+)
 MODEL_HASH_KEYS = ("model_hash", "modelHash", "ModelHash", "Model hash", "base_model_hash", "sd_model_hash")
 
 
 # where records nest the generation under another key (Civitai image API "meta", exports' "metadata")
-NESTED_KEYS = ("meta", "metadata", "generation", "generation_data", "generationData", "params", "parameters",
-               "generation_params")
+NESTED_KEYS = (
+    "meta",
+    "metadata",
+    "generation",
+    "generation_data",
+    "generationData",
+    "params",
+    "parameters",
+    "generation_params",
+)
 RESOURCE_KEYS = ("loras", "lora", "Loras", "resources", "civitaiResources", "additionalResources")
-_KINDS = {"model": "checkpoint", "checkpoint": "checkpoint", "locon": "lycoris", "embed": "embedding",
-          "textualinversion": "embedding"}
+_KINDS = {
+    "model": "checkpoint",
+    "checkpoint": "checkpoint",
+    "locon": "lycoris",
+    "embed": "embedding",
+    "textualinversion": "embedding",
+}
 
 
 def from_mapping(record: Mapping[str, Any], generator: str, _depth: int = 0) -> GenerationMetadata | None:
@@ -88,7 +130,10 @@ def _add_resources(meta: GenerationMetadata, record: Mapping[str, Any]) -> None:
                 meta.resources.append(resource)
                 listed[(resource.kind, resource.name)] = resource
             else:  # the same file listed twice (Civitai meta: resources and civitaiResources)
-                same.hash, same.weight = same.hash or resource.hash, same.weight if same.weight is not None else resource.weight
+                same.hash, same.weight = (
+                    same.hash or resource.hash,
+                    same.weight if same.weight is not None else resource.weight,
+                )
     checkpoint = next((r for r in meta.resources if r.kind == "checkpoint"), None)
     if meta.model is None and checkpoint is not None:  # named only in the resource list
         meta.model, meta.model_hash = checkpoint.name, meta.model_hash or checkpoint.hash
@@ -124,8 +169,12 @@ def _lora(entry: Any) -> Resource | None:
         if name is None or isinstance(name, (dict, list)):
             return None
         kind = str(entry.get("type") or "lora").lower()
-        return Resource(_KINDS.get(kind, kind), str(name), to_text(first(entry, ("hash", "sha256", "AutoV2"))),
-                        to_float(first(entry, ("weight", "strength", "multiplier"))))
+        return Resource(
+            _KINDS.get(kind, kind),
+            str(name),
+            to_text(first(entry, ("hash", "sha256", "AutoV2"))),
+            to_float(first(entry, ("weight", "strength", "multiplier"))),
+        )
     if isinstance(entry, (list, tuple)) and entry and isinstance(entry[0], str):
         if entry[0].lower() == "none":
             return None

@@ -55,8 +55,12 @@ class FooocusParser:
                     meta = _from_mre(data, software)
                 else:
                     record = _normalise(data)
-                    if scheme == "fooocus" or by_fooocus or "fooocus" in str(record.get("version", "")).lower() \
-                            or any(k in record for k in _LABEL_HINTS):
+                    if (
+                        scheme == "fooocus"
+                        or by_fooocus
+                        or "fooocus" in str(record.get("version", "")).lower()
+                        or any(k in record for k in _LABEL_HINTS)
+                    ):
                         meta = _from_fooocus(record)
             elif scheme == "a1111" or by_fooocus or "Version: Fooocus" in piece.text:
                 meta = _from_infotext(piece.text)
@@ -113,15 +117,27 @@ def _from_fooocus(record: dict) -> GenerationMetadata | None:
             resource = _combined_lora(record[key])
             if resource is not None:
                 meta.resources.append(resource)
-    for key in ("version", "styles", "performance", "resolution", "sharpness", "adm_guidance", "refiner_switch",
-                "full_prompt", "full_negative_prompt", "fooocus_v2_expansion", "created_by", "metadata_scheme"):
+    for key in (
+        "version",
+        "styles",
+        "performance",
+        "resolution",
+        "sharpness",
+        "adm_guidance",
+        "refiner_switch",
+        "full_prompt",
+        "full_negative_prompt",
+        "fooocus_v2_expansion",
+        "created_by",
+        "metadata_scheme",
+    ):
         if record.get(key) not in (None, ""):
             meta.extra[key] = record[key]
     return meta if meta.richness() else None
 
 
 def _combined_lora(value: Any) -> Resource | None:
-    """"name : weight", or "enabled : name : weight" (Fooocus 2.3+)."""
+    """ "name : weight", or "enabled : name : weight" (Fooocus 2.3+)."""
     if not isinstance(value, str):
         return None
     parts = [p.strip() for p in value.split(" : ")]
@@ -163,7 +179,9 @@ def _from_infotext(text: str) -> GenerationMetadata | None:
 
 def _from_ruined(data: dict) -> GenerationMetadata | None:
     meta = GenerationMetadata(generator="ruined-fooocus")
-    meta.prompt = data.get("Prompt", data.get("prompt")) if isinstance(data.get("Prompt", data.get("prompt")), str) else None
+    meta.prompt = (
+        data.get("Prompt", data.get("prompt")) if isinstance(data.get("Prompt", data.get("prompt")), str) else None
+    )
     meta.negative_prompt = data.get("Negative") if isinstance(data.get("Negative"), str) else None
     meta.seed = seed_text(data.get("seed"))
     meta.steps = to_int(data.get("steps"))

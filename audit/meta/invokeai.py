@@ -46,8 +46,9 @@ class InvokeAIParser:
             meta = _from_dream(piece.text, piece.location)
             if meta is not None:
                 return meta
-        return unreadable(pieces, "invokeai", ("invokeai_metadata", "invokeai_graph", "invokeai_workflow", "sd-metadata"))
-
+        return unreadable(
+            pieces, "invokeai", ("invokeai_metadata", "invokeai_graph", "invokeai_workflow", "sd-metadata")
+        )
 
 
 def _first_json(pieces: list[MetadataText], key: str) -> tuple[dict, str] | None:
@@ -92,8 +93,17 @@ def _from_v3(data: dict, location: str) -> GenerationMetadata:
         name, digest = _ref(data.get(key)) if isinstance(data.get(key), dict) else (None, None)
         if name:
             meta.resources.append(Resource(kind, name, digest))
-    for key in ("width", "height", "generation_mode", "app_version", "clip_skip", "strength",
-                "positive_style_prompt", "negative_style_prompt", "init_image"):
+    for key in (
+        "width",
+        "height",
+        "generation_mode",
+        "app_version",
+        "clip_skip",
+        "strength",
+        "positive_style_prompt",
+        "negative_style_prompt",
+        "init_image",
+    ):
         if data.get(key) not in (None, ""):
             meta.extra[key] = data[key]
     return meta
@@ -112,12 +122,17 @@ def _fill_missing(meta: GenerationMetadata, other: GenerationMetadata | None) ->
 # --- graphs: {"nodes": {id: {"type", field: value}}, "edges": [{"source": {"node_id", "field"},
 # "destination": {...}}]}; workflows (the editor's copy) are converted to the same shape.
 
+
 def _graph_nodes(graph: dict) -> tuple[dict, dict]:
     nodes = graph.get("nodes")
     nodes = {str(k): v for k, v in nodes.items() if isinstance(v, dict)} if isinstance(nodes, dict) else {}
     links: dict[tuple[str, str], tuple[str, str]] = {}
     for edge in graph.get("edges") if isinstance(graph.get("edges"), list) else []:
-        if isinstance(edge, dict) and isinstance(edge.get("source"), dict) and isinstance(edge.get("destination"), dict):
+        if (
+            isinstance(edge, dict)
+            and isinstance(edge.get("source"), dict)
+            and isinstance(edge.get("destination"), dict)
+        ):
             src, dst = edge["source"], edge["destination"]
             links[(str(dst.get("node_id")), str(dst.get("field")))] = (str(src.get("node_id")), str(src.get("field")))
     return nodes, links
@@ -135,7 +150,10 @@ def _workflow_nodes(workflow: dict) -> tuple[dict, dict]:
     links = {}
     for edge in workflow.get("edges") if isinstance(workflow.get("edges"), list) else []:
         if isinstance(edge, dict) and edge.get("type", "default") == "default":
-            links[(str(edge.get("target")), str(edge.get("targetHandle")))] = (str(edge.get("source")), str(edge.get("sourceHandle")))
+            links[(str(edge.get("target")), str(edge.get("targetHandle")))] = (
+                str(edge.get("source")),
+                str(edge.get("sourceHandle")),
+            )
     return nodes, links
 
 
@@ -210,8 +228,12 @@ def _from_graph(found: tuple[dict, dict], location: str) -> GenerationMetadata |
     if seed is None and noise is not None:
         seed = resolver.value(noise[0], "seed")
     meta.seed = seed_text(seed)
-    for field_name, target in (("positive_conditioning", "prompt"), ("positive_text_conditioning", "prompt"),
-                               ("negative_conditioning", "negative_prompt"), ("negative_text_conditioning", "negative_prompt")):
+    for field_name, target in (
+        ("positive_conditioning", "prompt"),
+        ("positive_text_conditioning", "prompt"),
+        ("negative_conditioning", "negative_prompt"),
+        ("negative_text_conditioning", "negative_prompt"),
+    ):
         if getattr(meta, target) is None:
             setattr(meta, target, _prompt_into(resolver, denoise, field_name))
     for node_id, node in nodes.items():
@@ -226,6 +248,7 @@ def _from_graph(found: tuple[dict, dict], location: str) -> GenerationMetadata |
 
 
 # --- 2.x: {"model_weights"|"model_id", "model_hash", "image": {...}} or {"images": [{...}]}
+
 
 def _from_v2(data: dict, location: str) -> GenerationMetadata:
     meta = GenerationMetadata(generator="invokeai", source=location)
@@ -273,9 +296,23 @@ def _split_brackets(prompt: str) -> tuple[str, str | None]:
 # "(.*?)\s+" before it was quadratic in runs of spaces)
 _SWITCH = re.compile(r"\s--?[a-zA-Z]")
 _MAX_SWITCHES = 64 * 1024  # characters of switches read (shlex is slow; honest ones are short)
-_FLAGS = {"-s": "steps", "--steps": "steps", "-S": "seed", "--seed": "seed", "-C": "cfg", "--cfg_scale": "cfg",
-          "-A": "sampler", "-m": "sampler", "--sampler": "sampler", "-W": "width", "--width": "width",
-          "-H": "height", "--height": "height", "-f": "strength", "--strength": "strength"}
+_FLAGS = {
+    "-s": "steps",
+    "--steps": "steps",
+    "-S": "seed",
+    "--seed": "seed",
+    "-C": "cfg",
+    "--cfg_scale": "cfg",
+    "-A": "sampler",
+    "-m": "sampler",
+    "--sampler": "sampler",
+    "-W": "width",
+    "--width": "width",
+    "-H": "height",
+    "--height": "height",
+    "-f": "strength",
+    "--strength": "strength",
+}
 
 
 def _from_dream(text: str, location: str) -> GenerationMetadata | None:

@@ -130,8 +130,18 @@ class Reading:
         self.decode_left -= size
         return True
 
-    def piece(self, location: str, key: str, text: str, errors: list[str], *, whole: bool = True,
-              size: int | None = None, unit: str = "characters", exact: bool = True) -> MetadataText | None:
+    def piece(
+        self,
+        location: str,
+        key: str,
+        text: str,
+        errors: list[str],
+        *,
+        whole: bool = True,
+        size: int | None = None,
+        unit: str = "characters",
+        exact: bool = True,
+    ) -> MetadataText | None:
         """``text`` as a piece, cut to what the limits leave, or None when they leave nothing.
 
         ``whole=False`` says ``text`` is a decoded prefix of something larger: ``size`` of it
@@ -147,7 +157,9 @@ class Reading:
             if whole:
                 size, unit, exact = len(text), "characters", True
             of = f"{'more than ' if not exact else ''}{size}"
-            said = f"{len(kept)} of {of} characters" if unit == "characters" else f"{len(kept)} characters of {of} {unit}"
+            said = (
+                f"{len(kept)} of {of} characters" if unit == "characters" else f"{len(kept)} characters of {of} {unit}"
+            )
             why = "" if room == MAX_PIECE_CHARS else f" (the file's limit of {MAX_FILE_CHARS} characters)"
             errors.append(f"{location} truncated: kept {said}{why}")
         self.chars_left -= len(kept)
@@ -200,12 +212,16 @@ class Reading:
     def summary(self) -> list[str]:
         notes = []
         if self.dropped:
-            notes.append(f"{self.dropped} more metadata pieces not read: the file's limits ({MAX_PIECES} pieces, "
-                         f"{MAX_FILE_CHARS} characters kept, {MAX_DECODE_BYTES} bytes decoded, {MAX_BLOCKS} EXIF/XMP "
-                         f"blocks) are spent")
+            notes.append(
+                f"{self.dropped} more metadata pieces not read: the file's limits ({MAX_PIECES} pieces, "
+                f"{MAX_FILE_CHARS} characters kept, {MAX_DECODE_BYTES} bytes decoded, {MAX_BLOCKS} EXIF/XMP "
+                f"blocks) are spent"
+            )
         if self.inflate_refused:
-            notes.append(f"{self.inflate_refused} compressed pieces not decompressed: the file's "
-                         f"{MAX_INFLATE_BYTES}-byte decompression budget is spent")
+            notes.append(
+                f"{self.inflate_refused} compressed pieces not decompressed: the file's "
+                f"{MAX_INFLATE_BYTES}-byte decompression budget is spent"
+            )
         return notes
 
 
@@ -269,6 +285,7 @@ def remember_json(text: str, value: Any) -> None:
 
 
 # --- the timer backstop ------------------------------------------------------------------
+
 
 class Alarm:
     """A one-shot CPU timer that raises ``BudgetExceeded`` in the main thread, used only when
@@ -418,9 +435,17 @@ def bounded_copy(value: Any, max_chars: int = MAX_EXTRA_CHARS, max_depth: int = 
 def bound_result(meta: GenerationMetadata, errors: list[str]) -> GenerationMetadata:
     """``meta`` with every field within the catalog's limits (in place); cuts are recorded."""
     label = meta.source or meta.generator or "metadata"
-    for name, limit in (("prompt", MAX_PIECE_CHARS), ("negative_prompt", MAX_PIECE_CHARS), ("seed", 64),
-                        ("sampler", MAX_NAME_CHARS), ("scheduler", MAX_NAME_CHARS), ("model", MAX_NAME_CHARS),
-                        ("model_hash", MAX_NAME_CHARS), ("generator", 64), ("source", MAX_LOCATION_CHARS)):
+    for name, limit in (
+        ("prompt", MAX_PIECE_CHARS),
+        ("negative_prompt", MAX_PIECE_CHARS),
+        ("seed", 64),
+        ("sampler", MAX_NAME_CHARS),
+        ("scheduler", MAX_NAME_CHARS),
+        ("model", MAX_NAME_CHARS),
+        ("model_hash", MAX_NAME_CHARS),
+        ("generator", 64),
+        ("source", MAX_LOCATION_CHARS),
+    ):
         value = getattr(meta, name)
         if value is not None:
             value = storable(value if isinstance(value, str) else str(value))
@@ -439,7 +464,9 @@ def bound_result(meta: GenerationMetadata, errors: list[str]) -> GenerationMetad
         resource.kind = clip_name(resource.kind, 64)
         resource.name = clip_name(resource.name)
         resource.hash = clip_name(resource.hash) if resource.hash is not None else None
-        if resource.weight is not None and not (isinstance(resource.weight, (int, float)) and math.isfinite(resource.weight)):
+        if resource.weight is not None and not (
+            isinstance(resource.weight, (int, float)) and math.isfinite(resource.weight)
+        ):
             resource.weight = None
     if meta.extra:
         extra_errors = meta.extra.get("errors")

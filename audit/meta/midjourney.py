@@ -14,9 +14,11 @@ from audit.meta.base import GenerationMetadata, MetadataText, Resource
 from audit.meta.normalize import seed_text
 from audit.meta.pieces import by_key
 
-_NAMES = ("ar|aspect|v|version|niji|stylize|s|q|quality|chaos|c|seed|sameseed|style|weird|w|tile|no|iw|sref|sw|sv|"
-          "cref|cw|oref|ow|p|profile|personalize|raw|draft|exp|stop|r|repeat|relax|fast|turbo|hd|test|testp|"
-          "uplight|upbeta|upanime|video|motion|loop|end|bs")
+_NAMES = (
+    "ar|aspect|v|version|niji|stylize|s|q|quality|chaos|c|seed|sameseed|style|weird|w|tile|no|iw|sref|sw|sv|"
+    "cref|cw|oref|ow|p|profile|personalize|raw|draft|exp|stop|r|repeat|relax|fast|turbo|hd|test|testp|"
+    "uplight|upbeta|upanime|video|motion|loop|end|bs"
+)
 _FLAG = re.compile(rf"(?:^|\s)(?:--|—|–)({_NAMES})(?=\s|$)")
 _JOB = re.compile(r"Job ID:\s*([0-9a-f-]{36})", re.IGNORECASE)
 _URL = re.compile(r"^(?:<?https?://\S+>?\s+)+")
@@ -42,7 +44,7 @@ def _flags(text: str) -> dict[str, str]:
     out: dict[str, str] = {}
     for i, match in enumerate(matches):
         end = matches[i + 1].start() if i + 1 < len(matches) else len(text)
-        out.setdefault(match.group(1), text[match.end():end].strip())
+        out.setdefault(match.group(1), text[match.end() : end].strip())
     return out
 
 
@@ -58,7 +60,7 @@ def _parse(piece: MetadataText) -> GenerationMetadata | None:
     urls = _URL.match(prompt)
     if urls:
         meta.extra["image_prompts"] = urls.group(0).split()
-        prompt = prompt[urls.end():].strip()
+        prompt = prompt[urls.end() :].strip()
     meta.prompt = prompt or None
     flags = _flags(body)
     meta.negative_prompt = flags.get("no") or None
@@ -69,6 +71,6 @@ def _parse(piece: MetadataText) -> GenerationMetadata | None:
         meta.resources.append(Resource("checkpoint", meta.model))
     if job:
         meta.extra["job_id"] = job.group(1)
-    meta.extra["parameters"] = body[first_flag.start():].strip() if first_flag else ""
+    meta.extra["parameters"] = body[first_flag.start() :].strip() if first_flag else ""
     meta.extra["flags"] = flags
     return meta

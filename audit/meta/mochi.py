@@ -19,8 +19,23 @@ from audit.meta.base import GenerationMetadata, MetadataText, Resource
 from audit.meta.normalize import seed_text, to_float, to_int
 from audit.meta.pieces import by_key
 
-_LABELS = ("Include in Image", "Exclude from Image", "Model", "Steps", "Guidance Scale", "Seed", "Size", "Upscaler",
-           "Scheduler", "ML Compute Unit", "Generator", "Starting Image", "Strength", "ControlNet", "Safety Checker")
+_LABELS = (
+    "Include in Image",
+    "Exclude from Image",
+    "Model",
+    "Steps",
+    "Guidance Scale",
+    "Seed",
+    "Size",
+    "Upscaler",
+    "Scheduler",
+    "ML Compute Unit",
+    "Generator",
+    "Starting Image",
+    "Strength",
+    "ControlNet",
+    "Safety Checker",
+)
 _SPLIT = re.compile("(?:^|; )(" + "|".join(re.escape(label) for label in _LABELS) + "): ")
 
 

@@ -47,9 +47,13 @@ def _caption(block) -> tuple[str | None, list[dict]]:
 
 def _with_characters(base: str | None, characters: list[dict]) -> str | None:
     """V4 character prompts are prompt text too (the policy must see them): appended, one a line."""
-    extra = [c["char_caption"] for c in characters
-             if isinstance(c.get("char_caption"), str) and c["char_caption"].strip()
-             and c["char_caption"] not in (base or "")]
+    extra = [
+        c["char_caption"]
+        for c in characters
+        if isinstance(c.get("char_caption"), str)
+        and c["char_caption"].strip()
+        and c["char_caption"] not in (base or "")
+    ]
     if not extra:
         return base
     return "\n".join(([base] if base else []) + extra)
@@ -59,8 +63,9 @@ def _model(meta: GenerationMetadata, pieces: list[MetadataText]) -> None:
     # PNG: Source="NovelAI Diffusion V4.5 C02D4F98"; WebP/JPEG EXIF: Software holds that same text
     source = next((p.text.strip() for p in by_key(pieces, "Source") if p.text.strip()), None)
     if source is None:
-        source = next((p.text.strip() for p in by_key(pieces, "Software")
-                       if p.text.strip() and p.text.strip() != "NovelAI"), None)
+        source = next(
+            (p.text.strip() for p in by_key(pieces, "Software") if p.text.strip() and p.text.strip() != "NovelAI"), None
+        )
     if not source:
         return
     name, _, digest = source.rpartition(" ")

@@ -16,8 +16,20 @@ from audit.meta.textcodec import load_json, looks_like_json_object
 
 _LABELLED = ("Workflow:", "Prompt:", "prompt:", "workflow:")
 # keys whose string or object values are themselves metadata pieces
-_CONTAINER_KEYS = {"prompt", "workflow", "comment", "description", "parameters", "source", "software",
-                   "title", "sui_image_params", "extrametadata", "invokeai_metadata", "generation_data"}
+_CONTAINER_KEYS = {
+    "prompt",
+    "workflow",
+    "comment",
+    "description",
+    "parameters",
+    "source",
+    "software",
+    "title",
+    "sui_image_params",
+    "extrametadata",
+    "invokeai_metadata",
+    "generation_data",
+}
 _MAX_EXPANDED = 64
 
 
@@ -34,9 +46,9 @@ def expand(pieces: list[MetadataText]) -> list[MetadataText]:
 def _children(piece: MetadataText) -> Iterable[MetadataText]:
     text = piece.text.lstrip()
     for label in _LABELLED:
-        if text.startswith(label) and text[len(label):].lstrip().startswith("{"):
+        if text.startswith(label) and text[len(label) :].lstrip().startswith("{"):
             key = label[:-1].lower()
-            yield MetadataText(f"{piece.location}:{key}", key, text[len(label):].lstrip())
+            yield MetadataText(f"{piece.location}:{key}", key, text[len(label) :].lstrip())
             return
     if not looks_like_json_object(text) or piece.key in ("prompt", "workflow"):
         return

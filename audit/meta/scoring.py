@@ -55,7 +55,13 @@ def values_equal(expected: Any, observed: Any) -> bool:
         return abs(left - right) <= Decimal("1e-9") * max(Decimal(1), abs(left))
     if isinstance(expected, str) and isinstance(observed, (int, float)) and not isinstance(observed, bool):
         return values_equal(observed, expected)
-    if isinstance(expected, str) and isinstance(observed, str) and _number(expected) is not None and _number(observed) is not None and expected.strip().lstrip("-").isdigit():
+    if (
+        isinstance(expected, str)
+        and isinstance(observed, str)
+        and _number(expected) is not None
+        and _number(observed) is not None
+        and expected.strip().lstrip("-").isdigit()
+    ):
         return _number(expected) == _number(observed)
     return expected == observed
 
@@ -119,12 +125,18 @@ def _score_sampler(name: str, wanted: dict, observed: list[dict], index: int) ->
     for key in SAMPLER_FIELDS:
         if wanted.get(key) is not None:
             checks.append(Check(name, key, values_equal(wanted[key], match.get(key)), wanted[key], match.get(key)))
-    for expected_key, observed_key, field_name in (("prompts", "prompts", "prompt"), ("negative_prompts", "negative_prompts", "negative_prompt")):
+    for expected_key, observed_key, field_name in (
+        ("prompts", "prompts", "prompt"),
+        ("negative_prompts", "negative_prompts", "negative_prompt"),
+    ):
         if expected_key in wanted:
             want = {(str(p.get("node_id")), p.get("text")) for p in wanted[expected_key]}
             got = {(str(p.get("node_id")), p.get("text")) for p in match.get(observed_key) or []}
             checks.append(Check(name, field_name, want == got, sorted(want), sorted(got)))
-    for expected_key, observed_key, field_name in (("positive_text_node", "prompts", "prompt"), ("negative_text_node", "negative_prompts", "negative_prompt")):
+    for expected_key, observed_key, field_name in (
+        ("positive_text_node", "prompts", "prompt"),
+        ("negative_text_node", "negative_prompts", "negative_prompt"),
+    ):
         if expected_key in wanted:
             nodes = [str(p.get("node_id")) for p in match.get(observed_key) or []]
             checks.append(Check(name, field_name, str(wanted[expected_key]) in nodes, wanted[expected_key], nodes))

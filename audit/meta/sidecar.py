@@ -25,7 +25,9 @@ _MAX_NAME = 160
 _MAX_YAML_CHARS = 128 * 1024
 
 
-def sidecar_pieces(sidecars: Sequence[tuple[str, bytes]], errors: list[str]) -> list[tuple[list[MetadataText], MetadataText]]:
+def sidecar_pieces(
+    sidecars: Sequence[tuple[str, bytes]], errors: list[str]
+) -> list[tuple[list[MetadataText], MetadataText]]:
     """One group per sidecar: ([pieces parsers read, maybe none], verbatim raw piece). Each is kept within
     the file's limits like embedded text; a cut YAML or JSON sidecar then fails to parse (recorded)."""
     reading = limits.current()
@@ -44,7 +46,9 @@ def sidecar_pieces(sidecars: Sequence[tuple[str, bytes]], errors: list[str]) -> 
                 continue
             text = decode_bytes(bytes(data[:limit])).lstrip("\ufeff")  # a BOM is not part of the prompt
             location = f"sidecar:{name}"
-            raw = reading.piece(location, "sidecar", text, errors, whole=len(data) <= limit, size=len(data), unit="bytes")
+            raw = reading.piece(
+                location, "sidecar", text, errors, whole=len(data) <= limit, size=len(data), unit="bytes"
+            )
             if raw is None:
                 continue
             text = raw.text
@@ -66,12 +70,16 @@ def _yaml_piece(location: str, name: str, text: str, errors: list[str]) -> Metad
     import yaml  # imported by extract() before the time budget starts when YAML sidecars come
 
     if len(text) > _MAX_YAML_CHARS:
-        errors.append(f"sidecar {name}: YAML of {len(text)} characters not parsed (more than {_MAX_YAML_CHARS}); kept as text")
+        errors.append(
+            f"sidecar {name}: YAML of {len(text)} characters not parsed (more than {_MAX_YAML_CHARS}); kept as text"
+        )
         return None
     try:
         value = yaml.load(text, Loader=_loader(yaml))
     except yaml.YAMLError as exc:
-        errors.append(f"sidecar {name} is not valid YAML: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
+        errors.append(
+            f"sidecar {name} is not valid YAML: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+        )
         return None
     except RecursionError:
         errors.append(f"sidecar {name} is not readable YAML: nested too deep")

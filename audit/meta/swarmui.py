@@ -14,8 +14,14 @@ from audit.meta.flat import from_mapping
 from audit.meta.normalize import to_float, to_text
 from audit.meta.pieces import json_of
 
-_KINDS = {"model": "checkpoint", "loras": "lora", "vae": "vae", "refinermodel": "refiner",
-          "used_embeddings": "embedding", "embeddings": "embedding"}
+_KINDS = {
+    "model": "checkpoint",
+    "loras": "lora",
+    "vae": "vae",
+    "refinermodel": "refiner",
+    "used_embeddings": "embedding",
+    "embeddings": "embedding",
+}
 
 
 _EXTENSIONS = (".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".gguf", ".sft")
@@ -43,8 +49,9 @@ class SwarmUIParser:
 
 def _parse(data: dict, location: str) -> GenerationMetadata:
     params = data["sui_image_params"]
-    meta = from_mapping({k: v for k, v in params.items() if k not in ("loras", "loraweights")}, "swarmui") \
-        or GenerationMetadata(generator="swarmui")
+    meta = from_mapping(
+        {k: v for k, v in params.items() if k not in ("loras", "loraweights")}, "swarmui"
+    ) or GenerationMetadata(generator="swarmui")
     meta.source = location
     names = params.get("loras") if isinstance(params.get("loras"), list) else []
     weights = params.get("loraweights") if isinstance(params.get("loraweights"), list) else []

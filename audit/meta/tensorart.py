@@ -31,7 +31,17 @@ class TensorArtParser:
             for model in data.get("models") or []:
                 if isinstance(model, dict) and (model.get("modelFileName") or model.get("modelName")):
                     kind = str(model.get("type", "lora")).lower()
-                    meta.resources.append(Resource(kind, str(model.get("modelFileName") or model.get("modelName")), to_text(model.get("hash")), to_float(model.get("weight"))))
+                    meta.resources.append(
+                        Resource(
+                            kind,
+                            str(model.get("modelFileName") or model.get("modelName")),
+                            to_text(model.get("hash")),
+                            to_float(model.get("weight")),
+                        )
+                    )
             return meta
-        return unreadable([MetadataText(p.location, p.key, p.text.rstrip("\x00")) for p in by_key(pieces, "generation_data")],
-                       "tensorart", ("generation_data",))
+        return unreadable(
+            [MetadataText(p.location, p.key, p.text.rstrip("\x00")) for p in by_key(pieces, "generation_data")],
+            "tensorart",
+            ("generation_data",),
+        )

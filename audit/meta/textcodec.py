@@ -84,16 +84,26 @@ def _plausible_order(sample: bytes, default_big_endian: bool) -> bool:
     for order in ("utf-16-be", "utf-16-le"):
         text = sample.decode(order, errors="replace")
         common = sum(1 for ch in text if any(low <= ord(ch) <= high for low, high in _COMMON_BLOCKS))
-        odd = sum(1 for ch in text if ch == "\ufffd" or (unicodedata.category(ch) in ("Cn", "Co", "Cs", "Cc")
-                                                         and ch not in "\n\r\t"))
+        odd = sum(
+            1
+            for ch in text
+            if ch == "\ufffd" or (unicodedata.category(ch) in ("Cn", "Co", "Cs", "Cc") and ch not in "\n\r\t")
+        )
         score[order] = common - 2 * odd
     if score["utf-16-be"] == score["utf-16-le"]:
         return default_big_endian
     return score["utf-16-be"] > score["utf-16-le"]
 
 
-_COMMON_BLOCKS = ((0x0020, 0x00FF), (0x0400, 0x04FF), (0x2000, 0x206F), (0x3000, 0x30FF), (0x4E00, 0x9FFF),
-                  (0xAC00, 0xD7A3), (0xFF00, 0xFFEF))
+_COMMON_BLOCKS = (
+    (0x0020, 0x00FF),
+    (0x0400, 0x04FF),
+    (0x2000, 0x206F),
+    (0x3000, 0x30FF),
+    (0x4E00, 0x9FFF),
+    (0xAC00, 0xD7A3),
+    (0xFF00, 0xFFEF),
+)
 
 
 def load_json(text: str) -> tuple[Any, str | None]:

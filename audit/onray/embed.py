@@ -150,11 +150,26 @@ class EncodeWorker:
             frame_vecs = None
             if frame_pixels is not None:  # in the shard's batch size, as run_shard does
                 bs = max(1, task.batch_size)
-                frame_vecs = np.concatenate([emb.embed_pixels(frame_pixels[i:i + bs])
-                                             for i in range(0, len(frame_pixels), bs)])  # fmt: skip
+                frame_vecs = np.concatenate(
+                    [emb.embed_pixels(frame_pixels[i : i + bs]) for i in range(0, len(frame_pixels), bs)]
+                )
             timings = {"read_decode_s": decode_s, "encode_s": time.perf_counter() - t1}
-            out.append(pickle.dumps(ShardResult(task.shard_id, task.kind, list(keys), vecs, list(skips), timings,
-                                                os.getpid(), list(frame_keys), frame_vecs), protocol=5))  # fmt: skip
+            out.append(
+                pickle.dumps(
+                    ShardResult(
+                        task.shard_id,
+                        task.kind,
+                        list(keys),
+                        vecs,
+                        list(skips),
+                        timings,
+                        os.getpid(),
+                        list(frame_keys),
+                        frame_vecs,
+                    ),
+                    protocol=5,
+                )
+            )
             self.calls += 1
         return {"result": out}
 
@@ -162,8 +177,17 @@ class EncodeWorker:
 class RayEmbedExecutor:
     """The ``Executor`` protocol (``workers``, ``map_unordered``, ``close``) on Ray Data."""
 
-    def __init__(self, ray, *, device: str, image_spec, threads: int = 1, actors: int | None = None,
-                 wave_items: int = WAVE_ITEMS, split_decode: bool | None = None):  # fmt: skip
+    def __init__(
+        self,
+        ray,
+        *,
+        device: str,
+        image_spec,
+        threads: int = 1,
+        actors: int | None = None,
+        wave_items: int = WAVE_ITEMS,
+        split_decode: bool | None = None,
+    ):
         self.ray = ray
         self.cuda = str(device).startswith("cuda")
         self.image_spec = image_spec
@@ -174,11 +198,15 @@ class RayEmbedExecutor:
         if self.cuda:
             gpus = int(res.get("GPU", 0))
             if gpus < 1:
-                raise EnvironmentProblem("--device cuda with --executor ray, but the Ray cluster has no GPU "
-                                         "(start GPU nodes with `ray start --num-gpus N`, or use --device cpu)")  # fmt: skip
+                raise EnvironmentProblem(
+                    "--device cuda with --executor ray, but the Ray cluster has no GPU "
+                    "(start GPU nodes with `ray start --num-gpus N`, or use --device cpu)"
+                )
             if cpus <= gpus:  # each GPU actor holds a CPU; decoding needs the others
-                raise EnvironmentProblem(f"--device cuda with --executor ray needs more CPUs than GPUs for decoding "
-                                         f"(the cluster has {cpus} CPUs, {gpus} GPUs); ~8-16 CPUs per GPU keep ViT-B/32 busy")  # fmt: skip
+                raise EnvironmentProblem(
+                    f"--device cuda with --executor ray needs more CPUs than GPUs for decoding "
+                    f"(the cluster has {cpus} CPUs, {gpus} GPUs); ~8-16 CPUs per GPU keep ViT-B/32 busy"
+                )
             self.threads = 1
             self.workers = actors or gpus
         elif self.split_decode:  # the GPU pipeline's shape on CPUs: half the CPUs decode
@@ -190,7 +218,9 @@ class RayEmbedExecutor:
         self._checked = False
         self.waves = 0
 
-    def map_unordered(self, fn: Callable[[ShardTask], ShardResult], tasks: Iterable[ShardTask]) -> Iterator[ShardResult]:
+    def map_unordered(
+        self, fn: Callable[[ShardTask], ShardResult], tasks: Iterable[ShardTask]
+    ) -> Iterator[ShardResult]:
         it = iter(tasks)
         while True:
             wave = self._take_wave(it)
@@ -226,15 +256,34 @@ class RayEmbedExecutor:
         env = {"env_vars": {KILL_ONCE_ENV: os.environ[KILL_ONCE_ENV]}} if os.environ.get(KILL_ONCE_ENV) else None
         actor_args = {"runtime_env": env} if env else {}
         if self.split_decode:
-            ds = ds.map_batches(decode_shard, batch_size=1, batch_format="numpy", fn_kwargs={"image_spec": self.image_spec},
-                                num_cpus=1, **actor_args)  # fmt: skip
-            ds = ds.map_batches(EncodeWorker, batch_size=1, batch_format="numpy", compute=ActorPoolStrategy(size=size),
-                                fn_constructor_kwargs={"threads": self.threads}, num_cpus=1,
-                                num_gpus=1 if self.cuda else 0, **actor_args)  # fmt: skip
+            ds = ds.map_batches(
+                decode_shard,
+                batch_size=1,
+                batch_format="numpy",
+                fn_kwargs={"image_spec": self.image_spec},
+                num_cpus=1,
+                **actor_args,
+            )
+            ds = ds.map_batches(
+                EncodeWorker,
+                batch_size=1,
+                batch_format="numpy",
+                compute=ActorPoolStrategy(size=size),
+                fn_constructor_kwargs={"threads": self.threads},
+                num_cpus=1,
+                num_gpus=1 if self.cuda else 0,
+                **actor_args,
+            )
         else:
-            ds = ds.map_batches(ShardWorker, batch_size=1, batch_format="numpy", compute=ActorPoolStrategy(size=size),
-                                fn_constructor_kwargs={"fn": fn, "threads": self.threads}, num_cpus=self.threads,
-                                **actor_args)  # fmt: skip
+            ds = ds.map_batches(
+                ShardWorker,
+                batch_size=1,
+                batch_format="numpy",
+                compute=ActorPoolStrategy(size=size),
+                fn_constructor_kwargs={"fn": fn, "threads": self.threads},
+                num_cpus=self.threads,
+                **actor_args,
+            )
         del items
         for row in ds.iter_rows():
             yield pickle.loads(row["result"])

@@ -19,7 +19,9 @@ from typing import Iterable, Sequence
 from audit.errors import InputError
 
 LISTED_NAMES = 4096  # names of a directory compared across nodes (sorted, first ones)
-SHARED_HINT = "put the sources on a filesystem every node mounts at the same path, or use fsspec URLs (s3://, gs://, ...)"
+SHARED_HINT = (
+    "put the sources on a filesystem every node mounts at the same path, or use fsspec URLs (s3://, gs://, ...)"
+)
 
 
 def local_path(uri: str) -> str | None:
@@ -30,7 +32,7 @@ def local_path(uri: str) -> str | None:
     archive, _ = split_member(uri)
     target = archive if archive is not None else uri
     if target.startswith("file://"):
-        return target[len("file://"):]
+        return target[len("file://") :]
     if is_url(target):
         return None
     return target.split("#row=", 1)[0]  # a manifest row's uri names the manifest
@@ -89,8 +91,10 @@ def check_paths(ray, paths: Iterable[str], *, what: str = "source") -> int:
 
     view = ray.remote(num_cpus=0, max_retries=2)(_node_view)
     nodes = [n for n in ray.nodes() if n.get("Alive")]
-    refs = [view.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote(paths)
-            for n in nodes]  # fmt: skip
+    refs = [
+        view.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote(paths)
+        for n in nodes
+    ]
     for node, seen in zip(nodes, ray.get(refs)):
         where = f"Ray node {node.get('NodeManagerAddress', '?')} ({seen['host']})"
         if seen["audit"] is None:

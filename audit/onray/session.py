@@ -24,7 +24,9 @@ def require_ray():
         import ray.data  # noqa: F401 - Ray Data is what the pipelines run on
     except ImportError as exc:
         missing = getattr(exc, "name", None) or "ray"
-        raise EnvironmentProblem(f"--executor ray needs Ray Data ({missing} is not installed): {INSTALL_HINT}") from None
+        raise EnvironmentProblem(
+            f"--executor ray needs Ray Data ({missing} is not installed): {INSTALL_HINT}"
+        ) from None
     return ray
 
 
@@ -53,13 +55,23 @@ def ray_session(*, num_cpus: int | None = None, object_store_memory: int | None 
             else:
                 # address="local": a new instance for this run. Without it Ray connects to
                 # whatever cluster /tmp/ray/ray_current_cluster names, even one long dead.
-                ray.init(address="local", num_cpus=num_cpus, object_store_memory=object_store_memory,
-                         include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)  # fmt: skip
+                ray.init(
+                    address="local",
+                    num_cpus=num_cpus,
+                    object_store_memory=object_store_memory,
+                    include_dashboard=False,
+                    log_to_driver=False,
+                    logging_level=logging.WARNING,
+                )
         except ConnectionError as exc:
-            raise EnvironmentProblem(f"cannot connect to the Ray cluster at RAY_ADDRESS={address}: {str(exc).splitlines()[0]}") from None
+            raise EnvironmentProblem(
+                f"cannot connect to the Ray cluster at RAY_ADDRESS={address}: {str(exc).splitlines()[0]}"
+            ) from None
         except Exception as exc:  # noqa: BLE001 - Ray raises many types for a cluster it cannot start or reach
             where = f"the Ray cluster at RAY_ADDRESS={address}" if address else "a local Ray instance"
-            raise EnvironmentProblem(f"cannot start {where}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
+            raise EnvironmentProblem(
+                f"cannot start {where}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            ) from None
         started = True
     _quiet_ray_data(ray)
     try:

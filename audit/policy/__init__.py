@@ -52,8 +52,18 @@ _LAZY = {
 }
 
 __all__ = [
-    "Category", "Concept", "Flag", "HashList", "NameList", "NegativeConcept", "Policy", "Rule",
-    "default_policy_path", "load_policy", "parse_policy", *sorted(_LAZY),
+    "Category",
+    "Concept",
+    "Flag",
+    "HashList",
+    "NameList",
+    "NegativeConcept",
+    "Policy",
+    "Rule",
+    "default_policy_path",
+    "load_policy",
+    "parse_policy",
+    *sorted(_LAZY),
 ]
 
 

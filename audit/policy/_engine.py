@@ -74,8 +74,7 @@ class SafePattern:
             try:
                 m = self.compiled.search(text, pos, timeout=left)
             except TimeoutError:
-                raise PatternTimeout(
-                    f"pattern {self.source!r} timed out after {timeout:g}s") from None
+                raise PatternTimeout(f"pattern {self.source!r} timed out after {timeout:g}s") from None
             if m is None:
                 break
             start, end = m.span()

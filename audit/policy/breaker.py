@@ -46,27 +46,46 @@ class PatternTrouble:
         """One line for a person: what happened and what was therefore not checked."""
         limit = f"{self.timeout_s * 1000:g} ms" if self.timeout_s else "the limit"
         if self.disabled == "timeouts":
-            head = (f"policy {self.owner} disabled for this run after {self.timeouts} regular-expression "
-                    f"timeouts ({limit} each)")
+            head = (
+                f"policy {self.owner} disabled for this run after {self.timeouts} regular-expression "
+                f"timeouts ({limit} each)"
+            )
         elif self.disabled == "slow":
-            head = (f"policy {self.owner} disabled for this run: {self.seconds:.1f} s of matching over "
-                    f"{self.evaluations} prompt fields (over {SLOW_MEAN_S * 1000:g} ms each)")
+            head = (
+                f"policy {self.owner} disabled for this run: {self.seconds:.1f} s of matching over "
+                f"{self.evaluations} prompt fields (over {SLOW_MEAN_S * 1000:g} ms each)"
+            )
         else:
-            return (f"policy {self.owner}: {self.timeouts} regular-expression timeouts ({limit} each); "
-                    f"those prompt fields were not fully checked against it")
+            return (
+                f"policy {self.owner}: {self.timeouts} regular-expression timeouts ({limit} each); "
+                f"those prompt fields were not fully checked against it"
+            )
         return f"{head}; {self.not_checked} prompt fields were not checked against it (fix the pattern)"
 
     def to_dict(self) -> dict:
-        return {"kind": "pattern_disabled" if self.disabled else "pattern_timeouts", "owner": self.owner,
-                "reason": self.disabled, "timeouts": self.timeouts, "seconds": round(self.seconds, 3),
-                "evaluations": self.evaluations, "not_checked": self.not_checked, "message": self.message()}
+        return {
+            "kind": "pattern_disabled" if self.disabled else "pattern_timeouts",
+            "owner": self.owner,
+            "reason": self.disabled,
+            "timeouts": self.timeouts,
+            "seconds": round(self.seconds, 3),
+            "evaluations": self.evaluations,
+            "not_checked": self.not_checked,
+            "message": self.message(),
+        }
 
 
 class PatternBreaker:
     """Per-run state: ``allows(owner)`` before each search, ``spent``/``timed_out`` after."""
 
-    def __init__(self, *, max_timeouts: int = MAX_TIMEOUTS, grace_s: float = SLOW_GRACE_S,
-                 mean_s: float = SLOW_MEAN_S, timeout_s: float = 0.0):
+    def __init__(
+        self,
+        *,
+        max_timeouts: int = MAX_TIMEOUTS,
+        grace_s: float = SLOW_GRACE_S,
+        mean_s: float = SLOW_MEAN_S,
+        timeout_s: float = 0.0,
+    ):
         self.max_timeouts = max_timeouts
         self.grace_s = grace_s
         self.mean_s = mean_s

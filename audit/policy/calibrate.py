@@ -61,37 +61,120 @@ VOCABULARY_FILE = Path(__file__).with_name("data") / "reference_vocabulary.jsonl
 # a reference caption this close (text-text cosine) to the concept is a paraphrase of it, not a near miss
 PARAPHRASE_COSINE = 0.95
 
-__all__ = ["NEUTRAL_CAPTIONS", "calibrate_threshold", "ensemble", "names_caption", "reference_captions",
-           "reference_vocabulary"]
+__all__ = [
+    "NEUTRAL_CAPTIONS",
+    "calibrate_threshold",
+    "ensemble",
+    "names_caption",
+    "reference_captions",
+    "reference_vocabulary",
+]
 
 NEUTRAL_CAPTIONS: tuple[str, ...] = (
-    "a photo of a street", "a bowl of fruit", "a cup of coffee on a table", "a city skyline",
-    "a mountain landscape", "a beach at sunset", "a forest path", "a river in the countryside",
-    "a field of flowers", "a snowy mountain", "a desert with sand dunes", "a lake with a boat",
-    "a kitchen interior", "a living room with a sofa", "an office desk with a computer",
-    "a bookshelf full of books", "a bicycle leaning on a wall", "a red car parked on a road",
-    "a train at a station", "an airplane in the sky", "a sailboat on the sea",
-    "a bridge over a river", "a lighthouse on a cliff", "a castle on a hill",
-    "a wooden house", "a modern building", "a garden with trees", "a park bench",
-    "a plate of pasta", "a slice of pizza", "a loaf of bread", "a salad in a bowl",
-    "a birthday cake", "a glass of water", "a basket of vegetables", "a cat sleeping on a bed",
-    "a dog running in a park", "a horse in a field", "a bird on a branch", "a fish in an aquarium",
-    "a cow on a farm", "a butterfly on a flower", "a pair of shoes", "a wristwatch",
-    "a smartphone on a table", "a laptop computer", "a pair of headphones", "a camera",
-    "a guitar", "a piano", "a clock on a wall", "a lamp", "a chair", "a wooden table",
-    "a vase of flowers", "a potted plant", "a teapot", "a set of keys", "an umbrella",
-    "a backpack", "a map of a country", "a chart with numbers", "a page of text",
-    "a screenshot of a website", "a logo on a white background", "an abstract painting",
-    "a watercolor landscape", "a pencil sketch of a building", "a cartoon of a robot",
-    "a pattern of geometric shapes", "a close-up of leaves", "clouds in a blue sky",
-    "the moon at night", "a starry sky", "a rainy window", "a foggy morning", "a sunrise",
-    "a waterfall", "a rocky coastline", "a tropical island", "a vineyard",
-    "a farm with a barn", "a market stall", "a busy intersection", "a subway platform",
-    "a library reading room", "a museum hall", "a stadium", "a swimming pool",
-    "a tennis ball", "a soccer ball on grass", "a chess board", "a stack of coins",
-    "a toolbox with tools", "a microscope", "a satellite in orbit", "a wind turbine",
-    "a solar panel", "a mug on a desk", "a spoon and fork", "a snow-covered street",
-    "an empty road", "a plain gray background", "a blurry photo",
+    "a photo of a street",
+    "a bowl of fruit",
+    "a cup of coffee on a table",
+    "a city skyline",
+    "a mountain landscape",
+    "a beach at sunset",
+    "a forest path",
+    "a river in the countryside",
+    "a field of flowers",
+    "a snowy mountain",
+    "a desert with sand dunes",
+    "a lake with a boat",
+    "a kitchen interior",
+    "a living room with a sofa",
+    "an office desk with a computer",
+    "a bookshelf full of books",
+    "a bicycle leaning on a wall",
+    "a red car parked on a road",
+    "a train at a station",
+    "an airplane in the sky",
+    "a sailboat on the sea",
+    "a bridge over a river",
+    "a lighthouse on a cliff",
+    "a castle on a hill",
+    "a wooden house",
+    "a modern building",
+    "a garden with trees",
+    "a park bench",
+    "a plate of pasta",
+    "a slice of pizza",
+    "a loaf of bread",
+    "a salad in a bowl",
+    "a birthday cake",
+    "a glass of water",
+    "a basket of vegetables",
+    "a cat sleeping on a bed",
+    "a dog running in a park",
+    "a horse in a field",
+    "a bird on a branch",
+    "a fish in an aquarium",
+    "a cow on a farm",
+    "a butterfly on a flower",
+    "a pair of shoes",
+    "a wristwatch",
+    "a smartphone on a table",
+    "a laptop computer",
+    "a pair of headphones",
+    "a camera",
+    "a guitar",
+    "a piano",
+    "a clock on a wall",
+    "a lamp",
+    "a chair",
+    "a wooden table",
+    "a vase of flowers",
+    "a potted plant",
+    "a teapot",
+    "a set of keys",
+    "an umbrella",
+    "a backpack",
+    "a map of a country",
+    "a chart with numbers",
+    "a page of text",
+    "a screenshot of a website",
+    "a logo on a white background",
+    "an abstract painting",
+    "a watercolor landscape",
+    "a pencil sketch of a building",
+    "a cartoon of a robot",
+    "a pattern of geometric shapes",
+    "a close-up of leaves",
+    "clouds in a blue sky",
+    "the moon at night",
+    "a starry sky",
+    "a rainy window",
+    "a foggy morning",
+    "a sunrise",
+    "a waterfall",
+    "a rocky coastline",
+    "a tropical island",
+    "a vineyard",
+    "a farm with a barn",
+    "a market stall",
+    "a busy intersection",
+    "a subway platform",
+    "a library reading room",
+    "a museum hall",
+    "a stadium",
+    "a swimming pool",
+    "a tennis ball",
+    "a soccer ball on grass",
+    "a chess board",
+    "a stack of coins",
+    "a toolbox with tools",
+    "a microscope",
+    "a satellite in orbit",
+    "a wind turbine",
+    "a solar panel",
+    "a mug on a desk",
+    "a spoon and fork",
+    "a snow-covered street",
+    "an empty road",
+    "a plain gray background",
+    "a blurry photo",
 )
 
 
@@ -118,8 +201,11 @@ def reference_captions(concept_texts) -> list[str]:
     words = _words(concept_texts)
     own = {str(t).strip().lower() for t in concept_texts}
     out = [c for c in NEUTRAL_CAPTIONS if c not in own]
-    out += [e["caption"] for e in reference_vocabulary()
-            if e["caption"] not in own and not names_caption(words, e.get("keys") or [])]
+    out += [
+        e["caption"]
+        for e in reference_vocabulary()
+        if e["caption"] not in own and not names_caption(words, e.get("keys") or [])
+    ]
     return out
 
 
@@ -173,10 +259,19 @@ def _best_cut(scores: np.ndarray, foreground: np.ndarray, slack: int = 1) -> tup
     return float(np.clip((lo[i] + hi[i]) / 2, -1.0, 1.0)), int(wrong[i]), float(lo[i]), float(hi[i])
 
 
-def calibrate_threshold(concept_text_emb, neutral_text_embs, other_concept_embs=None,
-                        image_or_prompt_embs=None, *, method: str = "auto",
-                        margin: float | None = None, percentile: float | None = None,
-                        k: float = 1.0, min_background: int = 20, min_foreground: int = 5) -> tuple[float, str]:
+def calibrate_threshold(
+    concept_text_emb,
+    neutral_text_embs,
+    other_concept_embs=None,
+    image_or_prompt_embs=None,
+    *,
+    method: str = "auto",
+    margin: float | None = None,
+    percentile: float | None = None,
+    k: float = 1.0,
+    min_background: int = 20,
+    min_foreground: int = 5,
+) -> tuple[float, str]:
     """A threshold for one concept and model, and a one-line explanation of how it was derived.
 
     ``concept_text_emb``: (d,) ensembled concept embedding (or (t, d) prompt embeddings,
@@ -216,16 +311,18 @@ def calibrate_threshold(concept_text_emb, neutral_text_embs, other_concept_embs=
             gap = ""
             if n_fg >= min_foreground:
                 threshold, wrong, lo, hi = _best_cut(scores, scores >= best_ref)
-                gap = (f"; with {n_fg} foreground samples: the cut with the fewest on the wrong side "
-                       f"({wrong}), mid-gap between {lo:.4f} and {hi:.4f} = {threshold:.4f}")
+                gap = (
+                    f"; with {n_fg} foreground samples: the cut with the fewest on the wrong side "
+                    f"({wrong}), mid-gap between {lo:.4f} and {hi:.4f} = {threshold:.4f}"
+                )
             return threshold, (
                 f"samples: {q:g}th percentile of concept scores over {len(background)} "
                 f"background samples ({base:.4f}) + margin {m:g} = {base + m:.4f}{gap}; "
                 f"{n_fg} of {len(scores)} samples nearer the concept than any of "
-                f"{len(refs)} references")
+                f"{len(refs)} references"
+            )
         chosen = "reference"
-        fallback = (f" (only {len(background)} background samples, fewer than "
-                    f"{min_background})")
+        fallback = f" (only {len(background)} background samples, fewer than {min_background})"
     if chosen == "reference-stats":
         q = 99.0 if percentile is None else percentile
         m = 0.0 if margin is None else margin
@@ -234,7 +331,8 @@ def calibrate_threshold(concept_text_emb, neutral_text_embs, other_concept_embs=
         threshold = float(np.clip(base + k * spread + m, -1.0, 1.0))
         return threshold, (
             f"reference-stats: {q:g}th percentile of similarity to {len(refs)} references "
-            f"({base:.4f}) + {k:g}·std ({spread:.4f}) + margin {m:g} = {threshold:.4f}")
+            f"({base:.4f}) + {k:g}·std ({spread:.4f}) + margin {m:g} = {threshold:.4f}"
+        )
     m = 0.02 if margin is None else margin
     top = int(np.argmax(ref_scores))
     base = float(ref_scores[top])
@@ -243,4 +341,5 @@ def calibrate_threshold(concept_text_emb, neutral_text_embs, other_concept_embs=
     return threshold, (
         f"reference{fallback}: max similarity to {len(neutral)} neutral and {len(others)} "
         f"near-miss references ({base:.4f}, {source} #{top if top < len(neutral) else top - len(neutral)}) "
-        f"+ margin {m:g} = {threshold:.4f}")
+        f"+ margin {m:g} = {threshold:.4f}"
+    )

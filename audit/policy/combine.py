@@ -37,8 +37,7 @@ class CategoryHit:
     signals: tuple[str, ...]  # contributing signals, sorted
 
 
-def concept_signal_names(concept_id: str, *, image: bool = False,
-                         prompt: bool = False) -> set[str]:
+def concept_signal_names(concept_id: str, *, image: bool = False, prompt: bool = False) -> set[str]:
     """The signal names the flag stage emits for a concept that fired on image and/or prompt."""
     out = set()
     if image:
@@ -56,7 +55,7 @@ def suppress_concepts(signals: Iterable[str], concept_ids: Iterable[str]) -> set
     out = set()
     for name in signals:
         if name.startswith("concept:"):
-            cid = name[len("concept:"):].split("/", 1)[0]
+            cid = name[len("concept:") :].split("/", 1)[0]
             if cid in drop:
                 continue
         out.add(name)
@@ -101,8 +100,7 @@ def evaluate_flag(flag: Flag, signals: set[str] | frozenset[str]) -> tuple[str, 
     return tuple(sorted(contributing))
 
 
-def evaluate_flags(policy: Policy, signals: Iterable[str] | Mapping[str, object]
-                   ) -> list[CategoryHit]:
+def evaluate_flags(policy: Policy, signals: Iterable[str] | Mapping[str, object]) -> list[CategoryHit]:
     """Categories that fire for one item, most severe first.
 
     ``signals``: the fired signal names (a mapping's keys are used, so a dict of
@@ -120,7 +118,6 @@ def evaluate_flags(policy: Policy, signals: Iterable[str] | Mapping[str, object]
     out = []
     for category_id, (flags, sigs) in by_category.items():
         category = policy.category(category_id)
-        out.append(CategoryHit(category_id, category.severity, category.no_view, tuple(flags),
-                               tuple(sorted(sigs))))
+        out.append(CategoryHit(category_id, category.severity, category.no_view, tuple(flags), tuple(sorted(sigs))))
     out.sort(key=lambda hit: (-policy.category(hit.category).rank, hit.category))
     return out

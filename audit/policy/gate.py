@@ -39,13 +39,16 @@ def request_resources(resources: Iterable[Any]) -> list[dict]:
     for value in resources or ():
         if isinstance(value, dict):
             name = value.get("name")
-            out.append({"kind": str(value.get("kind") or "resource"),
-                        "name": str(name) if name is not None else None,
-                        "hash": str(value["hash"]) if value.get("hash") is not None else None})
+            out.append(
+                {
+                    "kind": str(value.get("kind") or "resource"),
+                    "name": str(name) if name is not None else None,
+                    "hash": str(value["hash"]) if value.get("hash") is not None else None,
+                }
+            )
         elif isinstance(value, str) and value.strip():
             text = value.strip()
-            out.append({"kind": "resource", "name": text,
-                        "hash": text if normalize_resource_hash(text) else None})
+            out.append({"kind": "resource", "name": text, "hash": text if normalize_resource_hash(text) else None})
         else:
             raise ValueError(f"a resource must be a string or an object, got {type(value).__name__}")
     return out
@@ -72,15 +75,34 @@ class PromptGate:
         from audit.flag.concepts import ConceptDetector
 
         empty = np.zeros((0, 1), np.float32)
-        ctx = FlagContext(self.policy, [], [], [], [], [], [], empty, np.zeros(0, bool), empty,
-                          np.zeros(0, bool), embedder_factory=lambda: self.embedder)
+        ctx = FlagContext(
+            self.policy,
+            [],
+            [],
+            [],
+            [],
+            [],
+            [],
+            empty,
+            np.zeros(0, bool),
+            empty,
+            np.zeros(0, bool),
+            embedder_factory=lambda: self.embedder,
+        )
         vectors = ConceptDetector().prepare(ctx)
         for concept in self.policy.concepts:
-            self.concepts.append((concept.id, vectors.text[concept.id],
-                                  float(vectors.thresholds[concept.id]["prompt"]["value"])))
+            self.concepts.append(
+                (concept.id, vectors.text[concept.id], float(vectors.thresholds[concept.id]["prompt"]["value"]))
+            )
 
-    def check(self, prompt: str | None, negative_prompt: str | None = None,
-              resources: Sequence[Any] = (), *, request_id: Any = None) -> dict:
+    def check(
+        self,
+        prompt: str | None,
+        negative_prompt: str | None = None,
+        resources: Sequence[Any] = (),
+        *,
+        request_id: Any = None,
+    ) -> dict:
         from audit.flag.prompts import _signals
         from audit.policy import evaluate_flags
         from audit.policy.resources import match_resource_fields, match_resource_hashes
@@ -98,14 +120,31 @@ class PromptGate:
                 signals.append({"kind": sig.kind, "name": sig.name, **m})
         checkpoints = [r["name"] for r in items if r.get("kind") == "checkpoint" and r.get("name")]
         for hit in match_resource_fields(self.compiled, items, checkpoints[0] if checkpoints else None):
-            signals.append({"kind": hit.kind, "name": hit.signal, "field": hit.field, "resource": hit.resource,
-                            "span": list(hit.span), "text": hit.matched_text,
-                            ("name_listed" if hit.kind == "name" else "pattern"): hit.pattern})
+            signals.append(
+                {
+                    "kind": hit.kind,
+                    "name": hit.signal,
+                    "field": hit.field,
+                    "resource": hit.resource,
+                    "span": list(hit.span),
+                    "text": hit.matched_text,
+                    ("name_listed" if hit.kind == "name" else "pattern"): hit.pattern,
+                }
+            )
         for hl in self.banks:
             for m in match_resource_hashes(hl.bank, items):
-                signals.append({"kind": "hash_match", "name": hl.signal, "field": "resources",
-                                "resource": m.resource.get("name"), "hash": m.item_hash, "bank_hash": m.bank_hash,
-                                "label": m.label, "how": m.how})
+                signals.append(
+                    {
+                        "kind": "hash_match",
+                        "name": hl.signal,
+                        "field": "resources",
+                        "resource": m.resource.get("name"),
+                        "hash": m.item_hash,
+                        "bank_hash": m.bank_hash,
+                        "label": m.label,
+                        "how": m.how,
+                    }
+                )
         if self.concepts and prompt:
             from audit.embed.base import l2_normalize
 
@@ -113,12 +152,21 @@ class PromptGate:
             for cid, text, threshold in self.concepts:
                 score = float(vector @ text)
                 if score >= threshold:
-                    signals.append({"kind": "concept", "name": f"concept:{cid}/prompt", "field": "prompt",
-                                    "score": round(score, 4), "threshold": round(threshold, 4)})
+                    signals.append(
+                        {
+                            "kind": "concept",
+                            "name": f"concept:{cid}/prompt",
+                            "field": "prompt",
+                            "score": round(score, 4),
+                            "threshold": round(threshold, 4),
+                        }
+                    )
         fired = {s["name"] for s in signals}
         fired |= {name.split("/", 1)[0] for name in fired if name.startswith("concept:")}
-        categories = [{"category": hit.category, "severity": hit.severity, "flags": list(hit.flags),
-                       "signals": list(hit.signals)} for hit in evaluate_flags(self.policy, fired)]
+        categories = [
+            {"category": hit.category, "severity": hit.severity, "flags": list(hit.flags), "signals": list(hit.signals)}
+            for hit in evaluate_flags(self.policy, fired)
+        ]
         deny = any(SEVERITY_RANK[c["severity"]] >= self.deny_rank for c in categories)
         out = {"verdict": "deny" if deny else "allow", "categories": categories, "signals": signals}
         if match.errors:
@@ -141,8 +189,15 @@ class PromptGate:
         return self.check(request.get("prompt"), negative, resources, request_id=request.get("id"))
 
 
-def check_prompt(prompt: str | None, negative_prompt: str | None = None, resources: Sequence[Any] = (), *,
-                 policy: "Policy | str | None" = None, embedder=None, deny_at: str = "low") -> dict:
+def check_prompt(
+    prompt: str | None,
+    negative_prompt: str | None = None,
+    resources: Sequence[Any] = (),
+    *,
+    policy: "Policy | str | None" = None,
+    embedder=None,
+    deny_at: str = "low",
+) -> dict:
     """One gate answer for one request (``policy``: a Policy, a path, or None for the default).
     For many requests build one ``PromptGate`` and call ``check`` on it."""
     from audit.policy.loader import load_policy

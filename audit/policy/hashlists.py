@@ -107,18 +107,19 @@ def parse_hash_bank(text: str, source: str) -> HashBank:
             if "hash_type" in lowered or "hash" in lowered:
                 missing = [name for name in ("hash_type", "hash") if name not in lowered]
                 if missing:
-                    raise InputError(f"{source}:{line}: header lacks column {missing[0]!r} "
-                                     "(columns: hash_type, hash, label)")
-                columns = {name: lowered.index(name) for name in ("hash_type", "hash", "label")
-                           if name in lowered}
+                    raise InputError(
+                        f"{source}:{line}: header lacks column {missing[0]!r} (columns: hash_type, hash, label)"
+                    )
+                columns = {name: lowered.index(name) for name in ("hash_type", "hash", "label") if name in lowered}
                 continue
             columns = {"hash_type": 0, "hash": 1, "label": 2}
         try:
             kind = cells[columns["hash_type"]].lower()
             value = normalize_hex(cells[columns["hash"]])
         except IndexError:
-            raise InputError(f"{source}:{line}: expected columns hash_type, hash, label; "
-                             f"got {len(cells)} column(s)") from None
+            raise InputError(
+                f"{source}:{line}: expected columns hash_type, hash, label; got {len(cells)} column(s)"
+            ) from None
         label_at = columns.get("label")
         label = cells[label_at] if label_at is not None and label_at < len(cells) else ""
         if kind == "resource":
@@ -126,9 +127,11 @@ def parse_hash_bank(text: str, source: str) -> HashBank:
 
             normalised = normalize_resource_hash(cells[columns["hash"]])
             if normalised is None:
-                raise InputError(f"{source}:{line}: hash: a resource hash must be 8 to 64 hex digits "
-                                 f"or a Civitai AIR (urn:air:...:civitai:ID@VERSION), got "
-                                 f"{cells[columns['hash']]!r}")
+                raise InputError(
+                    f"{source}:{line}: hash: a resource hash must be 8 to 64 hex digits "
+                    f"or a Civitai AIR (urn:air:...:civitai:ID@VERSION), got "
+                    f"{cells[columns['hash']]!r}"
+                )
             resources.append((normalised, label, line))
             continue
         if kind == "vpdq":
@@ -139,11 +142,11 @@ def parse_hash_bank(text: str, source: str) -> HashBank:
             videos.append(VpdqVideo(label, line, tuple(f[0] for f in features), tuple(f[1] for f in features)))
             continue
         if kind not in HASH_LENGTHS:
-            raise InputError(f"{source}:{line}: hash_type {kind!r} is not one of "
-                             "pdq, md5, sha256, resource, vpdq")
+            raise InputError(f"{source}:{line}: hash_type {kind!r} is not one of pdq, md5, sha256, resource, vpdq")
         if len(value) != HASH_LENGTHS[kind] or not set(value) <= _HEX:
-            raise InputError(f"{source}:{line}: hash: {kind} must be {HASH_LENGTHS[kind]} "
-                             f"hex digits, got {cells[columns['hash']]!r}")
+            raise InputError(
+                f"{source}:{line}: hash: {kind} must be {HASH_LENGTHS[kind]} hex digits, got {cells[columns['hash']]!r}"
+            )
         if kind == "pdq":
             pdq_hex.append(value)
             pdq_labels.append(label)
@@ -191,6 +194,7 @@ def _valid_mask(hashes: Sequence[str | None]) -> np.ndarray:
 
 
 if hasattr(np, "bitwise_count"):
+
     def _popcount64(words: np.ndarray) -> np.ndarray:
         return np.bitwise_count(words)
 else:  # pragma: no cover - numpy < 2.0
@@ -205,7 +209,7 @@ def _distances(queries: np.ndarray, bank: np.ndarray) -> np.ndarray:
     b = np.ascontiguousarray(bank).view(np.uint64)  # (n, 4)
     dist = _popcount64(q[:, 0:1] ^ b[None, :, 0]).astype(np.uint16)
     for word in range(1, 4):
-        dist += _popcount64(q[:, word:word + 1] ^ b[None, :, word])
+        dist += _popcount64(q[:, word : word + 1] ^ b[None, :, word])
     return dist
 
 
@@ -218,16 +222,21 @@ def _faiss_range(queries: np.ndarray, bank: np.ndarray, max_distance: int):
     index = faiss.IndexBinaryFlat(256)
     index.add(np.ascontiguousarray(bank, dtype=np.uint8))
     # faiss returns distances strictly below the radius
-    lims, dist, ids = index.range_search(np.ascontiguousarray(queries, dtype=np.uint8),
-                                         int(max_distance) + 1)
+    lims, dist, ids = index.range_search(np.ascontiguousarray(queries, dtype=np.uint8), int(max_distance) + 1)
     rows = np.repeat(np.arange(len(queries)), np.diff(lims).astype(np.int64))
     return rows, ids.astype(np.int64), dist.astype(np.int64)
 
 
-def match_pdq(bank: HashBank | np.ndarray, pdq: Sequence[str | None] | np.ndarray,
-              max_distance: int = 31, min_quality: int = 50,
-              qualities: Sequence[int | None] | np.ndarray | None = None,
-              *, chunk_cells: int = 1_000_000, use_faiss: bool = True) -> PdqMatches:
+def match_pdq(
+    bank: HashBank | np.ndarray,
+    pdq: Sequence[str | None] | np.ndarray,
+    max_distance: int = 31,
+    min_quality: int = 50,
+    qualities: Sequence[int | None] | np.ndarray | None = None,
+    *,
+    chunk_cells: int = 1_000_000,
+    use_faiss: bool = True,
+) -> PdqMatches:
     """Every (query row, bank entry) pair within ``max_distance`` bits.
 
     ``pdq``: PDQ hex strings (``None`` or malformed: no hash, never matches) or an (m, 32)
@@ -259,7 +268,7 @@ def match_pdq(bank: HashBank | np.ndarray, pdq: Sequence[str | None] | np.ndarra
         step = max(1, chunk_cells // max(1, len(bank_array)))
         out_r, out_b, out_d = [], [], []
         for i in range(0, len(rows_valid), step):
-            chunk = rows_valid[i:i + step]
+            chunk = rows_valid[i : i + step]
             d = _distances(queries[chunk], bank_array)
             r, b = np.nonzero(d <= max_distance)
             out_r.append(chunk[r])
@@ -272,8 +281,9 @@ def match_pdq(bank: HashBank | np.ndarray, pdq: Sequence[str | None] | np.ndarra
     return PdqMatches(rows[order], bidx[order], dist[order])
 
 
-def match_exact(bank: HashBank, md5: Sequence[str | None] | None = None,
-                sha256: Sequence[str | None] | None = None) -> list[tuple[int, str, str, str]]:
+def match_exact(
+    bank: HashBank, md5: Sequence[str | None] | None = None, sha256: Sequence[str | None] | None = None
+) -> list[tuple[int, str, str, str]]:
     """``[(row, hash_type, hash, label)]`` for exact md5/sha256 matches."""
     out = []
     for kind, values, table in (("md5", md5, bank.md5), ("sha256", sha256, bank.sha256)):
@@ -288,9 +298,14 @@ def match_exact(bank: HashBank, md5: Sequence[str | None] | None = None,
     return out
 
 
-def match_negative(bank: HashBank, pdq: Sequence[str | None] | np.ndarray,
-                   max_distance: int = 31, *, md5: Sequence[str | None] | None = None,
-                   sha256: Sequence[str | None] | None = None) -> np.ndarray:
+def match_negative(
+    bank: HashBank,
+    pdq: Sequence[str | None] | np.ndarray,
+    max_distance: int = 31,
+    *,
+    md5: Sequence[str | None] | None = None,
+    sha256: Sequence[str | None] | None = None,
+) -> np.ndarray:
     """Boolean mask over the query rows: True where the item is a known false positive.
 
     Quality is not applied: a negative entry suppresses by closeness alone.

@@ -48,24 +48,47 @@ from audit.policy.schema import (
 
 __all__ = ["load_policy", "parse_policy", "default_policy_path"]
 
-_ARRAYS = ("category", "concept", "rule", "names", "flag", "hashlist", "negative_bank",
-           "negative_concept", "faces")
+_ARRAYS = ("category", "concept", "rule", "names", "flag", "hashlist", "negative_bank", "negative_concept", "faces")
 _KEYS: dict[str, tuple[str, ...]] = {
-    "policy": ("name", "version", "description", "special_care_adjustment", "regex_timeout_ms",
-               "max_prompt_chars", "timeout_is_finding"),
+    "policy": (
+        "name",
+        "version",
+        "description",
+        "special_care_adjustment",
+        "regex_timeout_ms",
+        "max_prompt_chars",
+        "timeout_is_finding",
+    ),
     "category": ("id", "severity", "no_view", "description"),
-    "concept": ("id", "texts", "templates", "exemplars", "image_threshold", "prompt_threshold",
-                "special_care", "contrast", "description"),
+    "concept": (
+        "id",
+        "texts",
+        "templates",
+        "exemplars",
+        "image_threshold",
+        "prompt_threshold",
+        "special_care",
+        "contrast",
+        "description",
+    ),
     "rule": ("id", "patterns", "words", "ages_below", "fields", "allow", "description"),
     "names": ("id", "names", "path", "fields", "description"),
     "flag": ("id", "category", "all", "any", "none", "min_any", "description"),
-    "hashlist": ("id", "path", "category", "pdq_max_distance", "pdq_min_quality", "negative",
-                 "suppresses", "vpdq_query_match", "vpdq_compared_match", "description"),
-    "negative_bank": ("id", "path", "pdq_max_distance", "pdq_min_quality", "suppresses",
-                      "description"),
+    "hashlist": (
+        "id",
+        "path",
+        "category",
+        "pdq_max_distance",
+        "pdq_min_quality",
+        "negative",
+        "suppresses",
+        "vpdq_query_match",
+        "vpdq_compared_match",
+        "description",
+    ),
+    "negative_bank": ("id", "path", "pdq_max_distance", "pdq_min_quality", "suppresses", "description"),
     "negative_concept": ("id", "texts", "threshold", "suppresses", "templates", "description"),
-    "faces": ("id", "gallery", "max_distance", "min_face_px", "gate", "gate_threshold", "max_side",
-              "description"),
+    "faces": ("id", "gallery", "max_distance", "min_face_px", "gate", "gate_threshold", "max_side", "description"),
 }
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _HEADER = re.compile(r"^\s*(\[\[?)\s*([^\[\]]+?)\s*\]\]?\s*(#.*)?$")
@@ -107,8 +130,7 @@ class _Source:
                 continue
             count += 1
             if index is None or count == index:
-                end = (self.headers[position + 1][0] - 1 if position + 1 < len(self.headers)
-                       else len(self.lines))
+                end = self.headers[position + 1][0] - 1 if position + 1 < len(self.headers) else len(self.lines)
                 return number, end
         # inline form (`concept = [{...}]`) or top-level keys: the assignment's line
         pattern = re.compile(rf"^\s*{re.escape(name)}\s*=")
@@ -147,8 +169,16 @@ class _Ctx:
         self.base_dir = base_dir
         self.files: dict[str, str] = {}  # referenced file (as shown) -> sha256
 
-    def fail(self, table: str, index: int | None, key: str | None, message: str,
-             *, label: str | None = None, item: Any = None) -> InputError:
+    def fail(
+        self,
+        table: str,
+        index: int | None,
+        key: str | None,
+        message: str,
+        *,
+        label: str | None = None,
+        item: Any = None,
+    ) -> InputError:
         if item is not None and key is not None:
             line = self.src.item(table, index, key, item)
         else:
@@ -180,14 +210,16 @@ class _Table:
             raise ctx.fail(kind, index, None, f"[[{kind}]] must be a table")
         self.data = data
         ident = data.get("id")
-        self.label = (f'{kind} "{ident}"' if isinstance(ident, str) and ident
-                      else (kind if index is None else f"{kind} #{index + 1}"))
+        self.label = (
+            f'{kind} "{ident}"'
+            if isinstance(ident, str) and ident
+            else (kind if index is None else f"{kind} #{index + 1}")
+        )
         unknown = [key for key in data if key not in _KEYS[kind]]
         if unknown:
             key = unknown[0]
             close = difflib.get_close_matches(key, _KEYS[kind], n=1)
-            hint = f' (did you mean "{close[0]}"?)' if close else (
-                " (known keys: " + ", ".join(_KEYS[kind]) + ")")
+            hint = f' (did you mean "{close[0]}"?)' if close else (" (known keys: " + ", ".join(_KEYS[kind]) + ")")
             raise self.fail(key, f'unknown key "{key}"{hint}')
 
     def fail(self, key: str | None, message: str, item: Any = None) -> InputError:
@@ -209,8 +241,9 @@ class _Table:
     def ident(self) -> str:
         value = self.string("id", required=True)
         if not _ID.match(value):
-            raise self.fail("id", f'id "{value}" must be letters, digits, ".", "_" or "-" '
-                                  "(starting with a letter or digit)")
+            raise self.fail(
+                "id", f'id "{value}" must be letters, digits, ".", "_" or "-" (starting with a letter or digit)'
+            )
         return value
 
     def strings(self, key: str, default: tuple[str, ...] = ()) -> tuple[str, ...]:
@@ -221,16 +254,21 @@ class _Table:
             raise self.fail(key, f"{key} must be a list of strings")
         for position, item in enumerate(value):
             if not isinstance(item, str) or not item.strip():
-                raise self.fail(key, f"{key}[{position}] must be a non-empty string",
-                                item=item if isinstance(item, str) else None)
+                raise self.fail(
+                    key, f"{key}[{position}] must be a non-empty string", item=item if isinstance(item, str) else None
+                )
         return tuple(value)
 
     def number(self, key: str, low: float, high: float) -> float | None:
         if key not in self.data:
             return None
         value = self.data[key]
-        if isinstance(value, bool) or not isinstance(value, (int, float)) \
-                or not math.isfinite(value) or not low <= value <= high:
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not math.isfinite(value)
+            or not low <= value <= high
+        ):
             raise self.fail(key, f"{key} must be a number between {low:g} and {high:g}")
         return float(value)
 
@@ -254,8 +292,7 @@ class _Table:
         fields = self.strings("fields", ("prompt",))
         for item in fields:
             if item not in TEXT_FIELDS:
-                raise self.fail("fields", f'fields: "{item}" is not one of '
-                                          + ", ".join(TEXT_FIELDS), item=item)
+                raise self.fail("fields", f'fields: "{item}" is not one of ' + ", ".join(TEXT_FIELDS), item=item)
         if not fields:
             raise self.fail("fields", "fields must name one or more of " + ", ".join(TEXT_FIELDS))
         return tuple(dict.fromkeys(fields))
@@ -281,8 +318,7 @@ def _array(ctx: _Ctx, doc: dict, kind: str) -> list[_Table]:
         return []
     value = doc[kind]
     if not isinstance(value, list):
-        raise ctx.fail(kind, None, None, f"[{kind}] must be an array of tables: write [[{kind}]]",
-                       label=kind)
+        raise ctx.fail(kind, None, None, f"[{kind}] must be an array of tables: write [[{kind}]]", label=kind)
     return [_Table(ctx, kind, index, item) for index, item in enumerate(value)]
 
 
@@ -301,16 +337,17 @@ def _categories(ctx, doc) -> list[Category]:
         ident = table.ident()
         severity = table.string("severity", required=True)
         if severity not in SEVERITIES:
-            raise table.fail("severity", f'severity "{severity}" must be one of '
-                                         + ", ".join(SEVERITIES))
+            raise table.fail("severity", f'severity "{severity}" must be one of ' + ", ".join(SEVERITIES))
         # reviewer safety: critical categories are no_view unless the policy says otherwise
         no_view = table.boolean("no_view", severity == "critical")
-        out.append(Category(ident, severity, no_view, table.string("description", ""),
-                            ctx.src.key("category", table.index, None)))
+        out.append(
+            Category(
+                ident, severity, no_view, table.string("description", ""), ctx.src.key("category", table.index, None)
+            )
+        )
     _unique(tables, [c.id for c in out], "category")
     if not out:
-        raise ctx.fail("category", None, None, "a policy needs at least one [[category]]",
-                       label="policy")
+        raise ctx.fail("category", None, None, "a policy needs at least one [[category]]", label="policy")
     return out
 
 
@@ -319,10 +356,10 @@ def _templates(table: _Table) -> tuple[str, ...]:
     if not templates:
         raise table.fail("templates", "templates must not be empty (leave it out for defaults)")
     for template in templates:
-        if template.count("{}") != 1 or template.replace("{}", "").count("{") \
-                or template.replace("{}", "").count("}"):
-            raise table.fail("templates", f'templates: "{template}" must contain "{{}}" once '
-                                          "and no other braces", item=template)
+        if template.count("{}") != 1 or template.replace("{}", "").count("{") or template.replace("{}", "").count("}"):
+            raise table.fail(
+                "templates", f'templates: "{template}" must contain "{{}}" once and no other braces', item=template
+            )
     return templates
 
 
@@ -334,23 +371,33 @@ def _concepts(ctx, doc) -> list[Concept]:
         texts = table.strings("texts")
         exemplars = table.strings("exemplars")
         if not texts and not exemplars:
-            raise table.fail("texts" if table.has("texts") else None,
-                             "texts must list at least one text (or give exemplars)")
+            raise table.fail(
+                "texts" if table.has("texts") else None, "texts must list at least one text (or give exemplars)"
+            )
         paths: list[Path] = []
         for pattern in exemplars:
             full = pattern if Path(pattern).is_absolute() else str(ctx.base_dir / pattern)
             found = sorted(Path(p) for p in glob.glob(full, recursive=True) if Path(p).is_file())
             if not found:
-                raise table.fail("exemplars", f'exemplars: "{pattern}" matches no file',
-                                 item=pattern)
+                raise table.fail("exemplars", f'exemplars: "{pattern}" matches no file', item=pattern)
             for path in found:
                 ctx.note_file(path)
             paths.extend(found)
-        out.append(Concept(
-            ident, texts, _templates(table), exemplars, tuple(dict.fromkeys(paths)),
-            table.number("image_threshold", -1, 1), table.number("prompt_threshold", -1, 1),
-            table.boolean("special_care", False), table.strings("contrast"),
-            table.string("description", ""), ctx.src.key("concept", table.index, None)))
+        out.append(
+            Concept(
+                ident,
+                texts,
+                _templates(table),
+                exemplars,
+                tuple(dict.fromkeys(paths)),
+                table.number("image_threshold", -1, 1),
+                table.number("prompt_threshold", -1, 1),
+                table.boolean("special_care", False),
+                table.strings("contrast"),
+                table.string("description", ""),
+                ctx.src.key("concept", table.index, None),
+            )
+        )
     _unique(tables, [c.id for c in out], "concept")
     return out
 
@@ -372,13 +419,23 @@ def _rules(ctx, doc) -> list[Rule]:
             try:
                 compile_pattern(pattern)
             except PatternSyntaxError as exc:
-                raise table.fail("patterns", f"patterns[{position}]: invalid regular "
-                                             f"expression: {exc}", item=pattern) from None
+                raise table.fail(
+                    "patterns", f"patterns[{position}]: invalid regular expression: {exc}", item=pattern
+                ) from None
         if ages_below is not None:
             age_patterns(ages_below)
-        out.append(Rule(ident, patterns, words, ages_below, table.fields(),
-                        table.strings("allow"), table.string("description", ""),
-                        ctx.src.key("rule", table.index, None)))
+        out.append(
+            Rule(
+                ident,
+                patterns,
+                words,
+                ages_below,
+                table.fields(),
+                table.strings("allow"),
+                table.string("description", ""),
+                ctx.src.key("rule", table.index, None),
+            )
+        )
     _unique(tables, [r.id for r in out], "rule")
     return out
 
@@ -399,9 +456,16 @@ def _name_lists(ctx, doc) -> list[NameList]:
                 raise table.fail("path", f"path: {exc}") from None
         if not table.has("names") and path is None:
             raise table.fail(None, "a name list needs names (may be empty) or path")
-        out.append(NameList(ident, tuple(dict.fromkeys(names)), path, table.fields(),
-                            table.string("description", ""),
-                            ctx.src.key("names", table.index, None)))
+        out.append(
+            NameList(
+                ident,
+                tuple(dict.fromkeys(names)),
+                path,
+                table.fields(),
+                table.string("description", ""),
+                ctx.src.key("names", table.index, None),
+            )
+        )
     _unique(tables, [n.id for n in out], "name list")
     return out
 
@@ -427,8 +491,7 @@ def _hashlists(ctx, doc, categories: set[str]) -> tuple[list[HashList], list[Has
                 raise table.fail("category", "a negative bank has no category (use suppresses)")
             if not is_negative:
                 if category is None:
-                    raise table.fail(None, "category is required (the category its matches "
-                                           "are reported under)")
+                    raise table.fail(None, "category is required (the category its matches are reported under)")
                 if category not in categories:
                     raise table.fail("category", f'category "{category}" is not defined')
             suppresses = table.strings("suppresses")
@@ -436,23 +499,33 @@ def _hashlists(ctx, doc, categories: set[str]) -> tuple[list[HashList], list[Has
                 raise table.fail("suppresses", "suppresses is for negative banks only")
             for item in suppresses:
                 if item not in categories:
-                    raise table.fail("suppresses", f'suppresses: category "{item}" is not '
-                                                   "defined", item=item)
+                    raise table.fail("suppresses", f'suppresses: category "{item}" is not defined', item=item)
             shown = table.data["path"]
             bank = load_hash_bank(path, display=shown)
             if is_negative and bank.vpdq:
-                raise InputError(f"{shown}:{bank.vpdq[0].line}: hash_type 'vpdq' is for [[hashlist]] "
-                                 "(known videos), not negative banks")
+                raise InputError(
+                    f"{shown}:{bank.vpdq[0].line}: hash_type 'vpdq' is for [[hashlist]] "
+                    "(known videos), not negative banks"
+                )
             for key in ("vpdq_query_match", "vpdq_compared_match"):
                 if is_negative and table.has(key):
                     raise table.fail(key, f"{key} is for [[hashlist]] with vpdq rows")
             query_match = table.number("vpdq_query_match", 0, 100)
             compared_match = table.number("vpdq_compared_match", 0, 100)
             entry = HashList(
-                ident, path, category, table.integer("pdq_max_distance", 0, 256, 31),
-                table.integer("pdq_min_quality", 0, 100, 50), is_negative, suppresses,
-                table.string("description", ""), ctx.src.key(kind, table.index, None), bank,
-                80.0 if query_match is None else query_match, 0.0 if compared_match is None else compared_match)
+                ident,
+                path,
+                category,
+                table.integer("pdq_max_distance", 0, 256, 31),
+                table.integer("pdq_min_quality", 0, 100, 50),
+                is_negative,
+                suppresses,
+                table.string("description", ""),
+                ctx.src.key(kind, table.index, None),
+                bank,
+                80.0 if query_match is None else query_match,
+                0.0 if compared_match is None else compared_match,
+            )
             (negative if is_negative else positive).append(entry)
             pairs_ids.append(ident)
     _unique(all_tables, pairs_ids, "hash list")
@@ -466,19 +539,26 @@ def _negative_concepts(ctx, doc, concepts: set[str]) -> list[NegativeConcept]:
         ident = table.ident()
         texts = table.strings("texts")
         if not texts:
-            raise table.fail("texts" if table.has("texts") else None,
-                             "texts must list at least one text")
+            raise table.fail("texts" if table.has("texts") else None, "texts must list at least one text")
         suppresses = table.strings("suppresses")
         if not suppresses:
-            raise table.fail("suppresses" if table.has("suppresses") else None,
-                             "suppresses must list the concept ids it cancels")
+            raise table.fail(
+                "suppresses" if table.has("suppresses") else None, "suppresses must list the concept ids it cancels"
+            )
         for item in suppresses:
             if item not in concepts:
-                raise table.fail("suppresses", f'suppresses: concept "{item}" is not defined',
-                                 item=item)
-        out.append(NegativeConcept(ident, texts, table.number("threshold", -1, 1), suppresses,
-                                   _templates(table), table.string("description", ""),
-                                   ctx.src.key("negative_concept", table.index, None)))
+                raise table.fail("suppresses", f'suppresses: concept "{item}" is not defined', item=item)
+        out.append(
+            NegativeConcept(
+                ident,
+                texts,
+                table.number("threshold", -1, 1),
+                suppresses,
+                _templates(table),
+                table.string("description", ""),
+                ctx.src.key("negative_concept", table.index, None),
+            )
+        )
     _unique(tables, [n.id for n in out], "negative concept")
     return out
 
@@ -515,11 +595,20 @@ def _faces(ctx, doc, concepts: dict[str, Concept]) -> list[FaceGallery]:
         gate_threshold = table.number("gate_threshold", -1, 1)
         if gate_threshold is not None and gate is None:
             raise table.fail("gate_threshold", "gate_threshold needs gate (a concept id)")
-        out.append(FaceGallery(
-            ident, path, 0.6 if max_distance is None else max_distance,
-            int(table.integer("min_face_px", 8, 4096, 40) or 40), gate, gate_threshold,
-            int(table.integer("max_side", 128, 4096, 640) or 640), table.string("description", ""),
-            ctx.src.key("faces", table.index, None), empty))
+        out.append(
+            FaceGallery(
+                ident,
+                path,
+                0.6 if max_distance is None else max_distance,
+                int(table.integer("min_face_px", 8, 4096, 40) or 40),
+                gate,
+                gate_threshold,
+                int(table.integer("max_side", 128, 4096, 640) or 640),
+                table.string("description", ""),
+                ctx.src.key("faces", table.index, None),
+                empty,
+            )
+        )
     _unique(tables, [f.id for f in out], "faces")
     return out
 
@@ -529,23 +618,35 @@ def _check_signal(table: _Table, key: str, entry: str, known: frozenset[str]) ->
         name = name.strip()
         kind, _, rest = name.partition(":")
         if not rest or kind not in SIGNAL_KINDS:
-            raise table.fail(key, f'{key}: "{name}" is not a signal name (kind:id, kind one of '
-                                  + ", ".join(SIGNAL_KINDS) + ")", item=entry)
+            raise table.fail(
+                key,
+                f'{key}: "{name}" is not a signal name (kind:id, kind one of ' + ", ".join(SIGNAL_KINDS) + ")",
+                item=entry,
+            )
         if rest == "*":
             continue
         if name == RULE_ERROR_SIGNAL and name not in known:
-            raise table.fail(key, f'{key}: "{name}" fires only with [policy] timeout_is_finding = '
-                                  "true (a regular-expression timeout is an engine failure, not "
-                                  "a finding, unless the policy says so)", item=entry)
+            raise table.fail(
+                key,
+                f'{key}: "{name}" fires only with [policy] timeout_is_finding = '
+                "true (a regular-expression timeout is an engine failure, not "
+                "a finding, unless the policy says so)",
+                item=entry,
+            )
         if name not in known:
-            what = {"concept": "concept", "rule": "rule", "names": "name list",
-                    "hash": "hash list", "prompt": "built-in prompt signal",
-                    "face": "face gallery ([[faces]])", "provenance": "provenance signal"}[kind]
+            what = {
+                "concept": "concept",
+                "rule": "rule",
+                "names": "name list",
+                "hash": "hash list",
+                "prompt": "built-in prompt signal",
+                "face": "face gallery ([[faces]])",
+                "provenance": "provenance signal",
+            }[kind]
             options = sorted(s for s in known if s.startswith(kind + ":"))
             close = difflib.get_close_matches(name, options, n=1)
             hint = f' (did you mean "{close[0]}"?)' if close else ""
-            raise table.fail(key, f'{key}: "{name}" names no {what} of this policy{hint}',
-                             item=entry)
+            raise table.fail(key, f'{key}: "{name}" names no {what} of this policy{hint}', item=entry)
 
 
 def _flags(ctx, doc, categories: set[str], known: frozenset[str]) -> list[Flag]:
@@ -558,17 +659,26 @@ def _flags(ctx, doc, categories: set[str], known: frozenset[str]) -> list[Flag]:
             raise table.fail("category", f'category "{category}" is not defined')
         lists = {key: table.strings(key) for key in ("all", "any", "none")}
         if not lists["all"] and not lists["any"]:
-            raise table.fail(None, "a flag needs all or any (none alone would fire on "
-                                   "everything)")
+            raise table.fail(None, "a flag needs all or any (none alone would fire on everything)")
         for key, entries in lists.items():
             for entry in entries:
                 _check_signal(table, key, entry, known)
         min_any = table.integer("min_any", 1, max(1, len(lists["any"])), 1)
         per_category[category] = per_category.get(category, 0) + 1
         ident = table.ident() if table.has("id") else f"{category}#{per_category[category]}"
-        out.append(Flag(ident, category, lists["all"], lists["any"], lists["none"],
-                        int(min_any or 1), table.string("description", ""), False,
-                        ctx.src.key("flag", table.index, None)))
+        out.append(
+            Flag(
+                ident,
+                category,
+                lists["all"],
+                lists["any"],
+                lists["none"],
+                int(min_any or 1),
+                table.string("description", ""),
+                False,
+                ctx.src.key("flag", table.index, None),
+            )
+        )
     _unique(tables, [f.id for f in out], "flag")
     return out
 
@@ -587,15 +697,16 @@ def _syntax_error(source_name: str, exc: tomllib.TOMLDecodeError) -> InputError:
     match = re.search(r"\(at line (\d+), column (\d+)\)", message)
     if match:
         line = match.group(1)
-        message = message[:match.start()].strip() + f" (column {match.group(2)})"
+        message = message[: match.start()].strip() + f" (column {match.group(2)})"
     else:
         line = "end" if "end of document" in message else "1"
         message = re.sub(r"\s*\(at end of document\)", " (at end of file)", message)
     return InputError(f"{source_name}:{line}: TOML syntax error: {message}")
 
 
-def parse_policy(text: str, source_name: str = "policy.toml", *,
-                 base_dir: str | Path | None = None, path: Path | None = None) -> Policy:
+def parse_policy(
+    text: str, source_name: str = "policy.toml", *, base_dir: str | Path | None = None, path: Path | None = None
+) -> Policy:
     """Validate policy ``text``; files it names resolve against ``base_dir`` (default: the
     directory of ``source_name`` when that exists, else the current directory)."""
     canonical = _canonical(text)
@@ -611,8 +722,7 @@ def parse_policy(text: str, source_name: str = "policy.toml", *,
     for key, value in doc.items():
         if key == "policy":
             if not isinstance(value, dict):
-                raise ctx.fail("policy", None, None, "policy must be a table: write [policy]",
-                               label="policy")
+                raise ctx.fail("policy", None, None, "policy must be a table: write [policy]", label="policy")
             continue
         if key not in _ARRAYS:
             close = difflib.get_close_matches(key, ("policy",) + _ARRAYS, n=1)
@@ -644,16 +754,22 @@ def parse_policy(text: str, source_name: str = "policy.toml", *,
     if not timeout_is_finding:
         known.discard(RULE_ERROR_SIGNAL)
     for concept in concepts:
-        known |= {f"concept:{concept.id}", f"concept:{concept.id}/image",
-                  f"concept:{concept.id}/prompt"}
+        known |= {f"concept:{concept.id}", f"concept:{concept.id}/image", f"concept:{concept.id}/prompt"}
     known |= {r.signal for r in rules} | {n.signal for n in name_lists}
     known |= {h.signal for h in hashlists}
     known |= {f.signal for f in faces}
     flags = _flags(ctx, doc, category_ids, frozenset(known))
     # a hash list's category is shorthand for a flag on its signal
     for hashlist in hashlists:
-        flags.append(Flag(f"hashlist:{hashlist.id}", hashlist.category or "",
-                          any=(hashlist.signal,), implicit=True, line=hashlist.line))
+        flags.append(
+            Flag(
+                f"hashlist:{hashlist.id}",
+                hashlist.category or "",
+                any=(hashlist.signal,),
+                implicit=True,
+                line=hashlist.line,
+            )
+        )
 
     text_hash = hashlib.sha256(canonical.encode("utf-8")).hexdigest()
     digest = hashlib.sha256(b"audit-policy\0" + canonical.encode("utf-8"))
@@ -661,14 +777,25 @@ def parse_policy(text: str, source_name: str = "policy.toml", *,
         digest.update(b"\0" + shown.encode("utf-8") + b"\0" + ctx.files[shown].encode("ascii"))
 
     policy = Policy(
-        name=name, version=str(version), categories=tuple(categories),
-        concepts=tuple(concepts), rules=tuple(rules), name_lists=tuple(name_lists),
-        flags=tuple(flags), hashlists=tuple(hashlists), negative_banks=tuple(negative_banks),
-        negative_concepts=tuple(negative_concepts), content_hash=digest.hexdigest(),
-        text_hash=text_hash, path=path, description=meta.string("description", ""),
+        name=name,
+        version=str(version),
+        categories=tuple(categories),
+        concepts=tuple(concepts),
+        rules=tuple(rules),
+        name_lists=tuple(name_lists),
+        flags=tuple(flags),
+        hashlists=tuple(hashlists),
+        negative_banks=tuple(negative_banks),
+        negative_concepts=tuple(negative_concepts),
+        content_hash=digest.hexdigest(),
+        text_hash=text_hash,
+        path=path,
+        description=meta.string("description", ""),
         special_care_adjustment=0.01 if adjustment is None else adjustment,
-        regex_timeout_s=(timeout_ms or 250) / 1000.0, max_prompt_chars=max_chars or MAX_PROMPT_CHARS,
-        timeout_is_finding=timeout_is_finding, faces=tuple(faces),
+        regex_timeout_s=(timeout_ms or 250) / 1000.0,
+        max_prompt_chars=max_chars or MAX_PROMPT_CHARS,
+        timeout_is_finding=timeout_is_finding,
+        faces=tuple(faces),
     )
     return policy
 
@@ -690,16 +817,15 @@ def load_policy(path: str | Path | None = None) -> Policy:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        line = raw[:exc.start].count(b"\n") + 1
+        line = raw[: exc.start].count(b"\n") + 1
         raise InputError(f"{shown}:{line}: policy file is not UTF-8") from None
     return parse_policy(text, shown, base_dir=path.parent, path=path.resolve())
 
 
-def with_thresholds(concept: Concept, *, image: float | None = None,
-                    prompt: float | None = None) -> Concept:
+def with_thresholds(concept: Concept, *, image: float | None = None, prompt: float | None = None) -> Concept:
     """``concept`` with calibrated thresholds filled in where the policy left them out."""
-    return replace(concept,
-                   image_threshold=concept.image_threshold if concept.image_threshold is not None
-                   else image,
-                   prompt_threshold=concept.prompt_threshold
-                   if concept.prompt_threshold is not None else prompt)
+    return replace(
+        concept,
+        image_threshold=concept.image_threshold if concept.image_threshold is not None else image,
+        prompt_threshold=concept.prompt_threshold if concept.prompt_threshold is not None else prompt,
+    )

@@ -74,14 +74,22 @@ def compile_name_list(names: NameList, engine: str = "auto") -> CompiledNameList
             sources.append(term_pattern(name))
     # longest first so "Jane Placeholder Smith" wins over "Jane Placeholder"
     sources.sort(key=len, reverse=True)
-    patterns = [compile_pattern("(?:" + "|".join(sources[i:i + _CHUNK]) + ")", engine)
-                for i in range(0, len(sources), _CHUNK)]
+    patterns = [
+        compile_pattern("(?:" + "|".join(sources[i : i + _CHUNK]) + ")", engine) for i in range(0, len(sources), _CHUNK)
+    ]
     return CompiledNameList(names, patterns, by_key)
 
 
-def _match_names_on(compiled: list[CompiledNameList], field_name: str, text: str,
-                    variants: list[NormalizedText], out: list, timeout: float,
-                    breaker: PatternBreaker | None = None, errors: list | None = None) -> None:
+def _match_names_on(
+    compiled: list[CompiledNameList],
+    field_name: str,
+    text: str,
+    variants: list[NormalizedText],
+    out: list,
+    timeout: float,
+    breaker: PatternBreaker | None = None,
+    errors: list | None = None,
+) -> None:
     breaker = breaker if breaker is not None else PatternBreaker(timeout_s=timeout)
     for clist in compiled:
         if field_name not in clist.names.fields or not breaker.allows(clist.names.signal):
@@ -93,8 +101,16 @@ def _match_names_on(compiled: list[CompiledNameList], field_name: str, text: str
             breaker.spent(clist.names.signal, clock() - started)
 
 
-def _match_list(clist: CompiledNameList, field_name: str, text: str, variants: list[NormalizedText],
-                out: list, timeout: float, breaker: PatternBreaker, errors: list | None) -> None:
+def _match_list(
+    clist: CompiledNameList,
+    field_name: str,
+    text: str,
+    variants: list[NormalizedText],
+    out: list,
+    timeout: float,
+    breaker: PatternBreaker,
+    errors: list | None,
+) -> None:
     from audit.policy.rules import RuleError
 
     owner = clist.names.signal
@@ -116,11 +132,12 @@ def _match_list(clist: CompiledNameList, field_name: str, text: str, variants: l
                     continue
                 seen.add(span)
                 name = clist.by_key.get(_key(variant.text[start:end]), variant.text[start:end])
-                out.append(NameHit(clist.names.id, field_name, span, text[span[0]:span[1]], name))
+                out.append(NameHit(clist.names.id, field_name, span, text[span[0] : span[1]], name))
 
 
-def match_names(policy: Policy, prompt: str | None, negative_prompt: str | None = None,
-                *, timeout: float | None = None) -> list[NameHit]:
+def match_names(
+    policy: Policy, prompt: str | None, negative_prompt: str | None = None, *, timeout: float | None = None
+) -> list[NameHit]:
     """Name-list hits (spans in the original texts) for one item's prompts."""
     from audit.policy.rules import match_prompt
 

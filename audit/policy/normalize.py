@@ -55,14 +55,42 @@ __all__ = [
 # the letter a reader sees in a prompt (Greek "β" is "b", not "ß"; Cyrillic "І" is "i").
 _CONFUSABLES = {
     # Cyrillic lowercase
-    "в": "b", "є": "e", "к": "k", "м": "m", "н": "h", "п": "n", "т": "t", "ь": "b",
+    "в": "b",
+    "є": "e",
+    "к": "k",
+    "м": "m",
+    "н": "h",
+    "п": "n",
+    "т": "t",
+    "ь": "b",
     # Greek lowercase
-    "β": "b", "ε": "e", "κ": "k", "μ": "u", "τ": "t", "χ": "x", "ω": "w",
+    "β": "b",
+    "ε": "e",
+    "κ": "k",
+    "μ": "u",
+    "τ": "t",
+    "χ": "x",
+    "ω": "w",
     # Greek uppercase
-    "Β": "b", "Η": "h", "Ν": "n", "Υ": "y",
+    "Β": "b",
+    "Η": "h",
+    "Ν": "n",
+    "Υ": "y",
     # Latin lookalikes NFKC keeps
-    "ʟ": "l", "ᴀ": "a", "ᴅ": "d", "ᴇ": "e", "ɢ": "g", "ʜ": "h", "ᴊ": "j", "ᴋ": "k", "ᴍ": "m",
-    "ɴ": "n", "ᴘ": "p", "ʀ": "r", "ᴛ": "t", "ð": "d",
+    "ʟ": "l",
+    "ᴀ": "a",
+    "ᴅ": "d",
+    "ᴇ": "e",
+    "ɢ": "g",
+    "ʜ": "h",
+    "ᴊ": "j",
+    "ᴋ": "k",
+    "ᴍ": "m",
+    "ɴ": "n",
+    "ᴘ": "p",
+    "ʀ": "r",
+    "ᴛ": "t",
+    "ð": "d",
 }
 _CONFUSABLES_TXT = Path(__file__).with_name("data") / "confusables.txt"
 _LOOKALIKES_JSON = Path(__file__).with_name("data") / "lookalikes.json"
@@ -205,11 +233,11 @@ def _apply_leet(text: str, table: dict[int, str]) -> str:
         if not convert and len(token) == 1:
             # a lone leet character among spaced single letters ("t r 1 a n g l e")
             def single(k):
-                return 0 <= k < len(tokens) and len(tokens[k].group()) == 1 \
-                    and tokens[k].group().isalpha()
+                return 0 <= k < len(tokens) and len(tokens[k].group()) == 1 and tokens[k].group().isalpha()
+
             convert = single(t - 1) or single(t + 1)
         if convert:
-            pieces.append(text[last:m.start()])
+            pieces.append(text[last : m.start()])
             pieces.append(token.translate(table))
             last = m.end()
     if not pieces:
@@ -231,7 +259,7 @@ def _respace(text: str, join: bool, starts, ends):
     changed = False
     if join:
         for m in _JOINER_RUN.finditer(text):
-            drop[m.start():m.end()] = b"\x01" * (m.end() - m.start())
+            drop[m.start() : m.end()] = b"\x01" * (m.end() - m.start())
             changed = True
     for m in _SINGLE_RUN.finditer(text):
         a, b = m.span()
@@ -251,7 +279,7 @@ def _respace(text: str, join: bool, starts, ends):
         if new_ends is None:
             new_ends = list(ends)
         new_ends[a] = ends[b - 1]
-        drop[a + 1:b] = b"\x01" * (b - a - 1)
+        drop[a + 1 : b] = b"\x01" * (b - a - 1)
         changed = True
     if not changed:
         return text, starts, ends

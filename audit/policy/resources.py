@@ -61,7 +61,7 @@ def normalize_resource_hash(value: Any) -> str | None:
         return f"civitai-version:{text[8:]}"
     for prefix in _DIGEST_PREFIXES:
         if text.startswith(prefix):
-            text = text[len(prefix):]
+            text = text[len(prefix) :]
             break
     return text if _HEX.match(text) else None
 
@@ -115,11 +115,17 @@ class _ResourceBank:
         if normalised.startswith("air:"):
             source, _, rest = normalised[4:].partition(":")
             model, _, version = rest.partition("@")
-            out = [(value, label, line, "air") for listed, label, line, value in self.air.get((source, model), ())
-                   if listed is None or listed == version]
+            out = [
+                (value, label, line, "air")
+                for listed, label, line, value in self.air.get((source, model), ())
+                if listed is None or listed == version
+            ]
             if source == "civitai" and version:
-                out += [(v, label, line, "civitai-version") for v, label, line in self.versions.get(version, ())
-                        if v.startswith("civitai-version:")]
+                out += [
+                    (v, label, line, "civitai-version")
+                    for v, label, line in self.versions.get(version, ())
+                    if v.startswith("civitai-version:")
+                ]
             return out
         if normalised.startswith("civitai-version:"):
             version = normalised.split(":", 1)[1]
@@ -195,8 +201,11 @@ def _readable(name: str) -> tuple[str, list[int]]:
         ch = name[position]
         if ch in "_.-":
             ch = " "
-        elif previous and ((previous.islower() and ch.isupper()) or (previous.isalpha() and ch.isdigit())
-                           or (previous.isdigit() and ch.isalpha())):
+        elif previous and (
+            (previous.islower() and ch.isupper())
+            or (previous.isalpha() and ch.isdigit())
+            or (previous.isdigit() and ch.isalpha())
+        ):
             chars.append(" ")
             index.append(position)
         chars.append(ch)
@@ -248,8 +257,9 @@ def match_resource_fields(policy, resources: list[dict], model: str | None, *, b
             rule_hits = RuleHits()
             _match_rules_on(compiled, field_name, text, variants, rule_hits, compiled.timeout, breaker)
             name_hits: list = []
-            _match_names_on(compiled.names, field_name, text, variants, name_hits, compiled.timeout, breaker,
-                            rule_hits.errors)
+            _match_names_on(
+                compiled.names, field_name, text, variants, name_hits, compiled.timeout, breaker, rule_hits.errors
+            )
 
             def original(span: tuple[int, int]) -> tuple[int, int]:
                 a, b = span
@@ -257,10 +267,14 @@ def match_resource_fields(policy, resources: list[dict], model: str | None, *, b
 
             for hit in rule_hits:
                 span = original(hit.span)
-                out.append(ResourceHit(hit.signal, "prompt_rule", field_name, name, kind, span,
-                                       name[span[0]:span[1]], hit.pattern))
+                out.append(
+                    ResourceHit(
+                        hit.signal, "prompt_rule", field_name, name, kind, span, name[span[0] : span[1]], hit.pattern
+                    )
+                )
             for hit in name_hits:
                 span = original(hit.span)
-                out.append(ResourceHit(hit.signal, "name", field_name, name, kind, span,
-                                       name[span[0]:span[1]], hit.name))
+                out.append(
+                    ResourceHit(hit.signal, "name", field_name, name, kind, span, name[span[0] : span[1]], hit.name)
+                )
     return out

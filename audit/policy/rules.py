@@ -56,15 +56,25 @@ OVERLONG_RULE = "prompt:overlong"
 MAX_MATCHED_TEXT = 500
 
 _NUMBER_WORDS = {
-    1: ["one"], 2: ["two"], 3: ["three"], 4: ["four"], 5: ["five"],
-    6: ["six"], 7: ["seven", "sevn"], 8: ["eight", "eigth", "eigh"], 9: ["nine", "nien"],
-    10: ["ten"], 11: ["eleven", "elevn", "eleve"], 12: ["twelve", "twelv", "twelf", "twelfe"],
+    1: ["one"],
+    2: ["two"],
+    3: ["three"],
+    4: ["four"],
+    5: ["five"],
+    6: ["six"],
+    7: ["seven", "sevn"],
+    8: ["eight", "eigth", "eigh"],
+    9: ["nine", "nien"],
+    10: ["ten"],
+    11: ["eleven", "elevn", "eleve"],
+    12: ["twelve", "twelv", "twelf", "twelfe"],
     13: ["thirteen", "thirten", "therteen", "thirtheen"],
     14: ["fourteen", "fourten", "forteen", "fourtheen", "forten"],
     15: ["fifteen", "fiveteen", "fifteen", "fifthteen", "fiften"],
     16: ["sixteen", "sixten", "sixtheen", "sixtean"],
     17: ["seventeen", "seventen", "sevnteen", "seventeem"],
-    18: ["eighteen", "eightteen", "eighten"], 19: ["nineteen", "ninteen", "nineten"],
+    18: ["eighteen", "eightteen", "eighten"],
+    19: ["nineteen", "ninteen", "nineten"],
 }
 
 
@@ -189,8 +199,7 @@ def compile_rule(rule: Rule, engine: str = "auto") -> CompiledRule:
 def _screen(rules: list[CompiledRule], field_name: str, engine: str) -> SafePattern | None:
     """One RE2 alternation of every RE2 pattern of the field's rules: a text it does not match
     cannot hit those patterns, so most prompts cost one search per variant."""
-    sources = [p.source for r in rules if field_name in r.rule.fields
-               for p in r.patterns if p.engine == "re2"]
+    sources = [p.source for r in rules if field_name in r.rule.fields for p in r.patterns if p.engine == "re2"]
     if not sources or engine == "regex":
         return None
     try:
@@ -248,19 +257,23 @@ def _cut(text: str) -> str:
     return text if len(text) <= MAX_MATCHED_TEXT else text[:MAX_MATCHED_TEXT] + "…"
 
 
-def _match_rules_on(compiled: CompiledRules, field_name: str, text: str,
-                    variants: list[NormalizedText], hits: RuleHits, timeout: float,
-                    breaker: PatternBreaker) -> None:
+def _match_rules_on(
+    compiled: CompiledRules,
+    field_name: str,
+    text: str,
+    variants: list[NormalizedText],
+    hits: RuleHits,
+    timeout: float,
+    breaker: PatternBreaker,
+) -> None:
     seen: set[tuple[str, tuple[int, int]]] = set()
     screen = compiled.screens.get(field_name)
-    screened = {id(v): screen is not None and not screen.found(v.text, timeout)
-                for v in variants}
+    screened = {id(v): screen is not None and not screen.found(v.text, timeout) for v in variants}
     for crule in compiled.rules:
         if field_name not in crule.rule.fields:
             continue
         owner = crule.rule.signal
-        todo = [v for v in variants
-                if not (screened[id(v)] and all(p.engine == "re2" for p in crule.patterns))]
+        todo = [v for v in variants if not (screened[id(v)] and all(p.engine == "re2" for p in crule.patterns))]
         if not todo or not breaker.allows(owner):
             continue  # nothing in these variants can match an RE2 pattern / disabled for the run
         started = clock()
@@ -273,8 +286,16 @@ def _match_rules_on(compiled: CompiledRules, field_name: str, text: str,
             breaker.spent(owner, clock() - started)
 
 
-def _match_rule_variant(crule: CompiledRule, field_name: str, text: str, variant: NormalizedText,
-                        hits: RuleHits, seen: set, timeout: float, breaker: PatternBreaker) -> None:
+def _match_rule_variant(
+    crule: CompiledRule,
+    field_name: str,
+    text: str,
+    variant: NormalizedText,
+    hits: RuleHits,
+    seen: set,
+    timeout: float,
+    breaker: PatternBreaker,
+) -> None:
     owner = crule.rule.signal
     work = variant
     if crule.allow:
@@ -301,8 +322,16 @@ def _match_rule_variant(crule: CompiledRule, field_name: str, text: str, variant
             if (crule.rule.id, span) in seen:
                 continue
             seen.add((crule.rule.id, span))
-            hits.append(RuleHit(crule.rule.id, field_name, span, _cut(text[span[0]:span[1]]),
-                                crule.describe(pattern, work.text[start:end]), variant.variant))
+            hits.append(
+                RuleHit(
+                    crule.rule.id,
+                    field_name,
+                    span,
+                    _cut(text[span[0] : span[1]]),
+                    crule.describe(pattern, work.text[start:end]),
+                    variant.variant,
+                )
+            )
 
 
 def _tidy(hits: RuleHits) -> RuleHits:
@@ -311,8 +340,13 @@ def _tidy(hits: RuleHits) -> RuleHits:
     kept: list[RuleHit] = []
     for hit in ordered:
         last = kept[-1] if kept else None
-        if last is not None and last.rule_id == hit.rule_id and last.field == hit.field \
-                and last.span[0] <= hit.span[0] and hit.span[1] <= last.span[1]:
+        if (
+            last is not None
+            and last.rule_id == hit.rule_id
+            and last.field == hit.field
+            and last.span[0] <= hit.span[0]
+            and hit.span[1] <= last.span[1]
+        ):
             continue
         kept.append(hit)
     kept.sort(key=lambda h: (h.field != "prompt", h.span, h.rule_id))
@@ -320,8 +354,7 @@ def _tidy(hits: RuleHits) -> RuleHits:
 
 
 def _fields(prompt: str | None, negative_prompt: str | None) -> list[tuple[str, str]]:
-    return [(name, value) for name, value in zip(PROMPT_FIELDS, (prompt, negative_prompt))
-            if value]
+    return [(name, value) for name, value in zip(PROMPT_FIELDS, (prompt, negative_prompt)) if value]
 
 
 def _breaker(compiled: CompiledRules, breaker: PatternBreaker | None, timeout: float) -> PatternBreaker:
@@ -330,9 +363,14 @@ def _breaker(compiled: CompiledRules, breaker: PatternBreaker | None, timeout: f
     return breaker if breaker is not None else PatternBreaker(timeout_s=timeout)
 
 
-def match_rules(policy: Policy | CompiledRules, prompt: str | None,
-                negative_prompt: str | None = None, *, timeout: float | None = None,
-                breaker: PatternBreaker | None = None) -> RuleHits:
+def match_rules(
+    policy: Policy | CompiledRules,
+    prompt: str | None,
+    negative_prompt: str | None = None,
+    *,
+    timeout: float | None = None,
+    breaker: PatternBreaker | None = None,
+) -> RuleHits:
     """Rule hits (spans in the original texts) for one item's prompt and negative prompt.
 
     ``breaker``: the run's ``PatternBreaker`` (rules it disabled are skipped, and this call's
@@ -343,10 +381,10 @@ def match_rules(policy: Policy | CompiledRules, prompt: str | None,
     hits = RuleHits(errors_fire=compiled.policy.timeout_is_finding)
     for field_name, text in _fields(prompt, negative_prompt):
         if len(text) > compiled.max_chars:
-            hits.append(RuleHit(OVERLONG_RULE, field_name, (0, len(text)), "",
-                                f"length {len(text)} > {compiled.max_chars}"))
-        _match_rules_on(compiled, field_name, text, _variants(text, compiled.max_chars), hits,
-                        timeout, breaker)
+            hits.append(
+                RuleHit(OVERLONG_RULE, field_name, (0, len(text)), "", f"length {len(text)} > {compiled.max_chars}")
+            )
+        _match_rules_on(compiled, field_name, text, _variants(text, compiled.max_chars), hits, timeout, breaker)
     return _tidy(hits)
 
 
@@ -366,9 +404,14 @@ class PromptMatch:
         return self.rule_hits.signals | {hit.signal for hit in self.name_hits}
 
 
-def match_prompt(policy: Policy | CompiledRules, prompt: str | None,
-                 negative_prompt: str | None = None, *,
-                 timeout: float | None = None, breaker: PatternBreaker | None = None) -> PromptMatch:
+def match_prompt(
+    policy: Policy | CompiledRules,
+    prompt: str | None,
+    negative_prompt: str | None = None,
+    *,
+    timeout: float | None = None,
+    breaker: PatternBreaker | None = None,
+) -> PromptMatch:
     """Rules and name lists over one item's prompts, normalising each text once
     (``breaker`` as for ``match_rules``; a flag run passes one for the whole run)."""
     from audit.policy.names import _match_names_on
@@ -380,14 +423,12 @@ def match_prompt(policy: Policy | CompiledRules, prompt: str | None,
     names: list = []
     for field_name, text in _fields(prompt, negative_prompt):
         if len(text) > compiled.max_chars:
-            hits.append(RuleHit(OVERLONG_RULE, field_name, (0, len(text)), "",
-                                f"length {len(text)} > {compiled.max_chars}"))
+            hits.append(
+                RuleHit(OVERLONG_RULE, field_name, (0, len(text)), "", f"length {len(text)} > {compiled.max_chars}")
+            )
         variants = _variants(text, compiled.max_chars)
         _match_rules_on(compiled, field_name, text, variants, hits, timeout, breaker)
-        _match_names_on(compiled.names, field_name, text, variants, names, timeout, breaker,
-                        hits.errors)
+        _match_names_on(compiled.names, field_name, text, variants, names, timeout, breaker, hits.errors)
     hits = _tidy(hits)
     names.sort(key=lambda h: (h.field != "prompt", h.span, h.list_id))
     return PromptMatch(hits, names)
-
-

@@ -223,16 +223,22 @@ class Policy:
         if not self.timeout_is_finding:
             names.discard(RULE_ERROR_SIGNAL)
         for concept in self.concepts:
-            names |= {f"concept:{concept.id}", f"concept:{concept.id}/image",
-                      f"concept:{concept.id}/prompt"}
+            names |= {f"concept:{concept.id}", f"concept:{concept.id}/image", f"concept:{concept.id}/prompt"}
         names |= {rule.signal for rule in self.rules}
         names |= {names_list.signal for names_list in self.name_lists}
         names |= {hashlist.signal for hashlist in self.hashlists}
         names |= {gallery.signal for gallery in self.faces}
         return frozenset(names)
 
-    def check_prompt(self, prompt: str | None, negative_prompt: str | None = None, resources=(), *,
-                     embedder=None, deny_at: str = "low") -> dict:
+    def check_prompt(
+        self,
+        prompt: str | None,
+        negative_prompt: str | None = None,
+        resources=(),
+        *,
+        embedder=None,
+        deny_at: str = "low",
+    ) -> dict:
         """The request-time gate's answer for one request (``audit.policy.gate``)."""
         from audit.policy.gate import PromptGate
 

@@ -54,16 +54,20 @@ def parse_vpdq_cell(text: str) -> list[tuple[str, int]]:
     try:
         doc = json.loads(text)
     except ValueError:
-        raise ValueError('a vpdq hash must be a JSON list: ["PDQHEX,QUALITY,TIMESTAMP", ...] (ThreatExchange) '
-                         "or [[PDQHEX, QUALITY, FRAME, TIMESTAMP], ...] (a catalog video_hash)") from None
+        raise ValueError(
+            'a vpdq hash must be a JSON list: ["PDQHEX,QUALITY,TIMESTAMP", ...] (ThreatExchange) '
+            "or [[PDQHEX, QUALITY, FRAME, TIMESTAMP], ...] (a catalog video_hash)"
+        ) from None
     if not isinstance(doc, list) or not doc:
         raise ValueError("a vpdq hash must be a non-empty JSON list of frame features")
     out = []
     for n, feature in enumerate(doc, 1):
         parts = feature.split(",") if isinstance(feature, str) else feature
         if not isinstance(parts, list) or len(parts) not in (3, 4):
-            raise ValueError(f"vpdq feature {n}: expected \"PDQHEX,QUALITY,TIMESTAMP\" or "
-                             f"[PDQHEX, QUALITY, FRAME, TIMESTAMP], got {json.dumps(feature)[:80]}")
+            raise ValueError(
+                f'vpdq feature {n}: expected "PDQHEX,QUALITY,TIMESTAMP" or '
+                f"[PDQHEX, QUALITY, FRAME, TIMESTAMP], got {json.dumps(feature)[:80]}"
+            )
         value = str(parts[0]).strip().lower()
         if len(value) != 64 or not set(value) <= _HEX:
             raise ValueError(f"vpdq feature {n}: PDQ must be 64 hex digits, got {str(parts[0])[:80]!r}")
@@ -148,7 +152,15 @@ class VpdqIndex:
             rows = np.unique(hits.rows[mine])
             compared = np.unique(hits.bank_index[mine])
             first_ms = round(features[keep[int(rows.min())]][2] * 1000)
-            out.append(VpdqMatch(int(v), 100.0 * len(rows) / len(keep), 100.0 * len(compared) / int(self.sizes[v]),
-                                 len(keep), int(self.sizes[v]), first_ms))  # fmt: skip
+            out.append(
+                VpdqMatch(
+                    int(v),
+                    100.0 * len(rows) / len(keep),
+                    100.0 * len(compared) / int(self.sizes[v]),
+                    len(keep),
+                    int(self.sizes[v]),
+                    first_ms,
+                )
+            )
         out.sort(key=lambda m: (-m.query_percent, -m.compared_percent, m.video))
         return out

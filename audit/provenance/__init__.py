@@ -28,7 +28,15 @@ from typing import Any
 
 from audit.provenance.sources import AI_SOURCE_TYPES, short_source_type
 
-__all__ = ["AI_SOURCE_TYPES", "PROVENANCE_SIGNALS", "provenance_json", "read_provenance", "short_source_type", "signals_of", "summary_line"]
+__all__ = [
+    "AI_SOURCE_TYPES",
+    "PROVENANCE_SIGNALS",
+    "provenance_json",
+    "read_provenance",
+    "short_source_type",
+    "signals_of",
+    "summary_line",
+]
 
 AI_SIGNAL = "provenance:ai-generated"
 INVALID_SIGNAL = "provenance:c2pa-invalid"
@@ -75,8 +83,16 @@ def signals_of(record: dict[str, Any] | None) -> list[tuple[str, dict[str, Any]]
     if manifest is not None:
         out.append((PRESENT_SIGNAL, _manifest_detail(manifest)))
         if manifest.get("invalid"):
-            out.append((INVALID_SIGNAL, {**_manifest_detail(manifest), "failures": manifest.get("failures", [])[:20],
-                                         "error": manifest.get("error")}))  # fmt: skip
+            out.append(
+                (
+                    INVALID_SIGNAL,
+                    {
+                        **_manifest_detail(manifest),
+                        "failures": manifest.get("failures", [])[:20],
+                        "error": manifest.get("error"),
+                    },
+                )
+            )
     if record.get("ai_generated"):
         where = []
         if manifest and any(t in AI_SOURCE_TYPES for t in manifest.get("digital_source_types", [])):
@@ -84,15 +100,26 @@ def signals_of(record: dict[str, Any] | None) -> list[tuple[str, dict[str, Any]]
         xmp = record.get("xmp") or {}
         if any(t in AI_SOURCE_TYPES for t in xmp.get("digital_source_types", [])):
             where.append("xmp")
-        out.append((AI_SIGNAL, {"digital_source_types": record.get("digital_source_types", []), "from": where,
-                                "c2pa_validated": bool(manifest and manifest.get("signature_valid"))}))  # fmt: skip
+        out.append(
+            (
+                AI_SIGNAL,
+                {
+                    "digital_source_types": record.get("digital_source_types", []),
+                    "from": where,
+                    "c2pa_validated": bool(manifest and manifest.get("signature_valid")),
+                },
+            )
+        )
     return out
 
 
 def _manifest_detail(manifest: dict[str, Any]) -> dict[str, Any]:
     signer = manifest.get("signer") or {}
-    return {"claim_generator": manifest.get("claim_generator"), "signer": signer.get("common_name") or signer.get("issuer"),
-            "validation_state": manifest.get("validation_state")}  # fmt: skip
+    return {
+        "claim_generator": manifest.get("claim_generator"),
+        "signer": signer.get("common_name") or signer.get("issuer"),
+        "validation_state": manifest.get("validation_state"),
+    }
 
 
 def summary_line(record: dict[str, Any] | None) -> str:

@@ -126,8 +126,12 @@ def _record(store: dict[str, Any], state: Any) -> dict[str, Any]:
         "title": _text(active.get("title")),
         "actions": actions,
         "digital_source_types": list(dict.fromkeys(types)),
-        "signer": {"common_name": _text(signature.get("common_name")), "issuer": _text(signature.get("issuer")),
-                   "alg": _text(signature.get("alg")), "time": _text(signature.get("time"))},
+        "signer": {
+            "common_name": _text(signature.get("common_name")),
+            "issuer": _text(signature.get("issuer")),
+            "alg": _text(signature.get("alg")),
+            "time": _text(signature.get("time")),
+        },
         "validation_state": state_text,
         "signature_valid": state_text in ("Valid", "Trusted"),
         "trusted": state_text == "Trusted",
@@ -143,8 +147,12 @@ def _action(act: dict[str, Any]) -> dict[str, Any]:
     agent = act.get("softwareAgent")
     if isinstance(agent, dict):
         agent = " ".join(str(agent[k]) for k in ("name", "version") if agent.get(k))
-    return {"action": _text(act.get("action")), "digitalSourceType": short_source_type(act.get("digitalSourceType")),
-            "softwareAgent": _text(agent), "when": _text(act.get("when"))}  # fmt: skip
+    return {
+        "action": _text(act.get("action")),
+        "digitalSourceType": short_source_type(act.get("digitalSourceType")),
+        "softwareAgent": _text(agent),
+        "when": _text(act.get("when")),
+    }
 
 
 def _generator(active: dict[str, Any]) -> str | None:

@@ -15,9 +15,7 @@ import zlib
 
 from audit.provenance.sources import short_source_type
 
-_PROPERTY = re.compile(
-    rb"DigitalSourceType(?:\s*=\s*[\"']|\s*>\s*|\s+rdf:resource\s*=\s*[\"'])([^\"'<>\s]{1,300})"
-)
+_PROPERTY = re.compile(rb"DigitalSourceType(?:\s*=\s*[\"']|\s*>\s*|\s+rdf:resource\s*=\s*[\"'])([^\"'<>\s]{1,300})")
 _MAX_HITS = 8
 _MAX_INFLATED = 4 << 20
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

@@ -58,9 +58,17 @@ class ReportSummary:
         return int(self.counts.get("findings", 0))
 
     def to_dict(self) -> dict[str, Any]:
-        return {"out_dir": self.out_dir, "report_id": self.report_id, "files": self.files, "counts": self.counts,
-                "manifest_sha256": self.manifest_sha256, "policy": self.policy, "notes": self.notes,
-                "started": self.started, "finished": self.finished}  # fmt: skip
+        return {
+            "out_dir": self.out_dir,
+            "report_id": self.report_id,
+            "files": self.files,
+            "counts": self.counts,
+            "manifest_sha256": self.manifest_sha256,
+            "policy": self.policy,
+            "notes": self.notes,
+            "started": self.started,
+            "finished": self.finished,
+        }
 
 
 def parse_formats(formats: str | Sequence[str] | None) -> tuple[str, ...]:
@@ -88,8 +96,9 @@ def _stamp(now: datetime) -> str:
     return now.strftime("%Y%m%dT%H%M%SZ")
 
 
-def resolve_out(out: str | os.PathLike | None, index_name: str, *, force: bool,
-                now: datetime) -> tuple[Path, list[str] | None]:  # fmt: skip
+def resolve_out(
+    out: str | os.PathLike | None, index_name: str, *, force: bool, now: datetime
+) -> tuple[Path, list[str] | None]:
     """(target folder, names of the earlier report there that ``--force`` replaces, or None).
 
     What killed report runs left beside the target goes first (an earlier report that was
@@ -117,15 +126,26 @@ def resolve_out(out: str | os.PathLike | None, index_name: str, *, force: bool,
     if empty:
         return target, None
     if not force:
-        raise UsageError(f"--out {target}: folder exists and is not empty (pass --force to replace an earlier "
-                         "report there, or leave --out out for a new timestamped folder)")  # fmt: skip
+        raise UsageError(
+            f"--out {target}: folder exists and is not empty (pass --force to replace an earlier "
+            "report there, or leave --out out for a new timestamped folder)"
+        )
     return target, replaceable_report(target)
 
 
-def build_report(catalog: "Catalog", out: str | os.PathLike | None = None, formats: str | Sequence[str] | None = None, *,
-                 policy: str | os.PathLike | None = None, blur: bool = True, grayscale: bool = False,
-                 force: bool = False, html_limit: int | None = None, argv: Sequence[str] | None = None,
-                 progress=None) -> ReportSummary:  # fmt: skip
+def build_report(
+    catalog: "Catalog",
+    out: str | os.PathLike | None = None,
+    formats: str | Sequence[str] | None = None,
+    *,
+    policy: str | os.PathLike | None = None,
+    blur: bool = True,
+    grayscale: bool = False,
+    force: bool = False,
+    html_limit: int | None = None,
+    argv: Sequence[str] | None = None,
+    progress=None,
+) -> ReportSummary:
     from audit.report.html import MAX_HTML_FINDINGS
     from audit.timeutil import utc_now
 
@@ -135,8 +155,21 @@ def build_report(catalog: "Catalog", out: str | os.PathLike | None = None, forma
     target, replace = resolve_out(out, catalog.index_dir.name, force=force, now=now)
     limit = MAX_HTML_FINDINGS if html_limit is None else max(0, int(html_limit))
     with _snapshot(catalog) as conn:
-        return _build(catalog, conn, target, replace, fmts, started, limit, policy=policy, blur=blur,
-                      grayscale=grayscale, force=force, argv=argv, progress=progress)  # fmt: skip
+        return _build(
+            catalog,
+            conn,
+            target,
+            replace,
+            fmts,
+            started,
+            limit,
+            policy=policy,
+            blur=blur,
+            grayscale=grayscale,
+            force=force,
+            argv=argv,
+            progress=progress,
+        )
 
 
 @contextmanager
@@ -163,8 +196,22 @@ def _snapshot(catalog: "Catalog"):
             conn.close()
 
 
-def _build(catalog, conn, target: Path, replace, fmts, started: str, limit: int, *, policy, blur: bool, grayscale: bool,
-           force: bool, argv, progress) -> ReportSummary:  # fmt: skip
+def _build(
+    catalog,
+    conn,
+    target: Path,
+    replace,
+    fmts,
+    started: str,
+    limit: int,
+    *,
+    policy,
+    blur: bool,
+    grayscale: bool,
+    force: bool,
+    argv,
+    progress,
+) -> ReportSummary:
     from audit import __version__
     from audit.catalog.runs import command_line, current_host, current_user, recorded_run
     from audit.report.data import gather_stream
@@ -176,34 +223,65 @@ def _build(catalog, conn, target: Path, replace, fmts, started: str, limit: int,
     check_stream(data, blur=blur, grayscale=grayscale, thumbnails="html" in fmts, progress=progress)
 
     if catalog.read_only:
-        data.notes.append(f"the index is read-only ({catalog.read_only_reason}): this report is not recorded in its "
-                          "catalog, so the next report cannot tell what is new since this one")  # fmt: skip
+        data.notes.append(
+            f"the index is read-only ({catalog.read_only_reason}): this report is not recorded in its "
+            "catalog, so the next report cannot tell what is new since this one"
+        )
     # a read-only index, or a catalog that cannot take the run record, still reports
     with recorded_run(catalog, "report", argv, best_effort=True) as run:
         meta = {
             "report_id": str(uuid.uuid4()),
             "tool": {"name": "audit", "version": __version__, "python": sys.version.split()[0]},
             "command_line": command_line(argv),
-            "started": started, "generated_at": started, "user": current_user(), "host": current_host(),
+            "started": started,
+            "generated_at": started,
+            "user": current_user(),
+            "host": current_host(),
             "cwd": os.getcwd(),
-            "options": {"formats": list(fmts), "blur": blur, "grayscale": grayscale, "html_limit": limit,
-                        "policy": str(policy) if policy is not None else None, "force": force},
-        }  # fmt: skip
-        files, manifest_sha, notes = _write_and_install(target, replace, data, meta, fmts, blur=blur,
-                                                        grayscale=grayscale, limit=limit)  # fmt: skip
+            "options": {
+                "formats": list(fmts),
+                "blur": blur,
+                "grayscale": grayscale,
+                "html_limit": limit,
+                "policy": str(policy) if policy is not None else None,
+                "force": force,
+            },
+        }
+        files, manifest_sha, notes = _write_and_install(
+            target, replace, data, meta, fmts, blur=blur, grayscale=grayscale, limit=limit
+        )
         summary = ReportSummary(
-            out_dir=str(target), report_id=meta["report_id"], files=sorted([p.name for p in files] + [MANIFEST]),
-            counts=data.counts(), manifest_sha256=manifest_sha, policy=data.policy, notes=data.notes + notes,
-            started=started, finished=meta["finished"],
-        )  # fmt: skip
+            out_dir=str(target),
+            report_id=meta["report_id"],
+            files=sorted([p.name for p in files] + [MANIFEST]),
+            counts=data.counts(),
+            manifest_sha256=manifest_sha,
+            policy=data.policy,
+            notes=data.notes + notes,
+            started=started,
+            finished=meta["finished"],
+        )
         # what the run row says: where the report went and what it holds (not the whole summary)
-        run.summary = {"out": summary.out_dir, "report_id": summary.report_id,
-                       "manifest_sha256": summary.manifest_sha256, "findings": summary.findings}  # fmt: skip
+        run.summary = {
+            "out": summary.out_dir,
+            "report_id": summary.report_id,
+            "manifest_sha256": summary.manifest_sha256,
+            "findings": summary.findings,
+        }
         return summary
 
 
-def _write_and_install(target: Path, replace: list[str] | None, data, meta: dict[str, Any], fmts, *, blur: bool,
-                       grayscale: bool, limit: int) -> tuple[list[Path], str, list[str]]:  # fmt: skip
+def _write_and_install(
+    target: Path,
+    replace: list[str] | None,
+    data,
+    meta: dict[str, Any],
+    fmts,
+    *,
+    blur: bool,
+    grayscale: bool,
+    limit: int,
+) -> tuple[list[Path], str, list[str]]:
     """Write every format into a locked staging folder beside ``target`` and move it in:
     (files written, manifest SHA-256, notes)."""
     from audit.errors import raise_storage_error
@@ -245,4 +323,3 @@ def _write_and_install(target: Path, replace: list[str] | None, data, meta: dict
     finally:
         staging.close()
     return [target / p.name for p in files], manifest_sha, notes
-

@@ -18,10 +18,32 @@ from audit.report.data import FindingRow, ReportData
 # design.md's findings fields first, then the evidence a reader needs without the catalog
 FINDING_FIELDS = ("finding_id", "item_id", "uri", "category", "severity", "status", "cluster_id", "signals")
 EVIDENCE_FIELDS = (
-    "policy_hash", "first_flagged", "last_flagged", "new_since_last_report", "review_candidate", "no_view", "missing",
-    "verified_at_report", "sha256", "md5", "pdq", "size", "format", "width", "height", "generator", "model",
-    "model_hash", "resources", "prompt", "negative_prompt", "seed", "locations", "decision", "provenance",
-)  # fmt: skip
+    "policy_hash",
+    "first_flagged",
+    "last_flagged",
+    "new_since_last_report",
+    "review_candidate",
+    "no_view",
+    "missing",
+    "verified_at_report",
+    "sha256",
+    "md5",
+    "pdq",
+    "size",
+    "format",
+    "width",
+    "height",
+    "generator",
+    "model",
+    "model_hash",
+    "resources",
+    "prompt",
+    "negative_prompt",
+    "seed",
+    "locations",
+    "decision",
+    "provenance",
+)
 SIGNAL_FIELDS = ("kind", "name", "score", "threshold", "margin", "detail")
 
 
@@ -45,19 +67,42 @@ def finding_record(data: ReportData, f: FindingRow, item=None) -> dict[str, Any]
     item = item if item is not None else data.items[f.item_id]
     facts = item.facts
     return {
-        "finding_id": f.finding_id, "item_id": f.item_id, "uri": f.uri, "category": f.category,
-        "severity": f.severity, "status": f.status, "cluster_id": f.cluster_id,
+        "finding_id": f.finding_id,
+        "item_id": f.item_id,
+        "uri": f.uri,
+        "category": f.category,
+        "severity": f.severity,
+        "status": f.status,
+        "cluster_id": f.cluster_id,
         "signals": [signal_record(s) for s in f.signals if isinstance(s, dict)],
-        "policy_hash": f.policy_hash, "first_flagged": f.first_flagged, "last_flagged": f.last_flagged,
-        "new_since_last_report": f.new_since_last_report, "review_candidate": f.review_candidate, "no_view": item.no_view, "missing": item.missing,
-        "verified_at_report": item.verified, "sha256": f.item_id, "md5": facts.get("md5"), "pdq": facts.get("pdq"),
-        "size": facts.get("size"), "format": facts.get("format"), "width": facts.get("width"),
-        "height": facts.get("height"), "generator": facts.get("generator"), "model": facts.get("model"),
-        "model_hash": facts.get("model_hash"), "resources": item.resources, "prompt": facts.get("prompt"),
-        "negative_prompt": facts.get("negative_prompt"), "seed": facts.get("seed"),
-        "locations": [{k: loc[k] for k in ("uri", "size", "mtime_ns", "present", "missing_since")} for loc in item.locations],
-        "decision": f.decision, "provenance": _provenance(facts.get("provenance")),
-    }  # fmt: skip
+        "policy_hash": f.policy_hash,
+        "first_flagged": f.first_flagged,
+        "last_flagged": f.last_flagged,
+        "new_since_last_report": f.new_since_last_report,
+        "review_candidate": f.review_candidate,
+        "no_view": item.no_view,
+        "missing": item.missing,
+        "verified_at_report": item.verified,
+        "sha256": f.item_id,
+        "md5": facts.get("md5"),
+        "pdq": facts.get("pdq"),
+        "size": facts.get("size"),
+        "format": facts.get("format"),
+        "width": facts.get("width"),
+        "height": facts.get("height"),
+        "generator": facts.get("generator"),
+        "model": facts.get("model"),
+        "model_hash": facts.get("model_hash"),
+        "resources": item.resources,
+        "prompt": facts.get("prompt"),
+        "negative_prompt": facts.get("negative_prompt"),
+        "seed": facts.get("seed"),
+        "locations": [
+            {k: loc[k] for k in ("uri", "size", "mtime_ns", "present", "missing_since")} for loc in item.locations
+        ],
+        "decision": f.decision,
+        "provenance": _provenance(facts.get("provenance")),
+    }
 
 
 def _provenance(text: Any) -> Any:
@@ -71,8 +116,23 @@ def _provenance(text: Any) -> Any:
 
 
 def cluster_record(c: dict[str, Any]) -> dict[str, Any]:
-    return {k: c.get(k) for k in ("cluster_id", "kind", "size", "members", "medoids", "top_terms", "concept_scores",
-                                  "flagged_share", "flagged", "categories", "policy_hash", "review")}  # fmt: skip
+    return {
+        k: c.get(k)
+        for k in (
+            "cluster_id",
+            "kind",
+            "size",
+            "members",
+            "medoids",
+            "top_terms",
+            "concept_scores",
+            "flagged_share",
+            "flagged",
+            "categories",
+            "policy_hash",
+            "review",
+        )
+    }
 
 
 def dumps(obj: Any) -> str:

@@ -23,8 +23,23 @@ from audit.report.files import clean_text
 from audit.vocabulary import DECISION_STATUS, SEVERITY_ORDER
 
 
-_ITEM_TEXT = ("md5", "pdq", "format", "generator", "prompt", "negative_prompt", "seed", "sampler", "scheduler",
-              "model", "model_hash", "resources", "status", "error", "provenance")  # fmt: skip
+_ITEM_TEXT = (
+    "md5",
+    "pdq",
+    "format",
+    "generator",
+    "prompt",
+    "negative_prompt",
+    "seed",
+    "sampler",
+    "scheduler",
+    "model",
+    "model_hash",
+    "resources",
+    "status",
+    "error",
+    "provenance",
+)
 _ITEM_NUM = ("size", "width", "height", "frames", "pdq_quality", "steps", "cfg_scale")
 
 
@@ -165,7 +180,9 @@ class Tally:
         self.by_cat[f.category] = self.by_cat.get(f.category, 0) + 1
         self.by_sev[f.severity] = self.by_sev.get(f.severity, 0) + 1
         self.by_status[f.status] = self.by_status.get(f.status, 0) + 1
-        c = self.per_cat.setdefault(f.category, {"findings": 0, "new": 0, "confirmed": 0, "dismissed": 0, "escalated": 0})
+        c = self.per_cat.setdefault(
+            f.category, {"findings": 0, "new": 0, "confirmed": 0, "dismissed": 0, "escalated": 0}
+        )
         c["findings"] += 1
         c["new"] += f.new_since_last_report
         if f.status in c:
@@ -175,12 +192,18 @@ class Tally:
     def result(self, n_clusters: int) -> dict[str, Any]:
         flags = self.items.values()
         return {
-            "findings": self.n, "items": len(self.items), "new_since_last_report": self.new,
-            "review_candidates": self.candidates, "by_category": self.by_cat, "by_severity": self.by_sev,
-            "by_status": self.by_status, "no_view_items": sum(1 for v in flags if v[0]),
-            "missing_items": sum(1 for v in flags if v[1]), "changed_items": sum(1 for v in flags if v[2]),
+            "findings": self.n,
+            "items": len(self.items),
+            "new_since_last_report": self.new,
+            "review_candidates": self.candidates,
+            "by_category": self.by_cat,
+            "by_severity": self.by_sev,
+            "by_status": self.by_status,
+            "no_view_items": sum(1 for v in flags if v[0]),
+            "missing_items": sum(1 for v in flags if v[1]),
+            "changed_items": sum(1 for v in flags if v[2]),
             "clusters": n_clusters,
-        }  # fmt: skip
+        }
 
 
 def _table_exists(conn: sqlite3.Connection, name: str) -> bool:
@@ -210,9 +233,13 @@ def _chunks(seq: list, n: int = 500):
 def latest_flag_run(conn: sqlite3.Connection, policy_hash: str | None = None) -> dict[str, Any] | None:
     if not _table_exists(conn, "flag_runs"):
         return None
-    sql = ("SELECT run_id, policy_hash, policy_name, policy_version, policy_path, model_key, thresholds, at "
-           "FROM flag_runs {} ORDER BY run_id DESC LIMIT 1")  # fmt: skip
-    row = conn.execute(sql.format("WHERE policy_hash = ?" if policy_hash else ""), (policy_hash,) if policy_hash else ()).fetchone()
+    sql = (
+        "SELECT run_id, policy_hash, policy_name, policy_version, policy_path, model_key, thresholds, at "
+        "FROM flag_runs {} ORDER BY run_id DESC LIMIT 1"
+    )
+    row = conn.execute(
+        sql.format("WHERE policy_hash = ?" if policy_hash else ""), (policy_hash,) if policy_hash else ()
+    ).fetchone()
     if row is None:
         return None
     keys = ("run_id", "policy_hash", "policy_name", "policy_version", "policy_path", "model_key", "thresholds", "at")
@@ -248,10 +275,17 @@ def previous_report(conn: sqlite3.Connection) -> dict[str, Any] | None:
     if row is None:
         return None
     summary = _json(row[3], {})
-    return {"run_id": row[0], "started": row[1], "finished": row[2], "out": summary.get("out") if isinstance(summary, dict) else None}
+    return {
+        "run_id": row[0],
+        "started": row[1],
+        "finished": row[2],
+        "out": summary.get("out") if isinstance(summary, dict) else None,
+    }
 
 
-def resolve_policy(conn: sqlite3.Connection, policy_path: str | Path | None) -> tuple[Any, str | None, dict | None, list[str]]:
+def resolve_policy(
+    conn: sqlite3.Connection, policy_path: str | Path | None
+) -> tuple[Any, str | None, dict | None, list[str]]:
     """(Policy or None, policy_hash of the findings to report, flag run, notes)."""
     from audit.errors import InputError
     from audit.policy import load_policy
@@ -270,15 +304,21 @@ def resolve_policy(conn: sqlite3.Connection, policy_path: str | Path | None) -> 
         try:
             policy = load_policy(run["policy_path"])
         except (InputError, OSError, ValueError) as exc:
-            notes.append(f"the policy file of the flag run ({run['policy_path']}) could not be loaded ({exc}); "
-                         "images are withheld for every category")  # fmt: skip
+            notes.append(
+                f"the policy file of the flag run ({run['policy_path']}) could not be loaded ({exc}); "
+                "images are withheld for every category"
+            )
         else:
             if policy.content_hash != policy_hash:
-                notes.append(f"the policy file {run['policy_path']} changed since the flag run; categories and "
-                             "no_view settings are taken from its current content")  # fmt: skip
+                notes.append(
+                    f"the policy file {run['policy_path']} changed since the flag run; categories and "
+                    "no_view settings are taken from its current content"
+                )
     elif policy_hash is not None:
-        notes.append("no policy file is recorded for these findings; images are withheld for every category "
-                     "(pass --policy FILE to use its no_view settings)")  # fmt: skip
+        notes.append(
+            "no policy file is recorded for these findings; images are withheld for every category "
+            "(pass --policy FILE to use its no_view settings)"
+        )
     return policy, policy_hash, run, notes
 
 
@@ -306,8 +346,12 @@ def _gather(audit, conn: sqlite3.Connection, store, policy_path) -> ReportData:
     categories: dict[str, dict[str, Any]] = {}
     if policy is not None:
         for c in policy.categories:
-            categories[c.id] = {"severity": c.severity, "no_view": bool(c.no_view), "description": c.description,
-                                "in_policy": True}  # fmt: skip
+            categories[c.id] = {
+                "severity": c.severity,
+                "no_view": bool(c.no_view),
+                "description": c.description,
+                "in_policy": True,
+            }
 
     rows = []
     other: list[str] = []
@@ -317,11 +361,17 @@ def _gather(audit, conn: sqlite3.Connection, store, policy_path) -> ReportData:
             "first_flagged, last_flagged FROM findings WHERE policy_hash = ? AND active = 1",
             (policy_hash,),
         ).fetchall()
-        other = [r[0] for r in conn.execute(
-            "SELECT DISTINCT policy_hash FROM findings WHERE policy_hash != ? AND active = 1", (policy_hash,))]  # fmt: skip
+        other = [
+            r[0]
+            for r in conn.execute(
+                "SELECT DISTINCT policy_hash FROM findings WHERE policy_hash != ? AND active = 1", (policy_hash,)
+            )
+        ]
     if other:
-        notes.append(f"{len(other)} other polic{'y has' if len(other) == 1 else 'ies have'} active findings in this "
-                     "index; this report covers only the policy named above")  # fmt: skip
+        notes.append(
+            f"{len(other)} other polic{'y has' if len(other) == 1 else 'ies have'} active findings in this "
+            "index; this report covers only the policy named above"
+        )
 
     findings = finding_rows(rows, categories, _latest_decisions(conn), prev)
     if policy is None:
@@ -348,17 +398,31 @@ def _gather(audit, conn: sqlite3.Connection, store, policy_path) -> ReportData:
 
     policy_info: dict[str, Any] = {"policy_hash": policy_hash, "loaded": policy is not None}
     if policy is not None:
-        policy_info.update(name=policy.name, version=policy.version, content_hash=policy.content_hash,
-                           path=str(policy.path) if policy.path else None)  # fmt: skip
+        policy_info.update(
+            name=policy.name,
+            version=policy.version,
+            content_hash=policy.content_hash,
+            path=str(policy.path) if policy.path else None,
+        )
     elif run:
-        policy_info.update(name=run["policy_name"], version=run["policy_version"], content_hash=policy_hash,
-                           path=run["policy_path"])  # fmt: skip
+        policy_info.update(
+            name=run["policy_name"], version=run["policy_version"], content_hash=policy_hash, path=run["policy_path"]
+        )
     return ReportData(
-        index_name=audit.index_dir.name, index_dir=str(audit.index_dir), findings=findings, items=items,
-        clusters=clusters, categories=categories, policy=policy_info,
-        model=model_identity(conn, run["model_key"] if run else None), flag_run=run,
-        catalog_version=catalog_version, previous_report=prev, notes=notes, other_policies=other,
-    )  # fmt: skip
+        index_name=audit.index_dir.name,
+        index_dir=str(audit.index_dir),
+        findings=findings,
+        items=items,
+        clusters=clusters,
+        categories=categories,
+        policy=policy_info,
+        model=model_identity(conn, run["model_key"] if run else None),
+        flag_run=run,
+        catalog_version=catalog_version,
+        previous_report=prev,
+        notes=notes,
+        other_policies=other,
+    )
 
 
 def _latest_decisions(conn: sqlite3.Connection):
@@ -370,9 +434,12 @@ def _latest_decisions(conn: sqlite3.Connection):
         return LatestDecisions([])
     rows = conn.execute(
         "SELECT decision_id, target_kind, target_id, decision, category, CAST(decided_by AS BLOB), decided_at, "
-        "CAST(note AS BLOB), source FROM decisions ORDER BY decision_id")
-    return LatestDecisions(Decision(did, kind, target, decision, category, _text(by), at, _text(note), source)
-                           for did, kind, target, decision, category, by, at, note, source in rows)
+        "CAST(note AS BLOB), source FROM decisions ORDER BY decision_id"
+    )
+    return LatestDecisions(
+        Decision(did, kind, target, decision, category, _text(by), at, _text(note), source)
+        for did, kind, target, decision, category, by, at, note, source in rows
+    )
 
 
 def _items(conn: sqlite3.Connection, ids: list[str]) -> dict[str, Item]:
@@ -384,7 +451,12 @@ def _items(conn: sqlite3.Connection, ids: list[str]) -> dict[str, Item]:
             facts: dict[str, Any] = {c: _text(v) for c, v in zip(_ITEM_TEXT, row[1 : 1 + len(_ITEM_TEXT)])}
             facts.update(zip(_ITEM_NUM, row[1 + len(_ITEM_TEXT) :]))
             resources = _json(facts.pop("resources"), [])
-            items[row[0]] = Item(item_id=row[0], facts=facts, resources=resources if isinstance(resources, list) else [resources], locations=[])
+            items[row[0]] = Item(
+                item_id=row[0],
+                facts=facts,
+                resources=resources if isinstance(resources, list) else [resources],
+                locations=[],
+            )
         for item_id, uri, source, container, size, mtime_ns, present, missing_since, last_seen in conn.execute(
             "SELECT item_id, CAST(uri AS BLOB), CAST(source AS BLOB), CAST(container AS BLOB), size, mtime_ns, present, "
             f"missing_since, last_seen FROM locations WHERE item_id IN ({marks}) ORDER BY present DESC, uri",
@@ -393,9 +465,18 @@ def _items(conn: sqlite3.Connection, ids: list[str]) -> dict[str, Item]:
             item = items.get(item_id)
             if item is None:  # a finding for an item the catalog no longer has: report what is known
                 item = items[item_id] = Item(item_id=item_id, facts={}, resources=[], locations=[])
-            item.locations.append({"uri": _text(uri), "source": _text(source), "container": _text(container),
-                                   "size": size, "mtime_ns": mtime_ns, "present": bool(present),
-                                   "missing_since": missing_since, "last_seen": last_seen})  # fmt: skip
+            item.locations.append(
+                {
+                    "uri": _text(uri),
+                    "source": _text(source),
+                    "container": _text(container),
+                    "size": size,
+                    "mtime_ns": mtime_ns,
+                    "present": bool(present),
+                    "missing_since": missing_since,
+                    "last_seen": last_seen,
+                }
+            )
     for item_id in ids:
         items.setdefault(item_id, Item(item_id=item_id, facts={}, resources=[], locations=[]))
     return items
@@ -403,10 +484,14 @@ def _items(conn: sqlite3.Connection, ids: list[str]) -> dict[str, Item]:
 
 # ----------------------------------------------------------------------------- streamed reports
 
-_FINDING_COLS = ("finding_id, item_id, category, severity, status, cluster_id, CAST(signals AS BLOB), policy_hash, "
-                 "first_flagged, last_flagged")  # fmt: skip
-_REPORT_ORDER = ("CASE severity WHEN 'critical' THEN 0 WHEN 'high' THEN 1 WHEN 'medium' THEN 2 WHEN 'low' THEN 3 "
-                 "ELSE 9 END, category, coalesce(cluster_id, '~'), item_id")  # fmt: skip
+_FINDING_COLS = (
+    "finding_id, item_id, category, severity, status, cluster_id, CAST(signals AS BLOB), policy_hash, "
+    "first_flagged, last_flagged"
+)
+_REPORT_ORDER = (
+    "CASE severity WHEN 'critical' THEN 0 WHEN 'high' THEN 1 WHEN 'medium' THEN 2 WHEN 'low' THEN 3 "
+    "ELSE 9 END, category, coalesce(cluster_id, '~'), item_id"
+)
 BATCH_FINDINGS = 2_000
 
 
@@ -415,8 +500,15 @@ class FindingSource:
     with the items each batch needs; an item's original is checked once (``checks``) and
     the result reused by every later pass. Holds one read snapshot for the whole report."""
 
-    def __init__(self, conn: sqlite3.Connection, policy_hash: str | None, categories: dict, decisions: dict,
-                 prev: dict | None, batch: int = BATCH_FINDINGS):  # fmt: skip
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        policy_hash: str | None,
+        categories: dict,
+        decisions: dict,
+        prev: dict | None,
+        batch: int = BATCH_FINDINGS,
+    ):
         self.conn = conn
         self.policy_hash = policy_hash
         self.categories = categories
@@ -438,8 +530,9 @@ class FindingSource:
             cur.close()
 
     def batches(self, limit: int | None = None) -> Iterator[tuple[list[FindingRow], dict[str, Item]]]:
-        sql = (f"SELECT {_FINDING_COLS} FROM findings WHERE policy_hash = ? AND active = 1 ORDER BY {_REPORT_ORDER}"
-               + (" LIMIT ?" if limit is not None else ""))  # fmt: skip
+        sql = f"SELECT {_FINDING_COLS} FROM findings WHERE policy_hash = ? AND active = 1 ORDER BY {_REPORT_ORDER}" + (
+            " LIMIT ?" if limit is not None else ""
+        )
         params = (self.policy_hash,) + ((limit,) if limit is not None else ())
         for rows in self._rows(sql, params):
             findings = finding_rows(rows, self.categories, self.decisions, self.prev)
@@ -460,8 +553,10 @@ class FindingSource:
         for chunk in _chunks(ids):
             marks = ",".join("?" * len(chunk))
             for item_id, category in self.conn.execute(
-                    f"SELECT item_id, CAST(category AS BLOB) FROM findings WHERE +policy_hash = ? AND active = 1 "
-                    f"AND item_id IN ({marks}) ORDER BY item_id, category", (self.policy_hash, *chunk)):  # fmt: skip
+                f"SELECT item_id, CAST(category AS BLOB) FROM findings WHERE +policy_hash = ? AND active = 1 "
+                f"AND item_id IN ({marks}) ORDER BY item_id, category",
+                (self.policy_hash, *chunk),
+            ):
                 items[item_id].categories.append(_text(category) or "")
         for item in items.values():
             item.no_view = any(self.categories.get(c, {}).get("no_view", True) for c in item.categories)
@@ -487,11 +582,26 @@ class FindingSource:
             yield [items[r[0]] for r in rows]
 
     def cluster_rows(self) -> Iterator[dict[str, Any]]:
-        sql = (f"SELECT cluster_id, policy_hash, kind, size, {members_sql(self.conn)}, medoids, top_terms, "
-               "concept_scores, flagged_share, flagged, categories, run_id, review FROM clusters WHERE policy_hash = ? AND (flagged = 1 OR cluster_id IN "
-               "(SELECT cluster_id FROM findings WHERE policy_hash = ? AND active = 1)) ORDER BY size DESC, cluster_id")  # fmt: skip
-        keys = ("cluster_id", "policy_hash", "kind", "size", "members", "medoids", "top_terms", "concept_scores",
-                "flagged_share", "flagged", "categories", "run_id", "review")  # fmt: skip
+        sql = (
+            f"SELECT cluster_id, policy_hash, kind, size, {members_sql(self.conn)}, medoids, top_terms, "
+            "concept_scores, flagged_share, flagged, categories, run_id, review FROM clusters WHERE policy_hash = ? AND (flagged = 1 OR cluster_id IN "
+            "(SELECT cluster_id FROM findings WHERE policy_hash = ? AND active = 1)) ORDER BY size DESC, cluster_id"
+        )
+        keys = (
+            "cluster_id",
+            "policy_hash",
+            "kind",
+            "size",
+            "members",
+            "medoids",
+            "top_terms",
+            "concept_scores",
+            "flagged_share",
+            "flagged",
+            "categories",
+            "run_id",
+            "review",
+        )
         if self.policy_hash is None or not _table_exists(self.conn, "clusters"):
             return
         for rows in self._rows(sql, (self.policy_hash, self.policy_hash)):
@@ -501,8 +611,9 @@ class FindingSource:
     def count_items(self) -> int:
         if self.policy_hash is None:
             return 0
-        return self.conn.execute("SELECT count(DISTINCT item_id) FROM findings WHERE policy_hash = ? AND active = 1",
-                                 (self.policy_hash,)).fetchone()[0]  # fmt: skip
+        return self.conn.execute(
+            "SELECT count(DISTINCT item_id) FROM findings WHERE policy_hash = ? AND active = 1", (self.policy_hash,)
+        ).fetchone()[0]
 
     def count_clusters(self) -> int:
         if self.policy_hash is None or not _table_exists(self.conn, "clusters"):
@@ -510,12 +621,19 @@ class FindingSource:
         return self.conn.execute(
             "SELECT count(*) FROM clusters WHERE policy_hash = ? AND (flagged = 1 OR cluster_id IN "
             "(SELECT cluster_id FROM findings WHERE policy_hash = ? AND active = 1))",
-            (self.policy_hash, self.policy_hash)).fetchone()[0]  # fmt: skip
+            (self.policy_hash, self.policy_hash),
+        ).fetchone()[0]
 
 
 def _cluster_dict(c: dict[str, Any]) -> dict[str, Any]:
-    for key, default in (("members", []), ("medoids", []), ("top_terms", []), ("concept_scores", {}), ("categories", []),
-                         ("review", {})):
+    for key, default in (
+        ("members", []),
+        ("medoids", []),
+        ("top_terms", []),
+        ("concept_scores", {}),
+        ("categories", []),
+        ("review", {}),
+    ):
         c[key] = _json(c.get(key), default)
     if c.get("flagged") is not None:  # a frame's Boolean, or SQLite's 0/1: the report writes 0/1
         c["flagged"] = int(c["flagged"])
@@ -538,18 +656,29 @@ def finding_rows(rows, categories: dict, decisions: dict, prev: dict | None) -> 
         d = decisions.for_finding(fid, item_id, category)
         decision = {"decision": d.decision, "note": d.note, "by": d.decided_by, "at": d.decided_at} if d else None
         sigs = _json(_text(signals), [])
-        out.append(FindingRow(
-            finding_id=fid, item_id=item_id, uri=None, category=category, severity=severity,
-            status=DECISION_STATUS.get(decision["decision"], status) if decision else status,
-            cluster_id=cluster_id, signals=sigs if isinstance(sigs, list) else [], policy_hash=phash,
-            first_flagged=first, last_flagged=last,
-            new_since_last_report=prev is None or (first or "") > (prev["started"] or ""), decision=decision,
-        ))  # fmt: skip
+        out.append(
+            FindingRow(
+                finding_id=fid,
+                item_id=item_id,
+                uri=None,
+                category=category,
+                severity=severity,
+                status=DECISION_STATUS.get(decision["decision"], status) if decision else status,
+                cluster_id=cluster_id,
+                signals=sigs if isinstance(sigs, list) else [],
+                policy_hash=phash,
+                first_flagged=first,
+                last_flagged=last,
+                new_since_last_report=prev is None or (first or "") > (prev["started"] or ""),
+                decision=decision,
+            )
+        )
     return out
 
 
-def gather_stream(catalog, conn: sqlite3.Connection, *, policy_path: str | Path | None = None,
-                  shown: int) -> ReportData:  # fmt: skip
+def gather_stream(
+    catalog, conn: sqlite3.Connection, *, policy_path: str | Path | None = None, shown: int
+) -> ReportData:
     """A ``ReportData`` that reads its findings in batches from ``conn`` (which holds the
     report's read snapshot): ``findings``/``items`` are the first ``shown`` findings (what
     the HTML page shows) and their items, ``clusters`` theirs; every writer reads the rest
@@ -563,21 +692,32 @@ def gather_stream(catalog, conn: sqlite3.Connection, *, policy_path: str | Path 
     categories: dict[str, dict[str, Any]] = {}
     if policy is not None:
         for c in policy.categories:
-            categories[c.id] = {"severity": c.severity, "no_view": bool(c.no_view), "description": c.description,
-                                "in_policy": True}  # fmt: skip
+            categories[c.id] = {
+                "severity": c.severity,
+                "no_view": bool(c.no_view),
+                "description": c.description,
+                "in_policy": True,
+            }
     other: list[str] = []
     if policy_hash is not None:
         for category, severity in conn.execute(
-                "SELECT DISTINCT CAST(category AS BLOB), severity FROM findings WHERE policy_hash = ? AND active = 1",
-                (policy_hash,)):  # fmt: skip
+            "SELECT DISTINCT CAST(category AS BLOB), severity FROM findings WHERE policy_hash = ? AND active = 1",
+            (policy_hash,),
+        ):
             category = _text(category) or ""
             if category not in categories:
                 categories[category] = {"severity": severity, "no_view": True, "description": "", "in_policy": False}
-        other = [r[0] for r in conn.execute(
-            "SELECT DISTINCT policy_hash FROM findings WHERE policy_hash != ? AND active = 1", (policy_hash,))]  # fmt: skip
+        other = [
+            r[0]
+            for r in conn.execute(
+                "SELECT DISTINCT policy_hash FROM findings WHERE policy_hash != ? AND active = 1", (policy_hash,)
+            )
+        ]
     if other:
-        notes.append(f"{len(other)} other polic{'y has' if len(other) == 1 else 'ies have'} active findings in this "
-                     "index; this report covers only the policy named above")  # fmt: skip
+        notes.append(
+            f"{len(other)} other polic{'y has' if len(other) == 1 else 'ies have'} active findings in this "
+            "index; this report covers only the policy named above"
+        )
     if policy is None:
         for c in categories.values():
             c["no_view"] = True
@@ -594,21 +734,48 @@ def gather_stream(catalog, conn: sqlite3.Connection, *, policy_path: str | Path 
         ids = sorted(wanted)
         for chunk in _chunks(ids):
             marks = ",".join("?" * len(chunk))
-            keys = ("cluster_id", "policy_hash", "kind", "size", "medoids", "top_terms", "concept_scores",
-                    "flagged_share", "flagged", "categories", "run_id", "review")  # fmt: skip
+            keys = (
+                "cluster_id",
+                "policy_hash",
+                "kind",
+                "size",
+                "medoids",
+                "top_terms",
+                "concept_scores",
+                "flagged_share",
+                "flagged",
+                "categories",
+                "run_id",
+                "review",
+            )
             # members are left out: the page shows a cluster's size and terms, never its member list
             for row in conn.execute(f"SELECT {', '.join(keys)} FROM clusters WHERE cluster_id IN ({marks})", chunk):
                 clusters.append(_cluster_dict({**dict(zip(keys, row)), "members": None}))
     policy_info: dict[str, Any] = {"policy_hash": policy_hash, "loaded": policy is not None}
     if policy is not None:
-        policy_info.update(name=policy.name, version=policy.version, content_hash=policy.content_hash,
-                           path=str(policy.path) if policy.path else None)  # fmt: skip
+        policy_info.update(
+            name=policy.name,
+            version=policy.version,
+            content_hash=policy.content_hash,
+            path=str(policy.path) if policy.path else None,
+        )
     elif run:
-        policy_info.update(name=run["policy_name"], version=run["policy_version"], content_hash=policy_hash,
-                           path=run["policy_path"])  # fmt: skip
+        policy_info.update(
+            name=run["policy_name"], version=run["policy_version"], content_hash=policy_hash, path=run["policy_path"]
+        )
     return ReportData(
-        index_name=catalog.index_dir.name, index_dir=str(catalog.index_dir), findings=findings, items=items,
-        clusters=clusters, categories=categories, policy=policy_info,
-        model=model_identity(conn, run["model_key"] if run else None), flag_run=run,
-        catalog_version=catalog_version, previous_report=prev, notes=notes, other_policies=other, source=source,
-    )  # fmt: skip
+        index_name=catalog.index_dir.name,
+        index_dir=str(catalog.index_dir),
+        findings=findings,
+        items=items,
+        clusters=clusters,
+        categories=categories,
+        policy=policy_info,
+        model=model_identity(conn, run["model_key"] if run else None),
+        flag_run=run,
+        catalog_version=catalog_version,
+        previous_report=prev,
+        notes=notes,
+        other_policies=other,
+        source=source,
+    )

@@ -102,20 +102,28 @@ class HtmlWriter:
 # ----------------------------------------------------------------------------- page
 
 
-def render(data: ReportData, meta: dict[str, Any], *, blur: bool = True, grayscale: bool = False,
-           limit: int = MAX_HTML_FINDINGS) -> str:
+def render(
+    data: ReportData,
+    meta: dict[str, Any],
+    *,
+    blur: bool = True,
+    grayscale: bool = False,
+    limit: int = MAX_HTML_FINDINGS,
+) -> str:
     nonce = secrets.token_urlsafe(18)
-    csp = (f"default-src 'none'; img-src data:; style-src 'nonce-{nonce}'; script-src 'nonce-{nonce}'; "
-           "base-uri 'none'; form-action 'none'; object-src 'none'")  # fmt: skip
+    csp = (
+        f"default-src 'none'; img-src data:; style-src 'nonce-{nonce}'; script-src 'nonce-{nonce}'; "
+        "base-uri 'none'; form-action 'none'; object-src 'none'"
+    )
     generated = meta.get("generated_at", "")
     report_id = meta.get("report_id", "")
     title = f"Audit report · {data.index_name} · {generated[:16].replace('T', ' ')}"
     parts = [
-        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">",
+        '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">',
         f'<meta http-equiv="Content-Security-Policy" content="{esc(csp)}">',
         '<meta name="referrer" content="no-referrer"><meta name="robots" content="noindex,nofollow">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>{esc(title)}</title><style nonce=\"{nonce}\">{CSS}</style></head>",
+        f'<title>{esc(title)}</title><style nonce="{nonce}">{CSS}</style></head>',
         f'<body data-report-id="{esc(report_id)}" data-index="{esc(data.index_name)}" '
         f'data-blur="{int(blur)}" data-grayscale="{int(grayscale)}">',
         _header(data),
@@ -136,9 +144,11 @@ def _header(data: ReportData) -> str:
         f'<button type="button" class="chip sev-{s}{"" if n else " zero"}" data-sev="{s}" aria-pressed="true" '
         f'title="Show {s} findings">{s} <b>{n}</b></button>'
         for s, n in ((s, counts["by_severity"].get(s, 0)) for s in SEVERITY_ORDER)
-    )  # fmt: skip
-    cats = sorted((c for c, n in counts["by_category"].items() if n),
-                  key=lambda c: (SEVERITY_ORDER.get(data.categories[c]["severity"], 9), c))  # fmt: skip
+    )
+    cats = sorted(
+        (c for c, n in counts["by_category"].items() if n),
+        key=lambda c: (SEVERITY_ORDER.get(data.categories[c]["severity"], 9), c),
+    )
     cat_opts = "".join(f'<option value="{esc(c)}">{esc(c)}</option>' for c in cats)
     return (
         '<header class="bar"><div class="brand"><span class="logo">audit</span>'
@@ -157,7 +167,7 @@ def _header(data: ReportData) -> str:
         'Download decisions <b id="ndec">0</b></button>'
         '<button type="button" id="helpbtn" class="ghost" title="Keyboard shortcuts (?)" aria-label="Keyboard shortcuts">?</button>'
         "</div></header>"
-    )  # fmt: skip
+    )
 
 
 def _tile(label: str, value: Any, cls: str = "", sub: str = "") -> str:
@@ -168,18 +178,35 @@ def _summary(data: ReportData, meta: dict[str, Any], *, blur: bool, grayscale: b
     c = data.counts()
     notes = "".join(f'<div class="notice warn" role="note">{esc(n)}</div>' for n in data.notes)
     prev = data.previous_report
-    new_sub = (f'<div class="s">since {esc((prev.get("started") or "")[:16].replace("T", " "))} UTC</div>' if prev
-               else '<div class="s">first report of this index</div>')  # fmt: skip
-    tiles = "".join([
-        _tile("findings", c["findings"]),
-        _tile("items", c["items"]),
-        _tile("new since last report", c["new_since_last_report"], "new" if c["new_since_last_report"] else "", new_sub),
-        *(_tile(s, c["by_severity"].get(s, 0), f"sev-{s}" if c["by_severity"].get(s) else "zero") for s in SEVERITY_ORDER),
-        _tile("review candidates", c["review_candidates"], "" if c["review_candidates"] else "zero",
-              '<div class="s">via cluster or neighbour only</div>'),
-        _tile("no-view items", c["no_view_items"], "", '<div class="s">hashes and metadata only</div>'),
-        _tile("missing originals", c["missing_items"], "warn" if c["missing_items"] else "zero"),
-    ])  # fmt: skip
+    new_sub = (
+        f'<div class="s">since {esc((prev.get("started") or "")[:16].replace("T", " "))} UTC</div>'
+        if prev
+        else '<div class="s">first report of this index</div>'
+    )
+    tiles = "".join(
+        [
+            _tile("findings", c["findings"]),
+            _tile("items", c["items"]),
+            _tile(
+                "new since last report",
+                c["new_since_last_report"],
+                "new" if c["new_since_last_report"] else "",
+                new_sub,
+            ),
+            *(
+                _tile(s, c["by_severity"].get(s, 0), f"sev-{s}" if c["by_severity"].get(s) else "zero")
+                for s in SEVERITY_ORDER
+            ),
+            _tile(
+                "review candidates",
+                c["review_candidates"],
+                "" if c["review_candidates"] else "zero",
+                '<div class="s">via cluster or neighbour only</div>',
+            ),
+            _tile("no-view items", c["no_view_items"], "", '<div class="s">hashes and metadata only</div>'),
+            _tile("missing originals", c["missing_items"], "warn" if c["missing_items"] else "zero"),
+        ]
+    )
     if c["changed_items"]:
         tiles += _tile("changed since crawl", c["changed_items"], "warn")
 
@@ -193,15 +220,15 @@ def _summary(data: ReportData, meta: dict[str, Any], *, blur: bool, grayscale: b
             f'<tr class="{"" if st["findings"] else "zero"}"><td><a href="#cat-{_slug(cat)}">{esc(cat)}</a>'
             f'<div class="muted">{esc(info.get("description") or "")}</div></td>'
             f'<td><span class="sev sev-{esc(info["severity"])}">{esc(info["severity"])}</span></td>'
-            f'<td>{"<span class=nv>no view</span>" if info["no_view"] else ""}</td>'
+            f"<td>{'<span class=nv>no view</span>' if info['no_view'] else ''}</td>"
             f'<td class="n">{st["findings"]}</td><td class="n">{st["new"]}</td>'
             f'<td class="n">{st["confirmed"]}</td><td class="n">{st["dismissed"]}</td><td class="n">{st["escalated"]}</td></tr>'
-        )  # fmt: skip
+        )
     table = (
         '<table class="cats"><thead><tr><th>Category</th><th>Severity</th><th>View</th><th class="n">Findings</th>'
         '<th class="n">New</th><th class="n">Confirmed</th><th class="n">Dismissed</th><th class="n">Escalated</th>'
-        f'</tr></thead><tbody>{"".join(rows)}</tbody></table>'
-    )  # fmt: skip
+        f"</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+    )
 
     pol = data.policy
     model = data.model or {}
@@ -211,17 +238,24 @@ def _summary(data: ReportData, meta: dict[str, Any], *, blur: bool, grayscale: b
     if model.get("checkpoint_sha256"):
         model_txt += f" · checkpoint sha256 {model['checkpoint_sha256']}"
     prov = [
-        ("Policy", f'{pol.get("name") or "—"} v{pol.get("version") or "?"}'),
+        ("Policy", f"{pol.get('name') or '—'} v{pol.get('version') or '?'}"),
         ("Policy hash", pol.get("content_hash") or pol.get("policy_hash") or "—"),
         ("Model", model_txt),
-        ("Flag run", f'#{data.flag_run["run_id"]} at {data.flag_run["at"]}' if data.flag_run else "—"),
+        ("Flag run", f"#{data.flag_run['run_id']} at {data.flag_run['at']}" if data.flag_run else "—"),
         ("Learned from decisions", _learned(data.flag_run)),
         ("Catalog version", str(data.catalog_version)),
-        ("Generated", f'{meta.get("generated_at", "")} by {meta.get("user", "")}@{meta.get("host", "")}'),
-        ("Thumbnails", ("blurred; a click reveals a lightly blurred version" if blur else
-                        "blurred; a click reveals the clear thumbnail") + (", grayscale" if grayscale else "")),
+        ("Generated", f"{meta.get('generated_at', '')} by {meta.get('user', '')}@{meta.get('host', '')}"),
+        (
+            "Thumbnails",
+            (
+                "blurred; a click reveals a lightly blurred version"
+                if blur
+                else "blurred; a click reveals the clear thumbnail"
+            )
+            + (", grayscale" if grayscale else ""),
+        ),
         ("Report id", meta.get("report_id", "")),
-    ]  # fmt: skip
+    ]
     dl = "".join(f"<dt>{esc(k)}</dt><dd>{esc(v)}</dd>" for k, v in prov)
     if not c["findings"]:
         if data.policy.get("policy_hash") is None:
@@ -235,7 +269,7 @@ def _summary(data: ReportData, meta: dict[str, Any], *, blur: bool, grayscale: b
         f'<section id="summary" aria-label="Summary"><h1>Findings report <span class="muted">{esc(data.index_name)}</span></h1>'
         f'{notes}<div class="tiles">{tiles}</div>{body}<div class="sumgrid"><div>{table}</div>'
         f'<dl class="prov">{dl}</dl></div></section>'
-    )  # fmt: skip
+    )
 
 
 def _findings(data: ReportData, limit: int = MAX_HTML_FINDINGS) -> str:
@@ -246,20 +280,28 @@ def _findings(data: ReportData, limit: int = MAX_HTML_FINDINGS) -> str:
     total = data.counts()["findings"]
     if total > min(limit, len(data.findings)):
         shown = min(limit, len(data.findings))
-        out.append(f'<div class="notice warn" role="note">This page shows the first {shown:,} of {total:,} '
-                   f"findings, most severe first; the other {total - shown:,} are in findings.jsonl, .parquet and .csv "
-                   "(audit report --html-limit N shows more).</div>")  # fmt: skip
+        out.append(
+            f'<div class="notice warn" role="note">This page shows the first {shown:,} of {total:,} '
+            f"findings, most severe first; the other {total - shown:,} are in findings.jsonl, .parquet and .csv "
+            "(audit report --html-limit N shows more).</div>"
+        )
     by_cat: dict[str, list[FindingRow]] = {}
     for f in data.findings[:limit]:
         by_cat.setdefault(f.category, []).append(f)
-    for cat, fs in sorted(by_cat.items(), key=lambda kv: (SEVERITY_ORDER.get(data.categories[kv[0]]["severity"], 9), kv[0])):
+    for cat, fs in sorted(
+        by_cat.items(), key=lambda kv: (SEVERITY_ORDER.get(data.categories[kv[0]]["severity"], 9), kv[0])
+    ):
         info = data.categories[cat]
-        nv = '<span class="nv" title="Images in this category are never rendered">no view</span>' if info["no_view"] else ""
+        nv = (
+            '<span class="nv" title="Images in this category are never rendered">no view</span>'
+            if info["no_view"]
+            else ""
+        )
         out.append(
             f'<section class="category" id="cat-{_slug(cat)}" data-cat="{esc(cat)}">'
             f'<h2><span class="sev sev-{esc(info["severity"])}">{esc(info["severity"])}</span> {esc(cat)} '
             f'<span class="count">{len(fs)}</span> {nv} <span class="muted desc">{esc(info.get("description") or "")}</span></h2>'
-        )  # fmt: skip
+        )
         groups: dict[str | None, list[FindingRow]] = {}
         for f in fs:
             groups.setdefault(f.cluster_id, []).append(f)
@@ -289,14 +331,16 @@ def _cluster_head(cid: str | None, c: dict | None, n: int) -> str:
         return f'<div class="group"><h3 class="gh">Not in a cluster <span class="count">{n}</span></h3>'
     bits = []
     if c:
-        bits.append(f'{esc(c.get("kind"))} · {esc(c.get("size"))} items')
+        bits.append(f"{esc(c.get('kind'))} · {esc(c.get('size'))} items")
         if c.get("flagged_share") is not None:
-            bits.append(f'{float(c["flagged_share"]) * 100:.0f}% flagged')
+            bits.append(f"{float(c['flagged_share']) * 100:.0f}% flagged")
         terms = c.get("top_terms") or []
         if terms:
             bits.append("terms: " + ", ".join(esc(t[0] if isinstance(t, (list, tuple)) else t) for t in terms[:8]))
-    return (f'<div class="group" data-cluster="{esc(cid)}"><h3 class="gh">Cluster <code>{esc(cid)}</code> '
-            f'<span class="count">{n}</span> <span class="muted">{" · ".join(bits)}</span></h3>')  # fmt: skip
+    return (
+        f'<div class="group" data-cluster="{esc(cid)}"><h3 class="gh">Cluster <code>{esc(cid)}</code> '
+        f'<span class="count">{n}</span> <span class="muted">{" · ".join(bits)}</span></h3>'
+    )
 
 
 def _review_unit(cid: str | None, c: dict | None, category: str) -> str:
@@ -311,16 +355,19 @@ def _review_unit(cid: str | None, c: dict | None, category: str) -> str:
     fired = unit.get("fired") or []
     rows = "".join(
         f'<li><span class="mono">{esc(str(f.get("item_id", ""))[:16])}</span> {esc(f.get("name"))} '
-        f'{_num(f.get("score"))} ≥ {_num(f.get("threshold"))}</li>' for f in fired[:10] if isinstance(f, dict))
+        f"{_num(f.get('score'))} ≥ {_num(f.get('threshold'))}</li>"
+        for f in fired[:10]
+        if isinstance(f, dict)
+    )
     more = len(fired) - 10 if len(fired) > 10 else 0
     cands = unit.get("candidates") or []
     return (
         f'<div class="unit" data-cluster-id="{esc(cid)}" data-cat="{esc(category)}">'
         f'<div class="unit-evidence"><b>Cluster review unit</b> · flagged on member evidence: '
-        f'{esc(unit.get("flagged"))} of {esc((c or {}).get("size"))} members flagged directly '
-        f'(minimum {esc(unit.get("min_flagged"))} and {float(unit.get("min_fraction") or 0) * 100:.0f}%) · '
-        f'{len(cands)} review candidate{"" if len(cands) == 1 else "s"} (closest first, of {esc(unit.get("eligible"))} '
-        f'close to the category) · {esc(unit.get("rest"))} other members not listed'
+        f"{esc(unit.get('flagged'))} of {esc((c or {}).get('size'))} members flagged directly "
+        f"(minimum {esc(unit.get('min_flagged'))} and {float(unit.get('min_fraction') or 0) * 100:.0f}%) · "
+        f"{len(cands)} review candidate{'' if len(cands) == 1 else 's'} (closest first, of {esc(unit.get('eligible'))} "
+        f"close to the category) · {esc(unit.get('rest'))} other members not listed"
         f'<ul class="fired">{rows}{f"<li class=muted>and {more} more</li>" if more else ""}</ul></div>'
         '<div class="decide unit-decide" role="group" aria-label="Decision for the whole cluster">'
         '<button type="button" data-decision="confirm" title="Confirm the cluster">Confirm cluster</button>'
@@ -388,8 +435,10 @@ def _detail(d: Any) -> str:
                     where = m.get("field", "")
                     if isinstance(m.get("span"), (list, tuple)) and len(m["span"]) == 2:
                         where += f" {m['span'][0]}–{m['span'][1]}"
-                    bits.append(f'<span class="kv"><i>match</i> “{esc(_short(str(m.get("text", "")), 120))}” '
-                                f'<span class="muted">{esc(where)}</span></span>')
+                    bits.append(
+                        f'<span class="kv"><i>match</i> “{esc(_short(str(m.get("text", "")), 120))}” '
+                        f'<span class="muted">{esc(where)}</span></span>'
+                    )
             if len(v) > 5:
                 bits.append(f'<span class="kv muted">+{len(v) - 5} more</span>')
             continue
@@ -407,8 +456,10 @@ def _learned(flag_run: dict | None) -> str:
         if not key.startswith("learned:") or not isinstance(rec, dict):
             continue
         dec = rec.get("decisions") or {}
-        out.append(f'{key[len("learned:"):]}: {dec.get("confirmed", 0)} confirmed, {dec.get("dismissed", 0)} dismissed, '
-                   f'cross-validated precision {_num(rec.get("cv_precision"), 2) or "—"}, recall {_num(rec.get("cv_recall"), 2) or "—"}')
+        out.append(
+            f"{key[len('learned:') :]}: {dec.get('confirmed', 0)} confirmed, {dec.get('dismissed', 0)} dismissed, "
+            f"cross-validated precision {_num(rec.get('cv_precision'), 2) or '—'}, recall {_num(rec.get('cv_recall'), 2) or '—'}"
+        )
     return "; ".join(out) or "none (zero-shot thresholds only)"
 
 
@@ -420,14 +471,22 @@ def _signals(signals: list[dict]) -> str:
         if not isinstance(s, dict):
             continue
         margin = s.get("margin")
-        mcls = "pos" if isinstance(margin, (int, float)) and margin >= 0 else "neg" if isinstance(margin, (int, float)) else ""
+        mcls = (
+            "pos"
+            if isinstance(margin, (int, float)) and margin >= 0
+            else "neg"
+            if isinstance(margin, (int, float))
+            else ""
+        )
         rows.append(
             f'<tr><td><span class="kind">{esc(s.get("kind"))}</span></td><td class="mono">{esc(_short(str(s.get("name") or ""), 80))}</td>'
             f'<td class="n">{esc(_num(s.get("score")))}</td><td class="n">{esc(_num(s.get("threshold")))}</td>'
             f'<td class="n {mcls}">{esc(_num(s.get("margin")))}</td><td class="det">{_detail(s.get("detail"))}</td></tr>'
-        )  # fmt: skip
-    return ('<table class="sig"><thead><tr><th>Signal</th><th>Name</th><th class="n">Score</th><th class="n">Threshold</th>'
-            f'<th class="n">Margin</th><th>Detail</th></tr></thead><tbody>{"".join(rows)}</tbody></table>')  # fmt: skip
+        )
+    return (
+        '<table class="sig"><thead><tr><th>Signal</th><th>Name</th><th class="n">Score</th><th class="n">Threshold</th>'
+        f'<th class="n">Margin</th><th>Detail</th></tr></thead><tbody>{"".join(rows)}</tbody></table>'
+    )
 
 
 def _thumb(item: Item) -> str:
@@ -443,28 +502,44 @@ def _thumb(item: Item) -> str:
         f'<button type="button" class="reveal" aria-pressed="false" title="Reveal this image (v); Esc covers it again" '
         f'data-reveal="{_data_uri(t.mime, t.reveal)}"><img class="covered" alt="blurred thumbnail" '
         f'width="{t.width}" height="{t.height}" src="{_data_uri(t.mime, t.cover)}"><span class="eye">reveal</span></button>'
-    )  # fmt: skip
+    )
 
 
 def _card(data: ReportData, f: FindingRow) -> str:
     item = data.items[f.item_id]
     facts = item.facts
     prompt, neg = facts.get("prompt"), facts.get("negative_prompt")
-    search = " ".join(str(x) for x in (f.finding_id, f.item_id, f.category, f.cluster_id or "", f.uri or "",
-                                       (prompt or "")[:500], facts.get("generator") or "", facts.get("model") or "") if x)  # fmt: skip
+    search = " ".join(
+        str(x)
+        for x in (
+            f.finding_id,
+            f.item_id,
+            f.category,
+            f.cluster_id or "",
+            f.uri or "",
+            (prompt or "")[:500],
+            facts.get("generator") or "",
+            facts.get("model") or "",
+        )
+        if x
+    )
     flags = []
     if f.new_since_last_report:
         flags.append('<span class="tag new" title="new since the last report">new</span>')
     if f.review_candidate:
         via = "cluster" if any(s.get("kind") == "cluster" for s in f.signals if isinstance(s, dict)) else "neighbour"
-        flags.append(f'<span class="tag cand" title="No signal of its own: flagged through its {via}. '
-                     f'Review as a candidate.">candidate · via {via}</span>')
+        flags.append(
+            f'<span class="tag cand" title="No signal of its own: flagged through its {via}. '
+            f'Review as a candidate.">candidate · via {via}</span>'
+        )
     if item.missing:
         flags.append('<span class="tag miss">missing</span>')
     elif item.verified is False:
         flags.append('<span class="tag miss">changed</span>')
     elif item.verified:
-        flags.append('<span class="tag ok" title="The original was read at report time and its SHA-256 matches">verified</span>')
+        flags.append(
+            '<span class="tag ok" title="The original was read at report time and its SHA-256 matches">verified</span>'
+        )
     if item.no_view:
         flags.append('<span class="nv">no view</span>')
     res = []
@@ -472,24 +547,42 @@ def _card(data: ReportData, f: FindingRow) -> str:
         if isinstance(r, dict):
             label = " ".join(str(r[k]) for k in ("kind", "name") if r.get(k))
             extra = " ".join(f"{k}={r[k]}" for k in ("weight", "hash") if r.get(k) is not None)
-            res.append(f'<span class="res">{esc(_short(label, 120))} <span class="muted">{esc(_short(extra, 120))}</span></span>')
+            res.append(
+                f'<span class="res">{esc(_short(label, 120))} <span class="muted">{esc(_short(extra, 120))}</span></span>'
+            )
         else:
             res.append(f'<span class="res">{esc(_short(str(r), 160))}</span>')
     locs = "".join(
         f'<li class="{"gone" if not loc["present"] else ""}"><span class="mono uri">{esc(loc["uri"])}</span> '
         f'<span class="muted">{esc(_size(loc["size"]))} · mtime {esc(_mtime(loc["mtime_ns"]))}'
-        f'{" · gone since " + esc(loc["missing_since"]) if loc.get("missing_since") else ""}</span></li>'
+        f"{' · gone since ' + esc(loc['missing_since']) if loc.get('missing_since') else ''}</span></li>"
         for loc in item.locations[:20]
-    ) + (f'<li class="muted">… {len(item.locations) - 20} more in manifest.json</li>' if len(item.locations) > 20 else "")  # fmt: skip
-    dims = f'{facts.get("format") or "?"} · {facts.get("width") or "?"}×{facts.get("height") or "?"} · {_size(facts.get("size"))}'
-    gen = " · ".join(x for x in (facts.get("generator"), facts.get("model") and f'model {facts["model"]}',
-                                 facts.get("model_hash") and f'hash {facts["model_hash"]}', facts.get("seed") and f'seed {facts["seed"]}') if x)  # fmt: skip
+    ) + (
+        f'<li class="muted">… {len(item.locations) - 20} more in manifest.json</li>' if len(item.locations) > 20 else ""
+    )
+    dims = f"{facts.get('format') or '?'} · {facts.get('width') or '?'}×{facts.get('height') or '?'} · {_size(facts.get('size'))}"
+    gen = " · ".join(
+        x
+        for x in (
+            facts.get("generator"),
+            facts.get("model") and f"model {facts['model']}",
+            facts.get("model_hash") and f"hash {facts['model_hash']}",
+            facts.get("seed") and f"seed {facts['seed']}",
+        )
+        if x
+    )
     prov = _provenance_line(facts.get("provenance"))
     prior = ""
     if f.decision:
-        prior = (f'<div class="prior">recorded: <b>{esc(f.decision["decision"])}</b> by {esc(f.decision.get("by"))} '
-                 f'{esc((f.decision.get("at") or "")[:16])}{(" — " + esc(_short(f.decision.get("note") or "", 200))) if f.decision.get("note") else ""}</div>')  # fmt: skip
-    status = "" if (f.status == "new" and f.new_since_last_report) else f'<span class="status st-{esc(f.status)}">{esc(f.status)}</span>'
+        prior = (
+            f'<div class="prior">recorded: <b>{esc(f.decision["decision"])}</b> by {esc(f.decision.get("by"))} '
+            f"{esc((f.decision.get('at') or '')[:16])}{(' — ' + esc(_short(f.decision.get('note') or '', 200))) if f.decision.get('note') else ''}</div>"
+        )
+    status = (
+        ""
+        if (f.status == "new" and f.new_since_last_report)
+        else f'<span class="status st-{esc(f.status)}">{esc(f.status)}</span>'
+    )
     err = f'<div class="muted small">{esc(_short(item.read_error, 300))}</div>' if item.read_error else ""
     return (
         f'<article class="finding sevb-{esc(f.severity)}" tabindex="0" id="f-{esc(f.finding_id)}" '
@@ -502,14 +595,14 @@ def _card(data: ReportData, f: FindingRow) -> str:
         f'<span class="cat">{esc(f.category)}</span>{status}'
         f'{"".join(flags)}<span class="fid mono" title="finding id">{esc(f.finding_id)}</span></div>'
         f'<div class="uri1 mono" title="{esc(f.uri)}">{esc(f.uri or "(no location)")}</div>'
-        f'{_signals(f.signals)}'
+        f"{_signals(f.signals)}"
         '<dl class="meta">'
         f'<dt>Prompt</dt><dd class="prompt">{_prompt(prompt, f.signals, "prompt")}</dd>'
         f'<dt>Negative</dt><dd class="prompt neg">{_prompt(neg, f.signals, "negative_prompt")}</dd>'
-        f'<dt>Generator</dt><dd>{esc(gen) or "<span class=muted>—</span>"}</dd>'
-        + (f'<dt>Resources</dt><dd>{"".join(res)}</dd>' if res else "")
-        + (f'<dt>Provenance</dt><dd>{esc(prov)}</dd>' if prov else "")
-        + f'<dt>File</dt><dd>{esc(dims)}</dd>'
+        f"<dt>Generator</dt><dd>{esc(gen) or '<span class=muted>—</span>'}</dd>"
+        + (f"<dt>Resources</dt><dd>{''.join(res)}</dd>" if res else "")
+        + (f"<dt>Provenance</dt><dd>{esc(prov)}</dd>" if prov else "")
+        + f"<dt>File</dt><dd>{esc(dims)}</dd>"
         f'<dt>SHA-256</dt><dd class="mono sel">{esc(f.item_id)}</dd>'
         f'<dt>MD5 · PDQ</dt><dd class="mono"><span class="sel">{esc(facts.get("md5") or "—")}</span>'
         f' <span class="muted">·</span> <span class="sel">{esc(facts.get("pdq") or "—")}</span></dd>'
@@ -537,8 +630,14 @@ def _provenance_line(text) -> str:
 
 
 def _help() -> str:
-    keys = [("j / k", "next / previous finding"), ("c / d / e", "confirm / dismiss / escalate"),
-            ("n", "write a note"), ("v or Enter on the image", "reveal / cover the image"),
-            ("Esc", "cover every image, leave a field"), ("/", "filter"), ("?", "this help")]  # fmt: skip
+    keys = [
+        ("j / k", "next / previous finding"),
+        ("c / d / e", "confirm / dismiss / escalate"),
+        ("n", "write a note"),
+        ("v or Enter on the image", "reveal / cover the image"),
+        ("Esc", "cover every image, leave a field"),
+        ("/", "filter"),
+        ("?", "this help"),
+    ]
     rows = "".join(f"<tr><td><kbd>{esc(k)}</kbd></td><td>{esc(v)}</td></tr>" for k, v in keys)
     return f'<div id="help" class="help" hidden role="dialog" aria-label="Keyboard shortcuts"><h3>Keyboard</h3><table>{rows}</table></div>'

@@ -62,9 +62,11 @@ def plain_name(name: str) -> bool:
 def replaceable_report(target: Path) -> list[str]:
     """The names of an earlier report in ``target`` that ``--force`` may remove; raises
     ``UsageError`` (nothing deleted) unless the folder holds exactly one intact report."""
+
     def refuse(why: str) -> UsageError:
-        return UsageError(f"--out {target}: {why}; --force replaces only an intact earlier report of audit, "
-                          "nothing was deleted")  # fmt: skip
+        return UsageError(
+            f"--out {target}: {why}; --force replaces only an intact earlier report of audit, nothing was deleted"
+        )
 
     if os.path.islink(target):
         raise refuse("is a symbolic link")

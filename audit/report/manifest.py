@@ -31,15 +31,29 @@ MAX_MANIFEST_BYTES = 1 << 30  # a manifest lists every item in a finding: large,
 def item_record(item) -> dict[str, Any]:
     f = item.facts
     return {
-        "item_id": item.item_id, "sha256": item.item_id, "md5": f.get("md5"), "pdq": f.get("pdq"),
-        "pdq_quality": f.get("pdq_quality"), "size": f.get("size"), "format": f.get("format"),
-        "width": f.get("width"), "height": f.get("height"),
-        "categories": sorted(set(item.categories)), "no_view": item.no_view,
-        "present_at_report": item.present, "sha256_verified_at_report": item.verified, "read_uri": item.read_uri,
+        "item_id": item.item_id,
+        "sha256": item.item_id,
+        "md5": f.get("md5"),
+        "pdq": f.get("pdq"),
+        "pdq_quality": f.get("pdq_quality"),
+        "size": f.get("size"),
+        "format": f.get("format"),
+        "width": f.get("width"),
+        "height": f.get("height"),
+        "categories": sorted(set(item.categories)),
+        "no_view": item.no_view,
+        "present_at_report": item.present,
+        "sha256_verified_at_report": item.verified,
+        "read_uri": item.read_uri,
         "read_error": item.read_error,
-        "locations": [{k: loc.get(k) for k in ("uri", "source", "container", "size", "mtime_ns", "present",
-                                                "missing_since", "last_seen")} for loc in item.locations],
-    }  # fmt: skip
+        "locations": [
+            {
+                k: loc.get(k)
+                for k in ("uri", "source", "container", "size", "mtime_ns", "present", "missing_since", "last_seen")
+            }
+            for loc in item.locations
+        ],
+    }
 
 
 def items_record(data: ReportData) -> list[dict[str, Any]]:
@@ -67,8 +81,17 @@ def write_manifest(out_dir: Path, data: ReportData, meta: dict[str, Any], files:
         "counts": data.counts(),
     }
     items = (item_record(item) for batch in data.item_batches() for item in batch)
-    findings = ({"finding_id": f.finding_id, "item_id": f.item_id, "category": f.category, "severity": f.severity,
-                 "status": f.status} for batch in data.finding_batches() for f in batch)  # fmt: skip
+    findings = (
+        {
+            "finding_id": f.finding_id,
+            "item_id": f.item_id,
+            "category": f.category,
+            "severity": f.severity,
+            "status": f.status,
+        }
+        for batch in data.finding_batches()
+        for f in batch
+    )
     digest = hashlib.sha256()
     with PrivateFile(out_dir / MANIFEST) as fh:
 
@@ -115,8 +138,13 @@ class VerifyResult:
         return f"report changed: {self.problems[0]}{more}"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"ok": self.ok, "report_dir": self.report_dir, "checked": self.checked, "problems": self.problems,
-                "manifest_sha256": self.manifest_sha256}  # fmt: skip
+        return {
+            "ok": self.ok,
+            "report_dir": self.report_dir,
+            "checked": self.checked,
+            "problems": self.problems,
+            "manifest_sha256": self.manifest_sha256,
+        }
 
 
 def verify_report(report_dir: str | os.PathLike) -> VerifyResult:
@@ -142,11 +170,16 @@ def verify_report(report_dir: str | os.PathLike) -> VerifyResult:
     except (OSError, ValueError, TooLarge, RecursionError) as exc:
         why = exc.strerror if isinstance(exc, (OSError, NotRegularFile)) and exc.strerror else exc
         raise InputError(f"{mpath}: unreadable manifest ({why})") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT or not isinstance(manifest.get("files"), dict):
+    if (
+        not isinstance(manifest, dict)
+        or manifest.get("format") != FORMAT
+        or not isinstance(manifest.get("files"), dict)
+    ):
         raise InputError(f"{mpath}: not an audit report manifest (format {FORMAT!r} expected)")
     listed: dict[str, Any] = manifest["files"]
-    res = VerifyResult(ok=True, report_dir=str(root), manifest_sha256=hashlib.sha256(raw).hexdigest(),
-                       listed=sorted(listed))  # fmt: skip
+    res = VerifyResult(
+        ok=True, report_dir=str(root), manifest_sha256=hashlib.sha256(raw).hexdigest(), listed=sorted(listed)
+    )
     for rel, info in sorted(listed.items()):
         problem = _listed_file_problem(root, rel, info)
         if problem is None:

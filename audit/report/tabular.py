@@ -155,15 +155,39 @@ class _ParquetSink:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        signal_t = pa.struct([("kind", pa.string()), ("name", pa.string()), ("score", pa.float64()),
-                              ("threshold", pa.float64()), ("margin", pa.float64()), ("detail", pa.string())])  # fmt: skip
-        loc_t = pa.struct([("uri", pa.string()), ("size", pa.int64()), ("mtime_ns", pa.int64()),
-                           ("present", pa.bool_()), ("missing_since", pa.string())])  # fmt: skip
+        signal_t = pa.struct(
+            [
+                ("kind", pa.string()),
+                ("name", pa.string()),
+                ("score", pa.float64()),
+                ("threshold", pa.float64()),
+                ("margin", pa.float64()),
+                ("detail", pa.string()),
+            ]
+        )
+        loc_t = pa.struct(
+            [
+                ("uri", pa.string()),
+                ("size", pa.int64()),
+                ("mtime_ns", pa.int64()),
+                ("present", pa.bool_()),
+                ("missing_since", pa.string()),
+            ]
+        )
         self.types = {
-            "signals": pa.list_(signal_t), "locations": pa.list_(loc_t), "resources": pa.string(),
-            "decision": pa.string(), "new_since_last_report": pa.bool_(), "review_candidate": pa.bool_(), "no_view": pa.bool_(), "missing": pa.bool_(),
-            "verified_at_report": pa.bool_(), "size": pa.int64(), "width": pa.int64(), "height": pa.int64(),
-        }  # fmt: skip
+            "signals": pa.list_(signal_t),
+            "locations": pa.list_(loc_t),
+            "resources": pa.string(),
+            "decision": pa.string(),
+            "new_since_last_report": pa.bool_(),
+            "review_candidate": pa.bool_(),
+            "no_view": pa.bool_(),
+            "missing": pa.bool_(),
+            "verified_at_report": pa.bool_(),
+            "size": pa.int64(),
+            "width": pa.int64(),
+            "height": pa.int64(),
+        }
         self.schema = pa.schema([(k, self.types.get(k, pa.string())) for k in self.fields])
         self.cols: dict[str, list] = {k: [] for k in self.fields}
         self.rows = 0
@@ -173,8 +197,9 @@ class _ParquetSink:
     def _table(self):
         import pyarrow as pa
 
-        return pa.table({k: pa.array(self.cols[k], type=self.schema.field(k).type) for k in self.fields},
-                        schema=self.schema)  # fmt: skip
+        return pa.table(
+            {k: pa.array(self.cols[k], type=self.schema.field(k).type) for k in self.fields}, schema=self.schema
+        )
 
     def add(self, rec: dict) -> None:
         _parquet_row(rec, self.fields, self.types, self.cols)
@@ -211,5 +236,9 @@ def _parquet_row(rec: dict, fields, types: dict, cols: dict[str, list]) -> None:
     for k in fields:
         v = rec[k]
         if types.get(k) is None or types[k] == pa.string():
-            v = None if v is None else (v if isinstance(v, str) else json.dumps(v) if isinstance(v, (dict, list)) else str(v))
+            v = (
+                None
+                if v is None
+                else (v if isinstance(v, str) else json.dumps(v) if isinstance(v, (dict, list)) else str(v))
+            )
         cols[k].append(v)

@@ -14,12 +14,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-XSS_PROMPT = ('a photo of a blue triangle <script>window.__pwned="prompt-script"</script>'
-              '<img src=x onerror="window.__pwned=\'prompt-onerror\'"> "quoted" & done')  # fmt: skip
+XSS_PROMPT = (
+    'a photo of a blue triangle <script>window.__pwned="prompt-script"</script>'
+    '<img src=x onerror="window.__pwned=\'prompt-onerror\'"> "quoted" & done'
+)
 XSS_NAME = "<img src=x onerror=window.__pwned=1>"
 HUGE_PROMPT = "a green square, " * 3000  # 48,000 characters
 
-POLICY_TOML = '''
+POLICY_TOML = """
 [policy]
 name = "toy-report"
 version = "2"
@@ -56,7 +58,7 @@ fields = ["prompt"]
 [[flag]]
 category = "triangles"
 any = ["rule:triangle-words"]
-'''
+"""
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 170, 60), "blue": (40, 70, 220), "yellow": (235, 200, 40)}
 
@@ -74,9 +76,12 @@ def _png(path: Path, colour: str, shape: str, prompt: str, negative: str = "blur
     else:
         d.polygon([(32, 8), (58, 56), (6, 56)], fill=rgb)
     info = PngImagePlugin.PngInfo()
-    info.add_text("parameters", f"{prompt}\nNegative prompt: {negative}\nSteps: 20, Sampler: Euler a, CFG scale: 7, "
-                                f"Seed: {abs(hash(path.name)) % 10000}, Size: 64x64, Model hash: abc123def0, "
-                                "Model: toyModel_v1, Lora hashes: \"toyLora: 0123456789ab\"")  # fmt: skip
+    info.add_text(
+        "parameters",
+        f"{prompt}\nNegative prompt: {negative}\nSteps: 20, Sampler: Euler a, CFG scale: 7, "
+        f"Seed: {abs(hash(path.name)) % 10000}, Size: 64x64, Model hash: abc123def0, "
+        'Model: toyModel_v1, Lora hashes: "toyLora: 0123456789ab"',
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     img.save(path, pnginfo=info)
 
@@ -127,12 +132,21 @@ def build_fixture(root: Path, *, with_findings: bool = True, remove_missing: boo
         items = {stem: by_uri[str(p)] for stem, p in paths.items()}
         conn = a.catalog.conn
         store = FindingsStore(conn)
-        run_id = int(conn.execute(
-            "INSERT INTO flag_runs (policy_hash, policy_name, policy_version, policy_path, model_key, thresholds, at) "
-            "VALUES (?,?,?,?,?,?,?)",
-            (policy.content_hash, policy.name, policy.version, str(policy_path), "toy-shapes:test",
-             json.dumps({"red": {"image": 0.24, "prompt": 0.3, "calibrated": False, "how": "policy"}}), utc_now()),
-        ).lastrowid)  # fmt: skip
+        run_id = int(
+            conn.execute(
+                "INSERT INTO flag_runs (policy_hash, policy_name, policy_version, policy_path, model_key, thresholds, at) "
+                "VALUES (?,?,?,?,?,?,?)",
+                (
+                    policy.content_hash,
+                    policy.name,
+                    policy.version,
+                    str(policy_path),
+                    "toy-shapes:test",
+                    json.dumps({"red": {"image": 0.24, "prompt": 0.3, "calibrated": False, "how": "policy"}}),
+                    utc_now(),
+                ),
+            ).lastrowid
+        )
         if with_findings:
             h = policy.content_hash
             cid = f"{h[:12]}:semantic:0"
@@ -140,36 +154,76 @@ def build_fixture(root: Path, *, with_findings: bool = True, remove_missing: boo
             def rule(prompt: str) -> Signal:
                 i = prompt.find("triangle")
                 match = {"field": "prompt", "span": [i, i + 8], "text": "triangle", "pattern": "triangle"}
-                return Signal("prompt_rule", "rule:triangle-words", 1.0, 1.0, 0.0, {"matches": [match], "text": "triangle"})
+                return Signal(
+                    "prompt_rule", "rule:triangle-words", 1.0, 1.0, 0.0, {"matches": [match], "text": "triangle"}
+                )
 
             def concept(score: float) -> Signal:
                 return Signal("concept", "concept:red", score, 0.24, round(score - 0.24, 4), {"space": "image"})
 
             fs = [
                 Finding(items["red_triangle"], "red-shapes", "critical", h, [concept(0.31)], cluster_id=cid),
-                Finding(items["red_triangle"], "triangles", "high", h,
-                        [rule(files["red_triangle"][2])], cluster_id=cid),
+                Finding(
+                    items["red_triangle"], "triangles", "high", h, [rule(files["red_triangle"][2])], cluster_id=cid
+                ),
                 Finding(items["red_circle"], "red-shapes", "critical", h, [concept(0.29)], cluster_id=cid),
                 Finding(items["blue_triangle"], "triangles", "high", h, [rule(XSS_PROMPT)], cluster_id=cid),
                 Finding(items["yellow_triangle"], "triangles", "high", h, [rule(files["yellow_triangle"][2])]),
                 Finding(items["gone"], "triangles", "high", h, [rule(files["gone"][2])]),
-                Finding(items["green_square"], "prompt-evasion", "low", h,
-                        [Signal("prompt_rule", "prompt:overlong", float(len(HUGE_PROMPT)), 20000.0,
-                                float(len(HUGE_PROMPT) - 20000), {"chars": len(HUGE_PROMPT)})]),
-                Finding(items["blue_square"], "squares", "medium", h,
-                        [Signal("hash_match", "hash:known", 4.0, 31.0, 27.0,
-                                {"bank": "toy-bank", "label": "toy square <b>label</b>", "distance": 4})]),
+                Finding(
+                    items["green_square"],
+                    "prompt-evasion",
+                    "low",
+                    h,
+                    [
+                        Signal(
+                            "prompt_rule",
+                            "prompt:overlong",
+                            float(len(HUGE_PROMPT)),
+                            20000.0,
+                            float(len(HUGE_PROMPT) - 20000),
+                            {"chars": len(HUGE_PROMPT)},
+                        )
+                    ],
+                ),
+                Finding(
+                    items["blue_square"],
+                    "squares",
+                    "medium",
+                    h,
+                    [
+                        Signal(
+                            "hash_match",
+                            "hash:known",
+                            4.0,
+                            31.0,
+                            27.0,
+                            {"bank": "toy-bank", "label": "toy square <b>label</b>", "distance": 4},
+                        )
+                    ],
+                ),
                 Finding(items["named"], "squares", "medium", h, [concept(0.27)]),
-            ]  # fmt: skip
+            ]
             store.upsert_findings(fs, run_id=run_id)
             members = [items["red_triangle"], items["red_circle"], items["blue_triangle"]]
             conn.execute(
                 "INSERT INTO clusters (cluster_id, policy_hash, kind, size, members, medoids, top_terms, "
                 "concept_scores, flagged_share, flagged, categories, run_id) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                (cid, h, "semantic", 3, json.dumps(members), json.dumps(members[:1]),
-                 json.dumps([["triangle", 2], ["red", 2]]), json.dumps({"red": {"score": 0.3, "threshold": 0.24}}),
-                 1.0, 1, json.dumps(["red-shapes", "triangles"]), run_id),
-            )  # fmt: skip
+                (
+                    cid,
+                    h,
+                    "semantic",
+                    3,
+                    json.dumps(members),
+                    json.dumps(members[:1]),
+                    json.dumps([["triangle", 2], ["red", 2]]),
+                    json.dumps({"red": {"score": 0.3, "threshold": 0.24}}),
+                    1.0,
+                    1,
+                    json.dumps(["red-shapes", "triangles"]),
+                    run_id,
+                ),
+            )
     finally:
         a.close()
     if remove_missing:

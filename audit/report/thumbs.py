@@ -31,9 +31,16 @@ REVEAL_RADIUS = 1.6
 MAX_PIXELS = 64_000_000
 
 
-def check_and_thumbnail(data: ReportData, *, blur: bool = True, grayscale: bool = False, thumbnails: bool = True,
-                        thumb_items: set[str] | None = None, reader: Callable[[str], bytes] | None = None,
-                        progress=None) -> None:  # fmt: skip
+def check_and_thumbnail(
+    data: ReportData,
+    *,
+    blur: bool = True,
+    grayscale: bool = False,
+    thumbnails: bool = True,
+    thumb_items: set[str] | None = None,
+    reader: Callable[[str], bytes] | None = None,
+    progress=None,
+) -> None:
     """Check every item's original; thumbnail the viewable ones (only ``thumb_items`` if given)."""
     if reader is None:
         from audit.ingest.reader import read_uri as reader
@@ -44,8 +51,15 @@ def check_and_thumbnail(data: ReportData, *, blur: bool = True, grayscale: bool 
             progress("done", 1)
 
 
-def check_stream(data: ReportData, *, blur: bool = True, grayscale: bool = False, thumbnails: bool = True,
-                 reader: Callable[[str], bytes] | None = None, progress=None) -> None:  # fmt: skip
+def check_stream(
+    data: ReportData,
+    *,
+    blur: bool = True,
+    grayscale: bool = False,
+    thumbnails: bool = True,
+    reader: Callable[[str], bytes] | None = None,
+    progress=None,
+) -> None:
     """``check_and_thumbnail`` for a streamed report (``gather_stream``): the shown items
     first (with thumbnails), then every other item in a finding, batch by batch, each
     checked once; the counts of every finding are taken on the way (``data.totals``)."""
@@ -113,12 +127,16 @@ def make_thumb(raw: bytes, *, blur: bool = True, grayscale: bool = False, px: in
     from PIL import Image, ImageFilter, ImageOps
 
     decoded = decode_image(raw, max_pixels=MAX_PIXELS, draft=(px * 2, px * 2), orientation=True)
-    img = decoded.oriented(decoded.rgb(background=(128, 128, 128)))  # grey: transparency must not hide content from the blur
+    img = decoded.oriented(
+        decoded.rgb(background=(128, 128, 128))
+    )  # grey: transparency must not hide content from the blur
     img.thumbnail((px, px), Image.LANCZOS)
     if grayscale:
         img = ImageOps.grayscale(img).convert("RGB")
     radius = max(COVER_RADIUS * max(img.size) / px, 4)
-    cover = img.resize((max(1, img.width // 8), max(1, img.height // 8)), Image.BILINEAR).resize(img.size, Image.BILINEAR)
+    cover = img.resize((max(1, img.width // 8), max(1, img.height // 8)), Image.BILINEAR).resize(
+        img.size, Image.BILINEAR
+    )
     cover = cover.filter(ImageFilter.GaussianBlur(radius))
     reveal = img.filter(ImageFilter.GaussianBlur(REVEAL_RADIUS)) if blur else img
     return Thumb(cover=_jpeg(cover), reveal=_jpeg(reveal), width=img.width, height=img.height)

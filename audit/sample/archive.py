@@ -49,16 +49,28 @@ def _infotext(prompt: str, negative: str, seed: int, model: str, extra: str = ""
 
 def _comfy_graph(prompt: str, negative: str, seed: int, model: str) -> tuple[str, str]:
     api = {
-        "3": {"class_type": "KSampler", "inputs": {
-            "seed": seed, "steps": 20, "cfg": 7.0, "sampler_name": "euler", "scheduler": "normal", "denoise": 1.0,
-            "model": ["4", 0], "positive": ["6", 0], "negative": ["7", 0], "latent_image": ["5", 0]}},
+        "3": {
+            "class_type": "KSampler",
+            "inputs": {
+                "seed": seed,
+                "steps": 20,
+                "cfg": 7.0,
+                "sampler_name": "euler",
+                "scheduler": "normal",
+                "denoise": 1.0,
+                "model": ["4", 0],
+                "positive": ["6", 0],
+                "negative": ["7", 0],
+                "latent_image": ["5", 0],
+            },
+        },
         "4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": model}},
         "5": {"class_type": "EmptyLatentImage", "inputs": {"width": PX, "height": PX, "batch_size": 1}},
         "6": {"class_type": "CLIPTextEncode", "inputs": {"text": prompt, "clip": ["4", 1]}},
         "7": {"class_type": "CLIPTextEncode", "inputs": {"text": negative, "clip": ["4", 1]}},
         "8": {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0], "vae": ["4", 2]}},
         "9": {"class_type": "SaveImage", "inputs": {"filename_prefix": "ComfyUI", "images": ["8", 0]}},
-    }  # fmt: skip
+    }
     workflow = {"last_node_id": 9, "nodes": [{"id": int(k), "type": v["class_type"]} for k, v in api.items()]}
     return json.dumps(api), json.dumps(workflow)
 
@@ -108,18 +120,24 @@ def make_sample_archive(
                 prompt += " <lora:flatColours_v3:0.7>"
                 extra = ', Lora hashes: "flatColours_v3: 9a8b7c6d5e4f"'
             path = (later if batch == "later" else root / "a1111") / f"{name}.png"
-            _save_png(img, path, {"parameters": _infotext(prompt, negative, gen_seed, model.rsplit('.', 1)[0], extra)})
+            _save_png(img, path, {"parameters": _infotext(prompt, negative, gen_seed, model.rsplit(".", 1)[0], extra)})
         elif kind == "comfyui":
             api, wf = _comfy_graph(prompt, negative, gen_seed, model)
             path = (later if batch == "later" else root / "comfyui") / f"{name}.png"
             _save_png(img, path, {"prompt": api, "workflow": wf})
         else:
             path = (later if batch == "later" else root / "jpeg") / f"{name}.jpg"
-            _save_jpeg(img, path, _infotext(prompt, negative, gen_seed, model.rsplit('.', 1)[0]))
+            _save_jpeg(img, path, _infotext(prompt, negative, gen_seed, model.rsplit(".", 1)[0]))
         rec = {
-            "path": str(path.relative_to(later if batch == "later" else root)), "batch": batch, "planted": planted, "colour": scene.colour,
-            "shape": scene.shape, "background": scene.background, "prompt": prompt, "duplicate_of": None,
-        }  # fmt: skip
+            "path": str(path.relative_to(later if batch == "later" else root)),
+            "batch": batch,
+            "planted": planted,
+            "colour": scene.colour,
+            "shape": scene.shape,
+            "background": scene.background,
+            "prompt": prompt,
+            "duplicate_of": None,
+        }
         manifest.items.append(rec)
         return rec
 

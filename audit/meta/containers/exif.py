@@ -74,8 +74,18 @@ def read_tiff(tiff: bytes, prefix: str, errors: list[str]) -> list[MetadataText]
     return pieces
 
 
-def _text_piece(view: memoryview, tag: int, typ: int, start: int, size: int, endian: str, location: str, name: str,
-                reading: limits.Reading, errors: list[str]) -> MetadataText | None:
+def _text_piece(
+    view: memoryview,
+    tag: int,
+    typ: int,
+    start: int,
+    size: int,
+    endian: str,
+    location: str,
+    name: str,
+    reading: limits.Reading,
+    errors: list[str],
+) -> MetadataText | None:
     end = min(start + size, len(view))
     limit = reading.byte_room() + 8  # + UserComment's character-code prefix
     if limit == 8:

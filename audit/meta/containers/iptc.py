@@ -19,8 +19,15 @@ from audit.meta.textcodec import utf8_or_latin1
 HEADER = b"Photoshop 3.0\x00"
 _IPTC_RESOURCE = 0x0404
 # (record, dataset) -> the name the piece is keyed by
-DATASETS = {(2, 5): "ObjectName", (2, 25): "Keywords", (2, 65): "OriginatingProgram", (2, 70): "ProgramVersion",
-            (2, 80): "Byline", (2, 105): "Headline", (2, 120): "CaptionAbstract"}
+DATASETS = {
+    (2, 5): "ObjectName",
+    (2, 25): "Keywords",
+    (2, 65): "OriginatingProgram",
+    (2, 70): "ProgramVersion",
+    (2, 80): "Byline",
+    (2, 105): "Headline",
+    (2, 120): "CaptionAbstract",
+}
 _MAX_DATASETS = 4096
 
 
@@ -30,22 +37,22 @@ def read(body: bytes, errors: list[str]) -> list[MetadataText]:
     pos = len(HEADER)
     while pos + 12 <= len(body):
         limits.tick()
-        if body[pos:pos + 4] != b"8BIM":
+        if body[pos : pos + 4] != b"8BIM":
             errors.append("iptc: image resource block out of sync")
             break
-        (resource,) = struct.unpack(">H", body[pos + 4:pos + 6])
+        (resource,) = struct.unpack(">H", body[pos + 4 : pos + 6])
         name_length = body[pos + 6]
         at = pos + 6 + name_length + 1 + (name_length + 1) % 2  # the Pascal name, padded to even
         if at + 4 > len(body):
             errors.append("iptc: image resource block truncated")
             break
-        (size,) = struct.unpack(">I", body[at:at + 4])
+        (size,) = struct.unpack(">I", body[at : at + 4])
         data_at = at + 4
         if data_at + size > len(body):
             errors.append(f"iptc: image resource 0x{resource:04x} claims {size} bytes beyond the segment")
             size = len(body) - data_at
         if resource == _IPTC_RESOURCE:
-            pieces.extend(_datasets(body[data_at:data_at + size], errors))
+            pieces.extend(_datasets(body[data_at : data_at + size], errors))
         pos = data_at + size + (size % 2)
     else:
         if body[pos:].strip(b"\x00"):
@@ -63,12 +70,12 @@ def _datasets(data: bytes, errors: list[str]) -> list[MetadataText]:
             if pos < len(data) and data[pos] != 0x1C and data[pos:].strip(b"\x00"):
                 errors.append("iptc: dataset stream out of sync")
             break
-        record, dataset, length = data[pos + 1], data[pos + 2], struct.unpack(">H", data[pos + 3:pos + 5])[0]
+        record, dataset, length = data[pos + 1], data[pos + 2], struct.unpack(">H", data[pos + 3 : pos + 5])[0]
         pos += 5
         if length & 0x8000:  # extended dataset: the length's length follows
             errors.append("iptc: extended dataset not read")
             break
-        value = data[pos:pos + length]
+        value = data[pos : pos + length]
         if len(value) < length:
             errors.append(f"iptc: dataset {record}:{dataset} truncated")
         pos += length

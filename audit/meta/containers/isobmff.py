@@ -19,7 +19,9 @@ _MAX_ITEM = 16 * 1024 * 1024
 
 
 def is_isobmff_image(data: bytes) -> bool:
-    return data[4:8] == b"ftyp" and (data[8:12] in BRANDS or any(data[i : i + 4] in BRANDS for i in range(16, min(len(data), 64), 4)))
+    return data[4:8] == b"ftyp" and (
+        data[8:12] in BRANDS or any(data[i : i + 4] in BRANDS for i in range(16, min(len(data), 64), 4))
+    )
 
 
 def read(data: bytes) -> ContainerReport:
@@ -36,7 +38,12 @@ def read(data: bytes) -> ContainerReport:
         for item_id, (offset, length) in _locations(data, children.get(b"iloc")).items():
             limits.tick()
             kind = wanted.get(item_id)
-            if kind is None or length > _MAX_ITEM or offset + length > len(data) or (kind, offset, length) in read_spans:
+            if (
+                kind is None
+                or length > _MAX_ITEM
+                or offset + length > len(data)
+                or (kind, offset, length) in read_spans
+            ):
                 continue  # many items naming one span are read once
             read_spans.add((kind, offset, length))
             payload = view[offset : offset + length]

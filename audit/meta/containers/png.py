@@ -106,16 +106,23 @@ def _text_chunk(ctype: str, body: memoryview, report: ContainerReport, reading: 
     if not reading.spend(min(len(text_bytes), limit)):
         return None
     text = _utf8(bytes(text_bytes[:limit]), whole)
-    return reading.piece(location, key, text, report.errors, whole=whole, size=len(text_bytes),
-                         unit="bytes")
+    return reading.piece(location, key, text, report.errors, whole=whole, size=len(text_bytes), unit="bytes")
 
 
 def _utf8(raw: bytes, complete: bool) -> str:
     return codecs.getincrementaldecoder("utf-8")(errors="replace").decode(raw, final=complete)
 
 
-def _inflated(location: str, key: str, payload: memoryview, room: int, bytes_per_char: int, reading: limits.Reading,
-              report: ContainerReport, utf8: bool = False) -> MetadataText | None:
+def _inflated(
+    location: str,
+    key: str,
+    payload: memoryview,
+    room: int,
+    bytes_per_char: int,
+    reading: limits.Reading,
+    report: ContainerReport,
+    utf8: bool = False,
+) -> MetadataText | None:
     limit = room * bytes_per_char
     result = reading.inflate(payload, limit)
     if result.error is not None and len(result.data) < limit:
@@ -128,8 +135,9 @@ def _inflated(location: str, key: str, payload: memoryview, room: int, bytes_per
     if result.error is not None:
         report.errors.append(f"png {location[4:]} corrupt after {result.size} inflated bytes: {result.error}")
     unit = "bytes" if utf8 else "characters"
-    return reading.piece(location, key, text, report.errors, whole=whole, size=result.size,
-                         unit=unit, exact=result.complete)
+    return reading.piece(
+        location, key, text, report.errors, whole=whole, size=result.size, unit=unit, exact=result.complete
+    )
 
 
 def _raw_profile_exif(piece: MetadataText, report: ContainerReport) -> list[MetadataText]:
@@ -152,7 +160,7 @@ def _raw_profile_exif(piece: MetadataText, report: ContainerReport) -> list[Meta
     if payload.startswith(b"Exif\x00\x00"):
         payload = payload[6:]
     if payload.startswith(_XMP_HEADER):
-        return xmp.read(payload[len(_XMP_HEADER):], report.errors, "png:raw-xmp")
+        return xmp.read(payload[len(_XMP_HEADER) :], report.errors, "png:raw-xmp")
     if payload[:2] not in (b"II", b"MM"):
         if piece.key.lower() == "raw profile type exif":
             report.errors.append(f"png {where}: not a TIFF/EXIF block")
