@@ -3,8 +3,10 @@ ONNX and quantised with ONNX Runtime's dynamic int8 (weights int8, activations q
 per batch; VNNI kernels where the CPU has them).
 
 Measured on the build machine (AMX, bf16 native): ORT int8 runs at 0.26-0.40x the bf16
-model, so there ``auto`` never picks it; on CPUs without native bf16 (VNNI only) ORT int8
-was ~1.4x fp32. PyTorch's own dynamic quantisation was slower than ORT in both cases.
+model; on CPUs without native bf16 (VNNI only) ORT int8 was ~1.4x fp32. ``auto`` never picks
+int8: it is a vector space of its own, and a choice that hung on a timing taken on a shared
+CPU flipped between runs and re-embedded a whole index into the other space. Without VNNI
+(AVX2 only) a request for int8 falls back to fp32 (``VNNI_FLAGS``). PyTorch's own dynamic quantisation was slower than ORT in both cases.
 
 The quantised towers are built once per weights identity and cached (offline, nothing is
 downloaded) under ``cache_root()``: ``$AUDIT_CACHE_DIR``, else ``$XDG_CACHE_HOME/audit``,
@@ -39,6 +41,27 @@ def available() -> bool:
     except ImportError:
         return False
     return True
+
+
+# CPU flags whose int8 dot products ONNX Runtime's u8s8 kernels use. Without them (AVX2 only)
+# the kernels saturate intermediate sums: on the toy-world model per-item cosine still held
+# (>= 0.99) but only 93% of queries kept their top-10 neighbours (the bar is 95%), so int8
+# is not used there.
+VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
+
+
+def cpu_supports_vnni() -> bool:
+    """VNNI (or AMX int8) on this CPU, from /proc/cpuinfo; True where the flags cannot be read
+    (not Linux): the per-item check against fp32 still decides there."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(errors="replace")
+    except OSError:
+        return True
+    flags = set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            flags.update(line.partition(":")[2].split())
+    return bool(flags & set(VNNI_FLAGS))
 
 
 def require() -> None:
