@@ -15,10 +15,24 @@ import re
 
 from audit.errors import EnvironmentProblem, UsageError
 
-__all__ = ["check_device", "DEVICE_HELP"]
+__all__ = ["check_device", "cpu_flags", "DEVICE_HELP"]
 
 DEVICE_HELP = "cpu, cuda, cuda:N or auto"
 _DEVICE = re.compile(r"(cpu|cuda)(?::(\d{1,3}))?")
+
+
+def cpu_flags() -> set[str] | None:
+    """The CPU's feature flags from /proc/cpuinfo (``avx512_vnni``, ``amx_bf16``, ...); None
+    where that file cannot be read (not Linux): each caller decides what unknown means."""
+    try:
+        text = open("/proc/cpuinfo", encoding="utf-8", errors="replace").read()
+    except OSError:
+        return None
+    flags: set[str] = set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            flags.update(line.partition(":")[2].split())
+    return flags
 
 
 def check_device(device: object, flag: str = "--device", *, probe: bool = True) -> str:

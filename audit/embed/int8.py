@@ -51,17 +51,12 @@ VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
 
 
 def cpu_supports_vnni() -> bool:
-    """VNNI (or AMX int8) on this CPU, from /proc/cpuinfo; True where the flags cannot be read
-    (not Linux): the per-item check against fp32 still decides there."""
-    try:
-        text = Path("/proc/cpuinfo").read_text(errors="replace")
-    except OSError:
-        return True
-    flags = set()
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            flags.update(line.partition(":")[2].split())
-    return bool(flags & set(VNNI_FLAGS))
+    """VNNI (or AMX int8) on this CPU; True where the flags cannot be read (not Linux): the
+    per-item check against fp32 still decides there."""
+    from audit.embed.device import cpu_flags
+
+    flags = cpu_flags()
+    return flags is None or bool(flags & set(VNNI_FLAGS))
 
 
 def require() -> None:

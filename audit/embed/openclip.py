@@ -98,11 +98,9 @@ def cpu_supports_bf16() -> bool:
                 return True
         except Exception:  # noqa: BLE001 - private API; fall through to cpuinfo
             pass
-    try:
-        flags = Path("/proc/cpuinfo").read_text(errors="replace")
-    except OSError:
-        return False
-    return " avx512_bf16" in flags or " amx_bf16" in flags
+    from audit.embed.device import cpu_flags
+
+    return bool((cpu_flags() or set()) & {"avx512_bf16", "amx_bf16"})
 
 
 def resolve_precision(device: str, precision: str = "auto") -> str:
@@ -441,8 +439,7 @@ def _checked_int8(emb, build, report: dict, *, device: str, model: str):
     if not int8.cpu_supports_vnni():
         fallback = f"this CPU has none of {', '.join(int8.VNNI_FLAGS)}: int8 loses neighbours here"
         log.warning("%s; using fp32", fallback)
-        emb.set_precision("fp32")
-        report.update(precision="fp32", fallback=fallback)
+        report.update(precision="fp32", fallback=fallback)  # emb is still the fp32 embedder
         return emb, report
     probe_images, probe_texts = _calibration_inputs(emb.preprocess.image_size)
     pixels = np.stack([emb.preprocess.pixels(img) for img in probe_images])
