@@ -10,12 +10,12 @@ hashes and the reason instead. Everything from the archive is HTML-escaped.
 from __future__ import annotations
 
 import base64
-import html
 import json
 from dataclasses import dataclass, field
 from typing import Any
 
 import polars as pl
+from markupsafe import Markup
 
 MAX_PROMPT = 160
 
@@ -39,33 +39,39 @@ class Grid:
     omitted: int = 0
 
     def _repr_html_(self) -> str:
+        # Markup.format and Markup.join escape every value they are given: the archive's text
+        # cannot become markup here, the same default as the report's templates.
         parts = [
-            '<div style="display:grid;grid-template-columns:repeat(auto-fill,minmax(150px,1fr));gap:10px;'
-            'font:12px system-ui,sans-serif">'
+            Markup(
+                '<div style="display:grid;grid-template-columns:repeat(auto-fill,minmax(150px,1fr));gap:10px;'
+                'font:12px system-ui,sans-serif">'
+            )
         ]
         for c in self.cells:
             if c.image is not None:
                 src = "data:image/jpeg;base64," + base64.b64encode(c.image).decode("ascii")
-                visual = f'<img src="{src}" alt="" style="width:96px;height:96px;object-fit:contain;border-radius:4px">'
+                visual = Markup(
+                    '<img src="{}" alt="" style="width:96px;height:96px;object-fit:contain;border-radius:4px">'
+                ).format(src)
             else:
-                visual = (
+                visual = Markup(
                     '<div style="width:96px;height:96px;display:flex;align-items:center;justify-content:center;'
-                    'background:#2b2b2b;color:#ddd;border-radius:4px;text-align:center;padding:4px">'
-                    f"{html.escape(c.withheld or 'no image')}</div>"
-                )
-            lines = "".join(f"<div>{html.escape(x)}</div>" for x in c.caption)
-            prompt = html.escape(_clip(c.prompt or "", MAX_PROMPT))
+                    'background:#2b2b2b;color:#ddd;border-radius:4px;text-align:center;padding:4px">{}</div>'
+                ).format(c.withheld or "no image")
+            lines = Markup("").join(Markup("<div>{}</div>").format(x) for x in c.caption)
             parts.append(
-                f'<div style="border:1px solid #ddd;border-radius:6px;padding:6px">{visual}'
-                f'<div style="font-family:monospace;color:#666">{html.escape(c.item_id[:12])}</div>'
-                f"{lines}<div style='color:#333'>{prompt}</div></div>"
+                Markup(
+                    '<div style="border:1px solid #ddd;border-radius:6px;padding:6px">{}'
+                    '<div style="font-family:monospace;color:#666">{}</div>'
+                    "{}<div style='color:#333'>{}</div></div>"
+                ).format(visual, c.item_id[:12], lines, _clip(c.prompt or "", MAX_PROMPT))
             )
-        parts.append("</div>")
+        parts.append(Markup("</div>"))
         note = "thumbnails blurred" if self.blurred else "thumbnails NOT blurred"
         if self.omitted:
             note += f"; {self.omitted} more not shown"
-        parts.append(f'<div style="font:11px system-ui;color:#888">{note}</div>')
-        return "".join(parts)
+        parts.append(Markup('<div style="font:11px system-ui;color:#888">{}</div>').format(note))
+        return str(Markup("").join(parts))
 
     def __repr__(self) -> str:
         rows = [

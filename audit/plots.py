@@ -16,9 +16,10 @@ with the threshold a flag run would use.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from html import escape
+
 import numpy as np
 import polars as pl
+from markupsafe import escape
 
 # colour-blind-safe palette (Okabe-Ito) for flagged clusters; the rest is grey
 PALETTE = ("#D55E00", "#0072B2", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#000000")

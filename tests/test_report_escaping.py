@@ -338,3 +338,14 @@ def test_plot_labels_are_escaped():
     svg = score_histograms(scores).svg
     assert breakouts(svg, scripts=0) == [] and "<img src=x" not in svg
     assert hostile("concept") in Page(svg).everything()
+
+
+def test_templates_are_package_data():
+    """A non-editable install ships the templates: each matches a pyproject package-data glob
+    (setuptools resolves them like pathlib's glob; checked once with `pip wheel .`)."""
+    import tomllib
+
+    globs = tomllib.loads((REPO / "pyproject.toml").read_text("utf-8"))["tool"]["setuptools"]["package-data"]["audit"]
+    shipped = {p for g in globs for p in (REPO / "audit").glob(g)}
+    templates = set(TEMPLATES.glob("*"))
+    assert templates and templates <= shipped, sorted(p.name for p in templates - shipped)
