@@ -526,6 +526,7 @@ class _FlagRun:
             sample_factory=self.calibration_sample if self.with_vectors else None,
             previous_thresholds=self.previous_thresholds,
             frame_vectors=frame_vectors(conn, vs, model_key, b.item_ids) if self.with_vectors else {},
+            concepts=self.concepts,
         )
 
 
