@@ -372,10 +372,9 @@ class Audit:
         """Embed the images and prompts of ok items that have no vector for this model yet;
         returns an ``EmbedSummary``. ``pretrained=None`` (no checkpoint) means random weights.
         ``embedder``: an already loaded ``OpenClipEmbedder`` (skips loading; notebooks)."""
-        from audit.embed.api import run_embed
+        from audit.embed.api import EmbedOptions, run_embed
 
-        return run_embed(
-            self.catalog,
+        options = EmbedOptions(
             model=model,
             pretrained=pretrained,
             checkpoint=checkpoint,
@@ -386,12 +385,9 @@ class Audit:
             images=images,
             prompts=prompts,
             retry_skipped=retry_skipped,
-            wait=wait,
-            progress=progress,
-            argv=argv,
-            embedder=embedder,
             executor=executor,
         )
+        return run_embed(self.catalog, options, wait=wait, progress=progress, argv=argv, embedder=embedder)
 
     def import_embeddings(
         self,

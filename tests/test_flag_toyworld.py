@@ -566,3 +566,32 @@ def test_via_cluster_candidates_are_the_alike_members_just_below_the_threshold(t
         sorted(r) == list(range(1, len(r) + 1)) and len(r) <= FlagOptions().cluster_candidates
         for r in per_cluster.values()
     )
+
+
+def test_concept_vectors_are_prepared_once_per_run_whatever_the_batches(toy, flagged, monkeypatch):
+    """A flag run prepares the concept vectors once and hands them to the concept detector,
+    the learned models and the cluster stage: small batches prepare nothing more and find
+    the same findings, and the clusters still show the centroids' concept scores."""
+    from audit.flag import concepts
+
+    prepared = []
+    real = concepts.prepare_concepts
+
+    def counting(ctx):
+        prepared.append(len(ctx))
+        return real(ctx)
+
+    monkeypatch.setattr(concepts, "prepare_concepts", counting)
+    index = _copy_index(toy, "prepared-once")
+    with audit.open(index) as a:
+        one = a.flag(TOY, full=True)
+        ph = one.policy["hash"]
+        before = {(f["item_id"], f["category"], f["severity"]) for f in _findings(a, policy_hash=ph)}
+        many = a.flag(TOY, full=True, batch_size=37)
+        after = {(f["item_id"], f["category"], f["severity"]) for f in _findings(a, policy_hash=ph)}
+        scores = a.clusters(policy_hash=ph, kind="semantic")["concept_scores"].to_list()
+    assert prepared == [0, 0]  # once per run, on no rows (thresholds come from the archive's sample)
+    assert many.evaluated == one.evaluated > 37
+    assert before and after == before
+    assert many.thresholds == one.thresholds
+    assert scores and all("red-triangle" in (json.loads(s) if isinstance(s, str) else s) for s in scores)

@@ -6,6 +6,7 @@ Works on the ``Catalog`` (its connection, index folder and run records), not on 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Sequence
 
 from audit.catalog.lock import IndexLock
@@ -18,32 +19,45 @@ if TYPE_CHECKING:  # pragma: no cover
     from audit.embed.runner import EmbedSummary
 
 
+@dataclass(frozen=True)
+class EmbedOptions:
+    """What ``audit embed`` embeds and how (``Audit.embed``'s keyword arguments)."""
+
+    model: str = DEFAULT_MODEL
+    pretrained: str | None = DEFAULT_PRETRAINED  # None (no checkpoint): random weights
+    checkpoint: str | os.PathLike | None = None
+    device: str = "cpu"
+    precision: str = "auto"
+    batch_size: int | None = None  # None: 256 on CUDA, 32 on CPU
+    workers: int | None = None  # None: ``audit.embed.runner.default_workers``
+    images: bool = True
+    prompts: bool = True
+    retry_skipped: bool = False
+    executor: str = "local"  # one of ``audit.onray.EXECUTORS``
+
+
 def run_embed(
     catalog: "Catalog",
+    options: EmbedOptions | None = None,
     *,
-    model: str = DEFAULT_MODEL,
-    pretrained: str | None = DEFAULT_PRETRAINED,
-    checkpoint: str | os.PathLike | None = None,
-    device: str = "cpu",
-    precision: str = "auto",
-    batch_size: int | None = None,
-    workers: int | None = None,
-    images: bool = True,
-    prompts: bool = True,
-    retry_skipped: bool = False,
     wait: bool = False,
     progress=None,
     argv: Sequence[str] | None = None,
     embedder=None,
-    executor: str = "local",
 ) -> "EmbedSummary":
     from dataclasses import replace
 
     from audit.embed.device import check_device
     from audit.embed.executor import HybridExecutor, InlineExecutor, LocalExecutor
-    from audit.embed.openclip import PRECISIONS, load_embedder, remember
+    from audit.embed.openclip import PRECISIONS, load_embedder
+    from audit.embed.process_cache import remember
     from audit.embed.runner import EmbedRunner, default_workers
 
+    opts = options or EmbedOptions()
+    # the body reads them by name (``device`` is checked and ``executor`` reused below)
+    model, pretrained, checkpoint, precision = opts.model, opts.pretrained, opts.checkpoint, opts.precision
+    device, batch_size, workers, executor = opts.device, opts.batch_size, opts.workers, opts.executor
+    images, prompts, retry_skipped = opts.images, opts.prompts, opts.retry_skipped
     if batch_size is not None and batch_size < 1:
         raise UsageError("--batch-size must be at least 1")
     if workers is not None and workers < 0:
@@ -77,21 +91,7 @@ def run_embed(
                 return idle
     if on_ray:
         return _run_embed_on_ray(
-            catalog,
-            model=model,
-            pretrained=pretrained,
-            checkpoint=checkpoint,
-            device=device,
-            precision=precision,
-            batch_size=batch_size,
-            workers=workers,
-            images=images,
-            prompts=prompts,
-            retry_skipped=retry_skipped,
-            wait=wait,
-            progress=progress,
-            argv=argv,
-            embedder=embedder,
+            catalog, replace(opts, device=device), wait=wait, progress=progress, argv=argv, embedder=embedder
         )
     cores = os.cpu_count() or 1
     is_cuda = device.startswith("cuda")
@@ -181,22 +181,7 @@ def _set_torch_threads(n: int) -> int:
 
 
 def _run_embed_on_ray(
-    catalog: "Catalog",
-    *,
-    model,
-    pretrained,
-    checkpoint,
-    device: str,
-    precision: str,
-    batch_size,
-    workers,
-    images,
-    prompts,
-    retry_skipped,
-    wait,
-    progress,
-    argv,
-    embedder,
+    catalog: "Catalog", opts: EmbedOptions, *, wait: bool, progress, argv, embedder
 ) -> "EmbedSummary":
     """``run_embed`` with ``executor="ray"``: the same runner and commits, shards on Ray Data.
 
@@ -210,16 +195,18 @@ def _run_embed_on_ray(
     from audit.onray.embed import RayEmbedExecutor
     from audit.onray.session import ray_session
 
-    is_cuda = device.startswith("cuda")
+    is_cuda = opts.device.startswith("cuda")
     if is_cuda:
-        resolved = resolve_precision(device, precision)  # fp16 (autocast) unless asked otherwise
+        resolved = resolve_precision(opts.device, opts.precision)  # fp16 (autocast) unless asked otherwise
         emb = embedder or load_embedder(
-            model, pretrained, checkpoint=checkpoint, device="cpu", precision="fp32", calibrate=False
+            opts.model, opts.pretrained, checkpoint=opts.checkpoint, device="cpu", precision="fp32", calibrate=False
         )
         spec = replace(emb.spec, device="cuda", precision=resolved)  # the actor's own GPU
-        report = {"precision": resolved, "requested": precision, "where": "Ray GPU actors"}
+        report = {"precision": resolved, "requested": opts.precision, "where": "Ray GPU actors"}
     else:
-        emb = embedder or load_embedder(model, pretrained, checkpoint=checkpoint, device="cpu", precision=precision)
+        emb = embedder or load_embedder(
+            opts.model, opts.pretrained, checkpoint=opts.checkpoint, device="cpu", precision=opts.precision
+        )
         spec = replace(emb.spec, threads=1)
         report = dict(getattr(emb, "precision_report", {}) or {})
     if getattr(emb, "spec", None) is None:
@@ -227,19 +214,21 @@ def _run_embed_on_ray(
     image_spec, dim = emb.preprocess, emb.dim
     if embedder is None:  # the actors build their own
         emb.model = None
-    bs = batch_size or (256 if is_cuda else 32)
+    bs = opts.batch_size or (256 if is_cuda else 32)
     with IndexLock(catalog.index_dir, wait=wait), recorded_run(catalog, "embed", argv) as run, ray_session() as ray:
-        if retry_skipped:
+        if opts.retry_skipped:
             from audit.catalog.vectors import VectorStore
             from audit.embed.pending import PendingWork
 
             PendingWork(catalog.conn, VectorStore(catalog.conn), spec.identity.key).retry_skipped()
-        executor = RayEmbedExecutor(ray, device=spec.device, image_spec=image_spec, threads=1, actors=workers or None)
+        executor = RayEmbedExecutor(
+            ray, device=spec.device, image_spec=image_spec, threads=1, actors=opts.workers or None
+        )
         runner = EmbedRunner(catalog, spec, executor, dim=dim, batch_size=bs, decode_threads=1, progress=progress)
         runner.summary.precision = report
         runner.summary.executor = "ray"
         run.summary = runner.summary  # recorded as far as it got, also when interrupted
-        return runner.run(images=images, prompts=prompts)
+        return runner.run(images=opts.images, prompts=opts.prompts)
 
 
 def _nothing_pending(catalog: "Catalog", identity, images: bool, prompts: bool) -> "EmbedSummary | None":

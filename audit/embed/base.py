@@ -10,6 +10,26 @@ centre-cropped RGB pixels as uint8 (4x less to ship between processes than float
 ``spec.normalize(batch)`` turns a uint8 batch into the float tensor the model takes.
 ``spec(img)`` does both, like open_clip's own preprocess (and gives the same numbers for
 the "shortest side" resize mode every CLIP uses; a test checks it).
+
+What ``audit embed`` (``EmbedRunner`` and the executors in ``audit.embed.executor`` and
+``audit.onray.embed``) needs is one step more than ``Embedder``, because its shards run in
+other processes (a local pool, Ray actors) that cannot be handed a loaded model:
+
+* ``EmbedderRecipe``: a picklable, hashable recipe (a frozen dataclass) that builds the same
+  embedder in another process; shards carry it (``ShardTask.spec``) and each process builds
+  it once (``audit.embed.process_cache.embedder_for``);
+* ``ShardEmbedder``: an ``Embedder`` that also encodes the uint8 pixels ``preprocess.pixels``
+  gave (decoding runs ahead on threads, apart from the model) and names its recipe (``spec``).
+
+The runner and the local executors depend on these two protocols only.
+``audit.embed.openclip`` (``EmbedderSpec``, ``OpenClipEmbedder``) is the one implementation
+shipped; ``audit embed`` loads it (``load_embedder``) unless an embedder with a ``spec`` is
+given. Two places stay open_clip's on purpose: the Ray path (``audit.embed.api``,
+``audit.onray.embed``) chooses and rewrites the recipe's ``precision`` per node (fp16 autocast
+on GPU actors, bf16 only where a node's CPU has it), an ``EmbedderSpec`` field; and the local
+pool preloads the ``open_clip`` module in its fork server (start-up time only). An embedder
+without a recipe (a test's lookup embedder, ``tests/synthetic_space.py``) serves search and
+flagging through ``Embedder`` alone; ``audit embed`` refuses it (one line: no spec).
 """
 
 from __future__ import annotations
@@ -96,6 +116,28 @@ class Embedder(Protocol):
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
         """(N, dim) float32, rows L2-normalised, one per text in order."""
         ...
+
+
+@runtime_checkable
+class ShardEmbedder(Embedder, Protocol):
+    """An ``Embedder`` that shard workers can build from its recipe and feed decoded pixels."""
+
+    spec: "EmbedderRecipe | None"
+
+    def embed_pixels(self, pixels: np.ndarray) -> np.ndarray:
+        """NxHxWx3 uint8 from ``preprocess.pixels`` -> (N, dim) float32 unit rows."""
+        ...
+
+
+class EmbedderRecipe(Protocol):
+    """How to build the same ``ShardEmbedder`` in another process: picklable and hashable
+    (a frozen dataclass; ``threads`` is replaced by ``None`` for the per-process cache key)."""
+
+    identity: ModelIdentity | None
+    device: str
+    threads: int | None  # torch intra-op threads in the process that builds it
+
+    def build(self, *, calibrate: bool = True) -> ShardEmbedder: ...
 
 
 def l2_normalize(x: np.ndarray) -> np.ndarray:

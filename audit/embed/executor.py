@@ -1,7 +1,8 @@
 """Where shard work runs: the per-shard seam (as clip-retrieval's distributor).
 
 A *shard* is a ``ShardTask``: a list of item ids (with the uris to read them from) or of
-prompt keys (with their texts), plus the ``EmbedderSpec`` that says which model embeds
+prompt keys (with their texts), plus the recipe (``audit.embed.base.EmbedderRecipe``; the
+shipped one is open_clip's ``EmbedderSpec``) that says which model embeds
 them. ``run_shard(task) -> ShardResult`` needs nothing else: no catalog, no lock, no
 shared state, so the same function can run in this process (``InlineExecutor``), in a
 local process pool (``LocalExecutor``), or on a cluster engine (Ray/Dask/Spark map over
@@ -26,8 +27,8 @@ from typing import Callable, Iterable, Iterator, Protocol, TypeVar
 import numpy as np
 
 from audit.animation import frame_key, later_frames
-from audit.embed.base import ImageSpec
-from audit.embed.openclip import EmbedderSpec, embedder_for
+from audit.embed.base import EmbedderRecipe, ImageSpec
+from audit.embed.process_cache import embedder_for
 from audit.hashing import verify_item
 from audit.imaging import DecodeError, decode_image
 
@@ -37,7 +38,7 @@ R = TypeVar("R")
 
 @dataclass(frozen=True)
 class ShardTask:
-    spec: EmbedderSpec
+    spec: EmbedderRecipe
     kind: str  # "image" | "prompt"
     keys: tuple[str, ...]  # item ids (image) or prompt keys (prompt)
     payloads: tuple[str, ...]  # uris (image) or prompt texts (prompt)
@@ -215,7 +216,7 @@ def _worker_init(threads: int) -> None:
         pass
 
 
-def warm_worker(spec: EmbedderSpec) -> int:
+def warm_worker(spec: EmbedderRecipe) -> int:
     """Build (and cache) the embedder for ``spec`` in this worker before its first shard."""
     embedder_for(spec)
     return os.getpid()
@@ -226,10 +227,14 @@ class LocalExecutor:
     whole shards with ``threads`` torch threads. At most ``window`` shards are in flight,
     so memory stays bounded however many items there are."""
 
-    def __init__(self, workers: int, *, threads: int = 1, window: int | None = None, warm: EmbedderSpec | None = None):
+    def __init__(
+        self, workers: int, *, threads: int = 1, window: int | None = None, warm: EmbedderRecipe | None = None
+    ):
         self.workers = max(1, workers)
         self.window = window or self.workers * 2
         ctx = multiprocessing.get_context("forkserver")
+        # preloaded once in the fork server so each worker starts without importing them
+        # (open_clip: the shipped recipe's library; a module that is not installed is skipped)
         ctx.set_forkserver_preload(["torch", "open_clip", "audit.embed.executor"])
         self.pool = ProcessPoolExecutor(
             max_workers=self.workers, mp_context=ctx, initializer=_worker_init, initargs=(threads,)

@@ -707,29 +707,6 @@ def _no_grad():
     return torch.inference_mode()
 
 
-# cache of built embedders per process (worker processes, cluster tasks)
-_CACHE: dict[EmbedderSpec, OpenClipEmbedder] = {}
-_CACHE_LOCK = threading.Lock()
-
-
-def embedder_for(spec: EmbedderSpec) -> OpenClipEmbedder:
-    """The embedder for ``spec`` in this process, built once (no recalibration)."""
-    key = replace(spec, threads=None)
-    with _CACHE_LOCK:
-        emb = _CACHE.get(key)
-        if emb is None:
-            if spec.threads:
-                import torch
-
-                torch.set_num_threads(spec.threads)
-            _CACHE.clear()  # one model per process
-            emb = _CACHE[key] = spec.build(calibrate=False)
-        return emb
-
-
-def remember(emb: OpenClipEmbedder) -> None:
-    """Let ``embedder_for(emb.spec)`` return an embedder already built in this process."""
-    if emb.spec is not None:
-        with _CACHE_LOCK:
-            _CACHE.clear()
-            _CACHE[replace(emb.spec, threads=None)] = emb
+# the per-process cache of built embedders lives with the recipes' seam; these names stay
+# importable from here for callers written against this module
+from audit.embed.process_cache import embedder_for, remember  # noqa: E402, F401

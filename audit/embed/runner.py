@@ -20,9 +20,9 @@ from typing import Any, Callable, Iterator
 
 from audit.catalog.store import Catalog
 from audit.catalog.vectors import FRAME_SPACE, VectorStore
+from audit.embed.base import EmbedderRecipe
 from audit.embed.executor import Executor, ShardResult, ShardTask, run_shard
 from audit.embed.pending import PendingWork
-from audit.embed.openclip import EmbedderSpec
 
 WATERMARK_EVERY = 2.0  # seconds between watermark writes while a run goes on
 PROMPT_SHARD = 512  # unique prompts per shard (sorted by length, then bucketed by the embedder)
@@ -67,7 +67,7 @@ class EmbedRunner:
     def __init__(
         self,
         catalog: Catalog,
-        spec: EmbedderSpec,
+        spec: EmbedderRecipe,
         executor: Executor,
         *,
         dim: int,

@@ -118,9 +118,13 @@ class FaceDetector:
         if threshold is None:
             previous = ((ctx.previous_thresholds or {}).get(g.gate) or {}).get("image") or {}
             threshold = previous.get("value")
+        run = ctx.concepts  # the flag run's, computed once; else computed here
         if threshold is None:
-            threshold = ConceptDetector().prepare(ctx).thresholds[g.gate]["image"]["value"]
-        vector = l2_normalize(ensemble(_embed_texts(ctx.embedder, concept.prompts())))
+            threshold = (run or ConceptDetector().prepare(ctx)).thresholds[g.gate]["image"]["value"]
+        if run is not None and g.gate in run.text:
+            vector = run.text[g.gate]
+        else:
+            vector = l2_normalize(ensemble(_embed_texts(ctx.embedder, concept.prompts())))
         scores = ctx.image_vectors @ vector
         return np.where(ctx.has_image, scores >= float(threshold), True)
 

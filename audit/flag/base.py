@@ -46,6 +46,10 @@ class FlagContext:
     # row -> (frame indices, (k, d) unit vectors): sampled later frames of animations
     # (audit.flag.frames); concepts score each row on its best frame
     frame_vectors: dict = field(default_factory=dict)
+    # the run's concept vectors and thresholds (``audit.flag.concepts.prepare_concepts``),
+    # computed once per run; a detector that needs a concept's vector or threshold reads them
+    # here instead of computing them again (None: not computed, as outside a flag run)
+    concepts: Any = None
     _embedder: Any = field(default=None, repr=False)
 
     def __len__(self) -> int:

@@ -5,15 +5,15 @@ centroid (a centroid can sit between two kinds of content and fire a concept non
 members holds):
 
 * **flag** (``cluster_flags``): a category flags a cluster when at least
-  ``FlagOptions.cluster_min_flagged`` members (default 3) *and* at least
-  ``FlagOptions.cluster_share`` of its members (default 0.25) are flagged directly for it,
-  in a cluster of at least ``cluster_min_size`` members;
+  ``ClusterOptions.min_flagged`` members (default 3) *and* at least ``ClusterOptions.share``
+  of its members (default 0.25) are flagged directly for it, in a cluster of at least
+  ``min_size`` members (a flag run takes them from ``FlagOptions.cluster_*``);
 * **candidates** (``review_cluster``): of the members not flagged directly (nor at an equal
   or higher severity, nor cleared by a negative bank), only those that are themselves close to
   the category: nearer to the mean of the flagged members than to the mean of the unflagged
   ones, and, when the category's flags use image concepts, with a concept score within
-  ``cluster_margin`` (default 0.05) below the concept's threshold and not cancelled by a
-  negative concept. Ranked by how close they are, at most ``cluster_candidates`` (default
+  ``margin`` (default 0.05) below the concept's threshold and not cancelled by a
+  negative concept. Ranked by how close they are, at most ``candidates`` (default
   10) per cluster and category become "via cluster" findings;
 * **summary**: the rest of the cluster is counted on the cluster (``clusters.review``), not
   listed: which members fired (their best signal and score), the candidates, and how many
@@ -25,20 +25,37 @@ Pure functions of the members' vectors and direct evidence: the SQL lives in
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
 import numpy as np
+
+if TYPE_CHECKING:  # pragma: no cover
+    from audit.flag.concepts import ConceptVectors
 
 # fired members listed on a cluster's review summary (the count is always complete)
 MAX_FIRED_LISTED = 50
 
 
-def cluster_flags(hits: dict[str, int], size: int, categories: dict, opts) -> dict[str, dict]:
+@dataclass(frozen=True)
+class ClusterOptions:
+    """How flagged clusters are judged (``FlagOptions.cluster_options()`` in a flag run)."""
+
+    share: float = 0.25  # at least this fraction of the members flagged directly
+    min_flagged: int = 3  # and at least this many
+    min_size: int = 3  # smaller clusters are never flagged
+    margin: float = 0.05  # candidates: concept score at most this far below the threshold
+    candidates: int = 10  # at most this many "via cluster" members per cluster and category
+
+
+def cluster_flags(hits: dict[str, int], size: int, categories: dict, opts: ClusterOptions) -> dict[str, dict]:
     """category -> reason, for the categories whose direct hits among ``size`` members meet
     the minimum count and fraction."""
     out = {}
-    if size < opts.cluster_min_size:
+    if size < opts.min_size:
         return out
     for cat, n in sorted(hits.items()):
-        if cat in categories and n >= opts.cluster_min_flagged and n / size >= opts.cluster_share:
+        if cat in categories and n >= opts.min_flagged and n / size >= opts.share:
             out[cat] = {"reason": "members", "flagged": int(n), "fraction": round(n / size, 4)}
     return out
 
@@ -78,13 +95,13 @@ def review_cluster(
     direct: dict[str, dict[str, list]],
     suppressed: dict[str, set],
     reasons: dict[str, dict],
-    concepts,
+    concepts: "ConceptVectors | None",
     categories: dict,
-    opts,
+    opts: ClusterOptions,
 ) -> dict[str, dict]:
     """Per flagged category: the fired members, the ranked and capped candidates (each with
     ``item_id``, ``score``, ``threshold`` and ``detail`` for its signal) and the counts."""
-    image = concepts.vectors.image if concepts is not None and concepts.vectors is not None else {}
+    image = concepts.image if concepts is not None else {}
     out = {}
     for cat, why in sorted(reasons.items()):
         if cat not in categories:
@@ -113,7 +130,7 @@ def review_cluster(
             per = np.stack([vecs @ image[x] - concepts.threshold(x, "image") for x in concept_ids])
             best = per.argmax(axis=0)
             gap = per[best, np.arange(len(members))]
-            ok = gap >= -opts.cluster_margin
+            ok = gap >= -opts.margin
             negated = _negated(policy, concepts, vecs, concept_ids)
             ok &= ~negated
         else:
@@ -125,13 +142,13 @@ def review_cluster(
         chosen = np.flatnonzero(eligible & closer & ok)
         chosen = sorted(chosen.tolist(), key=lambda r: (-float(gap[r]), members[r]))
         cands = []
-        for r in chosen[: opts.cluster_candidates]:
+        for r in chosen[: opts.candidates]:
             detail = {"to_flagged": round(float(to_flagged[r]), 6), "to_unflagged": round(float(to_unflagged[r]), 6)}
             if concept_ids:
                 x = concept_ids[int(best[r])]
                 thr = concepts.threshold(x, "image")
-                detail.update(concept=x, concept_threshold=round(thr, 6), allowed_margin=opts.cluster_margin)
-                score, threshold = float(vecs[r] @ image[x]), thr - opts.cluster_margin
+                detail.update(concept=x, concept_threshold=round(thr, 6), allowed_margin=opts.margin)
+                score, threshold = float(vecs[r] @ image[x]), thr - opts.margin
             else:
                 score, threshold = float(to_flagged[r]), float(to_unflagged[r])
             cands.append(
@@ -139,8 +156,8 @@ def review_cluster(
             )
         out[cat] = {
             **why,
-            "min_flagged": opts.cluster_min_flagged,
-            "min_fraction": opts.cluster_share,
+            "min_flagged": opts.min_flagged,
+            "min_fraction": opts.share,
             "fired": fired[:MAX_FIRED_LISTED],
             "candidates": cands,
             "eligible": len(chosen),
@@ -149,18 +166,17 @@ def review_cluster(
     return out
 
 
-def _negated(policy, concepts, vecs: np.ndarray, concept_ids: list[str]) -> np.ndarray:
+def _negated(policy, concepts: "ConceptVectors", vecs: np.ndarray, concept_ids: list[str]) -> np.ndarray:
     """Members on which a negative concept cancels every one of ``concept_ids``."""
-    vectors = concepts.vectors
-    if not policy.negative_concepts or vectors is None:
+    if not policy.negative_concepts or concepts is None:
         return np.zeros(len(vecs), bool)
     cancelled = {x: np.zeros(len(vecs), bool) for x in concept_ids}
     for neg in policy.negative_concepts:
-        if neg.id not in vectors.negative:
+        if neg.id not in concepts.negative:
             continue
-        neg_score = vecs @ vectors.negative[neg.id]
+        neg_score = vecs @ concepts.negative[neg.id]
         fires = neg_score >= concepts.threshold(f"negative:{neg.id}", "image")
         for x in neg.suppresses or [c.id for c in policy.concepts]:
             if x in cancelled:
-                cancelled[x] |= fires & (vecs @ vectors.image[x] <= neg_score)
+                cancelled[x] |= fires & (vecs @ concepts.image[x] <= neg_score)
     return np.logical_and.reduce([cancelled[x] for x in concept_ids])

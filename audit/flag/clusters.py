@@ -29,11 +29,17 @@ where the new items land.
 from __future__ import annotations
 
 import json
-from typing import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Iterable, Sequence
 
 import numpy as np
 
 from audit.findings.store import Signal, members_ref
+from audit.flag.cluster_review import ClusterOptions
+
+if TYPE_CHECKING:  # pragma: no cover
+    from audit.flag.concepts import ConceptVectors
+    from audit.policy import Policy
 
 CLUSTER_COLS = (
     "cluster_id",
@@ -172,26 +178,31 @@ def _json(x) -> str:
     return json.dumps(x, default=float, ensure_ascii=False)
 
 
-def refresh(
-    c,
-    vs,
-    *,
-    scope: int,
-    policy,
-    policy_hash: str,
-    run_id: int,
-    model_key: str,
-    dim: int,
-    centroids: np.ndarray,
-    concepts,
-    touched: set[int] | None,
-    opts,
-) -> tuple[set[tuple[str, str]], dict]:
+@dataclass(frozen=True)
+class ClusterStage:
+    """What the cluster stage of one flag run works on: its scope, policy, model and centroids,
+    the run's concept vectors (``audit.flag.concepts.prepare_concepts``; ``None`` without
+    concepts) and the options that judge a cluster."""
+
+    scope: int
+    policy: "Policy"
+    policy_hash: str
+    run_id: int
+    model_key: str
+    dim: int
+    centroids: np.ndarray
+    concepts: "ConceptVectors | None"
+    options: ClusterOptions = field(default_factory=ClusterOptions)
+
+
+def refresh(c, vs, stage: ClusterStage, touched: set[int] | None) -> tuple[set[tuple[str, str]], dict]:
     """Cluster stats, flags, "via cluster" candidates and ``clusters`` rows (semantic) for the
     ``touched`` clusters (``None``: all), inside the caller's transaction. Returns the
     (item, category) pairs whose evidence changed, and counts for the summary."""
     from audit.flag.cluster_review import cluster_flags
 
+    scope, policy, policy_hash, centroids = stage.scope, stage.policy, stage.policy_hash, stage.centroids
+    concepts, opts = stage.concepts, stage.options
     categories = {cat.id: cat for cat in policy.categories}
     sizes = dict(
         c.execute("SELECT cluster, count(*) FROM cluster_members WHERE scope = ? GROUP BY cluster", (scope,)).fetchall()
@@ -212,7 +223,7 @@ def refresh(
             (scope,),
         ).fetchall()
     )
-    concept_vectors = concepts.vectors.image if concepts.vectors is not None else {}
+    concept_vectors = concepts.image if concepts is not None else {}
     old_state = dict(
         c.execute("SELECT cluster_id, fingerprint FROM cluster_state WHERE scope = ?", (scope,)).fetchall()
     )
@@ -248,8 +259,8 @@ def refresh(
                 size=size,
                 reasons=reasons,
                 concepts=concepts,
-                model_key=model_key,
-                dim=dim,
+                model_key=stage.model_key,
+                dim=stage.dim,
                 categories=categories,
                 opts=opts,
             )
@@ -291,7 +302,7 @@ def refresh(
                 round(float(any_hit.get(k, 0)) / size, 6),
                 int(bool(reasons)),
                 _json(sorted(reasons)),
-                run_id,
+                stage.run_id,
                 _json(review) if review else None,
             ),
         )

@@ -55,6 +55,9 @@ class ConceptVectors:
     negative: dict[str, np.ndarray] = field(default_factory=dict)
     thresholds: dict[str, dict] = field(default_factory=dict)  # concept id -> {image, prompt, ...}
 
+    def threshold(self, concept_id: str, space: str) -> float:
+        return float(self.thresholds[concept_id][space]["value"])
+
 
 def _embed_texts(embedder, texts: list[str]) -> np.ndarray:
     return l2_normalize(np.asarray(embedder.embed_texts(list(texts)), dtype=np.float32))
@@ -86,133 +89,138 @@ def _sample(vectors: np.ndarray | None, n: int = MAX_CALIBRATION_SAMPLES) -> np.
     return vectors[np.sort(idx)]
 
 
+def prepare_concepts(ctx: FlagContext) -> ConceptVectors:
+    """The policy's concept vectors and thresholds (``ctx`` gives the policy, the embedder,
+    calibration samples and the previous run's thresholds; its rows are not scored). A flag
+    run computes them once and hands them to the detector, the learned models and the
+    cluster stage."""
+    from audit.policy import calibrate_threshold
+    from audit.policy.calibrate import (
+        drop_paraphrases,
+        ensemble,
+        reference_captions,
+    )
+
+    policy = ctx.policy
+    cv = ConceptVectors()
+    if not policy.concepts and not policy.negative_concepts:
+        return cv
+    emb = ctx.embedder
+    for concept in policy.concepts:
+        text = l2_normalize(ensemble(_embed_texts(emb, concept.prompts())))
+        cv.text[concept.id] = text
+        ex = _exemplar_vector(emb, concept.exemplar_paths)
+        cv.image[concept.id] = text if ex is None else l2_normalize(text + ex)
+    for neg in policy.negative_concepts:
+        cv.negative[neg.id] = l2_normalize(ensemble(_embed_texts(emb, neg.prompts())))
+    embedded: dict[str, np.ndarray] = _REFERENCE_VECTORS.setdefault(ctx.model_key, {}) if ctx.model_key else {}
+
+    def references_for(texts, vec) -> np.ndarray:
+        """Benign references for one concept (vocabulary embedded once, on first need)."""
+        captions = reference_captions(texts)
+        missing = [c for c in dict.fromkeys(captions) if c not in embedded]
+        if missing:
+            embedded.update(zip(missing, _embed_texts(emb, missing)))
+        return drop_paraphrases(vec, np.stack([embedded[c] for c in captions]))
+
+    drawn: list = []
+
+    def samples_now():  # drawn only when a threshold is calibrated
+        if not drawn:
+            if ctx.sample_vectors is not None:
+                drawn.append(_sample(ctx.sample_vectors))
+            elif ctx.sample_factory is not None:
+                drawn.append(_sample(ctx.sample_factory()))
+            else:
+                drawn.append(_sample(ctx.image_vectors[ctx.has_image]))
+        return drawn[0]
+
+    previous = ctx.previous_thresholds or {}
+
+    def others_for(cid: str, contrast: tuple[str, ...]) -> np.ndarray:
+        rows = [v for other, v in cv.text.items() if other != cid]
+        if contrast:
+            rows.extend(_embed_texts(emb, list(contrast)))
+        dim = next(iter(cv.text.values())).shape[0] if cv.text else 0
+        return np.stack(rows) if rows else np.zeros((0, dim), np.float32)
+
+    def resolve(key: str, space: str, explicit: float | None, vec_text, vec_space, others, texts) -> dict:
+        if explicit is not None:
+            return {"value": float(explicit), "source": "policy", "how": "set in the policy"}
+        prev = (previous.get(key) or {}).get(space)
+        if (
+            isinstance(prev, dict)
+            and prev.get("source", "").startswith("calibrated")
+            and prev.get("calibration") == CALIBRATION_VERSION
+        ):
+            return {**prev, "source": prev["source"], "reused": True}
+        neutral = references_for(texts, vec_text)
+        if space == "image":
+            value, how = calibrate_threshold(vec_space, neutral, others, samples_now(), method="auto")
+        else:
+            value, how = calibrate_threshold(vec_text, neutral, others, None, method="reference")
+        method = how.split(":", 1)[0].split(" ", 1)[0]
+        return {
+            "value": float(value),
+            "source": f"calibrated:{method}",
+            "how": how,
+            "calibration": CALIBRATION_VERSION,
+        }
+
+    for concept in policy.concepts:
+        others = others_for(concept.id, concept.contrast)
+        cv.thresholds[concept.id] = {
+            "image": resolve(
+                concept.id,
+                "image",
+                concept.image_threshold,
+                cv.text[concept.id],
+                cv.image[concept.id],
+                others,
+                concept.texts,
+            ),
+            "prompt": resolve(
+                concept.id,
+                "prompt",
+                concept.prompt_threshold,
+                cv.text[concept.id],
+                cv.text[concept.id],
+                others,
+                concept.texts,
+            ),
+            "special_care": concept.special_care,
+            "exemplars": len(concept.exemplar_paths),
+        }
+    for neg in policy.negative_concepts:
+        key = f"negative:{neg.id}"
+        others = np.stack(list(cv.text.values())) if cv.text else None
+        cv.thresholds[key] = {
+            "image": resolve(key, "image", neg.threshold, cv.negative[neg.id], cv.negative[neg.id], others, neg.texts),
+            "prompt": resolve(
+                key, "prompt", neg.threshold, cv.negative[neg.id], cv.negative[neg.id], others, neg.texts
+            ),
+            "suppresses": list(neg.suppresses),
+        }
+    return cv
+
+
 class ConceptDetector:
     name = "concepts"
 
-    def __init__(self) -> None:
-        self.vectors: ConceptVectors | None = None
+    def __init__(self, vectors: ConceptVectors | None = None) -> None:
+        # a flag run passes the vectors it computed once (``prepare_concepts``); without them
+        # the detector computes them from the first context it is given
+        self.vectors: ConceptVectors | None = vectors
         self.best_frames: dict[tuple[str, int], int] = {}  # (concept, row) -> frame that scored (last image scores)
 
-    # --- vectors and thresholds (also used for cluster centroids)
     def prepare(self, ctx: FlagContext) -> ConceptVectors:
-        if self.vectors is not None:
-            return self.vectors
-        from audit.policy import calibrate_threshold
-        from audit.policy.calibrate import (
-            drop_paraphrases,
-            ensemble,
-            reference_captions,
-        )
-
-        policy = ctx.policy
-        cv = ConceptVectors()
-        if not policy.concepts and not policy.negative_concepts:
-            self.vectors = cv
-            return cv
-        emb = ctx.embedder
-        for concept in policy.concepts:
-            text = l2_normalize(ensemble(_embed_texts(emb, concept.prompts())))
-            cv.text[concept.id] = text
-            ex = _exemplar_vector(emb, concept.exemplar_paths)
-            cv.image[concept.id] = text if ex is None else l2_normalize(text + ex)
-        for neg in policy.negative_concepts:
-            cv.negative[neg.id] = l2_normalize(ensemble(_embed_texts(emb, neg.prompts())))
-        embedded: dict[str, np.ndarray] = _REFERENCE_VECTORS.setdefault(ctx.model_key, {}) if ctx.model_key else {}
-
-        def references_for(texts, vec) -> np.ndarray:
-            """Benign references for one concept (vocabulary embedded once, on first need)."""
-            captions = reference_captions(texts)
-            missing = [c for c in dict.fromkeys(captions) if c not in embedded]
-            if missing:
-                embedded.update(zip(missing, _embed_texts(emb, missing)))
-            return drop_paraphrases(vec, np.stack([embedded[c] for c in captions]))
-
-        drawn: list = []
-
-        def samples_now():  # drawn only when a threshold is calibrated
-            if not drawn:
-                if ctx.sample_vectors is not None:
-                    drawn.append(_sample(ctx.sample_vectors))
-                elif ctx.sample_factory is not None:
-                    drawn.append(_sample(ctx.sample_factory()))
-                else:
-                    drawn.append(_sample(ctx.image_vectors[ctx.has_image]))
-            return drawn[0]
-
-        previous = ctx.previous_thresholds or {}
-
-        def others_for(cid: str, contrast: tuple[str, ...]) -> np.ndarray:
-            rows = [v for other, v in cv.text.items() if other != cid]
-            if contrast:
-                rows.extend(_embed_texts(emb, list(contrast)))
-            dim = next(iter(cv.text.values())).shape[0] if cv.text else 0
-            return np.stack(rows) if rows else np.zeros((0, dim), np.float32)
-
-        def resolve(key: str, space: str, explicit: float | None, vec_text, vec_space, others, texts) -> dict:
-            if explicit is not None:
-                return {"value": float(explicit), "source": "policy", "how": "set in the policy"}
-            prev = (previous.get(key) or {}).get(space)
-            if (
-                isinstance(prev, dict)
-                and prev.get("source", "").startswith("calibrated")
-                and prev.get("calibration") == CALIBRATION_VERSION
-            ):
-                return {**prev, "source": prev["source"], "reused": True}
-            neutral = references_for(texts, vec_text)
-            if space == "image":
-                value, how = calibrate_threshold(vec_space, neutral, others, samples_now(), method="auto")
-            else:
-                value, how = calibrate_threshold(vec_text, neutral, others, None, method="reference")
-            method = how.split(":", 1)[0].split(" ", 1)[0]
-            return {
-                "value": float(value),
-                "source": f"calibrated:{method}",
-                "how": how,
-                "calibration": CALIBRATION_VERSION,
-            }
-
-        for concept in policy.concepts:
-            others = others_for(concept.id, concept.contrast)
-            cv.thresholds[concept.id] = {
-                "image": resolve(
-                    concept.id,
-                    "image",
-                    concept.image_threshold,
-                    cv.text[concept.id],
-                    cv.image[concept.id],
-                    others,
-                    concept.texts,
-                ),
-                "prompt": resolve(
-                    concept.id,
-                    "prompt",
-                    concept.prompt_threshold,
-                    cv.text[concept.id],
-                    cv.text[concept.id],
-                    others,
-                    concept.texts,
-                ),
-                "special_care": concept.special_care,
-                "exemplars": len(concept.exemplar_paths),
-            }
-        for neg in policy.negative_concepts:
-            key = f"negative:{neg.id}"
-            others = np.stack(list(cv.text.values())) if cv.text else None
-            cv.thresholds[key] = {
-                "image": resolve(
-                    key, "image", neg.threshold, cv.negative[neg.id], cv.negative[neg.id], others, neg.texts
-                ),
-                "prompt": resolve(
-                    key, "prompt", neg.threshold, cv.negative[neg.id], cv.negative[neg.id], others, neg.texts
-                ),
-                "suppresses": list(neg.suppresses),
-            }
-        self.vectors = cv
-        return cv
+        if self.vectors is None:
+            self.vectors = prepare_concepts(ctx)
+        return self.vectors
 
     def threshold(self, concept_id: str, space: str) -> float:
         assert self.vectors is not None
-        return float(self.vectors.thresholds[concept_id][space]["value"])
+        return self.vectors.threshold(concept_id, space)
 
     def scores(self, ctx: FlagContext, space: str) -> dict[str, np.ndarray]:
         """concept id -> (n,) cosine of every row (NaN where the row has no vector)."""

@@ -275,3 +275,27 @@ def _signal(model: LearnedModel, p: float):
             "model": rec["fingerprint"],
         },
     )
+
+
+def gate_via_cluster(c, vs, scope: int, models: dict, concept_vectors: dict, model_key: str, dim: int, pairs) -> int:
+    """Drop the "via cluster" evidence of members a category's learned model rejects: a member
+    is a candidate only when the model, trained on what reviewers decided, agrees it shows the
+    category (the cluster's flag gives no image evidence of the member's own). Returns how many
+    (item, category) pairs lost it; they are among ``pairs``, which the flag runner composes
+    into findings next."""
+    from audit.flag.stream import align
+
+    wanted = sorted({(i, cat) for i, cat in pairs if cat in models})
+    if not wanted:
+        return 0
+    ids = sorted({i for i, _ in wanted})
+    gk, gv = vs.get(model_key, "image", ids)
+    vecs, has = align(ids, gk, gv, dim)
+    row = {i: k for k, i in enumerate(ids)}
+    probs = {cat: m.probability(vecs, concept_vectors) for cat, m in models.items()}
+    reject = [(scope, i, cat) for i, cat in wanted if has[row[i]] and probs[cat][row[i]] < models[cat].threshold]
+    before = c.total_changes
+    c.executemany(
+        "DELETE FROM flag_signals WHERE scope=? AND item_id=? AND category=? AND source LIKE '1cluster:%'", reject
+    )
+    return c.total_changes - before

@@ -35,20 +35,22 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from audit.findings.store import DERIVED_KINDS, Finding, FindingsStore, Signal
+from audit.findings.store import Finding, FindingsStore, Signal
 from audit.flag.base import FlagContext
 from audit.flag.combine import combine as _combine, merge as _merge
-from audit.flag.seeds import SEED_SEVERITY, seed_neighbor_signals
+from audit.flag.seed_stage import confirmed_members, seed_merge, seed_screen, write_seeds
+from audit.flag.stream import in_chunks
 
 if TYPE_CHECKING:  # pragma: no cover
     from audit.api import Audit
     from audit.catalog.store import Catalog
+    from audit.flag.cluster_review import ClusterOptions
+    from audit.flag.concepts import ConceptVectors
     from audit.policy import Policy
 
 # The steps of a flag run, in order, as a progress bar counts them.
@@ -100,6 +102,18 @@ class FlagOptions:
     # learn from review decisions (audit.flag.learned): per category with at least
     # MIN_CONFIRMED confirmed and MIN_DISMISSED dismissed decided items
     learn: bool = True
+
+    def cluster_options(self) -> "ClusterOptions":
+        """The cluster stage's options (``audit.flag.cluster_review.ClusterOptions``)."""
+        from audit.flag.cluster_review import ClusterOptions
+
+        return ClusterOptions(
+            share=self.cluster_share,
+            min_flagged=self.cluster_min_flagged,
+            min_size=self.cluster_min_size,
+            margin=self.cluster_margin,
+            candidates=self.cluster_candidates,
+        )
 
 
 @dataclass
@@ -193,32 +207,6 @@ def _prompt_matrix(vs, model_key: str, prompts: Sequence[str | None], dim: int) 
             mat[row] = vecs[j]
             has[row] = True
     return mat, has
-
-
-def _negative_bank_suppressions(pol, items: dict[str, list]) -> dict[str, set[str]]:
-    from audit.policy.hashlists import load_hash_bank, match_negative
-
-    out: dict[str, set[str]] = {}
-    for hl in pol.negative_banks:
-        bank = hl.bank if hl.bank is not None else load_hash_bank(hl.path)
-        mask = match_negative(bank, items["pdq"], hl.pdq_max_distance, md5=items["md5"], sha256=items["item_id"])
-        for r in np.flatnonzero(mask):
-            out.setdefault(items["item_id"][r], set()).update(set(hl.suppresses) or {"*"})
-    return out
-
-
-def _calibration_sample(image_all: np.ndarray, has: np.ndarray) -> np.ndarray:
-    """The archive's image vectors threshold calibration samples (at most 20,000, fixed seed)."""
-    from audit.flag.concepts import MAX_CALIBRATION_SAMPLES
-
-    rows = np.flatnonzero(has)
-    if len(rows) > MAX_CALIBRATION_SAMPLES:
-        rows = np.sort(np.random.default_rng(0).choice(rows, MAX_CALIBRATION_SAMPLES, replace=False))
-    return image_all[rows]
-
-
-def _signals_from_json(text: str) -> list[Signal]:
-    return [Signal(**s) for s in json.loads(text)]
 
 
 # ------------------------------------------------------------------------------ the run
@@ -365,12 +353,6 @@ def _fill_summary(conn, summary: "FlagSummary", ph: str, now: str | None = None)
     )
 
 
-def _in_chunks(values, n: int = 900):
-    values = list(values)
-    for start in range(0, len(values), n):
-        yield values[start : start + n]
-
-
 def _compose(c, store, scope: int, ph: str, pairs, run_id: int, now: str) -> int:
     """Findings of the (item, category) pairs whose evidence changed: the union of their
     ``flag_signals`` (direct, via cluster, seed neighbour); a pair with none left is
@@ -382,7 +364,7 @@ def _compose(c, store, scope: int, ph: str, pairs, run_id: int, now: str) -> int
     for item_id, cat in pairs:
         by_item.setdefault(item_id, set()).add(cat)
     deactivated = 0
-    for chunk in _in_chunks(sorted(by_item)):
+    for chunk in in_chunks(sorted(by_item)):
         marks = ",".join("?" * len(chunk))
         sources: dict[tuple[str, str], list] = {}
         for item_id, cat, source, severity, sig_json in c.execute(
@@ -423,14 +405,14 @@ def _apply_decisions(c, conn, ph: str) -> None:
 
     latest = LatestDecisions.read(conn)
     rows: list[tuple[str, str, str]] = []
-    for chunk in _in_chunks(sorted(latest.decided_items())):
+    for chunk in in_chunks(sorted(latest.decided_items())):
         marks = ",".join("?" * len(chunk))
         rows += c.execute(
             f"SELECT finding_id, item_id, category FROM findings WHERE policy_hash=? AND active=1 "
             f"AND item_id IN ({marks})",
             (ph, *chunk),
         ).fetchall()
-    for chunk in _in_chunks(sorted(latest.findings)):
+    for chunk in in_chunks(sorted(latest.findings)):
         marks = ",".join("?" * len(chunk))
         rows += c.execute(
             f"SELECT finding_id, item_id, category FROM findings WHERE policy_hash=? AND active=1 "
@@ -455,20 +437,118 @@ def _merge_stats(into: dict, stats: dict) -> None:
             into[key] = into.get(key, 0) + value
 
 
+@dataclass
+class _FlagRun:
+    """What the steps of one flag run share: its inputs, what step 1 decided and what the
+    later steps build (``_run`` calls the steps in order)."""
+
+    catalog: "Catalog"
+    conn: object
+    pol: "Policy"
+    vs: object
+    model_key: str
+    dim: int
+    factory: object  # the embedder, loaded on first need
+    opts: FlagOptions
+    run_id: int
+    timings: dict
+    lap: object  # lap(phase, since) -> now: times a phase and reports its progress
+    t: float  # when the current phase began
+    store: FindingsStore
+    summary: FlagSummary
+    ph: str
+    with_vectors: bool
+    n_items: int
+    seq_top: int
+    vcount: int
+    newest_decision: int
+    row: dict | None
+    usable: dict
+    learned_fp: str
+    previous_thresholds: dict
+    full: bool = False
+    todo: list[str] = field(default_factory=list)
+    scope: int = 0
+    # step 2: concept vectors computed once (the detector, the learned models and the cluster
+    # stage all use these), the detectors, the learned models and the centroids
+    concepts: "ConceptVectors | None" = None
+    detectors: list = field(default_factory=list)
+    prompt_det: object = None
+    models: dict = field(default_factory=dict)
+    thresholds: dict = field(default_factory=dict)
+    centroids: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
+    # step 3 on: what the batches touched, the near-duplicate work left for step 4, the seeds
+    now: str = ""
+    categories: dict = field(default_factory=dict)
+    touched: set[int] = field(default_factory=set)
+    roots: set[str] = field(default_factory=set)
+    gone_roots: set[str] = field(default_factory=set)
+    full_pdq_ids: list = field(default_factory=list)  # a full run's eligible hashes: ids (bytes)
+    full_pdq_codes: list = field(default_factory=list)  # and (n, 32) uint8 codes
+    probe_ids: list[str] = field(default_factory=list)  # an incremental run's items for the cell-probe
+    probe_vecs: list = field(default_factory=list)  # search, and their vectors
+    probed: bool = False
+    dup_probes: int = 0
+    searched: set[str] = field(default_factory=set)
+    seed_ids: list[str] = field(default_factory=list)
+    seed_best: dict[str, list] = field(default_factory=dict)
+    seed_vecs: np.ndarray | None = None
+    _sampled: list = field(default_factory=list)
+
+    def calibration_sample(self) -> np.ndarray:
+        from audit.flag.concepts import MAX_CALIBRATION_SAMPLES
+        from audit.flag.stream import sample_vectors
+
+        if not self._sampled:
+            self._sampled.append(
+                sample_vectors(self.conn, self.vs, self.model_key, self.dim, self.n_items, MAX_CALIBRATION_SAMPLES)[0]
+            )
+        return self._sampled[0]
+
+    def make_ctx(self, b) -> FlagContext:
+        from audit.flag.frames import frame_vectors
+
+        conn, vs, model_key = self.conn, self.vs, self.model_key
+        return FlagContext(
+            policy=self.pol,
+            item_ids=b.item_ids,
+            prompts=b.prompts,
+            negative_prompts=b.negative_prompts,
+            md5=b.md5,
+            pdq=b.pdq,
+            pdq_quality=b.pdq_quality,
+            image_vectors=b.image,
+            has_image=b.has_image,
+            prompt_vectors=b.prompt_vectors,
+            has_prompt=b.has_prompt,
+            model_key=model_key,
+            embedder_factory=self.factory,
+            sample_factory=self.calibration_sample if self.with_vectors else None,
+            previous_thresholds=self.previous_thresholds,
+            frame_vectors=frame_vectors(conn, vs, model_key, b.item_ids) if self.with_vectors else {},
+            concepts=self.concepts,
+        )
+
+
 def _run(catalog, conn, pol, vs, model_key, dim, factory, opts: FlagOptions, run_id, timings, lap) -> FlagSummary:
+    """The steps of the module docstring, in order."""
+    r = _load(catalog, conn, pol, vs, model_key, dim, factory, opts, run_id, timings, lap)  # 1
+    if r.summary.mode == "unchanged":
+        return r.summary
+    _prepare(r)  # 2
+    _detect_batches(r)  # 3
+    _near_duplicates(r)  # 4
+    _clusters(r)  # 5
+    _seeds(r)  # 6
+    return _finish(r)  # 7
+
+
+def _load(catalog, conn, pol, vs, model_key, dim, factory, opts: FlagOptions, run_id, timings, lap) -> _FlagRun:
+    """Step 1: the mode, the work list of an incremental run and the scope opened for writing
+    (an unchanged run's summary is complete when this returns)."""
     from audit.catalog.store import transaction
-    from audit.flag import clusters as cl, dups, state
-    from audit.flag.concepts import MAX_CALIBRATION_SAMPLES
-    from audit.flag.stream import (
-        count_items,
-        fetch_items,
-        iter_all_items,
-        iter_member_vectors,
-        load_vectors,
-        sample_vectors,
-    )
-    from audit.policy.hashlists import pdq_hex_to_array
-    from audit.timeutil import utc_now
+    from audit.flag import learned as lm, state
+    from audit.flag.stream import count_items
 
     t = time.perf_counter()
     store = FindingsStore(conn)
@@ -489,7 +569,6 @@ def _run(catalog, conn, pol, vs, model_key, dim, factory, opts: FlagOptions, run
     summary.decisions_seen = newest_decision
     row = state.scope_row(conn, ph, model_key)
     mode, why, recluster_why = _decide(conn, row, opts, ph, model_key, vcount)
-    from audit.flag import learned as lm
 
     labels = lm.decided_labels(conn) if with_vectors and opts.learn else {}
     usable = (
@@ -511,19 +590,46 @@ def _run(catalog, conn, pol, vs, model_key, dim, factory, opts: FlagOptions, run
         (ph, model_key),
     ).fetchone()
     previous_thresholds = json.loads(prev_run[0]) if prev_run and prev_run[0] else {}
+    r = _FlagRun(
+        catalog=catalog,
+        conn=conn,
+        pol=pol,
+        vs=vs,
+        model_key=model_key,
+        dim=dim,
+        factory=factory,
+        opts=opts,
+        run_id=run_id,
+        timings=timings,
+        lap=lap,
+        t=t,
+        store=store,
+        summary=summary,
+        ph=ph,
+        with_vectors=with_vectors,
+        n_items=n_items,
+        seq_top=seq_top,
+        vcount=vcount,
+        newest_decision=newest_decision,
+        row=row,
+        usable=usable,
+        learned_fp=learned_fp,
+        previous_thresholds=previous_thresholds,
+        full=full,
+    )
 
     # --- the work list of an incremental run: rows changed since the watermark, and items
     # that had no image vector last time and have one now (O(new), never O(archive))
     todo: list[str] = []
     if not full:
         todo = [
-            r[0]
-            for r in conn.execute(
+            q[0]
+            for q in conn.execute(
                 "SELECT item_id FROM items WHERE seq > ? AND seq <= ? ORDER BY seq", (row["seq_done"], seq_top)
             )
         ]
         if with_vectors and vcount != row["vectors_seen"]:
-            pending = [r[0] for r in conn.execute("SELECT item_id FROM flag_pending WHERE scope=?", (row["scope"],))]
+            pending = [q[0] for q in conn.execute("SELECT item_id FROM flag_pending WHERE scope=?", (row["scope"],))]
             todo += sorted(vs.has(model_key, "image", pending))
         todo = list(dict.fromkeys(todo))
         if not todo and row["state"] == "complete" and newest_decision == row["decisions_seen"]:
@@ -534,7 +640,8 @@ def _run(catalog, conn, pol, vs, model_key, dim, factory, opts: FlagOptions, run
             summary.thresholds = previous_thresholds
             _fill_summary(conn, summary, ph)
             lap("load", t)
-            return summary
+            return r
+    r.todo = todo
     with transaction(conn) as c:
         scope = state.open_scope(c, ph, model_key)
         if full:
@@ -547,54 +654,33 @@ def _run(catalog, conn, pol, vs, model_key, dim, factory, opts: FlagOptions, run
             "(SELECT run_id FROM runs WHERE command='flag' AND status='running' AND run_id<>?)",
             (run_id, ph, run_id),
         )
-    t = lap("load", t)
+    r.scope = scope
+    r.t = lap("load", t)
+    return r
 
-    # --- concepts, thresholds, centroids
-    sampled: list = []
 
-    def calibration_sample():
-        if not sampled:
-            sampled.append(sample_vectors(conn, vs, model_key, dim, n_items, MAX_CALIBRATION_SAMPLES)[0])
-        return sampled[0]
-
-    def make_ctx(b) -> FlagContext:
-        return FlagContext(
-            policy=pol,
-            item_ids=b.item_ids,
-            prompts=b.prompts,
-            negative_prompts=b.negative_prompts,
-            md5=b.md5,
-            pdq=b.pdq,
-            pdq_quality=b.pdq_quality,
-            image_vectors=b.image,
-            has_image=b.has_image,
-            prompt_vectors=b.prompt_vectors,
-            has_prompt=b.has_prompt,
-            model_key=model_key,
-            embedder_factory=factory,
-            sample_factory=calibration_sample if with_vectors else None,
-            previous_thresholds=previous_thresholds,
-            frame_vectors=frame_vectors(conn, vs, model_key, b.item_ids) if with_vectors else {},
-        )
-
-    from audit.flag.concepts import ConceptDetector
-    from audit.flag.frames import frame_vectors
+def _prepare(r: _FlagRun) -> None:
+    """Step 2: the concept vectors and thresholds (once, for every later step), the
+    detectors, the learned models, and the centroids (trained on a full run, else kept)."""
+    from audit.catalog.store import transaction
+    from audit.flag import clusters as cl, learned as lm
+    from audit.flag.concepts import ConceptDetector, prepare_concepts
+    from audit.flag.extra import policy_detectors
     from audit.flag.hashes import HashDetector
     from audit.flag.prompts import PromptDetector
-    from audit.flag.stream import ItemBatch
+    from audit.flag.stream import ItemBatch, load_vectors, sample_vectors
 
-    concept_det, prompt_det = ConceptDetector(), PromptDetector(shared=True)
-    from audit.flag.extra import policy_detectors
-
-    # resources and faces only as the policy asks
-    detectors = [concept_det, prompt_det, HashDetector(), *policy_detectors(conn, pol)]
+    conn, vs, pol, opts, summary = r.conn, r.vs, r.pol, r.opts, r.summary
+    model_key, dim, scope = r.model_key, r.dim, r.scope
     empty = ItemBatch([], [], [], [], [], [])
     load_vectors(vs, model_key, dim, empty)
     if pol.concepts or pol.negative_concepts:
-        concept_det.prepare(make_ctx(empty))  # cluster centroids are scored even with no new row
-    summary.thresholds = thresholds = concept_det.vectors.thresholds if concept_det.vectors else {}
-    models = {}
-    if usable and concept_det.vectors is not None:
+        r.concepts = prepare_concepts(r.make_ctx(empty))  # cluster centroids are scored even with no new row
+    r.prompt_det = PromptDetector(shared=True)
+    # resources and faces only as the policy asks
+    r.detectors = [ConceptDetector(r.concepts), r.prompt_det, HashDetector(), *policy_detectors(conn, pol)]
+    summary.thresholds = r.thresholds = r.concepts.thresholds if r.concepts else {}
+    if r.usable and r.concepts is not None:
         from audit.flag.stream import align
 
         def vectors_of(ids):
@@ -602,250 +688,297 @@ def _run(catalog, conn, pol, vs, model_key, dim, factory, opts: FlagOptions, run
             return align(ids, gk, gv, dim)[0]
 
         tl = time.perf_counter()
-        models = lm.train(pol, usable, vectors_of, concept_det.vectors.image)
-        thresholds = summary.thresholds = {**thresholds, **{f"learned:{c}": m.record() for c, m in models.items()}}
+        r.models = lm.train(pol, r.usable, vectors_of, r.concepts.image)
+        r.thresholds = summary.thresholds = {
+            **r.thresholds,
+            **{f"learned:{c}": m.record() for c, m in r.models.items()},
+        }
         summary.detectors["learned"] = {
-            "models": len(models),
+            "models": len(r.models),
             "vetoed": 0,
             "added": 0,
             "train_seconds": round(time.perf_counter() - tl, 3),
         }
-    centroids = np.zeros((0, max(dim, 0)), np.float32)
-    if with_vectors and full:
-        sample, share = sample_vectors(conn, vs, model_key, dim, n_items, opts.cluster_sample)
+    r.centroids = np.zeros((0, max(dim, 0)), np.float32)
+    if r.with_vectors and r.full:
+        sample, share = sample_vectors(conn, vs, model_key, dim, r.n_items, opts.cluster_sample)
         if len(sample):
             estimate = int(round(len(sample) / share))
             k = int(min(opts.n_clusters or cl.size_k(estimate, opts.cluster_size, opts.cluster_max_k), len(sample)))
             ts = time.perf_counter()
-            centroids = cl.train(sample, k, opts.kmeans_seed)
-            timings["kmeans"] = time.perf_counter() - ts
+            r.centroids = cl.train(sample, k, opts.kmeans_seed)
+            r.timings["kmeans"] = time.perf_counter() - ts
             with transaction(conn) as c:
-                cl.save_centroids(c, scope, centroids)
+                cl.save_centroids(c, scope, r.centroids)
                 c.execute(
                     "UPDATE flag_scopes SET k=?, trained_items=?, trained_run=?, dim=? WHERE scope=?",
-                    (len(centroids), vcount, run_id, dim, scope),
+                    (len(r.centroids), r.vcount, r.run_id, dim, scope),
                 )
         del sample
-    elif with_vectors:
-        centroids = cl.load_centroids(conn, scope, dim)
-    t = lap("prepare", t)
+    elif r.with_vectors:
+        r.centroids = cl.load_centroids(conn, scope, dim)
+    r.t = r.lap("prepare", r.t)
 
-    # --- the batches: detectors, direct findings, members, near-duplicate edges
-    now = utc_now()
-    categories = {cat.id: cat for cat in pol.categories}
-    touched: set[int] = set()
-    roots: set[str] = set()
-    gone_roots: set[str] = set()
-    full_pdq_ids: list[np.ndarray] = []  # a full run's eligible hashes: ids (bytes) and (n, 32) uint8 codes
-    full_pdq_codes: list[np.ndarray] = []
-    probe_ids: list[str] = []  # an incremental run's items for the cell-probe search, and their vectors
-    probe_vecs: list[np.ndarray] = []
-    confirmed = _confirmed_members(conn, scope) if with_vectors and not full else {}
-    searched = (
-        {r[0] for r in conn.execute("SELECT DISTINCT seed FROM seed_neighbors WHERE scope=?", (scope,))}
+
+def _detect_batches(r: _FlagRun) -> None:
+    """Step 3: per batch the detectors, the combined flags, and one transaction with the direct
+    evidence, findings, cluster memberships, PDQ bands and (incremental) near-duplicate edges."""
+    from audit.flag import clusters as cl
+    from audit.flag.stream import load_vectors
+    from audit.timeutil import utc_now
+
+    conn, vs, opts, summary = r.conn, r.vs, r.opts, r.summary
+    model_key, dim, scope, full = r.model_key, r.dim, r.scope, r.full
+    r.now = utc_now()
+    r.categories = {cat.id: cat for cat in r.pol.categories}
+    confirmed = confirmed_members(conn, scope) if r.with_vectors and not full else {}
+    r.searched = (
+        {q[0] for q in conn.execute("SELECT DISTINCT seed FROM seed_neighbors WHERE scope=?", (scope,))}
         if not full
         else set()
     )
-    seed_ids = sorted(s for s in confirmed if s in searched)
-    seed_best: dict[str, list] = {}
-    seed_vecs = None
-    if seed_ids:
+    r.seed_ids = sorted(s for s in confirmed if s in r.searched)
+    if r.seed_ids:
         from audit.flag.stream import align
 
-        gk, gv = vs.get(model_key, "image", seed_ids)
-        seed_vecs, _ = align(seed_ids, gk, gv, dim)
-        seed_best = {
+        gk, gv = vs.get(model_key, "image", r.seed_ids)
+        r.seed_vecs, _ = align(r.seed_ids, gk, gv, dim)
+        r.seed_best = {
             s: [
                 (float(sc), i)
                 for i, sc in conn.execute(
                     "SELECT item_id, score FROM seed_neighbors WHERE scope=? AND seed=? AND item_id<>''", (scope, s)
                 )
             ]
-            for s in seed_ids
+            for s in r.seed_ids
         }
 
-    def batches():
-        if full:
-            yield from iter_all_items(conn, opts.batch_size)
-            return
-        for start in range(0, len(todo), opts.batch_size):
-            b, gone = fetch_items(conn, todo[start : start + opts.batch_size])
-            if gone:
-                _remove_items(gone)
-            yield b
-
-    def _remove_items(gone: list[str]) -> None:
-        with transaction(conn) as c:
-            dirty = set()
-            for chunk in _in_chunks(gone):
-                marks = ",".join("?" * len(chunk))
-                dirty |= set(
-                    c.execute(
-                        f"SELECT item_id, category FROM flag_signals WHERE scope=? AND item_id IN ({marks})",
-                        (scope, *chunk),
-                    ).fetchall()
-                )
-                for table in ("flag_signals", "flag_suppressed", "flag_pending"):
-                    c.execute(f"DELETE FROM {table} WHERE scope=? AND item_id IN ({marks})", (scope, *chunk))
-            touched.update(cl.remove_members(c, scope, gone))
-            summary.deactivated += _compose(c, store, scope, ph, dirty, run_id, now)
-
     # exact cosine near-duplicates while the archive is small, cell probes above (recorded)
-    probed = with_vectors and vs.count(model_key, "image") > opts.dup_exact_max if model_key else False
-    dup_probes = cl.cell_probes(opts.dup_probes, len(centroids), vcount if full else (row["trained_items"] or vcount))
-    summary.detectors.setdefault("near_duplicates", {})["cosine_search"] = (
-        f"cells (probes={dup_probes})" if probed else "exact"
+    r.probed = r.with_vectors and vs.count(model_key, "image") > opts.dup_exact_max if model_key else False
+    r.dup_probes = cl.cell_probes(
+        opts.dup_probes, len(r.centroids), r.vcount if full else (r.row["trained_items"] or r.vcount)
     )
-    for b in batches():
+    summary.detectors.setdefault("near_duplicates", {})["cosine_search"] = (
+        f"cells (probes={r.dup_probes})" if r.probed else "exact"
+    )
+    for b in _batches(r):
         if not len(b):
             continue
-        ts = time.perf_counter()
         load_vectors(vs, model_key, dim, b)
-        ctx = make_ctx(b)
-        t = lap("load", t)
-        results = []
-        for det in detectors:
-            td = time.perf_counter()
-            res = det.detect(ctx)
-            results.append(res)
-            st = summary.detectors.setdefault(det.name, {})
-            _merge_stats(
-                st,
-                {
-                    **{k: v for k, v in res.stats.items()},
-                    "rows": len(res.signals),
-                    "suppressed_rows": len(res.suppressions),
-                },
-            )
-            st["seconds"] = round(st.get("seconds", 0.0) + time.perf_counter() - td, 3)
-            if det is not prompt_det:
-                for error in getattr(res, "errors", ()):
-                    entry = {"detector": det.name, **error}
-                    if entry not in summary.errors:
-                        summary.errors.append(entry)
-        signals, sup_cat, sup_con = _merge(results)
-        t = lap("detect", t)
-        direct_rows, sup_rows = [], []
-        probs = {c: m.probability(b.image, concept_det.vectors.image) for c, m in models.items()}
-        rows_now = set(signals)
-        for c, m in models.items():
-            rows_now.update(int(r) for r in np.flatnonzero((probs[c] >= m.threshold) & b.has_image))
-        for local in sorted(rows_now):
-            sigs = signals.get(local, [])
-            hits, sup = _combine(pol, sigs, sup_con.get(local, set()), sup_cat.get(local, set()))
-            summary.suppressed += sup
-            if models and b.has_image[local]:
-                from audit.flag.combine import fired_names
-
-                hits, vetoed, added = lm.adjust_hits(
-                    pol,
-                    models,
-                    {c: float(p[local]) for c, p in probs.items()},
-                    fired_names(sigs, sup_con.get(local, set())),
-                    hits,
-                    sup_cat.get(local, set()),
-                )
-                summary.detectors["learned"]["vetoed"] += vetoed
-                summary.detectors["learned"]["added"] += added
-            for hit, chosen in hits:
-                direct_rows.append(
-                    (
-                        scope,
-                        b.item_ids[local],
-                        hit.category,
-                        "0direct",
-                        hit.severity,
-                        json.dumps([s.to_dict() for s in chosen], default=float, ensure_ascii=False),
-                    )
-                )
-        for local, cats in sup_cat.items():
-            sup_rows.append((scope, b.item_ids[local], json.dumps(sorted(cats))))
-        t = lap("combine", t)
-
-        with transaction(conn) as c:
-            dirty = set()
-            for chunk in _in_chunks(b.item_ids):
-                marks = ",".join("?" * len(chunk))
-                dirty |= set(
-                    c.execute(
-                        f"SELECT item_id, category FROM flag_signals WHERE scope=? AND source='0direct' "
-                        f"AND item_id IN ({marks})",
-                        (scope, *chunk),
-                    ).fetchall()
-                )
-                for table in ("flag_suppressed", "flag_pending"):
-                    c.execute(f"DELETE FROM {table} WHERE scope=? AND item_id IN ({marks})", (scope, *chunk))
-                c.execute(
-                    f"DELETE FROM flag_signals WHERE scope=? AND source='0direct' AND item_id IN ({marks})",
-                    (scope, *chunk),
-                )
-            c.executemany("INSERT INTO flag_signals VALUES (?,?,?,?,?,?)", direct_rows)
-            c.executemany("INSERT INTO flag_suppressed VALUES (?,?,?)", sup_rows)
-            dirty |= {(r[1], r[2]) for r in direct_rows}
-            if with_vectors:
-                c.executemany(
-                    "INSERT OR IGNORE INTO flag_pending VALUES (?,?)",
-                    [(scope, b.item_ids[r]) for r in np.flatnonzero(~b.has_image)],
-                )
-            rows = np.flatnonzero(b.has_image)
-            if with_vectors and len(rows) and len(centroids):
-                ids = [b.item_ids[r] for r in rows]
-                vecs = b.image[rows]
-                k_of, score = cl.assign(centroids, vecs)
-                touched.update(cl.add_members(c, scope, ids, k_of, score, [b.prompts[r] for r in rows]))
-                # near-duplicate edges of these items
-                ok = dups.eligible([b.pdq[r] for r in rows], [b.pdq_quality[r] for r in rows])
-                pdq_ids = [ids[i] for i in np.flatnonzero(ok)]
-                pdq_hex = [b.pdq[rows[i]] for i in np.flatnonzero(ok)]
-                words = dups.pdq_words(pdq_hex)
-                edges = []
-                if full:  # bands written once, sorted, after the batches
-                    full_pdq_ids.append(np.array([i.encode() for i in pdq_ids], dtype=bytes))
-                    full_pdq_codes.append(pdq_hex_to_array(pdq_hex))
-                else:
-                    dups.insert_bands(c, scope, pdq_ids, words)
-                    tp = time.perf_counter()
-                    edges += dups.pdq_edges_lookup(c, scope, pdq_ids, words, opts.dup_pdq_distance)
-                    if opts.dup_min_cosine is not None and not probed:
-                        edges += dups.cosine_edges(
-                            ids,
-                            vecs,
-                            iter_member_vectors(c, vs, scope, model_key, dim, opts.block),
-                            opts.dup_min_cosine,
-                        )
-                    elif opts.dup_min_cosine is not None:
-                        # searched once after the batches, grouped by cell (each cell read once per run)
-                        probe_ids += ids
-                        probe_vecs.append(vecs.astype(np.float16))
-                    timings["near_duplicates"] = timings.get("near_duplicates", 0.0) + time.perf_counter() - tp
-                    if seed_ids:
-                        seed_best = _seed_merge(seed_ids, seed_vecs, ids, vecs, seed_best, opts.seed_k)
-                changed, gone = dups.union(c, scope, edges)
-                roots.update(changed)
-                gone_roots.update(gone)
-            for chunk in _in_chunks(b.item_ids):
-                marks = ",".join("?" * len(chunk))
-                roots.update(
-                    r[0]
-                    for r in c.execute(
-                        f"SELECT DISTINCT root FROM dup_groups WHERE scope=? AND item_id IN ({marks})", (scope, *chunk)
-                    )
-                )
-            summary.deactivated += _compose(c, store, scope, ph, dirty, run_id, now)
+        ctx = r.make_ctx(b)
+        r.t = r.lap("load", r.t)
+        direct_rows, sup_rows = _evaluate(r, b, ctx)
+        _write_batch(r, b, direct_rows, sup_rows)
         summary.evaluated += len(b)
-        t = lap("write", t)
+        r.t = r.lap("write", r.t)
     summary.errors.extend(
-        {"detector": prompt_det.name, **trouble.to_dict()}
-        for trouble in (prompt_det.breaker.troubles() if prompt_det.breaker else ())
+        {"detector": r.prompt_det.name, **trouble.to_dict()}
+        for trouble in (r.prompt_det.breaker.troubles() if r.prompt_det.breaker else ())
     )
 
+
+def _batches(r: _FlagRun):
+    """A full run's items in keyset order; an incremental run's work list (items gone from
+    the catalog since are removed from the scope on the way)."""
+    from audit.flag.stream import fetch_items, iter_all_items
+
+    if r.full:
+        yield from iter_all_items(r.conn, r.opts.batch_size)
+        return
+    for start in range(0, len(r.todo), r.opts.batch_size):
+        b, gone = fetch_items(r.conn, r.todo[start : start + r.opts.batch_size])
+        if gone:
+            _remove_items(r, gone)
+        yield b
+
+
+def _remove_items(r: _FlagRun, gone: list[str]) -> None:
+    from audit.catalog.store import transaction
+    from audit.flag import clusters as cl
+
+    scope = r.scope
+    with transaction(r.conn) as c:
+        dirty = set()
+        for chunk in in_chunks(gone):
+            marks = ",".join("?" * len(chunk))
+            dirty |= set(
+                c.execute(
+                    f"SELECT item_id, category FROM flag_signals WHERE scope=? AND item_id IN ({marks})",
+                    (scope, *chunk),
+                ).fetchall()
+            )
+            for table in ("flag_signals", "flag_suppressed", "flag_pending"):
+                c.execute(f"DELETE FROM {table} WHERE scope=? AND item_id IN ({marks})", (scope, *chunk))
+        r.touched.update(cl.remove_members(c, scope, gone))
+        r.summary.deactivated += _compose(c, r.store, scope, r.ph, dirty, r.run_id, r.now)
+
+
+def _evaluate(r: _FlagRun, b, ctx: FlagContext) -> tuple[list, list]:
+    """One batch through the detectors and the policy's flags (a learned model deciding the
+    image part of its category): the rows of ``flag_signals`` (direct) and ``flag_suppressed``."""
+    from audit.flag import learned as lm
+
+    pol, summary, models, scope = r.pol, r.summary, r.models, r.scope
+    results = []
+    for det in r.detectors:
+        td = time.perf_counter()
+        res = det.detect(ctx)
+        results.append(res)
+        st = summary.detectors.setdefault(det.name, {})
+        _merge_stats(
+            st,
+            {
+                **{k: v for k, v in res.stats.items()},
+                "rows": len(res.signals),
+                "suppressed_rows": len(res.suppressions),
+            },
+        )
+        st["seconds"] = round(st.get("seconds", 0.0) + time.perf_counter() - td, 3)
+        if det is not r.prompt_det:
+            for error in getattr(res, "errors", ()):
+                entry = {"detector": det.name, **error}
+                if entry not in summary.errors:
+                    summary.errors.append(entry)
+    signals, sup_cat, sup_con = _merge(results)
+    r.t = r.lap("detect", r.t)
+    direct_rows, sup_rows = [], []
+    probs = {c: m.probability(b.image, r.concepts.image) for c, m in models.items()}
+    rows_now = set(signals)
+    for c, m in models.items():
+        rows_now.update(int(row) for row in np.flatnonzero((probs[c] >= m.threshold) & b.has_image))
+    for local in sorted(rows_now):
+        sigs = signals.get(local, [])
+        hits, sup = _combine(pol, sigs, sup_con.get(local, set()), sup_cat.get(local, set()))
+        summary.suppressed += sup
+        if models and b.has_image[local]:
+            from audit.flag.combine import fired_names
+
+            hits, vetoed, added = lm.adjust_hits(
+                pol,
+                models,
+                {c: float(p[local]) for c, p in probs.items()},
+                fired_names(sigs, sup_con.get(local, set())),
+                hits,
+                sup_cat.get(local, set()),
+            )
+            summary.detectors["learned"]["vetoed"] += vetoed
+            summary.detectors["learned"]["added"] += added
+        for hit, chosen in hits:
+            direct_rows.append(
+                (
+                    scope,
+                    b.item_ids[local],
+                    hit.category,
+                    "0direct",
+                    hit.severity,
+                    json.dumps([s.to_dict() for s in chosen], default=float, ensure_ascii=False),
+                )
+            )
+    for local, cats in sup_cat.items():
+        sup_rows.append((scope, b.item_ids[local], json.dumps(sorted(cats))))
+    r.t = r.lap("combine", r.t)
+    return direct_rows, sup_rows
+
+
+def _write_batch(r: _FlagRun, b, direct_rows: list, sup_rows: list) -> None:
+    """One batch's transaction: its direct evidence and findings, cluster memberships, PDQ
+    bands and (incremental) near-duplicate edges and seed neighbours."""
+    from audit.catalog.store import transaction
+    from audit.flag import clusters as cl, dups
+    from audit.flag.stream import iter_member_vectors
+    from audit.policy.hashlists import pdq_hex_to_array
+
+    conn, vs, opts, scope, full = r.conn, r.vs, r.opts, r.scope, r.full
+    model_key, dim, centroids, timings = r.model_key, r.dim, r.centroids, r.timings
+    touched, roots, gone_roots = r.touched, r.roots, r.gone_roots
+    with transaction(conn) as c:
+        dirty = set()
+        for chunk in in_chunks(b.item_ids):
+            marks = ",".join("?" * len(chunk))
+            dirty |= set(
+                c.execute(
+                    f"SELECT item_id, category FROM flag_signals WHERE scope=? AND source='0direct' "
+                    f"AND item_id IN ({marks})",
+                    (scope, *chunk),
+                ).fetchall()
+            )
+            for table in ("flag_suppressed", "flag_pending"):
+                c.execute(f"DELETE FROM {table} WHERE scope=? AND item_id IN ({marks})", (scope, *chunk))
+            c.execute(
+                f"DELETE FROM flag_signals WHERE scope=? AND source='0direct' AND item_id IN ({marks})",
+                (scope, *chunk),
+            )
+        c.executemany("INSERT INTO flag_signals VALUES (?,?,?,?,?,?)", direct_rows)
+        c.executemany("INSERT INTO flag_suppressed VALUES (?,?,?)", sup_rows)
+        dirty |= {(row[1], row[2]) for row in direct_rows}
+        if r.with_vectors:
+            c.executemany(
+                "INSERT OR IGNORE INTO flag_pending VALUES (?,?)",
+                [(scope, b.item_ids[row]) for row in np.flatnonzero(~b.has_image)],
+            )
+        rows = np.flatnonzero(b.has_image)
+        if r.with_vectors and len(rows) and len(centroids):
+            ids = [b.item_ids[row] for row in rows]
+            vecs = b.image[rows]
+            k_of, score = cl.assign(centroids, vecs)
+            touched.update(cl.add_members(c, scope, ids, k_of, score, [b.prompts[row] for row in rows]))
+            # near-duplicate edges of these items
+            ok = dups.eligible([b.pdq[row] for row in rows], [b.pdq_quality[row] for row in rows])
+            pdq_ids = [ids[i] for i in np.flatnonzero(ok)]
+            pdq_hex = [b.pdq[rows[i]] for i in np.flatnonzero(ok)]
+            words = dups.pdq_words(pdq_hex)
+            edges = []
+            if full:  # bands written once, sorted, after the batches
+                r.full_pdq_ids.append(np.array([i.encode() for i in pdq_ids], dtype=bytes))
+                r.full_pdq_codes.append(pdq_hex_to_array(pdq_hex))
+            else:
+                dups.insert_bands(c, scope, pdq_ids, words)
+                tp = time.perf_counter()
+                edges += dups.pdq_edges_lookup(c, scope, pdq_ids, words, opts.dup_pdq_distance)
+                if opts.dup_min_cosine is not None and not r.probed:
+                    edges += dups.cosine_edges(
+                        ids,
+                        vecs,
+                        iter_member_vectors(c, vs, scope, model_key, dim, opts.block),
+                        opts.dup_min_cosine,
+                    )
+                elif opts.dup_min_cosine is not None:
+                    # searched once after the batches, grouped by cell (each cell read once per run)
+                    r.probe_ids += ids
+                    r.probe_vecs.append(vecs.astype(np.float16))
+                timings["near_duplicates"] = timings.get("near_duplicates", 0.0) + time.perf_counter() - tp
+                if r.seed_ids:
+                    r.seed_best = seed_merge(r.seed_ids, r.seed_vecs, ids, vecs, r.seed_best, opts.seed_k)
+            changed, gone = dups.union(c, scope, edges)
+            roots.update(changed)
+            gone_roots.update(gone)
+        for chunk in in_chunks(b.item_ids):
+            marks = ",".join("?" * len(chunk))
+            roots.update(
+                row[0]
+                for row in c.execute(
+                    f"SELECT DISTINCT root FROM dup_groups WHERE scope=? AND item_id IN ({marks})", (scope, *chunk)
+                )
+            )
+        r.summary.deactivated += _compose(c, r.store, scope, r.ph, dirty, r.run_id, r.now)
+
+
+def _near_duplicates(r: _FlagRun) -> None:
+    """Step 4: an incremental run's cosine edges by cell probes, a full run's near-duplicate
+    edges over everything; one union-find write each."""
+    from audit.catalog.store import transaction
+    from audit.flag import dups
+    from audit.flag.stream import iter_member_vectors
+
+    conn, vs, opts, scope, timings = r.conn, r.vs, r.opts, r.scope, r.timings
+    model_key, dim, centroids = r.model_key, r.dim, r.centroids
     # --- an incremental run's cosine edges by cell probes: all its items at once (a SIGKILL
     # before this commit leaves the watermark where it was: the rerun handles them again)
-    if probe_ids:
+    if r.probe_ids:
         tp = time.perf_counter()
         edges = dups.cosine_edges_probed(
-            probe_ids,
-            np.concatenate(probe_vecs).astype(np.float32),
+            r.probe_ids,
+            np.concatenate(r.probe_vecs).astype(np.float32),
             conn,
             vs,
             scope,
@@ -853,29 +986,29 @@ def _run(catalog, conn, pol, vs, model_key, dim, factory, opts: FlagOptions, run
             dim,
             centroids,
             opts.dup_min_cosine,
-            dup_probes,
+            r.dup_probes,
         )
-        del probe_vecs
+        r.probe_vecs = []
         with transaction(conn) as c:
             changed, gone = dups.union(c, scope, edges)
-            roots.update(changed)
-            gone_roots.update(gone)
+            r.roots.update(changed)
+            r.gone_roots.update(gone)
         timings["near_duplicates"] = timings.get("near_duplicates", 0.0) + time.perf_counter() - tp
 
     # --- a full run's near-duplicate edges: all hashes at once, vectors block by block
-    if with_vectors and full and len(centroids):
+    if r.with_vectors and r.full and len(centroids):
         tp = time.perf_counter()
-        pdq_ids = np.concatenate(full_pdq_ids) if full_pdq_ids else np.zeros(0, dtype=bytes)
-        del full_pdq_ids
-        codes = np.concatenate(full_pdq_codes) if full_pdq_codes else np.zeros((0, 32), np.uint8)
-        del full_pdq_codes
+        pdq_ids = np.concatenate(r.full_pdq_ids) if r.full_pdq_ids else np.zeros(0, dtype=bytes)
+        r.full_pdq_ids = []
+        codes = np.concatenate(r.full_pdq_codes) if r.full_pdq_codes else np.zeros((0, 32), np.uint8)
+        r.full_pdq_codes = []
         edges = dups.pdq_edges_within_arrays(pdq_ids, codes, opts.dup_pdq_distance)
         with transaction(conn) as c:
             dups.insert_bands_sorted(c, scope, pdq_ids, codes)
         del pdq_ids, codes
-        if opts.dup_min_cosine is not None and probed:
+        if opts.dup_min_cosine is not None and r.probed:
             edges += dups.cosine_edges_by_cells(
-                conn, vs, scope, model_key, dim, centroids, opts.dup_min_cosine, dup_probes
+                conn, vs, scope, model_key, dim, centroids, opts.dup_min_cosine, r.dup_probes
             )
         elif opts.dup_min_cosine is not None:
             for ids, x in iter_member_vectors(conn, vs, scope, model_key, dim, opts.block):
@@ -888,61 +1021,80 @@ def _run(catalog, conn, pol, vs, model_key, dim, factory, opts: FlagOptions, run
                 )
         with transaction(conn) as c:
             changed, gone = dups.union(c, scope, edges)
-            roots.update(changed)
-            gone_roots.update(gone)
+            r.roots.update(changed)
+            r.gone_roots.update(gone)
         timings["near_duplicates"] = timings.get("near_duplicates", 0.0) + time.perf_counter() - tp
 
-    # --- clusters: stats, flags, via-cluster findings, rows (the touched ones)
+
+def _clusters(r: _FlagRun) -> None:
+    """Step 5: the clusters the run touched (all on a full run): stats, flags, "via cluster"
+    evidence (gated by the learned models), ``clusters`` rows; near-duplicate group rows."""
+    from audit.catalog.store import transaction
+    from audit.flag import clusters as cl, learned as lm
+
+    conn, ph, summary = r.conn, r.ph, r.summary
     tc = time.perf_counter()
     with transaction(conn) as c:
-        if full:
+        if r.full:
             c.execute("DELETE FROM clusters WHERE policy_hash=?", (ph,))
-        if with_vectors and len(centroids):
-            dirty, stats = cl.refresh(
-                c,
-                vs,
-                scope=scope,
-                policy=pol,
+        if r.with_vectors and len(r.centroids):
+            stage = cl.ClusterStage(
+                scope=r.scope,
+                policy=r.pol,
                 policy_hash=ph,
-                run_id=run_id,
-                model_key=model_key,
-                dim=dim,
-                centroids=centroids,
-                concepts=concept_det,
-                touched=None if full else touched,
-                opts=opts,
+                run_id=r.run_id,
+                model_key=r.model_key,
+                dim=r.dim,
+                centroids=r.centroids,
+                concepts=r.concepts,
+                options=r.opts.cluster_options(),
             )
+            dirty, stats = cl.refresh(c, r.vs, stage, None if r.full else r.touched)
             summary.detectors["clusters"] = stats
-            if models:
-                summary.detectors["learned"]["vetoed_via_cluster"] = _gate_via_cluster(
-                    c, vs, scope, models, concept_det.vectors.image, model_key, dim, dirty
+            if r.models:
+                summary.detectors["learned"]["vetoed_via_cluster"] = lm.gate_via_cluster(
+                    c, r.vs, r.scope, r.models, r.concepts.image, r.model_key, r.dim, dirty
                 )
-            summary.deactivated += _compose(c, store, scope, ph, dirty, run_id, now)
-        cl.refresh_groups(c, scope=scope, policy_hash=ph, run_id=run_id, roots=roots, gone=gone_roots)
-    timings["clusters"] = time.perf_counter() - tc
-    t = lap("clusters", time.perf_counter())
+            summary.deactivated += _compose(c, r.store, r.scope, ph, dirty, r.run_id, r.now)
+        cl.refresh_groups(c, scope=r.scope, policy_hash=ph, run_id=r.run_id, roots=r.roots, gone=r.gone_roots)
+    r.timings["clusters"] = time.perf_counter() - tc
+    r.t = r.lap("clusters", time.perf_counter())
 
-    # --- seeds: human-confirmed items only
-    if with_vectors:
-        confirmed = _confirmed_members(conn, scope)
+
+def _seeds(r: _FlagRun) -> None:
+    """Step 6: human-confirmed items only; a new seed searches the archive once."""
+    from audit.catalog.store import transaction
+    from audit.flag.stream import iter_member_vectors
+
+    conn, vs, opts, summary = r.conn, r.vs, r.opts, r.summary
+    model_key, dim, scope = r.model_key, r.dim, r.scope
+    if r.with_vectors:
+        confirmed = confirmed_members(conn, scope)
         summary.seeds = len(confirmed)
-        fresh = sorted(s for s in confirmed if s not in searched)
+        fresh = sorted(s for s in confirmed if s not in r.searched)
         if fresh:
             from audit.flag.seeds import top_neighbors
             from audit.flag.stream import align
 
             gk, gv = vs.get(model_key, "image", fresh)
             fv, _ = align(fresh, gk, gv, dim)
-            seed_best.update(
+            r.seed_best.update(
                 top_neighbors(fresh, fv, iter_member_vectors(conn, vs, scope, model_key, dim, opts.block), opts.seed_k)
             )
-        screen = _seed_screen(conn, vs, pol, model_key, dim, seed_best, detectors, make_ctx, summary)
+        screen = seed_screen(conn, vs, r.pol, model_key, dim, r.seed_best, r.detectors, r.make_ctx, summary)
         with transaction(conn) as c:
-            dirty = _write_seeds(c, scope, confirmed, seed_best, categories, opts, screen)
-            summary.deactivated += _compose(c, store, scope, ph, dirty, run_id, now)
-    t = lap("seeds", t)
+            dirty = write_seeds(c, scope, confirmed, r.seed_best, r.categories, opts, screen)
+            summary.deactivated += _compose(c, r.store, scope, r.ph, dirty, r.run_id, r.now)
+    r.t = r.lap("seeds", r.t)
 
-    # --- statuses, the run record, the watermark
+
+def _finish(r: _FlagRun) -> FlagSummary:
+    """Step 7: decisions' statuses, new → known, a full run's stale findings deactivated, the
+    watermark and the run record."""
+    from audit.catalog.store import transaction
+
+    conn, ph, pol, summary, run_id = r.conn, r.ph, r.pol, r.summary, r.run_id
+    full, seq_top, scope, now = r.full, r.seq_top, r.scope, r.now
     with transaction(conn) as c:
         _apply_decisions(c, conn, ph)
         if full:
@@ -956,7 +1108,7 @@ def _run(catalog, conn, pol, vs, model_key, dim, factory, opts: FlagOptions, run
         c.execute(
             "UPDATE flag_scopes SET state='complete', seq_done=?, vectors_seen=?, decisions_seen=?, learned_fp=? "
             "WHERE scope=?",
-            (seq_top, vcount, newest_decision, learned_fp, scope),
+            (seq_top, r.vcount, r.newest_decision, r.learned_fp, scope),
         )
         c.execute(
             "INSERT INTO flag_runs (run_id, policy_hash, policy_name, policy_version, policy_path, model_key, "
@@ -968,8 +1120,8 @@ def _run(catalog, conn, pol, vs, model_key, dim, factory, opts: FlagOptions, run
                 pol.name,
                 pol.version,
                 str(pol.path) if pol.path else None,
-                model_key,
-                json.dumps(thresholds, default=float),
+                r.model_key,
+                json.dumps(r.thresholds, default=float),
                 now,
                 seq_top,
                 summary.mode,
@@ -981,167 +1133,9 @@ def _run(catalog, conn, pol, vs, model_key, dim, factory, opts: FlagOptions, run
         )
     summary.seq_done = seq_top
     _fill_summary(conn, summary, ph, now)
-    summary.timings = timings
-    lap("write", t)
+    summary.timings = r.timings
+    r.lap("write", r.t)
     return summary
-
-
-def _confirmed_members(conn, scope: int) -> dict:
-    """Confirmed items (``audit.review.confirmed_items``) that are cluster members (have a vector)."""
-    from audit.review import confirmed_items
-
-    confirmed = confirmed_items(conn)
-    keep = set()
-    for chunk in _in_chunks(sorted(confirmed)):
-        marks = ",".join("?" * len(chunk))
-        keep.update(
-            r[0]
-            for r in conn.execute(
-                f"SELECT item_id FROM cluster_members WHERE scope=? AND item_id IN ({marks})", (scope, *chunk)
-            )
-        )
-    return {s: confirmed[s] for s in sorted(keep)}
-
-
-def _seed_merge(seed_ids, seed_vecs, ids, vecs, best, k):
-    from audit.flag.seeds import top_neighbors
-
-    return {**best, **top_neighbors(seed_ids, seed_vecs, [(ids, vecs)], k, best)}
-
-
-def _gate_via_cluster(c, vs, scope: int, models: dict, concept_vectors: dict, model_key: str, dim: int, pairs) -> int:
-    """Drop the "via cluster" evidence of members a category's learned model rejects: a member
-    is a candidate only when the model, trained on what reviewers decided, agrees it shows the
-    category (the cluster's flag gives no image evidence of the member's own). Returns how many
-    (item, category) pairs lost it; they are among ``pairs``, which ``_compose`` rewrites next."""
-    from audit.flag.stream import align
-
-    wanted = sorted({(i, cat) for i, cat in pairs if cat in models})
-    if not wanted:
-        return 0
-    ids = sorted({i for i, _ in wanted})
-    gk, gv = vs.get(model_key, "image", ids)
-    vecs, has = align(ids, gk, gv, dim)
-    row = {i: k for k, i in enumerate(ids)}
-    probs = {cat: m.probability(vecs, concept_vectors) for cat, m in models.items()}
-    reject = [(scope, i, cat) for i, cat in wanted if has[row[i]] and probs[cat][row[i]] < models[cat].threshold]
-    before = c.total_changes
-    c.executemany(
-        "DELETE FROM flag_signals WHERE scope=? AND item_id=? AND category=? AND source LIKE '1cluster:%'", reject
-    )
-    return c.total_changes - before
-
-
-def _seed_screen(conn, vs, pol, model_key: str, dim: int, best: dict, detectors, make_ctx, summary):
-    """A filter for seed signals (``audit.flag.seeds.screen_seed_signals``): the neighbours'
-    own signals come from the run's detectors on those few items, dismissals from the review
-    log (``audit.flag.learned.decided_labels``)."""
-    from audit.flag.combine import fired_names
-    from audit.flag.learned import decided_labels
-    from audit.flag.seeds import screen_seed_signals
-    from audit.flag.stream import align, fetch_items, load_vectors
-
-    neighbours = sorted({item for nbrs in best.values() for _, item in nbrs})
-    fired: dict[str, set[str]] = {}
-    vec_of: dict[str, np.ndarray] = {}
-    for start in range(0, len(neighbours), 2000):
-        b, _ = fetch_items(conn, neighbours[start : start + 2000])
-        if not len(b):
-            continue
-        load_vectors(vs, model_key, dim, b)
-        signals, _, sup_con = _merge([det.detect(make_ctx(b)) for det in detectors])
-        for row, item_id in enumerate(b.item_ids):
-            fired[item_id] = fired_names(signals.get(row, []), sup_con.get(row, set()))
-            if b.has_image[row]:
-                vec_of[item_id] = b.image[row]
-    labels = decided_labels(conn)
-    dismissed: dict[str, list[str]] = {}
-    for (item_id, cat), (label, _) in labels.items():
-        if label == 0:
-            dismissed.setdefault(cat, []).append(item_id)
-    near: dict[tuple[str, str], float] = {}
-    for cat, ids in dismissed.items():
-        ids = sorted(set(ids))
-        gk, gv = vs.get(model_key, "image", ids)
-        dv, has = align(ids, gk, gv, dim)
-        dv = dv[has]
-        if not len(dv) or not vec_of:
-            continue
-        names = sorted(vec_of)
-        sims = np.stack([vec_of[n] for n in names]) @ dv.T
-        for n, row in zip(names, sims):
-            near[(n, cat)] = float(row.max())
-    stats = summary.detectors.setdefault("seeds", {})
-
-    def screen(signals):
-        keep, dropped = screen_seed_signals(pol, signals, fired, labels, near)
-        for k, v in dropped.items():
-            stats[f"dropped_{k}"] = stats.get(f"dropped_{k}", 0) + v
-        return keep
-
-    return screen
-
-
-def _write_seeds(
-    c, scope: int, confirmed: dict, best: dict, categories: dict, opts, screen=None
-) -> set[tuple[str, str]]:
-    """Store each seed's neighbours and remake every seed signal (seeds are few: seeds × k rows)."""
-    from audit.flag.seeds import SEED_CATEGORY, SEED_SEVERITY, signals_for_seed
-
-    dirty = set(
-        c.execute(
-            "SELECT item_id, category FROM flag_signals WHERE scope=? AND source LIKE '2seed:%'", (scope,)
-        ).fetchall()
-    )
-    c.execute("DELETE FROM flag_signals WHERE scope=? AND source LIKE '2seed:%'", (scope,))
-    c.execute("DELETE FROM seed_neighbors WHERE scope=?", (scope,))
-    rows = []
-    for seed in sorted(confirmed):
-        neighbors = best.get(seed, [])
-        c.executemany(
-            "INSERT INTO seed_neighbors VALUES (?,?,?,?)",
-            [(scope, seed, "", -2.0)] + [(scope, seed, item, score) for score, item in neighbors],
-        )
-        decisions = confirmed[seed]
-        cats = {d.category for d in decisions if d.category and d.category in categories}
-        if not cats:
-            cats = {
-                r[0]
-                for r in c.execute(
-                    "SELECT DISTINCT category FROM flag_signals WHERE scope=? AND item_id=?", (scope, seed)
-                )
-            } & set(categories)
-        cats = cats or {SEED_CATEGORY}
-        nbr_ids = [item for _, item in neighbors]
-        suppressed = {}
-        for chunk in _in_chunks(nbr_ids):
-            marks = ",".join("?" * len(chunk))
-            suppressed.update(
-                {
-                    i: set(json.loads(cs))
-                    for i, cs in c.execute(
-                        f"SELECT item_id, categories FROM flag_suppressed WHERE scope=? AND item_id IN ({marks})",
-                        (scope, *chunk),
-                    )
-                }
-            )
-        made = signals_for_seed(
-            seed, neighbors, decisions, cats, min_cosine=opts.seed_min_cosine, suppressed=suppressed
-        )
-        for item_id, cat, sig in screen(made) if screen is not None else made:
-            sev = categories[cat].severity if cat in categories else SEED_SEVERITY
-            rows.append(
-                (
-                    scope,
-                    item_id,
-                    cat,
-                    f"2seed:{seed}",
-                    sev,
-                    json.dumps([sig.to_dict()], default=float, ensure_ascii=False),
-                )
-            )
-    c.executemany("INSERT OR REPLACE INTO flag_signals VALUES (?,?,?,?,?,?)", rows)
-    return dirty | {(r[1], r[2]) for r in rows}
 
 
 def concept_scores(

@@ -168,3 +168,10 @@ def iter_member_vectors(
         mat, has = align(ids, got_keys, got, dim)
         keep = np.flatnonzero(has)
         yield [ids[i] for i in keep], mat[keep]
+
+
+def in_chunks(values, n: int = 900):
+    """``values`` in lists of ``n``: an ``IN (?, ...)`` list stays under SQLite's variable limit."""
+    values = list(values)
+    for start in range(0, len(values), n):
+        yield values[start : start + n]

@@ -132,7 +132,7 @@ class EncodeWorker:
         self.calls = 0
 
     def __call__(self, batch: dict) -> dict:
-        from audit.embed.openclip import embedder_for
+        from audit.embed.process_cache import embedder_for
 
         out = []
         for blob in batch["decoded"]:
