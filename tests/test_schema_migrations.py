@@ -239,11 +239,12 @@ def _killed_migration(idx: Path, when: str) -> subprocess.CompletedProcess:
         real = access.connect
         seen = []
         def trace(sql):
-            if {when!r} == "before_commit" and sql.strip().startswith("PRAGMA user_version = 1"):
+            sql = sql.strip().rstrip(";")
+            if {when!r} == "before_commit" and sql == "PRAGMA user_version = 1":
                 os.kill(os.getpid(), signal.SIGKILL)
-            if seen and seen[-1] == "COMMIT" and "PRAGMA user_version = 1" in seen:
+            if seen[-2:] == ["PRAGMA user_version = 1", "COMMIT"]:
                 os.kill(os.getpid(), signal.SIGKILL)
-            seen.append(sql.strip().rstrip(";"))
+            seen.append(sql)
         def traced(*args, **kwargs):
             conn = real(*args, **kwargs)
             if not conn.read_only:

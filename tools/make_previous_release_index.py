@@ -13,6 +13,7 @@ Usage (from the repository root): ``python tools/make_previous_release_index.py`
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -40,7 +41,7 @@ def main() -> int:
         archive = subprocess.run(
             ["git", "-C", str(REPO), "archive", PREVIOUS_RELEASE], check=True, capture_output=True
         ).stdout
-        with tarfile.open(fileobj=__import__("io").BytesIO(archive)) as tar:
+        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
             tar.extractall(old, filter="data")
         shutil.rmtree(SOURCE.parent, ignore_errors=True)
         make_archive_dir(SOURCE, n=24)  # gen_0008 and gen_0020 are red triangles

@@ -337,14 +337,17 @@ def _build(tmp: Path) -> None:
 
     conn = connect(tmp, create=True)
     try:
-        # The file is new, so WAL is set on a database of one empty page; each migration
-        # commits its tables with its version, and the file is renamed into place only
-        # once all are in: there is never a catalog without its schema version.
+        # A rollback journal while it is built: each migration commits into the file itself
+        # (a write-ahead log would double the disk it needs, and one close() could not
+        # checkpoint on a full disk would stay behind under the temporary name). The first
+        # writer's connection sets WAL again; the file is renamed into place only once every
+        # migration is in, so there is never a catalog without its schema version.
+        conn.execute("PRAGMA journal_mode=DELETE")
         ensure_schema(conn)
     except BaseException:
         conn.close()
         raise
-    conn.close()  # checkpoints the log into the file and removes it
+    conn.close()
     fd = os.open(tmp, os.O_RDONLY)
     try:
         os.fsync(fd)

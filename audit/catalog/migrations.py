@@ -382,7 +382,8 @@ def _apply(conn: sqlite3.Connection, migration: Migration) -> None:
     try:
         # one script, so BEGIN ... COMMIT is one transaction (executescript commits a
         # transaction already open before it starts)
-        conn.executescript("BEGIN IMMEDIATE;\n" + ";\n".join(script) + ";\nCOMMIT;")
+        body = "".join(stmt.strip().rstrip(";") + ";\n" for stmt in script)
+        conn.executescript(f"BEGIN IMMEDIATE;\n{body}COMMIT;")
     except sqlite3.Error:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
