@@ -175,6 +175,7 @@ def test_old_catalog_gains_the_column_and_a_changed_record_reflags(tmp_path, sig
     con = sqlite3.connect(db)
     seq_before = con.execute("SELECT seq FROM items").fetchone()[0]
     con.execute("ALTER TABLE items DROP COLUMN provenance")
+    con.execute("PRAGMA user_version = 0")  # older releases left catalogs unversioned
     con.commit()
     con.close()
     st = os.stat(src / "a.png")
