@@ -94,12 +94,13 @@ def _fresh(tmp_path: Path) -> Path:
 # ----------------------------------------------------------------------------- the previous release
 
 
-def test_the_fixture_is_an_unversioned_index_of_the_previous_release():
-    """The check below can fail: the fixture is what that release wrote, not today's layout."""
+def test_the_fixture_is_an_unversioned_index_of_the_previous_release(old_index):
+    """The checks below can fail: the fixture is what that release wrote, not today's layout.
+    (Read from a copy: even a read-only SQLite open of a WAL file leaves -wal/-shm beside it.)"""
     assert MADE_BY["commit"] == "2938393"
-    assert _version(FIXTURE) == (0, str(META_SCHEMA_VERSION))
+    assert _version(old_index) == (0, str(META_SCHEMA_VERSION))
     assert sum(p.stat().st_size for p in FIXTURE.rglob("*") if p.is_file()) < 1 << 20
-    with _raw(FIXTURE) as c:
+    with _raw(old_index) as c:
         for table in ("items", "vector_rows", "findings", "decisions"):
             assert c.execute(f"SELECT count(*) FROM {table}").fetchone()[0] == MADE_BY[table] > 0
 
