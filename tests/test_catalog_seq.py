@@ -49,6 +49,7 @@ def test_an_older_catalog_is_numbered_once_on_a_writable_open(tmp_path):
     with sqlite3.connect(tmp_path / "idx" / "catalog.sqlite") as db:  # as an older release left it
         db.execute("DROP INDEX items_seq")
         db.execute("ALTER TABLE items DROP COLUMN seq")
+        db.execute("PRAGMA user_version = 0")  # older releases left catalogs unversioned
     ro = audit.open(tmp_path / "idx", read_only=True)
     assert set(_seqs(ro).values()) == {None}  # read-only: the column is shadowed, nothing written
     ro.close()

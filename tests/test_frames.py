@@ -53,7 +53,6 @@ def test_cluster_members_read_the_member_table_a_cluster_row_names(small):
     everywhere: cluster_members, findings(member_of=), clusters()' members, review."""
 
     from audit.findings.store import members_ref
-    from audit.flag import state
     from audit.review import cluster_members as review_members
 
     cid = small.cluster_ids[2]
@@ -62,7 +61,6 @@ def test_cluster_members_read_the_member_table_a_cluster_row_names(small):
         assert a.cluster_members(cid)["item_id"].to_list() == sorted(small.cluster_items[cid])
         assert review_members(conn, cid) == a.clusters(cluster_id=cid)["members"][0].to_list()
         # the member rows and the JSON list disagree: the reference must be what is read
-        state.ensure(conn)
         keep = sorted(small.cluster_items[cid])[:5]
         conn.executemany("INSERT INTO cluster_members VALUES (7, ?, 3, 0.5)", [(i,) for i in reversed(keep)])
         conn.execute("INSERT INTO cluster_members VALUES (7, 'other-cluster-item', 4, 0.5)")

@@ -161,7 +161,7 @@ all = ["provenance:c2pa-invalid"]
 
 
 def test_old_catalog_gains_the_column_and_a_changed_record_reflags(tmp_path, signed_png):
-    """A catalog made before the column: opening it adds ``provenance`` (ensure_tables);
+    """A catalog made before the column: opening it adds ``provenance`` (migration 1);
     a re-read file whose provenance changed moves up the change sequence (the flag stage
     sees it again). Unchanged files are not re-read: their provenance stays NULL."""
     import os
@@ -175,6 +175,7 @@ def test_old_catalog_gains_the_column_and_a_changed_record_reflags(tmp_path, sig
     con = sqlite3.connect(db)
     seq_before = con.execute("SELECT seq FROM items").fetchone()[0]
     con.execute("ALTER TABLE items DROP COLUMN provenance")
+    con.execute("PRAGMA user_version = 0")  # older releases left catalogs unversioned
     con.commit()
     con.close()
     st = os.stat(src / "a.png")

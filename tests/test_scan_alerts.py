@@ -185,26 +185,28 @@ def test_decided_findings_are_not_new_and_the_library_marks_unless_told_not_to(s
 
 
 def test_an_index_made_before_reported_run_gains_it_and_reports_old_findings(tmp_path):
-    from audit.findings.store import DDL, FindingsStore
+    from audit.catalog.migrations import CATALOG_TABLES, FINDINGS_TABLES, ensure_schema
+    from audit.findings.store import FindingsStore
 
-    old_ddl = DDL.replace(
+    old_ddl = FINDINGS_TABLES.replace(
         "    active INTEGER NOT NULL DEFAULT 1, -- 0 once the item no longer meets the policy\n"
         "    reported_run INTEGER             -- flag run of the completed `audit scan` that reported it; NULL: not yet\n",
         "    active INTEGER NOT NULL DEFAULT 1\n",
     )
     assert "reported_run" not in old_ddl
     db = tmp_path / "old.sqlite"
-    with closing(sqlite3.connect(db, isolation_level=None)) as conn:
-        conn.executescript(old_ddl)
-        conn.execute("CREATE TABLE locations (uri TEXT, item_id TEXT, present INTEGER)")
+    with closing(sqlite3.connect(db, isolation_level=None)) as conn:  # unversioned: user_version 0
+        conn.executescript(CATALOG_TABLES + old_ddl)
+        conn.execute("INSERT INTO meta VALUES ('schema_version', '2')")
         conn.execute(
             "INSERT INTO findings (finding_id, policy_hash, item_id, category, severity, status, signals, "
             "first_flagged, last_flagged, run_id) VALUES ('f1','p','i1','c','critical','known','[]','t','t',1)"
         )
     with closing(sqlite3.connect(db, isolation_level=None)) as conn:
+        assert ensure_schema(conn) == 0  # migration 1 adopts it
         store = FindingsStore(conn)
         assert "reported_run" in {r[1] for r in conn.execute("PRAGMA table_info(findings)")}
         assert store.unreported("p")["finding_id"].to_list() == ["f1"]  # reported once more, never lost
         assert store.mark_reported(["f1"], 7) == 1
         assert store.unreported("p").is_empty()
-        FindingsStore(conn)  # a second open does not try to add it again
+        assert ensure_schema(conn) == 1  # a second open does not try to add it again

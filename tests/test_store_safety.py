@@ -180,10 +180,10 @@ def _other_sqlite(p: Path) -> None:
 
 def _half_made(p: Path) -> None:
     """What the old creation left when killed between its statements: tables, no schema version."""
-    from audit.catalog.schema import DDL
+    from audit.catalog.migrations import CATALOG_TABLES
 
     with sqlite3.connect(p) as c:
-        c.executescript(DDL)
+        c.executescript(CATALOG_TABLES)
 
 
 def _corrupt_page(p: Path) -> None:
@@ -378,6 +378,7 @@ def test_read_only_mount_of_an_older_catalog_shadows_missing_tables(idx, tmp_pat
         for t in ("findings", "clusters", "decisions", "flag_runs"):
             c.execute(f"DROP TABLE {t}")
         c.execute("ALTER TABLE locations DROP COLUMN root")
+        c.execute("PRAGMA user_version = 0")  # such an index is unversioned
     ro = tmp_path / "ro"
     (r,) = in_namespace(
         ro_mount(idx, ro),

@@ -254,16 +254,15 @@ def _sqlite_bytes(conn) -> int:
 def _legacy_index(root: Path) -> tuple[Path, dict]:
     """An index as the previous release wrote it: catalog DDL with the BLOB ``vectors``
     table, vectors put through the previous release's own VectorStore (tests/legacy_vectors_v1.py)."""
-    from audit.catalog import schema
-    from audit.catalog.access import create_catalog
-    from audit.catalog.store import Catalog
-    from audit.findings.store import DDL as FINDINGS_DDL
+    from audit.catalog.access import CATALOG_FILE, connect
+    from audit.catalog.migrations import CATALOG_TABLES, FINDINGS_TABLES
     from tests import legacy_vectors_v1 as v1
 
     idx = root / "legacy"
-    create_catalog(idx, "\n".join((schema.DDL, v1.DDL, FINDINGS_DDL)))
-    cat = Catalog(idx)
-    old = v1.VectorStore(cat.conn)
+    idx.mkdir()
+    conn = connect(idx / CATALOG_FILE, create=True)  # that release's layout, unversioned (user_version 0)
+    conn.executescript(CATALOG_TABLES + FINDINGS_TABLES + "INSERT INTO meta VALUES ('schema_version', '1');")
+    old = v1.VectorStore(conn)
     truth = {}
     for name, space, n, d in (("m1", "image", 230, 16), ("m1", "prompt", 40, 16), ("m2", "image", 90, 24)):
         ident = v1.ModelIdentity(name, "tag")
@@ -272,9 +271,9 @@ def _legacy_index(root: Path) -> tuple[Path, dict]:
         for i in range(0, n, 25):
             old.put_batch(ident.key, space, keys[i : i + 25], x[i : i + 25])
         truth[(ident.key, space)] = dict(zip(keys, x))
-    tables = {r[0] for r in cat.conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     assert "vectors" in tables and "vector_rows" not in tables
-    cat.close()
+    conn.close()
     return idx, truth
 
 
@@ -314,9 +313,8 @@ def test_migration_killed_midway_resumes_and_loses_nothing(tmp_path):
                 renames += 1
                 if renames == 4:  # the 4th shard file is in place, its transaction not committed
                     os.kill(os.getpid(), signal.SIGKILL)
-        a = audit.open({str(idx)!r})
         sys.setprofile(prof)
-        audit.catalog.vectors.VectorStore(a.catalog.conn)
+        audit.open({str(idx)!r})  # the first writable open migrates (audit.catalog.migrations)
     """
     r = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code)],

@@ -6,8 +6,10 @@ index lock, so a SIGKILL at any moment leaves either no catalog or a whole one (
 temporary files are removed by the next creator, which holds the lock).
 
 *Opening* checks before anything writes: the file is a regular file, not empty, starts
-with the SQLite header, holds the audit tables and a schema version, and (when small
-enough to be cheap) passes ``PRAGMA quick_check``. Anything else is a one-line
+with the SQLite header, holds the audit tables and a schema version (``PRAGMA user_version``,
+or for an index of a release before it ``meta.schema_version``), and (when small enough to be
+cheap) passes ``PRAGMA quick_check``. Then ``audit.catalog.migrations.ensure_schema`` brings
+it to the latest schema (an index of a newer audit is refused in one line). Anything else is a one-line
 ``CatalogDamaged`` naming the file and what to do; the file is left exactly as it was.
 The checks run on a read-only connection. A write-ahead log (``catalog.sqlite-wal``) that
 holds committed transactions is part of the catalog: a 0-byte main file beside a non-empty
@@ -28,20 +30,17 @@ the writes it holds.
 from __future__ import annotations
 
 import os
-import re
 import secrets
 import sqlite3
 import stat
 import time
 from pathlib import Path
-from typing import Iterable
 
 from audit.safeio import fsync_dir as _fsync_dir
 from audit.errors import (
     CatalogDamaged,
     IndexMissing,
     IndexReadOnly,
-    InputError,
     LockHeld,
     UsageError,
     raise_storage_error,
@@ -54,7 +53,6 @@ SQLITE_MAGIC = b"SQLite format 3\x00"
 QUICK_CHECK_MAX_BYTES = 64 << 20
 _NEW_PREFIX = f".{CATALOG_FILE}.new-"
 _CORE_TABLES = ("meta", "items", "locations", "runs")
-_CREATE_OBJECT = re.compile(r"CREATE\s+(?:UNIQUE\s+)?(TABLE|INDEX|VIEW)\s+IF\s+NOT\s+EXISTS\s+(\w+)", re.I)
 _FIX = "restore it from a backup, or start a new index with `audit crawl SOURCE --index NEW_DIR`"
 
 
@@ -115,6 +113,13 @@ def open_catalog(index_dir: Path, *, read_only: bool = False) -> tuple[CatalogCo
         except sqlite3.Error as exc:
             raise_storage_error(exc, path)
     conn.read_only_reason = reason
+    try:
+        from audit.catalog.migrations import ensure_schema
+
+        ensure_schema(conn)  # the stores find their tables (shadowed when read-only)
+    except BaseException:
+        conn.close()
+        raise
     return conn, reason
 
 
@@ -202,7 +207,7 @@ def _validate_or_raise(conn: CatalogConnection, path: Path) -> None:
 def validate(conn: sqlite3.Connection, path: Path) -> None:
     """Raise ``CatalogDamaged`` unless ``conn`` holds a sound audit catalog of a version
     this audit reads (``InputError`` for one written by a newer audit)."""
-    from audit.catalog.schema import SCHEMA_VERSION
+    from audit.catalog.migrations import LATEST, META_SCHEMA_VERSION, newer_schema, user_version
 
     try:
         tables = {r[0] for r in conn.execute("SELECT name FROM main.sqlite_master WHERE type = 'table'")}
@@ -214,15 +219,19 @@ def validate(conn: sqlite3.Connection, path: Path) -> None:
                 else f"not a complete audit catalog (no {missing[0]} table)"
             )
             raise _damaged(path, what)
-        row = conn.execute("SELECT value FROM main.meta WHERE key = 'schema_version'").fetchone()
-        try:
-            version = int(row[0]) if row is not None else None
-        except (TypeError, ValueError):
-            version = None
-        if version is None:
-            raise _damaged(path, "not a complete audit catalog (no schema version)")
-        if version > SCHEMA_VERSION:
-            raise InputError(f"index {path.parent} was written by a newer audit (schema {version}); upgrade audit")
+        version = user_version(conn)
+        if version > LATEST:
+            raise newer_schema(path.parent, version)
+        if version == 0:  # unversioned: adopted by migration 1 if its meta.schema_version is one this reads
+            row = conn.execute("SELECT value FROM main.meta WHERE key = 'schema_version'").fetchone()
+            try:
+                meta_version = int(row[0]) if row is not None else None
+            except (TypeError, ValueError):
+                meta_version = None
+            if meta_version is None:
+                raise _damaged(path, "not a complete audit catalog (no schema version)")
+            if meta_version > META_SCHEMA_VERSION:
+                raise newer_schema(path.parent, meta_version, unversioned=True)
         if os.stat(path).st_size + _size(Path(f"{path}-wal")) <= QUICK_CHECK_MAX_BYTES:
             verdict = conn.execute("PRAGMA quick_check(1)").fetchone()[0]
             if verdict != "ok":
@@ -272,8 +281,8 @@ def _size(path: Path) -> int:
 # ----------------------------------------------------------------------------- creating
 
 
-def create_catalog(index_dir: Path, ddl: str) -> None:
-    """Make a new catalog with schema ``ddl`` in ``index_dir`` unless one exists there."""
+def create_catalog(index_dir: Path) -> None:
+    """Make a new catalog, at the latest schema, in ``index_dir`` unless one exists there."""
     path = index_dir / CATALOG_FILE
     try:
         index_dir.mkdir(parents=True, exist_ok=True)
@@ -295,7 +304,7 @@ def create_catalog(index_dir: Path, ddl: str) -> None:
         _remove_stale_new_files(index_dir)
         tmp = index_dir / f"{_NEW_PREFIX}{secrets.token_hex(6)}"
         try:
-            _build(tmp, ddl)
+            _build(tmp)
             os.rename(tmp, path)  # atomic: the catalog appears whole or not at all
             _fsync_dir(index_dir)
         except BaseException as exc:
@@ -323,22 +332,22 @@ def _creation_lock(index_dir: Path, path: Path, *, patience: float = 30.0):
             time.sleep(0.1)
 
 
-def _build(tmp: Path, ddl: str) -> None:
-    from audit.catalog.schema import SCHEMA_VERSION
+def _build(tmp: Path) -> None:
+    from audit.catalog.migrations import ensure_schema
 
     conn = connect(tmp, create=True)
     try:
-        # The file is new, so WAL is set on a database of one empty page; the schema and its
-        # version go in together: there is never a catalog without its schema version.
-        conn.executescript(
-            f"BEGIN IMMEDIATE;\n{ddl}\nINSERT INTO meta VALUES ('schema_version', '{SCHEMA_VERSION}');\nCOMMIT;"
-        )
+        # A rollback journal while it is built: each migration commits into the file itself
+        # (a write-ahead log would double the disk it needs, and one close() could not
+        # checkpoint on a full disk would stay behind under the temporary name). The first
+        # writer's connection sets WAL again; the file is renamed into place only once every
+        # migration is in, so there is never a catalog without its schema version.
+        conn.execute("PRAGMA journal_mode=DELETE")
+        ensure_schema(conn)
     except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
         conn.close()
         raise
-    conn.close()  # checkpoints the log into the file and removes it
+    conn.close()
     fd = os.open(tmp, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -354,77 +363,3 @@ def _remove_stale_new_files(index_dir: Path) -> None:
                 os.unlink(entry.path)
             except FileNotFoundError:
                 pass
-
-
-# ----------------------------------------------------------------------------- tables
-
-
-def ensure_tables(conn: sqlite3.Connection, ddl: str, columns: dict[str, dict[str, str]] | None = None) -> None:
-    """Make the tables and indexes of ``ddl`` (``CREATE ... IF NOT EXISTS``) and the
-    ``columns`` (table -> {name: type}) that an older catalog lacks, in one transaction.
-
-    Nothing is written when all exist (readers on a writable index stay readers). On a
-    read-only connection nothing is ever written: missing tables become empty TEMP tables
-    and missing columns NULL columns of a TEMP view, so readers see the current layout."""
-    have = _objects(conn)
-    missing = [(kind, name, stmt) for kind, name, stmt in _statements(ddl) if name.lower() not in have]
-    additions = _missing_columns(conn, columns or {}, have)
-    if not missing and not additions:
-        return
-    if getattr(conn, "read_only", False):
-        _shadow(conn, missing, additions)
-        return
-    # Columns first: an index of the DDL may be on a column an older table lacks (the
-    # ALTERs only touch tables that exist, so tables the DDL creates come out whole).
-    script = [f"ALTER TABLE {t} ADD COLUMN {n} {sql_type}" for t, cols in additions.items() for n, sql_type in cols]
-    script += [stmt for _, _, stmt in missing]
-    try:
-        conn.executescript("BEGIN IMMEDIATE;\n" + ";\n".join(script) + ";\nCOMMIT;")
-    except sqlite3.Error as exc:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise_storage_error(exc, getattr(conn, "path", None))
-
-
-def _objects(conn: sqlite3.Connection) -> set[str]:
-    return {
-        r[0].lower()
-        for r in conn.execute("SELECT name FROM main.sqlite_master WHERE type IN ('table', 'index', 'view')")
-    }
-
-
-def _statements(ddl: str) -> Iterable[tuple[str, str, str]]:
-    """(TABLE|INDEX, name, statement) of each CREATE statement of ``ddl``."""
-    chunk = ""
-    for piece in ddl.split(";"):
-        chunk += piece + ";"
-        if not sqlite3.complete_statement(chunk):
-            continue
-        m = _CREATE_OBJECT.search(chunk)
-        if m:
-            yield m.group(1).upper(), m.group(2), chunk.strip().rstrip(";")
-        chunk = ""
-
-
-def _missing_columns(conn, columns: dict[str, dict[str, str]], have: set[str]) -> dict[str, list[tuple[str, str]]]:
-    out = {}
-    for table, cols in columns.items():
-        if table.lower() not in have:
-            continue
-        present = {r[1].lower() for r in conn.execute(f"PRAGMA main.table_info({table})")}
-        todo = [(n, t) for n, t in cols.items() if n.lower() not in present]
-        if todo:
-            out[table] = todo
-    return out
-
-
-def _shadow(conn, missing, additions) -> None:
-    temp = {r[0].lower() for r in conn.execute("SELECT name FROM temp.sqlite_master")}
-    for kind, name, stmt in missing:
-        if kind in ("TABLE", "VIEW") and name.lower() not in temp:
-            body = re.sub(r"^(\s*--[^\n]*\n)+", "", stmt)  # comment lines before the statement
-            conn.execute(re.sub(r"^\s*CREATE\s+(TABLE|VIEW)", r"CREATE TEMP \1", body, count=1, flags=re.I))
-    for table, cols in additions.items():
-        if table.lower() not in temp:
-            nulls = ", ".join(f"NULL AS {n}" for n, _ in cols)
-            conn.execute(f"CREATE TEMP VIEW {table} AS SELECT rowid AS rowid, *, {nulls} FROM main.{table}")

@@ -1,4 +1,5 @@
-"""Table layout of the catalog (SQLite, one file per index directory).
+"""Columns of the catalog's main tables (SQLite, one file per index directory); the tables
+themselves are made by ``audit.catalog.migrations``.
 
 ``items`` holds one row per content (item_id = SHA-256 of the bytes); ``locations`` one
 row per place that content was found. An item that could not be read at all (the file
@@ -7,10 +8,9 @@ vanished, permission denied) has a location row with status ``error`` and no ite
 
 from __future__ import annotations
 
-# 2: vectors in fp16 shard files (audit.catalog.vectors), no longer a BLOB table; items.seq.
-SCHEMA_VERSION = 2
-
-ITEM_COLUMNS: tuple[tuple[str, str], ...] = (
+# The items table as migration 1 (audit.catalog.migrations) makes it. Frozen: a column added
+# later comes with a migration of its own and is appended to ITEM_COLUMNS after these.
+ITEM_COLUMNS_1: tuple[tuple[str, str], ...] = (
     ("item_id", "TEXT PRIMARY KEY"),
     ("size", "INTEGER"),
     ("status", "TEXT NOT NULL"),  # ok | error (content could not be decoded)
@@ -48,7 +48,7 @@ ITEM_COLUMNS: tuple[tuple[str, str], ...] = (
     ("seq", "INTEGER"),
     # JSON object (audit.provenance): C2PA manifest (generator, actions, signer, validation)
     # and IPTC DigitalSourceType; NULL when the file states neither. Added after seq: older
-    # catalogs gain it by ALTER TABLE (ensure_tables), so both orders are the same.
+    # catalogs gain it by ALTER TABLE (migration 1 adopting them), so both orders are the same.
     ("provenance", "TEXT"),
     # JSON list of {frame, pdq, quality}: sampled frames after frame 0 of an animation
     # (audit.animation); NULL for still images
@@ -61,6 +61,7 @@ ITEM_COLUMNS: tuple[tuple[str, str], ...] = (
     # the files of rows under the current version (and error rows) even when unchanged.
     ("reader_version", "INTEGER"),
 )
+ITEM_COLUMNS = ITEM_COLUMNS_1
 
 # What of an item, when it changes on a re-read, makes it new to the later stages.
 SEQ_FIELDS = (
@@ -77,7 +78,8 @@ SEQ_FIELDS = (
     "video_hash",
 )
 
-LOCATION_COLUMNS: tuple[tuple[str, str], ...] = (
+# The locations table as migration 1 makes it (frozen, as ITEM_COLUMNS_1).
+LOCATION_COLUMNS_1: tuple[tuple[str, str], ...] = (
     ("uri", "TEXT PRIMARY KEY"),
     ("item_id", "TEXT"),
     ("source", "TEXT NOT NULL"),
@@ -95,28 +97,4 @@ LOCATION_COLUMNS: tuple[tuple[str, str], ...] = (
     # rewritten when unchanged: their last_seen is that of the root's latest complete scan.
     ("root", "TEXT"),
 )
-
-DDL = f"""
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
-CREATE TABLE IF NOT EXISTS items ({", ".join(f"{n} {t}" for n, t in ITEM_COLUMNS)});
-CREATE TABLE IF NOT EXISTS locations ({", ".join(f"{n} {t}" for n, t in LOCATION_COLUMNS)});
-CREATE INDEX IF NOT EXISTS locations_item ON locations(item_id);
-CREATE INDEX IF NOT EXISTS items_seq ON items(seq);
--- covers a rescan's "were all present locations under this root seen?" count
-CREATE INDEX IF NOT EXISTS locations_presence ON locations(uri, present, seen_run);
-CREATE TABLE IF NOT EXISTS containers (
-    uri TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, last_seen TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS dir_listings (
-    dir TEXT PRIMARY KEY, listing BLOB NOT NULL,
-    dir_mtime_ns INTEGER  -- the directory's mtime read just before the listing (trust_dir_mtime)
-);
-CREATE TABLE IF NOT EXISTS scans (
-    root_uri TEXT PRIMARY KEY, run_id INTEGER NOT NULL, at TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS runs (
-    run_id INTEGER PRIMARY KEY AUTOINCREMENT,
-    command TEXT NOT NULL, argv TEXT, tool_version TEXT, user TEXT, host TEXT,
-    started TEXT NOT NULL, finished TEXT, status TEXT NOT NULL, summary TEXT
-);
-"""
+LOCATION_COLUMNS = LOCATION_COLUMNS_1

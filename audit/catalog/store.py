@@ -15,11 +15,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
-from audit.catalog.access import CATALOG_FILE, connect, create_catalog, ensure_tables, open_catalog
-from audit.catalog.schema import SEQ_FIELDS, DDL, ITEM_COLUMNS, LOCATION_COLUMNS
+from audit.catalog.access import CATALOG_FILE, connect, create_catalog, open_catalog
+from audit.catalog.schema import SEQ_FIELDS, ITEM_COLUMNS, LOCATION_COLUMNS
 from audit.errors import IndexReadOnly, UsageError, raise_storage_error
 
-__all__ = ["CATALOG_FILE", "Catalog", "connect", "full_ddl", "transaction"]
+__all__ = ["CATALOG_FILE", "Catalog", "connect", "transaction"]
 _ITEM_NAMES = [n for n, _ in ITEM_COLUMNS]
 _LOCATION_NAMES = [n for n, _ in LOCATION_COLUMNS]
 # SQLite's limit on host parameters is 32766 since 3.32; stay well below it.
@@ -63,7 +63,8 @@ class Catalog:
 
     Opens an existing catalog (read-only where the storage allows nothing else, or when
     ``read_only``: then ``read_only`` is True and ``read_only_reason`` says why); creates
-    one only with ``create=True`` and only where none exists (see ``audit.catalog.access``)."""
+    one only with ``create=True`` and only where none exists (see ``audit.catalog.access``);
+    either way at the latest schema (``audit.catalog.migrations``)."""
 
     def __init__(self, index_dir: Path, *, create: bool = False, read_only: bool = False):
         self.index_dir = Path(index_dir)
@@ -71,20 +72,10 @@ class Catalog:
         if create and not os.path.lexists(self.path):
             if read_only:
                 raise UsageError("a new index cannot be created read-only")
-            create_catalog(self.index_dir, full_ddl())
+            create_catalog(self.index_dir)
         self.conn, self.read_only_reason = open_catalog(self.index_dir, read_only=read_only)
         self.read_only = self.read_only_reason is not None
         try:
-            # Tables and columns added by later versions (nullable); shadowed when read-only.
-            ensure_tables(
-                self.conn,
-                DDL,
-                {
-                    "dir_listings": {"dir_mtime_ns": "INTEGER"},
-                    "items": dict(ITEM_COLUMNS),
-                    "locations": dict(LOCATION_COLUMNS),
-                },
-            )
             if not self.read_only:
                 self._number_unsequenced_items()
         except BaseException:
@@ -379,15 +370,6 @@ def read_only_message(index_dir: Path, reason: str | None, command: str | None =
         f"index {index_dir} is read-only ({reason}): {what} writes to it; copy the index to writable "
         "storage to run it (search, and report with --out elsewhere, work as is)"
     )
-
-
-def full_ddl() -> str:
-    """Every table a new catalog starts with: the catalog's own, vectors, findings and
-    decisions, so readers of a fresh index (read-only, too) find them all."""
-    from audit.catalog.vectors import DDL as VECTORS_DDL
-    from audit.findings.store import DDL as FINDINGS_DDL
-
-    return "\n".join((DDL, VECTORS_DDL, FINDINGS_DDL))
 
 
 def parent_dir(uri: str) -> str:

@@ -1,6 +1,7 @@
 """Moving a previous release's vectors (float32 BLOB rows in table ``vectors``) into shards.
 
-Done once, on the first writable open of such an index, in place and crash-safe: the rows
+Done once, on the first writable open of such an index (after schema migration 1,
+``audit.catalog.migrations.ensure_schema``), in place and crash-safe: the rows
 are taken in key order, ``MIGRATE_BATCH`` at a time; each batch becomes one shard per
 (model, space) and is committed in one transaction with its key rows *and the deletion of
 the BLOB rows it replaces*. So at every moment each vector is in exactly one of the two
@@ -38,7 +39,7 @@ MIGRATE_BATCH = 65536  # BLOB rows per transaction (~128 MiB of float32 512-d in
 
 def migrate_legacy(store: "VectorStore") -> int:
     """Move every BLOB row into shards; returns how many were moved."""
-    from audit.catalog.schema import SCHEMA_VERSION
+    from audit.catalog.migrations import META_SCHEMA_VERSION
     from audit.catalog.vectors import LEGACY_TABLE, _has_legacy
 
     moved = 0
@@ -56,7 +57,7 @@ def migrate_legacy(store: "VectorStore") -> int:
                     c.execute(f"DROP TABLE {LEGACY_TABLE}")
                     # a release that knows only the BLOB table would see an index without
                     # vectors: from now on it refuses the catalog as too new instead
-                    c.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+                    c.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(META_SCHEMA_VERSION),))
                     break
                 now = utc_now()
                 for (model_key, space), group in groupby(rows, key=lambda r: (r[0], r[1])):

@@ -31,9 +31,9 @@ re-reads every shard and checks its SHA-256. A reader whose shard was just merge
 a writer looks its rows up again.
 
 Indexes of the previous release kept every vector as a float32 BLOB in a ``vectors``
-table. Such a table is migrated once, on the first writable open, in key-ordered batches
-(``audit.catalog.vector_migration``); until it is gone (and always on a read-only index)
-reads consult both.
+table. Such a table is migrated once, on the first writable open of the catalog
+(``audit.catalog.migrations`` calls ``audit.catalog.vector_migration``), in key-ordered
+batches; until it is gone (and always on a read-only index) reads consult both.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ from typing import Iterable, Iterator, NamedTuple, Sequence
 
 import numpy as np
 
-from audit.catalog.access import ensure_tables
+from audit.catalog.migrations import LEGACY_VECTOR_TABLE, has_legacy_vectors
 from audit.catalog.shards import (
     WRITE_CHUNK,
     file_sha256,
@@ -63,54 +63,11 @@ from audit.catalog.shards import (
 from audit.errors import CatalogDamaged, UsageError
 from audit.timeutil import utc_now
 
-DDL = """
-CREATE TABLE IF NOT EXISTS models (
-    model_key TEXT PRIMARY KEY, name TEXT NOT NULL, pretrained TEXT, checkpoint_sha256 TEXT,
-    dim INTEGER NOT NULL, identity TEXT NOT NULL, created TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS vector_spaces (
-    vspace INTEGER PRIMARY KEY, model_key TEXT NOT NULL, space TEXT NOT NULL, dim INTEGER NOT NULL,
-    UNIQUE (model_key, space)
-);
-CREATE TABLE IF NOT EXISTS vector_shards (
-    shard_id INTEGER PRIMARY KEY AUTOINCREMENT, vspace INTEGER NOT NULL, file TEXT NOT NULL,
-    rows INTEGER NOT NULL, live INTEGER NOT NULL, dim INTEGER NOT NULL, dtype TEXT NOT NULL,
-    bytes INTEGER NOT NULL, sha256 TEXT NOT NULL, created TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS vector_shards_space ON vector_shards(vspace);
--- seq is the rowid: AUTOINCREMENT, so it never goes back, even after deletions
-CREATE TABLE IF NOT EXISTS vector_rows (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT, vspace INTEGER NOT NULL, key TEXT NOT NULL,
-    shard_id INTEGER NOT NULL, row INTEGER NOT NULL
-);
-CREATE UNIQUE INDEX IF NOT EXISTS vector_rows_key ON vector_rows(vspace, key);
--- (vspace, seq): a rowid table's index holds the rowid, so this is the seq order of a space
-CREATE INDEX IF NOT EXISTS vector_rows_space ON vector_rows(vspace);
-CREATE INDEX IF NOT EXISTS vector_rows_shard ON vector_rows(shard_id, row);
--- for SQL readers (notebooks, tests): which keys have a vector of which model and space
-CREATE VIEW IF NOT EXISTS vector_keys AS
-    SELECT s.model_key AS model_key, s.space AS space, r.key AS key, r.seq AS seq
-    FROM vector_rows r JOIN vector_spaces s ON s.vspace = r.vspace;
-CREATE TABLE IF NOT EXISTS embed_skips (
-    model_key TEXT NOT NULL, item_id TEXT NOT NULL, reason TEXT NOT NULL, at TEXT NOT NULL,
-    PRIMARY KEY (model_key, item_id)
-) WITHOUT ROWID;
--- embed's watermark: every item with items.seq <= item_seq was handled for this model and space
-CREATE TABLE IF NOT EXISTS embed_progress (
-    model_key TEXT NOT NULL, space TEXT NOT NULL, item_seq INTEGER NOT NULL, updated TEXT NOT NULL,
-    PRIMARY KEY (model_key, space)
-) WITHOUT ROWID;
--- ok items passed by the watermark while no location of them was present: looked at again each run
-CREATE TABLE IF NOT EXISTS embed_absent (
-    model_key TEXT NOT NULL, item_id TEXT NOT NULL, PRIMARY KEY (model_key, item_id)
-) WITHOUT ROWID;
-"""
-
 SPACES = ("image", "prompt")
 # Sampled later frames of animations, keyed "<item_id>#<frame index>" (audit.animation):
 # stored beside the image space, never indexed or searched on their own.
 FRAME_SPACE = "frame"
-LEGACY_TABLE = "vectors"  # float32 BLOB rows of the previous release
+LEGACY_TABLE = LEGACY_VECTOR_TABLE  # float32 BLOB rows of the previous release
 DEAD_FRACTION = 0.05  # rewrite shards once dead rows exceed this share of a space's rows
 MERGE_FANOUT = 16  # small shards of one size tier merged this many at a time
 SHARD_BYTES = 64 << 20  # shards at least this large (or TARGET_ROWS_MAX rows) are never merged
@@ -172,24 +129,20 @@ class _Moved(Exception):
 class VectorStore:
     """Vectors of one index, through the catalog's SQLite connection (one transaction per call).
 
-    On a writable catalog, opening migrates a previous release's BLOB table (once) and
+    Its tables are made when the catalog is opened (``audit.catalog.migrations``, which also
+    moves a previous release's BLOB vectors into shards). On a writable catalog, opening
     deletes orphan shard files; on a read-only one nothing is written, ever."""
 
     def __init__(self, conn: sqlite3.Connection):
         self.conn = conn
-        ensure_tables(conn, DDL)  # writes nothing when they exist; never on a read-only catalog
         self.index_dir = _index_dir(conn)
         self.read_only = bool(getattr(conn, "read_only", False))
         self._maps: OrderedDict[int, np.ndarray] = OrderedDict()
         self._resident_floor = _file_resident_bytes()
         self._spaces: dict[tuple[str, str], tuple[int, int]] = {}
+        # BLOB rows still to move (a read-only index, or a move under way): reads consult both
         self._legacy = _has_legacy(conn)
         if not self.read_only:
-            if self._legacy:
-                from audit.catalog.vector_migration import migrate_legacy
-
-                migrate_legacy(self)
-                self._legacy = _has_legacy(conn)
             self.remove_orphans()
 
     def _txn(self):
@@ -874,8 +827,7 @@ def _index_dir(conn: sqlite3.Connection) -> Path:
 
 
 def _has_legacy(conn: sqlite3.Connection) -> bool:
-    cols = {r[1] for r in conn.execute(f"PRAGMA main.table_info({LEGACY_TABLE})")}
-    return "vector" in cols
+    return has_legacy_vectors(conn)
 
 
 def _target_rows(dim: int) -> int:

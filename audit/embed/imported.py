@@ -43,18 +43,10 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from audit.catalog.access import ensure_tables
 from audit.catalog.vectors import ModelIdentity, VectorStore, prompt_key
 from audit.errors import UsageError
 from audit.timeutil import utc_now
 
-DDL = """
-CREATE TABLE IF NOT EXISTS embedding_imports (
-    model_key TEXT NOT NULL, file TEXT NOT NULL, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,
-    rows INTEGER NOT NULL, imported INTEGER NOT NULL, at TEXT NOT NULL,
-    PRIMARY KEY (model_key, file)
-) WITHOUT ROWID;
-"""
 BATCH = 16384  # rows per read and per commit: 16384 x 768 float32 = 48 MiB
 _IN = 900
 _PART = re.compile(r"^img_emb_(\d+)\.npy$")
@@ -139,7 +131,6 @@ def import_embeddings(
     started = time.monotonic()
     with IndexLock(audit.index_dir, wait=wait), audit.recorded_run("embed-import", argv) as run:
         conn = audit.catalog.conn
-        ensure_tables(conn, DDL)
         store = VectorStore(conn)
         summary = ImportSummary(identity.key, str(folder))
         run.summary = summary

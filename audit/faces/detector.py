@@ -53,7 +53,6 @@ class FaceDetector:
             gated[g.id] = mask
             wanted |= mask
         rows = np.flatnonzero(wanted).tolist()
-        store.ensure(self.conn)
         have = store.get(self.conn, model_key, [ctx.item_ids[r] for r in rows])
         todo = [r for r in rows if ctx.item_ids[r] not in have]
         started = time.perf_counter()

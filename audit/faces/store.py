@@ -15,25 +15,6 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from audit.catalog.access import ensure_tables
-
-DDL = """
-CREATE TABLE IF NOT EXISTS face_descriptors (
-    item_id TEXT NOT NULL,
-    model_key TEXT NOT NULL,        -- e.g. "dlib-hog+sp5+resnet-v1@640"
-    faces INTEGER NOT NULL,         -- number of faces found (0: none, or error)
-    descriptors BLOB,               -- faces x 128 float32, little-endian
-    sizes TEXT,                     -- JSON list: face box side in the downscaled copy, pixels
-    error TEXT,                     -- why the item could not be described
-    at TEXT NOT NULL,
-    PRIMARY KEY (item_id, model_key)
-) WITHOUT ROWID;
-"""
-
-
-def ensure(conn) -> None:
-    ensure_tables(conn, DDL)
-
 
 def get(conn, model_key: str, item_ids: Sequence[str]) -> dict[str, tuple[np.ndarray, np.ndarray, str | None]]:
     """item_id -> (descriptors (k, 128), sizes (k,), error) for the items described already."""

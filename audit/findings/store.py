@@ -16,7 +16,6 @@ from typing import Any, Iterable, Sequence
 
 import polars as pl
 
-from audit.catalog.access import ensure_tables
 from audit.frames import IDS_TYPE, SIGNALS_TYPE, SqlQuery, collect_query, frame, lazy_query, signals_sql
 from audit.timeutil import utc_now
 
@@ -56,67 +55,6 @@ def is_review_candidate_json(signals_json: str | None) -> bool:
     return isinstance(signals, list) and is_review_candidate(signals)
 
 
-DDL = """
-CREATE TABLE IF NOT EXISTS findings (
-    finding_id TEXT PRIMARY KEY,
-    policy_hash TEXT NOT NULL,
-    item_id TEXT NOT NULL,
-    category TEXT NOT NULL,
-    severity TEXT NOT NULL,
-    status TEXT NOT NULL,
-    cluster_id TEXT,
-    signals TEXT NOT NULL,           -- JSON list of Signal dicts
-    first_flagged TEXT NOT NULL,
-    last_flagged TEXT NOT NULL,
-    run_id INTEGER,
-    active INTEGER NOT NULL DEFAULT 1, -- 0 once the item no longer meets the policy
-    reported_run INTEGER             -- flag run of the completed `audit scan` that reported it; NULL: not yet
-);
-CREATE INDEX IF NOT EXISTS findings_item ON findings(item_id);
-CREATE INDEX IF NOT EXISTS findings_policy ON findings(policy_hash, category);
--- "the findings of cluster X" (notebooks, reports) without a scan of every finding
-CREATE INDEX IF NOT EXISTS findings_cluster ON findings(cluster_id);
-CREATE TABLE IF NOT EXISTS clusters (
-    cluster_id TEXT PRIMARY KEY,     -- "<policy hash[:12]>:<kind>:<n>"
-    policy_hash TEXT NOT NULL,
-    kind TEXT NOT NULL,              -- "semantic" | "near_duplicate"
-    size INTEGER NOT NULL,
-    members TEXT NOT NULL,           -- JSON list of item_ids, or (semantic clusters of the flag
-                                     -- stage) {"scope": s, "cluster": k}: the members are the
-                                     -- cluster_members rows of that scope and cluster
-    medoids TEXT,                    -- JSON list of item_ids closest to the centroid
-    top_terms TEXT,                  -- JSON list of [term, count]
-    concept_scores TEXT,             -- JSON {concept_id: {score, threshold, margin}}
-    flagged_share REAL,
-    flagged INTEGER NOT NULL DEFAULT 0,
-    categories TEXT,                 -- JSON list of category ids the cluster was flagged for
-    run_id INTEGER,
-    review TEXT                      -- JSON {category: fired members, candidates, counts} (flagged semantic clusters)
-);
-CREATE INDEX IF NOT EXISTS clusters_policy ON clusters(policy_hash, kind);
-CREATE TABLE IF NOT EXISTS decisions (
-    decision_id INTEGER PRIMARY KEY AUTOINCREMENT,
-    target_kind TEXT NOT NULL,       -- "item" | "cluster" | "finding"
-    target_id TEXT NOT NULL,
-    decision TEXT NOT NULL,          -- confirm | dismiss | escalate
-    note TEXT,
-    category TEXT,
-    decided_by TEXT NOT NULL,
-    decided_at TEXT NOT NULL,
-    source TEXT                      -- "cli", "import:<file sha256>", "notebook"
-);
-CREATE INDEX IF NOT EXISTS decisions_target ON decisions(target_kind, target_id);
-CREATE TABLE IF NOT EXISTS flag_runs (
-    run_id INTEGER PRIMARY KEY,
-    policy_hash TEXT NOT NULL,
-    policy_name TEXT, policy_version TEXT, policy_path TEXT,
-    model_key TEXT,
-    thresholds TEXT,                 -- JSON {concept_id: {image: t, prompt: t, calibrated: bool, how: str}}
-    at TEXT NOT NULL
-);
-"""
-
-
 @dataclass
 class Signal:
     """One reason an item was flagged, with everything a reviewer needs to judge it."""
@@ -151,17 +89,9 @@ def finding_id(policy_hash: str, item_id: str, category: str) -> str:
     return hashlib.sha256(f"{policy_hash}\0{item_id}\0{category}".encode()).hexdigest()[:24]
 
 
-# Columns added after the first release: an index made earlier gains them in place.
-_LATER_COLUMNS = {"reported_run": "INTEGER"}
-_LATER_CLUSTER_COLUMNS = {"review": "TEXT"}
-
-
 class FindingsStore:
     def __init__(self, conn: sqlite3.Connection):
-        self.conn = conn
-        # writes nothing when they exist; never on a read-only catalog (an older one there
-        # reads its missing columns as NULL)
-        ensure_tables(conn, DDL, columns={"findings": _LATER_COLUMNS, "clusters": _LATER_CLUSTER_COLUMNS})
+        self.conn = conn  # its tables are made at open (audit.catalog.migrations)
 
     def transaction(self):
         from audit.catalog.store import transaction

@@ -56,14 +56,6 @@ if TYPE_CHECKING:  # pragma: no cover
 # The steps of a flag run, in order, as a progress bar counts them.
 FLAG_PHASES = ("load", "prepare", "detect", "combine", "clusters", "seeds", "write")
 
-DDL = """
-CREATE TABLE IF NOT EXISTS flag_items (
-    policy_hash TEXT NOT NULL, model_key TEXT NOT NULL, item_id TEXT NOT NULL,
-    run_id INTEGER, complete INTEGER NOT NULL,  -- 0: evaluated without an image vector
-    PRIMARY KEY (policy_hash, model_key, item_id)
-) WITHOUT ROWID;
-"""
-
 
 @dataclass
 class FlagOptions:
@@ -552,7 +544,6 @@ def _load(catalog, conn, pol, vs, model_key, dim, factory, opts: FlagOptions, ru
 
     t = time.perf_counter()
     store = FindingsStore(conn)
-    state.ensure(conn)
     ph = pol.content_hash
     summary = FlagSummary(
         run_id,

@@ -24,79 +24,14 @@ State is kept per *scope*: one policy (content hash) and one model key. Tables:
   60 bits of its id), so a new hash finds its candidates by lookup;
 * ``seed_neighbors``: each confirmed seed's current nearest neighbours.
 
-Every write happens inside the run's per-batch transactions, so a SIGKILL leaves a state the
+The tables are made at open (``audit.catalog.migrations``). Every write happens inside the
+run's per-batch transactions, so a SIGKILL leaves a state the
 next run either resumes (incremental: handling an item twice is idempotent) or rebuilds (full).
 """
 
 from __future__ import annotations
 
 import sqlite3
-
-from audit.catalog.access import ensure_tables
-
-DDL = """
-CREATE TABLE IF NOT EXISTS flag_scopes (
-    scope INTEGER PRIMARY KEY, policy_hash TEXT NOT NULL, model_key TEXT NOT NULL,
-    state TEXT NOT NULL DEFAULT 'empty',
-    seq_done INTEGER NOT NULL DEFAULT 0, vectors_seen INTEGER NOT NULL DEFAULT 0,
-    decisions_seen INTEGER NOT NULL DEFAULT 0,
-    k INTEGER, trained_items INTEGER, trained_run INTEGER, dim INTEGER, learned_fp TEXT,
-    UNIQUE (policy_hash, model_key)
-);
-CREATE TABLE IF NOT EXISTS flag_centroids (
-    scope INTEGER NOT NULL, cluster INTEGER NOT NULL, vector BLOB NOT NULL, PRIMARY KEY (scope, cluster)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS cluster_members (
-    scope INTEGER NOT NULL, item_id TEXT NOT NULL, cluster INTEGER NOT NULL, score REAL NOT NULL,
-    PRIMARY KEY (scope, item_id)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS cluster_members_cluster ON cluster_members(scope, cluster, score);
-CREATE TABLE IF NOT EXISTS cluster_terms (
-    scope INTEGER NOT NULL, cluster INTEGER NOT NULL, term TEXT NOT NULL, n INTEGER NOT NULL,
-    PRIMARY KEY (scope, cluster, term)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS cluster_state (
-    scope INTEGER NOT NULL, cluster_id TEXT NOT NULL, fingerprint TEXT NOT NULL, PRIMARY KEY (scope, cluster_id)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS flag_pending (
-    scope INTEGER NOT NULL, item_id TEXT NOT NULL, PRIMARY KEY (scope, item_id)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS flag_signals (
-    scope INTEGER NOT NULL, item_id TEXT NOT NULL, category TEXT NOT NULL, source TEXT NOT NULL,
-    severity TEXT NOT NULL, signals TEXT NOT NULL,
-    PRIMARY KEY (scope, item_id, category, source)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS flag_signals_source ON flag_signals(scope, source);
-CREATE TABLE IF NOT EXISTS flag_suppressed (
-    scope INTEGER NOT NULL, item_id TEXT NOT NULL, categories TEXT NOT NULL, PRIMARY KEY (scope, item_id)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS dup_groups (
-    scope INTEGER NOT NULL, item_id TEXT NOT NULL, root TEXT NOT NULL, PRIMARY KEY (scope, item_id)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS dup_groups_root ON dup_groups(scope, root);
-CREATE TABLE IF NOT EXISTS pdq_bands (
-    scope INTEGER NOT NULL, key INTEGER NOT NULL, item INTEGER NOT NULL, PRIMARY KEY (scope, key, item)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS seed_neighbors (
-    scope INTEGER NOT NULL, seed TEXT NOT NULL, item_id TEXT NOT NULL, score REAL NOT NULL,
-    PRIMARY KEY (scope, seed, item_id)
-) WITHOUT ROWID;
-"""
-
-# Columns of flag_runs added by the incremental flag stage (older indexes gain them in place).
-FLAG_RUN_COLUMNS = {
-    "seq_done": "INTEGER",
-    "mode": "TEXT",
-    "why": "TEXT",
-    "reclustered": "INTEGER",
-    "recluster_why": "TEXT",
-    "items_handled": "INTEGER",
-}
-
-# Columns of flag_scopes added later: ``learned_fp`` names the learned models
-# (``audit.flag.learned.labels_fingerprint``) the scope's stored evidence was scored with; a
-# run whose models differ re-scores everything (a full run), as a changed policy does.
-SCOPE_COLUMNS = {"learned_fp": "TEXT"}
 
 # Tables whose rows belong to one scope (cleared by a full run).
 SCOPED_TABLES = (
@@ -111,13 +46,6 @@ SCOPED_TABLES = (
     "pdq_bands",
     "seed_neighbors",
 )
-
-
-def ensure(conn: sqlite3.Connection) -> None:
-    from audit.findings.store import FindingsStore
-
-    FindingsStore(conn)  # flag_runs exists before its columns are added
-    ensure_tables(conn, DDL, columns={"flag_runs": FLAG_RUN_COLUMNS, "flag_scopes": SCOPE_COLUMNS})
 
 
 def scope_row(conn: sqlite3.Connection, policy_hash: str, model_key: str) -> dict | None:

@@ -12,16 +12,7 @@ from __future__ import annotations
 import sqlite3
 from typing import Sequence
 
-from audit.catalog.access import ensure_tables
 from audit.catalog.vectors import prompt_key
-
-DDL = """
-CREATE TABLE IF NOT EXISTS prompt_refs (
-    prompt_key TEXT NOT NULL, item_id TEXT NOT NULL, field TEXT NOT NULL,
-    PRIMARY KEY (prompt_key, item_id, field)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS prompt_refs_item ON prompt_refs(item_id, field);
-"""
 
 FIELDS = ("prompt", "negative_prompt")
 
@@ -33,7 +24,6 @@ def _key_or_null(text):
 class PromptRefs:
     def __init__(self, conn: sqlite3.Connection):
         self.conn = conn
-        ensure_tables(conn, DDL)  # never writes on a read-only catalog (search of an evidence copy)
         conn.create_function("audit_prompt_key", 1, _key_or_null, deterministic=True)
 
     def refresh(self) -> int:

@@ -178,6 +178,7 @@ def _snapshot(catalog: "Catalog"):
     (its findings are read in batches while it is written: a flag run committing meanwhile
     is seen whole or not at all), apart from the connection that records the run."""
     from audit.catalog.access import connect
+    from audit.catalog.migrations import ensure_schema
     from audit.errors import raise_storage_error
 
     main = catalog.conn
@@ -186,6 +187,7 @@ def _snapshot(catalog: "Catalog"):
     except Exception as exc:  # noqa: BLE001 - sqlite3.Error, OSError: named as storage problems
         raise_storage_error(exc, main.path)
     try:
+        ensure_schema(conn)  # read-only: an older catalog's missing tables are shadowed on this connection too
         conn.execute("BEGIN")
         conn.execute("SELECT count(*) FROM sqlite_master").fetchone()  # the snapshot starts here
         yield conn
