@@ -163,7 +163,7 @@ def test_worker_processes_give_the_same_vectors(tmp_path, ckpt):
 
 @pytest.mark.slow
 def test_sigkill_midway_then_rerun_embeds_only_the_missing(tmp_path, ckpt):
-    n = 160  # enough batches of 2 to be killed midway (at >= 20) with most still to do
+    n = 400
     _crawled(tmp_path, n, prompts_per=1)
     db = tmp_path / "idx" / "catalog.sqlite"
     cmd = [
