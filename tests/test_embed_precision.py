@@ -55,8 +55,8 @@ def test_auto_measures_bf16_against_fp32(tmp_path):
     if cpu_supports_bf16():
         assert rep["precision"] == "bf16" and emb.precision == "bf16"
         assert rep["min_cosine_image"] >= BF16_MIN_COSINE and rep["min_cosine_text"] >= BF16_MIN_COSINE
-    else:  # int8 only where it passed its check and was measured faster (test_embed_int8.py)
-        assert rep["precision"] in ("fp32", "int8")
+    else:  # auto never picks int8 (its own vector space; test_embed_int8.py)
+        assert rep["precision"] == "fp32" and emb.precision == "fp32"
 
 
 def test_auto_falls_back_to_fp32_when_bf16_disagrees(tmp_path, monkeypatch):

@@ -26,6 +26,7 @@ from audit.catalog.vectors import VectorStore
 from audit.errors import ExitCode
 from tests.cli_helper import audit_cli, audit_subprocess
 from tests.paths import REPO
+from tests.sample_subset import copy_sample_subset
 from tests.toy_world import write_generation
 
 ray = pytest.importorskip("ray")
@@ -46,11 +47,18 @@ def cluster():
 
 
 @pytest.fixture(scope="module")
-def local_scan(tmp_path_factory):
-    """The sample archive scanned with the local executor: the reference."""
+def sample(tmp_path_factory):
+    """A quarter of the sample archive, every kind of file in it and its planted items: the
+    claims here are Ray against local on the same files, and each run embeds them all."""
+    return copy_sample_subset(tmp_path_factory.mktemp("sample") / "archive")
+
+
+@pytest.fixture(scope="module")
+def local_scan(tmp_path_factory, sample):
+    """The sample scanned with the local executor: the reference."""
     idx = tmp_path_factory.mktemp("local") / "idx"
     a = audit.open(idx, create=True)
-    a.scan([SAMPLE], model="toy-shapes", policy=TOY_POLICY)
+    a.scan([sample], model="toy-shapes", policy=TOY_POLICY)
     return idx
 
 
@@ -80,9 +88,9 @@ def assert_consistent(idx) -> None:
     assert report["shards"] > 0 and not report["damaged"], report
 
 
-def test_scan_on_ray_equals_local(cluster, local_scan, tmp_path):
+def test_scan_on_ray_equals_local(cluster, local_scan, sample, tmp_path):
     idx = tmp_path / "idx"
-    summary = audit.open(idx, create=True).scan([SAMPLE], model="toy-shapes", policy=TOY_POLICY, executor="ray")
+    summary = audit.open(idx, create=True).scan([sample], model="toy-shapes", policy=TOY_POLICY, executor="ray")
     assert summary.stages["embed"]["executor"] == "ray"
     assert catalog_rows(idx).equals(catalog_rows(local_scan))
     assert_same_vectors(vectors(idx), vectors(local_scan))
@@ -90,11 +98,11 @@ def test_scan_on_ray_equals_local(cluster, local_scan, tmp_path):
     findings = lambda i: audit.open(i).findings().select("item_id", "category", "severity").sort(pl.all())  # noqa: E731
     assert findings(idx).height > 0 and findings(idx).equals(findings(local_scan))
     # a second scan on Ray reads and embeds nothing (same incremental rules)
-    again = audit.open(idx).scan([SAMPLE], model="toy-shapes", policy=TOY_POLICY, executor="ray")
+    again = audit.open(idx).scan([sample], model="toy-shapes", policy=TOY_POLICY, executor="ray")
     assert again.stages["crawl"]["read"] == 0 and again.stages["embed"]["images_embedded"] == 0
 
 
-def test_gpu_pipeline_shape_on_cpu_gives_the_same_vectors(cluster, local_scan, tmp_path):
+def test_gpu_pipeline_shape_on_cpu_gives_the_same_vectors(cluster, local_scan, sample, tmp_path):
     """The --device cuda pipeline (decode as CPU tasks, CLIP in an actor pool fed with
     pixels) run with CPU actors: everything of the CUDA path but num_gpus=1 and fp16."""
     from audit.embed.openclip import load_embedder
@@ -102,20 +110,21 @@ def test_gpu_pipeline_shape_on_cpu_gives_the_same_vectors(cluster, local_scan, t
     from audit.onray.embed import RayEmbedExecutor
 
     idx = tmp_path / "idx"
-    audit.crawl([SAMPLE], idx, workers=0)
+    audit.crawl([sample], idx, workers=0)
     emb = load_embedder("toy-shapes", device="cpu")  # as the local scan: bf16 after the check where the CPU has it
-    ex = RayEmbedExecutor(ray, device="cpu", image_spec=emb.preprocess, split_decode=True, wave_items=160)
+    half = len(vectors(local_scan)) // 2
+    ex = RayEmbedExecutor(ray, device="cpu", image_spec=emb.preprocess, split_decode=True, wave_items=half)
     a = audit.open(idx)
     s = EmbedRunner(a.catalog, emb.spec, ex, dim=emb.dim, batch_size=16).run()
-    assert ex.waves == 1 + 2  # prompts, then images in waves of at most ~160: bounded driver memory
+    assert ex.waves == 1 + 2  # prompts, then images in waves of about half: bounded driver memory
     assert s.images_embedded == len(vectors(local_scan))
     assert_same_vectors(vectors(idx), vectors(local_scan))
 
 
-def test_a_killed_worker_loses_and_duplicates_nothing(cluster, local_scan, tmp_path, monkeypatch):
+def test_a_killed_worker_loses_and_duplicates_nothing(cluster, local_scan, sample, tmp_path, monkeypatch):
     idx = tmp_path / "idx"
     monkeypatch.setenv("AUDIT_RAY_KILL_ONCE", str(tmp_path / "crawl-killed"))
-    audit.crawl([SAMPLE], idx, executor="ray")
+    audit.crawl([sample], idx, executor="ray")
     assert (tmp_path / "crawl-killed").exists()  # a read task's worker did die
     assert catalog_rows(idx).equals(catalog_rows(local_scan))
     monkeypatch.setenv("AUDIT_RAY_KILL_ONCE", str(tmp_path / "embed-killed"))
@@ -138,10 +147,10 @@ def _count_vectors(idx) -> int:
         return 0
 
 
-def test_driver_sigkilled_midway_then_next_run_finishes(cluster, local_scan, tmp_path):
+def test_driver_sigkilled_midway_then_next_run_finishes(cluster, local_scan, sample, tmp_path):
     first = tmp_path / "first"
     res = audit_subprocess(
-        "crawl", str(SAMPLE), "--index", str(first), "--executor", "ray", "--quiet", env={"RAY_ADDRESS": cluster}
+        "crawl", str(sample), "--index", str(first), "--executor", "ray", "--quiet", env={"RAY_ADDRESS": cluster}
     )
     assert res.returncode == ExitCode.OK, res.stderr[-2000:]
     shutil.copytree(first, tmp_path / "second")

@@ -21,6 +21,7 @@ from audit.catalog.lock import IndexLock
 from audit.errors import ExitCode
 from tests.cli_helper import audit_cli, audit_subprocess
 from tests.paths import REPO
+from tests.sample_subset import copy_sample_subset
 
 SAMPLE = REPO / "samples" / "archive"
 LATER = REPO / "samples" / "archive-later"
@@ -159,8 +160,7 @@ def test_bad_fail_on_and_bad_policy_are_usage_errors(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL])
 def test_interrupted_scan_exits_130_and_the_next_scan_finishes(tmp_path, sig):
-    archive = tmp_path / "archive"
-    shutil.copytree(SAMPLE, archive)
+    archive = copy_sample_subset(tmp_path / "archive")  # every kind of file, planted items too
     idx = tmp_path / "idx"
     cmd = [
         sys.executable,
