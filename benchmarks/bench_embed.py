@@ -292,14 +292,21 @@ def _pair(x) -> tuple:
     return tuple(x) if isinstance(x, (tuple, list)) else (x, x)
 
 
+OVER_PEAK: list[str] = []  # rates above the measured peak, recorded in the results
+
+
 def check_below_peak(label: str, images_per_s: float, gflop_per_image: float, peak: float) -> float:
-    """A rate implying more than the machine's measured matmul peak is a measuring error."""
+    """A rate implying more than the machine's measured matmul peak is a measuring error,
+    or (on a shared machine) a peak measured while other work held the cores: recorded
+    in ``over_peak`` with the figures, not fatal (a run of many minutes keeps its rows)."""
     share = images_per_s * gflop_per_image / peak
     if share > 1.0:
-        raise SystemExit(
+        note = (
             f"{label}: {images_per_s:.1f} img/s x {gflop_per_image:.2f} GFLOP = {100 * share:.0f}% "
-            f"of the measured peak {peak:.0f} GFLOP/s: the measurement is wrong"
+            f"of the measured peak {peak:.0f} GFLOP/s: the peak was measured under more load, or the rate is wrong"
         )
+        log(note)
+        OVER_PEAK.append(note)
     return round(share, 3)
 
 
@@ -599,12 +606,18 @@ def main(argv=None) -> int:
     res["bf16_emulated_reason"] = emulated
     phases: dict = {}
     res["phase_s"] = phases
+    res["over_peak"] = OVER_PEAK
     tick = [time.perf_counter()]
+    args.out.mkdir(parents=True, exist_ok=True)
+    out = args.out / f"bench_embed-{time.strftime('%Y%m%d-%H%M%S')}{'-quick' if args.quick else ''}.json"
 
     def phase(name: str) -> None:
+        """Times the phase just ended and saves the results so far: a run that fails late
+        keeps the figures it measured (``"complete": false`` until the end)."""
         now = time.perf_counter()
         phases[name] = round(now - tick[0], 1)
         tick[0] = now
+        out.write_text(json.dumps({**res, "complete": False, "loadavg_now": os.getloadavg()}, indent=2, default=str))
 
     log("matmul peaks ...")
     # the best of a square matmul on all threads and the tower's shapes on 1 thread per process;
@@ -725,8 +738,7 @@ def main(argv=None) -> int:
     phase("prompts")
     res["machine"]["loadavg_end"] = os.getloadavg()
 
-    args.out.mkdir(parents=True, exist_ok=True)
-    out = args.out / f"bench_embed-{time.strftime('%Y%m%d-%H%M%S')}{'-quick' if args.quick else ''}.json"
+    res["complete"] = True
     out.write_text(json.dumps(res, indent=2))
     _table(res)
     print(f"\nwrote {out}")
