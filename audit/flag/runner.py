@@ -854,6 +854,7 @@ def _run(catalog, conn, pol, vs, model_key, dim, factory, opts: FlagOptions, run
             centroids,
             opts.dup_min_cosine,
             dup_probes,
+            stats=summary.detectors.setdefault("near_duplicates", {}),
         )
         del probe_vecs
         with transaction(conn) as c:
