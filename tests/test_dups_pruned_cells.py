@@ -46,7 +46,7 @@ def test_the_bound_never_skips_a_cell_that_holds_a_near_duplicate():
 def test_pruned_search_gives_the_edges_of_every_probed_cell(tmp_path):
     """On a real index after an incremental run: the pruned search returns the same edges as
     comparing every probed cell, and compares fewer (query, cell) probes."""
-    n, first = 5_000, 4_500
+    n, first = 5_000, 4_000
     data = synthetic(n, seed=5)
     a = _open(tmp_path / "idx", data, first)
     policy = a.index_dir / "policy.toml"
@@ -74,6 +74,6 @@ def test_pruned_search_gives_the_edges_of_every_probed_cell(tmp_path):
             got_keys, got, conn, vs, scope, MODEL.key, D, centroids, 0.98, probes, prune=prune, stats=stats
         )
         runs[prune] = ({tuple(sorted(e)) for e in edges}, stats)
-    assert runs[True][0] == runs[False][0] and len(runs[True][0]) >= 3
+    assert runs[True][0] == runs[False][0] and len(runs[True][0]) >= 3  # planted pairs among the new items
     assert runs[True][1]["probes_pruned"] > 0 and runs[False][1]["probes_pruned"] == 0
     assert runs[True][1]["probes"] == runs[False][1]["probes"]
