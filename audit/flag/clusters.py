@@ -154,7 +154,7 @@ def add_members(
             counts[(k, term)] = counts.get((k, term), 0) + 1
     c.executemany(
         "INSERT INTO cluster_terms VALUES (?,?,?,?) ON CONFLICT(scope, cluster, term) DO UPDATE SET n = n + excluded.n",
-        [(scope, k, t, n) for (k, t), n in counts.items()],
+        [(scope, k, t, n) for (k, t), n in sorted(counts.items())],  # key order: each page once
     )
     return set(clusters.tolist()) | set(old.values())
 
@@ -176,6 +176,49 @@ def remove_members(c, scope: int, item_ids: Sequence[str]) -> set[int]:
 
 def _json(x) -> str:
     return json.dumps(x, default=float, ensure_ascii=False)
+
+
+def _member_counts(
+    c, scope: int, clusters: Sequence[int] | None
+) -> tuple[dict[int, int], dict[int, dict[str, int]], dict[int, int]]:
+    """Per cluster: members, members flagged directly per category, members flagged directly
+    at all. Sizes of the given clusters only (``None``: every cluster), counted on the
+    ``(scope, cluster)`` index: an incremental run reads the members of the clusters it
+    touched, never every member of the archive. The flagged counts start from the direct
+    evidence rows (few), whatever the clusters."""
+    sizes: dict[int, int] = {}
+    if clusters is None:
+        sizes.update(
+            c.execute("SELECT cluster, count(*) FROM cluster_members WHERE scope = ? GROUP BY cluster", (scope,))
+        )
+    else:
+        clusters = list(clusters)
+        for start in range(0, len(clusters), 900):
+            chunk = clusters[start : start + 900]
+            sizes.update(
+                c.execute(
+                    f"SELECT cluster, count(*) FROM cluster_members WHERE scope = ? AND cluster IN "
+                    f"({','.join('?' * len(chunk))}) GROUP BY cluster",
+                    (scope, *chunk),
+                )
+            )
+    hits: dict[int, dict[str, int]] = {}
+    for k, cat, n in c.execute(
+        "SELECT m.cluster, s.category, count(*) FROM flag_signals s JOIN cluster_members m "
+        "ON m.scope = s.scope AND m.item_id = s.item_id WHERE s.scope = ? AND s.source = '0direct' "
+        "GROUP BY m.cluster, s.category",
+        (scope,),
+    ):
+        hits.setdefault(k, {})[cat] = n
+    any_hit = dict(
+        c.execute(
+            "SELECT m.cluster, count(DISTINCT s.item_id) FROM flag_signals s JOIN cluster_members m "
+            "ON m.scope = s.scope AND m.item_id = s.item_id WHERE s.scope = ? AND s.source = '0direct' "
+            "GROUP BY m.cluster",
+            (scope,),
+        ).fetchall()
+    )
+    return sizes, hits, any_hit
 
 
 @dataclass(frozen=True)
@@ -204,32 +247,14 @@ def refresh(c, vs, stage: ClusterStage, touched: set[int] | None) -> tuple[set[t
     scope, policy, policy_hash, centroids = stage.scope, stage.policy, stage.policy_hash, stage.centroids
     concepts, opts = stage.concepts, stage.options
     categories = {cat.id: cat for cat in policy.categories}
-    sizes = dict(
-        c.execute("SELECT cluster, count(*) FROM cluster_members WHERE scope = ? GROUP BY cluster", (scope,)).fetchall()
-    )
-    hits: dict[int, dict[str, int]] = {}
-    for k, cat, n in c.execute(
-        "SELECT m.cluster, s.category, count(*) FROM flag_signals s JOIN cluster_members m "
-        "ON m.scope = s.scope AND m.item_id = s.item_id WHERE s.scope = ? AND s.source = '0direct' "
-        "GROUP BY m.cluster, s.category",
-        (scope,),
-    ):
-        hits.setdefault(k, {})[cat] = n
-    any_hit = dict(
-        c.execute(
-            "SELECT m.cluster, count(DISTINCT s.item_id) FROM flag_signals s JOIN cluster_members m "
-            "ON m.scope = s.scope AND m.item_id = s.item_id WHERE s.scope = ? AND s.source = '0direct' "
-            "GROUP BY m.cluster",
-            (scope,),
-        ).fetchall()
-    )
+    todo = range(len(centroids)) if touched is None else sorted(touched)
+    sizes, hits, any_hit = _member_counts(c, scope, None if touched is None else todo)
     concept_vectors = concepts.image if concepts is not None else {}
     old_state = dict(
         c.execute("SELECT cluster_id, fingerprint FROM cluster_state WHERE scope = ?", (scope,)).fetchall()
     )
     dirty: set[tuple[str, str]] = set()
     stats = {"clusters_refreshed": 0, "clusters_flag_remade": 0, "candidates": 0, "summarised": 0}
-    todo = range(len(centroids)) if touched is None else sorted(touched)
     for k in todo:
         cid = semantic_id(policy_hash, k)
         size = int(sizes.get(k, 0))

@@ -71,11 +71,12 @@ def band_keys(words: np.ndarray) -> np.ndarray:
 
 
 def insert_bands(c, scope: int, item_ids: Sequence[str], words: np.ndarray) -> None:
+    """A batch's bands in key order: each B-tree page of ``pdq_bands`` the batch lands on
+    is visited once, not once per row (a random order dirties and re-reads pages the small
+    page cache already let go, a cost that grows with the table, not the batch)."""
     keys = band_keys(words)
-    c.executemany(
-        "INSERT OR IGNORE INTO pdq_bands VALUES (?,?,?)",
-        [(scope, int(k), item_number(i)) for i, row in zip(item_ids, keys) for k in row],
-    )
+    rows = sorted((scope, int(k), item_number(i)) for i, row in zip(item_ids, keys) for k in row)
+    c.executemany("INSERT OR IGNORE INTO pdq_bands VALUES (?,?,?)", rows)
 
 
 def insert_bands_sorted(c, scope: int, item_ids: np.ndarray, codes: np.ndarray, chunk: int = 200_000) -> None:
@@ -351,6 +352,34 @@ def nearest_cells(centroids: np.ndarray, x: np.ndarray, probes: int) -> np.ndarr
     return nearest
 
 
+def may_hold_duplicates(centroids: np.ndarray, q: np.ndarray, cells: np.ndarray, min_cosine: float) -> np.ndarray:
+    """(len(q), cells.shape[1]) bool: whether cell ``cells[i, j]`` may hold a member with
+    cosine ≥ ``min_cosine`` to query ``q[i]`` (unit vectors; members sit in the cell of their
+    largest inner product with the centroids, ``clusters.assign``).
+
+    Exact bound, no recall lost: a unit x with q·x ≥ m lies within ε = √(2(1 − m)) of q, so
+    for every centroid c, |q·c − x·c| ≤ ε‖c‖. x in cell j means x·c_j ≥ x·c_i for every i,
+    hence q·c_j + ε‖c_j‖ ≥ max_i (q·c_i − ε‖c_i‖): a cell below that cannot hold x. With the
+    clusters' spread (members at cosine ~0.5..0.8 to their centroid) most probes fall below."""
+    c = np.ascontiguousarray(centroids, dtype=np.float32)
+    norms = np.linalg.norm(c, axis=1)
+    slack = 1e-4  # float32 rounding of the scores compared (range search, assignment)
+    out = np.ones(cells.shape, dtype=bool)
+    step = max(1, (1 << 24) // max(1, len(c)))  # rows of q per (rows x k) score block: ~64 MB
+    for start in range(0, len(q), step):
+        qs = np.ascontiguousarray(q[start : start + step], dtype=np.float32)
+        # ‖q − x‖² = ‖q‖² + ‖x‖² − 2 q·x with the queries' own norms (fp16-rounded copies
+        # may be a little off unit) and members' norms up to 1 + 1e-3
+        q_norm2 = np.einsum("ij,ij->i", qs, qs)
+        eps = np.sqrt(np.maximum(0.0, q_norm2 + (1 + 1e-3) ** 2 - 2.0 * (float(min_cosine) - slack)))[:, None]
+        scores = qs @ c.T
+        lower = (scores - eps * norms[None, :]).max(axis=1, keepdims=True)
+        at = cells[start : start + step]
+        upper = np.take_along_axis(scores, at, axis=1) + eps * norms[at]
+        out[start : start + step] = upper >= lower - slack
+    return out
+
+
 def cosine_edges_probed(
     q_ids: Sequence[str],
     q: np.ndarray,
@@ -362,16 +391,27 @@ def cosine_edges_probed(
     centroids: np.ndarray,
     min_cosine: float,
     probes: int,
+    *,
+    prune: bool = True,
+    stats: dict | None = None,
 ) -> list[tuple[str, str]]:
     """Edges (query, member) with cosine ≥ ``min_cosine`` between the query vectors and the
     members of each query's ``probes`` nearest cells. The queries are grouped by cell (one
     sort), so each cell is read once for all of them: an incremental run passes all its new
-    items at once and reads each probed cell once per run."""
+    items at once and reads each probed cell once per run. Probed cells that cannot hold a
+    member that close (``may_hold_duplicates``) are not read: the same edges (``prune=False``
+    compares every probed cell), at a cost that follows the new items' own cells, not
+    ``probes`` cells each. ``stats`` (a dict) gains the probes, those pruned, the cells read."""
     if not len(q_ids) or not len(centroids):
         return []
     nearest = nearest_cells(centroids, q, probes)
-    cell_of = nearest.ravel()
-    query_of = np.repeat(np.arange(len(q_ids)), nearest.shape[1])
+    may = may_hold_duplicates(centroids, q, nearest, min_cosine) if prune else np.ones(nearest.shape, bool)
+    cell_of = nearest[may]
+    query_of = np.repeat(np.arange(len(q_ids)), nearest.shape[1]).reshape(nearest.shape)[may]
+    if stats is not None:
+        stats["probes"] = stats.get("probes", 0) + int(nearest.size)
+        stats["probes_pruned"] = stats.get("probes_pruned", 0) + int(nearest.size - len(cell_of))
+        stats["cells_read"] = stats.get("cells_read", 0) + len(np.unique(cell_of))
     order = np.argsort(cell_of, kind="stable")
     cell_of, query_of = cell_of[order], query_of[order]
     bounds = np.flatnonzero(np.diff(cell_of)) + 1

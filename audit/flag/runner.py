@@ -978,6 +978,7 @@ def _near_duplicates(r: _FlagRun) -> None:
             centroids,
             opts.dup_min_cosine,
             r.dup_probes,
+            stats=r.summary.detectors.setdefault("near_duplicates", {}),
         )
         r.probe_vecs = []
         with transaction(conn) as c:
