@@ -9,7 +9,7 @@ import numpy as np
 import audit
 from audit.flag import clusters as cl, dups
 from tests.synthetic_space import D, LookupEmbedder, unit
-from tests.test_flag_scale import MODEL, _open, synthetic, write_items
+from tests.scale_archive import MODEL, open_scale_index as _open, synthetic, write_items
 
 
 def _clustered(n: int, k: int, spread: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
