@@ -36,6 +36,7 @@ import numpy as np
 
 from audit.findings.store import Signal, members_ref
 from audit.flag.cluster_review import ClusterOptions
+from audit.flag.stream import in_chunks
 
 if TYPE_CHECKING:  # pragma: no cover
     from audit.flag.concepts import ConceptVectors
@@ -192,9 +193,7 @@ def _member_counts(
             c.execute("SELECT cluster, count(*) FROM cluster_members WHERE scope = ? GROUP BY cluster", (scope,))
         )
     else:
-        clusters = list(clusters)
-        for start in range(0, len(clusters), 900):
-            chunk = clusters[start : start + 900]
+        for chunk in in_chunks(clusters):
             sizes.update(
                 c.execute(
                     f"SELECT cluster, count(*) FROM cluster_members WHERE scope = ? AND cluster IN "
