@@ -84,3 +84,42 @@ def test_hybrid_executor_returns_every_task_once():
         ex.close()
     assert sorted(results) == sorted(abs(i) for i in range(-12, 12))
     assert ex.workers == 2
+
+
+def test_hybrid_executor_embeds_here_while_the_pool_is_still_starting():
+    """The pool starts on its own thread (its fork server imports torch first); shards are
+    not held back meanwhile: this process runs them, and the pool joins in once it is up."""
+    import threading
+
+    from audit.embed.executor import HybridExecutor, LocalExecutor
+
+    release = threading.Event()
+
+    class SlowToStart(LocalExecutor):
+        def _start(self) -> None:
+            release.wait(60)
+            super()._start()
+
+    pool = SlowToStart(1, threads=1)
+    assert not pool.started()
+    ex = HybridExecutor(pool)
+    try:
+        results = list(ex.map_unordered(abs, iter(range(-12, 12))))
+        assert not pool.started()  # every task ran in this process; none waited for the pool
+    finally:
+        release.set()
+        ex.close()
+    assert sorted(results) == sorted(abs(i) for i in range(-12, 12))
+
+
+def test_a_pool_that_cannot_start_says_so_on_first_use():
+    from audit.embed.executor import LocalExecutor
+
+    class Broken(LocalExecutor):
+        def _start(self) -> None:
+            self._start_error = OSError("no processes left")
+
+    pool = Broken(1)
+    with pytest.raises(OSError, match="no processes left"):
+        list(pool.map_unordered(abs, [1, 2]))
+    pool.close()

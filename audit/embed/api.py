@@ -101,7 +101,7 @@ def run_embed(
     hybrid = not is_cuda and n_workers >= 1
     threads = max(1, cores // max(1, n_workers))
     pool = None
-    torch_threads = _set_torch_threads(threads) if hybrid else None
+    torch_threads = None
     try:
         if hybrid and n_workers > 1:
             from audit.embed.openclip import planned_spec
@@ -112,6 +112,9 @@ def run_embed(
                 else planned_spec(model, pretrained, checkpoint, device, precision, identity=identity)
             )
             pool = LocalExecutor(n_workers - 1, threads=threads, warm=replace(warm, threads=threads) if warm else None)
+        # only now: importing torch takes seconds, which the pool's start (on its own thread,
+        # in its own fork server) overlaps
+        torch_threads = _set_torch_threads(threads) if hybrid else None
         emb = embedder or load_embedder(
             model, pretrained, checkpoint=checkpoint, device=device, precision=precision, identity=identity
         )

@@ -356,9 +356,23 @@ def planned_spec(
         pretrained=pretrained if ident.pretrained else None,
         checkpoint=path if ident.checkpoint_sha256 else None,
         device=str(device),
-        precision=resolve_precision(str(device), precision),
+        precision=_planned_precision(str(device), precision),
         identity=ident,
     )
+
+
+def _planned_precision(device: str, precision: str) -> str:
+    """``resolve_precision`` without importing torch where the CPU's flags can be read:
+    the plan is made before the worker pool starts, and importing torch first (~3 s) held
+    that start back. Where the flags and torch disagree, the workers get a spec that differs
+    from the plan and rebuild (see ``planned_spec``)."""
+    if precision == "auto" and not device.startswith("cuda"):
+        from audit.embed.device import cpu_flags
+
+        flags = cpu_flags()
+        if flags is not None:
+            return "bf16" if flags & {"avx512_bf16", "amx_bf16"} else "fp32"
+    return resolve_precision(device, precision)
 
 
 def load_embedder(
